@@ -1,0 +1,48 @@
+"""promptreg's registry: prompts with immutable versions and movable labels.
+
+The public API is exactly ``__all__``; every other module is an implementation detail.
+"""
+
+from registry.base import PromptRegistry
+from registry.errors import (
+    InvalidInputError,
+    InvalidNameError,
+    LabelConflictError,
+    LabelNotFoundError,
+    MissingVariableError,
+    PromptExistsError,
+    PromptNotFoundError,
+    PromptRegistryError,
+    PromptTooLargeError,
+    RegistryCorruptError,
+    RegistryUnavailableError,
+    RollbackUnavailableError,
+    VersionNotFoundError,
+)
+from registry.factory import PromptRegistryFactory
+from registry.file_store import JsonFilePromptRegistry
+from registry.models import AuditEvent, Prompt, PromptVersion
+from registry.redis_store import RedisPromptRegistry
+
+__all__ = [
+    "AuditEvent",
+    "InvalidInputError",
+    "InvalidNameError",
+    "JsonFilePromptRegistry",
+    "LabelConflictError",
+    "LabelNotFoundError",
+    "MissingVariableError",
+    "Prompt",
+    "PromptExistsError",
+    "PromptNotFoundError",
+    "PromptRegistry",
+    "PromptRegistryError",
+    "PromptRegistryFactory",
+    "PromptTooLargeError",
+    "PromptVersion",
+    "RedisPromptRegistry",
+    "RegistryCorruptError",
+    "RegistryUnavailableError",
+    "RollbackUnavailableError",
+    "VersionNotFoundError",
+]

@@ -1,0 +1,259 @@
+"""``PromptRegistry``: the interface every backend implements.
+
+The public methods validate every argument first and then call the backend's primitive, so every
+backend refuses the same input with the same typed error, before anything is written.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from registry.errors import InvalidInputError, LabelNotFoundError, PromptNotFoundError, VersionNotFoundError
+from registry.models import AuditEvent, Prompt, PromptVersion, utcnow
+from registry.validation import (
+    LATEST,
+    MAX_METADATA_BYTES,
+    MAX_TEXT_BYTES,
+    validate_field,
+    validate_label,
+    validate_metadata,
+    validate_name,
+    validate_text,
+    validate_version_number,
+)
+
+
+class PromptRegistry(ABC):
+    """A store of prompts: unique names, immutable versions, mutable labels, an audit trail.
+
+    ``max_text_bytes`` and ``max_metadata_bytes`` bound what ``add_version`` accepts (UTF-8 text,
+    metadata as compact JSON). Registries are context managers; ``close()`` releases connections.
+    """
+
+    def __init__(self, *, max_text_bytes: int = MAX_TEXT_BYTES, max_metadata_bytes: int = MAX_METADATA_BYTES) -> None:
+        self.max_text_bytes = max_text_bytes
+        self.max_metadata_bytes = max_metadata_bytes
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def create_prompt(self, name: str, *, description: str | None = None, author: str | None = None) -> Prompt:
+        """Create an empty prompt.
+
+        Raises :class:`~registry.PromptExistsError` if the name is taken and
+        :class:`~registry.InvalidNameError` if it is malformed.
+        """
+        validate_name(name)
+        return self._create_prompt(
+            name, validate_field(description, "description"), validate_field(author, "author"), utcnow()
+        )
+
+    def add_version(
+        self,
+        name: str,
+        prompt_text: str,
+        *,
+        author: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        message: str | None = None,
+    ) -> PromptVersion:
+        """Append a new immutable version; its number is one more than the newest.
+
+        Raises :class:`~registry.PromptNotFoundError`, :class:`~registry.PromptTooLargeError` (text or
+        metadata over the limit) or :class:`~registry.InvalidInputError` (metadata not JSON-compatible).
+        """
+        validate_name(name)
+        validate_text(prompt_text, self.max_text_bytes)
+        clean_metadata = validate_metadata(metadata, self.max_metadata_bytes)
+        return self._add_version(
+            name,
+            prompt_text,
+            validate_field(author, "author"),
+            clean_metadata,
+            validate_field(message, "message"),
+            utcnow(),
+        )
+
+    def set_label(
+        self,
+        name: str,
+        label: str,
+        version: int,
+        *,
+        expected_version: int | None = None,
+        author: str | None = None,
+        reason: str | None = None,
+    ) -> AuditEvent:
+        """Point ``label`` at ``version``.
+
+        ``expected_version`` is compare-and-set: the move happens only if the label points there now
+        (``0``: only if the label does not exist yet; ``None``: no check). Raises
+        :class:`~registry.LabelConflictError` when the check fails,
+        :class:`~registry.VersionNotFoundError` for a missing version, and
+        :class:`~registry.InvalidNameError` for a malformed or reserved (``latest``) label.
+        """
+        validate_name(name)
+        validate_label(label, settable=True)
+        validate_version_number(version)
+        if expected_version is not None:
+            validate_version_number(expected_version, allow_zero=True)
+        return self._set_label(
+            name,
+            label,
+            version,
+            expected_version,
+            validate_field(author, "author"),
+            validate_field(reason, "reason"),
+            utcnow(),
+        )
+
+    def delete_label(
+        self,
+        name: str,
+        label: str,
+        *,
+        expected_version: int | None = None,
+        author: str | None = None,
+        reason: str | None = None,
+    ) -> AuditEvent:
+        """Remove ``label``. Raises :class:`~registry.LabelNotFoundError` if it does not exist and
+        :class:`~registry.LabelConflictError` if ``expected_version`` does not match."""
+        validate_name(name)
+        validate_label(label, settable=True)
+        if expected_version is not None:
+            validate_version_number(expected_version)
+        return self._delete_label(
+            name,
+            label,
+            expected_version,
+            validate_field(author, "author"),
+            validate_field(reason, "reason"),
+            utcnow(),
+        )
+
+    def rollback(self, name: str, label: str, *, author: str | None = None, reason: str | None = None) -> AuditEvent:
+        """Move ``label`` back to where it pointed before its last move.
+
+        Rolling back twice returns to where it started. Raises
+        :class:`~registry.RollbackUnavailableError` when the label never pointed anywhere else.
+        """
+        validate_name(name)
+        validate_label(label, settable=True)
+        return self._rollback(name, label, validate_field(author, "author"), validate_field(reason, "reason"), utcnow())
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def get_prompt(self, name: str) -> Prompt | None:
+        """The whole prompt (every version, every label), or ``None`` if there is none."""
+        validate_name(name)
+        return self._get_prompt(name)
+
+    def get_version(self, name: str, *, label: str | None = None, version: int | None = None) -> PromptVersion:
+        """One version, by ``label`` or by ``version`` number; with neither, the newest.
+
+        Raises :class:`~registry.PromptNotFoundError`, :class:`~registry.LabelNotFoundError` or
+        :class:`~registry.VersionNotFoundError`.
+        """
+        validate_name(name)
+        if label is not None and version is not None:
+            raise InvalidInputError("give a label or a version, not both")
+        if version is not None:
+            validate_version_number(version)
+            return self._get_version(name, version)
+        label = LATEST if label is None else validate_label(label)
+        number = self._resolve_label(name, label)
+        return self._get_version(name, number)
+
+    def list_prompts(self) -> list[str]:
+        """Every prompt name, sorted."""
+        return sorted(self._list_prompts())
+
+    def history(self, name: str) -> list[AuditEvent]:
+        """The prompt's audit trail, oldest first. Raises :class:`~registry.PromptNotFoundError`."""
+        validate_name(name)
+        return self._history(name)
+
+    def close(self) -> None:
+        """Release connections and file handles. Idempotent."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- backend primitives (arguments are already validated) -----------------------------------
+
+    @abstractmethod
+    def _create_prompt(self, name: str, description: str | None, author: str | None, at: datetime) -> Prompt: ...
+
+    @abstractmethod
+    def _add_version(
+        self,
+        name: str,
+        prompt_text: str,
+        author: str | None,
+        metadata: dict[str, Any],
+        message: str | None,
+        at: datetime,
+    ) -> PromptVersion: ...
+
+    @abstractmethod
+    def _set_label(
+        self,
+        name: str,
+        label: str,
+        version: int,
+        expected_version: int | None,
+        author: str | None,
+        reason: str | None,
+        at: datetime,
+    ) -> AuditEvent: ...
+
+    @abstractmethod
+    def _delete_label(
+        self,
+        name: str,
+        label: str,
+        expected_version: int | None,
+        author: str | None,
+        reason: str | None,
+        at: datetime,
+    ) -> AuditEvent: ...
+
+    @abstractmethod
+    def _rollback(self, name: str, label: str, author: str | None, reason: str | None, at: datetime) -> AuditEvent: ...
+
+    @abstractmethod
+    def _get_prompt(self, name: str) -> Prompt | None: ...
+
+    def _resolve_label(self, name: str, label: str) -> int:
+        """The version number ``label`` points at (``latest``: the newest); backends may do better."""
+        prompt = self._get_prompt(name)
+        if prompt is None:
+            raise PromptNotFoundError(name)
+        found = prompt.get_version_by_label(label)
+        if found is None:
+            raise LabelNotFoundError(name, label)
+        return found.version
+
+    def _get_version(self, name: str, version: int) -> PromptVersion:
+        """One version by number; backends may do better than loading the whole prompt."""
+        prompt = self._get_prompt(name)
+        if prompt is None:
+            raise PromptNotFoundError(name)
+        found = prompt.get_version_by_number(version)
+        if found is None:
+            raise VersionNotFoundError(name, version)
+        return found
+
+    @abstractmethod
+    def _list_prompts(self) -> list[str]: ...
+
+    @abstractmethod
+    def _history(self, name: str) -> list[AuditEvent]: ...

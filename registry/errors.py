@@ -1,0 +1,125 @@
+"""The one error tree of promptreg.
+
+Every error promptreg raises derives from :class:`PromptRegistryError`, so callers can catch
+everything with one class. Where a builtin fits, the error also derives from it, so existing
+``except KeyError`` / ``except ValueError`` / ``except ConnectionError`` code keeps working::
+
+    PromptRegistryError
+    ├── PromptNotFoundError        (KeyError)   no prompt of that name
+    ├── VersionNotFoundError       (KeyError)   the prompt has no such version
+    ├── LabelNotFoundError         (KeyError)   the prompt has no such label
+    ├── PromptExistsError                       create_prompt on a name already taken
+    ├── LabelConflictError                      compare-and-set on a label failed
+    ├── RollbackUnavailableError                the label has no earlier position to go back to
+    ├── InvalidInputError          (ValueError) input refused before anything was written
+    │   ├── InvalidNameError                    a prompt name, label or namespace is malformed
+    │   └── PromptTooLargeError                 prompt text or metadata over the configured limit
+    ├── MissingVariableError       (KeyError)   render() without every template variable
+    ├── RegistryCorruptError                    stored data that cannot be read (left untouched)
+    └── RegistryUnavailableError   (ConnectionError) the store cannot be reached
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class PromptRegistryError(Exception):
+    """Base class of every error raised by promptreg."""
+
+
+class _KeyErrorMessage(KeyError):
+    """KeyError whose ``str()`` is the message itself, not its ``repr()``."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class PromptNotFoundError(PromptRegistryError, _KeyErrorMessage):
+    """No prompt with this name exists."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"prompt {name!r} not found")
+        self.name = name
+
+
+class VersionNotFoundError(PromptRegistryError, _KeyErrorMessage):
+    """The prompt exists but has no such version."""
+
+    def __init__(self, name: str, version: int) -> None:
+        super().__init__(f"prompt {name!r} has no version {version}")
+        self.name = name
+        self.version = version
+
+
+class LabelNotFoundError(PromptRegistryError, _KeyErrorMessage):
+    """The prompt exists but has no such label."""
+
+    def __init__(self, name: str, label: str) -> None:
+        super().__init__(f"prompt {name!r} has no label {label!r}")
+        self.name = name
+        self.label = label
+
+
+class PromptExistsError(PromptRegistryError):
+    """``create_prompt`` was called with a name that is already taken."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"prompt {name!r} already exists")
+        self.name = name
+
+
+class LabelConflictError(PromptRegistryError):
+    """A compare-and-set on a label failed: it did not point where the caller expected."""
+
+    def __init__(self, name: str, label: str, expected: int, actual: int | None) -> None:
+        want = "to be unset" if expected == 0 else f"at version {expected}"
+        have = "is unset" if actual is None else f"points at version {actual}"
+        super().__init__(f"label {label!r} of prompt {name!r} {have}, expected it {want}")
+        self.name = name
+        self.label = label
+        self.expected = expected
+        self.actual = actual
+
+
+class RollbackUnavailableError(PromptRegistryError):
+    """``rollback`` found no earlier version for the label to return to."""
+
+    def __init__(self, name: str, label: str) -> None:
+        super().__init__(f"label {label!r} of prompt {name!r} has no earlier version to roll back to")
+        self.name = name
+        self.label = label
+
+
+class InvalidInputError(PromptRegistryError, ValueError):
+    """Input was refused before anything was written."""
+
+
+class InvalidNameError(InvalidInputError):
+    """A prompt name, label or namespace does not match its pattern or length limit."""
+
+
+class PromptTooLargeError(InvalidInputError):
+    """Prompt text or metadata is larger than the registry's configured limit."""
+
+
+class MissingVariableError(PromptRegistryError, _KeyErrorMessage):
+    """``render`` was called without values for some template variables.
+
+    ``missing`` holds every missing name, sorted.
+    """
+
+    def __init__(self, missing: Iterable[str]) -> None:
+        self.missing: tuple[str, ...] = tuple(sorted(set(missing)))
+        super().__init__("missing template variables: " + ", ".join(self.missing))
+
+
+class RegistryCorruptError(PromptRegistryError):
+    """Stored data could not be read (corrupt or foreign file, malformed record).
+
+    The data is left exactly as it was found.
+    """
+
+
+class RegistryUnavailableError(PromptRegistryError, ConnectionError):
+    """The backing store (Redis, the file system) cannot be reached."""

@@ -1,0 +1,95 @@
+"""The Redis keyspace: every key and the channel name, built in one place.
+
+All keys of one registry share the hash tag ``{namespace}``, so every Lua script touches a single
+slot and the registry runs unchanged on Redis Cluster. Names and labels are validated before they
+get here (no ``:``, braces or whitespace), so no name can forge another key.
+
+===================================  ==========  ==================================================
+key                                  type        what
+===================================  ==========  ==================================================
+``{ns}:rev``                         string      global revision, INCR by every write
+``{ns}:prompts``                     set         names of every prompt
+``{ns}:p:<name>``                    hash        ``description``, ``author``, ``created_at``,
+                                                 ``latest`` (newest version number)
+``{ns}:p:<name>:v:<n>``              hash        one immutable version: ``prompt_text``,
+                                                 ``author``, ``created_at``, ``message``,
+                                                 ``metadata`` (msgpack), ``sha256``
+``{ns}:p:<name>:label:<label>``      string      the version number the label points at
+``{ns}:p:<name>:labels``             set         names of the prompt's labels
+``{ns}:p:<name>:prev:<label>``       string      where the label pointed before its last move
+``{ns}:p:<name>:log``                stream      the prompt's audit trail (never trimmed)
+``{ns}:log``                         stream      every write, registry-wide (trimmed to ~100k)
+``{ns}:events``                      channel     one msgpack change message per write
+===================================  ==========  ==================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from registry.validation import validate_namespace
+
+DEFAULT_NAMESPACE = "promptreg"
+
+
+@dataclass(frozen=True, slots=True)
+class Keyspace:
+    """Builds every Redis key and the channel name for one namespace."""
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    def __post_init__(self) -> None:
+        validate_namespace(self.namespace)
+
+    @property
+    def prefix(self) -> str:
+        """``{ns}``: the hash tag every key starts with."""
+        return "{" + self.namespace + "}"
+
+    @property
+    def rev(self) -> str:
+        """The global revision counter."""
+        return f"{self.prefix}:rev"
+
+    @property
+    def prompts(self) -> str:
+        """The set of prompt names."""
+        return f"{self.prefix}:prompts"
+
+    @property
+    def log(self) -> str:
+        """The registry-wide audit stream."""
+        return f"{self.prefix}:log"
+
+    @property
+    def channel(self) -> str:
+        """The pub/sub channel that carries change messages."""
+        return f"{self.prefix}:events"
+
+    def prompt(self, name: str) -> str:
+        """The prompt's own hash (description, author, created_at, latest)."""
+        return f"{self.prefix}:p:{name}"
+
+    def version_prefix(self, name: str) -> str:
+        """Prefix of the prompt's version keys; the version number is appended to it."""
+        return f"{self.prefix}:p:{name}:v:"
+
+    def version(self, name: str, version: int) -> str:
+        """One immutable version hash."""
+        return f"{self.version_prefix(name)}{version}"
+
+    def label(self, name: str, label: str) -> str:
+        """The string key holding the version a label points at."""
+        return f"{self.prefix}:p:{name}:label:{label}"
+
+    def labels(self, name: str) -> str:
+        """The set of the prompt's label names."""
+        return f"{self.prefix}:p:{name}:labels"
+
+    def previous(self, name: str, label: str) -> str:
+        """Where the label pointed before its last move (rollback's target)."""
+        return f"{self.prefix}:p:{name}:prev:{label}"
+
+    def history(self, name: str) -> str:
+        """The prompt's audit stream."""
+        return f"{self.prefix}:p:{name}:log"

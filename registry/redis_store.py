@@ -1,0 +1,5 @@
+"""Placeholder while being written (replaced in this session)."""
+
+
+class RedisPromptRegistry:
+    pass

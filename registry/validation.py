@@ -1,0 +1,133 @@
+"""Input rules shared by every backend: names, labels, sizes, metadata.
+
+Everything is checked here, before a backend writes anything, so a refused call never leaves a
+partial write behind. Names are also what keeps Redis keys safe: a valid name cannot contain
+``:``, ``{``, ``}`` or whitespace, so it can never forge another key or leave the hash tag.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from registry.errors import InvalidInputError, InvalidNameError, PromptTooLargeError
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
+LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_NAME_LENGTH = 128
+MAX_LABEL_LENGTH = 64
+MAX_TEXT_BYTES = 1024 * 1024
+MAX_METADATA_BYTES = 64 * 1024
+MAX_FIELD_LENGTH = 4096
+"""Limit for short free-text fields: author, message, reason, description."""
+
+LATEST = "latest"
+"""The reserved label that always resolves to the newest version; it cannot be set."""
+
+
+def validate_name(name: object) -> str:
+    """Return ``name`` if it is a valid prompt name, else raise :class:`InvalidNameError`."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise InvalidNameError(
+            f"invalid prompt name {name!r}: use letters, digits and . _ / - "
+            "(starting with a letter or digit)"
+        )
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidNameError(f"prompt name is {len(name)} characters, the limit is {MAX_NAME_LENGTH}")
+    if "//" in name or name.endswith("/"):
+        raise InvalidNameError(f"invalid prompt name {name!r}: empty path segment")
+    return name
+
+
+def validate_label(label: object, *, settable: bool = False) -> str:
+    """Return ``label`` if valid; with ``settable=True`` also refuse the reserved ``latest``."""
+    if not isinstance(label, str) or not LABEL_PATTERN.fullmatch(label):
+        raise InvalidNameError(
+            f"invalid label {label!r}: use letters, digits and . _ - (starting with a letter or digit)"
+        )
+    if len(label) > MAX_LABEL_LENGTH:
+        raise InvalidNameError(f"label is {len(label)} characters, the limit is {MAX_LABEL_LENGTH}")
+    if settable and label == LATEST:
+        raise InvalidNameError(f"{LATEST!r} is reserved: it always resolves to the newest version")
+    return label
+
+
+def validate_namespace(namespace: object) -> str:
+    """Return ``namespace`` if it can be used as a Redis key prefix."""
+    if not isinstance(namespace, str) or not LABEL_PATTERN.fullmatch(namespace) or len(namespace) > 64:
+        raise InvalidNameError(f"invalid namespace {namespace!r}: use letters, digits and . _ -")
+    return namespace
+
+
+def validate_version_number(version: object, *, allow_zero: bool = False) -> int:
+    """Return ``version`` if it is a positive int (or 0 when ``allow_zero``)."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < (0 if allow_zero else 1):
+        raise InvalidInputError(f"invalid version number {version!r}: expected an integer >= 1")
+    return version
+
+
+def validate_text(text: object, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """Return ``text`` if it is a string within ``max_bytes`` when UTF-8 encoded."""
+    if not isinstance(text, str):
+        raise InvalidInputError(f"prompt text must be a string, got {type(text).__name__}")
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(f"prompt text is not valid Unicode: {exc}") from exc
+    if size > max_bytes:
+        raise PromptTooLargeError(f"prompt text is {size} bytes, the limit is {max_bytes}")
+    return text
+
+
+def validate_field(value: object, what: str) -> str | None:
+    """Return a short optional text field (author, message, reason, description) if valid.
+
+    An empty string is taken as absent (``None``), so every backend stores "no value" one way.
+    """
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
+    if len(value) > MAX_FIELD_LENGTH:
+        raise PromptTooLargeError(f"{what} is {len(value)} characters, the limit is {MAX_FIELD_LENGTH}")
+    return value
+
+
+def validate_metadata(metadata: Mapping[str, Any] | None, max_bytes: int = MAX_METADATA_BYTES) -> dict[str, Any]:
+    """Return a JSON-compatible copy of ``metadata`` within ``max_bytes`` as compact JSON."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidInputError(f"metadata must be a mapping, got {type(metadata).__name__}")
+    _check_json(metadata, "metadata")
+    encoded = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    size = len(encoded.encode("utf-8"))
+    if size > max_bytes:
+        raise PromptTooLargeError(f"metadata is {size} bytes as JSON, the limit is {max_bytes}")
+    result: dict[str, Any] = json.loads(encoded)
+    return result
+
+
+def _check_json(value: Any, path: str, depth: int = 0) -> None:
+    if depth > 32:
+        raise InvalidInputError(f"{path}: nested deeper than 32 levels")
+    if value is None or isinstance(value, (bool, int, str)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInputError(f"{path}: {value!r} is not JSON-compatible")
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidInputError(f"{path}: key {key!r} is not a string")
+            _check_json(item, f"{path}.{key}", depth + 1)
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_json(item, f"{path}[{i}]", depth + 1)
+        return
+    raise InvalidInputError(f"{path}: {type(value).__name__} is not JSON-compatible")
