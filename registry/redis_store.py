@@ -1,5 +1,347 @@
-"""Placeholder while being written (replaced in this session)."""
+"""``RedisPromptRegistry``: Redis is the source of truth.
+
+Each version is an immutable hash, each label its own string key (layout in :mod:`registry.keys`).
+Every write is one Lua script from ``registry/lua/`` that validates, writes, appends the audit entry,
+bumps the revision and publishes the change message, atomically. This module only packs arguments,
+calls the scripts and turns their result codes and Redis errors into typed exceptions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import msgpack
+import redis
+from redis.commands.core import Script
+
+from registry.base import PromptRegistry
+from registry.errors import (
+    InvalidInputError,
+    LabelConflictError,
+    LabelNotFoundError,
+    PromptExistsError,
+    PromptNotFoundError,
+    PromptRegistryError,
+    RegistryCorruptError,
+    RegistryUnavailableError,
+    RollbackUnavailableError,
+    VersionNotFoundError,
+)
+from registry.events import pack_static_part
+from registry.keys import DEFAULT_NAMESPACE, Keyspace
+from registry.models import AuditEvent, Prompt, PromptVersion
+from registry.validation import LATEST, MAX_METADATA_BYTES, MAX_TEXT_BYTES
+
+_SCRIPTS = ("create_prompt", "add_version", "set_label", "delete_label", "rollback_label")
+_UNAVAILABLE_REPLIES = ("LOADING", "READONLY", "MASTERDOWN", "BUSY", "OOM", "NOREPLICAS", "CLUSTERDOWN")
 
 
-class RedisPromptRegistry:
-    pass
+def _load_script_source(name: str) -> str:
+    # The shared commit() tail is prepended, so each script is one self-contained EVAL body.
+    lua = resources.files("registry").joinpath("lua")
+    return lua.joinpath("_commit.lua").read_text("utf-8") + "\n" + lua.joinpath(f"{name}.lua").read_text("utf-8")
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8")
+
+
+def version_from_hash(name: str, number: int, fields: dict[bytes, bytes]) -> PromptVersion:
+    """Build a :class:`PromptVersion` from a version hash (an ``HGETALL`` result).
+
+    Raises :class:`RegistryCorruptError` when the hash is not a promptreg version.
+    """
+    try:
+        metadata = msgpack.unpackb(fields[b"metadata"], raw=False) if b"metadata" in fields else {}
+        return PromptVersion(
+            version=number,
+            prompt_text=fields[b"prompt_text"].decode("utf-8"),
+            created_at=datetime.fromisoformat(fields[b"created_at"].decode("ascii")),
+            author=_text(fields.get(b"author")),
+            message=_text(fields.get(b"message")),
+            metadata=metadata,
+        )
+    except (KeyError, ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise RegistryCorruptError(f"version {number} of prompt {name!r} is not readable: {exc!r}") from exc
+
+
+def _event_from_entry(fields: dict[bytes, bytes]) -> AuditEvent:
+    def opt_int(key: bytes) -> int | None:
+        value = fields.get(key)
+        return None if value is None else int(value)
+
+    try:
+        return AuditEvent(
+            rev=int(fields[b"rev"]),
+            at=datetime.fromisoformat(fields[b"at"].decode("ascii")),
+            action=fields[b"action"].decode(),  # type: ignore[arg-type]  # validated by pydantic
+            prompt=fields[b"prompt"].decode("utf-8"),
+            label=_text(fields.get(b"label")),
+            version=opt_int(b"version"),
+            previous_version=opt_int(b"previous_version"),
+            author=_text(fields.get(b"author")),
+            reason=_text(fields.get(b"reason")),
+        )
+    except (KeyError, ValueError) as exc:
+        raise RegistryCorruptError(f"unreadable audit entry {fields!r}: {exc!r}") from exc
+
+
+class RedisPromptRegistry(PromptRegistry):
+    """The production registry on Redis 7 (or anything speaking its protocol with Lua).
+
+    Pass a ``redis.Redis`` client (it must not use ``decode_responses``) or a ``url``; extra keyword
+    arguments go to ``redis.Redis.from_url``. ``namespace`` prefixes every key, inside one hash tag.
+    Connection failures raise :class:`~registry.RegistryUnavailableError`.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis | None = None,
+        *,
+        url: str | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+        max_text_bytes: int = MAX_TEXT_BYTES,
+        max_metadata_bytes: int = MAX_METADATA_BYTES,
+        **redis_kwargs: Any,
+    ) -> None:
+        super().__init__(max_text_bytes=max_text_bytes, max_metadata_bytes=max_metadata_bytes)
+        self.keys = Keyspace(namespace)
+        if (client is None) == (url is None):
+            raise InvalidInputError("give exactly one of a redis client or a url")
+        if client is None:
+            redis_kwargs.setdefault("socket_timeout", 10.0)
+            redis_kwargs.setdefault("socket_connect_timeout", 5.0)
+            redis_kwargs.setdefault("health_check_interval", 30)
+            client = redis.Redis.from_url(str(url), **redis_kwargs)
+            self._owns_client = True
+        else:
+            self._owns_client = False
+        if client.get_connection_kwargs().get("decode_responses"):
+            raise InvalidInputError("the redis client must not use decode_responses=True (versions hold bytes)")
+        self.redis: redis.Redis = client
+        self._scripts: dict[str, Script] = {
+            name: client.register_script(_load_script_source(name)) for name in _SCRIPTS
+        }
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisPromptRegistry:
+        """A registry on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``)."""
+        return cls(url=url, **options)
+
+    def close(self) -> None:
+        """Close the connection pool if this registry created it."""
+        if self._owns_client:
+            self.redis.close()
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        """Turn redis-py errors into promptreg errors at this one boundary."""
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RegistryUnavailableError(f"redis is unreachable: {exc}") from exc
+        except redis.ResponseError as exc:
+            if str(exc).startswith(_UNAVAILABLE_REPLIES):
+                raise RegistryUnavailableError(f"redis refused the command: {exc}") from exc
+            raise PromptRegistryError(f"redis error: {exc}") from exc
+
+    def _run(self, script: str, keys: list[str], args: list[Any]) -> list[Any]:
+        with self._translate():
+            result: list[Any] = self._scripts[script](keys=keys, args=args, client=self.redis)
+        return result
+
+    def _head(self, op: str, name: str, label: str | None, author: str | None, at: datetime) -> bytes:
+        return pack_static_part(op, name, label, author, at.timestamp())
+
+    def _label_keys(self, name: str, label: str) -> list[str]:
+        k = self.keys
+        return [k.prompt(name), k.label(name, label), k.labels(name), k.previous(name, label)]
+
+    def _audit_keys(self, name: str) -> list[str]:
+        return [self.keys.rev, self.keys.log, self.keys.history(name)]
+
+    def _fail(self, name: str, label: str | None, result: list[Any], expected: int | None = None) -> None:
+        code = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
+        if code == "NOPROMPT":
+            raise PromptNotFoundError(name)
+        if code == "EXISTS":
+            raise PromptExistsError(name)
+        if code == "NOLABEL":
+            raise LabelNotFoundError(name, str(label))
+        if code == "NOROLLBACK":
+            raise RollbackUnavailableError(name, str(label))
+        if code == "CONFLICT":
+            actual = result[2] if len(result) > 2 and result[2] is not None else None
+            raise LabelConflictError(name, str(label), int(expected or 0), None if actual is None else int(actual))
+        raise RegistryCorruptError(f"prompt {name!r} is inconsistent in redis ({code})")
+
+    def _event(self, rev: int, action: str, name: str, label: str | None, version: Any, prev: Any,
+               author: str | None, reason: str | None, at: datetime) -> AuditEvent:  # fmt: skip
+        return AuditEvent(
+            rev=int(rev),
+            at=at,
+            action=action,  # type: ignore[arg-type]
+            prompt=name,
+            label=label,
+            version=None if version is None else int(version),
+            previous_version=None if prev is None else int(prev),
+            author=author,
+            reason=reason,
+        )
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def _create_prompt(self, name: str, description: str | None, author: str | None, at: datetime) -> Prompt:
+        k = self.keys
+        result = self._run(
+            "create_prompt",
+            [k.prompts, k.prompt(name), *self._audit_keys(name)],
+            [name, description or "", author or "", at.isoformat(),
+             self._head("create_prompt", name, None, author, at), k.channel],
+        )  # fmt: skip
+        if result[0] != b"OK":
+            self._fail(name, None, result)
+        return Prompt(name=name, description=description, author=author, created_at=at)
+
+    def _add_version(self, name: str, prompt_text: str, author: str | None, metadata: dict[str, Any],
+                     message: str | None, at: datetime) -> PromptVersion:  # fmt: skip
+        k = self.keys
+        result = self._run(
+            "add_version",
+            [k.prompt(name), *self._audit_keys(name)],
+            [name, k.version_prefix(name), prompt_text, author or "", at.isoformat(), message or "",
+             msgpack.packb(metadata), hashlib.sha256(prompt_text.encode("utf-8")).hexdigest(),
+             self._head("add_version", name, None, author, at), k.channel],
+        )  # fmt: skip
+        if result[0] != b"OK":
+            self._fail(name, None, result)
+        return PromptVersion(
+            version=int(result[2]), prompt_text=prompt_text, created_at=at, author=author, message=message,
+            metadata=metadata,
+        )  # fmt: skip
+
+    def _set_label(self, name: str, label: str, version: int, expected_version: int | None,
+                   author: str | None, reason: str | None, at: datetime) -> AuditEvent:  # fmt: skip
+        k = self.keys
+        prompt_key, label_key, labels_key, prev_key = self._label_keys(name, label)
+        result = self._run(
+            "set_label",
+            [prompt_key, k.version(name, version), label_key, labels_key, prev_key, *self._audit_keys(name)],
+            [name, label, version, "" if expected_version is None else expected_version, at.isoformat(),
+             author or "", reason or "", self._head("set_label", name, label, author, at), k.channel],
+        )  # fmt: skip
+        if result[0] != b"OK":
+            if result[1] == b"NOVERSION":
+                raise VersionNotFoundError(name, version)
+            self._fail(name, label, result, expected_version)
+        return self._event(result[1], "set_label", name, label, version, result[2], author, reason, at)
+
+    def _delete_label(self, name: str, label: str, expected_version: int | None, author: str | None,
+                      reason: str | None, at: datetime) -> AuditEvent:  # fmt: skip
+        result = self._run(
+            "delete_label",
+            [*self._label_keys(name, label), *self._audit_keys(name)],
+            [name, label, "" if expected_version is None else expected_version, at.isoformat(), author or "",
+             reason or "", self._head("delete_label", name, label, author, at), self.keys.channel],
+        )  # fmt: skip
+        if result[0] != b"OK":
+            self._fail(name, label, result, expected_version)
+        return self._event(result[1], "delete_label", name, label, None, result[2], author, reason, at)
+
+    def _rollback(self, name: str, label: str, author: str | None, reason: str | None, at: datetime) -> AuditEvent:
+        result = self._run(
+            "rollback_label",
+            [*self._label_keys(name, label), *self._audit_keys(name)],
+            [name, label, self.keys.version_prefix(name), at.isoformat(), author or "", reason or "",
+             self._head("rollback", name, label, author, at), self.keys.channel],
+        )  # fmt: skip
+        if result[0] != b"OK":
+            self._fail(name, label, result)
+        return self._event(result[1], "rollback", name, label, result[2], result[3], author, reason, at)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def _get_prompt(self, name: str) -> Prompt | None:
+        k = self.keys
+        with self._translate():
+            meta, label_names = self.redis.pipeline(transaction=True).hgetall(k.prompt(name)).smembers(
+                k.labels(name)
+            ).execute()
+            if not meta:
+                return None
+            labels = sorted(n.decode() for n in label_names)
+            # Labels and `latest` are read together, after the label set: every label then points
+            # at a version <= latest, since versions are never removed.
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hget(k.prompt(name), "latest")
+            for label in labels:
+                pipe.get(k.label(name, label))
+            latest_raw, *targets = pipe.execute()
+            latest = int(latest_raw or 0)
+            pipe = self.redis.pipeline(transaction=False)
+            for number in range(1, latest + 1):
+                pipe.hgetall(k.version(name, number))
+            hashes = pipe.execute() if latest else []
+        versions = [version_from_hash(name, n, fields) for n, fields in enumerate(hashes, 1)]
+        try:
+            return Prompt(
+                name=name,
+                description=_text(meta.get(b"description")),
+                author=_text(meta.get(b"author")),
+                created_at=datetime.fromisoformat(meta[b"created_at"].decode("ascii")),
+                versions=versions,
+                labels={label: int(t) for label, t in zip(labels, targets, strict=True) if t is not None},
+            )
+        except (KeyError, ValueError) as exc:
+            raise RegistryCorruptError(f"prompt {name!r} is not readable: {exc!r}") from exc
+
+    def _resolve_label(self, name: str, label: str) -> int:
+        k = self.keys
+        with self._translate():
+            if label == LATEST:
+                raw = self.redis.hget(k.prompt(name), "latest")
+                if raw is None:
+                    raise PromptNotFoundError(name)
+                if int(raw) == 0:
+                    raise LabelNotFoundError(name, label)
+                return int(raw)
+            raw, exists = self.redis.pipeline(transaction=False).get(k.label(name, label)).exists(
+                k.prompt(name)
+            ).execute()
+        if not exists:
+            raise PromptNotFoundError(name)
+        if raw is None:
+            raise LabelNotFoundError(name, label)
+        return int(raw)
+
+    def _get_version(self, name: str, version: int) -> PromptVersion:
+        k = self.keys
+        with self._translate():
+            fields, exists = self.redis.pipeline(transaction=False).hgetall(k.version(name, version)).exists(
+                k.prompt(name)
+            ).execute()
+        if not exists:
+            raise PromptNotFoundError(name)
+        if not fields:
+            raise VersionNotFoundError(name, version)
+        return version_from_hash(name, version, fields)
+
+    def _list_prompts(self) -> list[str]:
+        with self._translate():
+            return [n.decode("utf-8") for n in self.redis.smembers(self.keys.prompts)]
+
+    def _history(self, name: str) -> list[AuditEvent]:
+        with self._translate():
+            exists, entries = self.redis.pipeline(transaction=False).exists(self.keys.prompt(name)).xrange(
+                self.keys.history(name)
+            ).execute()
+        if not exists:
+            raise PromptNotFoundError(name)
+        return [_event_from_entry(fields) for _id, fields in entries]

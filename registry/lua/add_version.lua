@@ -1,0 +1,39 @@
+-- add_version: append a new immutable version to a prompt.
+--
+-- KEYS[1] {ns}:p:<name>         the prompt's hash (field 'latest' = newest version number)
+-- KEYS[2] {ns}:rev              global revision
+-- KEYS[3] {ns}:log              registry-wide audit stream
+-- KEYS[4] {ns}:p:<name>:log     the prompt's audit stream
+-- ARGV[1] name
+-- ARGV[2] version key prefix    {ns}:p:<name>:v:  (the new number is appended; same slot)
+-- ARGV[3] prompt_text
+-- ARGV[4] author ('' = none)
+-- ARGV[5] created_at (ISO 8601, UTC)
+-- ARGV[6] message ('' = none)
+-- ARGV[7] metadata (msgpack)
+-- ARGV[8] sha256 of the text
+-- ARGV[9] message head (msgpack, packed by Python)
+-- ARGV[10] channel
+-- Returns {'OK', rev, version} or {'ERR', 'NOPROMPT'} / {'ERR', 'CORRUPT'}.
+
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'ERR', 'NOPROMPT'}
+end
+local version = tonumber(redis.call('HGET', KEYS[1], 'latest') or '0') + 1
+local key = ARGV[2] .. version
+-- A version hash is written once and never again: if it exists, the index is damaged.
+if redis.call('EXISTS', key) == 1 then
+  return {'ERR', 'CORRUPT'}
+end
+redis.call('HSET', KEYS[1], 'latest', version)
+redis.call('HSET', key, 'prompt_text', ARGV[3], 'created_at', ARGV[5], 'metadata', ARGV[7], 'sha256', ARGV[8])
+if ARGV[4] ~= '' then
+  redis.call('HSET', key, 'author', ARGV[4])
+end
+if ARGV[6] ~= '' then
+  redis.call('HSET', key, 'message', ARGV[6])
+end
+local rev = commit(KEYS[2], KEYS[3], KEYS[4], ARGV[10], ARGV[9],
+  {'at', ARGV[5], 'action', 'add_version', 'prompt', ARGV[1], 'author', ARGV[4], 'reason', ARGV[6]},
+  version, false)
+return {'OK', rev, version}

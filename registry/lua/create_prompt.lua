@@ -1,0 +1,30 @@
+-- create_prompt: register a new, empty prompt.
+--
+-- KEYS[1] {ns}:prompts          set of prompt names
+-- KEYS[2] {ns}:p:<name>         the prompt's hash
+-- KEYS[3] {ns}:rev              global revision
+-- KEYS[4] {ns}:log              registry-wide audit stream
+-- KEYS[5] {ns}:p:<name>:log     the prompt's audit stream
+-- ARGV[1] name
+-- ARGV[2] description ('' = none)
+-- ARGV[3] author ('' = none)
+-- ARGV[4] created_at (ISO 8601, UTC)
+-- ARGV[5] message head (msgpack, packed by Python)
+-- ARGV[6] channel
+-- Returns {'OK', rev} or {'ERR', 'EXISTS'}.
+
+local name = ARGV[1]
+if redis.call('SISMEMBER', KEYS[1], name) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then
+  return {'ERR', 'EXISTS'}
+end
+redis.call('HSET', KEYS[2], 'created_at', ARGV[4], 'latest', 0)
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[2], 'description', ARGV[2])
+end
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[2], 'author', ARGV[3])
+end
+redis.call('SADD', KEYS[1], name)
+local rev = commit(KEYS[3], KEYS[4], KEYS[5], ARGV[6], ARGV[5],
+  {'at', ARGV[4], 'action', 'create_prompt', 'prompt', name, 'author', ARGV[3]}, false, false)
+return {'OK', rev}

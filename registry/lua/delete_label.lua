@@ -1,0 +1,38 @@
+-- delete_label: remove a label, with optional compare-and-set.
+--
+-- KEYS[1] {ns}:p:<name>               the prompt's hash
+-- KEYS[2] {ns}:p:<name>:label:<label> the label
+-- KEYS[3] {ns}:p:<name>:labels        set of the prompt's labels
+-- KEYS[4] {ns}:p:<name>:prev:<label>  rollback target (set to the deleted position)
+-- KEYS[5] {ns}:rev                    global revision
+-- KEYS[6] {ns}:log                    registry-wide audit stream
+-- KEYS[7] {ns}:p:<name>:log           the prompt's audit stream
+-- ARGV[1] name
+-- ARGV[2] label
+-- ARGV[3] expected version ('' = no check)
+-- ARGV[4] at (ISO 8601, UTC)
+-- ARGV[5] author ('' = none)
+-- ARGV[6] reason ('' = none)
+-- ARGV[7] message head (msgpack, packed by Python)
+-- ARGV[8] channel
+-- Returns {'OK', rev, previous} or {'ERR', 'NOPROMPT' | 'NOLABEL' | 'CONFLICT', actual}.
+
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'ERR', 'NOPROMPT'}
+end
+local current = redis.call('GET', KEYS[2])
+if not current then
+  return {'ERR', 'NOLABEL'}
+end
+current = tonumber(current)
+if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= current then
+  return {'ERR', 'CONFLICT', current}
+end
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[2])
+redis.call('SET', KEYS[4], current)
+local rev = commit(KEYS[5], KEYS[6], KEYS[7], ARGV[8], ARGV[7],
+  {'at', ARGV[4], 'action', 'delete_label', 'prompt', ARGV[1], 'label', ARGV[2], 'author', ARGV[5],
+   'reason', ARGV[6]},
+  false, current)
+return {'OK', rev, current}

@@ -1,0 +1,44 @@
+-- rollback_label: move a label back to where it pointed before its last move.
+--
+-- KEYS[1] {ns}:p:<name>               the prompt's hash
+-- KEYS[2] {ns}:p:<name>:label:<label> the label
+-- KEYS[3] {ns}:p:<name>:labels        set of the prompt's labels
+-- KEYS[4] {ns}:p:<name>:prev:<label>  the rollback target; becomes the position left
+-- KEYS[5] {ns}:rev                    global revision
+-- KEYS[6] {ns}:log                    registry-wide audit stream
+-- KEYS[7] {ns}:p:<name>:log           the prompt's audit stream
+-- ARGV[1] name
+-- ARGV[2] label
+-- ARGV[3] version key prefix          {ns}:p:<name>:v:  (same slot)
+-- ARGV[4] at (ISO 8601, UTC)
+-- ARGV[5] author ('' = none)
+-- ARGV[6] reason ('' = none)
+-- ARGV[7] message head (msgpack, packed by Python)
+-- ARGV[8] channel
+-- Returns {'OK', rev, version, previous or false} or {'ERR', 'NOPROMPT' | 'NOROLLBACK' | 'CORRUPT'}.
+
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'ERR', 'NOPROMPT'}
+end
+local target = redis.call('GET', KEYS[4])
+if not target then
+  return {'ERR', 'NOROLLBACK'}
+end
+target = tonumber(target)
+if redis.call('EXISTS', ARGV[3] .. target) == 0 then
+  return {'ERR', 'CORRUPT'}
+end
+local current = redis.call('GET', KEYS[2])
+if current then
+  current = tonumber(current)
+  redis.call('SET', KEYS[4], current)
+else
+  redis.call('DEL', KEYS[4])
+end
+redis.call('SET', KEYS[2], target)
+redis.call('SADD', KEYS[3], ARGV[2])
+local rev = commit(KEYS[5], KEYS[6], KEYS[7], ARGV[8], ARGV[7],
+  {'at', ARGV[4], 'action', 'rollback', 'prompt', ARGV[1], 'label', ARGV[2], 'author', ARGV[5],
+   'reason', ARGV[6]},
+  target, current or false)
+return {'OK', rev, target, current or false}

@@ -1,0 +1,53 @@
+-- set_label: point a label at an existing version, with optional compare-and-set.
+--
+-- KEYS[1] {ns}:p:<name>               the prompt's hash
+-- KEYS[2] {ns}:p:<name>:v:<version>   the target version
+-- KEYS[3] {ns}:p:<name>:label:<label> the label
+-- KEYS[4] {ns}:p:<name>:labels        set of the prompt's labels
+-- KEYS[5] {ns}:p:<name>:prev:<label>  where the label pointed before its last move
+-- KEYS[6] {ns}:rev                    global revision
+-- KEYS[7] {ns}:log                    registry-wide audit stream
+-- KEYS[8] {ns}:p:<name>:log           the prompt's audit stream
+-- ARGV[1] name
+-- ARGV[2] label
+-- ARGV[3] version
+-- ARGV[4] expected version ('' = no check, '0' = label must not exist)
+-- ARGV[5] at (ISO 8601, UTC)
+-- ARGV[6] author ('' = none)
+-- ARGV[7] reason ('' = none)
+-- ARGV[8] message head (msgpack, packed by Python)
+-- ARGV[9] channel
+-- Returns {'OK', rev, previous or false} or {'ERR', 'NOPROMPT' | 'NOVERSION' | 'CONFLICT', actual}.
+
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'ERR', 'NOPROMPT'}
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return {'ERR', 'NOVERSION'}
+end
+local version = tonumber(ARGV[3])
+local current = redis.call('GET', KEYS[3])
+if current then
+  current = tonumber(current)
+end
+if ARGV[4] ~= '' then
+  local expected = tonumber(ARGV[4])
+  if (expected == 0 and current) or (expected ~= 0 and current ~= expected) then
+    return {'ERR', 'CONFLICT', current or false}
+  end
+end
+redis.call('SET', KEYS[3], version)
+redis.call('SADD', KEYS[4], ARGV[2])
+-- Re-pointing at the same version keeps the rollback target meaningful.
+if current ~= version then
+  if current then
+    redis.call('SET', KEYS[5], current)
+  else
+    redis.call('DEL', KEYS[5])
+  end
+end
+local rev = commit(KEYS[6], KEYS[7], KEYS[8], ARGV[9], ARGV[8],
+  {'at', ARGV[5], 'action', 'set_label', 'prompt', ARGV[1], 'label', ARGV[2], 'author', ARGV[6],
+   'reason', ARGV[7]},
+  version, current or false)
+return {'OK', rev, current or false}
