@@ -176,7 +176,7 @@ class PromptRegistry(ABC):
         validate_name(name)
         return self._history(name)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook: backends without resources keep it)
         """Release connections and file handles. Idempotent."""
 
     def __enter__(self) -> Self:

@@ -28,7 +28,7 @@ class PromptRegistryError(Exception):
     """Base class of every error raised by promptreg."""
 
 
-class _KeyErrorMessage(KeyError):
+class _KeyErrorMessage(KeyError):  # noqa: N818 (a mixin, not raised alone)
     """KeyError whose ``str()`` is the message itself, not its ``repr()``."""
 
     def __str__(self) -> str:

@@ -271,9 +271,9 @@ class RedisPromptRegistry(PromptRegistry):
     def _get_prompt(self, name: str) -> Prompt | None:
         k = self.keys
         with self._translate():
-            meta, label_names = self.redis.pipeline(transaction=True).hgetall(k.prompt(name)).smembers(
-                k.labels(name)
-            ).execute()
+            meta, label_names = (
+                self.redis.pipeline(transaction=True).hgetall(k.prompt(name)).smembers(k.labels(name)).execute()
+            )
             if not meta:
                 return None
             labels = sorted(n.decode() for n in label_names)
@@ -312,9 +312,9 @@ class RedisPromptRegistry(PromptRegistry):
                 if int(raw) == 0:
                     raise LabelNotFoundError(name, label)
                 return int(raw)
-            raw, exists = self.redis.pipeline(transaction=False).get(k.label(name, label)).exists(
-                k.prompt(name)
-            ).execute()
+            raw, exists = (
+                self.redis.pipeline(transaction=False).get(k.label(name, label)).exists(k.prompt(name)).execute()
+            )
         if not exists:
             raise PromptNotFoundError(name)
         if raw is None:
@@ -324,9 +324,12 @@ class RedisPromptRegistry(PromptRegistry):
     def _get_version(self, name: str, version: int) -> PromptVersion:
         k = self.keys
         with self._translate():
-            fields, exists = self.redis.pipeline(transaction=False).hgetall(k.version(name, version)).exists(
-                k.prompt(name)
-            ).execute()
+            fields, exists = (
+                self.redis.pipeline(transaction=False)
+                .hgetall(k.version(name, version))
+                .exists(k.prompt(name))
+                .execute()
+            )
         if not exists:
             raise PromptNotFoundError(name)
         if not fields:
@@ -339,9 +342,12 @@ class RedisPromptRegistry(PromptRegistry):
 
     def _history(self, name: str) -> list[AuditEvent]:
         with self._translate():
-            exists, entries = self.redis.pipeline(transaction=False).exists(self.keys.prompt(name)).xrange(
-                self.keys.history(name)
-            ).execute()
+            exists, entries = (
+                self.redis.pipeline(transaction=False)
+                .exists(self.keys.prompt(name))
+                .xrange(self.keys.history(name))
+                .execute()
+            )
         if not exists:
             raise PromptNotFoundError(name)
         return [_event_from_entry(fields) for _id, fields in entries]

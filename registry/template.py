@@ -21,7 +21,7 @@ class Template:
     Parsing happens in the constructor; :meth:`render` only joins strings.
     """
 
-    __slots__ = ("_parts", "_names", "variables")
+    __slots__ = ("_names", "_parts", "variables")
 
     def __init__(self, text: str) -> None:
         parts: list[str] = []

@@ -32,8 +32,7 @@ def validate_name(name: object) -> str:
     """Return ``name`` if it is a valid prompt name, else raise :class:`InvalidNameError`."""
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise InvalidNameError(
-            f"invalid prompt name {name!r}: use letters, digits and . _ / - "
-            "(starting with a letter or digit)"
+            f"invalid prompt name {name!r}: use letters, digits and . _ / - (starting with a letter or digit)"
         )
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidNameError(f"prompt name is {len(name)} characters, the limit is {MAX_NAME_LENGTH}")
