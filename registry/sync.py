@@ -1,0 +1,302 @@
+"""Prompts as code: a folder of ``*.prompt`` files -> the registry, idempotently.
+
+A prompt file is an optional YAML front matter between two ``---`` lines, then the template body,
+the way Dotprompt files look::
+
+    ---
+    labels: [production]          # a list, or a single string
+    metadata: {model: gpt-4o, temperature: 0.2}
+    description: Reviews a movie  # used when the prompt is created
+    message: Shorter instructions # the commit message of a new version
+    ---
+    You are a {{criticlevel}} movie critic. Write a review for {{movie}}.
+
+The prompt name is the file's path under the folder without ``.prompt`` (``team/critic.prompt``
+gives ``team/critic``). The body is taken exactly as written (after the closing ``---`` line).
+
+A version's identity is its text plus its metadata. A file equal to an existing version reuses that
+version: no new version is added, and the file's labels move to it only if they point at a version
+with different content. So running a sync twice changes nothing, and reverting a file in git moves
+its labels back to the old version without adding one.
+
+:func:`plan_sync` reads and validates every file and compares it with the registry, writing
+nothing; :func:`apply_sync` carries a plan out. Any invalid file stops the sync before anything is
+written, with a :class:`PromptFileError` naming the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from registry.base import PromptRegistry
+from registry.errors import InvalidInputError
+from registry.models import Prompt
+from registry.validation import (
+    MAX_METADATA_BYTES,
+    MAX_TEXT_BYTES,
+    validate_field,
+    validate_label,
+    validate_metadata,
+    validate_name,
+    validate_text,
+)
+
+SUFFIX = ".prompt"
+"""The file suffix sync reads; every other file is ignored."""
+
+FRONT_MATTER_KEYS = frozenset({"labels", "metadata", "description", "message"})
+"""The keys a prompt file's front matter may hold."""
+
+_FENCE = "---"
+
+StepAction = Literal["create_prompt", "add_version", "set_label"]
+
+
+class PromptFileError(InvalidInputError):
+    """A prompt file cannot be used: unreadable, bad YAML, unknown key, invalid name or value.
+
+    ``path`` is the offending file (or folder). Raised before anything is written.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class PromptFile:
+    """One parsed and validated prompt file."""
+
+    path: Path
+    name: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    labels: tuple[str, ...] = ()
+    description: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStep:
+    """One write a sync makes (or, in a plan, will make).
+
+    ``version`` is the version added or the one a label moves to; in a plan, a version still to be
+    added carries the number it is expected to get. ``previous_version`` is where a label pointed
+    before (``None``: it did not exist).
+    """
+
+    action: StepAction
+    prompt: str
+    path: Path
+    version: int | None = None
+    label: str | None = None
+    previous_version: int | None = None
+
+    def describe(self) -> str:
+        """A one-line human description, e.g. ``movie-critic: label production 2 -> 3``."""
+        if self.action == "create_prompt":
+            return f"{self.prompt}: create prompt"
+        if self.action == "add_version":
+            return f"{self.prompt}: add version {self.version} (from {self.path})"
+        before = "unset" if self.previous_version is None else str(self.previous_version)
+        return f"{self.prompt}: label {self.label} {before} -> {self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPlan:
+    """What a sync of ``directory`` will write: ``steps`` in order, for the ``files`` read.
+
+    An empty ``steps`` means the registry already matches the folder.
+    """
+
+    directory: Path
+    files: tuple[PromptFile, ...]
+    steps: tuple[SyncStep, ...]
+
+    @property
+    def changes(self) -> bool:
+        """Whether applying the plan writes anything."""
+        return bool(self.steps)
+
+
+def parse_prompt_file(
+    path: Path,
+    name: str,
+    *,
+    max_text_bytes: int = MAX_TEXT_BYTES,
+    max_metadata_bytes: int = MAX_METADATA_BYTES,
+) -> PromptFile:
+    """Read and validate one prompt file; ``name`` is the prompt name it maps to.
+
+    Raises :class:`PromptFileError` (naming ``path``) for an unreadable or non-UTF-8 file, bad or
+    unterminated front matter, unknown front-matter keys, an invalid name, label or metadata, or an
+    empty body.
+    """
+    try:
+        # read_text translates CRLF, so a checkout on Windows gives the same text as on Linux.
+        raw = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PromptFileError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise PromptFileError(path, f"cannot read: {exc.strerror or exc}") from exc
+    front, body = _split_front_matter(path, raw)
+    try:
+        validate_name(name)
+        validate_text(body, max_text_bytes)
+        labels = _labels(front.get("labels"))
+        metadata = front.get("metadata")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise InvalidInputError(f"metadata must be a mapping, got {type(metadata).__name__}")
+        clean_metadata = validate_metadata(metadata, max_metadata_bytes)
+        description = validate_field(front.get("description"), "description")
+        message = validate_field(front.get("message"), "message")
+    except InvalidInputError as exc:
+        raise PromptFileError(path, str(exc)) from exc
+    if not body.strip():
+        raise PromptFileError(path, "the prompt body is empty")
+    return PromptFile(path, name, body, clean_metadata, labels, description, message)
+
+
+def read_prompt_files(
+    directory: Path,
+    *,
+    max_text_bytes: int = MAX_TEXT_BYTES,
+    max_metadata_bytes: int = MAX_METADATA_BYTES,
+) -> list[PromptFile]:
+    """Every ``*.prompt`` file under ``directory`` (recursively), parsed and validated, sorted by name.
+
+    Raises :class:`PromptFileError` if ``directory`` is not a folder or any file is invalid.
+    """
+    if not directory.is_dir():
+        raise PromptFileError(directory, "not a directory")
+    files: list[PromptFile] = []
+    for path in sorted(directory.rglob("*" + SUFFIX)):
+        if not path.is_file():
+            continue
+        relative = path.relative_to(directory).with_suffix("")
+        files.append(
+            parse_prompt_file(
+                path, relative.as_posix(), max_text_bytes=max_text_bytes, max_metadata_bytes=max_metadata_bytes
+            )
+        )
+    return files
+
+
+def plan_sync(registry: PromptRegistry, directory: Path | str, *, labels: Iterable[str] = ()) -> SyncPlan:
+    """Read ``directory`` and compare it with ``registry``; writes nothing.
+
+    ``labels`` are added to every file's own labels (e.g. ``staging`` for a staging pipeline).
+    Raises :class:`PromptFileError` for any invalid file, :class:`~registry.InvalidNameError` for
+    an invalid extra label, and whatever the registry raises when it is read.
+    """
+    extra = tuple(validate_label(label, settable=True) for label in labels)
+    folder = Path(directory)
+    files = read_prompt_files(
+        folder, max_text_bytes=registry.max_text_bytes, max_metadata_bytes=registry.max_metadata_bytes
+    )
+    steps: list[SyncStep] = []
+    for prompt_file in files:
+        steps.extend(_plan_file(prompt_file, registry.get_prompt(prompt_file.name), extra))
+    return SyncPlan(folder, tuple(files), tuple(steps))
+
+
+def apply_sync(registry: PromptRegistry, plan: SyncPlan, *, author: str | None = None) -> list[SyncStep]:
+    """Carry out ``plan``; returns the steps as made (with the version numbers actually added).
+
+    Label moves are compare-and-set against the plan, so a label someone moved since the plan was
+    made raises :class:`~registry.LabelConflictError` instead of being overwritten; steps made
+    before that stay made (each is a complete write), and re-running the sync finishes the job.
+    """
+    done: list[SyncStep] = []
+    added: dict[str, int] = {}
+    files = {f.name: f for f in plan.files}
+    for step in plan.steps:
+        source = files[step.prompt]
+        if step.action == "create_prompt":
+            registry.create_prompt(step.prompt, description=source.description, author=author)
+            done.append(step)
+        elif step.action == "add_version":
+            version = registry.add_version(
+                step.prompt, source.text, author=author, metadata=source.metadata, message=source.message
+            )
+            added[step.prompt] = version.version
+            done.append(replace(step, version=version.version))
+        else:
+            assert step.label is not None and step.version is not None
+            target = added.get(step.prompt, step.version)
+            registry.set_label(
+                step.prompt,
+                step.label,
+                target,
+                expected_version=step.previous_version or 0,
+                author=author,
+                reason=f"sync from {step.path}",
+            )
+            done.append(replace(step, version=target))
+    return done
+
+
+def _plan_file(prompt_file: PromptFile, prompt: Prompt | None, extra_labels: Sequence[str]) -> list[SyncStep]:
+    name, path = prompt_file.name, prompt_file.path
+    steps: list[SyncStep] = []
+    if prompt is None:
+        steps.append(SyncStep("create_prompt", name, path))
+    same = [] if prompt is None else [v.version for v in prompt.versions if _same_content(v, prompt_file)]
+    if same:
+        target = same[-1]
+    else:
+        target = 1 if prompt is None or prompt.latest is None else prompt.latest.version + 1
+        steps.append(SyncStep("add_version", name, path, version=target))
+    current = {} if prompt is None else prompt.labels
+    for label in dict.fromkeys((*prompt_file.labels, *extra_labels)):
+        now = current.get(label)
+        if now is not None and now in same:
+            continue  # already on a version with this content: re-running sync must change nothing
+        steps.append(SyncStep("set_label", name, path, version=target, label=label, previous_version=now))
+    return steps
+
+
+def _same_content(version: Any, prompt_file: PromptFile) -> bool:
+    return bool(version.prompt_text == prompt_file.text and version.metadata == prompt_file.metadata)
+
+
+def _split_front_matter(path: Path, raw: str) -> tuple[dict[str, Any], str]:
+    lines = raw.splitlines(keepends=True)
+    if not lines or lines[0].rstrip("\r\n").rstrip() != _FENCE:
+        return {}, raw
+    for index in range(1, len(lines)):
+        if lines[index].rstrip("\r\n").rstrip() == _FENCE:
+            header = "".join(lines[1:index])
+            body = "".join(lines[index + 1 :])
+            break
+    else:
+        raise PromptFileError(path, "front matter has no closing '---' line")
+    try:
+        front = yaml.safe_load(header) if header.strip() else {}
+    except yaml.YAMLError as exc:
+        raise PromptFileError(path, f"invalid YAML front matter: {' '.join(str(exc).split())}") from exc
+    if front is None:
+        front = {}
+    if not isinstance(front, dict):
+        raise PromptFileError(path, f"front matter must be a mapping, got {type(front).__name__}")
+    unknown = sorted(str(key) for key in front if key not in FRONT_MATTER_KEYS)
+    if unknown:
+        allowed = ", ".join(sorted(FRONT_MATTER_KEYS))
+        raise PromptFileError(path, f"unknown front matter key(s) {', '.join(unknown)} (allowed: {allowed})")
+    return front, body
+
+
+def _labels(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise InvalidInputError(f"labels must be a list or a single string, got {type(value).__name__}")
+    return tuple(dict.fromkeys(validate_label(label, settable=True) for label in value))

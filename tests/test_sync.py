@@ -1,0 +1,338 @@
+"""Prompts as code: ``registry.sync`` on every backend (fakeredis, real Redis, JSON file)."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import fakeredis
+import pytest
+
+from registry.base import PromptRegistry
+from registry.errors import InvalidInputError, InvalidNameError, LabelConflictError
+from registry.redis_store import RedisPromptRegistry
+from registry.sync import PromptFileError, apply_sync, parse_prompt_file, plan_sync, read_prompt_files
+from tests.redis_server import RedisServer
+
+BACKENDS = ["fakeredis", pytest.param("redis", marks=pytest.mark.redis), "file"]
+
+
+@pytest.fixture(params=BACKENDS)
+def registry(request: pytest.FixtureRequest, namespace: str, tmp_path: Path) -> Iterator[PromptRegistry]:
+    if request.param == "fakeredis":
+        reg: PromptRegistry = RedisPromptRegistry(fakeredis.FakeRedis(), namespace=namespace)
+    elif request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        reg = RedisPromptRegistry.from_url(server.url, namespace=namespace)
+    else:
+        from registry.file_store import JsonFilePromptRegistry
+
+        reg = JsonFilePromptRegistry(tmp_path / "registry.json")
+    try:
+        yield reg
+    finally:
+        reg.close()
+
+
+def write(folder: Path, relative: str, content: str) -> Path:
+    path = folder / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(content).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def snapshot(registry: PromptRegistry) -> dict[str, object]:
+    """Everything observable: prompts (versions, labels) and every audit trail."""
+    # model_dump, not the models: PromptVersion equality also compares its parsed template object.
+    result: dict[str, object] = {}
+    for name in registry.list_prompts():
+        prompt = registry.get_prompt(name)
+        assert prompt is not None
+        result[name] = (prompt.model_dump(), [event.model_dump() for event in registry.history(name)])
+    return result
+
+
+def sync(registry: PromptRegistry, folder: Path, **kwargs: object) -> list[str]:
+    plan = plan_sync(registry, folder, **kwargs)  # type: ignore[arg-type]
+    return [step.describe() for step in apply_sync(registry, plan, author="ci")]
+
+
+CRITIC_V1 = """
+    ---
+    labels: [production]
+    metadata: {model: gpt-4o, temperature: 0.2}
+    description: Reviews a movie
+    message: first cut
+    ---
+    As a movie critic, do you like {{movie}}?
+"""
+
+CRITIC_V2 = """
+    ---
+    labels: production
+    metadata: {model: gpt-4o, temperature: 0.2}
+    ---
+    You are a {{criticlevel}} movie critic. Write a review for {{movie}}.
+"""
+
+
+def test_first_sync_creates_prompt_version_and_labels(registry: PromptRegistry, tmp_path: Path) -> None:
+    folder = tmp_path / "prompts"
+    write(folder, "movie-critic.prompt", CRITIC_V1)
+
+    steps = sync(registry, folder)
+
+    assert steps == [
+        "movie-critic: create prompt",
+        f"movie-critic: add version 1 (from {folder / 'movie-critic.prompt'})",
+        "movie-critic: label production unset -> 1",
+    ]
+    prompt = registry.get_prompt("movie-critic")
+    assert prompt is not None
+    assert prompt.description == "Reviews a movie"
+    assert prompt.labels == {"production": 1}
+    version = prompt.versions[0]
+    assert version.prompt_text == "As a movie critic, do you like {{movie}}?\n"
+    assert version.metadata == {"model": "gpt-4o", "temperature": 0.2}
+    assert version.message == "first cut"
+    assert version.author == "ci"
+    moves = [e for e in registry.history("movie-critic") if e.action == "set_label"]
+    assert moves[-1].reason == f"sync from {folder / 'movie-critic.prompt'}"
+
+
+def test_rerun_changes_nothing(registry: PromptRegistry, tmp_path: Path) -> None:
+    folder = tmp_path / "prompts"
+    write(folder, "movie-critic.prompt", CRITIC_V1)
+    write(folder, "team/summarizer.prompt", "Summarize {{text}} in one line.\n")
+    sync(registry, folder, labels=["staging"])
+    before = snapshot(registry)
+    rev_before = _revision(registry)
+
+    plan = plan_sync(registry, folder, labels=["staging"])
+
+    assert not plan.changes
+    assert apply_sync(registry, plan) == []
+    assert snapshot(registry) == before
+    assert _revision(registry) == rev_before
+
+
+def test_edit_adds_version_and_moves_labels(registry: PromptRegistry, tmp_path: Path) -> None:
+    folder = tmp_path / "prompts"
+    path = write(folder, "movie-critic.prompt", CRITIC_V1)
+    sync(registry, folder)
+    write(folder, "movie-critic.prompt", CRITIC_V2)
+
+    steps = sync(registry, folder)
+
+    assert steps == [f"movie-critic: add version 2 (from {path})", "movie-critic: label production 1 -> 2"]
+    assert registry.get_version("movie-critic", label="production").version == 2
+    assert registry.get_version("movie-critic").prompt_text.startswith("You are a {{criticlevel}}")
+
+
+def test_metadata_change_alone_is_a_new_version(registry: PromptRegistry, tmp_path: Path) -> None:
+    folder = tmp_path / "prompts"
+    write(folder, "movie-critic.prompt", CRITIC_V1)
+    sync(registry, folder)
+    write(folder, "movie-critic.prompt", CRITIC_V1.replace("0.2", "0.7"))
+
+    sync(registry, folder)
+
+    prompt = registry.get_prompt("movie-critic")
+    assert prompt is not None and len(prompt.versions) == 2
+    assert prompt.versions[1].metadata["temperature"] == 0.7
+    assert prompt.labels["production"] == 2
+
+
+def test_revert_moves_labels_back_without_new_version(registry: PromptRegistry, tmp_path: Path) -> None:
+    folder = tmp_path / "prompts"
+    write(folder, "movie-critic.prompt", CRITIC_V1)
+    sync(registry, folder)
+    write(folder, "movie-critic.prompt", CRITIC_V2)
+    sync(registry, folder)
+    write(folder, "movie-critic.prompt", CRITIC_V1)  # git revert
+
+    steps = sync(registry, folder)
+
+    assert steps == ["movie-critic: label production 2 -> 1"]
+    prompt = registry.get_prompt("movie-critic")
+    assert prompt is not None
+    assert [v.version for v in prompt.versions] == [1, 2]
+    assert prompt.labels == {"production": 1}
+    # and the revert is itself idempotent
+    assert not plan_sync(registry, folder).changes
+
+
+def test_message_is_not_part_of_identity(registry: PromptRegistry, tmp_path: Path) -> None:
+    folder = tmp_path / "prompts"
+    write(folder, "movie-critic.prompt", CRITIC_V1)
+    sync(registry, folder)
+    write(folder, "movie-critic.prompt", CRITIC_V1.replace("first cut", "reworded message"))
+
+    assert not plan_sync(registry, folder).changes
+
+
+def test_sub_folders_give_slash_names(registry: PromptRegistry, tmp_path: Path) -> None:
+    folder = tmp_path / "prompts"
+    write(folder, "team/search/rewrite.prompt", "Rewrite {{query}}\n")
+    write(folder, "team/critic.prompt", "Critic {{movie}}\n")
+    write(folder, "README.md", "not a prompt")
+
+    sync(registry, folder)
+
+    assert registry.list_prompts() == ["team/critic", "team/search/rewrite"]
+    assert registry.get_version("team/search/rewrite").prompt_text == "Rewrite {{query}}\n"
+
+
+def test_extra_labels_apply_to_every_file(registry: PromptRegistry, tmp_path: Path) -> None:
+    folder = tmp_path / "prompts"
+    write(folder, "a.prompt", "---\nlabels: [production]\n---\nA\n")
+    write(folder, "b.prompt", "B\n")
+
+    sync(registry, folder, labels=["staging"])
+
+    assert registry.get_prompt("a") is not None and registry.get_prompt("a").labels == {  # type: ignore[union-attr]
+        "production": 1,
+        "staging": 1,
+    }
+    assert registry.get_prompt("b").labels == {"staging": 1}  # type: ignore[union-attr]
+
+
+def test_existing_equal_version_is_reused(registry: PromptRegistry, tmp_path: Path) -> None:
+    registry.create_prompt("movie-critic")
+    registry.add_version("movie-critic", "Old {{movie}}\n", author="alice")
+    registry.add_version("movie-critic", "New {{movie}}\n", author="bob")
+    folder = tmp_path / "prompts"
+    write(folder, "movie-critic.prompt", "---\nlabels: [production]\n---\nOld {{movie}}\n")
+
+    steps = sync(registry, folder)
+
+    assert steps == ["movie-critic: label production unset -> 1"]
+    assert len(registry.get_prompt("movie-critic").versions) == 2  # type: ignore[union-attr]
+
+
+def test_dry_run_plan_writes_nothing(registry: PromptRegistry, tmp_path: Path) -> None:
+    folder = tmp_path / "prompts"
+    write(folder, "movie-critic.prompt", CRITIC_V1)
+
+    plan = plan_sync(registry, folder)
+
+    assert [s.action for s in plan.steps] == ["create_prompt", "add_version", "set_label"]
+    assert registry.list_prompts() == []
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("---\nlabels: [production\n---\nbody\n", "invalid YAML"),
+        ("---\nlables: [production]\n---\nbody\n", "unknown front matter key(s) lables"),
+        ("---\nlabels: [latest]\n---\nbody\n", "reserved"),
+        ("---\nlabels: [bad label]\n---\nbody\n", "invalid label"),
+        ("---\nlabels: {a: 1}\n---\nbody\n", "labels must be a list"),
+        ("---\nmetadata: [1, 2]\n---\nbody\n", "metadata must be a mapping"),
+        ("---\nmetadata: {when: 2024-01-01}\n---\nbody\n", "not JSON-compatible"),
+        ("---\n- a list\n---\nbody\n", "front matter must be a mapping"),
+        ("---\nlabels: [production]\nbody without end\n", "no closing '---'"),
+        ("---\nlabels: [production]\n---\n  \n", "body is empty"),
+        ("---\ndescription: [not, text]\n---\nbody\n", "description must be a string"),
+    ],
+    ids=lambda value: value.split(":")[0].split("(")[0].strip() if "\n" not in value else None,
+)
+def test_invalid_file_anywhere_writes_nothing(
+    registry: PromptRegistry, tmp_path: Path, content: str, reason: str
+) -> None:
+    folder = tmp_path / "prompts"
+    write(folder, "a-good.prompt", "---\nlabels: [production]\n---\nGood {{x}}\n")
+    write(folder, "existing.prompt", "Existing\n")
+    sync(registry, folder)
+    write(folder, "a-good.prompt", "---\nlabels: [production]\n---\nChanged {{x}}\n")  # a pending change
+    bad = write(folder, "zz/bad.prompt", content)
+    before = snapshot(registry)
+
+    with pytest.raises(PromptFileError) as info:
+        plan_sync(registry, folder)
+
+    assert isinstance(info.value, InvalidInputError)
+    assert info.value.path == bad
+    assert str(bad) in str(info.value)
+    assert reason in str(info.value)
+    assert snapshot(registry) == before
+
+
+def test_invalid_name_from_path_writes_nothing(registry: PromptRegistry, tmp_path: Path) -> None:
+    folder = tmp_path / "prompts"
+    write(folder, "good.prompt", "Good\n")
+    bad = write(folder, "has space.prompt", "Bad\n")
+
+    with pytest.raises(PromptFileError, match="invalid prompt name") as info:
+        plan_sync(registry, folder)
+
+    assert info.value.path == bad
+    assert registry.list_prompts() == []
+
+
+def test_not_utf8_file_is_refused(registry: PromptRegistry, tmp_path: Path) -> None:
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    (folder / "latin1.prompt").write_bytes("caf\u00e9\n".encode("latin-1"))
+
+    with pytest.raises(PromptFileError, match="not UTF-8"):
+        plan_sync(registry, folder)
+    assert registry.list_prompts() == []
+
+
+def test_missing_directory_is_a_typed_error(registry: PromptRegistry, tmp_path: Path) -> None:
+    with pytest.raises(PromptFileError, match="not a directory"):
+        plan_sync(registry, tmp_path / "nope")
+
+
+def test_invalid_extra_label_is_refused(registry: PromptRegistry, tmp_path: Path) -> None:
+    write(tmp_path / "prompts", "a.prompt", "A\n")
+    with pytest.raises(InvalidNameError):
+        plan_sync(registry, tmp_path / "prompts", labels=["latest"])
+    assert registry.list_prompts() == []
+
+
+def test_label_moved_since_plan_is_not_overwritten(registry: PromptRegistry, tmp_path: Path) -> None:
+    folder = tmp_path / "prompts"
+    write(folder, "a.prompt", "---\nlabels: [production]\n---\nA1\n")
+    sync(registry, folder)
+    write(folder, "a.prompt", "---\nlabels: [production]\n---\nA2\n")
+    plan = plan_sync(registry, folder)
+    registry.add_version("a", "hotfix")
+    registry.set_label("a", "production", 2, author="oncall")
+
+    with pytest.raises(LabelConflictError):
+        apply_sync(registry, plan)
+
+    assert registry.get_version("a", label="production").prompt_text == "hotfix"
+
+
+def test_front_matter_forms(tmp_path: Path) -> None:
+    plain = write(tmp_path, "plain.prompt", "No front matter: --- here\n---\n")
+    empty = write(tmp_path, "empty.prompt", "---\n---\nBody\n")
+    crlf = tmp_path / "crlf.prompt"
+    crlf.write_bytes(b"---\r\nlabels: staging\r\n---\r\nLine one\r\nLine two\r\n")
+
+    assert parse_prompt_file(plain, "plain").text == "No front matter: --- here\n---\n"
+    assert parse_prompt_file(empty, "empty").text == "Body\n"
+    parsed = parse_prompt_file(crlf, "crlf")
+    assert parsed.labels == ("staging",)
+    assert parsed.text == "Line one\nLine two\n"
+
+
+def test_example_folder_is_valid() -> None:
+    folder = Path(__file__).resolve().parent.parent / "examples" / "prompts"
+    files = read_prompt_files(folder)
+    names = [f.name for f in files]
+    assert "movie-critic" in names
+    assert all(f.text.strip() for f in files)
+
+
+def _revision(registry: PromptRegistry) -> object:
+    if isinstance(registry, RedisPromptRegistry):
+        return registry.redis.get(registry.keys.rev)
+    from registry.file_store import JsonFilePromptRegistry
+
+    assert isinstance(registry, JsonFilePromptRegistry)
+    return registry.load_state().rev
