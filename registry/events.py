@@ -53,14 +53,13 @@ def pack_static_part(op: str, prompt: str, label: str | None, author: str | None
     """The message's head: a map header counting every field, then the fields Python knows."""
     fields = {"op": op, "prompt": prompt, "label": label, "author": author, "at": at}
     packer = msgpack.Packer()
-    return packer.pack_map_header(len(fields) + _LUA_FIELDS) + b"".join(
-        packer.pack(key) + packer.pack(value) for key, value in fields.items()
-    )
+    head: bytes = packer.pack_map_header(len(fields) + _LUA_FIELDS)
+    return head + b"".join(packer.pack(key) + packer.pack(value) for key, value in fields.items())
 
 
 def encode(message: ChangeMessage) -> bytes:
     """Pack a whole message in Python (the JSON-file backend and tests use this)."""
-    return msgpack.packb(
+    packed: bytes = msgpack.packb(
         {
             "op": message.op,
             "prompt": message.prompt,
@@ -72,6 +71,7 @@ def encode(message: ChangeMessage) -> bytes:
             "prev": message.previous_version,
         }
     )
+    return packed
 
 
 def decode(data: bytes) -> ChangeMessage:

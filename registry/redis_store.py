@@ -152,6 +152,10 @@ class RedisPromptRegistry(PromptRegistry):
                 raise RegistryUnavailableError(f"redis refused the command: {exc}") from exc
             raise PromptRegistryError(f"redis error: {exc}") from exc
 
+    def _pipeline(self, *, transaction: bool) -> Any:
+        # Typed as Any: redis-py's stubs type chained pipeline calls as command results.
+        return self.redis.pipeline(transaction=transaction)
+
     def _run(self, script: str, keys: list[str], args: list[Any]) -> list[Any]:
         with self._translate():
             result: list[Any] = self._scripts[script](keys=keys, args=args, client=self.redis)
@@ -272,20 +276,20 @@ class RedisPromptRegistry(PromptRegistry):
         k = self.keys
         with self._translate():
             meta, label_names = (
-                self.redis.pipeline(transaction=True).hgetall(k.prompt(name)).smembers(k.labels(name)).execute()
+                self._pipeline(transaction=True).hgetall(k.prompt(name)).smembers(k.labels(name)).execute()
             )
             if not meta:
                 return None
             labels = sorted(n.decode() for n in label_names)
             # Labels and `latest` are read together, after the label set: every label then points
             # at a version <= latest, since versions are never removed.
-            pipe = self.redis.pipeline(transaction=True)
+            pipe = self._pipeline(transaction=True)
             pipe.hget(k.prompt(name), "latest")
             for label in labels:
                 pipe.get(k.label(name, label))
             latest_raw, *targets = pipe.execute()
             latest = int(latest_raw or 0)
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = self._pipeline(transaction=False)
             for number in range(1, latest + 1):
                 pipe.hgetall(k.version(name, number))
             hashes = pipe.execute() if latest else []
@@ -312,9 +316,7 @@ class RedisPromptRegistry(PromptRegistry):
                 if int(raw) == 0:
                     raise LabelNotFoundError(name, label)
                 return int(raw)
-            raw, exists = (
-                self.redis.pipeline(transaction=False).get(k.label(name, label)).exists(k.prompt(name)).execute()
-            )
+            raw, exists = self._pipeline(transaction=False).get(k.label(name, label)).exists(k.prompt(name)).execute()
         if not exists:
             raise PromptNotFoundError(name)
         if raw is None:
@@ -325,10 +327,7 @@ class RedisPromptRegistry(PromptRegistry):
         k = self.keys
         with self._translate():
             fields, exists = (
-                self.redis.pipeline(transaction=False)
-                .hgetall(k.version(name, version))
-                .exists(k.prompt(name))
-                .execute()
+                self._pipeline(transaction=False).hgetall(k.version(name, version)).exists(k.prompt(name)).execute()
             )
         if not exists:
             raise PromptNotFoundError(name)
@@ -338,12 +337,13 @@ class RedisPromptRegistry(PromptRegistry):
 
     def _list_prompts(self) -> list[str]:
         with self._translate():
-            return [n.decode("utf-8") for n in self.redis.smembers(self.keys.prompts)]
+            names: set[bytes] = self.redis.smembers(self.keys.prompts)  # type: ignore[assignment]
+        return [n.decode("utf-8") for n in names]
 
     def _history(self, name: str) -> list[AuditEvent]:
         with self._translate():
             exists, entries = (
-                self.redis.pipeline(transaction=False)
+                self._pipeline(transaction=False)
                 .exists(self.keys.prompt(name))
                 .xrange(self.keys.history(name))
                 .execute()
