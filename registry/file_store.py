@@ -1,5 +1,414 @@
-"""Placeholder while being written (replaced in this session)."""
+"""``JsonFilePromptRegistry``: the whole registry in one JSON file, for local development.
+
+Same contract as the Redis backend, no server. The file looks like this::
+
+    {"format": "promptreg", "format_version": 1, "rev": 7,
+     "prompts": {"movie-critic": {"description": ..., "author": ..., "created_at": ...,
+                                  "versions": [...], "labels": {"production": 3},
+                                  "previous": {"production": 2}, "history": [...]}}}
+
+``rev`` is the registry-wide revision, bumped by every write; ``previous`` is where each label
+pointed before its last move (what ``rollback`` returns to); ``history`` is the prompt's audit trail.
+
+Writes take an exclusive ``fcntl.flock`` on the sidecar file ``PATH.lock``, re-read the file under
+the lock, apply the change, write a temp file in the same directory, fsync it, ``os.replace`` it over
+the old file and fsync the directory. Concurrent processes therefore never lose a write, and a reader
+(which takes no lock) always sees a whole old or a whole new file. A file that cannot be read as a
+promptreg registry raises :class:`~registry.RegistryCorruptError` and is never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, Literal, NamedTuple, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from registry.base import PromptRegistry
+from registry.errors import (
+    InvalidInputError,
+    LabelConflictError,
+    LabelNotFoundError,
+    PromptExistsError,
+    PromptNotFoundError,
+    RegistryCorruptError,
+    RegistryUnavailableError,
+    RollbackUnavailableError,
+    VersionNotFoundError,
+)
+from registry.models import AuditAction, AuditEvent, Prompt, PromptVersion
+from registry.validation import (
+    MAX_METADATA_BYTES,
+    MAX_TEXT_BYTES,
+    validate_label,
+    validate_name,
+)
+
+FORMAT: Final = "promptreg"
+"""The value of the file's ``format`` marker."""
+FORMAT_VERSION: Final = 1
+"""The file layout version this module reads and writes."""
+
+_T = TypeVar("_T")
 
 
-class JsonFilePromptRegistry:
-    pass
+class _StoredPrompt(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = None
+    author: str | None = None
+    created_at: datetime
+    versions: list[PromptVersion] = Field(default_factory=list)
+    labels: dict[str, int] = Field(default_factory=dict)
+    previous: dict[str, int] = Field(default_factory=dict)
+    history: list[AuditEvent] = Field(default_factory=list)
+
+    def to_prompt(self, name: str) -> Prompt:
+        header = self.model_dump(include={"description", "author", "created_at"})
+        return Prompt(name=name, versions=list(self.versions), labels=dict(self.labels), **header)
+
+
+class _StoredState(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["promptreg"] = FORMAT
+    format_version: Literal[1] = FORMAT_VERSION
+    rev: int = Field(default=0, ge=0)
+    prompts: dict[str, _StoredPrompt] = Field(default_factory=dict)
+
+
+class FileState(NamedTuple):
+    """The whole registry as read from the file at one moment (see :meth:`JsonFilePromptRegistry.load_state`)."""
+
+    rev: int
+    """The registry revision: bumped by every write, 0 for a registry never written."""
+    prompts: dict[str, Prompt]
+    """Every prompt by name, with all its versions and labels."""
+
+
+class JsonFilePromptRegistry(PromptRegistry):
+    """A prompt registry stored in one JSON file (``file://PATH``), for local development.
+
+    A missing file is an empty registry; the first write creates it and its parent directories.
+    ``lock_timeout`` (seconds) bounds the wait for the write lock. Every call reads the file, so
+    several processes can share it. Raises :class:`~registry.RegistryCorruptError` (the file is
+    not a readable promptreg registry; it is left untouched) and
+    :class:`~registry.RegistryUnavailableError` (the file or its lock cannot be used in time).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_text_bytes: int = MAX_TEXT_BYTES,
+        max_metadata_bytes: int = MAX_METADATA_BYTES,
+        lock_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(max_text_bytes=max_text_bytes, max_metadata_bytes=max_metadata_bytes)
+        if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, int | float) or not lock_timeout >= 0:
+            raise InvalidInputError(f"lock_timeout must be a number of seconds >= 0, got {lock_timeout!r}")
+        self.path = Path(os.path.abspath(os.fspath(path)))
+        """The registry file (absolute)."""
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        """The sidecar file whose ``flock`` serialises writers."""
+        self.lock_timeout = float(lock_timeout)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    # -- state for file-watching clients ---------------------------------------------------------
+
+    def load_state(self) -> FileState:
+        """Read the whole registry at once: ``(rev, {name: Prompt})``.
+
+        One read of the file, so the result is consistent even while other processes write. A
+        file watcher calls this after the file changed; ``rev`` tells whether anything is new.
+        Raises :class:`~registry.RegistryCorruptError` and :class:`~registry.RegistryUnavailableError`.
+        """
+        state = self._read()
+        return FileState(state.rev, {name: stored.to_prompt(name) for name, stored in state.prompts.items()})
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def _create_prompt(self, name: str, description: str | None, author: str | None, at: datetime) -> Prompt:
+        def apply(state: _StoredState) -> Prompt:
+            if name in state.prompts:
+                raise PromptExistsError(name)
+            stored = _StoredPrompt(description=description, author=author, created_at=at)
+            state.prompts[name] = stored
+            _audit(state, stored, "create_prompt", name, at, author=author)
+            return stored.to_prompt(name)
+
+        return self._write(apply)
+
+    def _add_version(
+        self,
+        name: str,
+        prompt_text: str,
+        author: str | None,
+        metadata: dict[str, Any],
+        message: str | None,
+        at: datetime,
+    ) -> PromptVersion:
+        def apply(state: _StoredState) -> PromptVersion:
+            stored = _prompt(state, name)
+            version = PromptVersion(
+                version=len(stored.versions) + 1,
+                prompt_text=prompt_text,
+                created_at=at,
+                author=author,
+                message=message,
+                metadata=metadata,
+            )
+            stored.versions.append(version)
+            _audit(state, stored, "add_version", name, at, version=version.version, author=author, reason=message)
+            return version
+
+        return self._write(apply)
+
+    def _set_label(
+        self,
+        name: str,
+        label: str,
+        version: int,
+        expected_version: int | None,
+        author: str | None,
+        reason: str | None,
+        at: datetime,
+    ) -> AuditEvent:
+        def apply(state: _StoredState) -> AuditEvent:
+            stored = _prompt(state, name)
+            if version > len(stored.versions):
+                raise VersionNotFoundError(name, version)
+            current = stored.labels.get(label)
+            _compare(name, label, expected_version, current)
+            if current is None:
+                stored.previous.pop(label, None)
+            elif current != version:
+                stored.previous[label] = current
+            stored.labels[label] = version
+            return _audit(state, stored, "set_label", name, at, label, version, current, author, reason)
+
+        return self._write(apply)
+
+    def _delete_label(
+        self,
+        name: str,
+        label: str,
+        expected_version: int | None,
+        author: str | None,
+        reason: str | None,
+        at: datetime,
+    ) -> AuditEvent:
+        def apply(state: _StoredState) -> AuditEvent:
+            stored = _prompt(state, name)
+            current = stored.labels.get(label)
+            if current is None:
+                raise LabelNotFoundError(name, label)
+            _compare(name, label, expected_version, current)
+            del stored.labels[label]
+            stored.previous[label] = current
+            return _audit(state, stored, "delete_label", name, at, label, None, current, author, reason)
+
+        return self._write(apply)
+
+    def _rollback(self, name: str, label: str, author: str | None, reason: str | None, at: datetime) -> AuditEvent:
+        def apply(state: _StoredState) -> AuditEvent:
+            stored = _prompt(state, name)
+            target = stored.previous.get(label)
+            if target is None:
+                raise RollbackUnavailableError(name, label)
+            current = stored.labels.get(label)
+            if current is None:
+                del stored.previous[label]
+            else:
+                stored.previous[label] = current
+            stored.labels[label] = target
+            return _audit(state, stored, "rollback", name, at, label, target, current, author, reason)
+
+        return self._write(apply)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def _get_prompt(self, name: str) -> Prompt | None:
+        stored = self._read().prompts.get(name)
+        return None if stored is None else stored.to_prompt(name)
+
+    def _list_prompts(self) -> list[str]:
+        return list(self._read().prompts)
+
+    def _history(self, name: str) -> list[AuditEvent]:
+        return list(_prompt(self._read(), name).history)
+
+    # -- the file --------------------------------------------------------------------------------
+
+    def _read(self) -> _StoredState:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return _StoredState()
+        except OSError as exc:
+            raise RegistryUnavailableError(f"cannot read registry file {self.path}: {exc}") from exc
+        return _parse(data, self.path)
+
+    def _write(self, apply: Callable[[_StoredState], _T]) -> _T:
+        # Every refusal is raised by ``apply`` before anything touches the disk.
+        with self._locked():
+            state = self._read()
+            result = apply(state)
+            self._replace(state.model_dump_json(indent=2).encode("utf-8") + b"\n")
+        return result
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise RegistryUnavailableError(f"cannot open lock file {self.lock_path}: {exc}") from exc
+        try:
+            deadline = time.monotonic() + self.lock_timeout
+            delay = 0.001
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise RegistryUnavailableError(
+                            f"could not lock {self.lock_path} within {self.lock_timeout:g} s: another writer holds it"
+                        ) from None
+                    time.sleep(min(delay, remaining))
+                    delay = min(delay * 2, 0.05)
+                except OSError as exc:
+                    raise RegistryUnavailableError(f"cannot lock {self.lock_path}: {exc}") from exc
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def _replace(self, data: bytes) -> None:
+        tmp: str | None = None
+        try:
+            mode = self.path.stat().st_mode & 0o777 if self.path.exists() else 0o644
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, self.path)
+            tmp = None
+            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)  # makes the rename itself durable
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise RegistryUnavailableError(f"cannot write registry file {self.path}: {exc}") from exc
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+
+
+def _prompt(state: _StoredState, name: str) -> _StoredPrompt:
+    stored = state.prompts.get(name)
+    if stored is None:
+        raise PromptNotFoundError(name)
+    return stored
+
+
+def _compare(name: str, label: str, expected: int | None, current: int | None) -> None:
+    if expected is None:
+        return
+    if (current is None and expected != 0) or (current is not None and current != expected):
+        raise LabelConflictError(name, label, expected, current)
+
+
+def _audit(
+    state: _StoredState,
+    stored: _StoredPrompt,
+    action: AuditAction,
+    name: str,
+    at: datetime,
+    label: str | None = None,
+    version: int | None = None,
+    previous: int | None = None,
+    author: str | None = None,
+    reason: str | None = None,
+) -> AuditEvent:
+    state.rev += 1
+    event = AuditEvent(
+        rev=state.rev,
+        at=at,
+        action=action,
+        prompt=name,
+        label=label,
+        version=version,
+        previous_version=previous,
+        author=author,
+        reason=reason,
+    )
+    stored.history.append(event)
+    return event
+
+
+def _parse(data: bytes, path: Path) -> _StoredState:
+    """Read and check a registry file; anything unreadable raises RegistryCorruptError."""
+    untouched = "the file was left untouched"
+    if not data.strip():
+        raise RegistryCorruptError(f"{path}: the file is empty, not a promptreg registry ({untouched})")
+    try:
+        state = _StoredState.model_validate_json(data, strict=True)
+    except ValidationError as exc:
+        raise RegistryCorruptError(f"{path}: {_diagnose(data, exc)} ({untouched})") from exc
+    problem = _inconsistency(state)
+    if problem:
+        raise RegistryCorruptError(f"{path}: {problem} ({untouched})")
+    return state
+
+
+def _diagnose(data: bytes, exc: ValidationError) -> str:
+    try:
+        raw = json.loads(data)
+    except ValueError as json_exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        return f"not valid JSON, truncated or corrupt ({json_exc})"
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        return f'not a promptreg registry file (no "format": "{FORMAT}" marker)'
+    if raw.get("format_version") != FORMAT_VERSION:
+        return f"unsupported format_version {raw.get('format_version')!r} (this version reads {FORMAT_VERSION})"
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "<top>"
+    return f"malformed registry data at {where}: {first['msg']} ({exc.error_count()} problem(s) in all)"
+
+
+def _inconsistency(state: _StoredState) -> str | None:
+    """What breaks the registry's invariants, or ``None``."""
+    for name, stored in state.prompts.items():
+        try:
+            validate_name(name)
+            for label in (*stored.labels, *stored.previous):
+                validate_label(label, settable=True)
+        except InvalidInputError as exc:
+            return f"prompt {name!r}: {exc}"
+        for index, version in enumerate(stored.versions, 1):
+            if version.version != index:
+                return f"prompt {name!r}: version #{index} is numbered {version.version}"
+        count = len(stored.versions)
+        for what, pointers in (("label", stored.labels), ("previous position of label", stored.previous)):
+            for label, number in pointers.items():
+                if not 1 <= number <= count:
+                    return f"prompt {name!r}: {what} {label!r} points at missing version {number}"
+        for event in stored.history:
+            if event.prompt != name or event.rev > state.rev:
+                return f"prompt {name!r}: audit entry rev {event.rev} does not belong here"
+    return None
