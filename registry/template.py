@@ -37,6 +37,16 @@ class Template:
         self.variables: frozenset[str] = frozenset(names)
         """Every variable name the template uses."""
 
+    # Equal texts parse to equal templates, so models holding a Template (PromptVersion keeps one
+    # as a private attribute, which pydantic compares) are equal when their fields are.
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Template):
+            return NotImplemented
+        return self._parts == other._parts and self._names == other._names
+
+    def __hash__(self) -> int:
+        return hash((self._parts, self._names))
+
     def render(self, values: Mapping[str, Any]) -> str:
         """Fill every placeholder with ``str(values[name])``.
 
