@@ -1,0 +1,233 @@
+"""Export and import the whole registry as JSON: backups, and moving from a file to Redis.
+
+An export is one JSON document::
+
+    {"format": "promptreg-export", "format_version": 1, "exported_at": "...",
+     "prompts": [<Prompt as JSON: name, description, author, created_at, versions, labels>, ...],
+     "history": {"<name>": [<AuditEvent as JSON>, ...]}}
+
+An import recreates prompts, versions (text, author, metadata, message) and labels. Timestamps and
+the audit trail are not replayed: the target registry records the import as new writes.
+
+:func:`plan_import` validates the whole document and compares it with the target before anything
+is written. A prompt that already exists must agree with the export on every version both have
+(text, metadata, author, message), else :class:`ImportConflictError`; missing versions are
+appended and labels are moved to where the export has them. Importing the same export twice
+changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from registry.base import PromptRegistry
+from registry.errors import InvalidInputError
+from registry.models import Prompt, PromptVersion, utcnow
+from registry.validation import (
+    validate_field,
+    validate_label,
+    validate_metadata,
+    validate_name,
+    validate_text,
+)
+
+EXPORT_FORMAT = "promptreg-export"
+EXPORT_FORMAT_VERSION = 1
+
+
+class ImportConflictError(InvalidInputError):
+    """The export disagrees with what the target registry already holds; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImportStep:
+    """One write an import makes: create a prompt, add a version, or move a label."""
+
+    action: Literal["create_prompt", "add_version", "set_label"]
+    prompt: str
+    version: int | None = None
+    label: str | None = None
+    previous_version: int | None = None
+
+    def describe(self) -> str:
+        """A one-line human description of the step."""
+        if self.action == "create_prompt":
+            return f"{self.prompt}: create prompt"
+        if self.action == "add_version":
+            return f"{self.prompt}: add version {self.version}"
+        before = "unset" if self.previous_version is None else str(self.previous_version)
+        return f"{self.prompt}: label {self.label} {before} -> {self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class ImportPlan:
+    """The validated prompts of an export and the writes needed to bring them into a registry."""
+
+    prompts: tuple[Prompt, ...]
+    steps: tuple[ImportStep, ...]
+
+
+def export_registry(registry: PromptRegistry) -> dict[str, Any]:
+    """Every prompt of ``registry`` with its versions, labels and audit trail, as JSON-ready data.
+
+    Raises whatever the registry raises when it is read.
+    """
+    prompts: list[dict[str, Any]] = []
+    history: dict[str, list[dict[str, Any]]] = {}
+    for name in registry.list_prompts():
+        prompt = registry.get_prompt(name)
+        if prompt is None:  # deleted between list and get: nothing to export
+            continue
+        prompts.append(prompt.model_dump(mode="json"))
+        history[name] = [event.model_dump(mode="json") for event in registry.history(name)]
+    return {
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_FORMAT_VERSION,
+        "exported_at": utcnow().isoformat(),
+        "prompts": prompts,
+        "history": history,
+    }
+
+
+def parse_export(data: object, *, max_text_bytes: int, max_metadata_bytes: int) -> tuple[Prompt, ...]:
+    """Validate an export document; returns its prompts.
+
+    Raises :class:`~registry.InvalidInputError` for anything that is not a complete, valid export:
+    wrong format, malformed prompt, non-contiguous version numbers, a label pointing nowhere,
+    text or metadata over the limits, a name twice.
+    """
+    if not isinstance(data, Mapping) or data.get("format") != EXPORT_FORMAT:
+        raise InvalidInputError(f'not a promptreg export (expected "format": "{EXPORT_FORMAT}")')
+    if data.get("format_version") != EXPORT_FORMAT_VERSION:
+        raise InvalidInputError(f"unsupported export format_version {data.get('format_version')!r}")
+    raw_prompts = data.get("prompts")
+    if not isinstance(raw_prompts, list):
+        raise InvalidInputError('export has no "prompts" list')
+    prompts: list[Prompt] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_prompts):
+        try:
+            prompt = Prompt.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise InvalidInputError(f"prompts[{index}].{where}: {first['msg']}") from exc
+        _check_prompt(prompt, max_text_bytes, max_metadata_bytes)
+        if prompt.name in seen:
+            raise InvalidInputError(f"prompt {prompt.name!r} appears twice in the export")
+        seen.add(prompt.name)
+        prompts.append(prompt)
+    return tuple(prompts)
+
+
+def plan_import(registry: PromptRegistry, data: object) -> ImportPlan:
+    """Validate ``data`` (a parsed export) and compare it with ``registry``; writes nothing.
+
+    Raises :class:`~registry.InvalidInputError` for an invalid export and
+    :class:`ImportConflictError` when an existing prompt has different content under the same
+    version number.
+    """
+    prompts = parse_export(data, max_text_bytes=registry.max_text_bytes, max_metadata_bytes=registry.max_metadata_bytes)
+    steps: list[ImportStep] = []
+    for prompt in prompts:
+        steps.extend(_plan_prompt(prompt, registry.get_prompt(prompt.name)))
+    return ImportPlan(prompts, tuple(steps))
+
+
+def apply_import(
+    registry: PromptRegistry, plan: ImportPlan, *, author: str | None = None, reason: str | None = None
+) -> list[ImportStep]:
+    """Carry out ``plan``; returns the steps made. ``author``/``reason`` go on the label moves.
+
+    Label moves are compare-and-set against the plan (:class:`~registry.LabelConflictError` if a
+    label moved meanwhile); a version that gets another number than planned (a concurrent writer)
+    raises :class:`ImportConflictError`. Steps made before such an error stay made.
+    """
+    prompts = {prompt.name: prompt for prompt in plan.prompts}
+    done: list[ImportStep] = []
+    for step in plan.steps:
+        prompt = prompts[step.prompt]
+        if step.action == "create_prompt":
+            registry.create_prompt(step.prompt, description=prompt.description, author=prompt.author)
+        elif step.action == "add_version":
+            source = _version(prompt, step.version)
+            added = registry.add_version(
+                step.prompt,
+                source.prompt_text,
+                author=source.author,
+                metadata=source.metadata,
+                message=source.message,
+            )
+            if added.version != source.version:
+                raise ImportConflictError(
+                    f"prompt {step.prompt!r} changed during the import: version {source.version} "
+                    f"was stored as {added.version}"
+                )
+        else:
+            registry.set_label(
+                step.prompt,
+                str(step.label),
+                _version(prompt, step.version).version,
+                expected_version=step.previous_version or 0,
+                author=author,
+                reason=reason,
+            )
+        done.append(step)
+    return done
+
+
+def _version(prompt: Prompt, number: int | None) -> PromptVersion:
+    found = None if number is None else prompt.get_version_by_number(number)
+    if found is None:  # plan_import only makes steps for versions it checked
+        raise InvalidInputError(f"prompt {prompt.name!r} has no version {number} in the export")
+    return found
+
+
+def _check_prompt(prompt: Prompt, max_text_bytes: int, max_metadata_bytes: int) -> None:
+    name = prompt.name
+    try:
+        validate_name(name)
+        validate_field(prompt.description, "description")
+        validate_field(prompt.author, "author")
+        for index, version in enumerate(prompt.versions, 1):
+            if version.version != index:
+                raise InvalidInputError(f"versions must be numbered 1, 2, 3, ...; found {version.version} at {index}")
+            validate_text(version.prompt_text, max_text_bytes)
+            validate_metadata(version.metadata, max_metadata_bytes)
+            validate_field(version.author, "author")
+            validate_field(version.message, "message")
+        for label, number in prompt.labels.items():
+            validate_label(label, settable=True)
+            if prompt.get_version_by_number(number) is None:
+                raise InvalidInputError(f"label {label!r} points at version {number}, which the export lacks")
+    except InvalidInputError as exc:
+        raise type(exc)(f"prompt {name!r}: {exc}") from exc
+
+
+def _same(a: PromptVersion, b: PromptVersion) -> bool:
+    return (a.prompt_text, a.metadata, a.author, a.message) == (b.prompt_text, b.metadata, b.author, b.message)
+
+
+def _plan_prompt(prompt: Prompt, existing: Prompt | None) -> list[ImportStep]:
+    name = prompt.name
+    steps: list[ImportStep] = []
+    have: list[PromptVersion] = [] if existing is None else existing.versions
+    if existing is None:
+        steps.append(ImportStep("create_prompt", name))
+    for theirs, ours in zip(prompt.versions, have, strict=False):
+        if not _same(theirs, ours):
+            raise ImportConflictError(
+                f"prompt {name!r} version {theirs.version} differs between the export and the registry; "
+                "nothing was imported"
+            )
+    for version in prompt.versions[len(have) :]:
+        steps.append(ImportStep("add_version", name, version=version.version))
+    current = {} if existing is None else existing.labels
+    for label, number in sorted(prompt.labels.items()):
+        if current.get(label) != number:
+            steps.append(ImportStep("set_label", name, number, label, current.get(label)))
+    return steps
