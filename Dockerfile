@@ -1,0 +1,12 @@
+# The promptreg CLI (and its demo) in a small image; docker-compose.yml runs `promptreg demo` with it.
+FROM python:3.11-slim
+WORKDIR /app
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY pyproject.toml README.md ./
+COPY registry ./registry
+COPY client ./client
+RUN pip install ".[demo]"
+COPY examples ./examples
+RUN useradd --create-home promptreg
+USER promptreg
+CMD ["promptreg", "demo"]
