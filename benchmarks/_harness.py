@@ -1,0 +1,271 @@
+"""Plumbing every benchmark shares: arguments, a private redis-server, child processes, clean exits.
+
+Nothing here measures anything. The rules it enforces: a benchmark either talks to the ``--url``
+it was given or to a ``redis-server`` it started itself on a free 127.0.0.1 port in a temp dir;
+every process it starts is stopped at exit, on an error, on Ctrl-C and on SIGTERM; children die
+with their parent even if the parent is killed with SIGKILL (Linux ``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import multiprocessing
+import multiprocessing.connection
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.context import ForkProcess
+from pathlib import Path
+from typing import Any
+
+import redis
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_PR_SET_PDEATHSIG = 1
+
+# fork: 50 client processes start in well under a second; spawn would re-import pydantic and redis
+# in each one (~0.4 s CPU apiece on this machine). The parent never holds threads when it forks.
+FORK = multiprocessing.get_context("fork")
+
+
+def parse_args(
+    description: str,
+    argv: Sequence[str] | None = None,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
+    """The options every benchmark takes: ``--url``, ``--quick``, ``--json``, ``--namespace``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--url", help="use this Redis instead of starting a private redis-server")
+    parser.add_argument("--quick", action="store_true", help="smaller run, under 30 s in total")
+    parser.add_argument("--json", metavar="PATH", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--namespace", default=None, help="key namespace (default: a fresh random one, removed at the end)"
+    )
+    if extra is not None:
+        extra(parser)
+    args = parser.parse_args(argv)
+    if args.namespace is None:
+        args.namespace = "bench" + uuid.uuid4().hex[:10]
+    return args
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask Linux to send ``sig`` to this process when its parent dies (no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def child_setup() -> None:
+    """First call in every benchmark child: die with the parent, leave Ctrl-C to the parent."""
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _sigterm_to_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def install_exit_handlers() -> None:
+    """SIGTERM becomes ``SystemExit`` in the main process, so ``finally`` blocks stop children."""
+    signal.signal(signal.SIGTERM, _sigterm_to_exit)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PrivateRedisServer:
+    """A ``redis-server`` of this benchmark alone: free loopback port, temp dir, no persistence."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server is not on PATH: install it or pass --url redis://...")
+        self.binary = binary
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="promptreg-bench-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> PrivateRedisServer:
+        args = [
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+            "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", str(self.dir / "redis.log"),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent
+        )
+        deadline = time.monotonic() + 10.0
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode} ({self.dir}/redis.log)")
+            try:
+                with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5) as conn:
+                    if conn.ping():
+                        return self
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not answer on port {self.port} within 10 s")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def redis_url(args: argparse.Namespace) -> Iterator[str]:
+    """``args.url``, or the URL of a private redis-server started now and stopped on exit.
+
+    On a server given with ``--url`` the benchmark's namespace is deleted at the end.
+    """
+    if args.url:
+        try:
+            yield args.url
+        finally:
+            with contextlib.suppress(redis.RedisError):
+                drop_namespace(args.url, args.namespace)
+        return
+    server = PrivateRedisServer()
+    try:
+        yield server.start().url
+    finally:
+        server.stop()
+
+
+def drop_namespace(url: str, namespace: str) -> int:
+    """Delete every key of ``namespace`` (``{ns}:*``); returns how many."""
+    deleted = 0
+    with redis.Redis.from_url(url) as conn:
+        batch: list[bytes] = []
+        for key in conn.scan_iter(match="{" + namespace + "}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += int(conn.unlink(*batch))
+                batch.clear()
+        if batch:
+            deleted += int(conn.unlink(*batch))
+    return deleted
+
+
+def server_version(url: str) -> str:
+    """The server's ``redis_version`` from ``INFO server``."""
+    with redis.Redis.from_url(url) as conn:
+        return str(conn.info("server").get("redis_version", "?"))
+
+
+class Children:
+    """Child processes (forked) with one duplex pipe each; all of them stopped on ``close()``.
+
+    ``start(target, *args)`` runs ``target(conn, *args)`` in a child after :func:`child_setup`.
+    """
+
+    def __init__(self) -> None:
+        self.processes: list[ForkProcess] = []
+        self.conns: list[multiprocessing.connection.Connection] = []
+
+    def start(self, target: Callable[..., None], *args: Any) -> multiprocessing.connection.Connection:
+        parent_end, child_end = FORK.Pipe(duplex=True)
+        process = FORK.Process(target=_child_main, args=(target, child_end, *args), daemon=True)
+        process.start()
+        child_end.close()
+        self.processes.append(process)
+        self.conns.append(parent_end)
+        return parent_end
+
+    def expect_all(
+        self, kind: str, timeout: float, conns: Sequence[multiprocessing.connection.Connection] = ()
+    ) -> list[Any]:
+        """One ``(kind, payload)`` message from each child (in child order); raises on error/timeout."""
+        pending = list(conns or self.conns)
+        order = {id(c): i for i, c in enumerate(pending)}
+        replies: list[Any] = [None] * len(pending)
+        deadline = time.monotonic() + timeout
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{len(pending)} child process(es) did not send {kind!r} within {timeout:.0f} s")
+            for conn in multiprocessing.connection.wait(pending, timeout=left):
+                assert isinstance(conn, multiprocessing.connection.Connection)
+                try:
+                    got, payload = conn.recv()
+                except EOFError:
+                    raise RuntimeError("a child process exited unexpectedly") from None
+                if got == "error":
+                    raise RuntimeError(f"a child process failed:\n{payload}")
+                if got != kind:
+                    raise RuntimeError(f"expected {kind!r} from a child, got {got!r}")
+                replies[order[id(conn)]] = payload
+                pending.remove(conn)
+        return replies
+
+    def send_all(self, message: Any, conns: Sequence[multiprocessing.connection.Connection] = ()) -> None:
+        for conn in conns or self.conns:
+            conn.send(message)
+
+    def close(self, grace: float = 5.0) -> None:
+        """Stop every child: wait ``grace`` seconds for a clean exit, then SIGTERM, then SIGKILL."""
+        deadline = time.monotonic() + grace
+        for process in self.processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+        for process in self.processes:
+            process.join(2.0)
+            if process.is_alive():
+                process.kill()
+                process.join(2.0)
+        for conn in self.conns:
+            conn.close()
+        self.processes.clear()
+        self.conns.clear()
+
+
+def _child_main(target: Callable[..., None], conn: multiprocessing.connection.Connection, *args: Any) -> None:
+    child_setup()
+    try:
+        target(conn, *args)
+    except BaseException:
+        import traceback
+
+        with contextlib.suppress(OSError, ValueError):
+            conn.send(("error", traceback.format_exc()))
+        raise
+    finally:
+        conn.close()
+
+
+def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
+    """Run a benchmark's ``main``: SIGTERM and Ctrl-C unwind through its ``finally`` blocks."""
+    install_exit_handlers()
+    try:
+        code = main(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted: every process this benchmark started has been stopped", file=sys.stderr)
+        code = 130
+    sys.exit(code)

@@ -1,0 +1,193 @@
+"""Write throughput: ``add_version`` and ``set_label`` with 1 and 4 writer processes.
+
+Each writer is its own process with its own connection and its own prompt; all of them start at the
+same instant and write back to back for a fixed time. The floor is ``PING`` from the same processes:
+the cheapest round trip redis-py can make, so the ratio shows what one write script (validate, write,
+audit entry, revision, publish) costs on top of the network. Latency is per call
+(``time.monotonic_ns`` around it); throughput is all calls of all writers over the wall time.
+
+    python -m benchmarks.writes [--quick] [--json PATH] [--url redis://...]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as ``python benchmarks/writes.py``
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import _harness, _report
+from registry import RedisPromptRegistry
+
+OPERATIONS = ("ping", "add_version", "set_label")
+FLOOR = "ping"
+LABEL = "production"
+TEXT = (
+    "You are a careful support agent for {{product}}. Answer the customer's question in {{language}}, "
+    "in at most three short paragraphs. Quote the relevant policy section when there is one, never "
+    "invent order numbers, and hand over to a human when the customer asks for one. " * 2
+)
+WARMUP_CALLS = 20
+
+
+def _operation(registry: RedisPromptRegistry, op: str, name: str) -> Callable[[], object]:
+    if op == "ping":
+        return registry.redis.ping
+    if op == "add_version":
+        return lambda: registry.add_version(name, TEXT, author="bench")
+    if op == "set_label":
+        state = {"next": 2}
+
+        def move() -> object:
+            version = state["next"]
+            state["next"] = 3 - version  # 1 <-> 2: every call really moves the label
+            return registry.set_label(name, LABEL, version, author="bench")
+
+        return move
+    raise ValueError(op)
+
+
+def _writer(conn: Connection, url: str, namespace: str, name: str) -> None:
+    """Child: on ``("go", op, start_ns, end_ns)`` call ``op`` back to back from start to end."""
+    with RedisPromptRegistry.from_url(url, namespace=namespace) as registry:
+        conn.send(("ready", None))
+        while True:
+            command = conn.recv()
+            if command[0] == "stop":
+                return
+            _, op, start_ns, end_ns = command
+            call = _operation(registry, op, name)
+            for _ in range(WARMUP_CALLS if op != "add_version" else 2):
+                call()
+            clock = time.monotonic_ns
+            while clock() < start_ns:
+                time.sleep(0.0005)
+            latencies: list[int] = []
+            first = clock()
+            now = first
+            while now < end_ns:
+                before = clock()
+                call()
+                now = clock()
+                latencies.append(now - before)
+            conn.send(("done", {"first_ns": first, "last_ns": now, "latencies_ns": latencies}))
+
+
+def _prepare(url: str, namespace: str, writers: int) -> list[str]:
+    names = [f"bench-writes-{writers}w-{i}" for i in range(writers)]
+    with RedisPromptRegistry.from_url(url, namespace=namespace) as registry:
+        for name in names:
+            registry.create_prompt(name, description="writes benchmark")
+            registry.add_version(name, TEXT, author="bench")
+            registry.add_version(name, TEXT + " (v2)", author="bench")
+            registry.set_label(name, LABEL, 1, author="bench")
+    return names
+
+
+def _measure(url: str, namespace: str, writers: int, seconds: float, rounds: int) -> dict[str, dict[str, Any]]:
+    """All operations with ``writers`` processes; ``rounds`` alternating passes of ``seconds`` each."""
+    names = _prepare(url, namespace, writers)
+    children = _harness.Children()
+    totals: dict[str, dict[str, Any]] = {op: {"latencies_ns": [], "ops": 0, "wall_ns": 0} for op in OPERATIONS}
+    try:
+        for name in names:
+            children.start(_writer, url, namespace, name)
+        children.expect_all("ready", timeout=30)
+        for _ in range(rounds):
+            for op in OPERATIONS:
+                start = time.monotonic_ns() + 200_000_000  # every writer has warmed up by then
+                end = start + int(seconds * 1e9)
+                children.send_all(("go", op, start, end))
+                done = children.expect_all("done", timeout=seconds + 60)
+                cell = totals[op]
+                for part in done:
+                    cell["latencies_ns"].extend(part["latencies_ns"])
+                    cell["ops"] += len(part["latencies_ns"])
+                cell["wall_ns"] += max(p["last_ns"] for p in done) - min(p["first_ns"] for p in done)
+        children.send_all(("stop",))
+    finally:
+        children.close()
+    return totals
+
+
+def _result(op: str, writers: int, cell: dict[str, Any], floor: dict[str, Any] | None) -> dict[str, Any]:
+    latency_us = _report.summarize([ns / 1000 for ns in cell["latencies_ns"]])
+    ops_per_s = cell["ops"] / (cell["wall_ns"] / 1e9)
+    result: dict[str, Any] = {
+        "operation": op,
+        "writers": writers,
+        "ops": cell["ops"],
+        "seconds": cell["wall_ns"] / 1e9,
+        "ops_per_s": ops_per_s,
+        "latency_us": latency_us,
+    }
+    if floor is not None:
+        result["p50_ratio_to_floor"] = _report.ratio(latency_us["p50"], floor["latency_us"]["p50"])
+        result["throughput_ratio_to_floor"] = _report.ratio(ops_per_s, floor["ops_per_s"])
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _harness.parse_args(__doc__.splitlines()[0], argv)
+    seconds, rounds = (1.0, 1) if args.quick else (3.0, 2)
+    wall = time.perf_counter()
+    with _harness.redis_url(args) as url:
+        env = _report.environment(_harness.server_version(url))
+        results: list[dict[str, Any]] = []
+        for writers in (1, 4):
+            cells = _measure(url, args.namespace, writers, seconds, rounds)
+            floor = _result(FLOOR, writers, cells[FLOOR], None)
+            results.append(floor)
+            results += [_result(op, writers, cells[op], floor) for op in OPERATIONS if op != FLOOR]
+    env["load_average_at_end"] = list(os.getloadavg())
+    rows = [
+        (
+            r["operation"] + (" (floor)" if r["operation"] == FLOOR else ""),
+            r["writers"],
+            f"{r['ops']:,}",
+            _report.fmt(r["ops_per_s"]),
+            _report.fmt(r["latency_us"]["p50"]),
+            _report.fmt(r["latency_us"]["p99"]),
+            _report.fmt(r["latency_us"]["max"]),
+            _report.fmt_ratio(r.get("p50_ratio_to_floor")),
+        )
+        for r in results
+    ]
+    print(_report.environment_line(env))
+    print(_report.NOISE_NOTE)
+    print(
+        f"Private redis-server without persistence (no AOF, no RDB) unless --url; {rounds} round(s) x "
+        f"{seconds:g} s per cell; each writer process has its own prompt and connection.\n"
+    )
+    print(
+        _report.table(
+            ["operation", "writers", "calls", "calls/s", "p50 us", "p99 us", "max us", "p50 / floor"],
+            rows,
+            title="Write throughput (floor: PING round trip from the same processes)",
+        )
+    )
+    elapsed = time.perf_counter() - wall
+    print(f"\nwall time {elapsed:.1f} s")
+    _report.write_json(
+        args.json,
+        {
+            "benchmark": "writes",
+            "quick": args.quick,
+            "environment": env,
+            "config": {"seconds_per_cell": seconds, "rounds": rounds, "writers": [1, 4], "text_chars": len(TEXT)},
+            "floor": FLOOR,
+            "results": results,
+            "wall_seconds": elapsed,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    _harness.run_main(main)
