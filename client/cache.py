@@ -1,0 +1,245 @@
+"""The cache lookups read: one immutable mapping swapped whole, and the rules that update it.
+
+Lookups read :attr:`Cache.view`, a two-level dict ``name -> {label: PromptVersion}``. Each inner
+dict also holds the client's default label under the key ``None``, so ``get(name)`` is two dict
+subscripts with keys the caller already has: no tuple to build, no ``label or default`` on the
+lookup path. ``latest`` is an ordinary key of the inner dict. Neither level is ever mutated once
+published; an update builds new dicts (sharing unchanged inner dicts) and assigns ``view`` once.
+
+This module does no I/O: the feeds read the registry and hand the results here, which keeps the
+revision rules testable without threads or sockets.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from registry.errors import InvalidInputError, RegistryCorruptError
+from registry.events import ChangeMessage
+from registry.models import PromptVersion
+from registry.validation import LATEST, validate_label, validate_name
+
+Pointers = dict[str, dict[str, int]]
+"""``name -> {label: version number}``; ``latest`` is present when the prompt has a version."""
+
+LookupView = dict[str, dict[str | None, PromptVersion]]
+"""``name -> {label: PromptVersion}``, plus the default label under ``None``."""
+
+VersionFetch = Callable[[str, int], PromptVersion | None]
+"""Reads one version from the registry (``None`` if it does not exist); may raise on I/O."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One change the client applied, as passed to :meth:`client.PromptClient.on_change` callbacks.
+
+    ``label`` is the label that moved (``latest`` when a version was added), or ``None`` when a prompt
+    appeared. ``version`` is where the label points now (``None``: deleted) and ``previous_version``
+    where it pointed before (``None``: it did not exist). ``rev`` is the registry revision the cache
+    holds after the change.
+    """
+
+    name: str
+    label: str | None
+    version: int | None
+    previous_version: int | None
+    rev: int
+
+
+class Action(Enum):
+    """What :meth:`Cache.apply` did with a message."""
+
+    APPLIED = "applied"
+    IGNORED = "ignored"
+    """Older than the state just loaded: a write already in the snapshot."""
+    RESYNC = "resync"
+    """A gap, a revision going backwards or a message that cannot be applied: reload everything."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """The outcome of :meth:`Cache.apply`."""
+
+    action: Action
+    reason: str | None = None
+    events: tuple[ChangeEvent, ...] = ()
+
+
+class Cache:
+    """The client's state: the lookup view, the revision it reflects, and every version seen.
+
+    One thread (the feed) writes; any thread reads :attr:`view`, :attr:`rev` and :attr:`versions`
+    without a lock. ``versions`` maps ``(name, number)`` to a :class:`PromptVersion` and only grows:
+    versions are immutable, so each is read from the registry at most once.
+    """
+
+    __slots__ = ("_default_label", "_lock", "_patched", "loaded", "pointers", "rev", "versions", "view")
+
+    def __init__(self, default_label: str) -> None:
+        self._default_label = default_label
+        self._lock = threading.Lock()
+        self._patched = False
+        self.view: LookupView = {}
+        self.rev = 0
+        self.pointers: Pointers = {}
+        self.versions: dict[tuple[str, int], PromptVersion] = {}
+        self.loaded = False
+        """Whether any full state (registry, file or last-known-good snapshot) has been loaded."""
+
+    # -- versions ----------------------------------------------------------------------------
+
+    def add_version(self, name: str, version: PromptVersion) -> PromptVersion:
+        """Remember ``version`` for ever; returns the instance kept (the first one seen)."""
+        return self.versions.setdefault((name, version.version), version)
+
+    def missing_versions(self, pointers: Mapping[str, Mapping[str, int]]) -> set[tuple[str, int]]:
+        """The ``(name, number)`` pairs ``pointers`` refers to that are not cached yet."""
+        versions = self.versions
+        return {(n, v) for n, labels in pointers.items() for v in labels.values() if (n, v) not in versions}
+
+    # -- full state ---------------------------------------------------------------------------
+
+    def replace(self, rev: int, pointers: Pointers, *, only_if_empty: bool = False) -> list[ChangeEvent] | None:
+        """Replace the whole state with the registry's state at revision ``rev``.
+
+        Every version ``pointers`` refers to must be cached already (:meth:`add_version`); raises
+        :class:`~registry.RegistryCorruptError` otherwise. A full state is authoritative and is
+        taken even when its revision is lower (the registry was restored). With ``only_if_empty``
+        nothing happens if a state was loaded before (returns ``None``).
+        """
+        missing = self.missing_versions(pointers)
+        if missing:
+            raise RegistryCorruptError(f"labels point at versions that do not exist: {sorted(missing)[:5]}")
+        with self._lock:
+            if only_if_empty and self.loaded:
+                return None
+            old_pointers, old_view = self.pointers, self.view
+            view: LookupView = {}
+            for name, labels in pointers.items():
+                same = old_pointers.get(name) == labels and name in old_view
+                view[name] = old_view[name] if same else self._inner_view(name, labels)
+            self.view = view
+            self.pointers = pointers
+            self.rev = rev
+            self.loaded = True
+            self._patched = False
+        return _diff(old_pointers, pointers, rev)
+
+    # -- change messages ------------------------------------------------------------------------
+
+    def classify(self, rev: int) -> tuple[Action, str | None]:
+        """Decide what a message with revision ``rev`` means for the current state.
+
+        ``rev`` one above the cache's applies. Higher is a gap. Equal or lower is expected only for
+        writes made between SUBSCRIBE and the snapshot read (they are in the snapshot already);
+        once a message has been applied on top of the snapshot, it means the registry's revision
+        went backwards (restore, failover).
+        """
+        current = self.rev
+        if not self.loaded:
+            return Action.RESYNC, "message before any state was loaded"
+        if rev == current + 1:
+            return Action.APPLIED, None
+        if rev > current + 1:
+            return Action.RESYNC, f"gap: message rev {rev} after rev {current}"
+        if not self._patched:
+            return Action.IGNORED, None
+        return Action.RESYNC, f"revision went backwards: message rev {rev} after rev {current}"
+
+    def apply(self, message: ChangeMessage, fetch: VersionFetch) -> ApplyResult:
+        """Apply one change message if it is the next revision; otherwise say why not.
+
+        ``fetch`` is called (outside the lock) when the message points at a version not cached; its
+        I/O errors propagate. A message that cannot be applied (bad name, missing field, version not
+        in the registry) asks for a resync, which restores the registry's truth.
+        """
+        action, reason = self.classify(message.rev)
+        if action is not Action.APPLIED:
+            return ApplyResult(action, reason)
+        try:
+            label, number = _pointer_change(message)
+        except InvalidInputError as exc:
+            return ApplyResult(Action.RESYNC, f"cannot apply message rev {message.rev}: {exc}")
+        name = message.prompt
+        if number is not None and (name, number) not in self.versions:
+            found = fetch(name, number)
+            if found is None:
+                return ApplyResult(Action.RESYNC, f"message rev {message.rev} points at missing {name} v{number}")
+            self.add_version(name, found)
+        with self._lock:
+            if message.rev != self.rev + 1:  # the state was replaced while fetching
+                return ApplyResult(*self.classify(message.rev))
+            old = self.pointers.get(name)
+            labels = dict(old) if old is not None else {}
+            if label is not None:
+                if number is None:
+                    labels.pop(label, None)
+                else:
+                    labels[label] = number
+            pointers = dict(self.pointers)
+            pointers[name] = labels
+            view = dict(self.view)
+            view[name] = self._inner_view(name, labels)
+            self.view = view
+            self.pointers = pointers
+            self.rev = message.rev
+            self._patched = True
+        return ApplyResult(Action.APPLIED, None, tuple(_diff_prompt(name, old, labels, message.rev)))
+
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock (the parent's feed may have held it at fork time)."""
+        self._lock = threading.Lock()
+
+    def _inner_view(self, name: str, labels: Mapping[str, int]) -> dict[str | None, PromptVersion]:
+        versions = self.versions
+        inner: dict[str | None, PromptVersion] = {label: versions[name, number] for label, number in labels.items()}
+        default = inner.get(self._default_label)
+        if default is not None:
+            inner[None] = default
+        return inner
+
+
+def _pointer_change(message: ChangeMessage) -> tuple[str | None, int | None]:
+    """(label, number) a message sets; number ``None`` deletes; label ``None``: prompt only."""
+    validate_name(message.prompt)
+    op = message.op
+    if op == "create_prompt":
+        return None, None
+    if op == "add_version":
+        if message.version is None:
+            raise InvalidInputError("add_version message without a version")
+        return LATEST, message.version
+    if message.label is None:
+        raise InvalidInputError(f"{op} message without a label")
+    validate_label(message.label, settable=True)
+    if op == "delete_label":
+        return message.label, None
+    if message.version is None:
+        raise InvalidInputError(f"{op} message without a version")
+    return message.label, message.version
+
+
+def _diff_prompt(
+    name: str, old: Mapping[str, int] | None, new: Mapping[str, int] | None, rev: int
+) -> list[ChangeEvent]:
+    events: list[ChangeEvent] = []
+    if old is None and new is not None:
+        events.append(ChangeEvent(name, None, None, None, rev))
+    before = old or {}
+    after = new or {}
+    for label in sorted(before.keys() | after.keys()):
+        if before.get(label) != after.get(label):
+            events.append(ChangeEvent(name, label, after.get(label), before.get(label), rev))
+    return events
+
+
+def _diff(old: Mapping[str, Mapping[str, int]], new: Mapping[str, Mapping[str, int]], rev: int) -> list[ChangeEvent]:
+    events: list[ChangeEvent] = []
+    for name in sorted(old.keys() | new.keys()):
+        before, after = old.get(name), new.get(name)
+        if before != after:
+            events.extend(_diff_prompt(name, before, after, rev))
+    return events

@@ -1,0 +1,330 @@
+"""``PromptClient``: label resolution inside the process, kept fresh by push."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from client.cache import Cache, ChangeEvent
+from client.feeds import Feed, FeedContext, FileFeed, RedisFeed
+from client.snapshot import load_snapshot, save_snapshot
+from client.status import ClientState, ClientStatus, StatusTracker
+from registry.base import PromptRegistry
+from registry.errors import (
+    InvalidInputError,
+    LabelNotFoundError,
+    PromptNotFoundError,
+    RegistryCorruptError,
+    RegistryUnavailableError,
+)
+from registry.factory import NAMESPACE_ENV, REDIS_SCHEMES, PromptRegistryFactory, redact_url
+from registry.file_store import JsonFilePromptRegistry
+from registry.keys import DEFAULT_NAMESPACE
+from registry.models import PromptVersion
+from registry.redis_store import RedisPromptRegistry
+from registry.validation import validate_label, validate_name, validate_namespace, validate_version_number
+
+logger = logging.getLogger("promptreg.client")
+
+LABEL_ENV = "PROMPTREG_LABEL"
+"""The environment variable holding the default label (when ``default_label`` is not given)."""
+DEFAULT_LABEL = "production"
+SNAPSHOT_INTERVAL = 1.0
+"""At most one last-known-good write per this many seconds (the last change is always written)."""
+
+ChangeCallback = Callable[[ChangeEvent], object]
+
+_LIVE_CLIENTS: weakref.WeakSet[PromptClient] = weakref.WeakSet()
+
+
+class PromptClient:
+    """Resolves prompt labels in-process, with no I/O on lookup, kept current by the registry's pushes.
+
+    ``url`` is a registry URL as the factory takes it (``redis://``, ``rediss://``, ``unix://``,
+    ``file://``). ``default_label`` (else ``$PROMPTREG_LABEL``, else ``production``) is what
+    :meth:`get` resolves when no label is given. ``namespace`` (else ``$PROMPTREG_NAMESPACE``, else
+    ``promptreg``) selects the Redis keys. ``snapshot_path`` names the last-known-good file: written
+    after changes, read at start when the registry cannot be reached. The constructor waits up to
+    ``start_timeout`` seconds for the first state, never raises for an unreachable registry, and
+    starts a daemon listener thread; check :meth:`status` or :meth:`wait_ready`.
+    ``poll_interval`` is the safety poll of the revision (and subscriber ping) on a quiet channel.
+
+    The client is safe to share between threads and survives ``os.fork()``: a child gets its own
+    connections and listener. Raises :class:`~registry.InvalidInputError` for an unsupported URL or a
+    malformed label or namespace.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        default_label: str | None = None,
+        snapshot_path: str | os.PathLike[str] | None = None,
+        start_timeout: float = 5.0,
+        namespace: str | None = None,
+        poll_interval: float = 30.0,
+    ) -> None:
+        label = default_label or os.environ.get(LABEL_ENV) or DEFAULT_LABEL
+        self._default_label = validate_label(label)
+        self._namespace = validate_namespace(namespace or os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE)
+        if not poll_interval > 0:
+            raise InvalidInputError(f"poll_interval must be > 0 seconds, got {poll_interval!r}")
+        self._url = url
+        self._cache = Cache(self._default_label)
+        self._status = StatusTracker()
+        self._callbacks: tuple[ChangeCallback, ...] = ()
+        self._callbacks_lock = threading.Lock()
+        self._snapshot_path = Path(snapshot_path) if snapshot_path is not None else None
+        self._snapshot_written: object = None
+        self._snapshot_due = 0.0
+        self._closed = False
+        self._registry, self._feed = self._open(url, poll_interval)
+        _LIVE_CLIENTS.add(self)
+        self._start(start_timeout)
+
+    # -- lookups (the hot path) -----------------------------------------------------------------
+
+    def get(self, name: str, label: str | None = None, *, version: int | None = None) -> PromptVersion:
+        """The version ``label`` (default: the client's default label) of prompt ``name`` points at.
+
+        ``label="latest"`` is the newest version. Labelled lookups never do I/O: they read the cache
+        and take no lock. A pinned ``version`` not cached yet is read from the registry once, then
+        cached for ever. Raises :class:`~registry.PromptNotFoundError`,
+        :class:`~registry.LabelNotFoundError`, :class:`~registry.VersionNotFoundError`,
+        :class:`~registry.InvalidNameError` for a malformed name or label, and
+        :class:`~registry.RegistryUnavailableError` when the answer needs the registry and it
+        cannot be reached (a pinned version not cached; any miss before the first state arrived).
+        """
+        if version is None:
+            try:
+                return self._cache.view[name][label]
+            except (KeyError, TypeError):
+                pass
+        return self._lookup_miss(name, label, version)
+
+    def render(self, name: str, /, *, label: str | None = None, version: int | None = None, **variables: Any) -> str:
+        """``get(name, label, version=version).render(**variables)``.
+
+        Raises what :meth:`get` raises, and :class:`~registry.MissingVariableError` naming every
+        template variable not given.
+        """
+        return self.get(name, label, version=version).render(**variables)
+
+    def _lookup_miss(self, name: str, label: str | None, version: int | None) -> PromptVersion:
+        validate_name(name)
+        if label is not None:
+            validate_label(label)
+        cache = self._cache
+        if version is not None:
+            if label is not None:
+                raise InvalidInputError("give a label or a version, not both")
+            validate_version_number(version)
+            found = cache.versions.get((name, version))
+            if found is not None:
+                return found
+            return cache.add_version(name, self._feed.fetch_version(name, version))
+        label = self._default_label if label is None else label
+        labels = cache.view.get(name)
+        if labels is not None:
+            hit = labels.get(label)
+            if hit is not None:  # the view was swapped since the fast path looked
+                return hit
+            raise LabelNotFoundError(name, label)
+        if not cache.loaded:
+            raise RegistryUnavailableError(
+                f"prompt {name!r} is not cached and the client has no state yet ({self._status.state.value})"
+            )
+        raise PromptNotFoundError(name)
+
+    # -- change notification ---------------------------------------------------------------------
+
+    def on_change(self, callback: ChangeCallback) -> Callable[[], None]:
+        """Call ``callback(event)`` for every change applied (a :class:`ChangeEvent` each).
+
+        Callbacks run on the listener thread after the change is visible to :meth:`get`, with no
+        lock held; keep them short. An exception in a callback is logged and ignored. After a
+        resync, the events describe the difference between the old and the new state. Returns a
+        function that unregisters the callback.
+        """
+        with self._callbacks_lock:
+            self._callbacks = (*self._callbacks, callback)
+
+        def unregister() -> None:
+            with self._callbacks_lock:
+                callbacks = list(self._callbacks)
+                if callback in callbacks:
+                    callbacks.remove(callback)
+                self._callbacks = tuple(callbacks)
+
+        return unregister
+
+    def _notify(self, events: list[ChangeEvent]) -> None:
+        for callback in self._callbacks:
+            for event in events:
+                try:
+                    callback(event)
+                except Exception:
+                    logger.exception("promptreg: on_change callback %r raised; ignored", callback)
+
+    # -- status ------------------------------------------------------------------------------------
+
+    def status(self) -> ClientStatus:
+        """The feed's state (initializing, live, stale, closed), since when, the cache's revision,
+        the last error, and counters. Never raises."""
+        return self._status.snapshot(self._cache.rev)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the client is ``live``; ``False`` if ``timeout`` passed first or it was closed."""
+        return self._status.wait_live(timeout)
+
+    @property
+    def default_label(self) -> str:
+        """The label :meth:`get` resolves when none is given."""
+        return self._default_label
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the listener, write the last-known-good file if it is behind, close connections.
+
+        Idempotent. Lookups keep answering from the last state after ``close()``.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        _LIVE_CLIENTS.discard(self)
+        self._feed.stop()
+        self._status.closed()
+        self._write_snapshot(force=True)
+        self._feed.close()
+        self._registry.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        status = self.status()
+        return f"<PromptClient {redact_url(self._url)} {status.state.value} rev={status.rev}>"
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _context(self) -> FeedContext:
+        return FeedContext(self._cache, self._status, self._notify, self._idle)
+
+    def _open(self, url: str, poll_interval: float) -> tuple[PromptRegistry, Feed]:
+        if not isinstance(url, str):
+            raise InvalidInputError(f"registry URL must be a string, got {type(url).__name__}")
+        url = url.strip()
+        scheme = url.partition("://")[0].lower() if "://" in url else ""
+        if scheme in REDIS_SCHEMES:
+            # Fail fast (one retry, no backoff): the listener has its own backoff, and a pinned
+            # lookup during an outage should raise, not hang.
+            redis_registry = RedisPromptRegistry.from_url(
+                url,
+                namespace=self._namespace,
+                socket_timeout=5.0,
+                socket_connect_timeout=5.0,
+                retry=Retry(NoBackoff(), 1),
+            )
+            return redis_registry, RedisFeed(redis_registry, url, self._context(), poll_interval=poll_interval)
+        registry = PromptRegistryFactory.from_url(url)
+        if not isinstance(registry, JsonFilePromptRegistry):
+            raise InvalidInputError(f"PromptClient does not support the registry URL {redact_url(url)!r}")
+        return registry, FileFeed(registry, self._context())
+
+    def _start(self, start_timeout: float) -> None:
+        started = time.monotonic()
+        self._feed.start()
+        self._feed.first_attempt.wait(start_timeout)
+        if self._status.state is ClientState.LIVE:
+            return
+        if self._snapshot_path is not None and self._load_snapshot():
+            return
+        self._status.wait_live(max(0.0, start_timeout - (time.monotonic() - started)))
+        if not self._cache.loaded:
+            logger.warning(
+                "promptreg: no state from %s within %g s and no last-known-good file; lookups raise "
+                "RegistryUnavailableError until the registry is reached",
+                redact_url(self._url),
+                start_timeout,
+            )
+
+    def _load_snapshot(self) -> bool:
+        assert self._snapshot_path is not None
+        try:
+            loaded = load_snapshot(self._snapshot_path, self._namespace)
+        except RegistryCorruptError as exc:
+            logger.warning("promptreg: ignoring the last-known-good file: %s", exc)
+            return False
+        if loaded is None:
+            return False
+        for (name, _number), version in loaded.versions.items():
+            self._cache.add_version(name, version)
+        events = self._cache.replace(loaded.rev, loaded.pointers, only_if_empty=True)
+        if events is None:  # the registry answered meanwhile
+            return True
+        self._snapshot_written = self._cache.pointers
+        self._status.serving_snapshot()
+        logger.warning(
+            "promptreg: registry %s unreachable; serving the last-known-good file %s (rev %d)",
+            redact_url(self._url),
+            self._snapshot_path,
+            loaded.rev,
+        )
+        self._notify(events)
+        return True
+
+    def _idle(self) -> None:
+        if self._snapshot_path is not None and time.monotonic() >= self._snapshot_due:
+            self._write_snapshot()
+
+    def _write_snapshot(self, *, force: bool = False) -> None:
+        cache = self._cache
+        pointers = cache.pointers
+        if self._snapshot_path is None or not cache.loaded or pointers is self._snapshot_written:
+            return
+        if not force and self._status.state is not ClientState.LIVE:
+            return  # only the registry's state is worth keeping as last-known-good
+        try:
+            save_snapshot(self._snapshot_path, self._namespace, cache.rev, pointers, cache.versions)
+        except OSError as exc:
+            logger.warning("promptreg: cannot write the last-known-good file %s: %s", self._snapshot_path, exc)
+            self._snapshot_due = time.monotonic() + 10 * SNAPSHOT_INTERVAL
+            return
+        self._snapshot_written = pointers
+        self._snapshot_due = time.monotonic() + SNAPSHOT_INTERVAL
+
+    def _after_fork_in_child(self) -> None:
+        if self._closed:
+            return
+        self._callbacks_lock = threading.Lock()
+        self._cache.after_fork()
+        self._status.after_fork("process forked: reconnecting")
+        self._feed = self._feed.forked(self._context())
+        self._feed.start()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_LIVE_CLIENTS):
+        try:
+            client._after_fork_in_child()
+        except Exception:  # never break the child over a client
+            logger.exception("promptreg: could not restart a client after fork")
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

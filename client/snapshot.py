@@ -1,0 +1,137 @@
+"""The last-known-good file: the client's state on disk, so a service can boot during an outage.
+
+The file is one msgpack map::
+
+    {"format": "promptreg-client-snapshot", "schema": 1, "namespace": str, "rev": int,
+     "written_at": float, "pointers": {name: {label: number}},
+     "versions": [[name, number, prompt_text, created_at (ISO 8601), author, message, metadata], ...]}
+
+It holds only the versions the labels point at. It is written to a temporary file in the same
+directory, fsynced and renamed over the old one, so a reader sees the old file or the new one, never
+half of one (several processes may share one path). No connection URL is stored: it may hold a
+password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from registry.errors import RegistryCorruptError
+from registry.models import PromptVersion
+
+FORMAT = "promptreg-client-snapshot"
+SCHEMA = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedSnapshot:
+    """What a snapshot file held."""
+
+    rev: int
+    written_at: float
+    pointers: dict[str, dict[str, int]]
+    versions: dict[tuple[str, int], PromptVersion]
+
+
+def save_snapshot(
+    path: Path,
+    namespace: str,
+    rev: int,
+    pointers: Mapping[str, Mapping[str, int]],
+    versions: Mapping[tuple[str, int], PromptVersion],
+) -> None:
+    """Write the state atomically to ``path`` (temp file, fsync, rename). Raises ``OSError``."""
+    needed = sorted({(name, number) for name, labels in pointers.items() for number in labels.values()})
+    rows = []
+    for name, number in needed:
+        v = versions[name, number]
+        rows.append([name, number, v.prompt_text, v.created_at.isoformat(), v.author, v.message, v.metadata])
+    payload = msgpack.packb(
+        {
+            "format": FORMAT,
+            "schema": SCHEMA,
+            "namespace": namespace,
+            "rev": rev,
+            "written_at": time.time(),
+            "pointers": {name: dict(labels) for name, labels in pointers.items()},
+            "versions": rows,
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def load_snapshot(path: Path, namespace: str) -> LoadedSnapshot | None:
+    """Read a snapshot written by :func:`save_snapshot` for ``namespace``; ``None`` if there is no file.
+
+    Raises :class:`~registry.RegistryCorruptError` if the file cannot be read as one (corrupt,
+    truncated, another format or another namespace). The file is never modified.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RegistryCorruptError(f"cannot read snapshot {path}: {exc}") from exc
+    try:
+        raw: Any = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise RegistryCorruptError(f"snapshot {path} is not msgpack: {exc}") from exc
+    try:
+        return _parse(raw, namespace)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # pydantic's ValidationError is a ValueError
+        raise RegistryCorruptError(f"snapshot {path} is malformed: {exc!r}") from exc
+
+
+def _parse(raw: Any, namespace: str) -> LoadedSnapshot:
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise ValueError("not a promptreg client snapshot")
+    if raw.get("schema") != SCHEMA:
+        raise ValueError(f"unsupported schema {raw.get('schema')!r}")
+    if raw.get("namespace") != namespace:
+        raise ValueError(f"snapshot is of namespace {raw.get('namespace')!r}, not {namespace!r}")
+    rev = raw["rev"]
+    if not isinstance(rev, int) or rev < 0:
+        raise ValueError(f"bad rev {rev!r}")
+    pointers: dict[str, dict[str, int]] = {}
+    for name, labels in raw["pointers"].items():
+        if not isinstance(name, str) or not isinstance(labels, dict):
+            raise TypeError(f"bad pointers entry {name!r}")
+        for label, number in labels.items():
+            if not isinstance(label, str) or not isinstance(number, int):
+                raise TypeError(f"bad label {label!r} of {name!r}")
+        pointers[name] = dict(labels)
+    versions: dict[tuple[str, int], PromptVersion] = {}
+    for name, number, text, created_at, author, message, metadata in raw["versions"]:
+        versions[name, number] = PromptVersion(
+            version=number,
+            prompt_text=text,
+            created_at=datetime.fromisoformat(created_at),
+            author=author,
+            message=message,
+            metadata=metadata,
+        )
+    missing = {(n, v) for n, labels in pointers.items() for v in labels.values()} - versions.keys()
+    if missing:
+        raise ValueError(f"labels point at versions not in the file: {sorted(missing)[:5]}")
+    return LoadedSnapshot(rev, float(raw["written_at"]), pointers, versions)

@@ -1,0 +1,146 @@
+"""The client's status: what state the change feed is in, since when, and the last error.
+
+Modelled on LaunchDarkly's data source status: the feed reports, the client exposes a frozen
+snapshot of it through :meth:`client.PromptClient.status`, and :meth:`~client.PromptClient.wait_ready`
+waits on it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ClientState(StrEnum):
+    """Where the client's change feed stands."""
+
+    INITIALIZING = "initializing"
+    """No state read from the registry yet. Lookups of a prompt not cached raise
+    :class:`~registry.RegistryUnavailableError` (not a not-found error) because the client cannot
+    know yet."""
+
+    LIVE = "live"
+    """Connected and subscribed: the cache holds the registry's state and changes are pushed."""
+
+    STALE = "stale"
+    """The feed lost the registry (or started from the last-known-good file): lookups serve the last
+    state the client had while it reconnects with backoff and then resyncs."""
+
+    CLOSED = "closed"
+    """``close()`` was called: the feed is stopped; lookups still serve the last state."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStatus:
+    """A snapshot of the client's status.
+
+    ``since`` is when ``state`` was entered (Unix time). ``rev`` is the registry revision the cache
+    holds (0 before anything was loaded). ``last_error`` describes the most recent failure (kept after
+    recovery, with ``last_error_at``). ``malformed_messages`` counts change messages that could not be
+    decoded and were ignored; ``resyncs`` counts full reloads of the state.
+    """
+
+    state: ClientState
+    since: float
+    rev: int
+    last_error: str | None
+    last_error_at: float | None
+    malformed_messages: int
+    resyncs: int
+
+
+class StatusTracker:
+    """Thread-safe holder of the status; the feed writes it, user threads read and wait on it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._state = ClientState.INITIALIZING
+        self._since = time.time()
+        self._last_error: str | None = None
+        self._last_error_at: float | None = None
+        self._malformed = 0
+        self._resyncs = 0
+
+    @property
+    def state(self) -> ClientState:
+        """The current state."""
+        return self._state
+
+    def snapshot(self, rev: int) -> ClientStatus:
+        """A frozen copy of the status, with the cache's revision ``rev``."""
+        with self._cond:
+            return ClientStatus(
+                self._state, self._since, rev, self._last_error, self._last_error_at, self._malformed, self._resyncs
+            )
+
+    def _enter(self, state: ClientState) -> None:
+        if self._state is not state and self._state is not ClientState.CLOSED:
+            self._state = state
+            self._since = time.time()
+            self._cond.notify_all()
+
+    def live(self) -> None:
+        """The feed holds the registry's state and is subscribed."""
+        with self._cond:
+            self._enter(ClientState.LIVE)
+
+    def resynced(self) -> None:
+        """Count one full reload."""
+        with self._cond:
+            self._resyncs += 1
+
+    def stale(self, reason: str | None = None) -> None:
+        """Serving state the feed cannot currently confirm. Before any data, stays ``initializing``."""
+        with self._cond:
+            if reason is not None:
+                self._record(reason)
+            if self._state is not ClientState.INITIALIZING:
+                self._enter(ClientState.STALE)
+
+    def serving_snapshot(self) -> None:
+        """The cache was filled from the last-known-good file, not from the registry."""
+        with self._cond:
+            self._enter(ClientState.STALE)
+
+    def error(self, error: BaseException | str) -> None:
+        """Record a failure of the feed and leave ``live`` (an initializing client stays initializing)."""
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        self.stale(text)
+
+    def _record(self, text: str) -> None:
+        self._last_error = text
+        self._last_error_at = time.time()
+
+    def malformed(self, detail: str) -> None:
+        """Count one change message that could not be decoded."""
+        with self._cond:
+            self._malformed += 1
+            self._record(detail)
+
+    def closed(self) -> None:
+        """The client was closed; final."""
+        with self._cond:
+            self._enter(ClientState.CLOSED)
+
+    def wait_live(self, timeout: float | None) -> bool:
+        """Block until ``live`` (True) or ``closed`` / timeout (False)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._state is not ClientState.LIVE:
+                if self._state is ClientState.CLOSED:
+                    return False
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    def after_fork(self, reason: str) -> None:
+        """In a forked child: new lock (the parent's may have been held at fork), state stale."""
+        self._cond = threading.Condition()
+        if self._state is ClientState.LIVE:
+            self._state = ClientState.STALE
+            self._since = time.time()
+        self._record(reason)
