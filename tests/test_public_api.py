@@ -1,0 +1,150 @@
+"""The public face of ``registry``: exactly these names, one error tree, documented, one-way imports."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+from pathlib import Path
+
+import pytest
+
+import registry
+
+PUBLIC_NAMES = [
+    "AuditEvent",
+    "InvalidInputError",
+    "InvalidNameError",
+    "JsonFilePromptRegistry",
+    "LabelConflictError",
+    "LabelNotFoundError",
+    "MissingVariableError",
+    "Prompt",
+    "PromptExistsError",
+    "PromptNotFoundError",
+    "PromptRegistry",
+    "PromptRegistryError",
+    "PromptRegistryFactory",
+    "PromptTooLargeError",
+    "PromptVersion",
+    "RedisPromptRegistry",
+    "RegistryCorruptError",
+    "RegistryUnavailableError",
+    "RollbackUnavailableError",
+    "VersionNotFoundError",
+]
+ERRORS = [name for name in PUBLIC_NAMES if name.endswith("Error")]
+PACKAGE_DIR = Path(registry.__file__).parent
+
+
+def test_all_is_exactly_the_public_api() -> None:
+    assert sorted(registry.__all__) == PUBLIC_NAMES
+    assert len(registry.__all__) == len(set(registry.__all__))
+
+
+@pytest.mark.parametrize("name", PUBLIC_NAMES)
+def test_every_public_name_imports(name: str) -> None:
+    module = importlib.import_module("registry")
+    assert getattr(module, name) is getattr(registry, name)
+    namespace: dict[str, object] = {}
+    exec(f"from registry import {name}", namespace)
+    assert namespace[name] is getattr(registry, name)
+
+
+def test_star_import_gives_exactly_all() -> None:
+    namespace: dict[str, object] = {}
+    exec("from registry import *", namespace)
+    assert sorted(k for k in namespace if not k.startswith("__")) == PUBLIC_NAMES
+
+
+@pytest.mark.parametrize("name", ERRORS)
+def test_every_error_is_in_the_one_tree(name: str) -> None:
+    error = getattr(registry, name)
+    assert issubclass(error, registry.PromptRegistryError)
+    assert issubclass(error, Exception)
+
+
+def test_every_error_class_in_the_errors_module_is_exported() -> None:
+    from registry import errors
+
+    defined = {
+        name
+        for name, value in vars(errors).items()
+        if inspect.isclass(value) and issubclass(value, BaseException) and not name.startswith("_")
+    }
+    assert defined == set(ERRORS)
+
+
+@pytest.mark.parametrize(
+    ("name", "builtin"),
+    [
+        ("PromptNotFoundError", KeyError),
+        ("VersionNotFoundError", KeyError),
+        ("LabelNotFoundError", KeyError),
+        ("MissingVariableError", KeyError),
+        ("InvalidInputError", ValueError),
+        ("InvalidNameError", ValueError),
+        ("PromptTooLargeError", ValueError),
+        ("RegistryUnavailableError", ConnectionError),
+    ],
+)
+def test_errors_derive_from_the_builtin_that_fits(name: str, builtin: type[Exception]) -> None:
+    assert issubclass(getattr(registry, name), builtin)
+
+
+def test_name_and_size_errors_are_input_errors() -> None:
+    assert issubclass(registry.InvalidNameError, registry.InvalidInputError)
+    assert issubclass(registry.PromptTooLargeError, registry.InvalidInputError)
+
+
+def _public_members(cls: type) -> list[tuple[str, object]]:
+    """Public functions and properties the class itself defines (not inherited from pydantic)."""
+    members = []
+    for attr, value in vars(cls).items():
+        if attr.startswith("_"):
+            continue
+        if isinstance(value, staticmethod | classmethod):
+            value = value.__func__
+        if inspect.isfunction(value) or isinstance(value, property):
+            members.append((attr, value))
+    return members
+
+
+@pytest.mark.parametrize("name", PUBLIC_NAMES)
+def test_public_names_and_their_methods_are_documented(name: str) -> None:
+    obj = getattr(registry, name)
+    assert (obj.__doc__ or "").strip(), f"{name} has no docstring"
+    if inspect.isclass(obj):
+        for attr, member in _public_members(obj):
+            assert (member.__doc__ or "").strip(), f"{name}.{attr} has no docstring"
+
+
+@pytest.mark.parametrize(
+    "method", ["create_prompt", "add_version", "set_label", "delete_label", "rollback", "get_version", "history"]
+)
+def test_interface_docstrings_say_what_they_raise(method: str) -> None:
+    doc = getattr(registry.PromptRegistry, method).__doc__ or ""
+    assert "Raises" in doc and "Error" in doc, method
+
+
+def test_every_backend_implements_the_interface() -> None:
+    for backend in (registry.RedisPromptRegistry, registry.JsonFilePromptRegistry):
+        assert issubclass(backend, registry.PromptRegistry)
+        assert not inspect.isabstract(backend), backend.__abstractmethods__
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE_DIR.glob("*.py") if p.name != "cli.py")
+
+
+def test_registry_never_imports_client_and_never_prints() -> None:
+    # cli.py is the one module allowed both (design section 1).
+    for path in _modules():
+        tree = ast.parse(path.read_text("utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                assert not any(a.name.split(".")[0] == "client" for a in node.names), path.name
+            if isinstance(node, ast.ImportFrom):
+                assert (node.module or "").split(".")[0] != "client", path.name
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id != "print", f"print() in {path.name}:{node.lineno}"
