@@ -291,3 +291,30 @@ def test_readers_never_see_a_partial_file_while_another_thread_writes(tmp_path: 
     assert errors == []
     assert seen == sorted(seen)
     assert reader.load_state().rev == total + 1
+
+
+def test_threads_of_one_process_also_serialise_their_writes(tmp_path: Path) -> None:
+    # flock is per open file description, and every write opens its own: threads exclude each other too.
+    reg = JsonFilePromptRegistry(tmp_path / "registry.json")
+    reg.create_prompt(NAME)
+    errors: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        try:
+            for n in range(10):
+                reg.add_version(NAME, f"thread {worker} text {n}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,), name=f"file-writer-{w}", daemon=True) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    prompt = reg.get_prompt(NAME)
+    assert prompt is not None
+    assert [v.version for v in prompt.versions] == list(range(1, 41))
+    assert sorted(v.prompt_text for v in prompt.versions) == sorted(
+        f"thread {w} text {n}" for w in range(4) for n in range(10)
+    )
