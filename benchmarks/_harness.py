@@ -141,7 +141,7 @@ class PrivateRedisServer:
 def redis_url(args: argparse.Namespace) -> Iterator[str]:
     """``args.url``, or the URL of a private redis-server started now and stopped on exit.
 
-    On a server given with ``--url`` the benchmark's namespace is deleted at the end.
+    On a server given with ``--url`` the benchmark's namespace (and ``namespace.*``) is deleted at the end.
     """
     if args.url:
         try:
@@ -158,17 +158,18 @@ def redis_url(args: argparse.Namespace) -> Iterator[str]:
 
 
 def drop_namespace(url: str, namespace: str) -> int:
-    """Delete every key of ``namespace`` (``{ns}:*``); returns how many."""
+    """Delete every key of ``namespace`` and of its sub-namespaces ``namespace.*``; returns how many."""
     deleted = 0
     with redis.Redis.from_url(url) as conn:
-        batch: list[bytes] = []
-        for key in conn.scan_iter(match="{" + namespace + "}:*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
+        for pattern in ("{" + namespace + "}:*", "{" + namespace + ".*}:*"):
+            batch: list[bytes] = []
+            for key in conn.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    deleted += int(conn.unlink(*batch))
+                    batch.clear()
+            if batch:
                 deleted += int(conn.unlink(*batch))
-                batch.clear()
-        if batch:
-            deleted += int(conn.unlink(*batch))
     return deleted
 
 

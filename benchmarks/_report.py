@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -18,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+_NUMBER = re.compile(r"[-+]?[0-9][0-9,]*(\.[0-9]+)?(x|%| ?[a-zµ]{1,2})?|inf")
 NOISE_NOTE = (
     "Machine: shared and noisy (2 cores, other jobs running): absolute numbers move from run to run; "
     "compare each figure with its floor/baseline measured in the same run."
@@ -84,7 +86,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]], title: str |
             widths[i] = max(widths[i], len(cell))
 
     def numeric(cell: str) -> bool:
-        return cell[:1].isdigit() or (cell[:1] in "-+." and cell[1:2].isdigit())
+        return _NUMBER.fullmatch(cell) is not None
 
     lines = []
     if title:

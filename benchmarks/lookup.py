@@ -1,0 +1,263 @@
+"""Lookup cost: ``PromptClient.get`` against the CPython floor and the alternatives users would pick.
+
+Contenders (see ``benchmarks/_baselines.py`` for each one's exact implementation): the floor (a method
+doing one dict lookup), a Redis read per lookup (label only, versions cached; and label + version in
+one round trip, parsed), a 60 s TTL cache with background refresh (the Langfuse / MLflow pattern) and
+redis-py's client-side caching (RESP3) when the server allows it. 1 and 4 threads; 10, 1,000 and
+100,000 prompts cached; memory per cached version (tracemalloc). Timing method: ``benchmarks/_timing.py``.
+
+    python -m benchmarks.lookup [--quick] [--json PATH] [--url redis://...]
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+import sys
+import time
+import tracemalloc
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as ``python benchmarks/lookup.py``
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import redis
+
+from benchmarks import _baselines, _harness, _report, _timing
+from registry import RedisPromptRegistry
+from registry.keys import Keyspace
+
+LABEL = _baselines.DEFAULT_LABEL
+TEXT = (
+    "You are a helpful assistant for {{product}}. Answer in {{language}}, briefly and politely. "
+    "If the question is about billing, point to the billing page; never guess account details. "
+    "Keep a neutral tone, cite the documentation section you used, and ask one clarifying question "
+    "when the request is ambiguous. Prompt number "
+)
+# Each timing loop walks the same working set of names in random order (all names when fewer), so
+# going from 1,000 to 100,000 prompts changes only how much is cached, not what is looked up.
+SAMPLE = 1_000
+SEED_WORKERS = 3
+IN_PROCESS = ("floor", "promptreg", "ttl_cache")
+DESCRIPTIONS = {
+    "floor": "CPython floor: a method doing one dict lookup",
+    "promptreg": "PromptClient.get (push-invalidated in-process cache)",
+    "ttl_cache": "60 s TTL cache, background refresh (Langfuse/MLflow pattern)",
+    "redis_label_get": "Redis read per lookup: GET label, versions cached in-process",
+    "redis_full_read": "Redis read per lookup: label + version hash in one EVALSHA, parsed",
+    "client_side_cache": "redis-py client-side caching (RESP3), versions cached in-process",
+}
+
+
+def prompt_name(index: int) -> str:
+    return f"bench-lookup-{index:06d}"
+
+
+def _seed_range(conn: Connection, url: str, namespace: str, start: int, stop: int) -> None:
+    with RedisPromptRegistry.from_url(url, namespace=namespace) as registry:
+        for i in range(start, stop):
+            name = prompt_name(i)
+            registry.create_prompt(name)
+            registry.add_version(name, f"{TEXT}{i}.", author="bench")
+            registry.set_label(name, LABEL, 1, author="bench")
+    conn.send(("done", stop - start))
+
+
+def seed(url: str, namespace: str, count: int) -> None:
+    """``count`` prompts, each with one version labelled ``production``, via the public API."""
+    children = _harness.Children()
+    try:
+        step = -(-count // SEED_WORKERS)
+        for start in range(0, count, step):
+            children.start(_seed_range, url, namespace, start, min(count, start + step))
+        children.expect_all("done", timeout=600)
+    finally:
+        children.close()
+
+
+def _traced(build: Any) -> tuple[Any, int]:
+    """``build()`` and the Python heap it left allocated (tracemalloc, after a full collection)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        value = build()
+        gc.collect()
+        return value, tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def _start_client(url: str, namespace: str) -> Any:
+    from client import PromptClient
+
+    client = PromptClient(url, namespace=namespace, default_label=LABEL, start_timeout=300.0)
+    if not client.wait_ready(300.0):
+        client.close()
+        raise RuntimeError(f"PromptClient did not become ready: {client.status()}")
+    return client
+
+
+def _contenders(client: Any, keys: Keyspace, ttl: _baselines.TtlCache, conn: redis.Redis,
+                csc: redis.Redis | None, versions: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    found: dict[str, Any] = {
+        "floor": _baselines.DictFloor(versions),
+        "promptreg": client,
+        "ttl_cache": ttl,
+        "redis_label_get": _baselines.RedisLabelRead(conn, keys),
+        "redis_full_read": _baselines.RedisFullRead(conn, keys),
+    }
+    if csc is not None:
+        found["client_side_cache"] = _baselines.ClientSideCacheRead(csc, keys)
+    return found
+
+
+def measure_size(url: str, namespace: str, size: int, plan: dict[str, Any], csc: redis.Redis | None) -> dict[str, Any]:
+    """Every contender at one registry size, 1 and 4 threads; memory of the two in-process caches."""
+    keys = Keyspace(namespace)
+    names = [prompt_name(i) for i in range(size)]
+    sample = random.Random(size).sample(names, min(size, SAMPLE))
+    loop_keys = (sample * (-(-plan["block"] // len(sample))))[: max(len(sample), plan["block"])]
+    conn = redis.Redis.from_url(url)
+    client, client_bytes = _traced(lambda: _start_client(url, namespace))
+    ttl = _baselines.TtlCache(_baselines.redis_fetch(conn, keys))
+    try:
+        _, ttl_bytes = _traced(lambda: ttl.prefill(_baselines.fetch_pointed_versions(conn, keys, names)))
+        # Keys are fresh string objects, as in the client's own dicts (decoded from Redis): a dict
+        # holding the very objects the loop passes in would skip the string compare on every hit.
+        versions = {name.encode().decode(): client.get(name) for name in names}
+        if len(ttl) != size or any(v.version != 1 for v in versions.values()):
+            raise RuntimeError("a cache does not hold every seeded prompt")
+        contenders = _contenders(client, keys, ttl, conn, csc, versions)
+        for get in contenders.values():  # warm: every sampled name once (fills lazy caches)
+            for name in sample:
+                if get.get(name).prompt_text != versions[name].prompt_text:
+                    raise RuntimeError(f"{get!r} returned another text for {name}")
+        rows: list[dict[str, Any]] = []
+        for threads in (1, 4):
+            samples = {name: _timing.Samples() for name in contenders}
+            for _ in range(plan["rounds"]):  # interleaved, so drift on a noisy machine hits all alike
+                for name, contender in contenders.items():
+                    in_process = name in IN_PROCESS
+                    block = plan["block"] if in_process else plan["io_block"]
+                    repeats = plan["repeats"] if in_process else plan["io_repeats"]
+                    samples[name].add(
+                        _timing.time_lookups(contender.get, loop_keys, block, repeats // plan["rounds"], threads)
+                    )
+            floor = _report.summarize(samples["floor"].per_lookup_ns)
+            for name, got in samples.items():
+                stats = _report.summarize(got.per_lookup_ns)
+                rows.append({
+                    "contender": name, "prompts": size, "threads": threads,
+                    "median_ns": stats["p50"], "p99_ns": stats["p99"], "blocks": stats["n"],
+                    "lookups": got.lookups, "lookups_per_s": got.lookups / (got.wall_ns / 1e9),
+                    "ratio_to_floor_median": _report.ratio(stats["p50"], floor["p50"]),
+                    "ratio_to_floor_p99": _report.ratio(stats["p99"], floor["p99"]),
+                })  # fmt: skip
+        return {
+            "prompts": size,
+            "rows": rows,
+            "ttl_refreshes_while_timing": ttl.refreshes,
+            "memory": {
+                "promptreg_bytes_per_version": client_bytes / size,
+                "ttl_cache_bytes_per_version": ttl_bytes / size,
+            },
+        }
+    finally:
+        ttl.close()
+        client.close()
+        conn.close()
+
+
+def _plan(quick: bool) -> dict[str, Any]:
+    if quick:
+        return {"sizes": (10, 1_000, 5_000), "block": 1000, "repeats": 150, "io_block": 10, "io_repeats": 30,
+                "rounds": 3}  # fmt: skip
+    return {"sizes": (10, 1_000, 100_000), "block": 1000, "repeats": 1500, "io_block": 20, "io_repeats": 150,
+            "rounds": 5}  # fmt: skip
+
+
+def _print(
+    results: list[dict[str, Any]], csc_note: str, csc_ok: bool, plan: dict[str, Any], env: dict[str, Any]
+) -> None:
+    print(_report.environment_line(env))
+    print(_report.NOISE_NOTE)
+    print(
+        f"Per-lookup ns = time of a block of {plan['block']} get() calls / {plan['block']} "
+        f"({plan['io_block']} for the Redis reads); median and p99 across blocks, GC off while timing. "
+        f"With 4 threads a block also holds the time other threads had the GIL."
+    )
+    print(f"redis-py client-side caching: {'measured, ' if csc_ok else 'not available: '}{csc_note}\n")
+    for threads in (1, 4):
+        rows = [
+            (DESCRIPTIONS[r["contender"]], f"{r['prompts']:,}", _report.fmt(r["median_ns"]), _report.fmt(r["p99_ns"]),
+             _report.fmt_ratio(r["ratio_to_floor_median"]), _report.fmt(r["lookups_per_s"]))
+            for result in results for r in result["rows"] if r["threads"] == threads
+        ]  # fmt: skip
+        print(
+            _report.table(
+                ["contender", "prompts", "median ns", "p99 ns", "median / floor", "lookups/s (all threads)"],
+                rows,
+                title=f"get() cost, {threads} thread{'s' if threads > 1 else ''}",
+            )
+        )
+        print()
+    rows = [
+        (f"{r['prompts']:,}", _report.fmt(r["memory"]["promptreg_bytes_per_version"]),
+         _report.fmt(r["memory"]["ttl_cache_bytes_per_version"]), r["ttl_refreshes_while_timing"])
+        for r in results
+    ]  # fmt: skip
+    print(
+        _report.table(
+            ["prompts", "promptreg bytes/version", "TTL cache bytes/version", "TTL refreshes while timing"],
+            rows,
+            title=f"Memory per cached version (tracemalloc: Python heap kept after loading / versions; "
+            f"text {len(TEXT) + 7} chars; small sizes carry the client's fixed cost)",
+        )
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _harness.parse_args(__doc__.splitlines()[0], argv)
+    plan = _plan(args.quick)
+    wall = time.perf_counter()
+    with _harness.redis_url(args) as url:
+        env = _report.environment(_harness.server_version(url))
+        seed_seconds: dict[int, float] = {}
+        for size in plan["sizes"]:  # all seeding first: the children are forked before any thread exists
+            started = time.perf_counter()
+            seed(url, f"{args.namespace}.p{size}", size)
+            seed_seconds[size] = time.perf_counter() - started
+        csc, csc_note = _baselines.open_client_side_cache(url)
+        try:
+            results = [measure_size(url, f"{args.namespace}.p{size}", size, plan, csc) for size in plan["sizes"]]
+        finally:
+            if csc is not None:
+                csc.close()
+    env["load_average_at_end"] = list(os.getloadavg())
+    _print(results, csc_note, csc is not None, plan, env)
+    elapsed = time.perf_counter() - wall
+    print(f"\nwall time {elapsed:.1f} s (seeding {sum(seed_seconds.values()):.1f} s of it)")
+    _report.write_json(
+        args.json,
+        {
+            "benchmark": "lookup",
+            "quick": args.quick,
+            "environment": env,
+            "config": {**plan, "sizes": list(plan["sizes"]), "threads": [1, 4], "text_chars": len(TEXT) + 7},
+            "contenders": DESCRIPTIONS,
+            "client_side_cache": {"available": csc is not None, "note": csc_note},
+            "results": results,
+            "seed_seconds": seed_seconds,
+            "wall_seconds": elapsed,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    _harness.run_main(main)
