@@ -23,12 +23,12 @@ from urllib.parse import urlsplit
 import click
 import redis
 
-from registry.backup import apply_import, export_registry, plan_import
 from registry.base import PromptRegistry
+from registry.cli_sync import export_command, import_command, sync, watch
+from registry.demo import demo
 from registry.errors import InvalidInputError, PromptRegistryError
 from registry.factory import DEFAULT_URL, NAMESPACE_ENV, URL_ENV, PromptRegistryFactory, redact_url
 from registry.models import AuditEvent, Prompt, PromptVersion
-from registry.sync import apply_sync, plan_sync
 from registry.validation import validate_label
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -429,71 +429,8 @@ def diff(name: str, a: str, b: str, as_json: bool) -> None:
         click.echo(f"versions {old.version} and {new.version} are identical", err=True)
 
 
-@cli.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--label", "labels", multiple=True, help="Also point this label at every file's version (repeatable).")
-@author_option
-@click.option("--dry-run", is_flag=True, help="Print the plan, write nothing.")
-@json_option
-def sync(directory: Path, labels: tuple[str, ...], author: str | None, dry_run: bool, as_json: bool) -> None:
-    """Make the registry match a folder of *.prompt files (prompts as code)."""
-    registry = _registry()
-    plan = plan_sync(registry, directory, labels=labels)
-    steps = plan.steps if dry_run else tuple(apply_sync(registry, plan, author=author))
-    if as_json:
-        rows = [
-            {
-                **{k: getattr(s, k) for k in ("action", "prompt", "version", "label", "previous_version")},
-                "path": str(s.path),
-            }
-            for s in steps
-        ]
-        _print_json({"dry_run": dry_run, "files": len(plan.files), "steps": rows})
-        return
-    prefix = "would " if dry_run else ""
-    for step in steps:
-        click.echo(prefix + step.describe())
-    if not steps:
-        click.echo(f"{len(plan.files)} prompt file(s) in {directory}: registry already up to date")
-    elif not dry_run:
-        click.echo(f"{len(plan.files)} prompt file(s) in {directory}: {len(steps)} change(s) made")
-
-
-@cli.command(name="export")
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-def export_command(file: str) -> None:
-    """Write the whole registry as JSON to FILE ('-': stdout)."""
-    data = export_registry(_registry())
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    if file == "-":
-        click.echo(text, nl=False)
-        return
-    Path(file).write_text(text, encoding="utf-8")
-    click.echo(f"exported {len(data['prompts'])} prompt(s) to {file}", err=True)
-
-
-@cli.command(name="import")
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@author_option
-@click.option("--dry-run", is_flag=True, help="Validate and print the plan, write nothing.")
-@json_option
-def import_command(file: str, author: str | None, dry_run: bool, as_json: bool) -> None:
-    """Load an export FILE ('-': stdin) into the registry; validated before anything is written."""
-    try:
-        raw = _read_stdin() if file == "-" else Path(file).read_text(encoding="utf-8")
-        data = json.loads(raw)
-    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError both are ValueErrors
-        raise InvalidInputError(f"{file}: not a JSON export ({exc})") from exc
-    registry = _registry()
-    plan = plan_import(registry, data)
-    steps = plan.steps if dry_run else tuple(apply_import(registry, plan, author=author, reason=f"import {file}"))
-    if as_json:
-        rows = [{k: getattr(s, k) for k in ("action", "prompt", "version", "label", "previous_version")} for s in steps]
-        _print_json({"dry_run": dry_run, "prompts": len(plan.prompts), "steps": rows})
-        return
-    for step in steps:
-        click.echo(("would " if dry_run else "") + step.describe())
-    click.echo(f"{len(plan.prompts)} prompt(s) in {file}: " + (f"{len(steps)} change(s)" if steps else "nothing to do"))
+for command in (sync, export_command, import_command, watch, demo):
+    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:

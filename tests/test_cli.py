@@ -377,3 +377,77 @@ def test_subprocess_errors_have_no_traceback(proc: Cli) -> None:
     assert proc.fails("show", "nope") == "error: prompt 'nope' not found"
     assert proc.fails("push", "nope", input="x") == "error: prompt 'nope' not found"
     assert "No such command" in proc.fails("nope", code=2)
+
+
+# -- watch ---------------------------------------------------------------------------------------
+
+
+def _open_registry(env: dict[str, str]) -> Any:
+    from registry.factory import PromptRegistryFactory
+
+    return PromptRegistryFactory.create_from_config(env)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_watch_prints_changes_until_interrupted(backend_env: dict[str, str], tmp_path: Path, as_json: bool) -> None:
+    import queue
+    import signal
+    import threading
+
+    from tests.redis_server import wait_until
+
+    registry = _open_registry(backend_env)
+    registry.create_prompt("movie-critic")
+    registry.add_version("movie-critic", V1)
+    registry.create_prompt("other")
+    args = [str(PROMPTREG), "watch", "movie-critic", *(["--json"] if as_json else [])]
+    env = {**os.environ, **backend_env, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path, text=True)
+    lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+    errors: list[str] = []
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()  # type: ignore[union-attr]
+    threading.Thread(target=lambda: [errors.append(line) for line in process.stderr], daemon=True).start()  # type: ignore[union-attr]
+    try:
+        assert wait_until(lambda: any("watching" in e for e in errors) or process.poll() is not None, timeout=30)
+        assert process.poll() is None, errors
+        registry.add_version("other", "not watched")
+        registry.set_label("movie-critic", "production", 1, author="carol")
+        registry.add_version("movie-critic", V2)
+
+        got: list[str] = []
+        assert wait_until(lambda: _drain(lines, got) >= 2, timeout=10), (got, errors)
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=15)
+        registry.close()
+    assert code == 0
+    assert "Traceback" not in "".join(errors)
+    # A file watcher may see both writes in one reload, so the order is not asserted.
+    if as_json:
+        events = [json.loads(line) for line in got]
+        assert {(e["name"], e["label"], e["version"], e["previous_version"]) for e in events} == {
+            ("movie-critic", "production", 1, None),
+            ("movie-critic", "latest", 2, 1),
+        }
+        assert all(isinstance(e["rev"], int) for e in events)
+    else:
+        assert sorted(line.split("  ", 1)[1].strip() for line in got) == [
+            "movie-critic: label production unset -> 1",
+            "movie-critic: new version 2",
+        ]
+
+
+def _drain(lines: Any, into: list[str]) -> int:
+    import queue
+
+    while True:
+        try:
+            into.append(lines.get_nowait())
+        except queue.Empty:
+            return len(into)
+
+
+def test_watch_unreachable_registry_is_one_line(tmp_path: Path) -> None:
+    run = Cli({"PROMPTREG_URL": f"redis://:sekret-pw@127.0.0.1:{free_port()}/0"}, tmp_path, subprocess_mode=True)
+    line = run.fails("watch", "--timeout", "1")
+    assert line.startswith("error: cannot watch redis://:***@127.0.0.1:")

@@ -1,0 +1,441 @@
+"""``promptreg demo``: the seed's movie-critic scenario, live, with several client processes.
+
+The demo creates ``movie-critic`` with three versions in a fresh namespace, starts worker processes
+that each hold a :class:`client.PromptClient` and serve ``get()`` + ``render()`` in a loop, then
+moves ``production`` 3 -> 2 -> 3 and runs a rollback. For every move it reports how long it took
+until every worker served the new version, and at the end the workers' lookup rate.
+
+Which Redis: ``PROMPTREG_URL`` (or ``--url``) when given; else a private ``redis-server`` on a free
+loopback port in a temp dir, when one is installed; else an in-process ``fakeredis.TcpFakeServer``
+on a loopback port. Servers and workers are always stopped, also on error and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import click
+import redis
+from click.core import ParameterSource
+
+from registry.errors import PromptRegistryError, RegistryUnavailableError
+from registry.factory import REDIS_SCHEMES, redact_url
+from registry.redis_store import RedisPromptRegistry
+
+PROMPT = "movie-critic"
+LABEL = "production"
+VERSIONS = (
+    ("As a movie critic, do you like {{movie}}?", "alice"),
+    ("As a {{criticlevel}} movie critic, do you like {{movie}}?", "bob"),
+    ("You are a {{criticlevel}} movie critic. Write a review for {{movie}}.", "alice"),
+)
+SERVER_CHOICES = ("auto", "redis-server", "fakeredis")
+_BATCH = 500  # lookups between two checks of the stop flag
+_MOVE_TIMEOUT = 15.0  # seconds a move may take to reach every worker before the demo gives up
+
+
+class DemoError(PromptRegistryError):
+    """The demo could not run: no server could be started, or a worker failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class MoveResult:
+    """One label move and how long it took until every worker served the new version."""
+
+    action: str
+    label: str
+    previous_version: int | None
+    version: int | None
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class DemoResult:
+    """What the demo measured."""
+
+    server: str
+    namespace: str
+    workers: int
+    moves: tuple[MoveResult, ...]
+    lookups: int
+    seconds: float
+    cpu_seconds: float
+    """CPU time the workers spent meanwhile (all of them, summed)."""
+
+    @property
+    def lookups_per_second(self) -> float:
+        """All workers' lookups (get + render) per second, summed."""
+        return self.lookups / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_seconds_per_lookup(self) -> float:
+        """CPU time per lookup (get + render), independent of how many cores the workers shared."""
+        return self.cpu_seconds / self.lookups if self.lookups else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as JSON-ready data (``moves`` with their fields, plus the derived rates)."""
+        data = asdict(self)
+        data["lookups_per_second"] = self.lookups_per_second
+        data["cpu_seconds_per_lookup"] = self.cpu_seconds_per_lookup
+        return data
+
+
+# -- servers -----------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ping(url: str) -> bool:
+    try:
+        with redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5) as conn:
+            return bool(conn.ping())
+    except redis.RedisError:
+        return False
+
+
+@contextlib.contextmanager
+def private_redis_server(executable: str) -> Iterator[str]:
+    """Run ``redis-server`` on a free 127.0.0.1 port in a temp dir; yields its URL; always stops it.
+
+    Raises :class:`DemoError` if it does not answer within 10 seconds.
+    """
+    workdir = tempfile.mkdtemp(prefix="promptreg-demo-")
+    port = _free_port()
+    args = [executable, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir, "--save", "",
+            "--appendonly", "no", "--daemonize", "no", "--logfile", os.path.join(workdir, "redis.log")]  # fmt: skip
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 10.0
+        while not _ping(url):
+            if process.poll() is not None:
+                raise DemoError(f"redis-server exited with code {process.returncode} (log: {workdir}/redis.log)")
+            if time.monotonic() > deadline:
+                raise DemoError(f"redis-server did not answer on port {port} within 10 s")
+            time.sleep(0.02)
+        yield url
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def fake_redis_server() -> Iterator[tuple[str, redis.Redis]]:
+    """Serve an in-process fakeredis (RESP, Lua and pub/sub) on a free 127.0.0.1 port.
+
+    Yields its URL and an in-process client of the same server. Write through that client: the
+    TCP server (fakeredis 2.40) drops a connection whose command fails, and a first ``EVALSHA``
+    fails with ``NOSCRIPT`` by design. Raises :class:`DemoError` when fakeredis (the ``demo``
+    extra) is not installed.
+    """
+    try:
+        from fakeredis import FakeRedis, TcpFakeServer
+    except ImportError as exc:
+        raise DemoError("fakeredis is not installed: pip install 'promptreg[demo]' (or install redis-server)") from exc
+    server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+    thread = threading.Thread(target=server.serve_forever, name="promptreg-demo-fakeredis", daemon=True)
+    thread.start()
+    try:
+        yield f"redis://127.0.0.1:{server.server_address[1]}/0", FakeRedis(server=server.fake_server)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def demo_server(url: str | None, choice: str = "auto") -> Iterator[tuple[str, str, redis.Redis | None]]:
+    """Yields ``(url, description, writer)`` of the Redis the demo uses, starting one if needed.
+
+    ``writer`` is the client the demo must write through (fakeredis only), else ``None``.
+
+    ``url`` given: that one. Else ``choice`` ``auto`` prefers an installed ``redis-server`` and falls
+    back to fakeredis; ``redis-server`` / ``fakeredis`` force one. Raises :class:`DemoError`.
+    """
+    if url:
+        yield url, f"the Redis at {redact_url(url)}", None
+        return
+    executable = shutil.which("redis-server")
+    if choice == "redis-server" and executable is None:
+        raise DemoError("redis-server is not installed (apt-get install redis-server)")
+    if choice != "fakeredis" and executable is not None:
+        with private_redis_server(executable) as private_url:
+            yield private_url, f"a private redis-server ({executable}) on {private_url}", None
+        return
+    why = " (no redis-server installed)" if choice == "auto" else ""
+    with fake_redis_server() as (fake_url, writer):
+        yield fake_url, f"an in-process fakeredis server on {fake_url}{why}", writer
+
+
+# -- workers -------------------------------------------------------------------------------------------
+
+
+def _worker(
+    url: str,
+    namespace: str,
+    index: int,
+    shared: tuple[Any, Any, Any],
+    stop: Any,
+    errors: Any,
+    parent: int,
+    timeout: float,
+) -> None:
+    """One client process: serve ``get()`` + ``render()`` of movie-critic until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us, also on Ctrl-C
+    served, counts, cpu = shared
+    try:
+        from client import PromptClient
+
+        with PromptClient(url, namespace=namespace, default_label=LABEL, start_timeout=timeout) as client:
+            if not client.wait_ready(timeout):
+                raise DemoError(f"no state from the registry within {timeout:g} s ({client.status().last_error})")
+            get = client.get
+            last = 0
+            while not stop.is_set() and os.getppid() == parent:
+                for _ in range(_BATCH):
+                    version = get(PROMPT)
+                    version.render(movie="Alien", criticlevel="professional")
+                    if version.version != last:
+                        last = served[index] = version.version
+                counts[index] += _BATCH
+                cpu[index] = time.process_time()
+                time.sleep(0)  # let the listener thread take the GIL, as a real service's I/O would
+    except BaseException as exc:  # reported by the parent as one line, never as a traceback
+        errors.put(f"worker {index}: {type(exc).__name__}: {exc}")
+
+
+@dataclass
+class _Fleet:
+    processes: list[Any]
+    served: Any
+    counts: Any
+    cpu: Any
+    stop: Any
+    errors: Any
+
+    def all_serving(self, version: int) -> bool:
+        if not self.errors.empty():
+            raise DemoError(self.errors.get())
+        if not all(p.is_alive() for p in self.processes):
+            raise DemoError("a worker process died")
+        return all(v == version for v in self.served)
+
+    def lookups(self) -> int:
+        return int(sum(self.counts))
+
+    def cpu_seconds(self) -> float:
+        return float(sum(self.cpu))
+
+    def wait_serving(self, version: int, timeout: float) -> float:
+        """Seconds until every worker served ``version`` (raises :class:`DemoError` after ``timeout``)."""
+        started = time.perf_counter()
+        deadline = started + timeout
+        while not self.all_serving(version):
+            if time.perf_counter() > deadline:
+                raise DemoError(f"not every worker served version {version} within {timeout:g} s")
+            time.sleep(0.0002)
+        return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def _fleet(url: str, namespace: str, workers: int, timeout: float) -> Iterator[_Fleet]:
+    context = multiprocessing.get_context("spawn")  # no fork of a parent running server threads
+    served = context.RawArray("i", workers)
+    counts = context.RawArray("q", workers)
+    cpu = context.RawArray("d", workers)
+    stop = context.Event()
+    errors = context.SimpleQueue()
+    processes = [
+        context.Process(
+            target=_worker,
+            args=(url, namespace, i, (served, counts, cpu), stop, errors, os.getpid(), timeout),
+            name=f"promptreg-demo-worker-{i}",
+            daemon=True,
+        )
+        for i in range(workers)
+    ]
+    try:
+        for process in processes:
+            process.start()
+        yield _Fleet(processes, served, counts, cpu, stop, errors)
+    finally:
+        stop.set()
+        for process in processes:
+            if process.pid is not None:
+                process.join(timeout=5)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5)
+
+
+# -- the scenario --------------------------------------------------------------------------------------
+
+
+def run_demo(
+    url: str,
+    *,
+    server: str,
+    workers: int = 4,
+    seconds: float = 1.0,
+    report: Callable[[str], None] = lambda line: None,
+    keep: bool = False,
+    writer: redis.Redis | None = None,
+) -> DemoResult:
+    """Run the movie-critic scenario against the Redis at ``url``; ``report`` gets progress lines.
+
+    ``seconds`` is how long the workers serve between moves. The prompt lives in a fresh namespace
+    (``demo-<random>``), deleted at the end unless ``keep``. ``writer``, when given, is the Redis
+    client the demo writes through (the workers always connect to ``url``). Raises :class:`DemoError` and
+    :class:`~registry.RegistryUnavailableError`.
+    """
+    namespace = "demo-" + uuid.uuid4().hex[:8]
+    registry = (
+        RedisPromptRegistry(writer, namespace=namespace)
+        if writer is not None
+        else RedisPromptRegistry.from_url(url, namespace=namespace)
+    )
+    try:
+        registry.create_prompt(PROMPT, description="The seed's movie critic", author="demo")
+        for text, author in VERSIONS:
+            registry.add_version(PROMPT, text, author=author)
+        registry.set_label(PROMPT, "staging", 2, author="demo")
+        registry.set_label(PROMPT, LABEL, 3, author="demo")
+        report(f"created {PROMPT!r} in namespace {namespace!r}: versions 1-3, staging -> 2, {LABEL} -> 3")
+        for number, (text, _author) in enumerate(VERSIONS, 1):
+            report(f"  v{number}: {text}")
+
+        report(f"starting {workers} worker processes, each a PromptClient serving get() + render() in a loop ...")
+        with _fleet(url, namespace, workers, timeout=30.0) as fleet:
+            fleet.wait_serving(3, timeout=60.0)
+            report(f"all {workers} workers serve {LABEL} = v3")
+            started, lookups_before, cpu_before = time.perf_counter(), fleet.lookups(), fleet.cpu_seconds()
+            moves: list[MoveResult] = []
+            plan: list[tuple[str, Callable[[], Any]]] = [
+                ("set_label", lambda: registry.set_label(PROMPT, LABEL, 2, author="demo", reason="v3 rambles")),
+                ("set_label", lambda: registry.set_label(PROMPT, LABEL, 3, author="demo", reason="fixed")),
+                ("rollback", lambda: registry.rollback(PROMPT, LABEL, author="demo", reason="back to v2")),
+            ]
+            for action, move in plan:
+                time.sleep(seconds)  # the workers serve the current version meanwhile
+                begin = time.perf_counter()
+                event = move()
+                fleet.wait_serving(event.version or 0, _MOVE_TIMEOUT)
+                took = time.perf_counter() - begin
+                moves.append(MoveResult(action, LABEL, event.previous_version, event.version, took))
+                report(
+                    f"{action:<9} {LABEL} {event.previous_version} -> {event.version}: "
+                    f"all {workers} workers served v{event.version} after {took * 1000:.1f} ms"
+                )
+            time.sleep(seconds)
+            elapsed = time.perf_counter() - started
+            lookups = fleet.lookups() - lookups_before
+            cpu_seconds = fleet.cpu_seconds() - cpu_before
+        return DemoResult(server, namespace, workers, tuple(moves), lookups, elapsed, cpu_seconds)
+    finally:
+        if not keep:
+            with contextlib.suppress(redis.RedisError, RegistryUnavailableError):
+                keys = list(registry.redis.scan_iter(match=registry.keys.prefix + ":*", count=1000))
+                if keys:
+                    registry.redis.delete(*keys)
+        registry.close()
+
+
+# -- the command ---------------------------------------------------------------------------------------
+
+
+@click.command(name="demo")
+@click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="Client processes.")
+@click.option(
+    "--seconds",
+    type=click.FloatRange(0.0, 60.0),
+    default=1.0,
+    show_default=True,
+    help="How long the workers serve between two moves.",
+)
+@click.option(
+    "--server",
+    type=click.Choice(SERVER_CHOICES),
+    default="auto",
+    show_default=True,
+    envvar="PROMPTREG_DEMO_SERVER",
+    help="Without PROMPTREG_URL: which Redis to start (env PROMPTREG_DEMO_SERVER).",
+)
+@click.option("--keep", is_flag=True, help="Keep the demo's namespace in Redis afterwards.")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
+@click.pass_context
+def demo(ctx: click.Context, workers: int, seconds: float, server: str, keep: bool, as_json: bool) -> None:
+    """The movie-critic scenario, live: label moves reaching client processes, timed."""
+    report: Callable[[str], None] = (lambda line: None) if as_json else click.echo
+    url = _given_url(ctx, report)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # docker stop: clean up like Ctrl-C
+    try:
+        with demo_server(url, server) as (server_url, description, writer):
+            report(f"promptreg demo: using {description}")
+            result = run_demo(
+                server_url,
+                server=description,
+                workers=workers,
+                seconds=seconds,
+                report=report,
+                keep=keep,
+                writer=writer,
+            )
+    except KeyboardInterrupt:
+        click.echo("interrupted: workers and server stopped", err=True)
+        ctx.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    rate = result.lookups_per_second
+    click.echo(
+        f"lookups: {result.lookups:,} get()+render() in {result.seconds:.1f} s by {result.workers} workers "
+        f"on {os.cpu_count()} CPUs = {rate:,.0f}/s ({rate / result.workers:,.0f}/s per worker); "
+        f"{result.cpu_seconds_per_lookup * 1e6:.2f} us of CPU per lookup"
+    )
+    slowest = max(move.seconds for move in result.moves)
+    click.echo(f"every move reached every worker within {slowest * 1000:.1f} ms; no restart, no deploy.")
+
+
+def _given_url(ctx: click.Context, report: Callable[[str], None]) -> str | None:
+    parent = ctx.parent
+    if parent is None or parent.get_parameter_source("url") in (None, ParameterSource.DEFAULT):
+        return None
+    url = str(parent.params["url"])
+    if url.partition("://")[0].lower() in REDIS_SCHEMES:
+        return url
+    report(f"PROMPTREG_URL {redact_url(url)} is not Redis; the demo starts its own Redis")
+    return None
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
