@@ -229,8 +229,9 @@ class RedisFeed(Feed):
                 raise TimeoutError(f"no PONG on the subscriber connection within {self.ping_timeout:g} s")
             if message is None and now >= next_poll:
                 self._safety_poll(pubsub)
-                pubsub.ping()
-                pong_deadline = now + self.ping_timeout
+                if pong_deadline is None:  # one PING at a time: its deadline must not move
+                    pubsub.ping()
+                    pong_deadline = now + self.ping_timeout
                 next_poll = now + self.poll_interval
 
     def _handle(self, message: dict[str, Any]) -> None:

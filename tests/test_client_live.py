@@ -1,0 +1,375 @@
+"""``PromptClient`` against a real redis-server and a JSON file: push, lookups, errors, status.
+
+The helpers at the top (:func:`assert_converged`, :class:`Reader`) are shared with
+``test_client_faults.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import client
+from client import ChangeEvent, ClientState, PromptClient
+from registry import (
+    InvalidInputError,
+    InvalidNameError,
+    JsonFilePromptRegistry,
+    LabelNotFoundError,
+    MissingVariableError,
+    PromptNotFoundError,
+    PromptRegistry,
+    RedisPromptRegistry,
+    RegistryUnavailableError,
+    VersionNotFoundError,
+)
+from tests.redis_server import RedisServer, free_port, wait_until
+
+NAME = "movie-critic"
+LABEL = "production"
+PUSH_BOUND = 5.0
+"""Seconds a pushed change may take to show (generous: the machine is shared; speed is benchmarked)."""
+
+
+# -- shared helpers --------------------------------------------------------------------------------
+
+
+def registry_rev(registry: PromptRegistry) -> int:
+    """The registry's revision (Redis counter or the JSON file's ``rev``)."""
+    if isinstance(registry, RedisPromptRegistry):
+        return int(registry.redis.get(registry.keys.rev) or 0)
+    assert isinstance(registry, JsonFilePromptRegistry)
+    return registry.load_state().rev
+
+
+def assert_converged(prompts: PromptClient, registry: PromptRegistry, timeout: float = 15.0) -> None:
+    """The client is live at the registry's revision and resolves every label and ``latest`` as it does."""
+    assert wait_until(
+        lambda: prompts.status().state is ClientState.LIVE and prompts.status().rev == registry_rev(registry),
+        timeout,
+    ), f"client did not converge: {prompts.status()} vs registry rev {registry_rev(registry)}"
+    for name in registry.list_prompts():
+        prompt = registry.get_prompt(name)
+        assert prompt is not None
+        for label, number in prompt.labels.items():
+            assert prompts.get(name, label).version == number, (name, label)
+        if prompt.latest is None:
+            with pytest.raises(LabelNotFoundError):
+                prompts.get(name, "latest")
+        else:
+            assert prompts.get(name, "latest") == prompt.latest
+
+
+def seed(registry: PromptRegistry, versions: int = 3, label_at: int = 1) -> None:
+    """``movie-critic`` with ``versions`` versions and ``production`` at ``label_at``."""
+    registry.create_prompt(NAME, description="reviews", author="alice")
+    for n in range(1, versions + 1):
+        registry.add_version(NAME, f"v{n}: as a {{{{level}}}} critic, review {{{{movie}}}}", author="alice")
+    registry.set_label(NAME, LABEL, label_at)
+
+
+class Reader:
+    """A thread calling ``get(name, label)`` in a loop while a test does something nasty.
+
+    Records any exception and any time the version number (only ever moved up by these tests) or
+    the status revision went down. Use as a context manager; check :meth:`assert_clean` after.
+    """
+
+    def __init__(self, prompts: PromptClient, name: str = NAME, label: str = LABEL) -> None:
+        self.prompts = prompts
+        self.name = name
+        self.label = label
+        self.errors: list[BaseException] = []
+        self.backwards: list[str] = []
+        self.reads = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="test-reader", daemon=True)
+
+    def _run(self) -> None:
+        last_version = 0
+        last_rev = 0
+        while not self._stop.is_set():
+            try:
+                version = self.prompts.get(self.name, self.label).version
+                rev = self.prompts.status().rev
+            except BaseException as exc:
+                self.errors.append(exc)
+                return
+            if version < last_version:
+                self.backwards.append(f"version {last_version} -> {version}")
+            if rev < last_rev:
+                self.backwards.append(f"rev {last_rev} -> {rev}")
+            last_version, last_rev = version, rev
+            self.reads += 1
+            time.sleep(0.0005)  # leave the GIL to the listener; not a synchronisation
+
+    def __enter__(self) -> Reader:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def assert_clean(self) -> None:
+        assert not self.errors, self.errors
+        assert not self.backwards, self.backwards[:5]
+        assert self.reads > 0
+
+
+@pytest.fixture
+def registry(redis_server: RedisServer, namespace: str) -> Iterator[RedisPromptRegistry]:
+    reg = RedisPromptRegistry.from_url(redis_server.url, namespace=namespace)
+    yield reg
+    reg.close()
+
+
+@pytest.fixture
+def prompts(redis_server: RedisServer, namespace: str, registry: RedisPromptRegistry) -> Iterator[PromptClient]:
+    seed(registry)
+    with PromptClient(redis_server.url, namespace=namespace) as pc:
+        yield pc
+
+
+# -- the public face ---------------------------------------------------------------------------------
+
+
+def test_all_is_exactly_the_public_api() -> None:
+    assert client.__all__ == ["ChangeEvent", "ClientState", "ClientStatus", "PromptClient"]
+    for name in client.__all__:
+        assert getattr(client, name).__doc__
+
+
+def test_registry_never_imports_client() -> None:
+    root = Path(client.__file__).parent.parent / "registry"
+    offenders = [
+        p.name
+        for p in root.glob("*.py")
+        if p.name != "cli.py" and any(line.startswith(("import client", "from client")) for line in p.open())
+    ]
+    assert offenders == []
+
+
+# -- Redis: warm start, push, lookups ------------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_first_lookup_is_warm_and_resolves_default_label_and_latest(
+    prompts: PromptClient, registry: RedisPromptRegistry
+) -> None:
+    status = prompts.status()
+    assert status.state is ClientState.LIVE
+    assert status.rev == registry_rev(registry)
+    assert prompts.get(NAME).version == 1
+    assert prompts.get(NAME, LABEL) is prompts.get(NAME)
+    assert prompts.get(NAME, "latest") == registry.get_version(NAME)
+    assert prompts.render(NAME, level="harsh", movie="Alien") == "v1: as a harsh critic, review Alien"
+    assert prompts.render(NAME, label="latest", level="kind", movie="Up") == "v3: as a kind critic, review Up"
+
+
+@pytest.mark.redis
+def test_label_move_new_version_and_new_prompt_are_pushed(prompts: PromptClient, registry: RedisPromptRegistry) -> None:
+    registry.set_label(NAME, LABEL, 3)
+    assert wait_until(lambda: prompts.get(NAME).version == 3, PUSH_BOUND)
+    registry.add_version(NAME, "v4 {{movie}}")
+    assert wait_until(lambda: prompts.get(NAME, "latest").version == 4, PUSH_BOUND)
+    registry.create_prompt("later")
+    assert wait_until(lambda: prompts.status().rev == registry_rev(registry), PUSH_BOUND)
+    with pytest.raises(LabelNotFoundError):
+        prompts.get("later")
+    registry.add_version("later", "hello {{name}}")
+    registry.set_label("later", LABEL, 1)
+    assert wait_until(lambda: prompts.status().rev == registry_rev(registry), PUSH_BOUND)
+    assert prompts.render("later", name="Ann") == "hello Ann"
+    registry.delete_label(NAME, LABEL)
+    assert wait_until(lambda: prompts.status().rev == registry_rev(registry), PUSH_BOUND)
+    with pytest.raises(LabelNotFoundError):
+        prompts.get(NAME)
+    assert_converged(prompts, registry)
+
+
+@pytest.mark.redis
+def test_rollback_reaches_the_client(prompts: PromptClient, registry: RedisPromptRegistry) -> None:
+    registry.set_label(NAME, LABEL, 2)
+    registry.rollback(NAME, LABEL)
+    assert_converged(prompts, registry)
+    assert prompts.get(NAME).version == 1
+
+
+@pytest.mark.redis
+def test_lookup_errors_are_typed(prompts: PromptClient) -> None:
+    with pytest.raises(PromptNotFoundError):
+        prompts.get("nope")
+    with pytest.raises(LabelNotFoundError):
+        prompts.get(NAME, "staging")
+    with pytest.raises(VersionNotFoundError):
+        prompts.get(NAME, version=99)
+    with pytest.raises(PromptNotFoundError):
+        prompts.get("nope", version=1)
+    with pytest.raises(InvalidNameError):
+        prompts.get("bad name")
+    with pytest.raises(InvalidNameError):
+        prompts.get(NAME, "bad label")
+    with pytest.raises(InvalidInputError):
+        prompts.get(NAME, LABEL, version=1)
+    with pytest.raises(InvalidInputError):
+        prompts.get(NAME, version=0)
+    with pytest.raises(MissingVariableError):
+        prompts.render(NAME, movie="Alien")
+
+
+@pytest.mark.redis
+def test_pinned_version_is_read_once_then_served_without_the_server(
+    private_redis_server: RedisServer, namespace: str
+) -> None:
+    with RedisPromptRegistry.from_url(private_redis_server.url, namespace=namespace) as reg:
+        seed(reg, versions=4, label_at=4)
+    with PromptClient(private_redis_server.url, namespace=namespace) as prompts:
+        pinned = prompts.get(NAME, version=2)
+        assert pinned.prompt_text.startswith("v2:")
+        private_redis_server.kill()
+        assert prompts.get(NAME, version=2) is pinned  # cached for ever, no I/O
+        assert prompts.get(NAME).version == 4  # labelled lookups serve the last state
+        with pytest.raises(RegistryUnavailableError):
+            prompts.get(NAME, version=3)  # never read: needs the registry
+
+
+@pytest.mark.redis
+def test_on_change_events_failing_callback_and_unregister(
+    prompts: PromptClient, registry: RedisPromptRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    events: list[ChangeEvent] = []
+    after_failure: list[ChangeEvent] = []
+
+    def explode(event: ChangeEvent) -> None:
+        raise RuntimeError("callback bug")
+
+    unregister = prompts.on_change(events.append)
+    prompts.on_change(explode)
+    prompts.on_change(after_failure.append)
+    with caplog.at_level(logging.ERROR, logger="promptreg.client"):
+        move = registry.set_label(NAME, LABEL, 2)
+        assert wait_until(lambda: len(after_failure) == 1, PUSH_BOUND)
+    assert events == [ChangeEvent(NAME, LABEL, 2, 1, move.rev)]
+    assert "callback bug" in caplog.text
+    unregister()
+    registry.set_label(NAME, LABEL, 3)
+    assert wait_until(lambda: len(after_failure) == 2, PUSH_BOUND)
+    assert len(events) == 1
+    assert prompts.status().state is ClientState.LIVE
+
+
+@pytest.mark.redis
+def test_status_wait_ready_close_and_listener_thread(prompts: PromptClient) -> None:
+    assert prompts.wait_ready(0.0)
+    listeners = [t for t in threading.enumerate() if t.name.startswith("promptreg-redis-")]
+    assert listeners and all(t.daemon for t in listeners)
+    version = prompts.get(NAME)
+    prompts.close()
+    prompts.close()
+    assert prompts.status().state is ClientState.CLOSED
+    assert not prompts.wait_ready(0.5)
+    assert prompts.get(NAME) is version  # lookups still answer after close
+    assert wait_until(lambda: not any(t.is_alive() for t in listeners), 5.0)
+
+
+@pytest.mark.redis
+def test_default_label_from_the_environment(
+    redis_server: RedisServer, namespace: str, registry: RedisPromptRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(registry)
+    registry.set_label(NAME, "staging", 2)
+    monkeypatch.setenv("PROMPTREG_LABEL", "staging")
+    with PromptClient(redis_server.url, namespace=namespace) as prompts:
+        assert prompts.default_label == "staging"
+        assert prompts.get(NAME).version == 2
+    with PromptClient(redis_server.url, namespace=namespace, default_label="production") as prompts:
+        assert prompts.get(NAME).version == 1
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(InvalidInputError):
+        PromptClient("http://example.invalid/registry")
+    with pytest.raises(InvalidNameError):
+        PromptClient("redis://127.0.0.1:1/0", default_label="bad label")
+    with pytest.raises(InvalidNameError):
+        PromptClient("redis://127.0.0.1:1/0", namespace="bad{ns}")
+    with pytest.raises(InvalidInputError):
+        PromptClient("redis://127.0.0.1:1/0", poll_interval=0)
+
+
+def test_unreachable_registry_without_snapshot_starts_initializing() -> None:
+    with PromptClient(f"redis://127.0.0.1:{free_port()}/0", start_timeout=0.5) as prompts:
+        status = prompts.status()
+        assert status.state is ClientState.INITIALIZING
+        assert status.last_error is not None
+        with pytest.raises(RegistryUnavailableError):
+            prompts.get(NAME)
+
+
+@pytest.mark.redis
+def test_client_started_during_an_outage_goes_live_when_redis_comes_back(
+    private_redis_server: RedisServer, namespace: str
+) -> None:
+    private_redis_server.kill()
+    with PromptClient(private_redis_server.url, namespace=namespace, start_timeout=0.2) as prompts:
+        assert prompts.status().state is ClientState.INITIALIZING
+        private_redis_server.start()
+        with RedisPromptRegistry.from_url(private_redis_server.url, namespace=namespace) as reg:
+            seed(reg)
+            assert prompts.wait_ready(15.0)
+            assert_converged(prompts, reg)
+
+
+# -- the JSON file backend -----------------------------------------------------------------------------
+
+
+def test_file_backend_is_watched(tmp_path: Path) -> None:
+    path = tmp_path / "registry.json"
+    reg = JsonFilePromptRegistry(path)
+    seed(reg)
+    with PromptClient(f"file://{path}") as prompts:
+        assert prompts.status().state is ClientState.LIVE
+        assert prompts.get(NAME).version == 1
+        events: list[ChangeEvent] = []
+        prompts.on_change(events.append)
+        move = reg.set_label(NAME, LABEL, 3)
+        assert wait_until(lambda: prompts.get(NAME).version == 3, PUSH_BOUND)
+        assert ChangeEvent(NAME, LABEL, 3, 1, move.rev) in events
+        reg.create_prompt("later")
+        reg.add_version("later", "hi")
+        assert_converged(prompts, reg)
+        assert prompts.get(NAME, version=2).prompt_text.startswith("v2:")
+        with pytest.raises(VersionNotFoundError):
+            prompts.get(NAME, version=9)
+
+
+def test_file_backend_survives_a_corrupt_file(tmp_path: Path) -> None:
+    path = tmp_path / "registry.json"
+    reg = JsonFilePromptRegistry(path)
+    seed(reg)
+    good = path.read_bytes()
+    with PromptClient(f"file://{path}") as prompts:
+        path.write_text("{ not json")
+        assert wait_until(lambda: prompts.status().state is ClientState.STALE, PUSH_BOUND)
+        assert "corrupt" in (prompts.status().last_error or "") or "JSON" in (prompts.status().last_error or "")
+        assert prompts.get(NAME).version == 1  # stale-if-error
+        path.write_bytes(good)
+        reg.set_label(NAME, LABEL, 2)
+        assert_converged(prompts, reg)
+
+
+def test_file_backend_missing_file_is_an_empty_registry(tmp_path: Path) -> None:
+    path = tmp_path / "later.json"
+    with PromptClient(f"file://{path}") as prompts:
+        assert prompts.wait_ready(PUSH_BOUND)
+        with pytest.raises(PromptNotFoundError):
+            prompts.get(NAME)
+        reg = JsonFilePromptRegistry(path)
+        seed(reg)
+        assert_converged(prompts, reg)
