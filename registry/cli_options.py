@@ -1,0 +1,69 @@
+"""Pieces every ``promptreg`` command shares: the registry of the invocation, ``--json``, ``--author``.
+
+:mod:`registry.cli` builds the command group and puts its settings object on the root click
+context; the command modules reach the registry through :func:`current_registry`, so they need not
+import the group (which imports them).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import click
+
+from registry.base import PromptRegistry
+from registry.errors import InvalidInputError
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class CliSettings(Protocol):
+    """What the global options chose (see :class:`registry.cli.Settings`)."""
+
+    url: str
+    namespace: str | None
+
+    def registry(self) -> PromptRegistry:
+        """The registry, opened on first use."""
+        ...
+
+
+def current_settings() -> CliSettings:
+    """The settings of the running ``promptreg`` invocation."""
+    settings: CliSettings = click.get_current_context().find_root().obj
+    return settings
+
+
+def current_registry() -> PromptRegistry:
+    """The registry the running ``promptreg`` invocation works on (opened on first use)."""
+    return current_settings().registry()
+
+
+def json_option(function: _F) -> _F:
+    """``--json``: print machine-readable JSON instead of text."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON (the models' own field names).")(function)
+
+
+def author_option(function: _F) -> _F:
+    """``--author``, defaulting to ``PROMPTREG_AUTHOR``."""
+    return click.option("--author", envvar="PROMPTREG_AUTHOR", help="Who makes the change (env PROMPTREG_AUTHOR).")(
+        function
+    )
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` as indented JSON (non-ASCII kept as is)."""
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def read_stdin() -> str:
+    """All of stdin, decoded as UTF-8 (raises :class:`~registry.InvalidInputError` otherwise)."""
+    try:
+        # Decode the bytes ourselves: the terminal's locale must not decide what a prompt contains.
+        data: bytes = sys.stdin.buffer.read()
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"stdin is not UTF-8 text ({exc.reason})") from exc

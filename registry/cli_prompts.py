@@ -1,0 +1,307 @@
+"""The ``promptreg`` commands on prompts: create, push, label, rollback, show, render, list, history, diff.
+
+Each is thin: it parses, calls the :class:`~registry.PromptRegistry`, and prints text or, with
+``--json``, the models' own fields. Errors propagate to the group in :mod:`registry.cli`, which
+prints them as one line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from registry.base import PromptRegistry
+from registry.cli_options import author_option, current_registry, json_option, print_json, read_stdin
+from registry.errors import InvalidInputError
+from registry.models import AuditEvent, Prompt, PromptVersion
+from registry.validation import validate_label
+
+
+def _pairs(values: Iterable[str], what: str, *, parse_json: bool) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=what)
+        result[key] = _json_or_text(value) if parse_json else value
+    return result
+
+
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _version_ref(registry: PromptRegistry, name: str, ref: str) -> PromptVersion:
+    """A version by number (``3``) or by label (``production``, ``latest``)."""
+    if ref.isdigit():
+        return registry.get_version(name, version=int(ref))
+    return registry.get_version(name, label=ref)
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _move(event: AuditEvent) -> str:
+    before = "unset" if event.previous_version is None else str(event.previous_version)
+    after = "unset" if event.version is None else str(event.version)
+    return f"{event.label}: {before} -> {after}"
+
+
+@click.command()
+@click.argument("name")
+@click.option("--description", help="What the prompt is for.")
+@author_option
+@json_option
+def create(name: str, description: str | None, author: str | None, as_json: bool) -> None:
+    """Create an empty prompt NAME."""
+    prompt = current_registry().create_prompt(name, description=description, author=author)
+    if as_json:
+        print_json(prompt.model_dump(mode="json"))
+    else:
+        click.echo(f"created prompt {name!r}")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--file", "-f", "source", help="Read the prompt text from this file ('-' or omitted: stdin).")
+@author_option
+@click.option("--message", "-m", help="Why this version exists (like a commit message).")
+@click.option("--metadata", "metadata_pairs", multiple=True, metavar="KEY=VALUE", help="JSON values or text.")
+@click.option("--label", "labels", multiple=True, help="Move this label to the new version (repeatable).")
+@json_option
+def push(
+    name: str,
+    source: str | None,
+    author: str | None,
+    message: str | None,
+    metadata_pairs: tuple[str, ...],
+    labels: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Add a new version of NAME from --file or stdin; --label moves labels to it."""
+    metadata = _pairs(metadata_pairs, "--metadata", parse_json=True)
+    for name_of_label in labels:  # refuse a bad label before the version is written
+        validate_label(name_of_label, settable=True)
+    text = _read_text(source)
+    if not text.strip():
+        raise InvalidInputError("the prompt text is empty")
+    registry = current_registry()
+    version = registry.add_version(name, text, author=author, metadata=metadata, message=message)
+    moves = [registry.set_label(name, label, version.version, author=author, reason=message) for label in labels]
+    if as_json:
+        print_json(version.model_dump(mode="json"))
+        return
+    click.echo(f"{name}: added version {version.version}")
+    for event in moves:
+        click.echo(f"{name}: label {_move(event)}")
+
+
+def _read_text(source: str | None) -> str:
+    if source is None or source == "-":
+        if source is None and sys.stdin.isatty():
+            raise click.UsageError("give --file FILE or pipe the prompt text on stdin")
+        return read_stdin()
+    try:
+        return Path(source).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{source}: not UTF-8 text ({exc.reason})") from exc
+
+
+@click.command()
+@click.argument("name")
+@click.argument("label")
+@click.argument("version", required=False)
+@click.option("--expect", type=int, help="Only if the label points at this version now (0: only if unset).")
+@click.option("--delete", is_flag=True, help="Remove the label instead of moving it.")
+@author_option
+@click.option("--reason", help="Why (kept in the audit trail).")
+@json_option
+def label(
+    name: str,
+    label: str,
+    version: str | None,
+    expect: int | None,
+    delete: bool,
+    author: str | None,
+    reason: str | None,
+    as_json: bool,
+) -> None:
+    """Point LABEL of NAME at VERSION (a number, or another label's version); or --delete it."""
+    registry = current_registry()
+    if delete:
+        if version is not None:
+            raise click.UsageError("give VERSION or --delete, not both")
+        event = registry.delete_label(name, label, expected_version=expect, author=author, reason=reason)
+    else:
+        if version is None:
+            raise click.UsageError("missing VERSION (or use --delete)")
+        number = _version_ref(registry, name, version).version
+        event = registry.set_label(name, label, number, expected_version=expect, author=author, reason=reason)
+    if as_json:
+        print_json(event.model_dump(mode="json"))
+    else:
+        click.echo(f"{name}: label {_move(event)}")
+
+
+@click.command()
+@click.argument("name")
+@click.argument("label")
+@author_option
+@click.option("--reason", help="Why (kept in the audit trail).")
+@json_option
+def rollback(name: str, label: str, author: str | None, reason: str | None, as_json: bool) -> None:
+    """Move LABEL of NAME back to where it pointed before its last move."""
+    event = current_registry().rollback(name, label, author=author, reason=reason)
+    if as_json:
+        print_json(event.model_dump(mode="json"))
+    else:
+        click.echo(f"{name}: rolled back label {_move(event)}")
+
+
+def _select(name: str, label: str | None, version: int | None) -> PromptVersion:
+    if label is not None and version is not None:
+        raise click.UsageError("give --label or --version, not both")
+    return current_registry().get_version(name, label=label, version=version)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--label", "-l", help="The version this label points at (default: latest).")
+@click.option("--version", "-v", "version", type=click.IntRange(min=1), help="This version number.")
+@click.option("--text", "text_only", is_flag=True, help="Print only the prompt text.")
+@json_option
+def show(name: str, label: str | None, version: int | None, text_only: bool, as_json: bool) -> None:
+    """Show one version of NAME (default: the newest)."""
+    found = _select(name, label, version)
+    if as_json:
+        print_json(found.model_dump(mode="json"))
+        return
+    if text_only:
+        click.echo(found.prompt_text, nl=False)
+        return
+    prompt = current_registry().get_prompt(name)
+    on = sorted(k for k, v in (prompt.labels if prompt else {}).items() if v == found.version)
+    click.echo(f"{name} version {found.version}" + (f"  [{', '.join(on)}]" if on else ""))
+    click.echo(f"created: {_when(found.created_at)}" + (f" by {found.author}" if found.author else ""))
+    if found.message:
+        click.echo(f"message: {found.message}")
+    if found.metadata:
+        click.echo(f"metadata: {json.dumps(found.metadata, ensure_ascii=False, sort_keys=True)}")
+    if found.variables:
+        click.echo(f"variables: {', '.join(sorted(found.variables))}")
+    click.echo("")
+    click.echo(found.prompt_text, nl=not found.prompt_text.endswith("\n"))
+
+
+@click.command()
+@click.argument("name")
+@click.option("--label", "-l", help="Render the version this label points at (default: latest).")
+@click.option("--version", "-v", "version", type=click.IntRange(min=1), help="Render this version number.")
+@click.option("--var", "variables", multiple=True, metavar="KEY=VALUE", help="A template variable (repeatable).")
+@json_option
+def render(name: str, label: str | None, version: int | None, variables: tuple[str, ...], as_json: bool) -> None:
+    """Render NAME with --var values (every {{variable}} must be given)."""
+    values = _pairs(variables, "--var", parse_json=False)
+    found = _select(name, label, version)
+    text = found.render(**values)
+    if as_json:
+        print_json({"name": name, "version": found.version, "text": text})
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+@click.command(name="list")
+@json_option
+def list_prompts(as_json: bool) -> None:
+    """List every prompt with its newest version and its labels."""
+    registry = current_registry()
+    prompts = [p for p in (registry.get_prompt(n) for n in registry.list_prompts()) if p is not None]
+    if as_json:
+        print_json([_summary(p) for p in prompts])
+        return
+    if not prompts:
+        click.echo("no prompts")
+    for prompt in prompts:
+        labels = " ".join(f"{k}={v}" for k, v in sorted(prompt.labels.items()))
+        latest = prompt.latest.version if prompt.latest else 0
+        click.echo(f"{prompt.name}  latest={latest}" + (f"  {labels}" if labels else ""))
+
+
+def _summary(prompt: Prompt) -> dict[str, Any]:
+    data = prompt.model_dump(mode="json", exclude={"versions"})
+    data["latest"] = prompt.latest.version if prompt.latest else None
+    return data
+
+
+@click.command()
+@click.argument("name")
+@json_option
+def history(name: str, as_json: bool) -> None:
+    """Show the audit trail of NAME: versions added and label moves (who, when, from, to, why)."""
+    registry = current_registry()
+    events = registry.history(name)
+    if as_json:
+        print_json([event.model_dump(mode="json") for event in events])
+        return
+    prompt = registry.get_prompt(name)
+    messages = {v.version: v.message for v in prompt.versions} if prompt else {}
+    for event in events:
+        if event.action == "create_prompt":
+            what = "created"
+        elif event.action == "add_version":
+            note = messages.get(event.version or 0)
+            what = f"version {event.version}" + (f": {note}" if note else "")
+        else:
+            what = f"{event.action} {_move(event)}"
+            if event.reason:
+                what += f"  ({event.reason})"
+        click.echo(f"{_when(event.at)}  rev {event.rev:<6} {event.author or '-':<12} {what}")
+
+
+@click.command()
+@click.argument("name")
+@click.argument("a")
+@click.argument("b")
+@json_option
+def diff(name: str, a: str, b: str, as_json: bool) -> None:
+    """Unified diff of NAME between A and B (version numbers or labels)."""
+    registry = current_registry()
+    old, new = _version_ref(registry, name, a), _version_ref(registry, name, b)
+    lines = list(
+        difflib.unified_diff(
+            old.prompt_text.splitlines(keepends=True),
+            new.prompt_text.splitlines(keepends=True),
+            fromfile=f"{name}@{old.version}",
+            tofile=f"{name}@{new.version}",
+        )
+    )
+    text = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+    if as_json:
+        print_json(
+            {
+                "name": name,
+                "from_version": old.version,
+                "to_version": new.version,
+                "diff": text,
+                "metadata": {"from": old.metadata, "to": new.metadata},
+            }
+        )
+        return
+    click.echo(text, nl=False)
+    if old.metadata != new.metadata:
+        click.echo(
+            f"metadata: {json.dumps(old.metadata, sort_keys=True)} -> {json.dumps(new.metadata, sort_keys=True)}"
+        )
+    if not text and old.metadata == new.metadata:
+        click.echo(f"versions {old.version} and {new.version} are identical", err=True)
