@@ -1,0 +1,127 @@
+"""The processes of the propagation benchmark: PromptClient processes and raw pub/sub subscribers.
+
+Each runs in its own forked process (see :class:`benchmarks._harness.Children`) and talks to the
+parent over its pipe. Both kinds stamp an arrival with ``time.monotonic_ns()`` (Linux
+``CLOCK_MONOTONIC``: one clock for every process of the machine) as the first thing they do, keep
+the stamps in a list, and release a shared semaphore so the parent knows when every process has the
+change. They send their stamps only at the end, so nothing but the stamp and the release happens
+while a move is in flight.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Semaphore
+from typing import Any
+
+import redis
+
+RAW_STOP = b"stop"
+RAW_PAYLOAD_BYTES = 120  # about the size of a promptreg change message
+
+
+def raw_payload(seq: int) -> bytes:
+    """A raw message: its sequence number, padded to the size of a change message."""
+    return f"{seq:08d}".encode().ljust(RAW_PAYLOAD_BYTES, b".")
+
+
+def client_worker(conn: Connection, url: str, namespace: str, name: str, label: str, sem: Semaphore) -> None:
+    """A service process: one PromptClient; records every ``on_change`` for ``name``/``label``.
+
+    Commands: ``("watch", version, timeout)``: call ``get(name)`` (every 2 ms, and at once after an
+    ``on_change``) until it returns ``version``; reply ``("served", monotonic_ns or None)``.
+    ``("finish",)``: reply ``("events", {...})`` with every stamp, the final version and status.
+    """
+    from client import PromptClient
+
+    client = PromptClient(url, namespace=namespace, default_label=label, start_timeout=60.0)
+    try:
+        if not client.wait_ready(60.0):
+            raise RuntimeError(f"client not ready: {client.status()}")
+        stamps: list[tuple[int, int, int | None]] = []  # (monotonic_ns, rev, version)
+        changed = threading.Event()
+        highest = [0]
+
+        def on_change(event: Any) -> None:
+            now = time.monotonic_ns()
+            if event.name != name or event.label != label:
+                return
+            stamps.append((now, event.rev, event.version))
+            changed.set()
+            if event.rev > highest[0]:  # one release per revision, even if an event were repeated
+                highest[0] = event.rev
+                sem.release()
+
+        client.on_change(on_change)
+        conn.send(("ready", os.getpid()))
+        while True:
+            command = conn.recv()
+            if command[0] == "watch":
+                _, target, timeout = command
+                changed.clear()
+                conn.send(("watching", None))
+                conn.send(("served", _serve_until(client, name, target, changed, timeout)))
+            elif command[0] == "finish":
+                status = client.status()
+                conn.send(("events", {
+                    "stamps": stamps, "final_version": client.get(name).version, "state": status.state.value,
+                    "rev": status.rev, "pid": os.getpid(),
+                }))  # fmt: skip
+                return
+            else:
+                raise ValueError(f"unknown command {command!r}")
+    finally:
+        client.close()
+
+
+def _serve_until(client: Any, name: str, target: int, changed: threading.Event, timeout: float) -> int | None:
+    """Like a request handler: ``get()`` until it returns ``target``; the monotonic_ns it first did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        changed.wait(0.002)
+        changed.clear()
+        if client.get(name).version == target:
+            return time.monotonic_ns()
+    return None
+
+
+def raw_worker(conn: Connection, url: str, channel: str, sem: Semaphore) -> None:
+    """The floor: plain redis-py ``pubsub.listen()`` in the main thread; stamps each message."""
+    subscriber = redis.Redis.from_url(url)
+    pubsub = subscriber.pubsub()
+    try:
+        pubsub.subscribe(channel)
+        deadline = time.monotonic() + 30
+        while True:
+            message = pubsub.get_message(timeout=1.0)
+            if message is not None and message["type"] == "subscribe":
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError("no SUBSCRIBE confirmation")
+        conn.send(("ready", os.getpid()))
+        stamps: list[tuple[int, int]] = []  # (monotonic_ns, seq)
+        for message in pubsub.listen():
+            now = time.monotonic_ns()
+            if message["type"] != "message":
+                continue
+            data = message["data"]
+            if data == RAW_STOP:
+                break
+            stamps.append((now, int(data[:8])))
+            sem.release()
+        conn.send(("events", {"stamps": stamps, "pid": os.getpid()}))
+    finally:
+        pubsub.close()
+        subscriber.close()
+
+
+def await_all(sem: Semaphore, count: int, timeout: float) -> int:
+    """Take ``count`` releases of ``sem`` within ``timeout`` seconds; returns how many did not come."""
+    deadline = time.monotonic() + timeout
+    for taken in range(count):
+        if not sem.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return count - taken
+    return 0

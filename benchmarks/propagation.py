@@ -1,0 +1,339 @@
+"""Propagation: from the ``set_label`` call to ``on_change`` in every one of N client processes.
+
+N PromptClient processes (default 50) and, in the same run, N raw redis-py subscriber processes (the
+floor: plain ``pubsub.listen()``, a message of the same size published with ``PUBLISH``). The two
+fleets take turns, block by block, so drift on a noisy machine hits both alike. A move starts only
+when every process has the previous one. Each client counts the moves it saw; a missed move is
+reported. Then a fleet-wide rollback: from the ``rollback()`` call until ``get()`` in every client
+process returns the rolled-back version. Beside it, the staleness window of a 60 s TTL cache
+(analytic, not measured: see :func:`ttl_staleness`). Process internals: ``benchmarks/_fleet.py``.
+
+    python -m benchmarks.propagation [--clients 50] [--moves 100] [--quick] [--json PATH] [--plot PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as ``python benchmarks/propagation.py``
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import redis
+
+from benchmarks import _fleet, _harness, _plot, _report
+from registry import RedisPromptRegistry
+
+NAME = "bench-propagation"
+LABEL = "production"
+TTL_SECONDS = 60.0
+WARMUP_MOVES = 3
+DEFAULT_PLOT = _harness.REPO_ROOT / "docs" / "propagation_cdf.png"
+
+
+def _options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clients", type=int, default=None, help="client processes (default 50; --quick: 10)")
+    parser.add_argument("--moves", type=int, default=None, help="measured moves per fleet (default 100; quick 20)")
+    parser.add_argument("--rollbacks", type=int, default=None, help="fleet-wide rollbacks (default 5; quick 2)")
+    parser.add_argument("--plot", type=Path, default=None, help=f"CDF PNG (default {DEFAULT_PLOT}, not with --quick)")
+    parser.add_argument("--no-plot", action="store_true", help="write no plot")
+
+
+class Fleets:
+    """Both fleets, the registry and the raw publisher; every process stopped by :meth:`close`."""
+
+    def __init__(self, url: str, namespace: str, clients: int) -> None:
+        self.clients = clients
+        self.registry = RedisPromptRegistry.from_url(url, namespace=namespace)
+        self.raw = redis.Redis.from_url(url)
+        self.raw_channel = "{" + namespace + "}:bench-raw"
+        self.client_sem = _harness.FORK.Semaphore(0)
+        self.raw_sem = _harness.FORK.Semaphore(0)
+        self.children = _harness.Children()
+        self.current = 1
+        self.seq = 0
+        self.client_conns: list[Any] = []
+        self.raw_conns: list[Any] = []
+
+    def start(self, url: str, namespace: str) -> None:
+        self.registry.create_prompt(NAME, description="propagation benchmark")
+        self.registry.add_version(NAME, "Version one of {{thing}}.", author="bench")
+        self.registry.add_version(NAME, "Version two of {{thing}}.", author="bench")
+        self.registry.set_label(NAME, LABEL, 1, author="bench")
+        for _ in range(self.clients):
+            self.client_conns.append(
+                self.children.start(_fleet.client_worker, url, namespace, NAME, LABEL, self.client_sem)
+            )
+        for _ in range(self.clients):
+            self.raw_conns.append(self.children.start(_fleet.raw_worker, url, self.raw_channel, self.raw_sem))
+        self.children.expect_all("ready", timeout=120)
+
+    def move_client(self) -> tuple[int, int, int, int]:
+        """One label move; waits until every client has it. ``(t0_ns, rev, version, missing)``."""
+        target = 3 - self.current
+        t0 = time.monotonic_ns()
+        event = self.registry.set_label(NAME, LABEL, target, author="bench")
+        self.current = target
+        return t0, event.rev, target, _fleet.await_all(self.client_sem, self.clients, timeout=30)
+
+    def move_raw(self) -> tuple[int, int, int]:
+        """One raw PUBLISH; waits until every subscriber has it. ``(t0_ns, seq, missing)``."""
+        self.seq += 1
+        payload = _fleet.raw_payload(self.seq)
+        t0 = time.monotonic_ns()
+        self.raw.publish(self.raw_channel, payload)
+        return t0, self.seq, _fleet.await_all(self.raw_sem, self.clients, timeout=30)
+
+    def rollback(self) -> dict[str, Any]:
+        """``rollback()`` until every client's ``get()`` serves the rolled-back version."""
+        target = 3 - self.current
+        self.children.send_all(("watch", target, 30.0), self.client_conns)
+        self.children.expect_all("watching", timeout=60, conns=self.client_conns)
+        t0 = time.monotonic_ns()
+        event = self.registry.rollback(NAME, LABEL, author="bench", reason="benchmark")
+        self.current = target
+        served = self.children.expect_all("served", timeout=60, conns=self.client_conns)
+        _fleet.await_all(self.client_sem, self.clients, timeout=30)  # the on_change releases of this move
+        if event.version != target:
+            raise RuntimeError(f"rollback went to {event.version}, expected {target}")
+        times = [(t - t0) / 1e6 for t in served if t is not None]
+        return {"rev": event.rev, "served_ms": times, "not_served": sum(t is None for t in served)}
+
+    def finish(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        self.children.send_all(("finish",), self.client_conns)
+        clients = self.children.expect_all("events", timeout=60, conns=self.client_conns)
+        self.raw.publish(self.raw_channel, _fleet.RAW_STOP)
+        raws = self.children.expect_all("events", timeout=60, conns=self.raw_conns)
+        return clients, raws
+
+    def close(self) -> None:
+        self.children.close()
+        self.registry.close()
+        self.raw.close()
+
+
+def _latencies(moves: list[tuple[int, int]], stamps_by_process: list[dict[int, int]]) -> dict[str, Any]:
+    """Per (move, process) latency in ms; moves are ``(t0_ns, key)``, stamps map key -> arrival ns."""
+    samples: list[float] = []
+    last_per_move: list[float] = []
+    missed = [0] * len(stamps_by_process)
+    for t0, key in moves:
+        arrivals = []
+        for index, stamps in enumerate(stamps_by_process):
+            arrival = stamps.get(key)
+            if arrival is None:
+                missed[index] += 1
+            else:
+                arrivals.append((arrival - t0) / 1e6)
+        samples += arrivals
+        if arrivals:
+            last_per_move.append(max(arrivals))
+    return {"samples_ms": samples, "last_per_move_ms": last_per_move, "missed_per_process": missed}
+
+
+def ttl_staleness(clients: int, ttl: float = TTL_SECONDS) -> dict[str, Any]:
+    """Analytic staleness of a TTL cache after a label move (not measured).
+
+    Model: each process fetched its entry at a moment unrelated to the move, so the entry's
+    remaining life at the move is uniform on [0, ttl]; the process serves the old version that long
+    (plus one refresh round trip, ignored; stale-while-revalidate serves one more stale answer).
+    Per process: the q-quantile is ``q * ttl``. Last of N processes: the max of N uniforms, whose
+    q-quantile is ``ttl * q ** (1 / N)`` and mean ``ttl * N / (N + 1)``.
+    """
+    return {
+        "method": "analytic: remaining TTL uniform on [0, ttl], independent per process",
+        "ttl_s": ttl,
+        "per_client_s": {"p50": 0.5 * ttl, "p99": 0.99 * ttl, "max": ttl},
+        "last_client_s": {
+            "p50": ttl * 0.5 ** (1 / clients),
+            "p99": ttl * 0.99 ** (1 / clients),
+            "mean": ttl * clients / (clients + 1),
+            "max": ttl,
+        },
+    }
+
+
+def run(url: str, namespace: str, clients: int, moves: int, rollbacks: int, block: int) -> dict[str, Any]:
+    fleets = Fleets(url, namespace, clients)
+    rng = random.Random(5)
+    client_moves: list[tuple[int, int]] = []
+    raw_moves: list[tuple[int, int]] = []
+    waits_missing = {"client": 0, "raw": 0}
+    started = time.perf_counter()
+    try:
+        fleets.start(url, namespace)
+        startup_s = time.perf_counter() - started
+        for _ in range(WARMUP_MOVES):  # first fetch of version 2, connection warm-up: not measured
+            fleets.move_client()
+            fleets.move_raw()
+        while len(client_moves) < moves:
+            for _ in range(min(block, moves - len(raw_moves))):
+                t0, seq, missing = fleets.move_raw()
+                raw_moves.append((t0, seq))
+                waits_missing["raw"] += missing
+                time.sleep(rng.uniform(0.002, 0.010))
+            for _ in range(min(block, moves - len(client_moves))):
+                t0, rev, _version, missing = fleets.move_client()
+                client_moves.append((t0, rev))
+                waits_missing["client"] += missing
+                time.sleep(rng.uniform(0.002, 0.010))
+        rollback_runs = []
+        for _ in range(rollbacks):
+            rollback_runs.append(fleets.rollback())
+            time.sleep(0.05)
+        client_reports, raw_reports = fleets.finish()
+        final_version = fleets.current
+    finally:
+        fleets.close()
+    client_stamps = [{rev: t for t, rev, _v in r["stamps"]} for r in client_reports]
+    raw_stamps = [{seq: t for t, seq in r["stamps"]} for r in raw_reports]
+    expected_events = WARMUP_MOVES + moves + rollbacks
+    return {
+        "startup_s": startup_s,
+        "client": _latencies(client_moves, client_stamps),
+        "raw": _latencies(raw_moves, raw_stamps),
+        "rollbacks": rollback_runs,
+        "waits_timed_out": waits_missing,
+        "events_per_client": [len(r["stamps"]) for r in client_reports],
+        "expected_events_per_client": expected_events,
+        "clients_at_final_version": sum(r["final_version"] == final_version for r in client_reports),
+        "client_states": sorted({r["state"] for r in client_reports}),
+    }
+
+
+def _summary(raw: dict[str, Any], clients: int) -> dict[str, Any]:
+    client, floor = raw["client"], raw["raw"]
+    rollback_fleet = [max(r["served_ms"]) for r in raw["rollbacks"] if r["served_ms"]]
+    rollback_all = [t for r in raw["rollbacks"] for t in r["served_ms"]]
+    out: dict[str, Any] = {
+        "promptreg_on_change_ms": _report.summarize(client["samples_ms"]),
+        "promptreg_last_client_per_move_ms": _report.summarize(client["last_per_move_ms"]),
+        "raw_pubsub_ms": _report.summarize(floor["samples_ms"]),
+        "raw_pubsub_last_subscriber_per_move_ms": _report.summarize(floor["last_per_move_ms"]),
+        "missed_moves": sum(client["missed_per_process"]),
+        "missed_raw_messages": sum(floor["missed_per_process"]),
+        "rollback_fleet_ms": _report.summarize(rollback_fleet) if rollback_fleet else None,
+        "rollback_per_client_ms": _report.summarize(rollback_all) if rollback_all else None,
+        "rollback_not_served": sum(r["not_served"] for r in raw["rollbacks"]),
+        "ttl_cache": ttl_staleness(clients),
+    }
+    a, b = out["promptreg_on_change_ms"], out["raw_pubsub_ms"]
+    c, d = out["promptreg_last_client_per_move_ms"], out["raw_pubsub_last_subscriber_per_move_ms"]
+    out["ratios_to_raw"] = {
+        "p50": _report.ratio(a["p50"], b["p50"]), "p99": _report.ratio(a["p99"], b["p99"]),
+        "max": _report.ratio(a["max"], b["max"]), "last_client_p50": _report.ratio(c["p50"], d["p50"]),
+        "last_client_p99": _report.ratio(c["p99"], d["p99"]),
+    }  # fmt: skip
+    return out
+
+
+def _print(summary: dict[str, Any], raw: dict[str, Any], config: dict[str, Any], env: dict[str, Any]) -> None:
+    print(_report.environment_line(env))
+    print(_report.NOISE_NOTE)
+    n, m = config["clients"], config["moves"]
+    print(
+        f"{n} PromptClient processes and {n} raw redis-py subscriber processes; {m} measured moves per fleet "
+        f"(after {WARMUP_MOVES} warm-up), in alternating blocks of {config['block']}; the next move starts when "
+        f"every process has the last one, after a 2-10 ms pause. Latency = arrival stamp in the process "
+        f"(CLOCK_MONOTONIC) - stamp just before set_label() / PUBLISH in the parent.\n"
+    )
+    s = summary
+    rows = []
+    for label, key, ratio_key in (
+        ("raw redis-py pub/sub (floor), every subscriber", "raw_pubsub_ms", None),
+        ("promptreg set_label -> on_change, every client", "promptreg_on_change_ms", ""),
+        ("raw pub/sub, last subscriber per move", "raw_pubsub_last_subscriber_per_move_ms", None),
+        ("promptreg, last client per move", "promptreg_last_client_per_move_ms", "last_client_"),
+    ):
+        st = s[key]
+        ratios = s["ratios_to_raw"]
+        p99_ratio = None if ratio_key is None else ratios[f"{ratio_key}p99"]
+        p50_ratio = None if ratio_key is None else ratios[f"{ratio_key}p50"]
+        rows.append((label, f"{st['n']:,}", _report.fmt(st["p50"]), _report.fmt(st["p99"]), _report.fmt(st["max"]),
+                     _report.fmt_ratio(p50_ratio), _report.fmt_ratio(p99_ratio)))  # fmt: skip
+    headers = ["path", "samples", "p50 ms", "p99 ms", "max ms", "p50 / floor", "p99 / floor"]
+    print(_report.table(headers, rows, title=f"Label move -> {n} processes"))
+    expected = raw["expected_events_per_client"]
+    complete = sum(count == expected for count in raw["events_per_client"])
+    print(
+        f"\nMissed moves: {s['missed_moves']} (of {m} x {n}); raw messages missed: {s['missed_raw_messages']}; "
+        f"clients that counted all {expected} changes: {complete}/{n}; clients at the final version: "
+        f"{raw['clients_at_final_version']}/{n}; client states: {', '.join(raw['client_states'])}."
+    )
+    fleet, per = s["rollback_fleet_ms"], s["rollback_per_client_ms"]
+    ttl = s["ttl_cache"]
+    rows = [
+        ("promptreg: rollback() -> every client's get() serves it", fleet and f"{fleet['n']}",
+         fleet and _report.fmt(fleet["p50"]), fleet and _report.fmt(fleet["max"]),
+         per and _report.fmt(per["p50"]), per and _report.fmt(per["p99"])),
+        ("60 s TTL cache (analytic, uniform 0-60 s)", "-", _report.fmt(ttl["last_client_s"]["p50"] * 1000),
+         _report.fmt(ttl["last_client_s"]["max"] * 1000), _report.fmt(ttl["per_client_s"]["p50"] * 1000),
+         _report.fmt(ttl["per_client_s"]["p99"] * 1000)),
+    ]  # fmt: skip
+    print()
+    print(
+        _report.table(
+            ["fleet-wide rollback", "runs", "fleet p50 ms", "fleet max ms", "per-client p50 ms", "per-client p99 ms"],
+            rows,
+            title=f"Rollback reaching all {n} processes (fleet = until the last process serves it)",
+        )
+    )
+    print(
+        f"\nTTL cache model: each process's entry has a remaining life uniform on 0-{ttl['ttl_s']:g} s when the "
+        f"label moves, independently; the last of {n} processes then serves the old version for "
+        f"{ttl['last_client_s']['mean']:.1f} s on average. Analytic, not measured."
+    )
+    if s["rollback_not_served"]:
+        print(f"WARNING: {s['rollback_not_served']} client(s) did not serve a rollback within 30 s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _harness.parse_args(__doc__.splitlines()[0], argv, extra=_options)
+    clients = args.clients or (10 if args.quick else 50)
+    moves = args.moves or (20 if args.quick else 100)
+    rollbacks = args.rollbacks or (2 if args.quick else 5)
+    config = {"clients": clients, "moves": moves, "rollbacks": rollbacks, "block": 5 if args.quick else 10}
+    plot_path = None if args.no_plot else (args.plot or (None if args.quick else DEFAULT_PLOT))
+    wall = time.perf_counter()
+    with _harness.redis_url(args) as url:
+        env = _report.environment(_harness.server_version(url))
+        raw = run(url, args.namespace, clients, moves, rollbacks, config["block"])
+    env["load_average_at_end"] = list(os.getloadavg())
+    summary = _summary(raw, clients)
+    _print(summary, raw, config, env)
+    plot_note = _plot.propagation_cdf(plot_path, raw, summary, clients) if plot_path else "not requested"
+    print(f"\nCDF plot: {plot_note}")
+    elapsed = time.perf_counter() - wall
+    print(f"wall time {elapsed:.1f} s (fleet start-up {raw['startup_s']:.1f} s of it)")
+    _report.write_json(
+        args.json,
+        {
+            "benchmark": "propagation",
+            "quick": args.quick,
+            "environment": env,
+            "config": {**config, "warmup_moves": WARMUP_MOVES, "ttl_seconds": TTL_SECONDS},
+            "summary": summary,
+            "counts": {
+                "events_per_client": raw["events_per_client"],
+                "expected_events_per_client": raw["expected_events_per_client"],
+                "missed_per_client": raw["client"]["missed_per_process"],
+                "missed_per_raw_subscriber": raw["raw"]["missed_per_process"],
+                "clients_at_final_version": raw["clients_at_final_version"],
+                "waits_timed_out": raw["waits_timed_out"],
+                "client_states": raw["client_states"],
+            },
+            "plot": plot_note,
+            "wall_seconds": elapsed,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    _harness.run_main(main)
