@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from sys import intern
 
 from registry.errors import InvalidInputError, RegistryCorruptError
 from registry.events import ChangeMessage
@@ -120,7 +121,7 @@ class Cache:
             view: LookupView = {}
             for name, labels in pointers.items():
                 same = old_pointers.get(name) == labels and name in old_view
-                view[name] = old_view[name] if same else self._inner_view(name, labels)
+                view[intern(name)] = old_view[name] if same else self._inner_view(name, labels)
             self.view = view
             self.pointers = pointers
             self.rev = rev
@@ -182,7 +183,7 @@ class Cache:
             pointers = dict(self.pointers)
             pointers[name] = labels
             view = dict(self.view)
-            view[name] = self._inner_view(name, labels)
+            view[intern(name)] = self._inner_view(name, labels)
             self.view = view
             self.pointers = pointers
             self.rev = message.rev
@@ -195,7 +196,11 @@ class Cache:
 
     def _inner_view(self, name: str, labels: Mapping[str, int]) -> dict[str | None, PromptVersion]:
         versions = self.versions
-        inner: dict[str | None, PromptVersion] = {label: versions[name, number] for label, number in labels.items()}
+        # Interned keys: a label given as a literal ("production") is interned by the compiler, so
+        # the lookup matches by identity and skips comparing the strings.
+        inner: dict[str | None, PromptVersion] = {
+            intern(label): versions[name, number] for label, number in labels.items()
+        }
         default = inner.get(self._default_label)
         if default is not None:
             inner[None] = default
