@@ -134,7 +134,10 @@ class Feed:
                 if self._stop.is_set():
                     break
                 self.context.status.error(exc)
-                logger.warning("promptreg %s %s: %s; serving the last known state", self.kind, self._name, exc)
+                # One warning per outage, not one per retry; every retry is at debug level.
+                level = logging.WARNING if backoff.failures == 0 else logging.DEBUG
+                logger.log(level, "promptreg %s %s: %s; serving the last known state, retrying with backoff",
+                           self.kind, self._name, exc)  # fmt: skip
             finally:
                 self.first_attempt.set()
             self._stop.wait(backoff.next_delay())
@@ -196,6 +199,10 @@ class RedisFeed(Feed):
             pubsub.subscribe(self.keys.channel)
             self._await_subscription(pubsub)
             self._resync("subscribed")
+            if backoff.failures:
+                logger.info(
+                    "promptreg redis %s: reconnected and resynced at rev %d", self._name, self.context.cache.rev
+                )
             backoff.reset()
             self.first_attempt.set()
             self._listen(pubsub)
@@ -247,8 +254,9 @@ class RedisFeed(Feed):
         try:
             change = decode(data)
         except RegistryCorruptError as exc:
-            self.context.status.malformed(str(exc))
-            logger.warning("promptreg: ignored a malformed change message: %s", exc)
+            count = self.context.status.malformed(str(exc))
+            if count == 1 or count % 100 == 0:  # bounded log volume under a flood; status has the count
+                logger.warning("promptreg: ignored a malformed change message (%d so far): %s", count, exc)
             return
         result = self.context.cache.apply(change, self._fetch_one)
         if result.action is Action.RESYNC:

@@ -113,11 +113,12 @@ class StatusTracker:
         self._last_error = text
         self._last_error_at = time.time()
 
-    def malformed(self, detail: str) -> None:
-        """Count one change message that could not be decoded."""
+    def malformed(self, detail: str) -> int:
+        """Count one change message that could not be decoded; returns the count so far."""
         with self._cond:
             self._malformed += 1
             self._record(detail)
+            return self._malformed
 
     def closed(self) -> None:
         """The client was closed; final."""

@@ -64,10 +64,14 @@ def test_client_kill_pubsub_then_immediate_moves(
 
 
 def test_kill_9_and_restart_on_the_same_port_with_moves_after(
-    private_redis_server: RedisServer, namespace: str, private_registry: RedisPromptRegistry
+    private_redis_server: RedisServer,
+    namespace: str,
+    private_registry: RedisPromptRegistry,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     seed(private_registry, versions=30)
     with (
+        caplog.at_level(logging.DEBUG, logger="promptreg.client"),
         PromptClient(private_redis_server.url, namespace=namespace, poll_interval=1.0) as prompts,
         Reader(prompts) as reader,
     ):
@@ -83,6 +87,9 @@ def test_kill_9_and_restart_on_the_same_port_with_moves_after(
         assert prompts.status().last_error is not None
     reader.assert_clean()
     assert prompts.get(NAME).version == 30
+    retries = [r for r in caplog.records if "retrying with backoff" in r.getMessage()]
+    assert [r.levelno for r in retries if r.levelno >= logging.WARNING] == [logging.WARNING]  # one per outage
+    assert any("reconnected" in r.getMessage() for r in caplog.records)
 
 
 def test_subscriber_over_the_output_buffer_limit_is_dropped_and_resyncs(
@@ -109,7 +116,10 @@ def test_subscriber_over_the_output_buffer_limit_is_dropped_and_resyncs(
 
 
 def test_garbage_on_the_channel_is_ignored_and_counted(
-    private_redis_server: RedisServer, namespace: str, private_registry: RedisPromptRegistry
+    private_redis_server: RedisServer,
+    namespace: str,
+    private_registry: RedisPromptRegistry,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     seed(private_registry, versions=5)
     admin = private_redis_server.client()
@@ -123,6 +133,8 @@ def test_garbage_on_the_channel_is_ignored_and_counted(
         assert prompts.status().malformed_messages == len(garbage)
         assert prompts.status().resyncs == 1  # garbage never forced a reload
     reader.assert_clean()
+    warnings = [r for r in caplog.records if "malformed" in r.getMessage() and r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # the count is in the status; the log is not flooded
     admin.close()
 
 

@@ -326,6 +326,23 @@ def test_client_started_during_an_outage_goes_live_when_redis_comes_back(
             assert_converged(prompts, reg)
 
 
+@pytest.mark.redis
+def test_unix_socket_url(namespace: str) -> None:
+    server = RedisServer()
+    socket_path = server.dir / "redis.sock"
+    server.extra_args = ("--unixsocket", str(socket_path), "--unixsocketperm", "700")
+    try:
+        server.start()
+        with RedisPromptRegistry.from_url(f"unix://{socket_path}", namespace=namespace) as reg:
+            seed(reg)
+            with PromptClient(f"unix://{socket_path}", namespace=namespace) as prompts:
+                assert prompts.get(NAME).version == 1
+                reg.set_label(NAME, LABEL, 2)
+                assert_converged(prompts, reg)
+    finally:
+        server.cleanup()
+
+
 # -- the JSON file backend -----------------------------------------------------------------------------
 
 
