@@ -44,12 +44,14 @@ class Settings:
     _registry: PromptRegistry | None = field(default=None, repr=False)
 
     def registry(self) -> PromptRegistry:
+        """The registry ``url`` names (opened on first use; raises what the factory raises)."""
         if self._registry is None:
             env = {URL_ENV: self.url, NAMESPACE_ENV: self.namespace or ""}
             self._registry = PromptRegistryFactory.create_from_config(env)
         return self._registry
 
     def close(self) -> None:
+        """Close the registry if it was opened; never raises."""
         if self._registry is not None:
             with contextlib.suppress(Exception):  # closing must never turn a result into a traceback
                 self._registry.close()
