@@ -64,11 +64,35 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
+_EXIT_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def exit_signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while a child is forked or spawned, deliver them right after.
+
+    Raised inside ``os.fork()``'s at-fork hooks, the ``SystemExit``/``KeyboardInterrupt`` would be
+    printed as "Exception ignored" and lost; the benchmark would carry on. A forked child inherits
+    the blocked mask; :func:`child_setup` unblocks it.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _EXIT_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def child_setup() -> None:
     """First call in every benchmark child: die with the parent, leave Ctrl-C to the parent."""
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _EXIT_SIGNALS)
+
+
+def _server_child_setup() -> None:
+    die_with_parent()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _EXIT_SIGNALS)
 
 
 def _sigterm_to_exit(signum: int, frame: object) -> None:
@@ -108,9 +132,10 @@ class PrivateRedisServer:
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
             "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", str(self.dir / "redis.log"),
         ]  # fmt: skip
-        self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent
-        )
+        with exit_signals_deferred():
+            self.process = subprocess.Popen(
+                args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_server_child_setup
+            )
         deadline = time.monotonic() + 10.0
         while True:
             if self.process.poll() is not None:
@@ -182,6 +207,8 @@ def server_version(url: str) -> str:
 class Children:
     """Child processes (forked) with one duplex pipe each; all of them stopped on ``close()``.
 
+    As a context manager it stops them on exit, at once if an exception (Ctrl-C, SIGTERM) unwinds.
+
     ``start(target, *args)`` runs ``target(conn, *args)`` in a child after :func:`child_setup`.
     """
 
@@ -192,9 +219,10 @@ class Children:
     def start(self, target: Callable[..., None], *args: Any) -> multiprocessing.connection.Connection:
         parent_end, child_end = FORK.Pipe(duplex=True)
         process = FORK.Process(target=_child_main, args=(target, child_end, *args), daemon=True)
-        process.start()
+        with exit_signals_deferred():
+            process.start()
+            self.processes.append(process)
         child_end.close()
-        self.processes.append(process)
         self.conns.append(parent_end)
         return parent_end
 
@@ -228,7 +256,13 @@ class Children:
         for conn in conns or self.conns:
             conn.send(message)
 
-    def close(self, grace: float = 5.0) -> None:
+    def __enter__(self) -> Children:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
+        self.close(grace=0.0 if exc_type is not None else 2.0)
+
+    def close(self, grace: float = 2.0) -> None:
         """Stop every child: wait ``grace`` seconds for a clean exit, then SIGTERM, then SIGKILL."""
         deadline = time.monotonic() + grace
         for process in self.processes:

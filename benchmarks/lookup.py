@@ -69,14 +69,11 @@ def _seed_range(conn: Connection, url: str, namespace: str, start: int, stop: in
 
 def seed(url: str, namespace: str, count: int) -> None:
     """``count`` prompts, each with one version labelled ``production``, via the public API."""
-    children = _harness.Children()
-    try:
+    with _harness.Children() as children:
         step = -(-count // SEED_WORKERS)
         for start in range(0, count, step):
             children.start(_seed_range, url, namespace, start, min(count, start + step))
         children.expect_all("done", timeout=600)
-    finally:
-        children.close()
 
 
 def _traced(build: Any) -> tuple[Any, int]:

@@ -8,7 +8,7 @@ reported. Then a fleet-wide rollback: from the ``rollback()`` call until ``get()
 process returns the rolled-back version. Beside it, the staleness window of a 60 s TTL cache
 (analytic, not measured: see :func:`ttl_staleness`). Process internals: ``benchmarks/_fleet.py``.
 
-    python -m benchmarks.propagation [--clients 50] [--moves 100] [--quick] [--json PATH] [--plot PATH]
+    python -m benchmarks.propagation [--clients 50] [--moves 200] [--quick] [--json PATH] [--plot PATH]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ DEFAULT_PLOT = _harness.REPO_ROOT / "docs" / "propagation_cdf.png"
 
 def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clients", type=int, default=None, help="client processes (default 50; --quick: 10)")
-    parser.add_argument("--moves", type=int, default=None, help="measured moves per fleet (default 100; quick 20)")
+    parser.add_argument("--moves", type=int, default=None, help="measured moves per fleet (default 200; quick 20)")
     parser.add_argument("--rollbacks", type=int, default=None, help="fleet-wide rollbacks (default 5; quick 2)")
     parser.add_argument("--plot", type=Path, default=None, help=f"CDF PNG (default {DEFAULT_PLOT}, not with --quick)")
     parser.add_argument("--no-plot", action="store_true", help="write no plot")
@@ -112,8 +112,8 @@ class Fleets:
         raws = self.children.expect_all("events", timeout=60, conns=self.raw_conns)
         return clients, raws
 
-    def close(self) -> None:
-        self.children.close()
+    def close(self, *, failed: bool = False) -> None:
+        self.children.close(grace=0.0 if failed else 2.0)
         self.registry.close()
         self.raw.close()
 
@@ -189,8 +189,10 @@ def run(url: str, namespace: str, clients: int, moves: int, rollbacks: int, bloc
             time.sleep(0.05)
         client_reports, raw_reports = fleets.finish()
         final_version = fleets.current
-    finally:
-        fleets.close()
+    except BaseException:
+        fleets.close(failed=True)
+        raise
+    fleets.close()
     client_stamps = [{rev: t for t, rev, _v in r["stamps"]} for r in client_reports]
     raw_stamps = [{seq: t for t, seq in r["stamps"]} for r in raw_reports]
     expected_events = WARMUP_MOVES + moves + rollbacks
@@ -296,7 +298,7 @@ def _print(summary: dict[str, Any], raw: dict[str, Any], config: dict[str, Any],
 def main(argv: Sequence[str] | None = None) -> int:
     args = _harness.parse_args(__doc__.splitlines()[0], argv, extra=_options)
     clients = args.clients or (10 if args.quick else 50)
-    moves = args.moves or (20 if args.quick else 100)
+    moves = args.moves or (20 if args.quick else 200)
     rollbacks = args.rollbacks or (2 if args.quick else 5)
     config = {"clients": clients, "moves": moves, "rollbacks": rollbacks, "block": 5 if args.quick else 10}
     plot_path = None if args.no_plot else (args.plot or (None if args.quick else DEFAULT_PLOT))

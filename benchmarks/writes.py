@@ -93,9 +93,8 @@ def _prepare(url: str, namespace: str, writers: int) -> list[str]:
 def _measure(url: str, namespace: str, writers: int, seconds: float, rounds: int) -> dict[str, dict[str, Any]]:
     """All operations with ``writers`` processes; ``rounds`` alternating passes of ``seconds`` each."""
     names = _prepare(url, namespace, writers)
-    children = _harness.Children()
     totals: dict[str, dict[str, Any]] = {op: {"latencies_ns": [], "ops": 0, "wall_ns": 0} for op in OPERATIONS}
-    try:
+    with _harness.Children() as children:
         for name in names:
             children.start(_writer, url, namespace, name)
         children.expect_all("ready", timeout=30)
@@ -111,8 +110,6 @@ def _measure(url: str, namespace: str, writers: int, seconds: float, rounds: int
                     cell["ops"] += len(part["latencies_ns"])
                 cell["wall_ns"] += max(p["last_ns"] for p in done) - min(p["first_ns"] for p in done)
         children.send_all(("stop",))
-    finally:
-        children.close()
     return totals
 
 
