@@ -235,7 +235,8 @@ class RedisFeed(Feed):
             if pong_deadline is not None and now > pong_deadline:
                 raise TimeoutError(f"no PONG on the subscriber connection within {self.ping_timeout:g} s")
             if message is None and now >= next_poll:
-                self._safety_poll(pubsub)
+                if self._safety_poll(pubsub):
+                    pong_deadline = None
                 if pong_deadline is None:  # one PING at a time: its deadline must not move
                     pubsub.ping()
                     pong_deadline = now + self.ping_timeout
@@ -267,17 +268,24 @@ class RedisFeed(Feed):
     def _fetch_one(self, name: str, number: int) -> PromptVersion | None:
         return fetch_versions(self.registry.redis, self.keys, [(name, number)])[name, number]
 
-    def _safety_poll(self, pubsub: Any) -> None:
+    def _safety_poll(self, pubsub: Any) -> bool:
+        """Compare the registry's revision with the cache's; resync if they differ.
+
+        Returns whether the subscriber connection delivered anything meanwhile (proof of life).
+        """
         cache = self.context.cache
         server_rev = read_rev(self.registry.redis, self.keys)
         deadline = time.monotonic() + CATCH_UP_TIMEOUT
+        heard = False
         # Messages published before the GET may still be on their way on the other connection.
         while cache.rev < server_rev and time.monotonic() < deadline and not self._stop.is_set():
             message = pubsub.get_message(timeout=0.05)
             if message is not None:
+                heard = True
                 self._handle(message)
         if cache.rev != server_rev and not self._stop.is_set():
             self._resync(f"safety poll: registry at rev {server_rev}, cache at rev {cache.rev}")
+        return heard
 
     def _resync(self, reason: str) -> None:
         """Read the whole state (one consistent cut) and replace the cache with it."""

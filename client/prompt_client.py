@@ -121,17 +121,21 @@ class PromptClient:
         return self.get(name, label, version=version).render(**variables)
 
     def _lookup_miss(self, name: str, label: str | None, version: int | None) -> PromptVersion:
+        cache = self._cache
+        if label is None and type(version) is int:  # a pinned version seen before: no validation needed
+            try:
+                found = cache.versions.get((name, version))
+            except TypeError:  # unhashable name: validated below
+                found = None
+            if found is not None:
+                return found
         validate_name(name)
         if label is not None:
             validate_label(label)
-        cache = self._cache
         if version is not None:
             if label is not None:
                 raise InvalidInputError("give a label or a version, not both")
             validate_version_number(version)
-            found = cache.versions.get((name, version))
-            if found is not None:
-                return found
             return cache.add_version(name, self._feed.fetch_version(name, version))
         label = self._default_label if label is None else label
         labels = cache.view.get(name)
