@@ -1,8 +1,8 @@
 """``promptreg``: the command line (thin: it parses, calls the library, prints).
 
-This module holds the group (global options, the one place errors become a line), ``watch`` (the
-one command besides ``demo`` that uses :mod:`client`) and ``main``; the other commands live in
-:mod:`registry.cli_prompts` and :mod:`registry.cli_sync`, the demo in :mod:`registry.demo`.
+This module holds the group (global options, the one place errors become a line), the two
+commands that use :mod:`client` (``watch``, ``demo``) and ``main``; the other commands live in
+:mod:`registry.cli_prompts` and :mod:`registry.cli_sync`, the demo's scenario in :mod:`registry.demo`.
 
 Every command that shows data takes ``--json`` and then prints the models' own fields
 (``model_dump(mode="json")``). Errors print one line, ``error: ...``, on stderr and exit 1; usage
@@ -17,22 +17,25 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import queue
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import click
 import redis
+from click.core import ParameterSource
 
 from registry.base import PromptRegistry
 from registry.cli_options import current_settings, json_option
 from registry.cli_prompts import create, diff, history, label, list_prompts, push, render, rollback, show
 from registry.cli_sync import export_command, import_command, sync
-from registry.demo import demo
+from registry.demo import SERVER_CHOICES, demo_server, run_demo
 from registry.errors import PromptRegistryError, RegistryUnavailableError
-from registry.factory import DEFAULT_URL, NAMESPACE_ENV, URL_ENV, PromptRegistryFactory, redact_url
+from registry.factory import DEFAULT_URL, NAMESPACE_ENV, REDIS_SCHEMES, URL_ENV, PromptRegistryFactory, redact_url
 
 
 @dataclass
@@ -176,6 +179,75 @@ def _describe(event: Any) -> str:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+# -- demo ---------------------------------------------------------------------------------------
+
+
+@click.command(name="demo")
+@click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="Client processes.")
+@click.option(
+    "--seconds",
+    type=click.FloatRange(0.0, 60.0),
+    default=1.0,
+    show_default=True,
+    help="How long the workers serve between two moves.",
+)
+@click.option(
+    "--server",
+    type=click.Choice(SERVER_CHOICES),
+    default="auto",
+    show_default=True,
+    envvar="PROMPTREG_DEMO_SERVER",
+    help="Without PROMPTREG_URL: which Redis to start (env PROMPTREG_DEMO_SERVER).",
+)
+@click.option("--keep", is_flag=True, help="Keep the demo's namespace in Redis afterwards.")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
+@click.pass_context
+def demo(ctx: click.Context, workers: int, seconds: float, server: str, keep: bool, as_json: bool) -> None:
+    """The movie-critic scenario, live: label moves reaching client processes, timed."""
+    report: Callable[[str], None] = (lambda line: None) if as_json else click.echo
+    url = _given_url(ctx, report)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # docker stop: clean up like Ctrl-C
+    try:
+        with demo_server(url, server) as (server_url, description, writer):
+            report(f"promptreg demo: using {description}")
+            result = run_demo(
+                server_url,
+                server=description,
+                workers=workers,
+                seconds=seconds,
+                report=report,
+                keep=keep,
+                writer=writer,
+            )
+    except KeyboardInterrupt:
+        click.echo("interrupted: workers and server stopped", err=True)
+        ctx.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    rate = result.lookups_per_second
+    click.echo(
+        f"lookups: {result.lookups:,} get()+render() in {result.seconds:.1f} s by {result.workers} workers "
+        f"on {os.cpu_count()} CPUs = {rate:,.0f}/s ({rate / result.workers:,.0f}/s per worker); "
+        f"{result.cpu_seconds_per_lookup * 1e6:.2f} us of CPU per lookup"
+    )
+    slowest = max(move.seconds for move in result.moves)
+    click.echo(f"every move reached every worker within {slowest * 1000:.1f} ms; no restart, no deploy.")
+
+
+def _given_url(ctx: click.Context, report: Callable[[str], None]) -> str | None:
+    parent = ctx.parent
+    if parent is None or parent.get_parameter_source("url") in (None, ParameterSource.DEFAULT):
+        return None
+    url = str(parent.params["url"])
+    if url.partition("://")[0].lower() in REDIS_SCHEMES:
+        return url
+    report(f"PROMPTREG_URL {redact_url(url)} is not Redis; the demo starts its own Redis")
+    return None
 
 
 for command in (create, push, label, rollback, show, render, list_prompts, history, diff):
