@@ -161,7 +161,7 @@ class Cache:
         if action is not Action.APPLIED:
             return ApplyResult(action, reason)
         try:
-            label, number = _pointer_change(message)
+            label, number = _pointer_change(message, self.pointers.get(message.prompt))
         except InvalidInputError as exc:
             return ApplyResult(Action.RESYNC, f"cannot apply message rev {message.rev}: {exc}")
         name = message.prompt
@@ -188,7 +188,11 @@ class Cache:
             self.pointers = pointers
             self.rev = message.rev
             self._patched = True
-        return ApplyResult(Action.APPLIED, None, tuple(_diff_prompt(name, old, labels, message.rev)))
+        events = [ChangeEvent(name, None, None, None, message.rev)] if old is None else []
+        before = None if old is None or label is None else old.get(label)
+        if label is not None and before != number:
+            events.append(ChangeEvent(name, label, number, before, message.rev))
+        return ApplyResult(Action.APPLIED, None, tuple(events))
 
     def after_fork(self) -> None:
         """In a forked child: a fresh lock (the parent's feed may have held it at fork time)."""
@@ -207,9 +211,13 @@ class Cache:
         return inner
 
 
-def _pointer_change(message: ChangeMessage) -> tuple[str | None, int | None]:
-    """(label, number) a message sets; number ``None`` deletes; label ``None``: prompt only."""
-    validate_name(message.prompt)
+def _pointer_change(message: ChangeMessage, known: Mapping[str, int] | None) -> tuple[str | None, int | None]:
+    """(label, number) a message sets; number ``None`` deletes; label ``None``: prompt only.
+
+    ``known`` is the prompt's current labels: names and labels already cached need no validation.
+    """
+    if known is None:
+        validate_name(message.prompt)
     op = message.op
     if op == "create_prompt":
         return None, None
@@ -219,7 +227,8 @@ def _pointer_change(message: ChangeMessage) -> tuple[str | None, int | None]:
         return LATEST, message.version
     if message.label is None:
         raise InvalidInputError(f"{op} message without a label")
-    validate_label(message.label, settable=True)
+    if known is None or message.label not in known or message.label == LATEST:
+        validate_label(message.label, settable=True)
     if op == "delete_label":
         return message.label, None
     if message.version is None:
