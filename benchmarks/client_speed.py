@@ -34,7 +34,7 @@ BOUND = 2.0
 
 def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clients", type=int, default=None, help="client processes (default 50; --quick: 10)")
-    parser.add_argument("--moves", type=int, default=None, help="measured moves per fleet (default 100; quick 20)")
+    parser.add_argument("--moves", type=int, default=None, help="measured moves per fleet (default 100; quick 50)")
 
 
 class PlainDict:
@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _harness.parse_args(__doc__.splitlines()[0], argv, extra=_options)
     config = {
         "clients": args.clients or (10 if args.quick else 50),
-        "moves": args.moves or (20 if args.quick else 100),
+        "moves": args.moves or (50 if args.quick else 100),
         "repeats": 300 if args.quick else 3000,
     }
     wall = time.perf_counter()
