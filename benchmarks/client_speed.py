@@ -7,7 +7,10 @@
    :class:`benchmarks.propagation.Fleets` (the fuller ``python -m benchmarks.propagation`` adds
    rollbacks, a TTL-cache comparison and a plot).
 
-    python -m benchmarks.client_speed [--quick] [--json PATH] [--url redis://...] [--clients N]
+    python -m benchmarks.client_speed [--quick] [--json PATH] [--url redis://...] [--clients N] [--strict]
+
+Each promise is printed as PASS or FAIL; the exit status is 0 unless ``--strict`` is given and one
+failed (the machine is shared and noisy: a single run is evidence, not a verdict).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ BOUND = 2.0
 def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clients", type=int, default=None, help="client processes (default 50; --quick: 10)")
     parser.add_argument("--moves", type=int, default=None, help="measured moves per fleet (default 100; quick 50)")
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 when a promise is not met")
 
 
 class PlainDict:
@@ -176,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "wall_seconds": elapsed,
         },
     )
-    return 0 if passed else 1
+    return 1 if args.strict and not passed else 0
 
 
 if __name__ == "__main__":
