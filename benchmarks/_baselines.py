@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from importlib import metadata
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -79,7 +79,7 @@ class RedisLabelRead:
         number = int(raw)
         found = self._versions.get((name, number))
         if found is None:
-            fields = self._redis.hgetall(self._keys.version(name, number))
+            fields = cast(dict[bytes, bytes], self._redis.hgetall(self._keys.version(name, number)))
             found = self._versions[name, number] = version_from_hash(name, number, fields)
         return found
 
@@ -218,7 +218,8 @@ def redis_fetch(conn: redis.Redis, keys: Keyspace) -> Callable[[str, str], Promp
                 raise PromptNotFoundError(name)
             raise LabelNotFoundError(name, label)
         number = int(raw)
-        return version_from_hash(name, number, conn.hgetall(keys.version(name, number)))
+        fields = cast(dict[bytes, bytes], conn.hgetall(keys.version(name, number)))
+        return version_from_hash(name, number, fields)
 
     return fetch
 

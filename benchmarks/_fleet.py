@@ -91,7 +91,7 @@ def _serve_until(client: Any, name: str, target: int, changed: threading.Event, 
 def raw_worker(conn: Connection, url: str, channel: str, sem: Semaphore) -> None:
     """The floor: plain redis-py ``pubsub.listen()`` in the main thread; stamps each message."""
     subscriber = redis.Redis.from_url(url)
-    pubsub = subscriber.pubsub()
+    pubsub = subscriber.pubsub()  # type: ignore[no-untyped-call]
     try:
         pubsub.subscribe(channel)
         deadline = time.monotonic() + 30

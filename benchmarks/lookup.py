@@ -178,6 +178,19 @@ def _plan(quick: bool) -> dict[str, Any]:
             "rounds": 5}  # fmt: skip
 
 
+def _flatness(results: list[dict[str, Any]]) -> str:
+    """Median ns (1 thread) of the in-process contenders at each size, and growth from the smallest."""
+    sizes = [r["prompts"] for r in results]
+    rows = []
+    for name in IN_PROCESS:
+        medians = [next(row["median_ns"] for row in r["rows"] if row["contender"] == name and row["threads"] == 1)
+                   for r in results]  # fmt: skip
+        rows.append((DESCRIPTIONS[name], *(_report.fmt(m) for m in medians),
+                     _report.fmt_ratio(_report.ratio(medians[-1], medians[0]))))  # fmt: skip
+    headers = ["contender (1 thread, median ns)", *(f"{s:,} prompts" for s in sizes), f"{sizes[-1]:,} / {sizes[0]:,}"]
+    return _report.table(headers, rows, title="Does the cost stay flat as the cache grows? (same working set)")
+
+
 def _print(
     results: list[dict[str, Any]], csc_note: str, csc_ok: bool, plan: dict[str, Any], env: dict[str, Any]
 ) -> None:
@@ -203,7 +216,9 @@ def _print(
             )
         )
         print()
-    rows = [
+    print(_flatness(results))
+    print()
+    memory_rows = [
         (f"{r['prompts']:,}", _report.fmt(r["memory"]["promptreg_bytes_per_version"]),
          _report.fmt(r["memory"]["ttl_cache_bytes_per_version"]), r["ttl_refreshes_while_timing"])
         for r in results
@@ -211,7 +226,7 @@ def _print(
     print(
         _report.table(
             ["prompts", "promptreg bytes/version", "TTL cache bytes/version", "TTL refreshes while timing"],
-            rows,
+            memory_rows,
             title=f"Memory per cached version (tracemalloc: Python heap kept after loading / versions; "
             f"text {len(TEXT) + 7} chars; small sizes carry the client's fixed cost)",
         )

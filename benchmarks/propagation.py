@@ -270,19 +270,22 @@ def _print(summary: dict[str, Any], raw: dict[str, Any], config: dict[str, Any],
     )
     fleet, per = s["rollback_fleet_ms"], s["rollback_per_client_ms"]
     ttl = s["ttl_cache"]
-    rows = [
-        ("promptreg: rollback() -> every client's get() serves it", fleet and f"{fleet['n']}",
-         fleet and _report.fmt(fleet["p50"]), fleet and _report.fmt(fleet["max"]),
-         per and _report.fmt(per["p50"]), per and _report.fmt(per["p99"])),
+    rollback_rows = []
+    if fleet and per:
+        rollback_rows.append(
+            ("promptreg: rollback() -> every client's get() serves it", str(fleet["n"]), _report.fmt(fleet["p50"]),
+             _report.fmt(fleet["max"]), _report.fmt(per["p50"]), _report.fmt(per["p99"]))
+        )  # fmt: skip
+    rollback_rows.append(
         ("60 s TTL cache (analytic, uniform 0-60 s)", "-", _report.fmt(ttl["last_client_s"]["p50"] * 1000),
          _report.fmt(ttl["last_client_s"]["max"] * 1000), _report.fmt(ttl["per_client_s"]["p50"] * 1000),
-         _report.fmt(ttl["per_client_s"]["p99"] * 1000)),
-    ]  # fmt: skip
+         _report.fmt(ttl["per_client_s"]["p99"] * 1000))
+    )  # fmt: skip
     print()
     print(
         _report.table(
             ["fleet-wide rollback", "runs", "fleet p50 ms", "fleet max ms", "per-client p50 ms", "per-client p99 ms"],
-            rows,
+            rollback_rows,
             title=f"Rollback reaching all {n} processes (fleet = until the last process serves it)",
         )
     )
