@@ -72,7 +72,7 @@ def test_kill_9_and_restart_on_the_same_port_with_moves_after(
     seed(private_registry, versions=30)
     with (
         caplog.at_level(logging.DEBUG, logger="promptreg.client"),
-        PromptClient(private_redis_server.url, namespace=namespace, poll_interval=1.0) as prompts,
+        PromptClient(private_redis_server.url, namespace=namespace) as prompts,
         Reader(prompts) as reader,
     ):
         private_registry.set_label(NAME, LABEL, 5)
