@@ -113,6 +113,7 @@ def test_propagation_benchmark_on_a_given_url(tmp_path: Path, redis_server: Redi
     assert counts["clients_at_final_version"] == clients
     assert counts["waits_timed_out"] == {"client": 0, "raw": 0}
     assert summary["rollback_fleet_ms"]["n"] == config["rollbacks"] and summary["rollback_not_served"] == 0
+    assert summary["rollback_on_change_per_client_ms"]["n"] == config["rollbacks"] * clients
     assert all(v > 0 for v in summary["ratios_to_raw"].values())
     assert summary["ttl_cache"]["last_client_s"]["p50"] > summary["ttl_cache"]["per_client_s"]["p50"]
     try:
