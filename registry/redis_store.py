@@ -17,7 +17,9 @@ from typing import Any
 
 import msgpack
 import redis
+from redis.backoff import NoBackoff
 from redis.commands.core import Script
+from redis.retry import Retry
 
 from registry.base import PromptRegistry
 from registry.errors import (
@@ -117,6 +119,9 @@ class RedisPromptRegistry(PromptRegistry):
             redis_kwargs.setdefault("socket_timeout", 10.0)
             redis_kwargs.setdefault("socket_connect_timeout", 5.0)
             redis_kwargs.setdefault("health_check_interval", 30)
+            # No automatic retries: a write script retried after a lost reply could apply twice
+            # (two versions for one add_version). Callers see RegistryUnavailableError and decide.
+            redis_kwargs.setdefault("retry", Retry(NoBackoff(), 0))
             client = redis.Redis.from_url(str(url), **redis_kwargs)
             self._owns_client = True
         else:

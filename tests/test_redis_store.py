@@ -270,3 +270,11 @@ def test_lua_scripts_ship_in_the_wheel(tmp_path: Path) -> None:
     lua = {p.name for p in (root / "registry" / "lua").glob("*.lua")}
     assert lua and {f"registry/lua/{n}" for n in lua} <= names
     assert {"registry/py.typed", "client/py.typed"} <= names
+
+
+def test_registry_made_from_a_url_never_retries_a_write_on_its_own() -> None:
+    # A write script retried after a lost reply could apply twice; the caller must decide.
+    reg = RedisPromptRegistry.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    retry = reg.redis.get_connection_kwargs()["retry"]
+    assert retry.get_retries() == 0
+    reg.close()
