@@ -17,9 +17,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -31,6 +28,7 @@ import redis
 
 from registry.errors import PromptRegistryError, RegistryUnavailableError
 from registry.factory import redact_url
+from registry.local_server import LocalRedisServer
 from registry.redis_store import RedisPromptRegistry
 
 PROMPT = "movie-critic"
@@ -94,50 +92,20 @@ class DemoResult:
 # -- servers -----------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _ping(url: str) -> bool:
-    try:
-        with redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5) as conn:
-            return bool(conn.ping())
-    except redis.RedisError:
-        return False
-
-
 @contextlib.contextmanager
 def private_redis_server(executable: str) -> Iterator[str]:
     """Run ``redis-server`` on a free 127.0.0.1 port in a temp dir; yields its URL; always stops it.
 
     Raises :class:`DemoError` if it does not answer within 10 seconds.
     """
-    workdir = tempfile.mkdtemp(prefix="promptreg-demo-")
-    port = _free_port()
-    args = [executable, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir, "--save", "",
-            "--appendonly", "no", "--daemonize", "no", "--logfile", os.path.join(workdir, "redis.log")]  # fmt: skip
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
     try:
-        deadline = time.monotonic() + 10.0
-        while not _ping(url):
-            if process.poll() is not None:
-                raise DemoError(f"redis-server exited with code {process.returncode} (log: {workdir}/redis.log)")
-            if time.monotonic() > deadline:
-                raise DemoError(f"redis-server did not answer on port {port} within 10 s")
-            time.sleep(0.02)
-        yield url
+        server = LocalRedisServer(executable).start()
+    except RegistryUnavailableError as exc:
+        raise DemoError(str(exc)) from exc
+    try:
+        yield server.url
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
+        server.cleanup()
 
 
 @contextlib.contextmanager

@@ -1,0 +1,137 @@
+"""A private ``redis-server`` on a free loopback port, for the demo, the benchmarks and the tests.
+
+It runs in its own temp dir, listens on 127.0.0.1 only, and is stopped by the process that started it
+(:meth:`LocalRedisServer.cleanup`, or the ``with`` block). Not for production: use your own Redis.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import redis
+
+from registry.errors import RegistryUnavailableError
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalRedisServer:
+    """One ``redis-server`` process in a temp dir on a free 127.0.0.1 port.
+
+    ``appendonly=True`` turns on AOF with ``appendfsync always``, so a ``kill -9`` and a
+    :meth:`start` on the same port and dir keep every acknowledged write. ``preexec_fn`` runs in the
+    server's process before exec (e.g. to make it die with its parent). Raises
+    :class:`~registry.RegistryUnavailableError` when no ``redis-server`` is installed or it does not
+    answer within ``start_timeout`` seconds.
+    """
+
+    def __init__(
+        self,
+        executable: str | None = None,
+        *,
+        appendonly: bool = False,
+        extra_args: tuple[str, ...] = (),
+        preexec_fn: Callable[[], None] | None = None,
+        start_timeout: float = 10.0,
+    ) -> None:
+        found = executable or shutil.which("redis-server")
+        if found is None:
+            raise RegistryUnavailableError("redis-server is not installed (apt-get install redis-server)")
+        self.executable = found
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="promptreg-redis-"))
+        self.appendonly = appendonly
+        self.extra_args = extra_args
+        self.preexec_fn = preexec_fn
+        self.start_timeout = start_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def log_path(self) -> Path:
+        """The server's log file."""
+        return self.dir / "redis.log"
+
+    def start(self) -> Self:
+        """Start the server (again, after :meth:`kill` or :meth:`stop`) and wait until it answers."""
+        args = [
+            self.executable,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.dir),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "always",
+            "--daemonize", "no",
+            "--logfile", str(self.log_path),
+            *self.extra_args,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=self.preexec_fn
+        )
+        deadline = time.monotonic() + self.start_timeout
+        while not self._ping():
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                self.process = None
+                raise RegistryUnavailableError(f"redis-server exited with code {code} (log: {self.log_path})")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RegistryUnavailableError(f"redis-server did not answer on port {self.port} in time")
+            time.sleep(0.02)
+        return self
+
+    def _ping(self) -> bool:
+        try:
+            with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5) as c:
+                return bool(c.ping())
+        except redis.RedisError:
+            return False
+
+    def kill(self) -> None:
+        """``kill -9``: no shutdown, no final save."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 10 s). Idempotent."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+    def cleanup(self) -> None:
+        """Stop the server and remove its temp dir."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.cleanup()
