@@ -83,9 +83,12 @@ class LocalRedisServer:
             "--logfile", str(self.log_path),
             *self.extra_args,
         ]  # fmt: skip
-        self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=self.preexec_fn
-        )
+        try:
+            self.process = subprocess.Popen(
+                args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=self.preexec_fn
+            )
+        except OSError as exc:
+            raise RegistryUnavailableError(f"cannot run {self.executable}: {exc}") from exc
         deadline = time.monotonic() + self.start_timeout
         while not self._ping():
             if self.process.poll() is not None:

@@ -1,0 +1,45 @@
+"""The private redis-server launcher used by the demo, the benchmarks and the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from registry import RegistryUnavailableError
+from registry.local_server import LocalRedisServer
+from tests.redis_server import RedisServer
+
+
+def test_missing_executable_is_a_typed_error(tmp_path: Path) -> None:
+    server = LocalRedisServer(str(tmp_path / "no-such-redis-server"))
+    with pytest.raises(RegistryUnavailableError, match="cannot run"):
+        server.start()
+    assert server.process is None
+    server.cleanup()
+    assert not server.dir.exists()
+
+
+def test_server_that_exits_at_once_is_a_typed_error(redis_server: RedisServer) -> None:
+    # A second server on a port already taken exits at start-up.
+    clash = LocalRedisServer()
+    clash.port = redis_server.port
+    with pytest.raises(RegistryUnavailableError, match="exited with code"):
+        clash.start()
+    clash.cleanup()
+
+
+def test_context_manager_starts_and_always_stops(redis_server: RedisServer) -> None:
+    # (redis_server only makes sure redis-server is installed, or skips with the usual message)
+    with LocalRedisServer(appendonly=True) as server:
+        with redis.Redis.from_url(server.url) as conn:
+            conn.set("k", "v")
+        server.kill()
+        server.start()  # same port and dir: AOF brings the write back
+        with redis.Redis.from_url(server.url) as conn:
+            assert conn.get("k") == b"v"
+        process = server.process
+        workdir = server.dir
+    assert process is not None and process.poll() is not None
+    assert not workdir.exists()
