@@ -31,8 +31,10 @@ def raw_payload(seq: int) -> bytes:
 def client_worker(conn: Connection, url: str, namespace: str, name: str, label: str, sem: Semaphore) -> None:
     """A service process: one PromptClient; records every ``on_change`` for ``name``/``label``.
 
-    Commands: ``("watch", version, timeout)``: call ``get(name)`` (at once after each ``on_change``,
-    and every 50 ms regardless) until it returns ``version``; reply ``("served", monotonic_ns or None)``.
+    Commands: ``("watch", version, timeout)``: reply ``("watching", None)``, then call ``get(name)`` (at
+    once after each ``on_change``, and every 50 ms regardless) until it returns ``version``, and keep
+    the time; it is sent (``("served", monotonic_ns or None)``) only when ``("report",)`` comes, so
+    no pipe traffic competes with the other processes while the change is still in flight.
     ``("finish",)``: reply ``("events", {...})`` with every stamp, the final version and status.
     """
     from client import PromptClient
@@ -63,7 +65,10 @@ def client_worker(conn: Connection, url: str, namespace: str, name: str, label: 
                 _, target, timeout = command
                 changed.clear()
                 conn.send(("watching", None))
-                conn.send(("served", _serve_until(client, name, target, changed, timeout)))
+                served = _serve_until(client, name, target, changed, timeout)
+                if conn.recv()[0] != "report":
+                    raise ValueError("expected ('report',) after a watch")
+                conn.send(("served", served))
             elif command[0] == "finish":
                 status = client.status()
                 conn.send(("events", {

@@ -99,8 +99,9 @@ class Fleets:
         t0 = time.monotonic_ns()
         event = self.registry.rollback(NAME, LABEL, author="bench", reason="benchmark")
         self.current = target
+        _fleet.await_all(self.client_sem, self.clients, timeout=30)  # every on_change has fired
+        self.children.send_all(("report",), self.client_conns)
         served = self.children.expect_all("served", timeout=60, conns=self.client_conns)
-        _fleet.await_all(self.client_sem, self.clients, timeout=30)  # the on_change releases of this move
         if event.version != target:
             raise RuntimeError(f"rollback went to {event.version}, expected {target}")
         times = [(t - t0) / 1e6 for t in served if t is not None]
