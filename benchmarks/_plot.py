@@ -44,7 +44,7 @@ def propagation_cdf(path: Path, raw: dict[str, Any], summary: dict[str, Any], cl
     ax.set_xscale("log")
     ax.set_xlim(0.05, ttl * 1000 * 1.5)
     ax.set_ylim(0, 1.01)
-    ax.set_xlabel("time from the label move until the process serves the new version (ms, log scale)")
+    ax.set_xlabel("time from the label move until the process has the new version (ms, log scale)")
     ax.set_ylabel("fraction of deliveries")
     ax.set_title(f"Label move reaching {clients} processes on one 2-core machine")
     ax.grid(True, which="both", alpha=0.3)
