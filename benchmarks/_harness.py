@@ -13,12 +13,8 @@ import contextlib
 import ctypes
 import multiprocessing
 import multiprocessing.connection
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import redis
+
+from registry.errors import RegistryUnavailableError
+from registry.local_server import LocalRedisServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _PR_SET_PDEATHSIG = 1
@@ -104,62 +103,17 @@ def install_exit_handlers() -> None:
     signal.signal(signal.SIGTERM, _sigterm_to_exit)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def start_private_server() -> LocalRedisServer:
+    """A ``redis-server`` of this benchmark alone (free loopback port, temp dir, no persistence).
 
-
-class PrivateRedisServer:
-    """A ``redis-server`` of this benchmark alone: free loopback port, temp dir, no persistence."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server is not on PATH: install it or pass --url redis://...")
-        self.binary = binary
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="promptreg-bench-"))
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> PrivateRedisServer:
-        args = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-            "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", str(self.dir / "redis.log"),
-        ]  # fmt: skip
-        with exit_signals_deferred():
-            self.process = subprocess.Popen(
-                args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_server_child_setup
-            )
-        deadline = time.monotonic() + 10.0
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode} ({self.dir}/redis.log)")
-            try:
-                with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5) as conn:
-                    if conn.ping():
-                        return self
-            except redis.RedisError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not answer on port {self.port} within 10 s")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.process = None
-        shutil.rmtree(self.dir, ignore_errors=True)
+    It dies with the benchmark even on ``kill -9``; exits with a message when none is installed.
+    """
+    try:
+        server = LocalRedisServer(preexec_fn=_server_child_setup)
+    except RegistryUnavailableError as exc:
+        raise SystemExit(f"{exc}: install it or pass --url redis://...") from exc
+    with exit_signals_deferred():
+        return server.start()
 
 
 @contextlib.contextmanager
@@ -175,11 +129,11 @@ def redis_url(args: argparse.Namespace) -> Iterator[str]:
             with contextlib.suppress(redis.RedisError):
                 drop_namespace(args.url, args.namespace)
         return
-    server = PrivateRedisServer()
+    server = start_private_server()
     try:
-        yield server.start().url
+        yield server.url
     finally:
-        server.stop()
+        server.cleanup()
 
 
 def drop_namespace(url: str, namespace: str) -> int:
