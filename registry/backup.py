@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from registry.base import PromptRegistry
 from registry.errors import InvalidInputError
 from registry.models import Prompt, PromptVersion, utcnow
+from registry.sync import describe_write
 from registry.validation import (
     validate_field,
     validate_label,
@@ -55,12 +56,7 @@ class ImportStep:
 
     def describe(self) -> str:
         """A one-line human description of the step."""
-        if self.action == "create_prompt":
-            return f"{self.prompt}: create prompt"
-        if self.action == "add_version":
-            return f"{self.prompt}: add version {self.version}"
-        before = "unset" if self.previous_version is None else str(self.previous_version)
-        return f"{self.prompt}: label {self.label} {before} -> {self.version}"
+        return describe_write(self.action, self.prompt, self.version, self.label, self.previous_version)
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,6 +82,23 @@ class PromptFile:
     message: str | None = None
 
 
+def describe_write(
+    action: str,
+    prompt: str,
+    version: int | None,
+    label: str | None,
+    previous_version: int | None,
+    source: Path | None = None,
+) -> str:
+    """One line for a planned write (sync or import), e.g. ``movie-critic: label production 2 -> 3``."""
+    if action == "create_prompt":
+        return f"{prompt}: create prompt"
+    if action == "add_version":
+        return f"{prompt}: add version {version}" + (f" (from {source})" if source is not None else "")
+    before = "unset" if previous_version is None else str(previous_version)
+    return f"{prompt}: label {label} {before} -> {version}"
+
+
 @dataclass(frozen=True, slots=True)
 class SyncStep:
     """One write a sync makes (or, in a plan, will make).
@@ -100,12 +117,7 @@ class SyncStep:
 
     def describe(self) -> str:
         """A one-line human description, e.g. ``movie-critic: label production 2 -> 3``."""
-        if self.action == "create_prompt":
-            return f"{self.prompt}: create prompt"
-        if self.action == "add_version":
-            return f"{self.prompt}: add version {self.version} (from {self.path})"
-        before = "unset" if self.previous_version is None else str(self.previous_version)
-        return f"{self.prompt}: label {self.label} {before} -> {self.version}"
+        return describe_write(self.action, self.prompt, self.version, self.label, self.previous_version, self.path)
 
 
 @dataclass(frozen=True, slots=True)
