@@ -21,6 +21,12 @@ def _need_redis_server() -> None:
         pytest.skip("redis-server is not installed (apt-get install redis-server); real-Redis tests skipped")
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``redis`` start their own server: skip (or fail in CI) when there is none."""
+    if item.get_closest_marker("redis") is not None:
+        _need_redis_server()
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One real redis-server for the session (tests isolate themselves by namespace)."""
