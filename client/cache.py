@@ -1,10 +1,16 @@
 """The cache lookups read: one immutable mapping swapped whole, and the rules that update it.
 
-Lookups read :attr:`Cache.view`, a two-level dict ``name -> {label: PromptVersion}``. Each inner
-dict also holds the client's default label under the key ``None``, so ``get(name)`` is two dict
-subscripts with keys the caller already has: no tuple to build, no ``label or default`` on the
-lookup path. ``latest`` is an ordinary key of the inner dict. Neither level is ever mutated once
-published; an update builds new dicts (sharing unchanged inner dicts) and assigns ``view`` once.
+Lookups read :attr:`Cache.view`, a two-level dict keyed label first: ``label -> {name:
+PromptVersion}``, with the client's default label also under the key ``None`` (the very same inner
+dict), so ``get(name, label)`` is two dict subscripts with keys the caller already has: no tuple to
+build, no ``label or default`` and no branch on the lookup path. ``latest`` is an ordinary label.
+Label first, because the outer dict holds a handful of labels and stays in the CPU cache: with very
+many prompts a lookup touches one cold hash table (the label's), where ``name -> {label: ...}``
+touched two (the outer table, then the prompt's own inner dict). Neither level is ever mutated once
+published; an update builds new dicts (a label move copies the outer dict and that label's dict)
+and assigns ``view`` once, so a reader sees one state per read of ``view``, never a mix.
+
+A prompt without labels is in :attr:`Cache.pointers` but in no inner dict of the view.
 
 This module does no I/O: the feeds read the registry and hand the results here, which keeps the
 revision rules testable without threads or sockets.
@@ -26,8 +32,8 @@ from registry.validation import LATEST, validate_label, validate_name
 Pointers = dict[str, dict[str, int]]
 """``name -> {label: version number}``; ``latest`` is present when the prompt has a version."""
 
-LookupView = dict[str, dict[str | None, PromptVersion]]
-"""``name -> {label: PromptVersion}``, plus the default label under ``None``."""
+LookupView = dict[str | None, dict[str, PromptVersion]]
+"""``label -> {name: PromptVersion}``, plus the default label's dict under ``None``."""
 
 VersionFetch = Callable[[str, int], PromptVersion | None]
 """Reads one version from the registry (``None`` if it does not exist); may raise on I/O."""
@@ -117,11 +123,21 @@ class Cache:
         with self._lock:
             if only_if_empty and self.loaded:
                 return None
-            old_pointers, old_view = self.pointers, self.view
+            old_pointers = self.pointers
+            versions = self.versions
             view: LookupView = {}
             for name, labels in pointers.items():
-                same = old_pointers.get(name) == labels and name in old_view
-                view[intern(name)] = old_view[name] if same else self._inner_view(name, labels)
+                # Interned keys: a label given as a literal ("production") is interned by the
+                # compiler, so the lookup matches by identity and skips comparing the strings.
+                name = intern(name)
+                for label, number in labels.items():
+                    by_name = view.get(label)
+                    if by_name is None:
+                        by_name = view[intern(label)] = {}
+                    by_name[name] = versions[name, number]
+            default = view.get(self._default_label)
+            if default is not None:
+                view[None] = default
             self.view = view
             self.pointers = pointers
             self.rev = rev
@@ -182,9 +198,8 @@ class Cache:
                     labels[label] = number
             pointers = dict(self.pointers)
             pointers[name] = labels
-            view = dict(self.view)
-            view[intern(name)] = self._inner_view(name, labels)
-            self.view = view
+            if label is not None:
+                self.view = self._moved(intern(name), intern(label), number)
             self.pointers = pointers
             self.rev = message.rev
             self._patched = True
@@ -198,17 +213,21 @@ class Cache:
         """In a forked child: a fresh lock (the parent's feed may have held it at fork time)."""
         self._lock = threading.Lock()
 
-    def _inner_view(self, name: str, labels: Mapping[str, int]) -> dict[str | None, PromptVersion]:
-        versions = self.versions
-        # Interned keys: a label given as a literal ("production") is interned by the compiler, so
-        # the lookup matches by identity and skips comparing the strings.
-        inner: dict[str | None, PromptVersion] = {
-            intern(label): versions[name, number] for label, number in labels.items()
-        }
-        default = inner.get(self._default_label)
-        if default is not None:
-            inner[None] = default
-        return inner
+    def _moved(self, name: str, label: str, number: int | None) -> LookupView:
+        """A new view where ``label`` of ``name`` points at version ``number`` (``None``: deleted)."""
+        view = dict(self.view)
+        by_name = dict(view.get(label, ()))
+        if number is None:
+            by_name.pop(name, None)
+        else:
+            by_name[name] = self.versions[name, number]
+        keys: tuple[str | None, ...] = (label, None) if label == self._default_label else (label,)
+        for key in keys:
+            if by_name:
+                view[key] = by_name
+            else:
+                view.pop(key, None)
+        return view
 
 
 def _pointer_change(message: ChangeMessage, known: Mapping[str, int] | None) -> tuple[str | None, int | None]:

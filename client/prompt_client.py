@@ -107,7 +107,7 @@ class PromptClient:
         """
         if version is None:
             try:
-                return self._cache.view[name][label]
+                return self._cache.view[label][name]
             except (KeyError, TypeError):
                 pass
         return self._lookup_miss(name, label, version)
@@ -138,11 +138,10 @@ class PromptClient:
             validate_version_number(version)
             return cache.add_version(name, self._feed.fetch_version(name, version))
         label = self._default_label if label is None else label
-        labels = cache.view.get(name)
-        if labels is not None:
-            hit = labels.get(label)
-            if hit is not None:  # the view was swapped since the fast path looked
-                return hit
+        hit = cache.view.get(label, {}).get(name)
+        if hit is not None:  # the view was swapped since the fast path looked
+            return hit
+        if name in cache.pointers:
             raise LabelNotFoundError(name, label)
         if not cache.loaded:
             raise RegistryUnavailableError(

@@ -44,11 +44,11 @@ def _no_fetch(name: str, number: int) -> PromptVersion | None:
 
 def test_view_resolves_labels_latest_and_the_default_label_under_none() -> None:
     cache = _loaded_cache()
-    labels = cache.view["p"]
-    assert labels["production"].version == 1
-    assert labels["staging"].version == 2
-    assert labels["latest"].version == 3
-    assert labels[None] is labels["production"]
+    view = cache.view
+    assert view["production"]["p"].version == 1
+    assert view["staging"]["p"].version == 2
+    assert view["latest"]["p"].version == 3
+    assert view[None] is view["production"]
     assert cache.rev == 10
 
 
@@ -56,7 +56,8 @@ def test_default_label_missing_means_no_none_key() -> None:
     cache = Cache("canary")
     cache.add_version("p", _version(1))
     cache.replace(1, {"p": {"latest": 1}})
-    assert None not in cache.view["p"]
+    assert None not in cache.view
+    assert cache.view["latest"]["p"].version == 1
 
 
 def test_replace_reports_the_difference_as_events() -> None:
@@ -84,20 +85,36 @@ def test_replace_only_if_empty_leaves_a_loaded_state_alone() -> None:
     cache = _loaded_cache()
     assert cache.replace(99, {}, only_if_empty=True) is None
     assert cache.rev == 10
-    assert "p" in cache.view
+    assert "p" in cache.view["production"]
 
 
 def test_apply_builds_new_dicts_and_never_mutates_a_published_view() -> None:
     cache = _loaded_cache()
     old_view = cache.view
-    old_inner = old_view["p"]
+    old_production = old_view["production"]
     result = cache.apply(_message(11, "set_label", label="production", version=2, prev=1), _no_fetch)
     assert result.action is Action.APPLIED
-    assert old_inner["production"].version == 1  # a reader holding the old view sees the old state
-    assert old_inner[None].version == 1
+    assert old_production["p"].version == 1  # a reader holding the old view sees the old state
+    assert old_view[None]["p"].version == 1
     assert cache.view is not old_view
-    assert cache.view["p"]["production"].version == 2
-    assert cache.view["p"][None].version == 2
+    assert cache.view["production"]["p"].version == 2
+    assert cache.view[None] is cache.view["production"]
+    assert cache.view["staging"] is old_view["staging"]  # labels that did not move are shared, not copied
+
+
+def test_a_label_move_changes_only_that_prompt() -> None:
+    cache = Cache("production")
+    for name in ("p", "q"):
+        cache.add_version(name, _version(1))
+        cache.add_version(name, _version(2))
+    cache.replace(1, {"p": {"production": 1, "latest": 2}, "q": {"production": 1, "latest": 2}})
+    assert cache.apply(_message(2, "delete_label", label="production", prev=1), _no_fetch).action is Action.APPLIED
+    assert "p" not in cache.view[None]
+    assert cache.view[None]["q"].version == 1
+    assert cache.apply(_message(3, "delete_label", prompt="q", label="production"), _no_fetch).action is Action.APPLIED
+    assert cache.view.get(None, {}) == {}
+    assert cache.apply(_message(4, "create_prompt", prompt="r"), _no_fetch).action is Action.APPLIED
+    assert cache.view["latest"] == {"p": cache.versions["p", 2], "q": cache.versions["q", 2]}
 
 
 # -- revision rules ----------------------------------------------------------------------------------
@@ -116,7 +133,7 @@ def test_messages_from_before_the_snapshot_are_ignored() -> None:
     for rev in (8, 9, 10):
         result = cache.apply(_message(rev, "set_label", label="production", version=3), _no_fetch)
         assert result.action is Action.IGNORED
-    assert cache.view["p"]["production"].version == 1
+    assert cache.view["production"]["p"].version == 1
     assert cache.rev == 10
 
 
@@ -126,7 +143,7 @@ def test_a_gap_asks_for_a_resync_and_changes_nothing() -> None:
     assert result.action is Action.RESYNC
     assert "gap" in (result.reason or "")
     assert cache.rev == 10
-    assert cache.view["p"]["production"].version == 1
+    assert cache.view["production"]["p"].version == 1
 
 
 def test_a_revision_going_backwards_after_a_patch_asks_for_a_resync() -> None:
@@ -136,7 +153,7 @@ def test_a_revision_going_backwards_after_a_patch_asks_for_a_resync() -> None:
         result = cache.apply(_message(rev, "set_label", label="production", version=2), _no_fetch)
         assert result.action is Action.RESYNC
         assert "backwards" in (result.reason or "")
-    assert cache.view["p"]["production"].version == 1
+    assert cache.view["production"]["p"].version == 1
 
 
 def test_after_a_resync_old_messages_are_ignored_again() -> None:
@@ -145,8 +162,8 @@ def test_after_a_resync_old_messages_are_ignored_again() -> None:
     cache.replace(20, {"p": {"production": 2, "latest": 3}})
     assert cache.apply(_message(15, "delete_label", label="production"), _no_fetch).action is Action.IGNORED
     assert cache.apply(_message(21, "delete_label", label="production"), _no_fetch).action is Action.APPLIED
-    assert "production" not in cache.view["p"]
-    assert None not in cache.view["p"]
+    assert "p" not in cache.view.get("production", {})
+    assert "p" not in cache.view.get(None, {})
 
 
 def test_a_message_before_any_state_asks_for_a_resync() -> None:
@@ -165,8 +182,8 @@ def test_a_version_not_cached_is_fetched_once() -> None:
     assert cache.apply(_message(11, "add_version", version=4), fetch).action is Action.APPLIED
     assert cache.apply(_message(12, "set_label", label="production", version=4), fetch).action is Action.APPLIED
     assert fetched == [("p", 4)]
-    assert cache.view["p"]["latest"].prompt_text == "four"
-    assert cache.view["p"]["production"] is cache.view["p"]["latest"]
+    assert cache.view["latest"]["p"].prompt_text == "four"
+    assert cache.view["production"]["p"] is cache.view["latest"]["p"]
 
 
 @pytest.mark.parametrize(
@@ -189,7 +206,7 @@ def test_a_message_pointing_at_a_missing_version_asks_for_a_resync() -> None:
     cache = _loaded_cache()
     result = cache.apply(_message(11, "set_label", label="production", version=7), lambda name, number: None)
     assert result.action is Action.RESYNC
-    assert cache.view["p"]["production"].version == 1
+    assert cache.view["production"]["p"].version == 1
 
 
 def test_create_prompt_and_delete_label_events() -> None:
@@ -197,7 +214,8 @@ def test_create_prompt_and_delete_label_events() -> None:
     assert cache.apply(_message(11, "create_prompt", prompt="new"), _no_fetch).events == (
         ChangeEvent("new", None, None, None, 11),
     )
-    assert cache.view["new"] == {}
+    assert cache.pointers["new"] == {}
+    assert all("new" not in by_name for by_name in cache.view.values())
     assert cache.apply(_message(12, "delete_label", label="staging", prev=2), _no_fetch).events == (
         ChangeEvent("p", "staging", None, 2, 12),
     )
@@ -299,7 +317,7 @@ def test_messages_applied_in_order_track_the_registry(fake_registry: RedisPrompt
         events.extend(result.events)
     assert (cache.rev, cache.pointers) == read_state(fake_registry.redis, fake_registry.keys)
     assert ChangeEvent("movie-critic", "production", 1, 3, cache.rev - 3) in events
-    assert cache.view["later"]["latest"].prompt_text == "hello"
+    assert cache.view["latest"]["later"].prompt_text == "hello"
 
 
 def test_messages_published_between_subscribe_and_snapshot_are_ignored(fake_registry: RedisPromptRegistry) -> None:
@@ -328,7 +346,7 @@ def test_a_lost_message_is_a_gap_and_the_resync_converges(fake_registry: RedisPr
     _load(cache, fake_registry)
     assert cache.apply(rest[1], _fetcher(fake_registry)).action is Action.IGNORED
     assert (cache.rev, cache.pointers) == read_state(fake_registry.redis, fake_registry.keys)
-    assert cache.view["movie-critic"][None].version == 2
+    assert cache.view[None]["movie-critic"].version == 2
 
 
 def test_a_registry_restored_to_an_older_revision_is_taken_whole(fake_registry: RedisPromptRegistry) -> None:
@@ -346,5 +364,5 @@ def test_a_registry_restored_to_an_older_revision_is_taken_whole(fake_registry: 
     events = cache.replace(rev, pointers)
     assert cache.rev == rev
     assert cache.pointers == {"movie-critic": {"production": 1, "latest": 1}}
-    assert "empty" not in cache.view
+    assert all("empty" not in by_name for by_name in cache.view.values())
     assert ChangeEvent("movie-critic", "staging", None, 2, rev) in (events or [])
