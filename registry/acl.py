@@ -1,0 +1,233 @@
+"""Least-privilege Redis ACL roles for one namespace: ``reader``, ``writer`` and ``admin``.
+
+The rules are derived from what the code really sends (checked against ``ACL LOG`` and ``ACL CAT``
+on a real redis-server by ``tests/test_acl.py``):
+
+``reader``
+    What :class:`client.PromptClient` needs and nothing more: read-only access (``%R~``) to the
+    namespace's keys, SUBSCRIBE on its events channel only, no write command, no PUBLISH, no scripts.
+``writer``
+    The CLI and CI: the write scripts (EVALSHA, SCRIPT LOAD after a NOSCRIPT) and every command the
+    scripts run (Redis 7 checks those against the caller's ACL too, PUBLISH on the events channel
+    included), plus what the CLI reads (history, export, watch).
+``admin``
+    ``writer`` plus the namespace wipe (SCAN + UNLINK/DEL, see ``benchmarks/_harness.py`` and the
+    demo's clean-up).
+
+Every rule list lives in the ``*_COMMANDS`` tuples below: amend a role there and the ``promptreg acl``
+command, the docs' examples and the tests all follow. Requires Redis 7.0 or newer (read-only key
+patterns ``%R~``; scripts' commands checked against the ACL).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from registry.errors import InvalidInputError
+from registry.keys import DEFAULT_NAMESPACE, Keyspace
+
+PASSWORD_PLACEHOLDER = "<password>"
+"""Printed instead of a password: the user replaces it; promptreg never prints a real secret."""
+
+MIN_SERVER_VERSION = (7, 0)
+"""``%R~`` read-only key patterns and per-command ACL checks inside scripts arrived in Redis 7.0."""
+
+DEFAULT_SERVER_VERSION = (7, 2)
+"""The Redis version the rules target unless told otherwise (CLIENT SETINFO exists from 7.2)."""
+
+# -- the rule lists: amend a role here, in one place ------------------------------------------------
+
+CONNECTION_COMMANDS: tuple[str, ...] = (
+    "ping",  # redis-py's health checks, and the feed's liveness PING on the subscriber connection
+)
+"""What every promptreg connection sends besides its work (AUTH/HELLO need no grant)."""
+
+SETINFO_COMMANDS: tuple[str, ...] = (
+    "client|setinfo",  # redis-py names its library on connect (Redis >= 7.2 only; older servers refuse the rule)
+)
+"""Granted only when the target server knows them (see :data:`DEFAULT_SERVER_VERSION`)."""
+
+READER_COMMANDS: tuple[str, ...] = (
+    "subscribe",  # the feed's change messages (client/feeds.py), on the namespace's channel only
+    "multi",  # the state is read in one MULTI/EXEC: one consistent cut (client/redis_state.py)
+    "exec",
+    "get",  # {ns}:rev and label pointers
+    "smembers",  # {ns}:prompts and each prompt's label set
+    "hget",  # a prompt's `latest`
+    "hgetall",  # version hashes (immutable, fetched once)
+    "exists",  # a pinned version read through RedisPromptRegistry.get_version
+    "xrevrange",  # the newest audit entry of {ns}:log: the safety poll's history fingerprint (issue 9)
+    "role",  # replica awareness: a replica cut off from its primary is stale (issue 9)
+    "info",  # `INFO replication` for the same (issue 9); INFO shows server stats, never data
+)
+""":class:`client.PromptClient`'s commands (plus :data:`CONNECTION_COMMANDS`): no write, no PUBLISH, no scripts."""
+
+WRITER_COMMANDS: tuple[str, ...] = (
+    "evalsha",  # every write is one script (RedisPromptRegistry, via redis-py's register_script)
+    "script|load",  # register_script's fallback after NOSCRIPT (script cache flushed, failover, restart)
+    # Commands the scripts in registry/lua/ run: Redis 7 checks each against the caller's ACL.
+    "exists",
+    "get",
+    "hget",
+    "hset",
+    "sismember",
+    "sadd",
+    "srem",
+    "set",
+    "del",
+    "incr",
+    "xadd",
+    "publish",  # the change message, on the namespace's channel only (the channel rule)
+    "xrange",  # what the CLI reads besides the reader's commands: `history`, `export`
+)
+"""Added to the reader's commands for the CLI and CI (``promptreg`` create/push/label/rollback/sync...)."""
+
+ADMIN_COMMANDS: tuple[str, ...] = (
+    "scan",  # the namespace wipe finds the keys with SCAN MATCH {ns}:* ...
+    "unlink",  # ... and drops them (the demo uses DEL, which the writer already has)
+)
+"""Added to the writer's commands: the namespace wipe (and, when one exists, a data migration)."""
+
+
+class Role(StrEnum):
+    """The three roles, from least to most privileged."""
+
+    READER = "reader"
+    """Services running :class:`client.PromptClient`."""
+    WRITER = "writer"
+    """The CLI and CI jobs that change prompts and labels."""
+    ADMIN = "admin"
+    """Operators: ``writer`` plus wiping the namespace."""
+
+
+_DESCRIPTIONS = {
+    Role.READER: "PromptClient: read the namespace's keys (read-only), SUBSCRIBE to its events channel; "
+    "no write, no PUBLISH, no scripts",
+    Role.WRITER: "CLI/CI: run the write scripts (EVALSHA, SCRIPT LOAD) and the commands they run, "
+    "PUBLISH on the events channel, read history and exports; only the namespace's keys",
+    Role.ADMIN: "writer + the namespace wipe (SCAN, UNLINK); only the namespace's keys",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RoleRules:
+    """One role's ACL user for one namespace: its name and its ``ACL SETUSER`` rules.
+
+    ``rules`` are the permissions only (key pattern, channel pattern, ``+command`` grants); use
+    :meth:`setuser_args` for the complete command, which starts from a clean ``reset`` user.
+    """
+
+    role: Role
+    user: str
+    description: str
+    rules: tuple[str, ...]
+
+    def setuser_args(self, password: str = PASSWORD_PLACEHOLDER) -> list[str]:
+        """``["ACL", "SETUSER", user, "reset", "resetchannels", "on", ">password", *rules]``.
+
+        ``reset`` drops every earlier grant of the user; ``resetchannels`` follows it because
+        ``reset`` grants every channel on a server configured with ``acl-pubsub-default allchannels``.
+        Raises :class:`~registry.InvalidInputError` for an empty password.
+        """
+        if not password:
+            raise InvalidInputError("an ACL user needs a non-empty password")
+        return ["ACL", "SETUSER", self.user, "reset", "resetchannels", "on", f">{password}", *self.rules]
+
+
+def parse_server_version(text: str) -> tuple[int, int]:
+    """``"7.0.15"`` or ``"7.2"`` -> ``(7, 0)`` / ``(7, 2)``.
+
+    Raises :class:`~registry.InvalidInputError` for anything else, or a version older than
+    :data:`MIN_SERVER_VERSION`.
+    """
+    match = re.fullmatch(r"\s*(\d{1,4})\.(\d{1,4})(?:\.\d{1,6})?\s*", text)
+    if match is None:
+        raise InvalidInputError(f"invalid Redis version {text!r}: use MAJOR.MINOR, e.g. 7.2")
+    version = (int(match.group(1)), int(match.group(2)))
+    if version < MIN_SERVER_VERSION:
+        raise InvalidInputError(
+            f"Redis {version[0]}.{version[1]} is too old for promptreg's ACL roles: they need Redis 7.0 or newer"
+        )
+    return version
+
+
+def role_rules(
+    namespace: str = DEFAULT_NAMESPACE, *, server_version: tuple[int, int] = DEFAULT_SERVER_VERSION
+) -> tuple[RoleRules, ...]:
+    """The reader, writer and admin users of ``namespace``, in that order.
+
+    Users are named ``<namespace>-<role>`` (``promptreg-reader`` for the default namespace), so the
+    roles of several namespaces can live on one server. ``server_version`` leaves out grants the
+    server would not know (``CLIENT SETINFO`` before 7.2). Raises
+    :class:`~registry.InvalidNameError` for a malformed namespace and
+    :class:`~registry.InvalidInputError` for a server older than 7.0.
+    """
+    if server_version < MIN_SERVER_VERSION:
+        raise InvalidInputError("promptreg's ACL roles need Redis 7.0 or newer")
+    keys = Keyspace(namespace)  # validates: the namespace can hold no glob character
+    key_pattern = f"{keys.prefix}:*"
+    channel = f"&{keys.channel}"
+    base = CONNECTION_COMMANDS + (SETINFO_COMMANDS if server_version >= (7, 2) else ())
+    reader = _unique(base + READER_COMMANDS)
+    writer = _unique(reader + WRITER_COMMANDS)
+    admin = _unique(writer + ADMIN_COMMANDS)
+    grants = {
+        Role.READER: (f"%R~{key_pattern}", reader),
+        Role.WRITER: (f"~{key_pattern}", writer),
+        Role.ADMIN: (f"~{key_pattern}", admin),
+    }
+    return tuple(
+        RoleRules(
+            role=role,
+            user=f"{namespace}-{role.value}",
+            description=_DESCRIPTIONS[role],
+            rules=(key_rule, channel, *(f"+{command}" for command in commands)),
+        )
+        for role, (key_rule, commands) in grants.items()
+    )
+
+
+def acl_rules(
+    namespace: str = DEFAULT_NAMESPACE, *, server_version: tuple[int, int] = DEFAULT_SERVER_VERSION
+) -> dict[str, list[str]]:
+    """``{"reader": [...], "writer": [...], "admin": [...]}``: each role's ``ACL SETUSER`` rules.
+
+    The rules are the permissions only; :func:`acl_setuser_args` gives the whole command. Raises
+    what :func:`role_rules` raises.
+    """
+    return {rules.role.value: list(rules.rules) for rules in role_rules(namespace, server_version=server_version)}
+
+
+def acl_setuser_args(
+    role: Role | str,
+    namespace: str = DEFAULT_NAMESPACE,
+    *,
+    password: str = PASSWORD_PLACEHOLDER,
+    user: str | None = None,
+    server_version: tuple[int, int] = DEFAULT_SERVER_VERSION,
+) -> list[str]:
+    """The complete ``ACL SETUSER`` command creating (or resetting) ``role``'s user, as arguments.
+
+    Ready for ``redis.Redis.execute_command(*args)``. ``user`` overrides the default user name
+    ``<namespace>-<role>``. Raises :class:`~registry.InvalidInputError` for an unknown role, an
+    empty password or user name, and what :func:`role_rules` raises.
+    """
+    try:
+        wanted = Role(role)
+    except ValueError:
+        raise InvalidInputError(f"unknown ACL role {role!r}: use one of {', '.join(r.value for r in Role)}") from None
+    if user is not None and (not user or any(ch.isspace() for ch in user)):
+        raise InvalidInputError(f"invalid ACL user name {user!r}")
+    for rules in role_rules(namespace, server_version=server_version):
+        if rules.role is wanted:
+            if user is not None:
+                rules = RoleRules(rules.role, user, rules.description, rules.rules)
+            return rules.setuser_args(password)
+    raise AssertionError(f"role {wanted} has no rules")  # unreachable: every Role has rules
+
+
+def _unique(commands: tuple[str, ...]) -> tuple[str, ...]:
+    # Keeps the first occurrence: the writer's list repeats the reader's commands the scripts run.
+    return tuple(dict.fromkeys(commands))
