@@ -1,0 +1,349 @@
+"""The ACL roles of :mod:`registry.acl`, proven on a real redis-server, and ``promptreg acl``'s output.
+
+The three users are created from ``acl_setuser_args`` (the same source ``promptreg acl`` prints), then:
+the client goes live as ``reader`` and the server logs no refusal for it; ``reader`` cannot write,
+run a script, PUBLISH or read another namespace; the CLI's whole workflow runs as ``writer``;
+``writer`` cannot touch another namespace nor run the namespace wipe; ``admin`` can. Every refusal
+is checked to have left the stored data unchanged (every key of both namespaces, byte for byte).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from click.testing import CliRunner
+
+from benchmarks._harness import drop_namespace
+from client import PromptClient
+from registry import InvalidInputError, InvalidNameError, PromptRegistryError, RedisPromptRegistry
+from registry.acl import (
+    ADMIN_COMMANDS,
+    PASSWORD_PLACEHOLDER,
+    READER_COMMANDS,
+    WRITER_COMMANDS,
+    Role,
+    acl_rules,
+    acl_setuser_args,
+    parse_server_version,
+    role_rules,
+)
+from registry.cli import cli
+from registry.keys import Keyspace
+from tests.redis_server import RedisServer, wait_until
+
+LUA_DIR = Path(__file__).resolve().parent.parent / "registry" / "lua"
+REFUSED = re.compile(r"(?i)noperm|permission|not allowed")
+
+
+# -- on a real server ---------------------------------------------------------------------------
+
+
+@dataclass
+class Users:
+    """The three users of one test's namespace on the shared server, plus a superuser connection."""
+
+    server: RedisServer
+    namespace: str
+    other: str
+    """A second namespace, seeded by the superuser, that no role of ``namespace`` may touch."""
+    password: str
+    root: redis.Redis
+
+    def user(self, role: Role) -> str:
+        return f"{self.namespace}-{role.value}"
+
+    def url(self, role: Role) -> str:
+        return f"redis://{self.user(role)}:{self.password}@127.0.0.1:{self.server.port}"
+
+    def conn(self, role: Role) -> redis.Redis:
+        return redis.Redis(
+            host="127.0.0.1", port=self.server.port, username=self.user(role), password=self.password, socket_timeout=5
+        )
+
+    def registry(self, role: Role, namespace: str | None = None) -> RedisPromptRegistry:
+        return RedisPromptRegistry.from_url(self.url(role), namespace=namespace or self.namespace)
+
+    def stored(self) -> dict[bytes, Any]:
+        """Every key of both namespaces with its type and value (read as the superuser)."""
+        out: dict[bytes, Any] = {}
+        for namespace in (self.namespace, self.other):
+            for key in self.root.scan_iter(match=Keyspace(namespace).prefix + ":*"):
+                kind = self.root.type(key)
+                readers: dict[bytes, Callable[[bytes], Any]] = {
+                    b"string": self.root.get,
+                    b"hash": self.root.hgetall,
+                    b"set": self.root.smembers,
+                    b"stream": self.root.xrange,
+                }
+                out[key] = (kind, readers[kind](key))
+        return out
+
+    def denials(self, role: Role) -> list[dict[str, Any]]:
+        """The server's ACL LOG entries for this role's user."""
+        entries: list[dict[str, Any]] = self.root.acl_log()  # type: ignore[assignment]
+        return [entry for entry in entries if entry.get("username") == self.user(role)]
+
+    def last_commands(self, role: Role) -> set[str]:
+        """The last command of each connection of this role's user (``CLIENT LIST``)."""
+        clients: list[dict[str, Any]] = self.root.client_list()  # type: ignore[assignment]
+        return {str(c.get("cmd")) for c in clients if c.get("user") == self.user(role)}
+
+    def refused(self, call: Callable[[], object], error: type[Exception] = redis.ResponseError) -> Exception:
+        """Run ``call``: it must be refused for lack of permission and change nothing stored."""
+        before = self.stored()
+        with pytest.raises(error) as caught:
+            call()
+        assert REFUSED.search(str(caught.value)), caught.value
+        assert self.stored() == before
+        return caught.value
+
+
+def _seed(registry: RedisPromptRegistry) -> None:
+    registry.create_prompt("critic", description="reviews movies", author="alice")
+    registry.add_version("critic", "As a movie critic, do you like {{movie}}?", author="alice")
+    registry.add_version("critic", "As a {{level}} movie critic, do you like {{movie}}?", author="bob")
+    registry.set_label("critic", "production", 1, author="alice")
+
+
+@pytest.fixture
+def users(redis_server: RedisServer, namespace: str) -> Iterator[Users]:
+    root = redis_server.client()
+    version = parse_server_version(str(root.info("server")["redis_version"]))  # type: ignore[index]
+    password = uuid.uuid4().hex
+    made = Users(redis_server, namespace, namespace + "-other", password, root)
+    for role in Role:
+        root.execute_command(*acl_setuser_args(role, namespace, password=password, server_version=version))
+    with RedisPromptRegistry(root, namespace=made.other) as other:
+        _seed(other)
+    try:
+        yield made
+    finally:
+        root.execute_command("ACL", "DELUSER", *(made.user(role) for role in Role))
+        root.close()
+
+
+@pytest.mark.redis
+def test_client_goes_live_as_reader_and_follows_a_label_move(users: Users) -> None:
+    with users.registry(Role.WRITER) as writer:
+        _seed(writer)
+        client = PromptClient(users.url(Role.READER), namespace=users.namespace, start_timeout=5, poll_interval=0.2)
+        try:
+            assert client.wait_ready(5), client.status()
+            assert client.get("critic").version == 1
+            writer.set_label("critic", "production", 2, author="bob")
+            assert wait_until(lambda: client.get("critic").version == 2, timeout=5)
+            assert client.get("critic", version=1).version == 1  # a pinned version, read through the registry
+            # The safety poll (poll_interval=0.2) and the subscriber's PING also run on the reader's rights.
+            assert wait_until(lambda: "ping" in users.last_commands(Role.READER), timeout=5)
+            assert client.status().state.value == "live", client.status()
+        finally:
+            client.close()
+    # The reader was never refused anything: what the client sends is exactly what the role grants.
+    assert users.denials(Role.READER) == []
+
+
+@pytest.mark.redis
+def test_reader_cannot_write_run_scripts_publish_or_read_another_namespace(users: Users) -> None:
+    with users.registry(Role.WRITER) as writer:
+        _seed(writer)
+        keys, other = Keyspace(users.namespace), Keyspace(users.other)
+        reader = users.conn(Role.READER)
+        sha = users.root.script_load("return 1")
+        try:
+            assert reader.get(keys.label("critic", "production")) == b"1"  # reading its own keys works
+            users.refused(lambda: reader.set(keys.label("critic", "production"), 2))
+            users.refused(lambda: reader.delete(keys.label("critic", "production")))
+            users.refused(lambda: reader.hset(keys.version("critic", 1), "prompt_text", "forged"))
+            users.refused(lambda: reader.eval("return redis.call('SET', KEYS[1], 'x')", 1, keys.rev))
+            users.refused(lambda: reader.evalsha(sha, 0))
+            users.refused(lambda: reader.script_load("return 1"))
+            users.refused(lambda: reader.fcall("anything", 0))
+            users.refused(lambda: reader.publish(keys.channel, b"\x88forged"))
+            users.refused(lambda: reader.get(other.rev))
+            users.refused(lambda: reader.hgetall(other.version("critic", 1)))
+            users.refused(lambda: reader.xrange(keys.log))  # the CLI's history read is the writer's
+            users.refused(lambda: reader.scan(match="*"))
+            users.refused(lambda: reader.flushdb())
+            # Channels: only its own namespace's events.
+            assert users.root.acl_dryrun(users.user(Role.READER), "SUBSCRIBE", keys.channel) == b"OK"
+            assert REFUSED.search(str(users.root.acl_dryrun(users.user(Role.READER), "SUBSCRIBE", other.channel)))
+        finally:
+            reader.close()
+        # Through the library: a write as reader is a typed error and changes nothing.
+        with users.registry(Role.READER) as as_reader:
+            users.refused(lambda: as_reader.set_label("critic", "production", 2), PromptRegistryError)
+            users.refused(lambda: as_reader.create_prompt("new"), PromptRegistryError)
+        with users.registry(Role.READER, users.other) as other_reader:
+            users.refused(lambda: other_reader.get_version("critic", version=1), PromptRegistryError)
+
+
+@pytest.mark.redis
+def test_roles_hold_no_command_the_server_calls_write_scripting_or_dangerous(users: Users) -> None:
+    """The server's own command categories judge the reader: no write, no scripting, no PUBLISH."""
+
+    def category(name: str) -> set[str]:
+        return {raw.decode() if isinstance(raw, bytes) else str(raw) for raw in users.root.acl_cat(name)}  # type: ignore[union-attr]
+
+    rules = acl_rules(users.namespace)
+    reader = {rule[1:] for rule in rules["reader"] if rule.startswith("+")}
+    writer = {rule[1:] for rule in rules["writer"] if rule.startswith("+")}
+    assert reader & (category("write") | category("scripting")) == set()
+    assert reader & {"publish", "spublish", "eval", "evalsha", "fcall", "function", "script|load"} == set()
+    assert (reader | writer) & category("dangerous") == {"info", "role"} & category("dangerous")
+    assert {"scan", "unlink", "keys", "flushdb", "flushall"} & writer == set()
+
+
+@pytest.mark.redis
+def test_cli_works_as_writer(users: Users, tmp_path: Path) -> None:
+    users.root.script_flush()  # the writer must reload the scripts itself (SCRIPT LOAD after NOSCRIPT)
+    env = {"PROMPTREG_URL": users.url(Role.WRITER), "PROMPTREG_NAMESPACE": users.namespace}
+
+    def run(*args: str, input: str | None = None) -> str:
+        result = CliRunner().invoke(cli, list(args), input=input, env=env, catch_exceptions=False)
+        assert result.exit_code == 0, (args, result.stdout, result.stderr)
+        assert users.password not in result.stdout + result.stderr
+        return result.stdout
+
+    run("create", "critic", "--description", "reviews movies", "--author", "ci")
+    run("push", "critic", "--author", "ci", "-m", "first", input="As a movie critic, do you like {{movie}}?\n")
+    run("push", "critic", "--author", "ci", "--label", "staging", input="Do you like {{movie}}?\n")
+    run("label", "critic", "production", "1", "--author", "ci")
+    run("label", "critic", "production", "2", "--expect", "1", "--author", "ci")
+    run("rollback", "critic", "production", "--author", "ci", "--reason", "too short")
+    assert json.loads(run("show", "critic", "--label", "production", "--json"))["version"] == 1
+    actions = [event["action"] for event in json.loads(run("history", "critic", "--json"))]
+    assert actions == ["create_prompt", "add_version", "add_version", "set_label", "set_label", "set_label", "rollback"]
+    assert "critic" in run("list")
+    export = tmp_path / "export.json"
+    run("export", str(export))
+    assert [prompt["name"] for prompt in json.loads(export.read_text())["prompts"]] == ["critic"]
+    assert users.denials(Role.WRITER) == []
+
+
+@pytest.mark.redis
+def test_writer_cannot_touch_another_namespace_nor_wipe_its_own(users: Users) -> None:
+    with users.registry(Role.WRITER) as writer:
+        _seed(writer)
+    other = Keyspace(users.other)
+    conn = users.conn(Role.WRITER)
+    try:
+        users.refused(lambda: conn.get(other.rev))
+        users.refused(lambda: conn.set(other.label("critic", "production"), 2))
+        users.refused(lambda: conn.delete(other.prompt("critic")))
+        users.refused(lambda: conn.publish(other.channel, b"forged"))
+        users.refused(lambda: conn.eval("return 1", 0))  # scripts only by EVALSHA of what it loaded
+        users.refused(lambda: conn.flushdb())
+        users.refused(lambda: conn.keys("*"))
+        users.refused(lambda: drop_namespace(users.url(Role.WRITER), users.namespace))  # SCAN is admin-only
+    finally:
+        conn.close()
+    # The registry's scripts, pointed at another namespace, are refused before they change anything.
+    with users.registry(Role.WRITER, users.other) as elsewhere:
+        users.refused(lambda: elsewhere.set_label("critic", "production", 2), PromptRegistryError)
+        users.refused(lambda: elsewhere.create_prompt("intruder"), PromptRegistryError)
+        users.refused(lambda: elsewhere.history("critic"), PromptRegistryError)
+
+
+@pytest.mark.redis
+def test_admin_wipes_its_namespace_and_nothing_else(users: Users) -> None:
+    with users.registry(Role.ADMIN) as admin:
+        _seed(admin)
+    before_other = {key: value for key, value in users.stored().items() if key.startswith(b"{" + users.other.encode())}
+    assert drop_namespace(users.url(Role.ADMIN), users.namespace) > 0
+    assert users.stored() == before_other
+    assert users.denials(Role.ADMIN) == []
+
+
+# -- without a server ----------------------------------------------------------------------------
+
+
+def test_scripts_run_only_commands_the_writer_has() -> None:
+    """Redis 7 checks every command a script runs against the caller's ACL: keep them in step."""
+    called = {
+        command.lower()
+        for path in LUA_DIR.glob("*.lua")
+        for command in re.findall(r"redis\.call\(\s*'([A-Za-z]+)'", path.read_text("utf-8"))
+    }
+    assert called, "no redis.call found: has the scripts' style changed?"
+    writer = {rule[1:] for rule in acl_rules()["writer"] if rule.startswith("+")}
+    assert called <= writer, called - writer
+
+
+def test_roles_nest_and_use_the_namespace_hash_tag() -> None:
+    rules = acl_rules("shop")
+    assert rules["reader"][:2] == ["%R~{shop}:*", "&{shop}:events"]
+    assert rules["writer"][:2] == rules["admin"][:2] == ["~{shop}:*", "&{shop}:events"]
+    assert set(rules["reader"][2:]) < set(rules["writer"][2:]) < set(rules["admin"][2:])
+    assert {f"+{c}" for c in READER_COMMANDS + WRITER_COMMANDS + ADMIN_COMMANDS} <= set(rules["admin"])
+    assert "+client|setinfo" in rules["reader"]
+    assert "+client|setinfo" not in acl_rules("shop", server_version=(7, 0))["reader"]
+    assert [r.user for r in role_rules()] == ["promptreg-reader", "promptreg-writer", "promptreg-admin"]
+
+
+def test_setuser_args_start_from_a_clean_user() -> None:
+    args = acl_setuser_args("reader", "shop", password="s3cret", user="svc")
+    assert args[:7] == ["ACL", "SETUSER", "svc", "reset", "resetchannels", "on", ">s3cret"]
+    assert args[7:] == acl_rules("shop")["reader"]
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda: acl_rules("bad ns"), InvalidNameError),
+        (lambda: acl_rules("bad*ns"), InvalidNameError),
+        (lambda: acl_setuser_args("root"), InvalidInputError),
+        (lambda: acl_setuser_args("reader", password=""), InvalidInputError),
+        (lambda: acl_setuser_args("reader", user="two words"), InvalidInputError),
+        (lambda: acl_rules(server_version=(6, 2)), InvalidInputError),
+        (lambda: parse_server_version("6.2.14"), InvalidInputError),
+        (lambda: parse_server_version("latest"), InvalidInputError),
+    ],
+)
+def test_bad_arguments_are_typed_errors(call: Callable[[], object], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        call()
+
+
+def _invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), env=env or {}, catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_text_and_json_outputs_carry_the_same_rules() -> None:
+    code, text, _ = _invoke("acl", "--namespace", "shop")
+    assert code == 0
+    code, raw, _ = _invoke("acl", "--namespace", "shop", "--json")
+    assert code == 0
+    data = json.loads(raw)
+    lines = [shlex.split(line) for line in text.splitlines() if line.startswith("ACL SETUSER ")]
+    assert lines == [role["acl_setuser"] for role in data["roles"].values()]
+    assert {name: role["rules"] for name, role in data["roles"].items()} == acl_rules("shop")
+    assert [line[2] for line in lines] == ["shop-reader", "shop-writer", "shop-admin"]
+    assert all(f">{PASSWORD_PLACEHOLDER}" in line for line in lines)
+    assert data["password_placeholder"] == PASSWORD_PLACEHOLDER
+
+
+def test_acl_command_follows_the_global_namespace_and_never_prints_the_url_password() -> None:
+    env = {"PROMPTREG_URL": "redis://ci:hunter2-secret@127.0.0.1:1/0", "PROMPTREG_NAMESPACE": "team.a"}
+    code, text, err = _invoke("acl", env=env)
+    assert code == 0
+    assert "'%R~{team.a}:*'" in text and "team.a-writer" in text
+    assert "hunter2" not in text + err
+    code, text, _ = _invoke("acl", "--redis-version", "7.0.15", "--json", env=env)
+    assert "+client|setinfo" not in json.loads(text)["roles"]["reader"]["rules"]
+
+
+def test_acl_command_refuses_bad_input_in_one_line() -> None:
+    code, _, err = _invoke("acl", "--namespace", "no way")
+    assert code == 1 and err.count("\n") == 1 and err.startswith("error: ")
+    code, _, err = _invoke("acl", "--redis-version", "6.2")
+    assert code == 1 and "7.0" in err
