@@ -83,12 +83,13 @@ class Cache:
     versions are immutable, so each is read from the registry at most once.
     """
 
-    __slots__ = ("_default_label", "_lock", "_patched", "loaded", "pointers", "rev", "versions", "view")
+    __slots__ = ("_default_label", "_held", "_lock", "_settled", "loaded", "pointers", "rev", "versions", "view")
 
     def __init__(self, default_label: str) -> None:
         self._default_label = default_label
         self._lock = threading.Lock()
-        self._patched = False
+        self._settled = False
+        self._held = False
         self.view: LookupView = {}
         self.rev = 0
         self.pointers: Pointers = {}
@@ -142,8 +143,25 @@ class Cache:
             self.pointers = pointers
             self.rev = rev
             self.loaded = True
-            self._patched = False
+            self._settled = False
+            self._held = False
         return _diff(old_pointers, pointers, rev)
+
+    def settle(self) -> None:
+        """The messages buffered while the last full state was read are drained.
+
+        From now on a message at or below :attr:`rev` means the registry went back (restore,
+        failover to a lagging replica): :meth:`classify` asks for a resync.
+        """
+        self._settled = True
+
+    def hold(self) -> None:
+        """Keep the state but trust no message on top of it: every message asks for a resync.
+
+        The feed holds the cache while the registry cannot be trusted (empty, loading, a replica cut
+        off from its primary); the next :meth:`replace` ends the hold.
+        """
+        self._held = True
 
     # -- change messages ------------------------------------------------------------------------
 
@@ -151,20 +169,23 @@ class Cache:
         """Decide what a message with revision ``rev`` means for the current state.
 
         ``rev`` one above the cache's applies. Higher is a gap. Equal or lower is expected only for
-        writes made between SUBSCRIBE and the snapshot read (they are in the snapshot already);
-        once a message has been applied on top of the snapshot, it means the registry's revision
-        went backwards (restore, failover).
+        writes made between SUBSCRIBE and the state read (they are in the state already); once
+        that backlog is drained (:meth:`settle`, or a message applied on top of the state), it
+        means the registry's history went back (restore, failover). A held cache resyncs on any
+        message.
         """
         current = self.rev
         if not self.loaded:
             return Action.RESYNC, "message before any state was loaded"
+        if self._held:
+            return Action.RESYNC, f"message rev {rev} while the registry is not trusted"
         if rev == current + 1:
             return Action.APPLIED, None
         if rev > current + 1:
             return Action.RESYNC, f"gap: message rev {rev} after rev {current}"
-        if not self._patched:
+        if not self._settled:
             return Action.IGNORED, None
-        return Action.RESYNC, f"revision went backwards: message rev {rev} after rev {current}"
+        return Action.RESYNC, f"registry went back: message rev {rev} at or below rev {current}"
 
     def apply(self, message: ChangeMessage, fetch: VersionFetch) -> ApplyResult:
         """Apply one change message if it is the next revision; otherwise say why not.
@@ -187,7 +208,7 @@ class Cache:
                 return ApplyResult(Action.RESYNC, f"message rev {message.rev} points at missing {name} v{number}")
             self.add_version(name, found)
         with self._lock:
-            if message.rev != self.rev + 1:  # the state was replaced while fetching
+            if self._held or message.rev != self.rev + 1:  # the state was replaced or held while fetching
                 return ApplyResult(*self.classify(message.rev))
             old = self.pointers.get(name)
             labels = dict(old) if old is not None else {}
@@ -202,7 +223,7 @@ class Cache:
                 self.view = self._moved(intern(name), intern(label), number)
             self.pointers = pointers
             self.rev = message.rev
-            self._patched = True
+            self._settled = True
         events = [ChangeEvent(name, None, None, None, message.rev)] if old is None else []
         before = None if old is None or label is None else old.get(label)
         if label is not None and before != number:

@@ -16,7 +16,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from client.cache import Cache, ChangeEvent
-from client.feeds import Feed, FeedContext, FileFeed, RedisFeed
+from client.feeds import Feed, FeedContext, FileFeed
+from client.redis_feed import RedisFeed
 from client.snapshot import load_snapshot, save_snapshot
 from client.status import ClientState, ClientStatus, StatusTracker
 from registry.base import PromptRegistry
@@ -30,7 +31,7 @@ from registry.errors import (
 from registry.factory import NAMESPACE_ENV, REDIS_SCHEMES, PromptRegistryFactory, redact_url
 from registry.file_store import JsonFilePromptRegistry
 from registry.keys import DEFAULT_NAMESPACE
-from registry.models import PromptVersion
+from registry.models import PromptVersion, utcnow
 from registry.redis_store import RedisPromptRegistry
 from registry.validation import validate_label, validate_name, validate_namespace, validate_version_number
 
@@ -94,7 +95,9 @@ class PromptClient:
 
     # -- lookups (the hot path) -----------------------------------------------------------------
 
-    def get(self, name: str, label: str | None = None, *, version: int | None = None) -> PromptVersion:
+    def get(
+        self, name: str, label: str | None = None, *, version: int | None = None, fallback: str | None = None
+    ) -> PromptVersion:
         """The version ``label`` (default: the client's default label) of prompt ``name`` points at.
 
         ``label="latest"`` is the newest version. Labelled lookups never do I/O: they read the cache
@@ -104,21 +107,51 @@ class PromptClient:
         :class:`~registry.InvalidNameError` for a malformed name or label, and
         :class:`~registry.RegistryUnavailableError` when the answer needs the registry and it
         cannot be reached (a pinned version not cached; any miss before the first state arrived).
+
+        ``fallback`` is the last resort for that last case only: instead of raising
+        :class:`~registry.RegistryUnavailableError`, the text is returned as a
+        :class:`~registry.PromptVersion` with ``version == 0`` and ``metadata == {"fallback": True}``
+        (counted in :attr:`ClientStatus.fallbacks_served`). A prompt or label the client's state
+        says does not exist still raises: a typo is never masked.
         """
         if version is None:
             try:
                 return self._cache.view[label][name]
             except (KeyError, TypeError):
                 pass
-        return self._lookup_miss(name, label, version)
+        if fallback is None:
+            return self._lookup_miss(name, label, version)
+        try:
+            return self._lookup_miss(name, label, version)
+        except RegistryUnavailableError as exc:
+            return self._fallback(name, fallback, exc)
 
-    def render(self, name: str, /, *, label: str | None = None, version: int | None = None, **variables: Any) -> str:
-        """``get(name, label, version=version).render(**variables)``.
+    def render(
+        self,
+        name: str,
+        /,
+        *,
+        label: str | None = None,
+        version: int | None = None,
+        fallback: str | None = None,
+        **variables: Any,
+    ) -> str:
+        """``get(name, label, version=version, fallback=fallback).render(**variables)``.
 
         Raises what :meth:`get` raises, and :class:`~registry.MissingVariableError` naming every
-        template variable not given.
+        template variable not given (a ``fallback`` text is a template too).
         """
-        return self.get(name, label, version=version).render(**variables)
+        return self.get(name, label, version=version, fallback=fallback).render(**variables)
+
+    def _fallback(self, name: str, text: str, cause: RegistryUnavailableError) -> PromptVersion:
+        if not isinstance(text, str):
+            raise InvalidInputError(f"fallback must be a str, got {type(text).__name__}") from cause
+        if self._status.fallback_served() == 1:
+            logger.warning("promptreg: serving the inline fallback for %r (and maybe others): %s", name, cause)
+        # Built without validation: version 0 is what marks it as not from the registry.
+        return PromptVersion.model_construct(
+            version=0, prompt_text=text, created_at=utcnow(), author=None, message=None, metadata={"fallback": True}
+        )
 
     def _lookup_miss(self, name: str, label: str | None, version: int | None) -> PromptVersion:
         cache = self._cache
@@ -252,17 +285,27 @@ class PromptClient:
 
     def _start(self, start_timeout: float) -> None:
         started = time.monotonic()
+        # The last-known-good file is loaded first: the registry's state replaces it as soon as it
+        # is read, and an empty registry at boot then cannot replace it (an outage, not a state).
+        from_file = self._snapshot_path is not None and self._load_snapshot()
         self._feed.start()
         self._feed.first_attempt.wait(start_timeout)
         if self._status.state is ClientState.LIVE:
             return
-        if self._snapshot_path is not None and self._load_snapshot():
+        if from_file:
+            logger.warning(
+                "promptreg: registry %s not live (%s); serving the last-known-good file %s (rev %d)",
+                redact_url(self._url),
+                self._status.snapshot(self._cache.rev).last_error,
+                self._snapshot_path,
+                self._cache.rev,
+            )
             return
         self._status.wait_live(max(0.0, start_timeout - (time.monotonic() - started)))
         if not self._cache.loaded:
             logger.warning(
                 "promptreg: no state from %s within %g s and no last-known-good file; lookups raise "
-                "RegistryUnavailableError until the registry is reached",
+                "RegistryUnavailableError (or return their fallback=) until the registry is reached",
                 redact_url(self._url),
                 start_timeout,
             )
@@ -278,18 +321,10 @@ class PromptClient:
             return False
         for (name, _number), version in loaded.versions.items():
             self._cache.add_version(name, version)
-        events = self._cache.replace(loaded.rev, loaded.pointers, only_if_empty=True)
-        if events is None:  # the registry answered meanwhile
-            return True
+        if self._cache.replace(loaded.rev, loaded.pointers, only_if_empty=True) is None:
+            return False  # a state was loaded already
         self._snapshot_written = self._cache.pointers
         self._status.serving_snapshot()
-        logger.warning(
-            "promptreg: registry %s unreachable; serving the last-known-good file %s (rev %d)",
-            redact_url(self._url),
-            self._snapshot_path,
-            loaded.rev,
-        )
-        self._notify(events)
         return True
 
     def _idle(self) -> None:

@@ -5,11 +5,16 @@ transaction can only read keys it names, and the keys depend on the prompt and l
 read is repeated with the sets the previous round found until the sets it asked for are the sets it
 got (one round when the client already knows the prompts, three from cold). Versions never change,
 so they are fetched afterwards, outside the transaction, and only those not cached yet.
+
+The same transaction reads the newest entry of the ``{ns}:log`` audit stream: with the revision it
+is the registry's *fingerprint*. A restore that lands on the revision number the client holds
+still changes the newest entry's id, which the safety poll compares (:func:`read_fingerprint`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -28,16 +33,84 @@ class StateReadError(PromptRegistryError):
     """The prompt and label sets kept changing while the state was read; the feed retries later."""
 
 
+@dataclass(frozen=True, slots=True)
+class LogHead:
+    """The newest entry of the registry-wide audit stream: its id and the write it records."""
+
+    entry_id: bytes
+    rev: int | None
+    action: str | None
+    prompt: str | None
+    label: str | None
+    version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryState:
+    """One consistent read of the registry: revision, label pointers and the audit stream's head."""
+
+    rev: int
+    pointers: dict[str, dict[str, int]]
+    head: LogHead | None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _number(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def parse_log_head(raw: Any) -> LogHead | None:
+    """The :class:`LogHead` of an ``XREVRANGE key + - COUNT 1`` reply (``None``: empty stream)."""
+    if not raw:
+        return None
+    entry_id, fields = raw[0]
+    try:
+        return LogHead(
+            entry_id=entry_id if isinstance(entry_id, bytes) else str(entry_id).encode(),
+            rev=_number(fields.get(b"rev")),
+            action=_text(fields.get(b"action")),
+            prompt=_text(fields.get(b"prompt")),
+            label=_text(fields.get(b"label")),
+            version=_number(fields.get(b"version")),
+        )
+    except (ValueError, UnicodeDecodeError, AttributeError) as exc:
+        raise RegistryCorruptError(f"unreadable audit entry {entry_id!r}: {exc!r}") from exc
+
+
 def read_rev(client: redis.Redis, keys: Keyspace) -> int:
     """The registry's current revision (0 if nothing was ever written)."""
     raw: Any = client.get(keys.rev)
     return int(raw or 0)
 
 
+def read_fingerprint(client: redis.Redis, keys: Keyspace) -> tuple[int, LogHead | None]:
+    """``(rev, newest audit entry)`` read in one transaction (GET, XREVRANGE ... COUNT 1)."""
+    pipe: Any = client.pipeline(transaction=True)
+    rev_raw, head_raw = pipe.get(keys.rev).xrevrange(keys.log, count=1).execute()
+    try:
+        return int(rev_raw or 0), parse_log_head(head_raw)
+    except ValueError as exc:
+        raise RegistryCorruptError(f"unreadable registry revision {rev_raw!r}") from exc
+
+
 def read_state(
     client: redis.Redis, keys: Keyspace, hint: Mapping[str, Iterable[str]] | None = None
 ) -> tuple[int, dict[str, dict[str, int]]]:
     """``(rev, {name: {label: number}})``: every prompt's labels and ``latest`` at one revision.
+
+    See :func:`read_registry` (which also returns the audit stream's head) for the arguments and errors.
+    """
+    state = read_registry(client, keys, hint)
+    return state.rev, state.pointers
+
+
+def read_registry(
+    client: redis.Redis, keys: Keyspace, hint: Mapping[str, Iterable[str]] | None = None
+) -> RegistryState:
+    """Every prompt's labels and ``latest``, the revision and the audit head, at one revision.
 
     ``hint`` is what the caller believes the prompts and their labels are (the cache's current
     pointers); a correct hint makes this one round trip. Raises redis-py errors on I/O failure,
@@ -51,6 +124,7 @@ def read_state(
         names = sorted(wanted)
         pipe: Any = client.pipeline(transaction=True)
         pipe.get(keys.rev)
+        pipe.xrevrange(keys.log, count=1)
         pipe.smembers(keys.prompts)
         for name in names:
             pipe.smembers(keys.labels(name))
@@ -60,6 +134,7 @@ def read_state(
         results = iter(pipe.execute())
         try:
             rev = int(next(results) or 0)
+            head = parse_log_head(next(results))
             found_names = {raw.decode("utf-8") for raw in next(results)}
             settled = found_names == set(names)
             pointers: dict[str, dict[str, int]] = {}
@@ -77,7 +152,7 @@ def read_state(
         except (ValueError, UnicodeDecodeError) as exc:
             raise RegistryCorruptError(f"unreadable registry state in redis: {exc!r}") from exc
         if settled:
-            return rev, pointers
+            return RegistryState(rev, pointers, head)
         wanted = {name: found.get(name, []) for name in found_names}
     raise StateReadError(f"prompts or labels kept changing during {MAX_ROUNDS} reads of the state")
 

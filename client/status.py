@@ -25,8 +25,10 @@ class ClientState(StrEnum):
     """Connected and subscribed: the cache holds the registry's state and changes are pushed."""
 
     STALE = "stale"
-    """The feed lost the registry (or started from the last-known-good file): lookups serve the last
-    state the client had while it reconnects with backoff and then resyncs."""
+    """Lookups serve the last state the client had, which the registry cannot confirm right now: the
+    feed lost the registry and reconnects with backoff, or the client started from the
+    last-known-good file, or the registry answers but is not trusted (empty, still loading, a
+    replica cut off from its primary or still syncing). ``last_error`` says which."""
 
     CLOSED = "closed"
     """``close()`` was called: the feed is stopped; lookups still serve the last state."""
@@ -39,7 +41,8 @@ class ClientStatus:
     ``since`` is when ``state`` was entered (Unix time). ``rev`` is the registry revision the cache
     holds (0 before anything was loaded). ``last_error`` describes the most recent failure (kept after
     recovery, with ``last_error_at``). ``malformed_messages`` counts change messages that could not be
-    decoded and were ignored; ``resyncs`` counts full reloads of the state.
+    decoded and were ignored; ``resyncs`` counts full reloads of the state; ``fallbacks_served``
+    counts lookups answered with their inline ``fallback=`` text.
     """
 
     state: ClientState
@@ -49,6 +52,7 @@ class ClientStatus:
     last_error_at: float | None
     malformed_messages: int
     resyncs: int
+    fallbacks_served: int = 0
 
 
 class StatusTracker:
@@ -62,6 +66,7 @@ class StatusTracker:
         self._last_error_at: float | None = None
         self._malformed = 0
         self._resyncs = 0
+        self._fallbacks = 0
 
     @property
     def state(self) -> ClientState:
@@ -72,7 +77,14 @@ class StatusTracker:
         """A frozen copy of the status, with the cache's revision ``rev``."""
         with self._cond:
             return ClientStatus(
-                self._state, self._since, rev, self._last_error, self._last_error_at, self._malformed, self._resyncs
+                self._state,
+                self._since,
+                rev,
+                self._last_error,
+                self._last_error_at,
+                self._malformed,
+                self._resyncs,
+                self._fallbacks,
             )
 
     def _enter(self, state: ClientState) -> None:
@@ -119,6 +131,12 @@ class StatusTracker:
             self._malformed += 1
             self._record(detail)
             return self._malformed
+
+    def fallback_served(self) -> int:
+        """Count one lookup answered with its inline fallback; returns the count so far."""
+        with self._cond:
+            self._fallbacks += 1
+            return self._fallbacks
 
     def closed(self) -> None:
         """The client was closed; final."""

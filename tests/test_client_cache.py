@@ -152,7 +152,7 @@ def test_a_revision_going_backwards_after_a_patch_asks_for_a_resync() -> None:
     for rev in (11, 5):
         result = cache.apply(_message(rev, "set_label", label="production", version=2), _no_fetch)
         assert result.action is Action.RESYNC
-        assert "backwards" in (result.reason or "")
+        assert "went back" in (result.reason or "")
     assert cache.view["production"]["p"].version == 1
 
 

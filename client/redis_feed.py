@@ -1,0 +1,288 @@
+"""The Redis listener: the client's own loop on a named daemon thread (DESIGN.md section 3).
+
+1. SUBSCRIBE and wait for the server's confirmation; only then read the state in one transaction,
+   so no write can fall between the state and the subscription. Then a PING with a marker on the
+   subscriber connection: the messages that arrive before its PONG were published before the read
+   and are already in the state (ignored when at or below its revision).
+2. After that drain, a message applies only if its ``rev`` is the cache's plus one; a gap, or a
+   revision at or below the cache's (the registry went back: a restore, a failover to a replica that
+   was behind), makes a full resync.
+3. Every (re)subscription is a gap: full resync. When the channel is quiet, a safety poll reads
+   the registry's fingerprint (revision and the id of the newest ``{ns}:log`` audit entry) and
+   resyncs when it is not the state the cache holds, so a restore that lands on the same revision
+   number is caught too; a PING on the subscriber connection must come back in time (half-open
+   sockets).
+4. Before every state read, ``ROLE`` (:mod:`client.replica`): a replica cut off from its primary or
+   still syncing, or a server still loading, is not trusted; nor is an empty registry when the cache
+   holds a state. Then the cache is *held*: lookups serve it, the status says ``stale`` (or stays
+   ``initializing``) with the reason, and the state is re-read every :data:`HOLD_RECHECK` seconds
+   and on any message until it can be taken. A non-empty state is authoritative even at a lower
+   revision (a restore).
+5. The loop never dies: errors are logged, reported through the status, and followed by a
+   reconnect after a full-jitter backoff capped near 1 s.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from client.cache import Action
+from client.feeds import Backoff, Feed, FeedContext, empty_registry
+from client.redis_state import LogHead, fetch_versions, read_fingerprint, read_registry
+from client.replica import RoleCheck
+from registry.errors import RegistryCorruptError
+from registry.events import ChangeMessage, decode
+from registry.models import PromptVersion
+from registry.redis_store import RedisPromptRegistry
+
+logger = logging.getLogger("promptreg.client")
+
+SUBSCRIBE_TIMEOUT = 5.0
+"""Seconds to wait for the server to confirm SUBSCRIBE."""
+CATCH_UP_TIMEOUT = 0.5
+"""Seconds the safety poll lets in-flight messages arrive before it declares the cache behind."""
+HOLD_RECHECK = 1.0
+"""Seconds between re-reads of the registry while the cache is held (empty, loading, cut-off replica)."""
+
+
+class RedisFeed(Feed):
+    """The Redis pub/sub listener (module docstring has the algorithm)."""
+
+    kind = "redis"
+
+    def __init__(
+        self, registry: RedisPromptRegistry, url: str, context: FeedContext, *, poll_interval: float = 30.0
+    ) -> None:
+        super().__init__(context, registry.keys.namespace)
+        self.registry = registry
+        self.keys = registry.keys
+        self._url = url
+        self.poll_interval = poll_interval
+        self.ping_timeout = max(1.0, min(10.0, poll_interval))
+        # The subscriber connection never reconnects by itself (retries=0): every reconnect must go
+        # through this loop, because every reconnect needs a resync. RESP2: redis-py 8's RESP3 push
+        # path formats every message for a debug log line, ~12 us of CPU per message here.
+        self._subscriber = redis.Redis.from_url(
+            url, retry=Retry(NoBackoff(), 0), socket_timeout=10.0, socket_connect_timeout=5.0, protocol=2
+        )
+        self._pubsub: Any = None
+        self._role = RoleCheck()
+        # The fingerprint the cache is known to match: (rev, newest audit entry id). None after a
+        # message was applied (its entry id is not in the message): the next poll confirms it
+        # against ``_last_applied`` instead.
+        self._known: tuple[int, bytes | None] | None = None
+        self._last_applied: ChangeMessage | None = None
+        self._marker = b""
+        self._markers = 0
+        self._recheck_at = 0.0
+
+    def forked(self, context: FeedContext) -> RedisFeed:
+        """A new feed with new connections for a forked child."""
+        pubsub = self._pubsub
+        if pubsub is not None and pubsub.connection is not None:
+            # redis-py only closes the child's copy of the descriptor (no shutdown() in another
+            # process), so the parent's subscription is untouched.
+            pubsub.connection.disconnect()
+        return RedisFeed(self.registry, self._url, context, poll_interval=self.poll_interval)
+
+    def fetch_version(self, name: str, number: int) -> PromptVersion:
+        """Read one version through the registry (typed errors, connection errors translated)."""
+        return self.registry.get_version(name, version=number)
+
+    def close(self) -> None:
+        """Close the subscriber connection pool (the registry's own pool is closed by its owner)."""
+        self._subscriber.close()
+
+    def _interrupt(self) -> None:
+        pubsub = self._pubsub
+        if pubsub is not None and pubsub.connection is not None:
+            try:
+                pubsub.connection.disconnect()
+            except Exception:  # best effort: the thread also checks the stop flag each second
+                logger.debug("promptreg: error interrupting the listener", exc_info=True)
+
+    def _run_once(self, backoff: Backoff) -> None:
+        pubsub: Any = self._subscriber.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
+        self._pubsub = pubsub
+        try:
+            pubsub.subscribe(self.keys.channel)
+            self._await_subscription(pubsub)
+            self._resync("subscribed")
+            if backoff.failures and self.holding is None:
+                logger.info(
+                    "promptreg redis %s: reconnected and resynced at rev %d", self._name, self.context.cache.rev
+                )
+            backoff.reset()
+            self.first_attempt.set()
+            self._listen(pubsub)
+        finally:
+            self._pubsub = None
+            pubsub.close()
+
+    def _await_subscription(self, pubsub: Any) -> None:
+        deadline = time.monotonic() + SUBSCRIBE_TIMEOUT
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no SUBSCRIBE confirmation from redis")
+            message = pubsub.get_message(timeout=min(remaining, 1.0))
+            if message is not None and message["type"] == "subscribe":
+                return
+
+    def _listen(self, pubsub: Any) -> None:
+        idle = self.context.idle
+        next_poll = time.monotonic() + self.poll_interval
+        pong_deadline: float | None = None
+        while not self._stop.is_set():
+            now = time.monotonic()
+            wake = next_poll if self.holding is None else min(next_poll, self._recheck_at)
+            message = pubsub.get_message(timeout=max(0.0, min(1.0, wake - now)))
+            if message is not None:
+                pong_deadline = None  # any data proves the connection alive
+                self._handle(message)
+            idle()
+            now = time.monotonic()
+            if pong_deadline is not None and now > pong_deadline:
+                raise TimeoutError(f"no PONG on the subscriber connection within {self.ping_timeout:g} s")
+            if self.holding is not None and now >= self._recheck_at:
+                self._resync(f"recheck: {self.holding}")
+            if message is None and now >= next_poll:
+                if self._safety_poll(pubsub):
+                    pong_deadline = None
+                if pong_deadline is None:  # one PING at a time: its deadline must not move
+                    pubsub.ping()
+                    pong_deadline = now + self.ping_timeout
+                next_poll = now + self.poll_interval
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "message":
+            self._on_change_message(message["data"])
+        elif kind == "pong":
+            if self._marker and message["data"] == self._marker:
+                self.context.cache.settle()  # the backlog of the last state read is drained
+        elif kind == "subscribe":  # a reconnect we did not see: the gap must be closed
+            self._resync("resubscribed")
+        elif kind == "unsubscribe":
+            raise ConnectionError("the server ended the subscription")
+
+    def _on_change_message(self, data: bytes) -> None:
+        try:
+            change = decode(data)
+        except RegistryCorruptError as exc:
+            count = self.context.status.malformed(str(exc))
+            if count == 1 or count % 100 == 0:  # bounded log volume under a flood; status has the count
+                logger.warning("promptreg: ignored a malformed change message (%d so far): %s", count, exc)
+            return
+        result = self.context.cache.apply(change, self._fetch_one)
+        if result.action is Action.RESYNC:
+            self._resync(result.reason or "resync")
+            return
+        if result.action is Action.APPLIED:
+            self._known = None
+            self._last_applied = change
+        if result.events:
+            self.context.notify(list(result.events))
+
+    def _fetch_one(self, name: str, number: int) -> PromptVersion | None:
+        return fetch_versions(self.registry.redis, self.keys, [(name, number)])[name, number]
+
+    def _safety_poll(self, pubsub: Any) -> bool:
+        """Compare the registry's fingerprint with the cache's; resync if they differ.
+
+        Returns whether the subscriber connection delivered anything meanwhile (proof of life).
+        """
+        if self.holding is not None:  # the recheck reads the whole state anyway
+            return False
+        problem = self._role.problem(self.registry.redis)
+        if problem is not None:
+            self._hold(problem)
+            return False
+        cache = self.context.cache
+        server_rev, head = read_fingerprint(self.registry.redis, self.keys)
+        deadline = time.monotonic() + CATCH_UP_TIMEOUT
+        heard = False
+        # Messages published before the read may still be on their way on the other connection.
+        while cache.rev < server_rev and time.monotonic() < deadline and not self._stop.is_set():
+            message = pubsub.get_message(timeout=0.05)
+            if message is not None:
+                heard = True
+                self._handle(message)
+        if self._stop.is_set():
+            return heard
+        if cache.rev != server_rev:
+            self._resync(f"safety poll: registry at rev {server_rev}, cache at rev {cache.rev}")
+        else:
+            mismatch = self._fingerprint_mismatch(server_rev, head)
+            if mismatch is not None:
+                self._resync(mismatch)
+        return heard
+
+    def _fingerprint_mismatch(self, rev: int, head: LogHead | None) -> str | None:
+        """Why the registry at ``rev`` with audit head ``head`` is not the cache's state, or ``None``."""
+        head_id = None if head is None else head.entry_id
+        known = self._known
+        if known is not None and known[0] == rev:
+            if known[1] == head_id:
+                return None
+            return f"safety poll: history changed at rev {rev} (audit head {head_id!r}, not {known[1]!r})"
+        applied = self._last_applied
+        if (
+            applied is not None
+            and head is not None
+            and (applied.rev, applied.op, applied.prompt, applied.label, applied.version)
+            == (head.rev, head.action, head.prompt, head.label, head.version)
+        ):
+            self._known = (rev, head_id)  # the newest entry is the write the cache applied last
+            return None
+        return f"safety poll: the audit head {head_id!r} at rev {rev} is not the last change applied"
+
+    def _resync(self, reason: str) -> None:
+        """Read the whole state (one consistent cut) and replace the cache with it, unless the
+        registry cannot be trusted right now (then hold the cache)."""
+        context = self.context
+        cache = context.cache
+        client = self.registry.redis
+        problem = self._role.problem(client)
+        if problem is None:
+            try:
+                state = read_registry(client, self.keys, cache.pointers)
+            except redis.BusyLoadingError:
+                problem = "redis is loading its dataset (LOADING): serving the last state"
+            else:
+                problem = empty_registry(state.rev, state.pointers, cache)
+        if problem is not None:
+            self._hold(problem)
+            self._recheck_at = time.monotonic() + HOLD_RECHECK
+            return
+        missing = cache.missing_versions(state.pointers)
+        if missing:
+            for (name, _number), version in fetch_versions(client, self.keys, missing).items():
+                if version is not None:
+                    cache.add_version(name, version)
+        events = cache.replace(state.rev, state.pointers)
+        self._known = (state.rev, None if state.head is None else state.head.entry_id)
+        self._last_applied = None
+        self._trusted()
+        context.status.resynced()
+        context.status.live()
+        logger.debug("promptreg: resynced to rev %d (%s)", state.rev, reason)
+        self._mark_backlog()
+        if events:
+            context.notify(events)
+
+    def _mark_backlog(self) -> None:
+        """PING with a fresh marker: its PONG comes after every message published before the read."""
+        pubsub = self._pubsub
+        if pubsub is None:
+            return
+        self._markers += 1
+        marker = f"promptreg-drained-{self._markers}"
+        self._marker = marker.encode()
+        pubsub.ping(marker)
