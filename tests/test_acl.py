@@ -347,3 +347,12 @@ def test_acl_command_refuses_bad_input_in_one_line() -> None:
     assert code == 1 and err.count("\n") == 1 and err.startswith("error: ")
     code, _, err = _invoke("acl", "--redis-version", "6.2")
     assert code == 1 and "7.0" in err
+
+
+def test_security_doc_shows_the_commands_promptreg_acl_prints() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "security.md").read_text("utf-8")
+    _, text, _ = _invoke("acl")
+    lines = [line for line in text.splitlines() if line.startswith("ACL SETUSER ")]
+    assert len(lines) == 3
+    for line in lines:
+        assert line in doc, f"docs/security.md is out of date; run `promptreg acl` and paste:\n{line}"
