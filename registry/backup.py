@@ -38,6 +38,8 @@ from registry.validation import (
 
 EXPORT_FORMAT = "promptreg-export"
 EXPORT_FORMAT_VERSION = 1
+MAX_EXPORT_BYTES = 1024**3
+"""The largest export file ``promptreg import`` reads (1 GiB): refused before it is parsed."""
 
 
 class ImportConflictError(InvalidInputError):

@@ -23,7 +23,6 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
 import click
 import redis
@@ -35,7 +34,8 @@ from registry.cli_prompts import create, diff, history, label, list_prompts, pus
 from registry.cli_sync import export_command, import_command, sync
 from registry.demo import SERVER_CHOICES, demo_server, run_demo
 from registry.errors import PromptRegistryError, RegistryUnavailableError
-from registry.factory import DEFAULT_URL, NAMESPACE_ENV, REDIS_SCHEMES, URL_ENV, PromptRegistryFactory, redact_url
+from registry.factory import DEFAULT_URL, NAMESPACE_ENV, URL_ENV, PromptRegistryFactory
+from registry.urls import REDIS_SCHEMES, redact_url, url_secrets
 
 
 @dataclass
@@ -67,6 +67,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # usage errors (exit 2), ctx.exit() and Ctrl-C keep click's own handling
         except PromptRegistryError as exc:
             _fail(ctx, str(exc))
         except redis.RedisError as exc:  # the backends translate these; this is the safety net
@@ -74,24 +76,31 @@ class _Group(click.Group):
         except OSError as exc:
             reason = exc.strerror or str(exc)
             _fail(ctx, f"{exc.filename}: {reason}" if exc.filename else reason)
+        except UnicodeError as exc:  # e.g. an argument that is not valid UTF-8
+            _fail(ctx, f"input is not valid UTF-8 text: {getattr(exc, 'reason', exc)}")
+        except Exception as exc:  # a bug, not bad input: still one line, never a traceback
+            if os.environ.get("PROMPTREG_DEBUG") == "1":
+                raise
+            _fail(ctx, f"unexpected {type(exc).__name__}: {exc} (set PROMPTREG_DEBUG=1 for a traceback)")
 
 
 def _fail(ctx: click.Context, message: str) -> NoReturn:
     settings = ctx.find_object(Settings)
     if settings is not None:
         message = _scrub(message, settings.url)
-    click.echo(f"error: {' '.join(message.split())}", err=True)
+    # Hostile input may carry lone surrogates or control characters: show them escaped, on one line.
+    text = " ".join(message.split()).encode("utf-8", "backslashreplace").decode("utf-8")
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    click.echo(f"error: {text}", err=True)
     ctx.exit(1)
 
 
 def _scrub(message: str, url: str) -> str:
     # A backend error might quote the URL; hide its password wherever it appears.
     message = message.replace(url, redact_url(url))
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
-    return message.replace(password, "***") if password else message
+    for secret in url_secrets(url):
+        message = message.replace(secret, "***")
+    return message
 
 
 # -- the command group ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import the group (which imports them).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -15,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 import click
 
 from registry.base import PromptRegistry
-from registry.errors import InvalidInputError
+from registry.errors import InvalidInputError, PromptTooLargeError
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -59,11 +60,28 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-def read_stdin() -> str:
-    """All of stdin, decoded as UTF-8 (raises :class:`~registry.InvalidInputError` otherwise)."""
-    try:
+def read_input(source: str, max_bytes: int, what: str) -> str:
+    """The UTF-8 text of the file ``source`` (``-``: stdin), refused before parsing when it holds
+    more than ``max_bytes`` bytes.
+
+    Raises :class:`~registry.PromptTooLargeError` over the limit, :class:`~registry.InvalidInputError`
+    for bytes that are not UTF-8, and ``OSError`` for a file that cannot be read (the command group
+    prints it as one line). ``what`` names the input in messages.
+    """
+    if source == "-":
         # Decode the bytes ourselves: the terminal's locale must not decide what a prompt contains.
-        data: bytes = sys.stdin.buffer.read()
+        data: bytes = sys.stdin.buffer.read(max_bytes + 1)
+        shown = "stdin"
+    else:
+        with open(source, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > max_bytes:
+                raise PromptTooLargeError(f"{source}: {what} is {size} bytes, the limit is {max_bytes}")
+            data = handle.read(max_bytes + 1)
+        shown = source
+    if len(data) > max_bytes:
+        raise PromptTooLargeError(f"{shown}: {what} is over {max_bytes} bytes, the limit")
+    try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"stdin is not UTF-8 text ({exc.reason})") from exc
+        raise InvalidInputError(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc

@@ -12,13 +12,12 @@ import json
 import sys
 from collections.abc import Iterable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import click
 
 from registry.base import PromptRegistry
-from registry.cli_options import author_option, current_registry, json_option, print_json, read_stdin
+from registry.cli_options import author_option, current_registry, json_option, print_json, read_input
 from registry.errors import InvalidInputError
 from registry.models import AuditEvent, Prompt, PromptVersion
 from registry.validation import validate_label
@@ -37,7 +36,7 @@ def _pairs(values: Iterable[str], what: str, *, parse_json: bool) -> dict[str, A
 def _json_or_text(value: str) -> Any:
     try:
         return json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON (or absurdly nested): the text itself
         return value
 
 
@@ -111,11 +110,11 @@ def _read_text(source: str | None) -> str:
     if source is None or source == "-":
         if source is None and sys.stdin.isatty():
             raise click.UsageError("give --file FILE or pipe the prompt text on stdin")
-        return read_stdin()
-    try:
-        return Path(source).read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"{source}: not UTF-8 text ({exc.reason})") from exc
+        source = "-"
+    # Read one byte past the limit at most: add_version then names the exact limit.
+    text = read_input(source, current_registry().max_text_bytes + 1, "prompt text")
+    # Universal newlines, as text mode reads a file: a checkout on Windows gives the same text.
+    return text if source == "-" else text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 @click.command()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from registry.backup import apply_import, export_registry, plan_import
-from registry.cli_options import author_option, current_registry, json_option, print_json, read_stdin
+from registry.backup import MAX_EXPORT_BYTES, apply_import, export_registry, plan_import
+from registry.cli_options import author_option, current_registry, json_option, print_json, read_input
 from registry.errors import InvalidInputError
 from registry.sync import apply_sync, plan_sync
 
@@ -63,10 +63,10 @@ def export_command(file: str) -> None:
 @json_option
 def import_command(file: str, author: str | None, dry_run: bool, as_json: bool) -> None:
     """Load an export FILE ('-': stdin) into the registry; validated before anything is written."""
+    raw = read_input(file, MAX_EXPORT_BYTES, "the export")
     try:
-        raw = read_stdin() if file == "-" else Path(file).read_text(encoding="utf-8")
         data = json.loads(raw)
-    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError both are ValueErrors
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, a huge integer, absurd nesting
         raise InvalidInputError(f"{file}: not a JSON export ({exc})") from exc
     registry = current_registry()
     plan = plan_import(registry, data)

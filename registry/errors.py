@@ -13,15 +13,18 @@ everything with one class. Where a builtin fits, the error also derives from it,
     ├── RollbackUnavailableError                the label has no earlier position to go back to
     ├── InvalidInputError          (ValueError) input refused before anything was written
     │   ├── InvalidNameError                    a prompt name, label or namespace is malformed
-    │   └── PromptTooLargeError                 prompt text or metadata over the configured limit
+    │   ├── PromptTooLargeError                 prompt text or metadata over the configured limit
+    │   └── PromptFileError                     a prompt file (sync) cannot be used; names the file
     ├── MissingVariableError       (KeyError)   render() without every template variable
     ├── RegistryCorruptError                    stored data that cannot be read (left untouched)
     └── RegistryUnavailableError   (ConnectionError) the store cannot be reached
+        └── RegistryAuthError                   the store refused the credentials or their rights
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class PromptRegistryError(Exception):
@@ -103,6 +106,20 @@ class PromptTooLargeError(InvalidInputError):
     """Prompt text or metadata is larger than the registry's configured limit."""
 
 
+class PromptFileError(InvalidInputError):
+    """A prompt file cannot be used: unreadable, a link out of its folder, too big, bad YAML, an
+    unknown key, an invalid name or value.
+
+    ``path`` is the offending file (or folder); ``reason`` says what is wrong (with the line where
+    there is one). Raised before anything is written.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 class MissingVariableError(PromptRegistryError, _KeyErrorMessage):
     """``render`` was called without values for some template variables.
 
@@ -123,3 +140,8 @@ class RegistryCorruptError(PromptRegistryError):
 
 class RegistryUnavailableError(PromptRegistryError, ConnectionError):
     """The backing store (Redis, the file system) cannot be reached."""
+
+
+class RegistryAuthError(RegistryUnavailableError):
+    """The store was reached but refused us: wrong password, unknown user, or an ACL that does
+    not allow the command (``NOPERM``). The message says which; it never holds the password."""

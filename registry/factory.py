@@ -17,7 +17,6 @@ URL                                             backend
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
@@ -26,6 +25,19 @@ from registry.base import PromptRegistry
 from registry.errors import InvalidInputError
 from registry.file_store import JsonFilePromptRegistry
 from registry.redis_store import RedisPromptRegistry
+from registry.urls import FILE_SCHEME, REDIS_SCHEMES, redact_url, url_scheme
+from registry.validation import validate_unicode
+
+__all__ = [
+    "DEFAULT_URL",
+    "FILE_SCHEME",
+    "NAMESPACE_ENV",
+    "REDIS_SCHEMES",
+    "URL_ENV",
+    "PromptRegistryFactory",
+    "file_path_from_url",
+    "redact_url",
+]
 
 DEFAULT_URL = "file://./.promptreg/registry.json"
 """Where ``create_from_config`` keeps the registry when ``PROMPTREG_URL`` is not set."""
@@ -33,34 +45,6 @@ URL_ENV = "PROMPTREG_URL"
 """The environment variable holding the registry URL."""
 NAMESPACE_ENV = "PROMPTREG_NAMESPACE"
 """The environment variable holding the Redis namespace (ignored for files)."""
-
-REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
-FILE_SCHEME = "file"
-
-_SECRET_QUERY = re.compile(r"(?i)((?:^|[?&;])(?:password|passwd|pass|token|secret)=)[^&;#]*")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, safe to show in messages and logs.
-
-    ``redis://user:secret@host`` becomes ``redis://user:***@host``; user info without a colon
-    (which some clients read as a password) is hidden whole; ``password=`` query values too.
-    Never raises.
-    """
-    text = str(url)
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        return _SECRET_QUERY.sub(r"\1***", text)
-    # The last "@" ends the user info even when a raw password holds "/", "?" or "#": hiding too
-    # much is harmless, showing a password is not.
-    userinfo, at, rest = rest.rpartition("@")
-    if at:
-        user, colon, _password = userinfo.partition(":")
-        userinfo = f"{user}:***@" if colon and "/" not in user else "***@"
-    path, qmark, query = rest.partition("?")
-    if qmark:
-        rest = path + qmark + _SECRET_QUERY.sub(r"\1***", query)
-    return f"{scheme}{sep}{userinfo}{rest}"
 
 
 def file_path_from_url(url: str) -> str:
@@ -99,8 +83,8 @@ class PromptRegistryFactory:
         """
         if not isinstance(url, str) or not url.strip():
             raise InvalidInputError(f"registry URL must be a non-empty string, got {url!r}")
-        url = url.strip()
-        scheme = _scheme(url)
+        url = validate_unicode(url.strip(), "registry URL")
+        scheme = url_scheme(url)
         if scheme in REDIS_SCHEMES:
             return RedisPromptRegistry.from_url(url, **options)
         if scheme in (FILE_SCHEME, ""):
@@ -122,20 +106,6 @@ class PromptRegistryFactory:
         env = os.environ if environ is None else environ
         url = env.get(URL_ENV) or DEFAULT_URL
         namespace = env.get(NAMESPACE_ENV)
-        if namespace and _scheme(url.strip()) in REDIS_SCHEMES:
+        if namespace and url_scheme(url.strip()) in REDIS_SCHEMES:
             options.setdefault("namespace", namespace)
         return cls.from_url(url, **options)
-
-
-def _scheme(url: str) -> str:
-    # urlsplit would read "C:/x" or "host:6379" as a scheme too; only letters before "://" or a
-    # leading "file:" count, anything else without "://" is a bare file path.
-    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", url)
-    if match:
-        return match.group(1).lower()
-    if url[:5].lower() == "file:":
-        return FILE_SCHEME
-    if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:\S*", url) and not url.startswith(("/", ".")):
-        # "localhost:6379" or "http:x": almost surely not a file name the user meant.
-        return url.split(":", 1)[0].lower()
-    return ""

@@ -116,10 +116,20 @@ class JsonFilePromptRegistry(PromptRegistry):
         if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, int | float) or not lock_timeout >= 0:
             raise InvalidInputError(f"lock_timeout must be a number of seconds >= 0, got {lock_timeout!r}")
         self.path = Path(os.path.abspath(os.fspath(path)))
-        """The registry file (absolute)."""
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
-        """The sidecar file whose ``flock`` serialises writers."""
+        """The registry file (absolute). It may be a symbolic link: writes go through it to its
+        target (replaced atomically), and the link stays a link."""
         self.lock_timeout = float(lock_timeout)
+
+    @property
+    def lock_path(self) -> Path:
+        """The sidecar file whose ``flock`` serialises writers: beside the real file, so writers that
+        reach one file through different links still take the same lock."""
+        target = self._target()
+        return target.with_name(target.name + ".lock")
+
+    def _target(self) -> Path:
+        # Resolved at every write: the link may be re-pointed while this object lives.
+        return Path(os.path.realpath(self.path))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
@@ -261,19 +271,21 @@ class JsonFilePromptRegistry(PromptRegistry):
 
     def _write(self, apply: Callable[[_StoredState], _T]) -> _T:
         # Every refusal is raised by ``apply`` before anything touches the disk.
-        with self._locked():
+        target = self._target()
+        lock_path = target.with_name(target.name + ".lock")
+        with self._locked(target, lock_path):
             state = self._read()
             result = apply(state)
-            self._replace(state.model_dump_json(indent=2).encode("utf-8") + b"\n")
+            self._replace(target, state.model_dump_json(indent=2).encode("utf-8") + b"\n")
         return result
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self, target: Path, lock_path: Path) -> Iterator[None]:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise RegistryUnavailableError(f"cannot open lock file {self.lock_path}: {exc}") from exc
+            raise RegistryUnavailableError(f"cannot open lock file {lock_path}: {exc}") from exc
         try:
             deadline = time.monotonic() + self.lock_timeout
             delay = 0.001
@@ -285,29 +297,30 @@ class JsonFilePromptRegistry(PromptRegistry):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise RegistryUnavailableError(
-                            f"could not lock {self.lock_path} within {self.lock_timeout:g} s: another writer holds it"
+                            f"could not lock {lock_path} within {self.lock_timeout:g} s: another writer holds it"
                         ) from None
                     time.sleep(min(delay, remaining))
                     delay = min(delay * 2, 0.05)
                 except OSError as exc:
-                    raise RegistryUnavailableError(f"cannot lock {self.lock_path}: {exc}") from exc
+                    raise RegistryUnavailableError(f"cannot lock {lock_path}: {exc}") from exc
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
-    def _replace(self, data: bytes) -> None:
+    def _replace(self, target: Path, data: bytes) -> None:
+        # ``target`` is the resolved path: replacing it (not a link in front of it) keeps the link.
         tmp: str | None = None
         try:
-            mode = self.path.stat().st_mode & 0o777 if self.path.exists() else 0o644
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.chmod(tmp, mode)
-            os.replace(tmp, self.path)
+            os.replace(tmp, target)
             tmp = None
-            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 os.fsync(dir_fd)  # makes the rename itself durable
             finally:

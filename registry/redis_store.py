@@ -19,6 +19,7 @@ import msgpack
 import redis
 from redis.backoff import NoBackoff
 from redis.commands.core import Script
+from redis.exceptions import AuthenticationWrongNumberOfArgsError, NoPermissionError
 from redis.retry import Retry
 
 from registry.base import PromptRegistry
@@ -29,6 +30,7 @@ from registry.errors import (
     PromptExistsError,
     PromptNotFoundError,
     PromptRegistryError,
+    RegistryAuthError,
     RegistryCorruptError,
     RegistryUnavailableError,
     RollbackUnavailableError,
@@ -37,6 +39,7 @@ from registry.errors import (
 from registry.events import pack_static_part
 from registry.keys import DEFAULT_NAMESPACE, Keyspace
 from registry.models import AuditEvent, Prompt, PromptVersion
+from registry.urls import check_redis_url, redact_url
 from registry.validation import LATEST, MAX_METADATA_BYTES, MAX_TEXT_BYTES
 
 _SCRIPTS = ("create_prompt", "add_version", "set_label", "delete_label", "rollback_label")
@@ -122,7 +125,11 @@ class RedisPromptRegistry(PromptRegistry):
             # No automatic retries: a write script retried after a lost reply could apply twice
             # (two versions for one add_version). Callers see RegistryUnavailableError and decide.
             redis_kwargs.setdefault("retry", Retry(NoBackoff(), 0))
-            client = redis.Redis.from_url(str(url), **redis_kwargs)
+            url = check_redis_url(str(url))
+            try:
+                client = redis.Redis.from_url(url, **redis_kwargs)
+            except (ValueError, TypeError) as exc:  # e.g. an unknown value in the URL's query
+                raise InvalidInputError(f"malformed registry URL {redact_url(url)!r}: {exc}") from None
             self._owns_client = True
         else:
             self._owns_client = False
@@ -150,6 +157,11 @@ class RedisPromptRegistry(PromptRegistry):
         """Turn redis-py errors into promptreg errors at this one boundary."""
         try:
             yield
+        except (redis.AuthenticationError, AuthenticationWrongNumberOfArgsError) as exc:
+            # A subclass of ConnectionError in redis-py: it must not read as "unreachable".
+            raise RegistryAuthError(f"redis authentication failed: {exc}") from exc
+        except NoPermissionError as exc:
+            raise RegistryAuthError(f"redis refused the command: permission denied by its ACL ({exc})") from exc
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RegistryUnavailableError(f"redis is unreachable: {exc}") from exc
         except redis.ResponseError as exc:

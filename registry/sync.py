@@ -21,7 +21,9 @@ its labels back to the old version without adding one.
 
 :func:`plan_sync` reads and validates every file and compares it with the registry, writing
 nothing; :func:`apply_sync` carries a plan out. Any invalid file stops the sync before anything is
-written, with a :class:`PromptFileError` naming the file.
+written, with a :class:`PromptFileError` naming the file. The folder is read as hostile input (it
+comes from pull requests): see :mod:`registry.prompt_files` for links, size bounds and the strict
+YAML loader.
 """
 
 from __future__ import annotations
@@ -31,11 +33,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from registry.base import PromptRegistry
-from registry.errors import InvalidInputError
+from registry.errors import InvalidInputError, PromptFileError
 from registry.models import Prompt
+from registry.prompt_files import (
+    file_size_limit,
+    front_matter_limit,
+    read_bounded,
+    split_front_matter,
+    walk_prompt_files,
+)
 from registry.validation import (
     MAX_METADATA_BYTES,
     MAX_TEXT_BYTES,
@@ -52,21 +59,7 @@ SUFFIX = ".prompt"
 FRONT_MATTER_KEYS = frozenset({"labels", "metadata", "description", "message"})
 """The keys a prompt file's front matter may hold."""
 
-_FENCE = "---"
-
 StepAction = Literal["create_prompt", "add_version", "set_label"]
-
-
-class PromptFileError(InvalidInputError):
-    """A prompt file cannot be used: unreadable, bad YAML, unknown key, invalid name or value.
-
-    ``path`` is the offending file (or folder). Raised before anything is written.
-    """
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,21 +136,30 @@ def parse_prompt_file(
     *,
     max_text_bytes: int = MAX_TEXT_BYTES,
     max_metadata_bytes: int = MAX_METADATA_BYTES,
+    real_path: Path | None = None,
 ) -> PromptFile:
     """Read and validate one prompt file; ``name`` is the prompt name it maps to.
 
-    Raises :class:`PromptFileError` (naming ``path``) for an unreadable or non-UTF-8 file, bad or
-    unterminated front matter, unknown front-matter keys, an invalid name, label or metadata, or an
-    empty body.
+    ``real_path`` is the file to read when ``path`` is a link inside the folder (see
+    :func:`read_prompt_files`); ``path`` itself is never followed if it is a link. The file size
+    and the front-matter size are bounded before anything is parsed (see
+    :mod:`registry.prompt_files`). Raises :class:`PromptFileError` (naming ``path``) for an
+    unreadable, oversized, non-regular or non-UTF-8 file, bad, unterminated or non-JSON front matter
+    (naming the line), unknown front-matter keys, an invalid name, label or metadata, or an empty body.
     """
+    limit = file_size_limit(max_text_bytes, max_metadata_bytes)
+    data = read_bounded(path if real_path is None else real_path, limit, shown=path)
     try:
-        # read_text translates CRLF, so a checkout on Windows gives the same text as on Linux.
-        raw = path.read_text(encoding="utf-8")
+        raw = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PromptFileError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except OSError as exc:
-        raise PromptFileError(path, f"cannot read: {exc.strerror or exc}") from exc
-    front, body = _split_front_matter(path, raw)
+    # Universal newlines, as read_text gives: a checkout on Windows yields the same text as on Linux.
+    raw = raw.replace("\r\n", "\n").replace("\r", "\n")
+    front, body = split_front_matter(path, raw, front_matter_limit(max_metadata_bytes))
+    unknown = sorted(str(key) for key in front if key not in FRONT_MATTER_KEYS)
+    if unknown:
+        allowed = ", ".join(sorted(FRONT_MATTER_KEYS))
+        raise PromptFileError(path, f"unknown front matter key(s) {', '.join(unknown)} (allowed: {allowed})")
     try:
         validate_name(name)
         validate_text(body, max_text_bytes)
@@ -183,18 +185,21 @@ def read_prompt_files(
 ) -> list[PromptFile]:
     """Every ``*.prompt`` file under ``directory`` (recursively), parsed and validated, sorted by name.
 
-    Raises :class:`PromptFileError` if ``directory`` is not a folder or any file is invalid.
+    Only regular files inside ``directory`` are read: a symbolic link (file or folder) whose target
+    is outside it is refused before any file is read; a link to a file inside it is read; a link to
+    a folder inside it is not followed (its real path is synced). Raises :class:`PromptFileError`
+    if ``directory`` is not a folder or any file is invalid.
     """
-    if not directory.is_dir():
-        raise PromptFileError(directory, "not a directory")
     files: list[PromptFile] = []
-    for path in sorted(directory.rglob("*" + SUFFIX)):
-        if not path.is_file():
-            continue
+    for path, real_path in list(walk_prompt_files(directory, SUFFIX)):
         relative = path.relative_to(directory).with_suffix("")
         files.append(
             parse_prompt_file(
-                path, relative.as_posix(), max_text_bytes=max_text_bytes, max_metadata_bytes=max_metadata_bytes
+                path,
+                relative.as_posix(),
+                max_text_bytes=max_text_bytes,
+                max_metadata_bytes=max_metadata_bytes,
+                real_path=real_path,
             )
         )
     return files
@@ -276,32 +281,6 @@ def _plan_file(prompt_file: PromptFile, prompt: Prompt | None, extra_labels: Seq
 
 def _same_content(version: Any, prompt_file: PromptFile) -> bool:
     return bool(version.prompt_text == prompt_file.text and version.metadata == prompt_file.metadata)
-
-
-def _split_front_matter(path: Path, raw: str) -> tuple[dict[str, Any], str]:
-    lines = raw.splitlines(keepends=True)
-    if not lines or lines[0].rstrip("\r\n").rstrip() != _FENCE:
-        return {}, raw
-    for index in range(1, len(lines)):
-        if lines[index].rstrip("\r\n").rstrip() == _FENCE:
-            header = "".join(lines[1:index])
-            body = "".join(lines[index + 1 :])
-            break
-    else:
-        raise PromptFileError(path, "front matter has no closing '---' line")
-    try:
-        front = yaml.safe_load(header) if header.strip() else {}
-    except yaml.YAMLError as exc:
-        raise PromptFileError(path, f"invalid YAML front matter: {' '.join(str(exc).split())}") from exc
-    if front is None:
-        front = {}
-    if not isinstance(front, dict):
-        raise PromptFileError(path, f"front matter must be a mapping, got {type(front).__name__}")
-    unknown = sorted(str(key) for key in front if key not in FRONT_MATTER_KEYS)
-    if unknown:
-        allowed = ", ".join(sorted(FRONT_MATTER_KEYS))
-        raise PromptFileError(path, f"unknown front matter key(s) {', '.join(unknown)} (allowed: {allowed})")
-    return front, body
 
 
 def _labels(value: object) -> tuple[str, ...]:

@@ -23,6 +23,11 @@ MAX_TEXT_BYTES = 1024 * 1024
 MAX_METADATA_BYTES = 64 * 1024
 MAX_FIELD_LENGTH = 4096
 """Limit for short free-text fields: author, message, reason, description."""
+MAX_METADATA_DEPTH = 32
+"""How deeply metadata may nest (a mapping or list inside another counts one level)."""
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+"""Metadata integers must fit a signed 64-bit integer: every store and wire format holds them."""
 
 LATEST = "latest"
 """The reserved label that always resolves to the newest version; it cannot be set."""
@@ -72,10 +77,7 @@ def validate_text(text: object, max_bytes: int = MAX_TEXT_BYTES) -> str:
     """Return ``text`` if it is a string within ``max_bytes`` when UTF-8 encoded."""
     if not isinstance(text, str):
         raise InvalidInputError(f"prompt text must be a string, got {type(text).__name__}")
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        raise InvalidInputError(f"prompt text is not valid Unicode: {exc}") from exc
+    size = len(_utf8(text, "prompt text"))
     if size > max_bytes:
         raise PromptTooLargeError(f"prompt text is {size} bytes, the limit is {max_bytes}")
     return text
@@ -92,16 +94,45 @@ def validate_field(value: object, what: str) -> str | None:
         raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
     if len(value) > MAX_FIELD_LENGTH:
         raise PromptTooLargeError(f"{what} is {len(value)} characters, the limit is {MAX_FIELD_LENGTH}")
+    _utf8(value, what)
     return value
 
 
+def validate_unicode(value: str, what: str) -> str:
+    """Return ``value`` if it can be stored as UTF-8 (no lone surrogates), else raise.
+
+    Python strings may hold lone surrogates (from ``surrogateescape``-decoded command-line
+    arguments or file names, or from a JSON ``"\\ud800"`` escape); no store and no wire format
+    can hold them, so they are refused with an :class:`~registry.InvalidInputError` naming ``what``.
+    """
+    _utf8(value, what)
+    return value
+
+
+def _utf8(value: str, what: str) -> bytes:
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"{what} is not valid Unicode: lone surrogate {value[exc.start]!r} at character {exc.start}"
+        ) from exc
+
+
 def validate_metadata(metadata: Mapping[str, Any] | None, max_bytes: int = MAX_METADATA_BYTES) -> dict[str, Any]:
-    """Return a JSON-compatible copy of ``metadata`` within ``max_bytes`` as compact JSON."""
+    """Return a JSON-compatible copy of ``metadata`` within ``max_bytes`` as compact JSON.
+
+    Values must be JSON types: ``None``, ``bool``, strings (valid Unicode), integers in the signed
+    64-bit range, finite floats, lists/tuples and mappings with string keys, nested at most
+    :data:`MAX_METADATA_DEPTH` levels. The walk stops as soon as the input is known to be over
+    ``max_bytes``, so an oversized value costs no more than the limit to refuse. Raises
+    :class:`~registry.InvalidInputError` naming the offending path (``metadata.a.b[2]``), or
+    :class:`~registry.PromptTooLargeError`.
+    """
     if metadata is None:
         return {}
     if not isinstance(metadata, Mapping):
         raise InvalidInputError(f"metadata must be a mapping, got {type(metadata).__name__}")
-    _check_json(metadata, "metadata")
+    _JsonCheck(max_bytes).walk(metadata, "metadata", 0)
     encoded = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     size = len(encoded.encode("utf-8"))
     if size > max_bytes:
@@ -110,23 +141,45 @@ def validate_metadata(metadata: Mapping[str, Any] | None, max_bytes: int = MAX_M
     return result
 
 
-def _check_json(value: Any, path: str, depth: int = 0) -> None:
-    if depth > 32:
-        raise InvalidInputError(f"{path}: nested deeper than 32 levels")
-    if value is None or isinstance(value, (bool, int, str)):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidInputError(f"{path}: {value!r} is not JSON-compatible")
-        return
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise InvalidInputError(f"{path}: key {key!r} is not a string")
-            _check_json(item, f"{path}.{key}", depth + 1)
-        return
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _check_json(item, f"{path}[{i}]", depth + 1)
-        return
-    raise InvalidInputError(f"{path}: {type(value).__name__} is not JSON-compatible")
+class _JsonCheck:
+    """One walk over a metadata value: types, ranges, Unicode, depth, and a running size bound."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.budget = max_bytes + 1  # every JSON value takes at least one byte
+
+    def spend(self, nbytes: int) -> None:
+        self.budget -= nbytes
+        if self.budget < 0:
+            raise PromptTooLargeError(f"metadata is over {self.max_bytes} bytes as JSON, the limit is {self.max_bytes}")
+
+    def walk(self, value: Any, path: str, depth: int) -> None:
+        if depth > MAX_METADATA_DEPTH:
+            raise InvalidInputError(f"{path}: nested deeper than {MAX_METADATA_DEPTH} levels")
+        if value is None or isinstance(value, bool):
+            self.spend(4)
+        elif isinstance(value, int):
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise InvalidInputError(f"{path}: integer out of the signed 64-bit range")
+            self.spend(1)
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise InvalidInputError(f"{path}: {value!r} is not JSON-compatible")
+            self.spend(1)
+        elif isinstance(value, str):
+            self.spend(len(value) + 2)
+            _utf8(value, path)
+        elif isinstance(value, Mapping):
+            self.spend(2)
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise InvalidInputError(f"{path}: key {key!r} is not a string")
+                self.spend(len(key) + 3)
+                _utf8(key, f"{path}: key")
+                self.walk(item, f"{path}.{key}", depth + 1)
+        elif isinstance(value, (list, tuple)):
+            self.spend(2)
+            for i, item in enumerate(value):
+                self.walk(item, f"{path}[{i}]", depth + 1)
+        else:
+            raise InvalidInputError(f"{path}: {type(value).__name__} is not JSON-compatible")

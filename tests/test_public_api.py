@@ -21,6 +21,7 @@ PUBLIC_NAMES = [
     "MissingVariableError",
     "Prompt",
     "PromptExistsError",
+    "PromptFileError",
     "PromptNotFoundError",
     "PromptRegistry",
     "PromptRegistryError",
@@ -28,6 +29,7 @@ PUBLIC_NAMES = [
     "PromptTooLargeError",
     "PromptVersion",
     "RedisPromptRegistry",
+    "RegistryAuthError",
     "RegistryCorruptError",
     "RegistryUnavailableError",
     "RollbackUnavailableError",
@@ -86,6 +88,8 @@ def test_every_error_class_in_the_errors_module_is_exported() -> None:
         ("InvalidNameError", ValueError),
         ("PromptTooLargeError", ValueError),
         ("RegistryUnavailableError", ConnectionError),
+        ("RegistryAuthError", ConnectionError),
+        ("PromptFileError", ValueError),
     ],
 )
 def test_errors_derive_from_the_builtin_that_fits(name: str, builtin: type[Exception]) -> None:
@@ -95,6 +99,13 @@ def test_errors_derive_from_the_builtin_that_fits(name: str, builtin: type[Excep
 def test_name_and_size_errors_are_input_errors() -> None:
     assert issubclass(registry.InvalidNameError, registry.InvalidInputError)
     assert issubclass(registry.PromptTooLargeError, registry.InvalidInputError)
+    assert issubclass(registry.PromptFileError, registry.InvalidInputError)
+
+
+def test_an_auth_failure_is_a_kind_of_unavailable() -> None:
+    # Code that retries on RegistryUnavailableError keeps working; code that must tell "wrong
+    # password" from "down" catches RegistryAuthError first.
+    assert issubclass(registry.RegistryAuthError, registry.RegistryUnavailableError)
 
 
 def _public_members(cls: type) -> list[tuple[str, object]]:
