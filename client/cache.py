@@ -110,22 +110,34 @@ class Cache:
 
     # -- full state ---------------------------------------------------------------------------
 
-    def replace(self, rev: int, pointers: Pointers, *, only_if_empty: bool = False) -> list[ChangeEvent] | None:
+    def replace(
+        self,
+        rev: int,
+        pointers: Pointers,
+        *,
+        only_if_empty: bool = False,
+        versions: dict[tuple[str, int], PromptVersion] | None = None,
+    ) -> list[ChangeEvent] | None:
         """Replace the whole state with the registry's state at revision ``rev``.
 
-        Every version ``pointers`` refers to must be cached already (:meth:`add_version`); raises
-        :class:`~registry.RegistryCorruptError` otherwise. A full state is authoritative and is
+        Every version ``pointers`` refers to must be cached already (:meth:`add_version`), or be in
+        ``versions``; raises :class:`~registry.RegistryCorruptError` otherwise. ``versions``, when
+        given, replaces every version remembered so far: the registry's history changed (a restore),
+        so a version number may now stand for another text. A full state is authoritative and is
         taken even when its revision is lower (the registry was restored). With ``only_if_empty``
         nothing happens if a state was loaded before (returns ``None``).
         """
-        missing = self.missing_versions(pointers)
+        store = self.versions
+        if versions is not None:  # keep the instances that did not change (``get(...) is`` stays true)
+            store = {pair: _same_or(store.get(pair), version) for pair, version in versions.items()}
+        missing = {(n, v) for n, labels in pointers.items() for v in labels.values() if (n, v) not in store}
         if missing:
             raise RegistryCorruptError(f"labels point at versions that do not exist: {sorted(missing)[:5]}")
         with self._lock:
             if only_if_empty and self.loaded:
                 return None
             old_pointers = self.pointers
-            versions = self.versions
+            self.versions = versions = store
             view: LookupView = {}
             for name, labels in pointers.items():
                 # Interned keys: a label given as a literal ("production") is interned by the
@@ -249,6 +261,19 @@ class Cache:
             else:
                 view.pop(key, None)
         return view
+
+
+def _same_or(old: PromptVersion | None, new: PromptVersion) -> PromptVersion:
+    """``old`` if it is the same version as ``new`` (same text, time, author, message, metadata)."""
+    if old is not None and (old.prompt_text, old.created_at, old.author, old.message, old.metadata) == (
+        new.prompt_text,
+        new.created_at,
+        new.author,
+        new.message,
+        new.metadata,
+    ):
+        return old
+    return new
 
 
 def _pointer_change(message: ChangeMessage, known: Mapping[str, int] | None) -> tuple[str | None, int | None]:

@@ -201,6 +201,9 @@ class FileFeed(Feed):
         state = self.registry.load_state()
         cache = self.context.cache
         pointers: dict[str, dict[str, int]] = {}
+        # Every version afresh: the file may have been replaced by another history (a restore), so
+        # a version number cached before may now stand for another text.
+        versions: dict[tuple[str, int], PromptVersion] = {}
         for name, prompt in state.prompts.items():
             labels = dict(prompt.labels)
             if prompt.versions:
@@ -208,13 +211,13 @@ class FileFeed(Feed):
             for number in set(labels.values()):
                 found = prompt.get_version_by_number(number)
                 if found is not None:
-                    cache.add_version(name, found)
+                    versions[name, number] = found
             pointers[name] = labels
         empty = empty_registry(state.rev, pointers, cache)
         if empty is not None:
             self._hold(empty)
             return
-        events = cache.replace(state.rev, pointers)
+        events = cache.replace(state.rev, pointers, versions=versions)
         self._trusted()
         self.context.status.resynced()
         self.context.status.live()

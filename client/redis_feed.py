@@ -78,6 +78,9 @@ class RedisFeed(Feed):
         # against ``_last_applied`` instead.
         self._known: tuple[int, bytes | None] | None = None
         self._last_applied: ChangeMessage | None = None
+        # The newest audit entry of a state the cache was confirmed to hold: while it is still in
+        # the stream, the registry's history only grew and the versions cached are still valid.
+        self._anchor: bytes | None = None
         self._marker = b""
         self._markers = 0
         self._recheck_at = 0.0
@@ -240,6 +243,7 @@ class RedisFeed(Feed):
             == (head.rev, head.action, head.prompt, head.label, head.version)
         ):
             self._known = (rev, head_id)  # the newest entry is the write the cache applied last
+            self._anchor = head_id
             return None
         return f"safety poll: the audit head {head_id!r} at rev {rev} is not the last change applied"
 
@@ -252,7 +256,7 @@ class RedisFeed(Feed):
         problem = self._role.problem(client)
         if problem is None:
             try:
-                state = read_registry(client, self.keys, cache.pointers)
+                state = read_registry(client, self.keys, cache.pointers, self._anchor)
             except redis.BusyLoadingError:
                 problem = "redis is loading its dataset (LOADING): serving the last state"
             else:
@@ -261,13 +265,18 @@ class RedisFeed(Feed):
             self._hold(problem)
             self._recheck_at = time.monotonic() + HOLD_RECHECK
             return
-        missing = cache.missing_versions(state.pointers)
-        if missing:
+        if state.anchor_found:  # the same history, grown: versions cached are still the registry's
+            missing = cache.missing_versions(state.pointers)
             for (name, _number), version in fetch_versions(client, self.keys, missing).items():
                 if version is not None:
                     cache.add_version(name, version)
-        events = cache.replace(state.rev, state.pointers)
+            events = cache.replace(state.rev, state.pointers)
+        else:  # another history (restore, other data set) or unknown: a version number may be another text
+            pairs = {(n, v) for n, labels in state.pointers.items() for v in labels.values()}
+            fresh = {pair: v for pair, v in fetch_versions(client, self.keys, pairs).items() if v is not None}
+            events = cache.replace(state.rev, state.pointers, versions=fresh)
         self._known = (state.rev, None if state.head is None else state.head.entry_id)
+        self._anchor = self._known[1]
         self._last_applied = None
         self._trusted()
         context.status.resynced()

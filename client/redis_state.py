@@ -52,6 +52,8 @@ class RegistryState:
     rev: int
     pointers: dict[str, dict[str, int]]
     head: LogHead | None
+    anchor_found: bool
+    """Whether the audit entry given as ``anchor`` is still in the stream (the history continues)."""
 
 
 def _text(value: Any) -> str | None:
@@ -108,14 +110,18 @@ def read_state(
 
 
 def read_registry(
-    client: redis.Redis, keys: Keyspace, hint: Mapping[str, Iterable[str]] | None = None
+    client: redis.Redis,
+    keys: Keyspace,
+    hint: Mapping[str, Iterable[str]] | None = None,
+    anchor: bytes | None = None,
 ) -> RegistryState:
     """Every prompt's labels and ``latest``, the revision and the audit head, at one revision.
 
     ``hint`` is what the caller believes the prompts and their labels are (the cache's current
-    pointers); a correct hint makes this one round trip. Raises redis-py errors on I/O failure,
-    :class:`StateReadError` if the sets never settle, :class:`~registry.RegistryCorruptError` for
-    unreadable values.
+    pointers); a correct hint makes this one round trip. ``anchor`` is the id of an audit entry the
+    caller saw; :attr:`RegistryState.anchor_found` says whether it is still there. Raises redis-py
+    errors on I/O failure, :class:`StateReadError` if the sets never settle,
+    :class:`~registry.RegistryCorruptError` for unreadable values.
     """
     wanted: dict[str, list[str]] = {
         name: sorted(label for label in labels if label != LATEST) for name, labels in (hint or {}).items()
@@ -125,6 +131,8 @@ def read_registry(
         pipe: Any = client.pipeline(transaction=True)
         pipe.get(keys.rev)
         pipe.xrevrange(keys.log, count=1)
+        if anchor is not None:
+            pipe.xrange(keys.log, min=anchor, max=anchor, count=1)
         pipe.smembers(keys.prompts)
         for name in names:
             pipe.smembers(keys.labels(name))
@@ -135,6 +143,7 @@ def read_registry(
         try:
             rev = int(next(results) or 0)
             head = parse_log_head(next(results))
+            anchor_found = anchor is not None and bool(next(results))
             found_names = {raw.decode("utf-8") for raw in next(results)}
             settled = found_names == set(names)
             pointers: dict[str, dict[str, int]] = {}
@@ -152,7 +161,7 @@ def read_registry(
         except (ValueError, UnicodeDecodeError) as exc:
             raise RegistryCorruptError(f"unreadable registry state in redis: {exc!r}") from exc
         if settled:
-            return RegistryState(rev, pointers, head)
+            return RegistryState(rev, pointers, head, anchor_found)
         wanted = {name: found.get(name, []) for name in found_names}
     raise StateReadError(f"prompts or labels kept changing during {MAX_ROUNDS} reads of the state")
 
