@@ -1,30 +1,37 @@
 # One command each: `make demo` runs the live demo, `make test` sets up and runs the tests.
 # Both create .venv on first use (Python >= 3.11) and reinstall when pyproject.toml changes.
+# `make demo` installs only what the demo needs; the dev tools (ruff, mypy, pytest, ...) come with `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip install -q
 
 .PHONY: test demo lint bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev,demo]"
+
+$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
+	$(PIP) -e ".[demo]"
 	touch $@
 
-test: $(VENV)/.installed
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(PIP) -e ".[dev,demo]"
+	touch $@ $(VENV)/.installed-demo
+
+test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed-demo
 	$(BIN)/promptreg demo
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.lookup
 	$(BIN)/python -m benchmarks.propagation
 	$(BIN)/python -m benchmarks.writes
