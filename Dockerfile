@@ -1,5 +1,5 @@
 # The promptreg CLI (and its demo) in a small image; docker-compose.yml runs `promptreg demo` with it.
-FROM python:3.11-slim
+FROM python:3.11.9-slim-bookworm
 WORKDIR /app
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY pyproject.toml README.md ./
@@ -7,6 +7,7 @@ COPY registry ./registry
 COPY client ./client
 RUN pip install ".[demo]"
 COPY examples ./examples
-RUN useradd --create-home promptreg
+RUN useradd --create-home promptreg && chown promptreg:promptreg /app
 USER promptreg
+# The working directory must be writable: the default registry is ./.promptreg/registry.json.
 CMD ["promptreg", "demo"]
