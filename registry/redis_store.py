@@ -9,11 +9,12 @@ calls the scripts and turns their result codes and Redis errors into typed excep
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import Any, NoReturn
 
 import msgpack
 import redis
@@ -94,6 +95,28 @@ def _event_from_entry(fields: dict[bytes, bytes]) -> AuditEvent:
         )
     except (KeyError, ValueError) as exc:
         raise RegistryCorruptError(f"unreadable audit entry {fields!r}: {exc!r}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """What a refused write was about, for building its exception."""
+
+    name: str
+    label: str
+    version: int
+    expected: int
+    actual: int | None
+
+
+_REFUSALS: dict[str, Callable[[_Refusal], PromptRegistryError]] = {
+    # The result codes of registry/lua/*.lua ({"ERR", CODE, detail}), each mapped to its error once.
+    "NOPROMPT": lambda r: PromptNotFoundError(r.name),
+    "EXISTS": lambda r: PromptExistsError(r.name),
+    "NOVERSION": lambda r: VersionNotFoundError(r.name, r.version),
+    "NOLABEL": lambda r: LabelNotFoundError(r.name, r.label),
+    "NOROLLBACK": lambda r: RollbackUnavailableError(r.name, r.label),
+    "CONFLICT": lambda r: LabelConflictError(r.name, r.label, r.expected, r.actual),
+}
 
 
 class RedisPromptRegistry(PromptRegistry):
@@ -188,20 +211,15 @@ class RedisPromptRegistry(PromptRegistry):
     def _audit_keys(self, name: str) -> list[str]:
         return [self.keys.rev, self.keys.log, self.keys.history(name)]
 
-    def _fail(self, name: str, label: str | None, result: list[Any], expected: int | None = None) -> None:
+    def _fail(
+        self, name: str, label: str | None, result: list[Any], expected: int | None = None, version: int = 0
+    ) -> NoReturn:
         code = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
-        if code == "NOPROMPT":
-            raise PromptNotFoundError(name)
-        if code == "EXISTS":
-            raise PromptExistsError(name)
-        if code == "NOLABEL":
-            raise LabelNotFoundError(name, str(label))
-        if code == "NOROLLBACK":
-            raise RollbackUnavailableError(name, str(label))
-        if code == "CONFLICT":
-            actual = result[2] if len(result) > 2 and result[2] is not None else None
-            raise LabelConflictError(name, str(label), int(expected or 0), None if actual is None else int(actual))
-        raise RegistryCorruptError(f"prompt {name!r} is inconsistent in redis ({code})")
+        refusal = _REFUSALS.get(code)
+        if refusal is None:
+            raise RegistryCorruptError(f"prompt {name!r} is inconsistent in redis ({code})")
+        actual = result[2] if len(result) > 2 else None
+        raise refusal(_Refusal(name, str(label), version, int(expected or 0), None if actual is None else int(actual)))
 
     def _event(self, rev: int, action: str, name: str, label: str | None, version: Any, prev: Any,
                author: str | None, reason: str | None, at: datetime) -> AuditEvent:  # fmt: skip
@@ -259,9 +277,7 @@ class RedisPromptRegistry(PromptRegistry):
              author or "", reason or "", self._head("set_label", name, label, author, at), k.channel],
         )  # fmt: skip
         if result[0] != b"OK":
-            if result[1] == b"NOVERSION":
-                raise VersionNotFoundError(name, version)
-            self._fail(name, label, result, expected_version)
+            self._fail(name, label, result, expected_version, version)
         return self._event(result[1], "set_label", name, label, version, result[2], author, reason, at)
 
     def _delete_label(self, name: str, label: str, expected_version: int | None, author: str | None,
