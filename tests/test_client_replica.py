@@ -9,6 +9,7 @@ A replica cut off from its primary (or still syncing) keeps answering reads: the
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -92,6 +93,43 @@ def test_a_client_on_a_replica_that_never_synced_stays_initializing(namespace: s
             assert prompts.get(NAME, fallback="offline").version == 0
     finally:
         orphan.cleanup()
+
+
+def test_a_primary_still_loading_its_aof_is_not_trusted(private_redis_server: RedisServer, namespace: str) -> None:
+    server = private_redis_server
+    admin = server.client()
+    with RedisPromptRegistry.from_url(server.url, namespace=namespace) as reg:
+        seed(reg)
+        pipe = admin.pipeline(transaction=False)
+        for i in range(3000):
+            pipe.set(f"filler:{i}", "x")
+        pipe.execute()
+        admin.bgrewriteaof()  # into the AOF's RDB base, which key-load-delay slows down on load
+
+        def rewritten() -> bool:
+            info = admin.info("persistence")
+            return info["aof_rewrite_in_progress"] == 0 and info["aof_rewrite_scheduled"] == 0
+
+        assert wait_until(rewritten, 10.0)
+        admin.close()
+        with PromptClient(server.url, namespace=namespace, poll_interval=1.0) as prompts:
+            assert_converged(prompts, reg)
+            server.kill()
+            # 3,000 keys x 0.5 ms: ~1.5 s of LOADING, answering clients (-LOADING) every 1 KB loaded.
+            server.extra_args = ("--key-load-delay", "500", "--loading-process-events-interval-bytes", "1024")
+            starter = threading.Thread(target=server.start, name="test-redis-start")
+            starter.start()
+            errors: set[str] = set()
+
+            def loaded() -> bool:
+                assert prompts.get(NAME).version == 1  # serving throughout
+                errors.add((prompts.status().last_error or "").lower())
+                return not starter.is_alive()
+
+            assert wait_until(loaded, 30.0, interval=0.02)
+            starter.join()
+            assert any("loading" in error for error in errors), errors
+            assert_converged(prompts, reg)
 
 
 @pytest.mark.parametrize("role_allowed", [True, False], ids=["with-role", "without-role"])
