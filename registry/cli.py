@@ -29,6 +29,7 @@ import redis
 from click.core import ParameterSource
 
 from registry.base import PromptRegistry
+from registry.cli_acl import acl_command
 from registry.cli_options import current_settings, json_option
 from registry.cli_prompts import create, diff, history, label, list_prompts, push, render, rollback, show
 from registry.cli_sync import export_command, import_command, sync
@@ -261,7 +262,7 @@ def _given_url(ctx: click.Context, report: Callable[[str], None]) -> str | None:
 
 for command in (create, push, label, rollback, show, render, list_prompts, history, diff):
     cli.add_command(command)
-for command in (sync, export_command, import_command, watch, demo):
+for command in (sync, export_command, import_command, watch, demo, acl_command):
     cli.add_command(command)
 
 
