@@ -24,8 +24,8 @@ from typing import Any
 
 import redis
 
+from registry.cli.local_server import LocalRedisServer
 from registry.errors import RegistryUnavailableError
-from registry.local_server import LocalRedisServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _PR_SET_PDEATHSIG = 1

@@ -25,9 +25,9 @@ from enum import Enum
 from sys import intern
 
 from registry.errors import InvalidInputError, RegistryCorruptError
-from registry.events import ChangeMessage
 from registry.models import PromptVersion
 from registry.validation import LATEST, validate_label, validate_name
+from registry.wire import ChangeMessage
 
 Pointers = dict[str, dict[str, int]]
 """``name -> {label: version number}``; ``latest`` is present when the prompt has a version."""

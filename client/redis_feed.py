@@ -37,9 +37,9 @@ from client.feeds import Backoff, Feed, FeedContext, empty_registry
 from client.redis_state import LogHead, fetch_versions, read_fingerprint, read_registry
 from client.replica import RoleCheck
 from registry.errors import RegistryCorruptError
-from registry.events import ChangeMessage, decode
 from registry.models import PromptVersion
 from registry.redis_store import RedisPromptRegistry
+from registry.wire import ChangeMessage, decode
 
 logger = logging.getLogger("promptreg.client")
 

@@ -37,11 +37,11 @@ from registry.errors import (
     RollbackUnavailableError,
     VersionNotFoundError,
 )
-from registry.events import pack_static_part
 from registry.keys import DEFAULT_NAMESPACE, Keyspace
 from registry.models import AuditEvent, Prompt, PromptVersion
 from registry.urls import check_redis_url, redact_url
 from registry.validation import LATEST, MAX_METADATA_BYTES, MAX_TEXT_BYTES
+from registry.wire import pack_static_part
 
 _SCRIPTS = ("create_prompt", "add_version", "set_label", "delete_label", "rollback_label")
 _UNAVAILABLE_REPLIES = ("LOADING", "READONLY", "MASTERDOWN", "BUSY", "OOM", "NOREPLICAS", "CLUSTERDOWN")

@@ -1,4 +1,4 @@
-"""The tests' real ``redis-server``: :class:`registry.local_server.LocalRedisServer` plus helpers."""
+"""The tests' real ``redis-server``: :class:`registry.cli.local_server.LocalRedisServer` plus helpers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import redis
 
-from registry.local_server import LocalRedisServer, free_port
+from registry.cli.local_server import LocalRedisServer, free_port
 
 REDIS_SERVER = shutil.which("redis-server")
 

@@ -14,7 +14,7 @@ import pytest
 from client.cache import Action, Cache, ChangeEvent
 from client.redis_state import fetch_versions, read_state
 from registry import PromptVersion, RedisPromptRegistry, RegistryCorruptError
-from registry.events import ChangeMessage, decode
+from registry.wire import ChangeMessage, decode
 
 
 def _version(number: int, text: str | None = None) -> PromptVersion:

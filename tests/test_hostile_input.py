@@ -168,7 +168,7 @@ def test_a_fifo_is_refused_without_hanging(registry: PromptRegistry, tmp_path: P
     folder = prompt_folder(tmp_path)
     os.mkfifo(folder / "pipe.prompt")  # a blocking open would hang CI for ever
 
-    with pytest.raises(PromptFileError, match="pipe.prompt: not a regular file"):
+    with pytest.raises(PromptFileError, match=r"pipe\.prompt: not a regular file"):
         plan_sync(registry, folder)
     assert registry.list_prompts() == []
 
@@ -247,7 +247,11 @@ def test_metadata_outside_json_is_refused(registry: PromptRegistry, metadata: di
 def test_the_64_bit_bounds_themselves_are_stored(registry: PromptRegistry) -> None:
     registry.create_prompt("edge")
     version = registry.add_version("edge", "text", metadata={"lo": -(2**63), "hi": 2**63 - 1, "f": 1e308})
-    assert registry.get_version("edge", version=version.version).metadata == {"lo": -(2**63), "hi": 2**63 - 1, "f": 1e308}
+    assert registry.get_version("edge", version=version.version).metadata == {
+        "lo": -(2**63),
+        "hi": 2**63 - 1,
+        "f": 1e308,
+    }
 
 
 def test_deep_and_wide_metadata_is_refused_fast(registry: PromptRegistry) -> None:
@@ -388,8 +392,10 @@ def test_a_linked_registry_file_is_written_through(tmp_path: Path) -> None:
     assert real.is_file() and not real.is_symlink()
     assert JsonFilePromptRegistry(real).list_prompts() == ["one", "two"]
     # Writers through either link take the one lock beside the real file.
-    assert JsonFilePromptRegistry(link).lock_path == JsonFilePromptRegistry(other_link).lock_path == real.with_name(
-        "registry.json.lock"
+    assert (
+        JsonFilePromptRegistry(link).lock_path
+        == JsonFilePromptRegistry(other_link).lock_path
+        == real.with_name("registry.json.lock")
     )
 
 
@@ -437,7 +443,9 @@ def test_a_right_password_works_and_a_missing_one_is_refused(
     redis_server: RedisServer, acl_user: tuple[str, str], namespace: str
 ) -> None:
     user, password = acl_user
-    good = RedisPromptRegistry.from_url(f"redis://{user}:{password}@127.0.0.1:{redis_server.port}/0", namespace=namespace)
+    good = RedisPromptRegistry.from_url(
+        f"redis://{user}:{password}@127.0.0.1:{redis_server.port}/0", namespace=namespace
+    )
     good.create_prompt("p")
     assert good.list_prompts() == ["p"]
     good.close()

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from registry import RegistryUnavailableError
-from registry.local_server import LocalRedisServer
+from registry.cli.local_server import LocalRedisServer
 from tests.redis_server import RedisServer
 
 

@@ -27,8 +27,8 @@ from registry import (
     RollbackUnavailableError,
     VersionNotFoundError,
 )
-from registry.events import decode
 from registry.redis_store import RedisPromptRegistry
+from registry.wire import decode
 from tests.redis_server import free_port, wait_until
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from client import PromptClient
 from registry import PromptRegistryFactory, RegistryUnavailableError
-from registry.local_server import free_port
+from registry.cli.local_server import free_port
 from tests.conftest import REQUIRE_REDIS
 from tests.redis_server import RedisServer, wait_until
 

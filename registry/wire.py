@@ -57,23 +57,6 @@ def pack_static_part(op: str, prompt: str, label: str | None, author: str | None
     return head + b"".join(packer.pack(key) + packer.pack(value) for key, value in fields.items())
 
 
-def encode(message: ChangeMessage) -> bytes:
-    """Pack a whole message in Python (the JSON-file backend and tests use this)."""
-    packed: bytes = msgpack.packb(
-        {
-            "op": message.op,
-            "prompt": message.prompt,
-            "label": message.label,
-            "author": message.author,
-            "at": message.at,
-            "rev": message.rev,
-            "version": message.version,
-            "prev": message.previous_version,
-        }
-    )
-    return packed
-
-
 def decode(data: bytes) -> ChangeMessage:
     """Decode and check a message; anything malformed raises :class:`RegistryCorruptError`."""
     try:

@@ -26,9 +26,9 @@ from typing import Any
 
 import redis
 
+from registry.cli.local_server import LocalRedisServer
 from registry.errors import PromptRegistryError, RegistryUnavailableError
 from registry.factory import redact_url
-from registry.local_server import LocalRedisServer
 from registry.redis_store import RedisPromptRegistry
 
 PROMPT = "movie-critic"

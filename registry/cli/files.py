@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from registry.backup import MAX_EXPORT_BYTES, apply_import, export_registry, plan_import
-from registry.cli_options import author_option, current_registry, json_option, print_json, read_input
+from registry.cli.options import author_option, current_registry, json_option, print_json, read_input
 from registry.errors import InvalidInputError
 from registry.sync import apply_sync, plan_sync
 

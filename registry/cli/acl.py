@@ -16,7 +16,7 @@ from registry.acl import (
     parse_server_version,
     role_rules,
 )
-from registry.cli_options import current_settings, json_option, print_json
+from registry.cli.options import current_settings, json_option, print_json
 from registry.keys import DEFAULT_NAMESPACE
 
 _DEFAULT_VERSION = ".".join(map(str, DEFAULT_SERVER_VERSION))

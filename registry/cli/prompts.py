@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from registry.base import PromptRegistry
-from registry.cli_options import author_option, current_registry, json_option, print_json, read_input
+from registry.cli.options import author_option, current_registry, json_option, print_json, read_input
 from registry.errors import InvalidInputError
 from registry.models import AuditEvent, Prompt, PromptVersion
 from registry.validation import validate_label

@@ -1,0 +1,132 @@
+"""``promptreg``: the command line (thin: it parses, calls the library, prints).
+
+This module holds the group (global options, the one place errors become a line) and ``main``; the
+commands live in :mod:`registry.cli.prompts`, :mod:`registry.cli.files`, :mod:`registry.cli.acl`
+and :mod:`registry.cli.live` (``watch``, ``demo``).
+
+Every command that shows data takes ``--json`` and then prints the models' own fields
+(``model_dump(mode="json")``). Errors print one line, ``error: ...``, on stderr and exit 1; usage
+errors exit 2; a traceback is never shown. The registry comes from ``--url`` / ``PROMPTREG_URL``
+(default: the JSON file ``./.promptreg/registry.json``) and, for Redis, ``--namespace`` /
+``PROMPTREG_NAMESPACE``. Passwords in URLs are never printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import click
+import redis
+
+from registry.base import PromptRegistry
+from registry.cli.acl import acl_command
+from registry.cli.files import export_command, import_command, sync
+from registry.cli.live import demo, watch
+from registry.cli.prompts import create, diff, history, label, list_prompts, push, render, rollback, show
+from registry.errors import PromptRegistryError
+from registry.factory import DEFAULT_URL, NAMESPACE_ENV, URL_ENV, PromptRegistryFactory
+from registry.urls import redact_url, url_secrets
+
+
+@dataclass
+class Settings:
+    """What the global options chose; the registry is opened on first use."""
+
+    url: str
+    namespace: str | None
+    _registry: PromptRegistry | None = field(default=None, repr=False)
+
+    def registry(self) -> PromptRegistry:
+        """The registry ``url`` names (opened on first use; raises what the factory raises)."""
+        if self._registry is None:
+            env = {URL_ENV: self.url, NAMESPACE_ENV: self.namespace or ""}
+            self._registry = PromptRegistryFactory.create_from_config(env)
+        return self._registry
+
+    def close(self) -> None:
+        """Close the registry if it was opened; never raises."""
+        if self._registry is not None:
+            with contextlib.suppress(Exception):  # closing must never turn a result into a traceback
+                self._registry.close()
+            self._registry = None
+
+
+class _Group(click.Group):
+    """Turns every library error into one ``error: ...`` line and exit code 1, in one place."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # usage errors (exit 2), ctx.exit() and Ctrl-C keep click's own handling
+        except PromptRegistryError as exc:
+            _fail(ctx, str(exc))
+        except redis.RedisError as exc:  # the backends translate these; this is the safety net
+            _fail(ctx, f"redis: {exc}")
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            _fail(ctx, f"{exc.filename}: {reason}" if exc.filename else reason)
+        except UnicodeError as exc:  # e.g. an argument that is not valid UTF-8
+            _fail(ctx, f"input is not valid UTF-8 text: {getattr(exc, 'reason', exc)}")
+        except Exception as exc:  # a bug, not bad input: still one line, never a traceback
+            if os.environ.get("PROMPTREG_DEBUG") == "1":
+                raise
+            _fail(ctx, f"unexpected {type(exc).__name__}: {exc} (set PROMPTREG_DEBUG=1 for a traceback)")
+
+
+def _fail(ctx: click.Context, message: str) -> NoReturn:
+    settings = ctx.find_object(Settings)
+    if settings is not None:
+        message = _scrub(message, settings.url)
+    # Hostile input may carry lone surrogates or control characters: show them escaped, on one line.
+    text = " ".join(message.split()).encode("utf-8", "backslashreplace").decode("utf-8")
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    click.echo(f"error: {text}", err=True)
+    ctx.exit(1)
+
+
+def _scrub(message: str, url: str) -> str:
+    # A backend error might quote the URL; hide its password wherever it appears.
+    message = message.replace(url, redact_url(url))
+    for secret in url_secrets(url):
+        message = message.replace(secret, "***")
+    return message
+
+
+# -- the command group ---------------------------------------------------------------------------
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--url",
+    envvar=URL_ENV,
+    default=DEFAULT_URL,
+    show_default=True,
+    help="Registry URL: redis://[user:password@]host:port/db or file://path.json (env PROMPTREG_URL).",
+)
+@click.option(
+    "--namespace",
+    envvar=NAMESPACE_ENV,
+    help="Redis key namespace, default 'promptreg'; ignored for files (env PROMPTREG_NAMESPACE).",
+)
+@click.version_option(package_name="promptreg")
+@click.pass_context
+def cli(ctx: click.Context, url: str, namespace: str | None) -> None:
+    """promptreg: prompts with immutable versions and movable labels."""
+    settings = Settings(url, namespace)
+    ctx.obj = settings
+    ctx.call_on_close(settings.close)
+
+
+for command in (create, push, label, rollback, show, render, list_prompts, history, diff):
+    cli.add_command(command)
+for command in (sync, export_command, import_command, watch, demo, acl_command):
+    cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script ``promptreg``."""
+    cli.main(args=argv, prog_name="promptreg")
