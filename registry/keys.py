@@ -20,7 +20,16 @@ key                                  type        what
 ``{ns}:p:<name>:log``                stream      the prompt's audit trail (never trimmed)
 ``{ns}:log``                         stream      every write, registry-wide (trimmed to ~100k)
 ``{ns}:events``                      channel     one msgpack change message per write
+``{ns}:ix:latest``                   hash        index: ``name -> latest`` (prompts with a version)
+``{ns}:ix:label:<label>``            hash        index: ``name -> version`` the label points at
+``{ns}:ix:labels``                   set         index: label names with at least one entry
+``{ns}:ix:format``                   string      index format (``1``): present once the index is
+                                                 complete (``migrate``, or a registry created with it)
 ===================================  ==========  ==================================================
+
+The ``ix`` keys are the *index*: the write scripts keep it equal to the per-prompt keys in the same
+script, so a client reads the whole state with a few chunked ``HSCAN`` s instead of O(prompts)
+commands. A registry written by 0.1.0 has no ``{ns}:ix:format`` until ``promptreg migrate``.
 """
 
 from __future__ import annotations
@@ -93,3 +102,24 @@ class Keyspace:
     def history(self, name: str) -> str:
         """The prompt's audit stream."""
         return f"{self.prefix}:p:{name}:log"
+
+    # -- the index (read by the client in O(labels) commands) ------------------------------------
+
+    @property
+    def index_latest(self) -> str:
+        """Index hash ``name -> latest version number`` (only prompts with a version)."""
+        return f"{self.prefix}:ix:latest"
+
+    def index_label(self, label: str) -> str:
+        """Index hash ``name -> version`` for one label."""
+        return f"{self.prefix}:ix:label:{label}"
+
+    @property
+    def index_labels(self) -> str:
+        """Index set of the label names that have at least one entry."""
+        return f"{self.prefix}:ix:labels"
+
+    @property
+    def index_format(self) -> str:
+        """The index's format number; the key exists only once the index is complete."""
+        return f"{self.prefix}:ix:format"

@@ -43,7 +43,7 @@ from registry.urls import check_redis_url, redact_url
 from registry.validation import LATEST, MAX_METADATA_BYTES, MAX_TEXT_BYTES
 from registry.wire import pack_static_part
 
-_SCRIPTS = ("create_prompt", "add_version", "set_label", "delete_label", "rollback_label")
+_SCRIPTS = ("create_prompt", "add_version", "set_label", "delete_label", "rollback_label", "index_prompts")
 _UNAVAILABLE_REPLIES = ("LOADING", "READONLY", "MASTERDOWN", "BUSY", "OOM", "NOREPLICAS", "CLUSTERDOWN")
 
 
@@ -208,6 +208,9 @@ class RedisPromptRegistry(PromptRegistry):
         k = self.keys
         return [k.prompt(name), k.label(name, label), k.labels(name), k.previous(name, label)]
 
+    def _index_keys(self, label: str) -> list[str]:
+        return [self.keys.index_label(label), self.keys.index_labels]
+
     def _audit_keys(self, name: str) -> list[str]:
         return [self.keys.rev, self.keys.log, self.keys.history(name)]
 
@@ -241,7 +244,7 @@ class RedisPromptRegistry(PromptRegistry):
         k = self.keys
         result = self._run(
             "create_prompt",
-            [k.prompts, k.prompt(name), *self._audit_keys(name)],
+            [k.prompts, k.prompt(name), *self._audit_keys(name), k.index_format],
             [name, description or "", author or "", at.isoformat(),
              self._head("create_prompt", name, None, author, at), k.channel],
         )  # fmt: skip
@@ -254,7 +257,7 @@ class RedisPromptRegistry(PromptRegistry):
         k = self.keys
         result = self._run(
             "add_version",
-            [k.prompt(name), *self._audit_keys(name)],
+            [k.prompt(name), *self._audit_keys(name), k.index_latest],
             [name, k.version_prefix(name), prompt_text, author or "", at.isoformat(), message or "",
              msgpack.packb(metadata), hashlib.sha256(prompt_text.encode("utf-8")).hexdigest(),
              self._head("add_version", name, None, author, at), k.channel],
@@ -272,7 +275,8 @@ class RedisPromptRegistry(PromptRegistry):
         prompt_key, label_key, labels_key, prev_key = self._label_keys(name, label)
         result = self._run(
             "set_label",
-            [prompt_key, k.version(name, version), label_key, labels_key, prev_key, *self._audit_keys(name)],
+            [prompt_key, k.version(name, version), label_key, labels_key, prev_key, *self._audit_keys(name),
+             *self._index_keys(label)],
             [name, label, version, "" if expected_version is None else expected_version, at.isoformat(),
              author or "", reason or "", self._head("set_label", name, label, author, at), k.channel],
         )  # fmt: skip
@@ -284,7 +288,7 @@ class RedisPromptRegistry(PromptRegistry):
                       reason: str | None, at: datetime) -> AuditEvent:  # fmt: skip
         result = self._run(
             "delete_label",
-            [*self._label_keys(name, label), *self._audit_keys(name)],
+            [*self._label_keys(name, label), *self._audit_keys(name), *self._index_keys(label)],
             [name, label, "" if expected_version is None else expected_version, at.isoformat(), author or "",
              reason or "", self._head("delete_label", name, label, author, at), self.keys.channel],
         )  # fmt: skip
@@ -295,7 +299,7 @@ class RedisPromptRegistry(PromptRegistry):
     def _rollback(self, name: str, label: str, author: str | None, reason: str | None, at: datetime) -> AuditEvent:
         result = self._run(
             "rollback_label",
-            [*self._label_keys(name, label), *self._audit_keys(name)],
+            [*self._label_keys(name, label), *self._audit_keys(name), *self._index_keys(label)],
             [name, label, self.keys.version_prefix(name), at.isoformat(), author or "", reason or "",
              self._head("rollback", name, label, author, at), self.keys.channel],
         )  # fmt: skip

@@ -4,6 +4,7 @@
 -- KEYS[2] {ns}:rev              global revision
 -- KEYS[3] {ns}:log              registry-wide audit stream
 -- KEYS[4] {ns}:p:<name>:log     the prompt's audit stream
+-- KEYS[5] {ns}:ix:latest         index: name -> latest version
 -- ARGV[1] name
 -- ARGV[2] version key prefix    {ns}:p:<name>:v:  (the new number is appended; same slot)
 -- ARGV[3] prompt_text
@@ -26,6 +27,7 @@ if redis.call('EXISTS', key) == 1 then
   return {'ERR', 'CORRUPT'}
 end
 redis.call('HSET', KEYS[1], 'latest', version)
+redis.call('HSET', KEYS[5], ARGV[1], version)
 redis.call('HSET', key, 'prompt_text', ARGV[3], 'created_at', ARGV[5], 'metadata', ARGV[7], 'sha256', ARGV[8])
 if ARGV[4] ~= '' then
   redis.call('HSET', key, 'author', ARGV[4])

@@ -5,6 +5,7 @@
 -- KEYS[3] {ns}:rev              global revision
 -- KEYS[4] {ns}:log              registry-wide audit stream
 -- KEYS[5] {ns}:p:<name>:log     the prompt's audit stream
+-- KEYS[6] {ns}:ix:format         the index's format marker (set by the registry's first write)
 -- ARGV[1] name
 -- ARGV[2] description ('' = none)
 -- ARGV[3] author ('' = none)
@@ -25,6 +26,10 @@ if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[2], 'author', ARGV[3])
 end
 redis.call('SADD', KEYS[1], name)
+-- The first write of a new registry: the index (kept by every script) is complete from the start.
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('SET', KEYS[6], 1)
+end
 local rev = commit(KEYS[3], KEYS[4], KEYS[5], ARGV[6], ARGV[5],
   {'at', ARGV[4], 'action', 'create_prompt', 'prompt', name, 'author', ARGV[3]}, false, false)
 return {'OK', rev}

@@ -7,6 +7,8 @@
 -- KEYS[5] {ns}:rev                    global revision
 -- KEYS[6] {ns}:log                    registry-wide audit stream
 -- KEYS[7] {ns}:p:<name>:log           the prompt's audit stream
+-- KEYS[8] {ns}:ix:label:<label>        index: name -> version for this label
+-- KEYS[9] {ns}:ix:labels               index: label names with entries
 -- ARGV[1] name
 -- ARGV[2] label
 -- ARGV[3] expected version ('' = no check)
@@ -30,6 +32,10 @@ if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= current then
 end
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[3], ARGV[2])
+redis.call('HDEL', KEYS[8], ARGV[1])
+if redis.call('HLEN', KEYS[8]) == 0 then
+  redis.call('SREM', KEYS[9], ARGV[2])
+end
 redis.call('SET', KEYS[4], current)
 local rev = commit(KEYS[5], KEYS[6], KEYS[7], ARGV[8], ARGV[7],
   {'at', ARGV[4], 'action', 'delete_label', 'prompt', ARGV[1], 'label', ARGV[2], 'author', ARGV[5],

@@ -7,6 +7,8 @@
 -- KEYS[5] {ns}:rev                    global revision
 -- KEYS[6] {ns}:log                    registry-wide audit stream
 -- KEYS[7] {ns}:p:<name>:log           the prompt's audit stream
+-- KEYS[8] {ns}:ix:label:<label>        index: name -> version for this label
+-- KEYS[9] {ns}:ix:labels               index: label names with entries
 -- ARGV[1] name
 -- ARGV[2] label
 -- ARGV[3] version key prefix          {ns}:p:<name>:v:  (same slot)
@@ -37,6 +39,8 @@ else
 end
 redis.call('SET', KEYS[2], target)
 redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('HSET', KEYS[8], ARGV[1], target)
+redis.call('SADD', KEYS[9], ARGV[2])
 local rev = commit(KEYS[5], KEYS[6], KEYS[7], ARGV[8], ARGV[7],
   {'at', ARGV[4], 'action', 'rollback', 'prompt', ARGV[1], 'label', ARGV[2], 'author', ARGV[5],
    'reason', ARGV[6]},

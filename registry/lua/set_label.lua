@@ -8,6 +8,8 @@
 -- KEYS[6] {ns}:rev                    global revision
 -- KEYS[7] {ns}:log                    registry-wide audit stream
 -- KEYS[8] {ns}:p:<name>:log           the prompt's audit stream
+-- KEYS[9] {ns}:ix:label:<label>        index: name -> version for this label
+-- KEYS[10] {ns}:ix:labels              index: label names with entries
 -- ARGV[1] name
 -- ARGV[2] label
 -- ARGV[3] version
@@ -38,6 +40,8 @@ if ARGV[4] ~= '' then
 end
 redis.call('SET', KEYS[3], version)
 redis.call('SADD', KEYS[4], ARGV[2])
+redis.call('HSET', KEYS[9], ARGV[1], version)
+redis.call('SADD', KEYS[10], ARGV[2])
 -- Re-pointing at the same version keeps the rollback target meaningful.
 if current ~= version then
   if current then
