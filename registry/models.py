@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from registry.template import Template
+from registry.template import Template, render_format
 from registry.validation import LATEST
 
 AuditAction = Literal["create_prompt", "add_version", "set_label", "delete_label", "rollback"]
@@ -21,6 +21,17 @@ AuditAction = Literal["create_prompt", "add_version", "set_label", "delete_label
 def utcnow() -> datetime:
     """The current time as a timezone-aware UTC datetime."""
     return datetime.now(UTC)
+
+
+def describe_label_move(label: str | None, previous_version: int | None, version: int | None) -> str:
+    """A label move in words, the one way every command and message says it.
+
+    ``production 2 -> 3``; ``production unset -> 1`` (the label did not exist); ``production 3 ->
+    deleted`` (the label was removed).
+    """
+    before = "unset" if previous_version is None else str(previous_version)
+    after = "deleted" if version is None else str(version)
+    return f"{label} {before} -> {after}"
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -37,6 +48,9 @@ class PromptVersion(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    # The parsed template lives in plain slots, not pydantic private attributes: reading a private
+    # attribute goes through BaseModel.__getattr__ (~2 us), a slot is a C descriptor (render's floor).
+    __slots__ = ("_format", "_parsed")
 
     version: int = Field(ge=1, description="1-based, contiguous per prompt")
     prompt_text: str
@@ -45,8 +59,6 @@ class PromptVersion(BaseModel):
     message: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
-    _template: Template = PrivateAttr()
-
     @field_validator("created_at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
@@ -54,12 +66,55 @@ class PromptVersion(BaseModel):
 
     def model_post_init(self, context: Any, /) -> None:
         """Parse the template once, when the version is built."""
-        self._template = Template(self.prompt_text)
+        parsed = Template(self.prompt_text)
+        object.__setattr__(self, "_parsed", parsed)
+        object.__setattr__(self, "_format", parsed.format_string)
+
+    @classmethod
+    def trusted(
+        cls,
+        version: int,
+        prompt_text: str,
+        created_at: datetime,
+        author: str | None,
+        message: str | None,
+        metadata: dict[str, Any],
+    ) -> PromptVersion:
+        """A version built from values the registry validated when it was written: no validation.
+
+        For readers of a registry (the client's cache): ``created_at`` must be timezone-aware UTC
+        and every value of the type its field declares. The template is parsed as in the
+        constructor. Use the constructor for anything else.
+        """
+        fields = {
+            "version": version,
+            "prompt_text": prompt_text,
+            "created_at": created_at,
+            "author": author,
+            "message": message,
+            "metadata": metadata,
+        }
+        # What model_construct does, without its per-field loops (half the cost of validating).
+        obj = cls.__new__(cls)
+        object.__setattr__(obj, "__dict__", fields)
+        object.__setattr__(obj, "__pydantic_fields_set__", set(_VERSION_FIELDS))
+        object.__setattr__(obj, "__pydantic_extra__", None)
+        object.__setattr__(obj, "__pydantic_private__", None)
+        obj.model_post_init(None)
+        return obj
+
+    def __getattr__(self, item: str) -> Any:
+        # A copy made by pickle, copy or model_copy has empty slots: parse again, once.
+        if item in ("_parsed", "_format"):
+            self.model_post_init(None)
+            return object.__getattribute__(self, item)
+        return super().__getattr__(item)  # type: ignore[misc]
 
     @property
     def variables(self) -> frozenset[str]:
         """The template variable names used by this version's text."""
-        return self._template.variables
+        parsed: Template = self._parsed
+        return parsed.variables
 
     def render(self, /, **variables: Any) -> str:
         """Return the text with every ``{{name}}`` replaced by ``str(variables[name])``.
@@ -67,7 +122,14 @@ class PromptVersion(BaseModel):
         Raises :class:`~registry.MissingVariableError` naming every variable not given.
         Extra variables are ignored.
         """
-        return self._template.render(variables)
+        try:  # the floor: one C call; the parsed template only when a variable is missing
+            text: str = self._format.format_map(variables)
+            return text
+        except KeyError:
+            return render_format(self._format, self._parsed.variables, variables)
+
+
+_VERSION_FIELDS = frozenset(PromptVersion.model_fields)
 
 
 class Prompt(BaseModel):
