@@ -14,9 +14,6 @@ password.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +23,7 @@ from typing import Any
 
 import msgpack
 
+from registry.atomic_file import write_atomically
 from registry.errors import RegistryCorruptError
 from registry.models import PromptVersion
 
@@ -50,7 +48,7 @@ def save_snapshot(
     pointers: Mapping[str, Mapping[str, int]],
     versions: Mapping[tuple[str, int], PromptVersion],
 ) -> None:
-    """Write the state atomically to ``path`` (temp file, fsync, rename). Raises ``OSError``."""
+    """Write the state atomically to ``path`` (temp file, fsync, rename, folder fsync). Raises ``OSError``."""
     needed = sorted({(name, number) for name, labels in pointers.items() for number in labels.values()})
     rows = []
     for name, number in needed:
@@ -67,18 +65,7 @@ def save_snapshot(
             "versions": rows,
         }
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomically(path, payload)
 
 
 def load_snapshot(path: Path, namespace: str) -> LoadedSnapshot | None:

@@ -5,6 +5,8 @@ The public API is exactly ``__all__``; every other module is an implementation d
 
 from registry.base import PromptRegistry
 from registry.errors import (
+    DemoError,
+    ImportConflictError,
     InvalidInputError,
     InvalidNameError,
     LabelConflictError,
@@ -28,6 +30,8 @@ from registry.redis_store import RedisPromptRegistry
 
 __all__ = [
     "AuditEvent",
+    "DemoError",
+    "ImportConflictError",
     "InvalidInputError",
     "InvalidNameError",
     "JsonFilePromptRegistry",

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from registry.base import PromptRegistry
-from registry.errors import InvalidInputError
+from registry.errors import ImportConflictError, InvalidInputError
 from registry.models import Prompt, PromptVersion, utcnow
 from registry.sync import describe_write
 from registry.validation import (
@@ -40,10 +40,6 @@ EXPORT_FORMAT = "promptreg-export"
 EXPORT_FORMAT_VERSION = 1
 MAX_EXPORT_BYTES = 1024**3
 """The largest export file ``promptreg import`` reads (1 GiB): refused before it is parsed."""
-
-
-class ImportConflictError(InvalidInputError):
-    """The export disagrees with what the target registry already holds; nothing was written."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,13 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from registry.errors import InvalidInputError, LabelNotFoundError, PromptNotFoundError, VersionNotFoundError
+from registry.errors import (
+    InvalidInputError,
+    LabelNotFoundError,
+    PromptNotFoundError,
+    RollbackUnavailableError,
+    VersionNotFoundError,
+)
 from registry.models import AuditEvent, Prompt, PromptVersion, utcnow
 from registry.validation import (
     LATEST,
@@ -137,12 +143,23 @@ class PromptRegistry(ABC):
     def rollback(self, name: str, label: str, *, author: str | None = None, reason: str | None = None) -> AuditEvent:
         """Move ``label`` back to where it pointed before its last move.
 
-        Rolling back twice returns to where it started. Raises
-        :class:`~registry.RollbackUnavailableError` when the label never pointed anywhere else.
+        Rolling back twice returns to where it started; a deleted label comes back. Raises
+        :class:`~registry.PromptNotFoundError`, :class:`~registry.LabelNotFoundError` when the label
+        does not exist and never did, and :class:`~registry.RollbackUnavailableError` when it exists
+        but never pointed anywhere else.
         """
         validate_name(name)
         validate_label(label, settable=True)
-        return self._rollback(name, label, validate_field(author, "author"), validate_field(reason, "reason"), utcnow())
+        try:
+            return self._rollback(
+                name, label, validate_field(author, "author"), validate_field(reason, "reason"), utcnow()
+            )
+        except RollbackUnavailableError:
+            # Only on the refusal path: say "no such label" rather than "nothing to roll back to".
+            prompt = self._get_prompt(name)
+            if prompt is not None and label not in prompt.labels:
+                raise LabelNotFoundError(name, label) from None
+            raise
 
     # -- reads ----------------------------------------------------------------------------------
 

@@ -14,9 +14,11 @@ everything with one class. Where a builtin fits, the error also derives from it,
     ├── InvalidInputError          (ValueError) input refused before anything was written
     │   ├── InvalidNameError                    a prompt name, label or namespace is malformed
     │   ├── PromptTooLargeError                 prompt text or metadata over the configured limit
-    │   └── PromptFileError                     a prompt file (sync) cannot be used; names the file
+    │   ├── PromptFileError                     a prompt file (sync) cannot be used; names the file
+    │   └── ImportConflictError                 an export disagrees with the registry it is imported into
     ├── MissingVariableError       (KeyError)   render() without every template variable
     ├── RegistryCorruptError                    stored data that cannot be read (left untouched)
+    ├── DemoError                               ``promptreg demo`` could not run (no server, a worker failed)
     └── RegistryUnavailableError   (ConnectionError) the store cannot be reached
         └── RegistryAuthError                   the store refused the credentials or their rights
 """
@@ -120,6 +122,11 @@ class PromptFileError(InvalidInputError):
         self.reason = reason
 
 
+class ImportConflictError(InvalidInputError):
+    """The export disagrees with what the target registry already holds (a version with the same
+    number and other content); nothing was written."""
+
+
 class MissingVariableError(PromptRegistryError, _KeyErrorMessage):
     """``render`` was called without values for some template variables.
 
@@ -136,6 +143,10 @@ class RegistryCorruptError(PromptRegistryError):
 
     The data is left exactly as it was found.
     """
+
+
+class DemoError(PromptRegistryError):
+    """``promptreg demo`` could not run: no server could be started, or a worker failed."""
 
 
 class RegistryUnavailableError(PromptRegistryError, ConnectionError):

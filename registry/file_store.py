@@ -23,7 +23,6 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -32,6 +31,7 @@ from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from registry.atomic_file import write_atomically
 from registry.base import PromptRegistry
 from registry.errors import (
     InvalidInputError,
@@ -309,28 +309,10 @@ class JsonFilePromptRegistry(PromptRegistry):
 
     def _replace(self, target: Path, data: bytes) -> None:
         # ``target`` is the resolved path: replacing it (not a link in front of it) keeps the link.
-        tmp: str | None = None
         try:
-            mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, target)
-            tmp = None
-            dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)  # makes the rename itself durable
-            finally:
-                os.close(dir_fd)
+            write_atomically(target, data)
         except OSError as exc:
             raise RegistryUnavailableError(f"cannot write registry file {self.path}: {exc}") from exc
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
 
 
 def _prompt(state: _StoredState, name: str) -> _StoredPrompt:

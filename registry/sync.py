@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 from registry.base import PromptRegistry
 from registry.errors import InvalidInputError, PromptFileError
-from registry.models import Prompt
+from registry.models import Prompt, describe_label_move
 from registry.prompt_files import (
     file_size_limit,
     front_matter_limit,
@@ -88,8 +88,7 @@ def describe_write(
         return f"{prompt}: create prompt"
     if action == "add_version":
         return f"{prompt}: add version {version}" + (f" (from {source})" if source is not None else "")
-    before = "unset" if previous_version is None else str(previous_version)
-    return f"{prompt}: label {label} {before} -> {version}"
+    return f"{prompt}: label {describe_label_move(label, previous_version, version)}"
 
 
 @dataclass(frozen=True, slots=True)

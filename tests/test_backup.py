@@ -10,7 +10,8 @@ from typing import Any
 import fakeredis
 import pytest
 
-from registry.backup import ImportConflictError, apply_import, export_registry, plan_import
+from registry import ImportConflictError
+from registry.backup import apply_import, export_registry, plan_import
 from registry.base import PromptRegistry
 from registry.errors import InvalidInputError, PromptTooLargeError
 from registry.file_store import JsonFilePromptRegistry

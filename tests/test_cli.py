@@ -78,7 +78,11 @@ class Cli:
         return outcome.stderr
 
     def state(self) -> Any:
-        return json.loads(self.ok("export", "-").stdout)["prompts"]
+        outcome = self("export", "-")
+        if outcome.code == 1 and "no registry file at" in outcome.stderr:
+            return []  # a JSON-file registry not written yet (export says so rather than export nothing)
+        assert outcome.code == 0, outcome
+        return json.loads(outcome.stdout)["prompts"]
 
 
 @pytest.fixture(params=["file", pytest.param("redis", marks=pytest.mark.redis)])
@@ -127,9 +131,10 @@ def test_whole_workflow(seeded: Cli, tmp_path: Path) -> None:
 
     moved = run.ok("label", "movie-critic", "production", "2", "--author", "carol", "--reason", "bad", "--json").json()
     assert (moved["label"], moved["previous_version"], moved["version"]) == ("production", 3, 2)
-    assert run.ok("rollback", "movie-critic", "production", "--author", "carol").stdout.strip().endswith("2 -> 3")
+    rolled = run.ok("rollback", "movie-critic", "production", "--author", "carol").stdout.strip()
+    assert rolled == "movie-critic: label production 2 -> 3 (rollback)"
     assert (
-        run.ok("label", "movie-critic", "canary", "staging").stdout.strip() == "movie-critic: label canary: unset -> 2"
+        run.ok("label", "movie-critic", "canary", "staging").stdout.strip() == "movie-critic: label canary unset -> 2"
     )
     run.ok("label", "movie-critic", "canary", "--delete", "--expect", "2")
 
@@ -154,7 +159,7 @@ def test_whole_workflow(seeded: Cli, tmp_path: Path) -> None:
     assert events[6]["author"] == "carol" and events[6]["reason"] == "bad"
     assert [e["rev"] for e in events] == sorted(e["rev"] for e in events)
     text = run.ok("history", "movie-critic").stdout
-    assert "version 1: first" in text and "set_label production: 3 -> 2  (bad)" in text and "carol" in text
+    assert "version 1: first" in text and "set_label production 3 -> 2  (bad)" in text and "carol" in text
 
     diff = run.ok("diff", "movie-critic", "staging", "3").stdout
     assert diff.startswith("--- movie-critic@2\n+++ movie-critic@3\n")
@@ -374,7 +379,9 @@ def test_password_is_never_printed(tmp_path: Path, mode: str) -> None:
 
 
 def test_subprocess_errors_have_no_traceback(proc: Cli) -> None:
+    proc.ok("create", "movie-critic")
     assert proc.fails("show", "nope") == "error: prompt 'nope' not found"
+    assert proc.fails("show", "movie-critc") == "error: prompt 'movie-critc' not found (did you mean 'movie-critic'?)"
     assert proc.fails("push", "nope", input="x") == "error: prompt 'nope' not found"
     assert "No such command" in proc.fails("nope", code=2)
 
@@ -451,3 +458,25 @@ def test_watch_unreachable_registry_is_one_line(tmp_path: Path) -> None:
     run = Cli({"PROMPTREG_URL": f"redis://:sekret-pw@127.0.0.1:{free_port()}/0"}, tmp_path, subprocess_mode=True)
     line = run.fails("watch", "--timeout", "1")
     assert line.startswith("error: cannot watch redis://:***@127.0.0.1:")
+
+
+def test_cli_consistency(run: Cli, tmp_path: Path) -> None:
+    missing = tmp_path / "typo.json"
+    # A mistyped file path says so on reads instead of showing an empty registry.
+    assert "no registry file at" in run.fails("list", "--url", f"file://{missing}")
+    assert not missing.exists()
+    run.ok("create", "movie-critic")
+    pushed = run.ok("push", "movie-critic", "--label", "production", "--json", input=V1).json()
+    assert pushed["version"] == 1
+    assert [(m["label"], m["previous_version"], m["version"]) for m in pushed["label_moves"]] == [("production", None, 1)]
+    # --json before or after the command; --url / --namespace after it too.
+    url, namespace = run.env["PROMPTREG_URL"], run.env["PROMPTREG_NAMESPACE"]
+    before = run.ok("--json", "show", "movie-critic").json()
+    after = run.ok("show", "movie-critic", "--json").json()
+    assert before == after and before["version"] == 1
+    elsewhere = Cli({"PROMPTREG_URL": f"file://{tmp_path / 'other.json'}"}, tmp_path)
+    shown = elsewhere.ok("show", "movie-critic", "--url", url, "--namespace", namespace or "promptreg", "--json")
+    assert shown.json()["version"] == 1
+    # A rollback of a label that does not exist says so.
+    assert run.fails("rollback", "movie-critic", "canary") == "error: prompt 'movie-critic' has no label 'canary'"
+

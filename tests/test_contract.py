@@ -242,7 +242,8 @@ def test_compare_and_set(backend: Backend, reg: PromptRegistry) -> None:
 def test_rollback_goes_back_and_forth(backend: Backend, reg: PromptRegistry) -> None:
     seed(reg)
     refused(backend, reg, RollbackUnavailableError, lambda: reg.rollback(NAME, "production"))
-    refused(backend, reg, RollbackUnavailableError, lambda: reg.rollback(NAME, "never-set"))
+    # A label that does not exist and never did says so, rather than "nothing to roll back to".
+    refused(backend, reg, LabelNotFoundError, lambda: reg.rollback(NAME, "never-set"))
     reg.set_label(NAME, "production", 1)
     event = reg.rollback(NAME, "production", author="carol", reason="v1 hallucinates")
     assert (event.action, event.version, event.previous_version) == ("rollback", 3, 1)
@@ -355,7 +356,7 @@ ERROR_CASES: list[tuple[str, type[Exception], Callable[[PromptRegistry], object]
     ("cas wrong version", LabelConflictError, lambda r: r.set_label(NAME, "staging", 1, expected_version=3)),
     ("cas delete", LabelConflictError, lambda r: r.delete_label(NAME, "staging", expected_version=1)),
     ("rollback never moved", RollbackUnavailableError, lambda r: r.rollback(NAME, "staging")),
-    ("rollback never set", RollbackUnavailableError, lambda r: r.rollback(NAME, "qa")),
+    ("rollback never set", LabelNotFoundError, lambda r: r.rollback(NAME, "qa")),
 ]
 
 

@@ -13,6 +13,8 @@ import registry
 
 PUBLIC_NAMES = [
     "AuditEvent",
+    "DemoError",
+    "ImportConflictError",
     "InvalidInputError",
     "InvalidNameError",
     "JsonFilePromptRegistry",

@@ -27,7 +27,7 @@ from typing import Any
 import redis
 
 from registry.cli.local_server import LocalRedisServer
-from registry.errors import PromptRegistryError, RegistryUnavailableError
+from registry.errors import DemoError, RegistryUnavailableError
 from registry.factory import redact_url
 from registry.redis_store import RedisPromptRegistry
 
@@ -41,10 +41,6 @@ VERSIONS = (
 SERVER_CHOICES = ("auto", "redis-server", "fakeredis")
 _BATCH = 500  # lookups between two checks of the stop flag
 _MOVE_TIMEOUT = 15.0  # seconds a move may take to reach every worker before the demo gives up
-
-
-class DemoError(PromptRegistryError):
-    """The demo could not run: no server could be started, or a worker failed."""
 
 
 @dataclass(frozen=True, slots=True)

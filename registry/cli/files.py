@@ -47,7 +47,7 @@ def sync(directory: Path, labels: tuple[str, ...], author: str | None, dry_run: 
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 def export_command(file: str) -> None:
     """Write the whole registry as JSON to FILE ('-': stdout)."""
-    data = export_registry(current_registry())
+    data = export_registry(current_registry(reading=True))
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     if file == "-":
         click.echo(text, nl=False)

@@ -20,6 +20,7 @@ from click.core import ParameterSource
 from registry.cli.demo import SERVER_CHOICES, demo_server, run_demo
 from registry.cli.options import current_settings, json_option
 from registry.errors import RegistryUnavailableError
+from registry.models import describe_label_move
 from registry.urls import REDIS_SCHEMES, redact_url
 
 
@@ -76,9 +77,8 @@ def _describe(event: Any) -> str:
         return f"rev {event.rev}  {event.name}: created"
     if event.label == "latest":
         return f"rev {event.rev}  {event.name}: new version {event.version}"
-    before = "unset" if event.previous_version is None else event.previous_version
-    after = "deleted" if event.version is None else event.version
-    return f"rev {event.rev}  {event.name}: label {event.label} {before} -> {after}"
+    move = describe_label_move(event.label, event.previous_version, event.version)
+    return f"rev {event.rev}  {event.name}: label {move}"
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -14,6 +14,7 @@ errors exit 2; a traceback is never shown. The registry comes from ``--url`` / `
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -26,7 +27,7 @@ from registry.cli.acl import acl_command
 from registry.cli.files import export_command, import_command, sync
 from registry.cli.live import demo, watch
 from registry.cli.prompts import create, diff, history, label, list_prompts, push, render, rollback, show
-from registry.errors import PromptRegistryError
+from registry.errors import PromptNotFoundError, PromptRegistryError
 from registry.factory import DEFAULT_URL, NAMESPACE_ENV, URL_ENV, PromptRegistryFactory
 from registry.urls import redact_url, url_secrets
 
@@ -37,6 +38,7 @@ class Settings:
 
     url: str
     namespace: str | None
+    as_json: bool = False
     _registry: PromptRegistry | None = field(default=None, repr=False)
 
     def registry(self) -> PromptRegistry:
@@ -62,6 +64,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise  # usage errors (exit 2), ctx.exit() and Ctrl-C keep click's own handling
+        except PromptNotFoundError as exc:
+            _fail(ctx, str(exc) + _did_you_mean(ctx, exc.name))
         except PromptRegistryError as exc:
             _fail(ctx, str(exc))
         except redis.RedisError as exc:  # the backends translate these; this is the safety net
@@ -75,6 +79,16 @@ class _Group(click.Group):
             if os.environ.get("PROMPTREG_DEBUG") == "1":
                 raise
             _fail(ctx, f"unexpected {type(exc).__name__}: {exc} (set PROMPTREG_DEBUG=1 for a traceback)")
+
+
+def _did_you_mean(ctx: click.Context, name: str) -> str:
+    settings = ctx.find_object(Settings)
+    try:
+        names = settings.registry().list_prompts() if settings is not None else []
+    except PromptRegistryError:
+        return ""
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(n) for n in close)}?)" if close else ""
 
 
 def _fail(ctx: click.Context, message: str) -> NoReturn:
@@ -112,19 +126,39 @@ def _scrub(message: str, url: str) -> str:
     envvar=NAMESPACE_ENV,
     help="Redis key namespace, default 'promptreg'; ignored for files (env PROMPTREG_NAMESPACE).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (also accepted after the command).")
 @click.version_option(package_name="promptreg")
 @click.pass_context
-def cli(ctx: click.Context, url: str, namespace: str | None) -> None:
-    """promptreg: prompts with immutable versions and movable labels."""
-    settings = Settings(url, namespace)
+def cli(ctx: click.Context, url: str, namespace: str | None, as_json: bool) -> None:
+    """promptreg: prompts with immutable versions and movable labels.
+
+    --url, --namespace and --json may stand before or after the command.
+    """
+    settings = Settings(url, namespace, as_json)
     ctx.obj = settings
     ctx.call_on_close(settings.close)
+
+
+def _after_the_command(name: str, help: str) -> click.Option:
+    """``--url`` / ``--namespace`` accepted after the command too; a value there wins."""
+
+    def remember(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            setattr(ctx.find_root().obj, name, value)
+
+    return click.Option([f"--{name}"], default=None, expose_value=False, callback=remember, help=help)
 
 
 for command in (create, push, label, rollback, show, render, list_prompts, history, diff):
     cli.add_command(command)
 for command in (sync, export_command, import_command, watch, demo, acl_command):
     cli.add_command(command)
+for command in cli.commands.values():
+    taken = {param.name for param in command.params}
+    if "url" not in taken:
+        command.params.append(_after_the_command("url", "Registry URL (as before the command)."))
+    if "namespace" not in taken:
+        command.params.append(_after_the_command("namespace", "Redis key namespace (as before the command)."))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,8 @@ from typing import Any, Protocol, TypeVar
 import click
 
 from registry.base import PromptRegistry
-from registry.errors import InvalidInputError, PromptTooLargeError
+from registry.errors import InvalidInputError, PromptTooLargeError, RegistryUnavailableError
+from registry.file_store import JsonFilePromptRegistry
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -26,6 +27,7 @@ class CliSettings(Protocol):
 
     url: str
     namespace: str | None
+    as_json: bool
 
     def registry(self) -> PromptRegistry:
         """The registry, opened on first use."""
@@ -38,14 +40,30 @@ def current_settings() -> CliSettings:
     return settings
 
 
-def current_registry() -> PromptRegistry:
-    """The registry the running ``promptreg`` invocation works on (opened on first use)."""
-    return current_settings().registry()
+def current_registry(*, reading: bool = False) -> PromptRegistry:
+    """The registry the running ``promptreg`` invocation works on (opened on first use).
+
+    ``reading=True`` is for commands that only read: a JSON-file registry whose file does not exist
+    then raises :class:`~registry.RegistryUnavailableError` saying so (a mistyped path would
+    otherwise read as an empty registry), instead of answering "nothing".
+    """
+    registry = current_settings().registry()
+    if reading and isinstance(registry, JsonFilePromptRegistry) and not registry.path.exists():
+        raise RegistryUnavailableError(
+            f"no registry file at {registry.path} (check --url / PROMPTREG_URL; the first write creates it)"
+        )
+    return registry
 
 
 def json_option(function: _F) -> _F:
-    """``--json``: print machine-readable JSON instead of text."""
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON (the models' own field names).")(function)
+    """``--json``: print machine-readable JSON instead of text (also given before the command)."""
+
+    def or_global(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        return value or bool(getattr(ctx.find_root().obj, "as_json", False))
+
+    return click.option(
+        "--json", "as_json", is_flag=True, callback=or_global, help="Print JSON (the models' own field names)."
+    )(function)
 
 
 def author_option(function: _F) -> _F:

@@ -19,7 +19,7 @@ import click
 from registry.base import PromptRegistry
 from registry.cli.options import author_option, current_registry, json_option, print_json, read_input
 from registry.errors import InvalidInputError
-from registry.models import AuditEvent, Prompt, PromptVersion
+from registry.models import AuditEvent, Prompt, PromptVersion, describe_label_move
 from registry.validation import validate_label
 
 
@@ -52,9 +52,7 @@ def _when(moment: datetime) -> str:
 
 
 def _move(event: AuditEvent) -> str:
-    before = "unset" if event.previous_version is None else str(event.previous_version)
-    after = "unset" if event.version is None else str(event.version)
-    return f"{event.label}: {before} -> {after}"
+    return describe_label_move(event.label, event.previous_version, event.version)
 
 
 @click.command()
@@ -99,7 +97,8 @@ def push(
     version = registry.add_version(name, text, author=author, metadata=metadata, message=message)
     moves = [registry.set_label(name, label, version.version, author=author, reason=message) for label in labels]
     if as_json:
-        print_json(version.model_dump(mode="json"))
+        # The version's own fields, plus the label moves made with it (audit events).
+        print_json({**version.model_dump(mode="json"), "label_moves": [e.model_dump(mode="json") for e in moves]})
         return
     click.echo(f"{name}: added version {version.version}")
     for event in moves:
@@ -165,13 +164,13 @@ def rollback(name: str, label: str, author: str | None, reason: str | None, as_j
     if as_json:
         print_json(event.model_dump(mode="json"))
     else:
-        click.echo(f"{name}: rolled back label {_move(event)}")
+        click.echo(f"{name}: label {_move(event)} (rollback)")
 
 
 def _select(name: str, label: str | None, version: int | None) -> PromptVersion:
     if label is not None and version is not None:
         raise click.UsageError("give --label or --version, not both")
-    return current_registry().get_version(name, label=label, version=version)
+    return current_registry(reading=True).get_version(name, label=label, version=version)
 
 
 @click.command()
@@ -189,7 +188,7 @@ def show(name: str, label: str | None, version: int | None, text_only: bool, as_
     if text_only:
         click.echo(found.prompt_text, nl=False)
         return
-    prompt = current_registry().get_prompt(name)
+    prompt = current_registry(reading=True).get_prompt(name)
     on = sorted(k for k, v in (prompt.labels if prompt else {}).items() if v == found.version)
     click.echo(f"{name} version {found.version}" + (f"  [{', '.join(on)}]" if on else ""))
     click.echo(f"created: {_when(found.created_at)}" + (f" by {found.author}" if found.author else ""))
@@ -224,7 +223,7 @@ def render(name: str, label: str | None, version: int | None, variables: tuple[s
 @json_option
 def list_prompts(as_json: bool) -> None:
     """List every prompt with its newest version and its labels."""
-    registry = current_registry()
+    registry = current_registry(reading=True)
     prompts = [p for p in (registry.get_prompt(n) for n in registry.list_prompts()) if p is not None]
     if as_json:
         print_json([_summary(p) for p in prompts])
@@ -248,7 +247,7 @@ def _summary(prompt: Prompt) -> dict[str, Any]:
 @json_option
 def history(name: str, as_json: bool) -> None:
     """Show the audit trail of NAME: versions added and label moves (who, when, from, to, why)."""
-    registry = current_registry()
+    registry = current_registry(reading=True)
     events = registry.history(name)
     if as_json:
         print_json([event.model_dump(mode="json") for event in events])
@@ -275,7 +274,7 @@ def history(name: str, as_json: bool) -> None:
 @json_option
 def diff(name: str, a: str, b: str, as_json: bool) -> None:
     """Unified diff of NAME between A and B (version numbers or labels)."""
-    registry = current_registry()
+    registry = current_registry(reading=True)
     old, new = _version_ref(registry, name, a), _version_ref(registry, name, b)
     lines = list(
         difflib.unified_diff(
