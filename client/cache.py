@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 from sys import intern
 
+from client.subset import PromptSubset
 from registry.errors import InvalidInputError, RegistryCorruptError
 from registry.models import PromptVersion
 from registry.validation import LATEST, validate_label, validate_name
@@ -83,10 +84,14 @@ class Cache:
     versions are immutable, so each is read from the registry at most once.
     """
 
-    __slots__ = ("_default_label", "_held", "_lock", "_settled", "loaded", "pointers", "rev", "versions", "view")
+    __slots__ = (
+        "_default_label", "_held", "_lock", "_settled", "loaded", "pointers", "rev", "subset", "versions", "view",
+    )  # fmt: skip
 
-    def __init__(self, default_label: str) -> None:
+    def __init__(self, default_label: str, subset: PromptSubset | None = None) -> None:
         self._default_label = default_label
+        self.subset = subset
+        """The prompts this cache holds (``None``: all); messages about others only advance :attr:`rev`."""
         self._lock = threading.Lock()
         self._settled = False
         self._held = False
@@ -130,6 +135,9 @@ class Cache:
         store = self.versions
         if versions is not None:  # keep the instances that did not change (``get(...) is`` stays true)
             store = {pair: _same_or(store.get(pair), version) for pair, version in versions.items()}
+        subset = self.subset
+        if subset is not None:  # a file, a snapshot or the 0.1.0 read may hold more than the client serves
+            pointers = {name: labels for name, labels in pointers.items() if name in subset}
         missing = {(n, v) for n, labels in pointers.items() for v in labels.values() if (n, v) not in store}
         if missing:
             raise RegistryCorruptError(f"labels point at versions that do not exist: {sorted(missing)[:5]}")
@@ -209,6 +217,14 @@ class Cache:
         action, reason = self.classify(message.rev)
         if action is not Action.APPLIED:
             return ApplyResult(action, reason)
+        subset = self.subset
+        if subset is not None and message.prompt not in subset:
+            with self._lock:  # not served here: only the revision moves, so the next message applies
+                if self._held or message.rev != self.rev + 1:
+                    return ApplyResult(*self.classify(message.rev))
+                self.rev = message.rev
+                self._settled = True
+            return ApplyResult(Action.APPLIED)
         try:
             label, number = _pointer_change(message, self.pointers.get(message.prompt))
         except InvalidInputError as exc:

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -20,6 +20,7 @@ from client.feeds import Feed, FeedContext, FileFeed
 from client.redis_feed import RedisFeed
 from client.snapshot import load_snapshot, save_snapshot
 from client.status import ClientState, ClientStatus, StatusTracker
+from client.subset import PromptSubset
 from registry.base import PromptRegistry
 from registry.errors import (
     InvalidInputError,
@@ -59,6 +60,10 @@ class PromptClient:
     ``start_timeout`` seconds for the first state, never raises for an unreachable registry, and
     starts a daemon listener thread; check :meth:`status` or :meth:`wait_ready`.
     ``poll_interval`` is the safety poll of the revision (and subscriber ping) on a quiet channel.
+    ``prompts`` (default ``None``: every prompt) is an iterable of the prompt names the client serves,
+    exact or ``"prefix/*"`` patterns: it reads, caches and applies changes only for those, so its
+    start-up and memory scale with what the service uses; a lookup of any other prompt raises
+    :class:`~registry.PromptNotFoundError` saying the client does not serve it.
 
     The client is safe to share between threads and survives ``os.fork()``: a child gets its own
     connections and listener. Raises :class:`~registry.InvalidInputError` for an unsupported URL or a
@@ -74,6 +79,7 @@ class PromptClient:
         start_timeout: float = 5.0,
         namespace: str | None = None,
         poll_interval: float = 30.0,
+        prompts: Iterable[str] | None = None,
     ) -> None:
         label = default_label or os.environ.get(LABEL_ENV) or DEFAULT_LABEL
         self._default_label = validate_label(label)
@@ -81,7 +87,7 @@ class PromptClient:
         if not poll_interval > 0:
             raise InvalidInputError(f"poll_interval must be > 0 seconds, got {poll_interval!r}")
         self._url = url
-        self._cache = Cache(self._default_label)
+        self._cache = Cache(self._default_label, None if prompts is None else PromptSubset(prompts))
         self._status = StatusTracker()
         self._callbacks: tuple[ChangeCallback, ...] = ()
         self._callbacks_lock = threading.Lock()
@@ -169,11 +175,15 @@ class PromptClient:
             if label is not None:
                 raise InvalidInputError("give a label or a version, not both")
             validate_version_number(version)
+            if cache.subset is not None and name not in cache.subset:
+                raise cache.subset.not_served(name)
             return cache.add_version(name, self._feed.fetch_version(name, version))
         label = self._default_label if label is None else label
         hit = cache.view.get(label, {}).get(name)
         if hit is not None:  # the view was swapped since the fast path looked
             return hit
+        if cache.subset is not None and name not in cache.subset:
+            raise cache.subset.not_served(name)
         if name in cache.pointers:
             raise LabelNotFoundError(name, label)
         if not cache.loaded:

@@ -34,7 +34,8 @@ from redis.retry import Retry
 
 from client.cache import Action
 from client.feeds import Backoff, Feed, FeedContext, empty_registry
-from client.redis_state import LogHead, fetch_versions, read_fingerprint, read_registry
+from client.index_read import read_client_state
+from client.redis_state import LogHead, fetch_versions, read_fingerprint
 from client.replica import RoleCheck
 from registry.errors import RegistryCorruptError
 from registry.models import PromptVersion
@@ -47,6 +48,12 @@ SUBSCRIBE_TIMEOUT = 5.0
 """Seconds to wait for the server to confirm SUBSCRIBE."""
 CATCH_UP_TIMEOUT = 0.5
 """Seconds the safety poll lets in-flight messages arrive before it declares the cache behind."""
+UNMIGRATED = (
+    "registry not migrated: it has no index ({ns}:ix:*, written by promptreg 0.1.0); the client reads "
+    "it the slow way (O(prompts) commands in one transaction, which stalls redis at scale): "
+    "run `promptreg migrate`"
+)
+"""The status note of a client on a registry written by 0.1.0 and not migrated yet."""
 HOLD_RECHECK = 1.0
 """Seconds between re-reads of the registry while the cache is held (empty, loading, cut-off replica)."""
 
@@ -256,7 +263,7 @@ class RedisFeed(Feed):
         problem = self._role.problem(client)
         if problem is None:
             try:
-                state = read_registry(client, self.keys, cache.pointers, self._anchor)
+                state, indexed = read_client_state(client, self.keys, cache.pointers, self._anchor, cache.subset)
             except redis.BusyLoadingError:
                 problem = "redis is loading its dataset (LOADING): serving the last state"
             else:
@@ -281,6 +288,8 @@ class RedisFeed(Feed):
         self._trusted()
         context.status.resynced()
         context.status.live()
+        if not indexed and state.rev > 0 and context.status.note(UNMIGRATED):
+            logger.warning("promptreg: %s", UNMIGRATED)
         logger.debug("promptreg: resynced to rev %d (%s)", state.rev, reason)
         self._mark_backlog()
         if events:

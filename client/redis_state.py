@@ -15,16 +15,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+import msgpack
 import redis
 
 from registry.errors import PromptRegistryError, RegistryCorruptError
 from registry.keys import Keyspace
 from registry.models import PromptVersion
-from registry.redis_store import version_from_hash
 from registry.validation import LATEST
 
+CHUNK = 1000
+"""Fields per ``HMGET``, commands per pipeline, ``COUNT`` per scan step: bounded server work each."""
 MAX_ROUNDS = 8
 """Rounds of :func:`read_state` before giving up (only when prompts or labels are created non-stop)."""
 
@@ -169,18 +172,41 @@ def read_registry(
 def fetch_versions(
     client: redis.Redis, keys: Keyspace, pairs: Iterable[tuple[str, int]]
 ) -> dict[tuple[str, int], PromptVersion | None]:
-    """Read versions by ``(name, number)`` in one pipeline; ``None`` for a version that does not exist.
+    """Read versions by ``(name, number)``; ``None`` for a version that does not exist.
 
-    Raises redis-py errors on I/O failure and :class:`~registry.RegistryCorruptError` for a hash that
-    is not a version.
+    Pipelines of :data:`CHUNK` ``HMGET`` s of the fields a version is built from (the ``sha256`` is
+    not sent). Versions are built with :meth:`PromptVersion.trusted`: the registry validated them
+    when they were written. Raises redis-py errors on I/O failure and
+    :class:`~registry.RegistryCorruptError` for a hash that is not a version.
     """
     wanted = sorted(set(pairs))
-    if not wanted:
-        return {}
-    pipe: Any = client.pipeline(transaction=False)
-    for name, number in wanted:
-        pipe.hgetall(keys.version(name, number))
-    return {
-        (name, number): version_from_hash(name, number, fields) if fields else None
-        for (name, number), fields in zip(wanted, pipe.execute(), strict=True)
-    }
+    found: dict[tuple[str, int], PromptVersion | None] = {}
+    for start in range(0, len(wanted), CHUNK):
+        chunk = wanted[start : start + CHUNK]
+        pipe: Any = client.pipeline(transaction=False)
+        for name, number in chunk:
+            pipe.hmget(keys.version(name, number), _VERSION_FIELDS)
+        for (name, number), values in zip(chunk, pipe.execute(), strict=True):
+            found[name, number] = _version(name, number, values)
+    return found
+
+
+_VERSION_FIELDS = ("prompt_text", "created_at", "author", "message", "metadata")
+
+
+def _version(name: str, number: int, values: list[bytes | None]) -> PromptVersion | None:
+    text, created, author, message, metadata = values
+    if text is None and created is None:
+        return None  # no such hash
+    try:
+        at = datetime.fromisoformat(created.decode("ascii"))  # type: ignore[union-attr]
+        return PromptVersion.trusted(
+            number,
+            text.decode("utf-8"),  # type: ignore[union-attr]
+            at if at.tzinfo is UTC else at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC),
+            None if author is None else author.decode("utf-8"),
+            None if message is None else message.decode("utf-8"),
+            {} if metadata is None else msgpack.unpackb(metadata, raw=False),
+        )
+    except (AttributeError, ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise RegistryCorruptError(f"version {number} of prompt {name!r} is not readable: {exc!r}") from exc

@@ -121,6 +121,14 @@ class StatusTracker:
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         self.stale(text)
 
+    def note(self, text: str) -> bool:
+        """Record a condition worth an operator's attention in ``last_error`` without leaving ``live``
+        (e.g. a registry not migrated); returns whether it differs from the last one recorded."""
+        with self._cond:
+            new = text != self._last_error
+            self._record(text)
+            return new
+
     def _record(self, text: str) -> None:
         self._last_error = text
         self._last_error_at = time.time()

@@ -25,6 +25,7 @@ from registry.errors import (
 )
 from registry.factory import PromptRegistryFactory
 from registry.file_store import JsonFilePromptRegistry
+from registry.migration import MigrationResult
 from registry.models import AuditEvent, Prompt, PromptVersion
 from registry.redis_store import RedisPromptRegistry
 
@@ -37,6 +38,7 @@ __all__ = [
     "JsonFilePromptRegistry",
     "LabelConflictError",
     "LabelNotFoundError",
+    "MigrationResult",
     "MissingVariableError",
     "Prompt",
     "PromptExistsError",

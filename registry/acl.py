@@ -61,6 +61,10 @@ READER_COMMANDS: tuple[str, ...] = (
     "xrevrange",  # the newest audit entry of {ns}:log: the safety poll's history fingerprint (issue 9)
     "role",  # replica awareness: a replica cut off from its primary is stale (issue 9)
     "info",  # `INFO replication` for the same (issue 9); INFO shows server stats, never data
+    "sscan",  # the state from the index in bounded steps: {ns}:prompts (client/index_read.py, issue 12)
+    "hscan",  # ... and the {ns}:ix:* hashes
+    "hmget",  # versions' fields in chunks, and a prompts= subset's entries of the index hashes
+    "smismember",  # which names of a prompts= subset exist
 )
 """:class:`client.PromptClient`'s commands (plus :data:`CONNECTION_COMMANDS`): no write, no PUBLISH, no scripts."""
 
@@ -81,6 +85,8 @@ WRITER_COMMANDS: tuple[str, ...] = (
     "xadd",
     "publish",  # the change message, on the namespace's channel only (the channel rule)
     "xrange",  # what the CLI reads besides the reader's commands: `history`, `export`
+    "hdel",  # delete_label and index_prompts drop index entries (issue 12)
+    "hlen",  # ... and drop an emptied label from {ns}:ix:labels
 )
 """Added to the reader's commands for the CLI and CI (``promptreg`` create/push/label/rollback/sync...)."""
 

@@ -19,6 +19,7 @@ from registry.errors import (
     RollbackUnavailableError,
     VersionNotFoundError,
 )
+from registry.migration import MigrationResult
 from registry.models import AuditEvent, Prompt, PromptVersion, utcnow
 from registry.validation import (
     LATEST,
@@ -192,6 +193,15 @@ class PromptRegistry(ABC):
         """The prompt's audit trail, oldest first. Raises :class:`~registry.PromptNotFoundError`."""
         validate_name(name)
         return self._history(name)
+
+    def migrate(self, *, rebuild: bool = False) -> MigrationResult:
+        """Bring stored data up to this version's layout; idempotent (``promptreg migrate``).
+
+        The base implementation has nothing to migrate and says so (the JSON file backend). The
+        Redis backend builds the index a 0.1.0 registry lacks; ``rebuild`` rebuilds it even when it
+        is there. Raises :class:`~registry.RegistryUnavailableError` when the store is unreachable.
+        """
+        return MigrationResult(False, 0, f"nothing to migrate: {type(self).__name__} keeps no index")
 
     def close(self) -> None:  # noqa: B027 (optional hook: backends without resources keep it)
         """Release connections and file handles. Idempotent."""

@@ -38,7 +38,9 @@ from registry.errors import (
     VersionNotFoundError,
 )
 from registry.keys import DEFAULT_NAMESPACE, Keyspace
+from registry.migration import MigrationResult
 from registry.models import AuditEvent, Prompt, PromptVersion
+from registry.redis_index import build_index
 from registry.urls import check_redis_url, redact_url
 from registry.validation import LATEST, MAX_METADATA_BYTES, MAX_TEXT_BYTES
 from registry.wire import pack_static_part
@@ -371,6 +373,16 @@ class RedisPromptRegistry(PromptRegistry):
         if not fields:
             raise VersionNotFoundError(name, version)
         return version_from_hash(name, version, fields)
+
+    def migrate(self, *, rebuild: bool = False) -> MigrationResult:
+        """Build the index (``{ns}:ix:*``) a registry written by 0.1.0 lacks; idempotent.
+
+        Batched: no command blocks the server for long. With ``rebuild`` the index is rebuilt even
+        when it is complete (after a 0.1.0 writer wrote to a migrated registry). Raises
+        :class:`~registry.RegistryUnavailableError` and :class:`~registry.RegistryAuthError`.
+        """
+        with self._translate():
+            return build_index(self.redis, self.keys, self._scripts["index_prompts"], rebuild=rebuild)
 
     def _list_prompts(self) -> list[str]:
         with self._translate():

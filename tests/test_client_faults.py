@@ -144,9 +144,9 @@ def test_safety_poll_catches_a_write_that_published_nothing(
     seed(private_registry)
     keys = private_registry.keys
     with PromptClient(private_redis_server.url, namespace=namespace, poll_interval=0.3) as prompts:
-        # A label write whose message was lost: the state changes, nothing is published.
+        # A label write whose message was lost: the state (label key and index) changes, nothing is published.
         pipe = private_registry.redis.pipeline(transaction=True)
-        pipe.set(keys.label(NAME, LABEL), 3).incr(keys.rev).execute()
+        pipe.set(keys.label(NAME, LABEL), 3).hset(keys.index_label(LABEL), NAME, 3).incr(keys.rev).execute()
         assert wait_until(lambda: prompts.get(NAME).version == 3, PUSH_BOUND)
         assert_converged(prompts, private_registry)
 

@@ -20,6 +20,7 @@ PUBLIC_NAMES = [
     "JsonFilePromptRegistry",
     "LabelConflictError",
     "LabelNotFoundError",
+    "MigrationResult",
     "MissingVariableError",
     "Prompt",
     "PromptExistsError",

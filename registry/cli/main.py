@@ -26,6 +26,7 @@ from registry.base import PromptRegistry
 from registry.cli.acl import acl_command
 from registry.cli.files import export_command, import_command, sync
 from registry.cli.live import demo, watch
+from registry.cli.maintenance import migrate
 from registry.cli.prompts import create, diff, history, label, list_prompts, push, render, rollback, show
 from registry.errors import PromptNotFoundError, PromptRegistryError
 from registry.factory import DEFAULT_URL, NAMESPACE_ENV, URL_ENV, PromptRegistryFactory
@@ -151,7 +152,7 @@ def _after_the_command(name: str, help: str) -> click.Option:
 
 for command in (create, push, label, rollback, show, render, list_prompts, history, diff):
     cli.add_command(command)
-for command in (sync, export_command, import_command, watch, demo, acl_command):
+for command in (sync, export_command, import_command, watch, demo, acl_command, migrate):
     cli.add_command(command)
 for command in cli.commands.values():
     taken = {param.name for param in command.params}

@@ -1,0 +1,167 @@
+"""Reading the client's state from the index (``{ns}:ix:*``): O(labels) commands, bounded chunks.
+
+1. One short ``MULTI``/``EXEC``: the revision, the audit stream's head (the fingerprint), whether the
+   caller's anchor entry is still there, the index format marker and the label names in use.
+2. Then the index hashes and the set of prompt names, in steps of ``HSCAN`` / ``SSCAN ... COUNT``
+   :data:`~client.redis_state.CHUNK` (or ``HMGET`` / ``SMISMEMBER`` of the names a subset client
+   serves), pipelined one step per key: no single command or transaction does O(prompts) work, so a
+   100k-prompt start-up never stalls the server for other clients.
+3. Then the revision again. Unchanged: the chunks are exactly the state at that revision. Changed (a
+   write landed during the read): read again, up to :data:`ATTEMPTS` times; after that the state is
+   returned with the *first* revision. Every write after it arrives as a change message on the
+   subscription (which was opened before step 1), and each message sets a value absolutely (a
+   label's version, ``latest``, a new prompt), so replaying them on top of the mixed read yields
+   exactly the registry's state at the last of them; the feed applies them as the backlog.
+
+A registry without the ``{ns}:ix:format`` marker (written by 0.1.0, not migrated) has no complete
+index: :func:`read_indexed` returns ``None`` and the caller reads it the old way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from client.redis_state import CHUNK, RegistryState, parse_log_head, read_registry
+from client.subset import PromptSubset
+from registry.errors import RegistryCorruptError
+from registry.keys import Keyspace
+from registry.redis_index import INDEX_FORMAT
+from registry.validation import LATEST
+
+ATTEMPTS = 3
+"""Reads of the index before a read that overlapped writes is taken (and the writes replayed)."""
+
+
+def read_indexed(
+    client: redis.Redis, keys: Keyspace, anchor: bytes | None = None, subset: PromptSubset | None = None
+) -> RegistryState | None:
+    """The registry's state from its index, or ``None`` when it has no complete index (0.1.0 layout).
+
+    ``anchor`` and the returned :class:`~client.redis_state.RegistryState` are as in
+    :func:`~client.redis_state.read_registry`; ``subset`` limits the read to the prompts it holds.
+    Raises redis-py errors on I/O failure and :class:`~registry.RegistryCorruptError` for
+    unreadable values or an index format this version does not know.
+    """
+    for attempt in range(ATTEMPTS):
+        pipe: Any = client.pipeline(transaction=True)
+        pipe.get(keys.rev)
+        pipe.xrevrange(keys.log, count=1)
+        if anchor is not None:
+            pipe.xrange(keys.log, min=anchor, max=anchor, count=1)
+        pipe.get(keys.index_format)
+        pipe.smembers(keys.index_labels)
+        results = iter(pipe.execute())
+        try:
+            rev = int(next(results) or 0)
+            head = parse_log_head(next(results))
+            anchor_found = anchor is not None and bool(next(results))
+            marker = next(results)
+            labels = sorted(raw.decode("utf-8") for raw in next(results))
+            if marker is None:
+                return None
+            if int(marker) != INDEX_FORMAT:
+                raise RegistryCorruptError(
+                    f"the registry's index has format {int(marker)}, this promptreg reads format {INDEX_FORMAT}"
+                )
+            pointers = _read_pointers(client, keys, labels, subset)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RegistryCorruptError(f"unreadable registry index in redis: {exc!r}") from exc
+        if attempt + 1 == ATTEMPTS or int(client.get(keys.rev) or 0) == rev:
+            return RegistryState(rev, pointers, head, anchor_found)
+    raise AssertionError("unreachable")  # the last attempt always returns
+
+
+def _read_pointers(
+    client: redis.Redis, keys: Keyspace, labels: list[str], subset: PromptSubset | None
+) -> dict[str, dict[str, int]]:
+    hashes = [keys.index_latest, *(keys.index_label(label) for label in labels)]
+    names: set[str] = set()
+    entries: list[dict[str, int]] = [{} for _ in hashes]
+    if subset is None:
+        _scan(client, keys.prompts, hashes, None, names, entries)
+    else:
+        for prefix in subset.prefixes:
+            _scan(client, keys.prompts, hashes, prefix + "*", names, entries)
+        _by_name(client, keys.prompts, hashes, sorted(subset.names), names, entries)
+    pointers: dict[str, dict[str, int]] = {name: {} for name in names}
+    for label, found in zip((LATEST, *labels), entries, strict=True):
+        for name, number in found.items():
+            labels_of = pointers.get(name)
+            if labels_of is None:  # created during the read: the change messages complete it
+                labels_of = pointers[name] = {}
+            labels_of[label] = number
+    return pointers
+
+
+def _scan(
+    client: redis.Redis,
+    names_key: str,
+    hashes: list[str],
+    match: str | None,
+    names: set[str],
+    entries: list[dict[str, int]],
+) -> None:
+    """``SSCAN`` the name set and ``HSCAN`` every hash, one step of each per pipeline."""
+    cursors: dict[int, int] = dict.fromkeys(range(len(hashes) + 1), 0)  # 0: the name set, i+1: hashes[i]
+    while cursors:
+        pipe: Any = client.pipeline(transaction=False)
+        for i, cursor in cursors.items():
+            if i == 0:
+                pipe.sscan(names_key, cursor, match=match, count=CHUNK)
+            else:
+                pipe.hscan(hashes[i - 1], cursor, match=match, count=CHUNK)
+        following: dict[int, int] = {}
+        for i, (cursor, items) in zip(list(cursors), pipe.execute(), strict=True):
+            if i == 0:
+                names.update(raw.decode("utf-8") for raw in items)
+            else:
+                entries[i - 1].update({raw.decode("utf-8"): int(value) for raw, value in items.items()})
+            if int(cursor):
+                following[i] = int(cursor)
+        cursors = following
+
+
+def _by_name(
+    client: redis.Redis,
+    names_key: str,
+    hashes: list[str],
+    wanted: list[str],
+    names: set[str],
+    entries: list[dict[str, int]],
+) -> None:
+    """``SMISMEMBER`` and ``HMGET`` the exact names, :data:`CHUNK` names per command."""
+    for start in range(0, len(wanted), CHUNK):
+        chunk = wanted[start : start + CHUNK]
+        pipe: Any = client.pipeline(transaction=False)
+        pipe.smismember(names_key, chunk)
+        for key in hashes:
+            pipe.hmget(key, chunk)
+        exists, *values = pipe.execute()
+        names.update(name for name, there in zip(chunk, exists, strict=True) if there)
+        for found, row in zip(entries, values, strict=True):
+            found.update({name: int(value) for name, value in zip(chunk, row, strict=True) if value is not None})
+
+
+def read_client_state(
+    client: redis.Redis,
+    keys: Keyspace,
+    hint: dict[str, dict[str, int]],
+    anchor: bytes | None,
+    subset: PromptSubset | None,
+) -> tuple[RegistryState, bool]:
+    """``(state, indexed)``: from the index when the registry has one, else the 0.1.0 way.
+
+    The 0.1.0 way (:func:`~client.redis_state.read_registry`) reads every prompt's keys in one
+    transaction: correct, but O(prompts) commands that stall the server at scale; ``indexed`` is
+    ``False`` then, so the feed can say ``promptreg migrate`` is due. Raises what the readers raise.
+    """
+    state = read_indexed(client, keys, anchor, subset)
+    if state is not None:
+        return state, True
+    state = read_registry(client, keys, hint, anchor)
+    if subset is not None:
+        pointers = {name: labels for name, labels in state.pointers.items() if name in subset}
+        state = RegistryState(state.rev, pointers, state.head, state.anchor_found)
+    return state, False

@@ -1,0 +1,18 @@
+"""The result of :meth:`registry.PromptRegistry.migrate` (``promptreg migrate``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationResult:
+    """What :meth:`registry.PromptRegistry.migrate` did.
+
+    ``changed`` is whether anything was written; ``prompts`` how many prompts' index entries were
+    (re)built; ``message`` one line for people.
+    """
+
+    changed: bool
+    prompts: int
+    message: str
