@@ -18,11 +18,10 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from client import ClientState, PromptClient
-from client import index_read
+from client import ClientState, PromptClient, index_read
 from client.index_read import read_client_state, read_indexed
-from client.redis_state import read_registry
 from client.redis_feed import UNMIGRATED
+from client.redis_state import read_registry
 from client.subset import PromptSubset
 from registry import (
     InvalidInputError,
@@ -36,7 +35,6 @@ from registry import (
 )
 from registry.cli.main import cli
 from registry.keys import Keyspace
-from registry.validation import LATEST
 from tests.redis_server import RedisServer, wait_until
 
 
@@ -210,7 +208,9 @@ def test_migrate_repairs_entries_a_0_1_0_writer_left_stale(conn: redis.Redis, re
     assert "production" not in index_of(conn, reg.keys)
 
 
-def test_migrate_on_an_empty_registry_and_on_a_file_is_a_no_op(conn: redis.Redis, namespace: str, tmp_path: Path) -> None:
+def test_migrate_on_an_empty_registry_and_on_a_file_is_a_no_op(
+    conn: redis.Redis, namespace: str, tmp_path: Path
+) -> None:
     empty = RedisPromptRegistry(conn, namespace=namespace)
     result = empty.migrate()
     assert not result.changed and "empty" in result.message
