@@ -26,6 +26,8 @@ import redis
 
 from registry.cli.local_server import LocalRedisServer
 from registry.errors import RegistryUnavailableError
+from registry.keys import Keyspace
+from registry.redis_store import RedisPromptRegistry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _PR_SET_PDEATHSIG = 1
@@ -137,18 +139,19 @@ def redis_url(args: argparse.Namespace) -> Iterator[str]:
 
 
 def drop_namespace(url: str, namespace: str) -> int:
-    """Delete every key of ``namespace`` and of its sub-namespaces ``namespace.*``; returns how many."""
-    deleted = 0
+    """Delete every key of ``namespace`` and of its sub-namespaces ``namespace.*``; returns how many.
+
+    One wipe for every benchmark: :meth:`RedisPromptRegistry.drop_namespace` on each namespace found.
+    """
     with redis.Redis.from_url(url) as conn:
-        for pattern in ("{" + namespace + "}:*", "{" + namespace + ".*}:*"):
-            batch: list[bytes] = []
-            for key in conn.scan_iter(match=pattern, count=1000):
-                batch.append(key)
-                if len(batch) >= 1000:
-                    deleted += int(conn.unlink(*batch))
-                    batch.clear()
-            if batch:
-                deleted += int(conn.unlink(*batch))
+        # Sub-namespaces ("ns.0", "ns.1", ...) are separate hash tags: find their names first.
+        family = {namespace}
+        for key in conn.scan_iter(match=Keyspace(namespace).prefix[:-1] + ".*}:rev", count=1000):
+            family.add(key.decode().split("}", 1)[0].lstrip("{"))
+    deleted = 0
+    for name in sorted(family):
+        with RedisPromptRegistry.from_url(url, namespace=name) as registry:
+            deleted += registry.drop_namespace()
     return deleted
 
 

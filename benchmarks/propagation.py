@@ -29,6 +29,7 @@ import redis
 
 from benchmarks import _fleet, _harness, _plot, _report
 from registry import RedisPromptRegistry
+from registry.keys import Keyspace
 
 NAME = "bench-propagation"
 LABEL = "production"
@@ -52,7 +53,7 @@ class Fleets:
         self.clients = clients
         self.registry = RedisPromptRegistry.from_url(url, namespace=namespace)
         self.raw = redis.Redis.from_url(url)
-        self.raw_channel = "{" + namespace + "}:bench-raw"
+        self.raw_channel = Keyspace(namespace).prefix + ":bench-raw"  # same slot as the registry's channel
         self.client_sem = _harness.FORK.Semaphore(0)
         self.raw_sem = _harness.FORK.Semaphore(0)
         self.children = _harness.Children()

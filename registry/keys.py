@@ -75,6 +75,11 @@ class Keyspace:
         """The pub/sub channel that carries change messages."""
         return f"{self.prefix}:events"
 
+    @property
+    def all_keys(self) -> str:
+        """A ``SCAN MATCH`` pattern for every key of this namespace (and nothing else)."""
+        return f"{self.prefix}:*"
+
     def prompt(self, name: str) -> str:
         """The prompt's own hash (description, author, created_at, latest)."""
         return f"{self.prefix}:p:{name}"

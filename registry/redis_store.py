@@ -175,6 +175,26 @@ class RedisPromptRegistry(PromptRegistry):
         if self._owns_client:
             self.redis.close()
 
+    def drop_namespace(self) -> int:
+        """Delete every key of this registry's namespace (and nothing else); returns how many.
+
+        For throw-away namespaces (the demo, benchmarks, tests): it is not one atomic write, and a
+        client of the namespace sees an empty registry (it keeps serving its cache, ``stale``).
+        Runs ``SCAN MATCH {ns}:*`` and ``UNLINK`` in batches of 1,000, so no command holds the
+        server long; the ACL ``admin`` role allows it, ``writer`` does not.
+        """
+        deleted = 0
+        with self._translate():
+            batch: list[bytes] = []
+            for key in self.redis.scan_iter(match=self.keys.all_keys, count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    deleted += int(self.redis.unlink(*batch))
+                    batch.clear()
+            if batch:
+                deleted += int(self.redis.unlink(*batch))
+        return deleted
+
     # -- plumbing -------------------------------------------------------------------------------
 
     @contextmanager

@@ -27,7 +27,7 @@ from typing import Any
 import redis
 
 from registry.cli.local_server import LocalRedisServer
-from registry.errors import DemoError, RegistryUnavailableError
+from registry.errors import DemoError, PromptRegistryError, RegistryUnavailableError
 from registry.factory import redact_url
 from registry.redis_store import RedisPromptRegistry
 
@@ -322,8 +322,6 @@ def run_demo(
         return DemoResult(server, namespace, workers, tuple(moves), lookups, elapsed, cpu_seconds)
     finally:
         if not keep:
-            with contextlib.suppress(redis.RedisError, RegistryUnavailableError):
-                keys = list(registry.redis.scan_iter(match=registry.keys.prefix + ":*", count=1000))
-                if keys:
-                    registry.redis.delete(*keys)
+            with contextlib.suppress(PromptRegistryError):
+                registry.drop_namespace()
         registry.close()
