@@ -12,16 +12,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
 from client.cache import Cache, ChangeEvent
-from client.feeds import Feed, FeedContext, FileFeed
-from client.redis_feed import RedisFeed
+from client.feeds import FeedContext
 from client.snapshot import load_snapshot, save_snapshot
+from client.sources import open_source
 from client.status import ClientState, ClientStatus, StatusTracker
 from client.subset import PromptSubset
-from registry.base import PromptRegistry
 from registry.errors import (
     InvalidInputError,
     LabelNotFoundError,
@@ -29,11 +25,10 @@ from registry.errors import (
     RegistryCorruptError,
     RegistryUnavailableError,
 )
-from registry.factory import NAMESPACE_ENV, REDIS_SCHEMES, PromptRegistryFactory, redact_url
-from registry.file_store import JsonFilePromptRegistry
+from registry.factory import NAMESPACE_ENV, redact_url
 from registry.keys import DEFAULT_NAMESPACE
 from registry.models import PromptVersion, utcnow
-from registry.redis_store import RedisPromptRegistry
+from registry.topology import RedisClient
 from registry.validation import validate_label, validate_name, validate_namespace, validate_version_number
 
 logger = logging.getLogger("promptreg.client")
@@ -53,7 +48,11 @@ class PromptClient:
     """Resolves prompt labels in-process, with no I/O on lookup, kept current by the registry's pushes.
 
     ``url`` is a registry URL as the factory takes it (``redis://``, ``rediss://``, ``unix://``,
-    ``file://``). ``default_label`` (else ``$PROMPTREG_LABEL``, else ``production``) is what
+    ``redis+sentinel://``, ``redis+cluster://``, ``file://``; :mod:`registry.topology`), or a
+    redis-py client the application configured (see :meth:`from_redis`). ``read_from="replica"``
+    (or ``?read_from=replica`` in a Sentinel URL) reads and subscribes on a replica Sentinel names
+    (``slave_for``) instead of the primary. ``default_label`` (else ``$PROMPTREG_LABEL``, else
+    ``production``) is what
     :meth:`get` resolves when no label is given. ``namespace`` (else ``$PROMPTREG_NAMESPACE``, else
     ``promptreg``) selects the Redis keys. ``snapshot_path`` names the last-known-good file: written
     after changes, read at start when the registry cannot be reached. The constructor waits up to
@@ -72,7 +71,7 @@ class PromptClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | RedisClient,
         *,
         default_label: str | None = None,
         snapshot_path: str | os.PathLike[str] | None = None,
@@ -80,13 +79,14 @@ class PromptClient:
         namespace: str | None = None,
         poll_interval: float = 30.0,
         prompts: Iterable[str] | None = None,
+        read_from: str | None = None,
     ) -> None:
         label = default_label or os.environ.get(LABEL_ENV) or DEFAULT_LABEL
         self._default_label = validate_label(label)
         self._namespace = validate_namespace(namespace or os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE)
         if not poll_interval > 0:
             raise InvalidInputError(f"poll_interval must be > 0 seconds, got {poll_interval!r}")
-        self._url = url
+        self._url = url if isinstance(url, str) else repr(url)  # redis-py's repr shows no password
         self._cache = Cache(self._default_label, None if prompts is None else PromptSubset(prompts))
         self._status = StatusTracker()
         self._callbacks: tuple[ChangeCallback, ...] = ()
@@ -95,9 +95,21 @@ class PromptClient:
         self._snapshot_written: object = None
         self._snapshot_due = 0.0
         self._closed = False
-        self._registry, self._feed = self._open(url, poll_interval)
+        self._registry, self._feed = open_source(url, self._namespace, self._context(), poll_interval, read_from)
         _LIVE_CLIENTS.add(self)
         self._start(start_timeout)
+
+    @classmethod
+    def from_redis(cls, redis_client: RedisClient, **options: Any) -> PromptClient:
+        """A client on a redis-py client the application already configured: ``redis.Redis``, one
+        from ``Sentinel.master_for`` / ``slave_for``, or a ``redis.cluster.RedisCluster``.
+
+        ``options`` are the constructor's (``default_label``, ``namespace``, ``prompts``, ...). The
+        client's own connection is used for reads as it is (closing the :class:`PromptClient` does
+        not close it); the listener subscribes on a connection of its own to the same server,
+        Sentinel service or cluster slot owner. Raises what the constructor raises.
+        """
+        return cls(redis_client, **options)
 
     # -- lookups (the hot path) -----------------------------------------------------------------
 
@@ -271,27 +283,6 @@ class PromptClient:
 
     def _context(self) -> FeedContext:
         return FeedContext(self._cache, self._status, self._notify, self._idle)
-
-    def _open(self, url: str, poll_interval: float) -> tuple[PromptRegistry, Feed]:
-        if not isinstance(url, str):
-            raise InvalidInputError(f"registry URL must be a string, got {type(url).__name__}")
-        url = url.strip()
-        scheme = url.partition("://")[0].lower() if "://" in url else ""
-        if scheme in REDIS_SCHEMES:
-            # Fail fast (one retry, no backoff): the listener has its own backoff, and a pinned
-            # lookup during an outage should raise, not hang.
-            redis_registry = RedisPromptRegistry.from_url(
-                url,
-                namespace=self._namespace,
-                socket_timeout=5.0,
-                socket_connect_timeout=5.0,
-                retry=Retry(NoBackoff(), 1),
-            )
-            return redis_registry, RedisFeed(redis_registry, url, self._context(), poll_interval=poll_interval)
-        registry = PromptRegistryFactory.from_url(url)
-        if not isinstance(registry, JsonFilePromptRegistry):
-            raise InvalidInputError(f"PromptClient does not support the registry URL {redact_url(url)!r}")
-        return registry, FileFeed(registry, self._context())
 
     def _start(self, start_timeout: float) -> None:
         started = time.monotonic()

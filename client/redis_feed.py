@@ -29,12 +29,11 @@ import time
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from client.cache import Action
 from client.feeds import Backoff, Feed, FeedContext, empty_registry
 from client.index_read import read_client_state
+from client.redis_links import CHANGES, SUBSCRIBED, UNSUBSCRIBED, FeedLinks
 from client.redis_state import LogHead, fetch_versions, read_fingerprint
 from client.replica import RoleCheck
 from registry.errors import RegistryCorruptError
@@ -63,23 +62,20 @@ class RedisFeed(Feed):
 
     kind = "redis"
 
-    def __init__(
-        self, registry: RedisPromptRegistry, url: str, context: FeedContext, *, poll_interval: float = 30.0
-    ) -> None:
+    def __init__(self, registry: RedisPromptRegistry, context: FeedContext, *, poll_interval: float = 30.0) -> None:
         super().__init__(context, registry.keys.namespace)
         self.registry = registry
         self.keys = registry.keys
-        self._url = url
         self.poll_interval = poll_interval
         self.ping_timeout = max(1.0, min(10.0, poll_interval))
         # The subscriber connection never reconnects by itself (retries=0): every reconnect must go
         # through this loop, because every reconnect needs a resync. RESP2: redis-py 8's RESP3 push
         # path formats every message for a debug log line, ~12 us of CPU per message here.
-        self._subscriber = redis.Redis.from_url(
-            url, retry=Retry(NoBackoff(), 0), socket_timeout=10.0, socket_connect_timeout=5.0, protocol=2
-        )
+        # Where it subscribes and reads (server, Sentinel primary or replica, cluster slot owner):
+        self._links = FeedLinks(registry)
         self._pubsub: Any = None
         self._role = RoleCheck()
+        self._role.supported = not registry.cluster  # cluster nodes: routing, not ROLE, says who serves
         # The fingerprint the cache is known to match: (rev, newest audit entry id). None after a
         # message was applied (its entry id is not in the message): the next poll confirms it
         # against ``_last_applied`` instead.
@@ -99,7 +95,7 @@ class RedisFeed(Feed):
             # redis-py only closes the child's copy of the descriptor (no shutdown() in another
             # process), so the parent's subscription is untouched.
             pubsub.connection.disconnect()
-        return RedisFeed(self.registry, self._url, context, poll_interval=self.poll_interval)
+        return RedisFeed(self.registry, context, poll_interval=self.poll_interval)
 
     def fetch_version(self, name: str, number: int) -> PromptVersion:
         """Read one version through the registry (typed errors, connection errors translated)."""
@@ -107,7 +103,7 @@ class RedisFeed(Feed):
 
     def close(self) -> None:
         """Close the subscriber connection pool (the registry's own pool is closed by its owner)."""
-        self._subscriber.close()
+        self._links.close()
 
     def _interrupt(self) -> None:
         pubsub = self._pubsub
@@ -118,11 +114,11 @@ class RedisFeed(Feed):
                 logger.debug("promptreg: error interrupting the listener", exc_info=True)
 
     def _run_once(self, backoff: Backoff) -> None:
-        pubsub: Any = self._subscriber.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
+        pubsub: Any = self._links.subscribe()
         self._pubsub = pubsub
         try:
-            pubsub.subscribe(self.keys.channel)
             self._await_subscription(pubsub)
+            self._links.subscribed(pubsub)
             self._resync("subscribed")
             if backoff.failures and self.holding is None:
                 logger.info(
@@ -142,7 +138,7 @@ class RedisFeed(Feed):
             if remaining <= 0:
                 raise TimeoutError("no SUBSCRIBE confirmation from redis")
             message = pubsub.get_message(timeout=min(remaining, 1.0))
-            if message is not None and message["type"] == "subscribe":
+            if message is not None and message["type"] in SUBSCRIBED:
                 return
 
     def _listen(self, pubsub: Any) -> None:
@@ -172,14 +168,14 @@ class RedisFeed(Feed):
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
-        if kind == "message":
+        if kind in CHANGES:
             self._on_change_message(message["data"])
         elif kind == "pong":
             if self._marker and message["data"] == self._marker:
                 self.context.cache.settle()  # the backlog of the last state read is drained
-        elif kind == "subscribe":  # a reconnect we did not see: the gap must be closed
+        elif kind in SUBSCRIBED:  # a reconnect we did not see: the gap must be closed
             self._resync("resubscribed")
-        elif kind == "unsubscribe":
+        elif kind in UNSUBSCRIBED:  # on a cluster: the slot moved to another node
             raise ConnectionError("the server ended the subscription")
 
     def _on_change_message(self, data: bytes) -> None:
@@ -201,7 +197,7 @@ class RedisFeed(Feed):
             self.context.notify(list(result.events))
 
     def _fetch_one(self, name: str, number: int) -> PromptVersion | None:
-        return fetch_versions(self.registry.redis, self.keys, [(name, number)])[name, number]
+        return fetch_versions(self._links.reader, self.keys, [(name, number)])[name, number]
 
     def _safety_poll(self, pubsub: Any) -> bool:
         """Compare the registry's fingerprint with the cache's; resync if they differ.
@@ -210,12 +206,14 @@ class RedisFeed(Feed):
         """
         if self.holding is not None:  # the recheck reads the whole state anyway
             return False
-        problem = self._role.problem(self.registry.redis)
+        problem = self._role.problem(self._links.reader)
         if problem is not None:
             self._hold(problem)
             return False
         cache = self.context.cache
-        server_rev, head = read_fingerprint(self.registry.redis, self.keys)
+        server_rev, head = read_fingerprint(self._links.reader, self.keys)
+        if self._links.slot_moved():
+            raise ConnectionError("the registry's cluster slot moved to another node: subscribing there")
         deadline = time.monotonic() + CATCH_UP_TIMEOUT
         heard = False
         # Messages published before the read may still be on their way on the other connection.
@@ -259,7 +257,7 @@ class RedisFeed(Feed):
         registry cannot be trusted right now (then hold the cache)."""
         context = self.context
         cache = context.cache
-        client = self.registry.redis
+        client = self._links.reader
         problem = self._role.problem(client)
         if problem is None:
             try:

@@ -20,6 +20,7 @@ from registry.errors import (
     RegistryAuthError,
     RegistryCorruptError,
     RegistryUnavailableError,
+    ReplicationTimeoutError,
     RollbackUnavailableError,
     VersionNotFoundError,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "RegistryAuthError",
     "RegistryCorruptError",
     "RegistryUnavailableError",
+    "ReplicationTimeoutError",
     "RollbackUnavailableError",
     "VersionNotFoundError",
 ]

@@ -51,6 +51,7 @@ SETINFO_COMMANDS: tuple[str, ...] = (
 
 READER_COMMANDS: tuple[str, ...] = (
     "subscribe",  # the feed's change messages (client/feeds.py), on the namespace's channel only
+    "ssubscribe",  # ... the same on a Redis Cluster (sharded pub/sub, client/redis_links.py, issue 11)
     "multi",  # the state is read in one MULTI/EXEC: one consistent cut (client/redis_state.py)
     "exec",
     "get",  # {ns}:rev and label pointers
@@ -84,6 +85,8 @@ WRITER_COMMANDS: tuple[str, ...] = (
     "incr",
     "xadd",
     "publish",  # the change message, on the namespace's channel only (the channel rule)
+    "spublish",  # ... the same on a Redis Cluster (sharded pub/sub, issue 11)
+    "wait",  # wait_replicas: WAIT n timeout after a write (registry/replication.py, issue 11)
     "xrange",  # what the CLI reads besides the reader's commands: `history`, `export`
     "hdel",  # delete_label and index_prompts drop index entries (issue 12)
     "hlen",  # ... and drop an emptied label from {ns}:ix:labels

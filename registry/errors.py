@@ -20,7 +20,8 @@ everything with one class. Where a builtin fits, the error also derives from it,
     ├── RegistryCorruptError                    stored data that cannot be read (left untouched)
     ├── DemoError                               ``promptreg demo`` could not run (no server, a worker failed)
     └── RegistryUnavailableError   (ConnectionError) the store cannot be reached
-        └── RegistryAuthError                   the store refused the credentials or their rights
+        ├── RegistryAuthError                   the store refused the credentials or their rights
+        └── ReplicationTimeoutError             a write applied, but fewer replicas confirmed it than asked
 """
 
 from __future__ import annotations
@@ -156,3 +157,23 @@ class RegistryUnavailableError(PromptRegistryError, ConnectionError):
 class RegistryAuthError(RegistryUnavailableError):
     """The store was reached but refused us: wrong password, unknown user, or an ACL that does
     not allow the command (``NOPERM``). The message says which; it never holds the password."""
+
+
+class ReplicationTimeoutError(RegistryUnavailableError):
+    """A write was applied on the primary, but fewer replicas than ``wait_replicas`` confirmed it
+    within ``wait_timeout`` (Redis ``WAIT``): a failover now could lose it.
+
+    ``event`` is the applied write, as the method would have returned it (an
+    :class:`~registry.AuditEvent` for label writes, a :class:`~registry.PromptVersion` for
+    ``add_version``, a :class:`~registry.Prompt` for ``create_prompt``); ``confirmed`` is how many
+    replicas had it, ``wanted`` how many were asked for. Do not blindly retry: the write is there.
+    """
+
+    def __init__(self, event: object, confirmed: int, wanted: int) -> None:
+        super().__init__(
+            f"the write was applied on the primary but only {confirmed} of {wanted} replicas confirmed it "
+            "in time (WAIT): it may be lost if the primary fails now"
+        )
+        self.event = event
+        self.confirmed = confirmed
+        self.wanted = wanted

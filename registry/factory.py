@@ -5,6 +5,8 @@ URL                                             backend
 ==============================================  ==========================================
 ``redis://[user:password@]host:port/db``        :class:`~registry.RedisPromptRegistry`
 ``rediss://...`` (TLS), ``unix:///path.sock``   :class:`~registry.RedisPromptRegistry`
+``redis+sentinel://h:p[,h:p]/SERVICE[/DB]``     :class:`~registry.RedisPromptRegistry` (Sentinel)
+``redis+cluster://h:p[,h:p]/``                  :class:`~registry.RedisPromptRegistry` (Cluster)
 ``file://./relative.json``, ``file:///abs.json``  :class:`~registry.JsonFilePromptRegistry`
 ``./relative.json``, ``/abs.json`` (no scheme)  :class:`~registry.JsonFilePromptRegistry`
 ==============================================  ==========================================
@@ -74,8 +76,10 @@ class PromptRegistryFactory:
     def from_url(url: str, **options: Any) -> PromptRegistry:
         """A registry for ``url``; ``options`` go to the backend's constructor.
 
-        ``redis://``, ``rediss://`` and ``unix://`` give a :class:`~registry.RedisPromptRegistry`
-        (options such as ``namespace``, ``max_text_bytes``, redis-py keyword arguments);
+        ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``, ``rediss+sentinel://``,
+        ``redis+cluster://`` and ``rediss+cluster://`` give a :class:`~registry.RedisPromptRegistry`
+        (options such as ``namespace``, ``max_text_bytes``, ``wait_replicas``, redis-py keyword
+        arguments; URL forms in :mod:`registry.topology`);
         ``file://PATH`` or a bare path gives a :class:`~registry.JsonFilePromptRegistry`
         (``max_text_bytes``, ``max_metadata_bytes``, ``lock_timeout``). Raises
         :class:`~registry.InvalidInputError` for any other scheme or an empty URL; the message never
@@ -91,7 +95,7 @@ class PromptRegistryFactory:
             return JsonFilePromptRegistry(file_path_from_url(url), **options)
         raise InvalidInputError(
             f"unsupported registry URL scheme {scheme!r} in {redact_url(url)!r}: "
-            "use redis://, rediss://, unix:// or file://"
+            "use redis://, rediss://, unix://, redis+sentinel://, redis+cluster:// or file://"
         )
 
     @classmethod

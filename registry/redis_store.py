@@ -9,6 +9,7 @@ calls the scripts and turns their result codes and Redis errors into typed excep
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,10 +18,8 @@ from importlib import resources
 from typing import Any, NoReturn
 
 import msgpack
-import redis
 from redis.backoff import NoBackoff
 from redis.commands.core import Script
-from redis.exceptions import AuthenticationWrongNumberOfArgsError, NoPermissionError
 from redis.retry import Retry
 
 from registry.base import PromptRegistry
@@ -31,22 +30,23 @@ from registry.errors import (
     PromptExistsError,
     PromptNotFoundError,
     PromptRegistryError,
-    RegistryAuthError,
     RegistryCorruptError,
-    RegistryUnavailableError,
     RollbackUnavailableError,
     VersionNotFoundError,
 )
 from registry.keys import DEFAULT_NAMESPACE, Keyspace
 from registry.migration import MigrationResult
 from registry.models import AuditEvent, Prompt, PromptVersion
+from registry.redis_errors import map_redis_errors
 from registry.redis_index import build_index
-from registry.urls import check_redis_url, redact_url
+from registry.replication import durable, run_and_wait
+from registry.topology import RedisClient, connect, is_cluster, parse_redis_url
 from registry.validation import LATEST, MAX_METADATA_BYTES, MAX_TEXT_BYTES
 from registry.wire import pack_static_part
 
 _SCRIPTS = ("create_prompt", "add_version", "set_label", "delete_label", "rollback_label", "index_prompts")
-_UNAVAILABLE_REPLIES = ("LOADING", "READONLY", "MASTERDOWN", "BUSY", "OOM", "NOREPLICAS", "CLUSTERDOWN")
+ADD_VERSION_ATTEMPTS = 10
+"""Tries of add_version when concurrent writers keep taking the version number it declared."""
 
 
 def _load_script_source(name: str) -> str:
@@ -124,50 +124,69 @@ _REFUSALS: dict[str, Callable[[_Refusal], PromptRegistryError]] = {
 class RedisPromptRegistry(PromptRegistry):
     """The production registry on Redis 7 (or anything speaking its protocol with Lua).
 
-    Pass a ``redis.Redis`` client (it must not use ``decode_responses``) or a ``url``; extra keyword
-    arguments go to ``redis.Redis.from_url``. ``namespace`` prefixes every key, inside one hash tag.
-    Connection failures raise :class:`~registry.RegistryUnavailableError`.
+    Pass a redis-py client (``redis.Redis``, one from ``Sentinel.master_for``, or a
+    ``redis.cluster.RedisCluster``; without ``decode_responses``) or a ``url`` in any form of
+    :mod:`registry.topology` (``redis://``, ``redis+sentinel://``, ``redis+cluster://``, ...); extra
+    keyword arguments go to redis-py. ``namespace`` prefixes every key, inside one hash tag.
+
+    ``wait_replicas``/``wait_timeout`` (URL query ``wait_replicas=N&wait_timeout=S``): after each
+    write, ``WAIT N`` on the write's own connection; if fewer than ``N`` replicas confirmed it within
+    ``wait_timeout`` seconds, :class:`~registry.ReplicationTimeoutError` (its ``event`` is the applied
+    write). ``read_from="replica"`` (Sentinel URLs only) reads from a replica: writes are then
+    refused (read-only). Connection failures and the server's refusals (read-only replica, loading,
+    cluster down, ...) raise :class:`~registry.RegistryUnavailableError` saying which.
     """
 
     def __init__(
         self,
-        client: redis.Redis | None = None,
+        client: RedisClient | None = None,
         *,
         url: str | None = None,
         namespace: str = DEFAULT_NAMESPACE,
         max_text_bytes: int = MAX_TEXT_BYTES,
         max_metadata_bytes: int = MAX_METADATA_BYTES,
+        wait_replicas: int | None = None,
+        wait_timeout: float | None = None,
+        read_from: str | None = None,
         **redis_kwargs: Any,
     ) -> None:
         super().__init__(max_text_bytes=max_text_bytes, max_metadata_bytes=max_metadata_bytes)
         self.keys = Keyspace(namespace)
         if (client is None) == (url is None):
             raise InvalidInputError("give exactly one of a redis client or a url")
+        parsed = parse_redis_url(str(url)) if client is None else None
         if client is None:
+            assert parsed is not None
             redis_kwargs.setdefault("socket_timeout", 10.0)
             redis_kwargs.setdefault("socket_connect_timeout", 5.0)
             redis_kwargs.setdefault("health_check_interval", 30)
             # No automatic retries: a write script retried after a lost reply could apply twice
             # (two versions for one add_version). Callers see RegistryUnavailableError and decide.
             redis_kwargs.setdefault("retry", Retry(NoBackoff(), 0))
-            url = check_redis_url(str(url))
-            try:
-                client = redis.Redis.from_url(url, **redis_kwargs)
-            except (ValueError, TypeError) as exc:  # e.g. an unknown value in the URL's query
-                raise InvalidInputError(f"malformed registry URL {redact_url(url)!r}: {exc}") from None
+            client = connect(parsed, read_from=read_from, **redis_kwargs)
             self._owns_client = True
         else:
+            if read_from not in (None, "primary"):
+                raise InvalidInputError("read_from applies to URLs; pass a client connected where you want to read")
             self._owns_client = False
+        self.wait_replicas = int(parsed.wait_replicas if wait_replicas is None and parsed else wait_replicas or 0)
+        self.wait_timeout = float(parsed.wait_timeout if wait_timeout is None and parsed else wait_timeout or 1.0)
+        if self.wait_replicas < 0 or not self.wait_timeout > 0:
+            raise InvalidInputError("wait_replicas must be >= 0 and wait_timeout > 0")
         if client.get_connection_kwargs().get("decode_responses"):
             raise InvalidInputError("the redis client must not use decode_responses=True (versions hold bytes)")
-        self.redis: redis.Redis = client
+        self.redis: Any = client  # redis.Redis or RedisCluster: the same commands, different stubs
+        self.cluster = is_cluster(client)
+        """Whether the registry runs on a Redis Cluster (change messages then go by SPUBLISH)."""
+        self._publish = "SPUBLISH" if self.cluster else "PUBLISH"
+        self._confirmed = threading.local()
         self._scripts: dict[str, Script] = {
             name: client.register_script(_load_script_source(name)) for name in _SCRIPTS
         }
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisPromptRegistry:
-        """A registry on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``)."""
+        """A registry on the Redis at ``url`` (any form of :mod:`registry.topology`)."""
         return cls(url=url, **options)
 
     def close(self) -> None:
@@ -199,28 +218,24 @@ class RedisPromptRegistry(PromptRegistry):
 
     @contextmanager
     def _translate(self) -> Iterator[None]:
-        """Turn redis-py errors into promptreg errors at this one boundary."""
-        try:
+        """Turn redis-py errors into promptreg errors at this one boundary (:mod:`registry.redis_errors`)."""
+        with map_redis_errors():
             yield
-        except (redis.AuthenticationError, AuthenticationWrongNumberOfArgsError) as exc:
-            # A subclass of ConnectionError in redis-py: it must not read as "unreachable".
-            raise RegistryAuthError(f"redis authentication failed: {exc}") from exc
-        except NoPermissionError as exc:
-            raise RegistryAuthError(f"redis refused the command: permission denied by its ACL ({exc})") from exc
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise RegistryUnavailableError(f"redis is unreachable: {exc}") from exc
-        except redis.ResponseError as exc:
-            if str(exc).startswith(_UNAVAILABLE_REPLIES):
-                raise RegistryUnavailableError(f"redis refused the command: {exc}") from exc
-            raise PromptRegistryError(f"redis error: {exc}") from exc
 
     def _pipeline(self, *, transaction: bool) -> Any:
         # Typed as Any: redis-py's stubs type chained pipeline calls as command results.
         return self.redis.pipeline(transaction=transaction)
 
     def _run(self, script: str, keys: list[str], args: list[Any]) -> list[Any]:
+        # The last ARGV of every script names the publish command (_commit.lua).
+        args = [*args, self._publish]
         with self._translate():
-            result: list[Any] = self._scripts[script](keys=keys, args=args, client=self.redis)
+            if not self.wait_replicas:
+                result: list[Any] = self._scripts[script](keys=keys, args=args, client=self.redis)
+                return result
+            result, self._confirmed.count = run_and_wait(
+                self.redis, self._scripts[script], keys, args, self.wait_replicas, self.wait_timeout
+            )
         return result
 
     def _head(self, op: str, name: str, label: str | None, author: str | None, at: datetime) -> bytes:
@@ -262,6 +277,7 @@ class RedisPromptRegistry(PromptRegistry):
 
     # -- writes ---------------------------------------------------------------------------------
 
+    @durable
     def _create_prompt(self, name: str, description: str | None, author: str | None, at: datetime) -> Prompt:
         k = self.keys
         result = self._run(
@@ -274,16 +290,22 @@ class RedisPromptRegistry(PromptRegistry):
             self._fail(name, None, result)
         return Prompt(name=name, description=description, author=author, created_at=at)
 
+    @durable
     def _add_version(self, name: str, prompt_text: str, author: str | None, metadata: dict[str, Any],
                      message: str | None, at: datetime) -> PromptVersion:  # fmt: skip
         k = self.keys
-        result = self._run(
-            "add_version",
-            [k.prompt(name), *self._audit_keys(name), k.index_latest],
-            [name, k.version_prefix(name), prompt_text, author or "", at.isoformat(), message or "",
-             msgpack.packb(metadata), hashlib.sha256(prompt_text.encode("utf-8")).hexdigest(),
-             self._head("add_version", name, None, author, at), k.channel],
-        )  # fmt: skip
+        args = [name, k.version_prefix(name), prompt_text, author or "", at.isoformat(), message or "",
+                msgpack.packb(metadata), hashlib.sha256(prompt_text.encode("utf-8")).hexdigest(),
+                self._head("add_version", name, None, author, at), k.channel]  # fmt: skip
+        with self._translate():
+            number = int(self.redis.hget(k.prompt(name), "latest") or 0) + 1
+        # The script must be given the new version's key; it says so when another write took it.
+        for _attempt in range(ADD_VERSION_ATTEMPTS):
+            keys = [k.prompt(name), *self._audit_keys(name), k.index_latest, k.version(name, number)]
+            result = self._run("add_version", keys, args)
+            if result[0] == b"OK" or result[1] != b"RETRY":
+                break
+            number = int(result[2])
         if result[0] != b"OK":
             self._fail(name, None, result)
         return PromptVersion(
@@ -291,6 +313,7 @@ class RedisPromptRegistry(PromptRegistry):
             metadata=metadata,
         )  # fmt: skip
 
+    @durable
     def _set_label(self, name: str, label: str, version: int, expected_version: int | None,
                    author: str | None, reason: str | None, at: datetime) -> AuditEvent:  # fmt: skip
         k = self.keys
@@ -306,6 +329,7 @@ class RedisPromptRegistry(PromptRegistry):
             self._fail(name, label, result, expected_version, version)
         return self._event(result[1], "set_label", name, label, version, result[2], author, reason, at)
 
+    @durable
     def _delete_label(self, name: str, label: str, expected_version: int | None, author: str | None,
                       reason: str | None, at: datetime) -> AuditEvent:  # fmt: skip
         result = self._run(
@@ -318,13 +342,20 @@ class RedisPromptRegistry(PromptRegistry):
             self._fail(name, label, result, expected_version)
         return self._event(result[1], "delete_label", name, label, None, result[2], author, reason, at)
 
+    @durable
     def _rollback(self, name: str, label: str, author: str | None, reason: str | None, at: datetime) -> AuditEvent:
-        result = self._run(
-            "rollback_label",
-            [*self._label_keys(name, label), *self._audit_keys(name), *self._index_keys(label)],
-            [name, label, self.keys.version_prefix(name), at.isoformat(), author or "", reason or "",
-             self._head("rollback", name, label, author, at), self.keys.channel],
-        )  # fmt: skip
+        args = [name, label, self.keys.version_prefix(name), at.isoformat(), author or "", reason or "",
+                self._head("rollback", name, label, author, at), self.keys.channel]  # fmt: skip
+        with self._translate():
+            target = int(self.redis.get(self.keys.previous(name, label)) or 0)
+        # The script must be given the target version's key; it says so when the target moved.
+        for _attempt in range(ADD_VERSION_ATTEMPTS):
+            keys = [*self._label_keys(name, label), *self._audit_keys(name), *self._index_keys(label),
+                    self.keys.version(name, target)]  # fmt: skip
+            result = self._run("rollback_label", keys, args)
+            if result[0] == b"OK" or result[1] != b"RETRY":
+                break
+            target = int(result[2])
         if result[0] != b"OK":
             self._fail(name, label, result)
         return self._event(result[1], "rollback", name, label, result[2], result[3], author, reason, at)
@@ -406,7 +437,7 @@ class RedisPromptRegistry(PromptRegistry):
 
     def _list_prompts(self) -> list[str]:
         with self._translate():
-            names: set[bytes] = self.redis.smembers(self.keys.prompts)  # type: ignore[assignment]
+            names: set[bytes] = self.redis.smembers(self.keys.prompts)
         return [n.decode("utf-8") for n in names]
 
     def _history(self, name: str) -> list[AuditEvent]:

@@ -14,19 +14,24 @@ from urllib.parse import unquote, urlsplit
 from registry.errors import InvalidInputError
 from registry.validation import validate_unicode
 
-REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
-"""URL schemes served by :class:`~registry.RedisPromptRegistry`."""
+SINGLE_SERVER_SCHEMES = frozenset({"redis", "rediss", "unix"})
+"""URL schemes naming one Redis server (redis-py's own URLs)."""
+REDIS_SCHEMES = SINGLE_SERVER_SCHEMES | {"redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"}
+"""URL schemes served by :class:`~registry.RedisPromptRegistry` (one server, Sentinel, Cluster:
+:mod:`registry.topology`)."""
 FILE_SCHEME = "file"
 """The URL scheme of :class:`~registry.JsonFilePromptRegistry` (a bare path means it too)."""
 
-_SECRET_QUERY = re.compile(r"(?i)((?:^|[?&;])(?:password|passwd|pass|token|secret)=)[^&;#]*")
+_SECRET_QUERY = re.compile(r"(?i)((?:^|[?&;])(?:sentinel_)?(?:password|passwd|pass|token|secret)=)[^&;#]*")
 
 
 def redact_url(url: str) -> str:
     """``url`` with any password replaced by ``***``, safe to show in messages and logs.
 
     ``redis://user:secret@host`` becomes ``redis://user:***@host``; user info without a colon
-    (which some clients read as a password) is hidden whole; ``password=`` query values too.
+    (which some clients read as a password) is hidden whole; ``password=`` and
+    ``sentinel_password=`` query values too. Sentinel and Cluster URLs
+    (``redis+sentinel://user:secret@h1:26379,h2:26379/service``) are redacted the same way.
     Never raises.
     """
     text = str(url)
@@ -80,7 +85,7 @@ def url_scheme(url: str) -> str:
 
 
 def check_redis_url(url: str) -> str:
-    """Return ``url`` if it is a well-formed ``redis://``, ``rediss://`` or ``unix://`` URL.
+    """Return ``url`` if it is a well-formed one-server ``redis://``, ``rediss://`` or ``unix://`` URL.
 
     Checks what redis-py would otherwise report as a bare ``ValueError`` (or only at connect
     time): valid Unicode, a parsable host (``[::1`` is not), a port in 1-65535, a database number.
@@ -91,7 +96,7 @@ def check_redis_url(url: str) -> str:
     validate_unicode(url, "registry URL")
     shown = redact_url(url)
     scheme = url_scheme(url)
-    if scheme not in REDIS_SCHEMES:
+    if scheme not in SINGLE_SERVER_SCHEMES:
         raise InvalidInputError(f"not a Redis URL: {shown!r} (use redis://, rediss:// or unix://)")
     try:
         parts = urlsplit(url)

@@ -184,6 +184,13 @@ def test_an_empty_promptreg_url_means_the_default(in_tmp: Path) -> None:
         (f"rediss://u:pa/ss@{SECRET}@host/0", "rediss://u:***@host/0"),
         (f"redis://host/0?password={SECRET}&db=1", "redis://host/0?password=***&db=1"),
         (f"unix://:{SECRET}@/tmp/redis.sock?db=2", "unix://:***@/tmp/redis.sock?db=2"),
+        (
+            f"redis+sentinel://u:{SECRET}@h1:26379,h2:26379/svc/0?sentinel_password={SECRET}&read_from=replica",
+            "redis+sentinel://u:***@h1:26379,h2:26379/svc/0?sentinel_password=***&read_from=replica",
+        ),
+        (f"rediss+sentinel://:{SECRET}@h1:26379/svc", "rediss+sentinel://:***@h1:26379/svc"),
+        (f"redis+cluster://u:{SECRET}@h1:7000,h2:7001/", "redis+cluster://u:***@h1:7000,h2:7001/"),
+        (f"rediss+cluster://{SECRET}@h1:7000/?wait_replicas=1", "rediss+cluster://***@h1:7000/?wait_replicas=1"),
         ("file://./.promptreg/registry.json", "file://./.promptreg/registry.json"),
         ("not a url at all", "not a url at all"),
     ],

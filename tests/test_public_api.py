@@ -35,6 +35,7 @@ PUBLIC_NAMES = [
     "RegistryAuthError",
     "RegistryCorruptError",
     "RegistryUnavailableError",
+    "ReplicationTimeoutError",
     "RollbackUnavailableError",
     "VersionNotFoundError",
 ]
@@ -92,6 +93,7 @@ def test_every_error_class_in_the_errors_module_is_exported() -> None:
         ("PromptTooLargeError", ValueError),
         ("RegistryUnavailableError", ConnectionError),
         ("RegistryAuthError", ConnectionError),
+        ("ReplicationTimeoutError", ConnectionError),
         ("PromptFileError", ValueError),
     ],
 )

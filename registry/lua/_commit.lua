@@ -5,6 +5,8 @@
 -- change message last. `head` is the msgpack map head Python packed (its header already counts the
 -- three pairs appended here: rev, version, prev). `fields` is a flat list of audit field/value
 -- pairs; empty values are left out. `version` / `prev` are numbers or false.
+-- The last ARGV of every write script is the publish command: 'PUBLISH', or 'SPUBLISH' on a
+-- cluster (sharded pub/sub: the channel has the keys' hash tag, so it lives on their node).
 -- Returns the new revision.
 
 local unpack = unpack or table.unpack
@@ -47,7 +49,8 @@ local function commit(k_rev, k_log, k_plog, channel, head, fields, version, prev
   end
   redis.call('XADD', k_plog, '*', unpack(entry))
   redis.call('XADD', k_log, 'MAXLEN', '~', 100000, '*', unpack(entry))
-  redis.call('PUBLISH', channel,
+  local publish = ARGV[#ARGV] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH'
+  redis.call(publish, channel,
     head .. '\163rev' .. mp_uint(rev) .. '\167version' .. mp_uint(version) .. '\164prev' .. mp_uint(prev))
   return rev
 end

@@ -5,6 +5,7 @@
 -- KEYS[3] {ns}:log              registry-wide audit stream
 -- KEYS[4] {ns}:p:<name>:log     the prompt's audit stream
 -- KEYS[5] {ns}:ix:latest         index: name -> latest version
+-- KEYS[6] {ns}:p:<name>:v:<n>   the new version's hash, as the caller expects it (latest + 1)
 -- ARGV[1] name
 -- ARGV[2] version key prefix    {ns}:p:<name>:v:  (the new number is appended; same slot)
 -- ARGV[3] prompt_text
@@ -15,13 +16,19 @@
 -- ARGV[8] sha256 of the text
 -- ARGV[9] message head (msgpack, packed by Python)
 -- ARGV[10] channel
--- Returns {'OK', rev, version} or {'ERR', 'NOPROMPT'} / {'ERR', 'CORRUPT'}.
+-- ARGV[11] 'PUBLISH' or 'SPUBLISH'
+-- Returns {'OK', rev, version} or {'ERR', 'NOPROMPT'} / {'ERR', 'CORRUPT'}, or {'ERR', 'RETRY', n}
+-- when KEYS[6] is not version n's key (another write came first): call again with that key.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'ERR', 'NOPROMPT'}
 end
 local version = tonumber(redis.call('HGET', KEYS[1], 'latest') or '0') + 1
 local key = ARGV[2] .. version
+-- Every key touched must be declared (Cluster slot migration), so the caller names this one.
+if key ~= KEYS[6] then
+  return {'ERR', 'RETRY', version}
+end
 -- A version hash is written once and never again: if it exists, the index is damaged.
 if redis.call('EXISTS', key) == 1 then
   return {'ERR', 'CORRUPT'}

@@ -12,6 +12,7 @@
 -- ARGV[4] created_at (ISO 8601, UTC)
 -- ARGV[5] message head (msgpack, packed by Python)
 -- ARGV[6] channel
+-- ARGV[7] 'PUBLISH' or 'SPUBLISH'
 -- Returns {'OK', rev} or {'ERR', 'EXISTS'}.
 
 local name = ARGV[1]

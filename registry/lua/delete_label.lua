@@ -17,6 +17,7 @@
 -- ARGV[6] reason ('' = none)
 -- ARGV[7] message head (msgpack, packed by Python)
 -- ARGV[8] channel
+-- ARGV[9] 'PUBLISH' or 'SPUBLISH'
 -- Returns {'OK', rev, previous} or {'ERR', 'NOPROMPT' | 'NOLABEL' | 'CONFLICT', actual}.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then

@@ -9,6 +9,7 @@
 -- KEYS[7] {ns}:p:<name>:log           the prompt's audit stream
 -- KEYS[8] {ns}:ix:label:<label>        index: name -> version for this label
 -- KEYS[9] {ns}:ix:labels               index: label names with entries
+-- KEYS[10] {ns}:p:<name>:v:<n>          the target version's hash, as the caller read KEYS[4]
 -- ARGV[1] name
 -- ARGV[2] label
 -- ARGV[3] version key prefix          {ns}:p:<name>:v:  (same slot)
@@ -17,7 +18,9 @@
 -- ARGV[6] reason ('' = none)
 -- ARGV[7] message head (msgpack, packed by Python)
 -- ARGV[8] channel
--- Returns {'OK', rev, version, previous or false} or {'ERR', 'NOPROMPT' | 'NOROLLBACK' | 'CORRUPT'}.
+-- ARGV[9] 'PUBLISH' or 'SPUBLISH'
+-- Returns {'OK', rev, version, previous or false} or {'ERR', 'NOPROMPT' | 'NOROLLBACK' | 'CORRUPT'},
+-- or {'ERR', 'RETRY', n} when KEYS[10] is not version n's key (the target moved): call again.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'ERR', 'NOPROMPT'}
@@ -27,7 +30,10 @@ if not target then
   return {'ERR', 'NOROLLBACK'}
 end
 target = tonumber(target)
-if redis.call('EXISTS', ARGV[3] .. target) == 0 then
+if ARGV[3] .. target ~= KEYS[10] then
+  return {'ERR', 'RETRY', target}
+end
+if redis.call('EXISTS', KEYS[10]) == 0 then
   return {'ERR', 'CORRUPT'}
 end
 local current = redis.call('GET', KEYS[2])

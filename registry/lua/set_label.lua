@@ -19,6 +19,7 @@
 -- ARGV[7] reason ('' = none)
 -- ARGV[8] message head (msgpack, packed by Python)
 -- ARGV[9] channel
+-- ARGV[10] 'PUBLISH' or 'SPUBLISH'
 -- Returns {'OK', rev, previous or false} or {'ERR', 'NOPROMPT' | 'NOVERSION' | 'CONFLICT', actual}.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then

@@ -1,0 +1,56 @@
+"""Where a :class:`~client.PromptClient` gets its state: a registry and the feed that follows it.
+
+A Redis URL in any form of :mod:`registry.topology` or a redis-py client the application built gives
+a :class:`~registry.RedisPromptRegistry` and a :class:`~client.redis_feed.RedisFeed`; a file URL
+gives a :class:`~registry.JsonFilePromptRegistry` and a :class:`~client.feeds.FileFeed`.
+"""
+
+from __future__ import annotations
+
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.retry import Retry
+
+from client.feeds import Feed, FeedContext, FileFeed
+from client.redis_feed import RedisFeed
+from registry.base import PromptRegistry
+from registry.errors import InvalidInputError
+from registry.factory import REDIS_SCHEMES, PromptRegistryFactory, redact_url
+from registry.file_store import JsonFilePromptRegistry
+from registry.redis_store import RedisPromptRegistry
+from registry.topology import RedisClient
+
+
+def open_source(
+    url: str | RedisClient, namespace: str, context: FeedContext, poll_interval: float, read_from: str | None
+) -> tuple[PromptRegistry, Feed]:
+    """The registry and its feed for ``url`` (a URL or a redis-py client). Raises
+    :class:`~registry.InvalidInputError` for an unsupported URL or option."""
+    if isinstance(url, redis.Redis | RedisCluster):
+        if read_from not in (None, "primary"):
+            raise InvalidInputError("read_from='replica' with a client: pass one from Sentinel.slave_for")
+        injected = RedisPromptRegistry(url, namespace=namespace)
+        return injected, RedisFeed(injected, context, poll_interval=poll_interval)
+    if not isinstance(url, str):
+        raise InvalidInputError(f"registry URL must be a string or a redis-py client, got {type(url).__name__}")
+    url = url.strip()
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme in REDIS_SCHEMES:
+        # Fail fast (one retry, no backoff): the listener has its own backoff, and a pinned
+        # lookup during an outage should raise, not hang.
+        redis_registry = RedisPromptRegistry.from_url(
+            url,
+            namespace=namespace,
+            read_from=read_from,
+            socket_timeout=5.0,
+            socket_connect_timeout=5.0,
+            retry=Retry(NoBackoff(), 1),
+        )
+        return redis_registry, RedisFeed(redis_registry, context, poll_interval=poll_interval)
+    if read_from not in (None, "primary"):
+        raise InvalidInputError(f"read_from={read_from!r} needs a redis+sentinel:// URL")
+    registry = PromptRegistryFactory.from_url(url)
+    if not isinstance(registry, JsonFilePromptRegistry):
+        raise InvalidInputError(f"PromptClient does not support the registry URL {redact_url(url)!r}")
+    return registry, FileFeed(registry, context)
