@@ -88,7 +88,7 @@ class PromptClient:
             raise InvalidInputError(f"poll_interval must be > 0 seconds, got {poll_interval!r}")
         self._url = url if isinstance(url, str) else repr(url)  # redis-py's repr shows no password
         self._cache = Cache(self._default_label, None if prompts is None else PromptSubset(prompts))
-        self._status = StatusTracker()
+        self._status = StatusTracker(rev=lambda: self._cache.rev)
         self._callbacks: tuple[ChangeCallback, ...] = ()
         self._callbacks_lock = threading.Lock()
         self._snapshot_path = Path(snapshot_path) if snapshot_path is not None else None
@@ -240,6 +240,16 @@ class PromptClient:
         """The feed's state (initializing, live, stale, closed), since when, the cache's revision,
         the last error, and counters. Never raises."""
         return self._status.snapshot(self._cache.rev)
+
+    def on_status(self, callback: Callable[[ClientStatus], None]) -> Callable[[], None]:
+        """Call ``callback(status)`` with the new :class:`ClientStatus` on every change of state
+        (``initializing`` -> ``live`` -> ``stale`` -> ``live`` ... -> ``closed``).
+
+        Callbacks run with no lock held, on the thread that changed the state (the listener thread,
+        or the one calling :meth:`close`); an exception in one is logged and ignored. Returns a
+        function that unregisters the callback.
+        """
+        return self._status.add_listener(callback)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until the client is ``live``; ``False`` if ``timeout`` passed first or it was closed."""

@@ -7,10 +7,14 @@ waits on it.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+
+logger = logging.getLogger("promptreg.client")
 
 
 class ClientState(StrEnum):
@@ -58,8 +62,12 @@ class ClientStatus:
 class StatusTracker:
     """Thread-safe holder of the status; the feed writes it, user threads read and wait on it."""
 
-    def __init__(self) -> None:
+    def __init__(self, rev: Callable[[], int] = lambda: 0) -> None:
         self._cond = threading.Condition()
+        self._rev = rev  # the cache's revision, for the statuses handed to listeners
+        self._listeners: tuple[Callable[[ClientStatus], None], ...] = ()
+        self._listeners_lock = threading.Lock()
+        self._changed = False
         self._state = ClientState.INITIALIZING
         self._since = time.time()
         self._last_error: str | None = None
@@ -91,12 +99,44 @@ class StatusTracker:
         if self._state is not state and self._state is not ClientState.CLOSED:
             self._state = state
             self._since = time.time()
+            self._changed = True
             self._cond.notify_all()
+
+    def add_listener(self, listener: Callable[[ClientStatus], None]) -> Callable[[], None]:
+        """Call ``listener(status)`` after every change of state; returns a function that removes it."""
+        with self._listeners_lock:
+            self._listeners = (*self._listeners, listener)
+
+        def remove() -> None:
+            with self._listeners_lock:
+                listeners = list(self._listeners)
+                if listener in listeners:
+                    listeners.remove(listener)
+                self._listeners = tuple(listeners)
+
+        return remove
+
+    def _announce(self) -> None:
+        # Called after the condition's lock is released: listeners run with no lock held, each in its
+        # own try/except, on the thread that changed the state (the listener thread, or close()).
+        with self._cond:
+            if not self._changed:
+                return
+            self._changed = False
+        if not self._listeners:
+            return
+        status = self.snapshot(self._rev())
+        for listener in self._listeners:
+            try:
+                listener(status)
+            except Exception:
+                logger.exception("promptreg: on_status listener %r raised; ignored", listener)
 
     def live(self) -> None:
         """The feed holds the registry's state and is subscribed."""
         with self._cond:
             self._enter(ClientState.LIVE)
+        self._announce()
 
     def resynced(self) -> None:
         """Count one full reload."""
@@ -110,11 +150,13 @@ class StatusTracker:
                 self._record(reason)
             if self._state is not ClientState.INITIALIZING:
                 self._enter(ClientState.STALE)
+        self._announce()
 
     def serving_snapshot(self) -> None:
         """The cache was filled from the last-known-good file, not from the registry."""
         with self._cond:
             self._enter(ClientState.STALE)
+        self._announce()
 
     def error(self, error: BaseException | str) -> None:
         """Record a failure of the feed and leave ``live`` (an initializing client stays initializing)."""
@@ -150,6 +192,7 @@ class StatusTracker:
         """The client was closed; final."""
         with self._cond:
             self._enter(ClientState.CLOSED)
+        self._announce()
 
     def wait_live(self, timeout: float | None) -> bool:
         """Block until ``live`` (True) or ``closed`` / timeout (False)."""

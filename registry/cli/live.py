@@ -33,16 +33,17 @@ def watch(name: str | None, timeout: float, as_json: bool) -> None:
 
     With --json, one JSON object per line (the client's ChangeEvent fields).
     """
-    from client import ChangeEvent, PromptClient  # the CLI is the one part of registry/ that uses client/
+    from client import ChangeEvent, ClientStatus, PromptClient  # the CLI is the one part of registry/ that uses client/
 
     settings = current_settings()
-    events: queue.SimpleQueue[ChangeEvent] = queue.SimpleQueue()
+    # One queue, fed by the client's listener thread: changes and status transitions, in order.
+    events: queue.SimpleQueue[ChangeEvent | ClientStatus] = queue.SimpleQueue()
 
     def collect(event: ChangeEvent) -> None:
         if name is None or event.name == name:
             events.put(event)
 
-    # The client logs its own troubles; here the status line below reports them, once.
+    # The client logs its own troubles; here the status lines below report them, once each.
     logging.getLogger("promptreg").addHandler(logging.NullHandler())
     previous = signal.signal(signal.SIGTERM, _interrupt)
     client = PromptClient(settings.url, namespace=settings.namespace or None, start_timeout=timeout)
@@ -50,21 +51,21 @@ def watch(name: str | None, timeout: float, as_json: bool) -> None:
         if not client.wait_ready(0):
             reason = client.status().last_error or f"no answer within {timeout:g} s"
             raise RegistryUnavailableError(f"cannot watch {redact_url(settings.url)}: {reason}")
-        # Registered once the first state is in, so only changes after it are printed.
+        # Registered once the first state is in, so only what happens after it is printed.
         client.on_change(collect)
+        client.on_status(events.put)
         click.echo(f"watching {redact_url(settings.url)} (rev {client.status().rev}); Ctrl-C to stop", err=True)
-        state = client.status().state
         while True:
             try:
-                event = events.get(timeout=0.5)
+                item = events.get(timeout=0.5)  # a timeout, so Ctrl-C is seen promptly
             except queue.Empty:
-                now = client.status()
-                if now.state is not state:
-                    state = now.state
-                    detail = f": {now.last_error}" if now.last_error and state.value != "live" else ""
-                    click.echo(f"[{state.value}{detail}]", err=True)
                 continue
-            click.echo(json.dumps(dataclasses.asdict(event)) if as_json else _describe(event))
+            if isinstance(item, ClientStatus):
+                if item.state.value != "closed":
+                    detail = f": {item.last_error}" if item.last_error and item.state.value != "live" else ""
+                    click.echo(f"[{item.state.value}{detail}]", err=True)
+                continue
+            click.echo(json.dumps(dataclasses.asdict(item)) if as_json else _describe(item))
     except KeyboardInterrupt:
         pass
     finally:
