@@ -72,6 +72,8 @@ def parse_log_head(raw: Any) -> LogHead | None:
     if not raw:
         return None
     entry_id, fields = raw[0]
+    if isinstance(fields, list):  # a RedisCluster transaction returns the raw reply: [field, value, ...]
+        fields = dict(zip(fields[::2], fields[1::2], strict=True))
     try:
         return LogHead(
             entry_id=entry_id if isinstance(entry_id, bytes) else str(entry_id).encode(),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ha_servers import ClusterDeployment, SentinelDeployment
 from tests.redis_server import REDIS_SERVER, RedisServer
 
 REQUIRE_REDIS = os.environ.get("PROMPTREG_REQUIRE_REDIS") == "1"
@@ -47,6 +48,41 @@ def private_redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.cleanup()
+
+
+def need_binaries(*names: str) -> None:
+    """Skip (or fail in CI, ``PROMPTREG_REQUIRE_REDIS=1``) when a server binary is not installed."""
+    from tests.ha_servers import missing_binaries
+
+    missing = missing_binaries(*names)
+    if missing:
+        if REQUIRE_REDIS:
+            pytest.fail(f"PROMPTREG_REQUIRE_REDIS=1 but {', '.join(missing)} not on PATH")
+        pytest.skip(
+            f"{', '.join(missing)} not installed (apt-get install redis-server redis-sentinel); HA tests skipped"
+        )
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ClusterDeployment]:
+    """One 3-master Redis Cluster for the session (tests isolate themselves by namespace)."""
+    need_binaries("redis-server", "redis-cli")
+    cluster = ClusterDeployment().start()
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture
+def sentinel_deployment() -> Iterator[SentinelDeployment]:
+    """A primary, two replicas and three sentinels of this test alone (it may fail them over)."""
+    need_binaries("redis-server", "redis-sentinel")
+    deployment = SentinelDeployment().start()
+    try:
+        yield deployment
+    finally:
+        deployment.cleanup()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from typing import Any
 
 import fakeredis
 import pytest
-import redis
 
 from registry import (
     InvalidInputError,
@@ -53,7 +52,7 @@ class Backend:
     """Everything the store holds, byte for byte."""
 
 
-def _redis_raw(conn: redis.Redis, namespace: str) -> dict[bytes, Any]:
+def _redis_raw(conn: Any, namespace: str) -> dict[bytes, Any]:
     out: dict[bytes, Any] = {}
     for key in conn.scan_iter(match="{" + namespace + "}*"):
         kind = conn.type(key)
@@ -71,14 +70,25 @@ def _file_raw(path: Path) -> tuple[list[str], bytes | None]:
     return sorted(os.listdir(path.parent)), path.read_bytes() if path.exists() else None
 
 
-@pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis), "file"])
+@pytest.fixture(
+    params=[
+        "fakeredis",
+        pytest.param("redis", marks=pytest.mark.redis),
+        "file",
+        pytest.param("cluster", marks=pytest.mark.redis),
+    ]
+)
 def backend(request: pytest.FixtureRequest, namespace: str, tmp_path: Path) -> Iterator[Backend]:
     if request.param == "file":
         path = tmp_path / "store" / "registry.json"
         yield Backend("file", lambda **kw: JsonFilePromptRegistry(path, **kw), lambda: _file_raw(path))
         return
+    conn: Any
     if request.param == "redis":
-        conn: redis.Redis = request.getfixturevalue("redis_server").client()
+        conn = request.getfixturevalue("redis_server").client()
+    elif request.param == "cluster":  # redis+cluster:// on a 3-master cluster (SPUBLISH, every key in KEYS)
+        url = request.getfixturevalue("redis_cluster").url()
+        conn = RedisPromptRegistry.from_url(url, namespace=namespace).redis
     else:
         conn = fakeredis.FakeRedis()
     try:
