@@ -60,6 +60,7 @@ READER_COMMANDS: tuple[str, ...] = (
     "hgetall",  # version hashes (immutable, fetched once)
     "exists",  # a pinned version read through RedisPromptRegistry.get_version
     "xrevrange",  # the newest audit entry of {ns}:log: the safety poll's history fingerprint (issue 9)
+    "xrange",  # is the audit entry the client last confirmed still there? (a changed history, issue 9)
     "role",  # replica awareness: a replica cut off from its primary is stale (issue 9)
     "info",  # `INFO replication` for the same (issue 9); INFO shows server stats, never data
     "sscan",  # the state from the index in bounded steps: {ns}:prompts (client/index_read.py, issue 12)

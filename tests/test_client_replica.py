@@ -18,18 +18,17 @@ import pytest
 
 from client import ClientState, PromptClient
 from registry import RedisPromptRegistry
+from registry.acl import CONNECTION_COMMANDS
+from registry.acl import READER_COMMANDS as ACL_READER_COMMANDS
 from tests.redis_server import RedisServer, free_port, wait_until
 from tests.test_client_live import LABEL, NAME, assert_converged, seed
 from tests.test_client_truth import client_matches
 
 pytestmark = pytest.mark.redis
 
-READER_COMMANDS = (
-    "subscribe", "ping", "multi", "exec", "get", "smembers", "hget", "hgetall", "exists", "xrevrange",
-    "xrange", "role",
-)  # fmt: skip
-"""Every command ``PromptClient`` needs (README and the ACL ``reader`` role list the same). redis-py
-also sends ``CLIENT SETINFO`` on connect (Redis >= 7.2) and ignores a refusal."""
+READER_COMMANDS = CONNECTION_COMMANDS + ACL_READER_COMMANDS
+"""Every command ``PromptClient`` needs: the ACL ``reader`` role's list, the one place it is kept.
+redis-py also sends ``CLIENT SETINFO`` on connect (Redis >= 7.2) and ignores a refusal."""
 OPTIONAL = {"client|setinfo", "client"}
 
 

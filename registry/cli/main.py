@@ -155,10 +155,10 @@ for command in (create, push, label, rollback, show, render, list_prompts, histo
 for command in (sync, export_command, import_command, watch, demo, acl_command, migrate):
     cli.add_command(command)
 for command in cli.commands.values():
-    taken = {param.name for param in command.params}
-    if "url" not in taken:
+    taken = {flag for param in command.params for flag in getattr(param, "opts", ())}
+    if "--url" not in taken:
         command.params.append(_after_the_command("url", "Registry URL (as before the command)."))
-    if "namespace" not in taken:
+    if "--namespace" not in taken:  # `acl --namespace` names the namespace to write rules for
         command.params.append(_after_the_command("namespace", "Redis key namespace (as before the command)."))
 
 
