@@ -66,7 +66,8 @@ def translate_redis_error(exc: Exception) -> PromptRegistryError:
         if isinstance(exc, redis_class):
             return error_class(f"{meaning}: {exc}")
     if isinstance(exc, redis.ResponseError):
-        code = str(exc).split(" ", 1)[0]
+        # A pipeline prefixes the server's reply with "Command # n (...) of pipeline caused error: ".
+        code = str(exc).rpartition("caused error: ")[2].split(" ", 1)[0]
         if code in _CODES_WITHOUT_CLASS:
             return RegistryUnavailableError(f"{_CODES_WITHOUT_CLASS[code]}: {exc}")
     return PromptRegistryError(f"redis error: {exc}")
