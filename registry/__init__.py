@@ -28,6 +28,7 @@ from registry.factory import PromptRegistryFactory
 from registry.file_store import JsonFilePromptRegistry
 from registry.migration import MigrationResult
 from registry.models import AuditEvent, Prompt, PromptVersion
+from registry.postgres_store import PostgresPromptRegistry
 from registry.redis_store import RedisPromptRegistry
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "LabelNotFoundError",
     "MigrationResult",
     "MissingVariableError",
+    "PostgresPromptRegistry",
     "Prompt",
     "PromptExistsError",
     "PromptFileError",

@@ -7,13 +7,15 @@ URL                                             backend
 ``rediss://...`` (TLS), ``unix:///path.sock``   :class:`~registry.RedisPromptRegistry`
 ``redis+sentinel://h:p[,h:p]/SERVICE[/DB]``     :class:`~registry.RedisPromptRegistry` (Sentinel)
 ``redis+cluster://h:p[,h:p]/``                  :class:`~registry.RedisPromptRegistry` (Cluster)
+``postgresql://user@host/db?namespace=ns``      :class:`~registry.PostgresPromptRegistry`
+``postgres://...`` (the same)                   :class:`~registry.PostgresPromptRegistry`
 ``file://./relative.json``, ``file:///abs.json``  :class:`~registry.JsonFilePromptRegistry`
 ``./relative.json``, ``/abs.json`` (no scheme)  :class:`~registry.JsonFilePromptRegistry`
 ==============================================  ==========================================
 
 :meth:`PromptRegistryFactory.create_from_config` reads ``PROMPTREG_URL`` (default
 :data:`DEFAULT_URL`, a JSON file under ``./.promptreg/`` in the current directory) and
-``PROMPTREG_NAMESPACE`` (the Redis namespace). Use :func:`redact_url` before showing a URL.
+``PROMPTREG_NAMESPACE`` (the Redis or PostgreSQL namespace). Use :func:`redact_url` before showing a URL.
 """
 
 from __future__ import annotations
@@ -26,14 +28,16 @@ from urllib.parse import unquote
 from registry.base import PromptRegistry
 from registry.errors import InvalidInputError
 from registry.file_store import JsonFilePromptRegistry
+from registry.postgres_store import PostgresPromptRegistry
 from registry.redis_store import RedisPromptRegistry
-from registry.urls import FILE_SCHEME, REDIS_SCHEMES, redact_url, url_scheme
+from registry.urls import FILE_SCHEME, POSTGRES_SCHEMES, REDIS_SCHEMES, redact_url, url_scheme
 from registry.validation import validate_unicode
 
 __all__ = [
     "DEFAULT_URL",
     "FILE_SCHEME",
     "NAMESPACE_ENV",
+    "POSTGRES_SCHEMES",
     "REDIS_SCHEMES",
     "URL_ENV",
     "PromptRegistryFactory",
@@ -80,6 +84,9 @@ class PromptRegistryFactory:
         ``redis+cluster://`` and ``rediss+cluster://`` give a :class:`~registry.RedisPromptRegistry`
         (options such as ``namespace``, ``max_text_bytes``, ``wait_replicas``, redis-py keyword
         arguments; URL forms in :mod:`registry.topology`);
+        ``postgresql://`` and ``postgres://`` give a :class:`~registry.PostgresPromptRegistry`
+        (``namespace=`` in the query or as an option, ``max_text_bytes``, ``auto_migrate``, psycopg
+        connection arguments; needs ``promptreg[postgres]``);
         ``file://PATH`` or a bare path gives a :class:`~registry.JsonFilePromptRegistry`
         (``max_text_bytes``, ``max_metadata_bytes``, ``lock_timeout``). Raises
         :class:`~registry.InvalidInputError` for any other scheme or an empty URL; the message never
@@ -91,11 +98,13 @@ class PromptRegistryFactory:
         scheme = url_scheme(url)
         if scheme in REDIS_SCHEMES:
             return RedisPromptRegistry.from_url(url, **options)
+        if scheme in POSTGRES_SCHEMES:
+            return PostgresPromptRegistry.from_url(url, **options)
         if scheme in (FILE_SCHEME, ""):
             return JsonFilePromptRegistry(file_path_from_url(url), **options)
         raise InvalidInputError(
             f"unsupported registry URL scheme {scheme!r} in {redact_url(url)!r}: "
-            "use redis://, rediss://, unix://, redis+sentinel://, redis+cluster:// or file://"
+            "use redis://, rediss://, unix://, redis+sentinel://, redis+cluster://, postgresql:// or file://"
         )
 
     @classmethod
@@ -103,13 +112,13 @@ class PromptRegistryFactory:
         """The registry the environment names (``environ`` defaults to ``os.environ``).
 
         ``PROMPTREG_URL`` picks the backend (default :data:`DEFAULT_URL`: the JSON file
-        ``./.promptreg/registry.json``, relative to the current directory). For Redis URLs a set
+        ``./.promptreg/registry.json``, relative to the current directory). For Redis and PostgreSQL URLs a set
         ``PROMPTREG_NAMESPACE`` is the namespace unless ``options`` gives one. Raises what
         :meth:`from_url` raises.
         """
         env = os.environ if environ is None else environ
         url = env.get(URL_ENV) or DEFAULT_URL
         namespace = env.get(NAMESPACE_ENV)
-        if namespace and url_scheme(url.strip()) in REDIS_SCHEMES:
+        if namespace and url_scheme(url.strip()) in REDIS_SCHEMES | POSTGRES_SCHEMES:
             options.setdefault("namespace", namespace)
         return cls.from_url(url, **options)

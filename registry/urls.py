@@ -19,10 +19,12 @@ SINGLE_SERVER_SCHEMES = frozenset({"redis", "rediss", "unix"})
 REDIS_SCHEMES = SINGLE_SERVER_SCHEMES | {"redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"}
 """URL schemes served by :class:`~registry.RedisPromptRegistry` (one server, Sentinel, Cluster:
 :mod:`registry.topology`)."""
+POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
+"""URL schemes served by :class:`~registry.PostgresPromptRegistry` (libpq URLs)."""
 FILE_SCHEME = "file"
 """The URL scheme of :class:`~registry.JsonFilePromptRegistry` (a bare path means it too)."""
 
-_SECRET_QUERY = re.compile(r"(?i)((?:^|[?&;])(?:sentinel_)?(?:password|passwd|pass|token|secret)=)[^&;#]*")
+_SECRET_QUERY = re.compile(r"(?i)((?:^|[?&;])(?:sentinel_|ssl)?(?:password|passwd|pass|token|secret)=)[^&;#]*")
 
 
 def redact_url(url: str) -> str:
@@ -30,7 +32,7 @@ def redact_url(url: str) -> str:
 
     ``redis://user:secret@host`` becomes ``redis://user:***@host``; user info without a colon
     (which some clients read as a password) is hidden whole; ``password=`` and
-    ``sentinel_password=`` query values too. Sentinel and Cluster URLs
+    ``sentinel_password=`` (and libpq's ``sslpassword=``) query values too. Sentinel and Cluster URLs
     (``redis+sentinel://user:secret@h1:26379,h2:26379/service``) are redacted the same way.
     Never raises.
     """

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.ha_servers import ClusterDeployment, SentinelDeployment
+from tests.postgres_server import postgres_server, private_postgres_server  # noqa: F401 (fixtures)
 from tests.redis_server import REDIS_SERVER, RedisServer
 
 REQUIRE_REDIS = os.environ.get("PROMPTREG_REQUIRE_REDIS") == "1"

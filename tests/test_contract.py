@@ -23,6 +23,7 @@ from registry import (
     LabelConflictError,
     LabelNotFoundError,
     MissingVariableError,
+    PostgresPromptRegistry,
     PromptExistsError,
     PromptNotFoundError,
     PromptRegistry,
@@ -32,6 +33,7 @@ from registry import (
     RollbackUnavailableError,
     VersionNotFoundError,
 )
+from tests.postgres_server import postgres_raw
 
 NAME = "movie-critic"
 TEXTS = (
@@ -76,12 +78,21 @@ def _file_raw(path: Path) -> tuple[list[str], bytes | None]:
         pytest.param("redis", marks=pytest.mark.redis),
         "file",
         pytest.param("cluster", marks=pytest.mark.redis),
+        pytest.param("postgres", marks=pytest.mark.postgres),
     ]
 )
 def backend(request: pytest.FixtureRequest, namespace: str, tmp_path: Path) -> Iterator[Backend]:
     if request.param == "file":
         path = tmp_path / "store" / "registry.json"
         yield Backend("file", lambda **kw: JsonFilePromptRegistry(path, **kw), lambda: _file_raw(path))
+        return
+    if request.param == "postgres":  # a real PostgreSQL (tests/postgres_server.py)
+        pg_url = request.getfixturevalue("postgres_server").url()
+        yield Backend(
+            "postgres",
+            lambda **kw: PostgresPromptRegistry(pg_url, namespace=namespace, **kw),
+            lambda: postgres_raw(pg_url, namespace),
+        )
         return
     conn: Any
     if request.param == "redis":

@@ -71,7 +71,7 @@ def test_empty_urls_are_refused(in_tmp: Path, url: str) -> None:
     ("url", "scheme"),
     [
         (f"http://user:{SECRET}@example.invalid/x", "http"),
-        (f"postgres://:{SECRET}@db/x", "postgres"),
+        (f"mysql://:{SECRET}@db/x", "mysql"),
         ("localhost:6379", "localhost"),
         ("s3://bucket/registry.json", "s3"),
     ],

@@ -22,6 +22,7 @@ PUBLIC_NAMES = [
     "LabelNotFoundError",
     "MigrationResult",
     "MissingVariableError",
+    "PostgresPromptRegistry",
     "Prompt",
     "PromptExistsError",
     "PromptFileError",

@@ -1,0 +1,150 @@
+"""psycopg at the boundary: the optional import, ``postgresql://`` URLs, connections, and psycopg's
+errors translated to promptreg's, by class, in one table (:func:`map_postgres_errors`).
+
+psycopg 3 is an optional dependency (``pip install 'promptreg[postgres]'``); without it every entry
+point raises :class:`~registry.RegistryUnavailableError` naming the extra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from registry.errors import (
+    InvalidInputError,
+    PromptRegistryError,
+    RegistryAuthError,
+    RegistryCorruptError,
+    RegistryUnavailableError,
+)
+from registry.urls import POSTGRES_SCHEMES, redact_url, url_secrets
+from registry.validation import validate_namespace, validate_unicode
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+except ImportError:  # the extra is not installed: every entry point says so (require_psycopg)
+    psycopg = None  # type: ignore[assignment]
+    pg_errors = None  # type: ignore[assignment]
+
+MISSING_EXTRA = "PostgreSQL support needs psycopg 3, which is not installed: pip install 'promptreg[postgres]'"
+CONNECT_DEFAULTS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "application_name": "promptreg",
+    # A half-open connection (server gone without a FIN) fails within ~10 s instead of hanging.
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10000,
+}
+"""libpq parameters every promptreg connection gets unless the URL or the caller sets them."""
+
+
+def is_undefined_table(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL's "relation does not exist" (the schema is not there)."""
+    return pg_errors is not None and isinstance(exc, pg_errors.UndefinedTable)
+
+
+def require_psycopg() -> None:
+    """Raise :class:`~registry.RegistryUnavailableError` naming the extra when psycopg is missing."""
+    if psycopg is None:
+        raise RegistryUnavailableError(MISSING_EXTRA)
+
+
+def parse_postgres_url(url: str) -> tuple[str, str | None]:
+    """``(conninfo, namespace)`` of a ``postgresql://`` or ``postgres://`` URL.
+
+    The ``namespace=`` query parameter is promptreg's (``None`` when absent) and is taken out;
+    every other parameter goes to libpq as written (``sslmode=``, ``options=``, ...). Raises
+    :class:`~registry.InvalidInputError` for another scheme, a malformed URL or namespace; the
+    message never holds the password.
+    """
+    if not isinstance(url, str):
+        raise InvalidInputError(f"registry URL must be a string, got {type(url).__name__}")
+    url = validate_unicode(url.strip(), "registry URL")
+    scheme, sep, _rest = url.partition("://")
+    if not sep or scheme.lower() not in POSTGRES_SCHEMES:
+        raise InvalidInputError(f"not a PostgreSQL URL: {redact_url(url)!r} (use postgresql:// or postgres://)")
+    base, _qmark, query = url.partition("?")
+    namespace: str | None = None
+    kept: list[tuple[str, str]] = []
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError as exc:
+        raise InvalidInputError(f"malformed registry URL {redact_url(url)!r}: {exc}") from None
+    for key, value in pairs:
+        if key == "namespace":
+            namespace = value
+        else:
+            kept.append((key, value))
+    if namespace is not None:
+        validate_namespace(namespace)
+    return (base + ("?" + urlencode(kept) if kept else "")), namespace
+
+
+def connect(conninfo: str, **kwargs: Any) -> Any:
+    """A new autocommit psycopg connection (errors translated). The URL's own parameters win over
+    :data:`CONNECT_DEFAULTS`; ``kwargs`` win over both."""
+    require_psycopg()
+    from psycopg.conninfo import conninfo_to_dict
+
+    with map_postgres_errors(conninfo):
+        given = conninfo_to_dict(conninfo)
+        options = {k: v for k, v in CONNECT_DEFAULTS.items() if k not in given}
+        options.update(kwargs)
+        return psycopg.connect(conninfo, autocommit=True, **options)
+
+
+@cache
+def postgres_exc_map() -> tuple[tuple[type[Exception], type[PromptRegistryError], str], ...]:
+    """``(psycopg class, promptreg class, what it means)``; the first match wins."""
+    require_psycopg()
+    e = pg_errors
+    return (
+        (e.InvalidPassword, RegistryAuthError, "postgresql refused the password"),
+        (e.InvalidAuthorizationSpecification, RegistryAuthError, "postgresql refused the credentials"),
+        (e.InsufficientPrivilege, RegistryAuthError, "postgresql refused: permission denied for this role"),
+        (e.ReadOnlySqlTransaction, RegistryUnavailableError, "postgresql is read-only here (a standby?)"),
+        (e.CannotConnectNow, RegistryUnavailableError, "postgresql is starting up or shutting down"),
+        (e.AdminShutdown, RegistryUnavailableError, "postgresql is shutting down or ended the session"),
+        (e.QueryCanceled, RegistryUnavailableError, "postgresql cancelled the statement (statement_timeout?)"),
+        (e.UndefinedTable, RegistryUnavailableError, "the promptreg tables are missing: run `promptreg migrate`"),
+        (e.SerializationFailure, RegistryUnavailableError, "postgresql aborted the write (serialization)"),
+        (e.DeadlockDetected, RegistryUnavailableError, "postgresql aborted the write (deadlock)"),
+        (psycopg.OperationalError, RegistryUnavailableError, "postgresql is unreachable"),
+        (psycopg.InterfaceError, RegistryUnavailableError, "the postgresql connection is closed"),
+        (psycopg.IntegrityError, RegistryCorruptError, "postgresql refused the write (a constraint)"),
+        (psycopg.DataError, RegistryCorruptError, "postgresql refused the data"),
+    )
+
+
+_AUTH_WORDS = ("password authentication failed", "no pg_hba.conf entry", "permission denied")
+
+
+def translate_postgres_error(exc: Exception, conninfo: str = "") -> PromptRegistryError:
+    """The promptreg error for a psycopg exception (message: which case, then postgresql's words)."""
+    text = str(exc).strip()
+    for secret in url_secrets(conninfo):
+        text = text.replace(secret, "***")
+    for pg_class, error_class, meaning in postgres_exc_map():
+        if isinstance(exc, pg_class):
+            if error_class is RegistryUnavailableError and any(w in text for w in _AUTH_WORDS):
+                return RegistryAuthError(f"postgresql refused the connection: {text}")
+            return error_class(f"{meaning}: {text}")
+    return PromptRegistryError(f"postgresql error: {text}")
+
+
+@contextmanager
+def map_postgres_errors(conninfo: str = "") -> Iterator[None]:
+    """Raise the promptreg error of any psycopg error raised inside the block (cause kept)."""
+    if psycopg is None:
+        yield
+        return
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise translate_postgres_error(exc, conninfo) from exc

@@ -1,0 +1,192 @@
+"""The PostgreSQL schema of :class:`~registry.PostgresPromptRegistry`: versioned migrations, the
+notification channel and the NOTIFY payload.
+
+Migrations are numbered; ``promptreg_schema_version`` records each one applied. :func:`run_migrations`
+applies the missing ones in one transaction under an advisory lock, so concurrent first uses (or a
+``promptreg migrate`` racing a service) apply each migration exactly once, and running it again
+changes nothing. Every namespace shares the tables (the ``namespace`` column); the tables live in the
+connection's ``search_path`` (``public`` by default).
+
+The change notification (``pg_notify(channel, payload)``) carries the fields of the Redis change
+message (:mod:`registry.wire`) as a compact JSON object::
+
+    {"rev": 7, "op": "set_label", "prompt": "movie-critic", "label": "production", "version": 3,
+     "prev": 2, "author": "alice", "at": 1718000000.123}
+
+JSON, not base64 msgpack, because a payload is text and an operator can read it with ``LISTEN`` in
+``psql``. A payload must stay under 8000 bytes: the only field that can make it longer (``author``,
+up to 4096 characters) is then sent as ``null``; the audit row keeps it whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgpack
+
+from registry.errors import RegistryCorruptError
+from registry.wire import ChangeMessage, decode
+
+CHANNEL_PREFIX: Final = "promptreg."
+MAX_PAYLOAD_BYTES: Final = 7999
+"""PostgreSQL refuses NOTIFY payloads of 8000 bytes or more."""
+_MAX_CHANNEL = 63  # NAMEDATALEN - 1: longer channel names are refused
+MIGRATION_LOCK: Final = 0x70726F6D707472  # pg_advisory_xact_lock key: "promptr" in ASCII
+SCHEMA_TABLE: Final = "promptreg_schema_version"
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema step: its number, a one-line description and its SQL (no parameters)."""
+
+    version: int
+    description: str
+    sql: str
+
+
+MIGRATIONS: Final = (
+    Migration(
+        1,
+        "tables: namespaces (revision), prompts, versions, labels, audit",
+        """
+        CREATE TABLE promptreg_namespaces (
+            namespace   text PRIMARY KEY,
+            rev         bigint NOT NULL DEFAULT 0          -- bumped by every write
+        );
+        CREATE TABLE promptreg_prompts (
+            namespace   text NOT NULL,
+            name        text NOT NULL,
+            description text,
+            author      text,
+            created_at  timestamptz NOT NULL,
+            latest      integer NOT NULL DEFAULT 0,        -- the newest version number (0: none)
+            PRIMARY KEY (namespace, name)
+        );
+        CREATE TABLE promptreg_versions (
+            namespace   text NOT NULL,
+            name        text NOT NULL,
+            version     integer NOT NULL CHECK (version >= 1),
+            prompt_text text NOT NULL,
+            author      text,
+            message     text,
+            metadata    json NOT NULL,                     -- json keeps the text as written
+            sha256      text NOT NULL,
+            created_at  timestamptz NOT NULL,
+            PRIMARY KEY (namespace, name, version),
+            FOREIGN KEY (namespace, name) REFERENCES promptreg_prompts (namespace, name)
+        );
+        CREATE TABLE promptreg_labels (
+            namespace   text NOT NULL,
+            name        text NOT NULL,
+            label       text NOT NULL,
+            version     integer,                           -- NULL: deleted (previous is kept)
+            previous    integer,                           -- where rollback returns to
+            PRIMARY KEY (namespace, name, label),
+            FOREIGN KEY (namespace, name, version) REFERENCES promptreg_versions (namespace, name, version),
+            FOREIGN KEY (namespace, name, previous) REFERENCES promptreg_versions (namespace, name, version)
+        );
+        CREATE TABLE promptreg_audit (
+            id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            namespace   text NOT NULL,
+            rev         bigint NOT NULL,
+            at          timestamptz NOT NULL,
+            action      text NOT NULL,
+            prompt      text NOT NULL,
+            label       text,
+            version     integer,
+            previous_version integer,
+            author      text,
+            reason      text,
+            UNIQUE (namespace, rev)
+        );
+        CREATE INDEX promptreg_audit_prompt ON promptreg_audit (namespace, prompt, rev);
+        """,
+    ),
+    Migration(
+        2,
+        "versions are immutable: a trigger refuses UPDATE, DELETE and TRUNCATE",
+        """
+        CREATE FUNCTION promptreg_refuse_version_change() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            -- The one exception: drop_namespace() of a throw-away namespace, named in this setting.
+            IF TG_OP = 'DELETE' AND current_setting('promptreg.drop_namespace', true) = OLD.namespace THEN
+                RETURN OLD;
+            END IF;
+            RAISE EXCEPTION 'promptreg versions are immutable: % refused on promptreg_versions', TG_OP
+                USING ERRCODE = 'restrict_violation';
+        END;
+        $$;
+        CREATE TRIGGER promptreg_versions_immutable BEFORE UPDATE OR DELETE ON promptreg_versions
+            FOR EACH ROW EXECUTE FUNCTION promptreg_refuse_version_change();
+        CREATE TRIGGER promptreg_versions_no_truncate BEFORE TRUNCATE ON promptreg_versions
+            FOR EACH STATEMENT EXECUTE FUNCTION promptreg_refuse_version_change();
+        """,
+    ),
+)
+LATEST_SCHEMA: Final = MIGRATIONS[-1].version
+
+
+def run_migrations(conn: Any) -> list[Migration]:
+    """Apply every migration ``conn``'s database lacks, in one transaction; returns those applied.
+
+    ``conn`` is a psycopg connection in autocommit mode. Raises what psycopg raises (the caller
+    translates).
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (version integer PRIMARY KEY, "
+            "description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        applied = {row[0] for row in conn.execute(f"SELECT version FROM {SCHEMA_TABLE}")}
+        done = []
+        for migration in MIGRATIONS:
+            if migration.version in applied:
+                continue
+            conn.execute(migration.sql)
+            conn.execute(
+                f"INSERT INTO {SCHEMA_TABLE} (version, description) VALUES (%s, %s)",
+                (migration.version, migration.description),
+            )
+            done.append(migration)
+    return done
+
+
+def channel_for(namespace: str) -> str:
+    """The NOTIFY channel of ``namespace``: ``promptreg.<namespace>``, or a digest of it when that
+    is longer than PostgreSQL's 63-byte identifier limit."""
+    channel = CHANNEL_PREFIX + namespace
+    if len(channel.encode("utf-8")) <= _MAX_CHANNEL:
+        return channel
+    return CHANNEL_PREFIX + hashlib.sha256(namespace.encode("utf-8")).hexdigest()[:40]
+
+
+def encode_payload(
+    rev: int, op: str, prompt: str, label: str | None, version: int | None, prev: int | None,
+    author: str | None, at: float,
+) -> str:  # fmt: skip
+    """The NOTIFY payload of one write (module docstring); always under :data:`MAX_PAYLOAD_BYTES`."""
+    fields = {"rev": rev, "op": op, "prompt": prompt, "label": label, "version": version, "prev": prev,
+              "author": author, "at": at}  # fmt: skip
+    payload = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    if len(payload.encode("utf-8")) > MAX_PAYLOAD_BYTES:
+        fields["author"] = None  # names and labels are bounded; only the author can overflow
+        payload = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    return payload
+
+
+def decode_payload(payload: str) -> ChangeMessage:
+    """Decode and check a payload with the very checks of :func:`registry.wire.decode`.
+
+    Raises :class:`~registry.RegistryCorruptError` for anything malformed.
+    """
+    try:
+        raw = json.loads(payload)
+    except ValueError as exc:
+        raise RegistryCorruptError(f"undecodable change notification: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise RegistryCorruptError("change notification is not a JSON object")
+    return decode(msgpack.packb(raw))

@@ -1,0 +1,418 @@
+"""``PostgresPromptRegistry``: PostgreSQL is the source of truth (tables in :mod:`registry.postgres_schema`).
+
+Every write is one transaction, the way every Redis write is one Lua script: lock the namespace's
+revision row (``SELECT ... FOR UPDATE``: writers of one namespace take turns, so revisions are
+ordered and commit in order), lock the prompt row, validate, write, append the audit row, bump the
+revision, ``pg_notify`` the change. A refusal raises inside the transaction, which rolls back: nothing
+is written and nothing is notified (PostgreSQL delivers a NOTIFY only when its transaction commits).
+Reads of more than one row run in one ``REPEATABLE READ`` transaction (one consistent cut).
+
+The schema is created on first use by :func:`~registry.postgres_schema.run_migrations`
+(``promptreg migrate`` runs it too). psycopg errors are translated at one boundary
+(:mod:`registry.postgres_conn`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from registry.base import PromptRegistry
+from registry.errors import (
+    InvalidInputError,
+    LabelConflictError,
+    LabelNotFoundError,
+    PromptExistsError,
+    PromptNotFoundError,
+    RegistryCorruptError,
+    RollbackUnavailableError,
+    VersionNotFoundError,
+)
+from registry.keys import DEFAULT_NAMESPACE
+from registry.migration import MigrationResult
+from registry.models import AuditAction, AuditEvent, Prompt, PromptVersion
+from registry.postgres_conn import connect, is_undefined_table, map_postgres_errors, parse_postgres_url, require_psycopg
+from registry.postgres_schema import LATEST_SCHEMA, SCHEMA_TABLE, channel_for, encode_payload, run_migrations
+from registry.urls import redact_url
+from registry.validation import LATEST, MAX_METADATA_BYTES, MAX_TEXT_BYTES, validate_namespace
+
+_VERSION_COLUMNS = "version, prompt_text, author, message, metadata, created_at"
+_AUDIT_COLUMNS = "rev, at, action, prompt, label, version, previous_version, author, reason"
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _no_nul(**fields: str | None) -> None:
+    # PostgreSQL text cannot hold U+0000; refused before the transaction, so nothing is written.
+    for what, value in fields.items():
+        if value is not None and "\x00" in value:
+            raise InvalidInputError(f"{what} holds a NUL character (U+0000), which PostgreSQL text cannot store")
+
+
+def _version_from_row(row: tuple[Any, ...]) -> PromptVersion:
+    number, text, author, message, metadata, created_at = row
+    return PromptVersion(version=number, prompt_text=text, created_at=_utc(created_at), author=author,
+                         message=message, metadata=metadata)  # fmt: skip
+
+
+def _event_from_row(row: tuple[Any, ...]) -> AuditEvent:
+    rev, at, action, prompt, label, version, previous, author, reason = row
+    return AuditEvent(rev=rev, at=_utc(at), action=action, prompt=prompt, label=label, version=version,
+                      previous_version=previous, author=author, reason=reason)  # fmt: skip
+
+
+class PostgresPromptRegistry(PromptRegistry):
+    """The production registry on PostgreSQL 12 or newer (``postgresql://`` or ``postgres://``).
+
+    ``url`` is a libpq URL; its ``namespace=`` query parameter (else the ``namespace`` argument, else
+    ``promptreg``) picks the registry inside the shared tables; other parameters and
+    ``connect_kwargs`` go to libpq/psycopg. The schema is created on first use unless
+    ``auto_migrate=False`` (then run ``promptreg migrate`` with a role allowed to create tables).
+    Thread-safe: calls take turns on one connection, reconnected after a failure. Raises
+    :class:`~registry.RegistryUnavailableError` when psycopg is not installed (``promptreg[postgres]``)
+    or the server cannot be reached, :class:`~registry.RegistryAuthError` when it refuses the role,
+    and :class:`~registry.InvalidInputError` for a malformed URL or namespace.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str | None = None,
+        max_text_bytes: int = MAX_TEXT_BYTES,
+        max_metadata_bytes: int = MAX_METADATA_BYTES,
+        auto_migrate: bool = True,
+        **connect_kwargs: Any,
+    ) -> None:
+        super().__init__(max_text_bytes=max_text_bytes, max_metadata_bytes=max_metadata_bytes)
+        require_psycopg()
+        self._conninfo, url_namespace = parse_postgres_url(url)
+        # The URL's namespace= is the most specific setting: it wins over the argument (which may
+        # come from PROMPTREG_NAMESPACE or a client's default).
+        self.namespace = validate_namespace(url_namespace or namespace or DEFAULT_NAMESPACE)
+        self.channel = channel_for(self.namespace)
+        """The NOTIFY channel of this namespace (``LISTEN`` on it to follow every write)."""
+        self.url = url
+        self.auto_migrate = auto_migrate
+        self._connect_kwargs = connect_kwargs
+        self._lock = threading.RLock()
+        self._conn: Any = None
+        self._pid = os.getpid()
+        self._schema_ready = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> PostgresPromptRegistry:
+        """A registry on the PostgreSQL at ``url`` (``namespace=`` in the query picks the namespace)."""
+        return cls(url, **options)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({redact_url(self.url)!r}, namespace={self.namespace!r})"
+
+    def connect(self) -> Any:
+        """A new autocommit psycopg connection to this registry's server (the client's feed uses it)."""
+        return connect(self._conninfo, **self._connect_kwargs)
+
+    def close(self) -> None:
+        """Close the connection. Idempotent; the next call reconnects."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None and self._pid == os.getpid():
+                conn.close()
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _session(self) -> Iterator[Any]:
+        """The connection, under the lock, with psycopg errors translated; dropped when broken."""
+        if self._pid != os.getpid():  # forked: the parent's connection stays the parent's
+            self._lock, self._conn, self._pid, self._schema_ready = threading.RLock(), None, os.getpid(), False
+        with self._lock, map_postgres_errors(self._conninfo):
+            if self._conn is None or self._conn.closed:
+                self._conn = self.connect()
+            conn = self._conn
+            try:
+                if not self._schema_ready:
+                    self._ensure_schema(conn)
+                yield conn
+            except Exception as exc:
+                if conn.broken or conn.closed or is_undefined_table(exc):
+                    self._schema_ready = False
+                    self._conn = None
+                    conn.close()
+                raise
+
+    def _ensure_schema(self, conn: Any) -> None:
+        try:
+            (current,) = conn.execute(f"SELECT max(version) FROM {SCHEMA_TABLE}").fetchone()
+        except Exception as exc:
+            if not is_undefined_table(exc):
+                raise
+            current = None
+        if current is None or current < LATEST_SCHEMA:
+            if not self.auto_migrate:
+                raise InvalidInputError(
+                    f"the promptreg schema is at version {current or 0}, this promptreg needs {LATEST_SCHEMA}: "
+                    "run `promptreg migrate`"
+                )
+            run_migrations(conn)
+        self._schema_ready = True
+
+    @contextmanager
+    def _write(self) -> Iterator[tuple[Any, int]]:
+        """One write transaction holding the namespace's revision row: ``(connection, current rev)``."""
+        with self._session() as conn, conn.transaction():
+            row = conn.execute(
+                "SELECT rev FROM promptreg_namespaces WHERE namespace = %s FOR UPDATE", (self.namespace,)
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO promptreg_namespaces (namespace) VALUES (%s) ON CONFLICT DO NOTHING",
+                    (self.namespace,),
+                )
+                row = conn.execute(
+                    "SELECT rev FROM promptreg_namespaces WHERE namespace = %s FOR UPDATE", (self.namespace,)
+                ).fetchone()
+            yield conn, row[0]
+
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
+        """A REPEATABLE READ, read-only transaction: every query in it sees one moment."""
+        with self._session() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield conn
+
+    def _lock_prompt(self, conn: Any, name: str) -> int:
+        """Lock the prompt row; its newest version number. Raises PromptNotFoundError."""
+        row = conn.execute(
+            "SELECT latest FROM promptreg_prompts WHERE namespace = %s AND name = %s FOR UPDATE", (self.namespace, name)
+        ).fetchone()
+        if row is None:
+            raise PromptNotFoundError(name)
+        return int(row[0])
+
+    def _lock_label(self, conn: Any, name: str, label: str) -> tuple[int | None, int | None]:
+        """Lock the label row: ``(version it points at, rollback target)``, ``(None, None)`` if none."""
+        row = conn.execute(
+            "SELECT version, previous FROM promptreg_labels WHERE namespace = %s AND name = %s AND label = %s "
+            "FOR UPDATE",
+            (self.namespace, name, label),
+        ).fetchone()
+        return (None, None) if row is None else (row[0], row[1])
+
+    def _put_label(self, conn: Any, name: str, label: str, version: int | None, previous: int | None) -> None:
+        conn.execute(
+            "INSERT INTO promptreg_labels (namespace, name, label, version, previous) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (namespace, name, label) DO UPDATE SET version = EXCLUDED.version, "
+            "previous = EXCLUDED.previous",
+            (self.namespace, name, label, version, previous),
+        )
+
+    def _commit(
+        self, conn: Any, rev: int, action: AuditAction, name: str, at: datetime, label: str | None = None,
+        version: int | None = None, previous: int | None = None, author: str | None = None,
+        reason: str | None = None,
+    ) -> AuditEvent:  # fmt: skip
+        """The tail of every write: audit row, revision bump, notification (sent at COMMIT)."""
+        rev += 1
+        conn.execute("UPDATE promptreg_namespaces SET rev = %s WHERE namespace = %s", (rev, self.namespace))
+        conn.execute(
+            f"INSERT INTO promptreg_audit (namespace, {_AUDIT_COLUMNS}) VALUES ({', '.join(['%s'] * 10)})",
+            (self.namespace, rev, at, action, name, label, version, previous, author, reason),
+        )
+        payload = encode_payload(rev, action, name, label, version, previous, author, at.timestamp())
+        conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+        return AuditEvent(rev=rev, at=at, action=action, prompt=name, label=label, version=version,
+                          previous_version=previous, author=author, reason=reason)  # fmt: skip
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def _create_prompt(self, name: str, description: str | None, author: str | None, at: datetime) -> Prompt:
+        _no_nul(description=description, author=author)
+        with self._write() as (conn, rev):
+            inserted = conn.execute(
+                "INSERT INTO promptreg_prompts (namespace, name, description, author, created_at) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+                (self.namespace, name, description, author, at),
+            ).fetchone()
+            if inserted is None:
+                raise PromptExistsError(name)
+            self._commit(conn, rev, "create_prompt", name, at, author=author)
+        return Prompt(name=name, description=description, author=author, created_at=at)
+
+    def _add_version(self, name: str, prompt_text: str, author: str | None, metadata: dict[str, Any],
+                     message: str | None, at: datetime) -> PromptVersion:  # fmt: skip
+        _no_nul(prompt_text=prompt_text, author=author, message=message)
+        digest = hashlib.sha256(prompt_text.encode("utf-8")).hexdigest()
+        with self._write() as (conn, rev):
+            number = self._lock_prompt(conn, name) + 1
+            conn.execute(
+                f"INSERT INTO promptreg_versions (namespace, name, {_VERSION_COLUMNS}, sha256) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (self.namespace, name, number, prompt_text, author, message, json.dumps(metadata), at, digest),
+            )
+            conn.execute(
+                "UPDATE promptreg_prompts SET latest = %s WHERE namespace = %s AND name = %s",
+                (number, self.namespace, name),
+            )
+            self._commit(conn, rev, "add_version", name, at, version=number, author=author, reason=message)
+        return PromptVersion(version=number, prompt_text=prompt_text, created_at=at, author=author, message=message,
+                             metadata=metadata)  # fmt: skip
+
+    def _set_label(self, name: str, label: str, version: int, expected_version: int | None,
+                   author: str | None, reason: str | None, at: datetime) -> AuditEvent:  # fmt: skip
+        _no_nul(author=author, reason=reason)
+        with self._write() as (conn, rev):
+            if version > self._lock_prompt(conn, name):
+                raise VersionNotFoundError(name, version)
+            current, previous = self._lock_label(conn, name, label)
+            _compare(name, label, expected_version, current)
+            if current is None:
+                previous = None
+            elif current != version:  # re-pointing at the same version keeps the rollback target
+                previous = current
+            self._put_label(conn, name, label, version, previous)
+            return self._commit(conn, rev, "set_label", name, at, label, version, current, author, reason)
+
+    def _delete_label(self, name: str, label: str, expected_version: int | None, author: str | None,
+                      reason: str | None, at: datetime) -> AuditEvent:  # fmt: skip
+        _no_nul(author=author, reason=reason)
+        with self._write() as (conn, rev):
+            self._lock_prompt(conn, name)
+            current, _previous = self._lock_label(conn, name, label)
+            if current is None:
+                raise LabelNotFoundError(name, label)
+            _compare(name, label, expected_version, current)
+            self._put_label(conn, name, label, None, current)
+            return self._commit(conn, rev, "delete_label", name, at, label, None, current, author, reason)
+
+    def _rollback(self, name: str, label: str, author: str | None, reason: str | None, at: datetime) -> AuditEvent:
+        _no_nul(author=author, reason=reason)
+        with self._write() as (conn, rev):
+            self._lock_prompt(conn, name)
+            current, target = self._lock_label(conn, name, label)
+            if target is None:
+                raise RollbackUnavailableError(name, label)
+            self._put_label(conn, name, label, target, current)
+            return self._commit(conn, rev, "rollback", name, at, label, target, current, author, reason)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def _get_prompt(self, name: str) -> Prompt | None:
+        ns = self.namespace
+        with self._read() as conn:
+            head = conn.execute(
+                "SELECT description, author, created_at FROM promptreg_prompts WHERE namespace = %s AND name = %s",
+                (ns, name),
+            ).fetchone()
+            if head is None:
+                return None
+            versions = conn.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM promptreg_versions WHERE namespace = %s AND name = %s "
+                "ORDER BY version",
+                (ns, name),
+            ).fetchall()
+            labels = conn.execute(
+                "SELECT label, version FROM promptreg_labels WHERE namespace = %s AND name = %s "
+                "AND version IS NOT NULL ORDER BY label",
+                (ns, name),
+            ).fetchall()
+        description, author, created_at = head
+        return Prompt(name=name, description=description, author=author, created_at=_utc(created_at),
+                      versions=[_version_from_row(row) for row in versions], labels=dict(labels))  # fmt: skip
+
+    def _resolve_label(self, name: str, label: str) -> int:
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT p.latest, l.version FROM promptreg_prompts p LEFT JOIN promptreg_labels l "
+                "ON l.namespace = p.namespace AND l.name = p.name AND l.label = %s "
+                "WHERE p.namespace = %s AND p.name = %s",
+                (label, self.namespace, name),
+            ).fetchone()
+        if row is None:
+            raise PromptNotFoundError(name)
+        number = (row[0] or None) if label == LATEST else row[1]
+        if number is None:
+            raise LabelNotFoundError(name, label)
+        return int(number)
+
+    def _get_version(self, name: str, version: int) -> PromptVersion:
+        with self._read() as conn:
+            if conn.execute(
+                "SELECT 1 FROM promptreg_prompts WHERE namespace = %s AND name = %s", (self.namespace, name)
+            ).fetchone() is None:  # fmt: skip
+                raise PromptNotFoundError(name)
+            row = conn.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM promptreg_versions WHERE namespace = %s AND name = %s "
+                "AND version = %s",
+                (self.namespace, name, version),
+            ).fetchone()
+        if row is None:
+            raise VersionNotFoundError(name, version)
+        return _version_from_row(row)
+
+    def _list_prompts(self) -> list[str]:
+        with self._session() as conn:
+            rows = conn.execute("SELECT name FROM promptreg_prompts WHERE namespace = %s", (self.namespace,))
+            return [row[0] for row in rows]
+
+    def _history(self, name: str) -> list[AuditEvent]:
+        with self._read() as conn:
+            if conn.execute(
+                "SELECT 1 FROM promptreg_prompts WHERE namespace = %s AND name = %s", (self.namespace, name)
+            ).fetchone() is None:  # fmt: skip
+                raise PromptNotFoundError(name)
+            rows = conn.execute(
+                f"SELECT {_AUDIT_COLUMNS} FROM promptreg_audit WHERE namespace = %s AND prompt = %s ORDER BY rev",
+                (self.namespace, name),
+            ).fetchall()
+        try:
+            return [_event_from_row(row) for row in rows]
+        except ValueError as exc:
+            raise RegistryCorruptError(f"unreadable audit row of prompt {name!r}: {exc}") from exc
+
+    # -- operations -------------------------------------------------------------------------------
+
+    def migrate(self, *, rebuild: bool = False) -> MigrationResult:
+        """Create or upgrade the schema (versioned, idempotent migrations; ``rebuild`` has nothing to
+        rebuild here). Raises :class:`~registry.RegistryUnavailableError` and
+        :class:`~registry.RegistryAuthError` (the role may not create tables)."""
+        with self._lock, map_postgres_errors(self._conninfo):
+            conn = self.connect()
+            try:
+                applied = run_migrations(conn)
+            finally:
+                conn.close()
+            self._schema_ready = True
+        if not applied:
+            return MigrationResult(False, 0, f"schema up to date (version {LATEST_SCHEMA}); nothing to migrate")
+        steps = ", ".join(f"{m.version} ({m.description})" for m in applied)
+        return MigrationResult(True, 0, f"applied schema migration(s) {steps}; schema at version {LATEST_SCHEMA}")
+
+    def drop_namespace(self) -> int:
+        """Delete every row of this registry's namespace (and nothing else); returns how many.
+
+        For throw-away namespaces (the demo, benchmarks, tests). One transaction; the immutability
+        trigger lets only this deletion through (``promptreg.drop_namespace`` names the namespace).
+        """
+        deleted = 0
+        with self._session() as conn, conn.transaction():
+            conn.execute("SELECT set_config('promptreg.drop_namespace', %s, true)", (self.namespace,))
+            for table in ("promptreg_labels", "promptreg_versions", "promptreg_prompts", "promptreg_audit",
+                          "promptreg_namespaces"):  # fmt: skip
+                deleted += conn.execute(f"DELETE FROM {table} WHERE namespace = %s", (self.namespace,)).rowcount
+        return deleted
+
+
+def _compare(name: str, label: str, expected: int | None, current: int | None) -> None:
+    if expected is None:
+        return
+    if (current is None and expected != 0) or (current is not None and current != expected):
+        raise LabelConflictError(name, label, expected, current)
