@@ -48,7 +48,7 @@ class PromptClient:
     """Resolves prompt labels in-process, with no I/O on lookup, kept current by the registry's pushes.
 
     ``url`` is a registry URL as the factory takes it (``redis://``, ``rediss://``, ``unix://``,
-    ``redis+sentinel://``, ``redis+cluster://``, ``file://``; :mod:`registry.topology`), or a
+    ``redis+sentinel://``, ``redis+cluster://``, ``postgresql://``, ``file://``; :mod:`registry.topology`), or a
     redis-py client the application configured (see :meth:`from_redis`). ``read_from="replica"``
     (or ``?read_from=replica`` in a Sentinel URL) reads and subscribes on a replica Sentinel names
     (``slave_for``) instead of the primary. ``default_label`` (else ``$PROMPTREG_LABEL``, else

@@ -2,7 +2,9 @@
 
 A Redis URL in any form of :mod:`registry.topology` or a redis-py client the application built gives
 a :class:`~registry.RedisPromptRegistry` and a :class:`~client.redis_feed.RedisFeed`; a file URL
-gives a :class:`~registry.JsonFilePromptRegistry` and a :class:`~client.feeds.FileFeed`.
+gives a :class:`~registry.JsonFilePromptRegistry` and a :class:`~client.feeds.FileFeed`; a
+``postgresql://`` URL a :class:`~registry.PostgresPromptRegistry` and a
+:class:`~client.postgres_feed.PostgresFeed` (LISTEN/NOTIFY).
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from client.feeds import Feed, FeedContext, FileFeed
+from client.postgres_feed import PostgresFeed
 from client.redis_feed import RedisFeed
 from registry.base import PromptRegistry
 from registry.errors import InvalidInputError
-from registry.factory import REDIS_SCHEMES, PromptRegistryFactory, redact_url
+from registry.factory import POSTGRES_SCHEMES, REDIS_SCHEMES, PromptRegistryFactory, redact_url
 from registry.file_store import JsonFilePromptRegistry
+from registry.postgres_store import PostgresPromptRegistry
 from registry.redis_store import RedisPromptRegistry
 from registry.topology import RedisClient
 
@@ -50,6 +54,10 @@ def open_source(
         return redis_registry, RedisFeed(redis_registry, context, poll_interval=poll_interval)
     if read_from not in (None, "primary"):
         raise InvalidInputError(f"read_from={read_from!r} needs a redis+sentinel:// URL")
+    if scheme in POSTGRES_SCHEMES:
+        # A pinned lookup during an outage should raise soon, not wait for libpq's default.
+        pg_registry = PostgresPromptRegistry.from_url(url, namespace=namespace, auto_migrate=False, connect_timeout=3)
+        return pg_registry, PostgresFeed(pg_registry, context, poll_interval=poll_interval)
     registry = PromptRegistryFactory.from_url(url)
     if not isinstance(registry, JsonFilePromptRegistry):
         raise InvalidInputError(f"PromptClient does not support the registry URL {redact_url(url)!r}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from registry.errors import (
     PromptExistsError,
     PromptNotFoundError,
     RegistryCorruptError,
+    RegistryUnavailableError,
     RollbackUnavailableError,
     VersionNotFoundError,
 )
@@ -57,7 +59,8 @@ def _no_nul(**fields: str | None) -> None:
             raise InvalidInputError(f"{what} holds a NUL character (U+0000), which PostgreSQL text cannot store")
 
 
-def _version_from_row(row: tuple[Any, ...]) -> PromptVersion:
+def version_from_row(row: tuple[Any, ...]) -> PromptVersion:
+    """A :class:`PromptVersion` from a row of ``version, prompt_text, author, message, metadata, created_at``."""
     number, text, author, message, metadata, created_at = row
     return PromptVersion(version=number, prompt_text=text, created_at=_utc(created_at), author=author,
                          message=message, metadata=metadata)  # fmt: skip
@@ -135,7 +138,9 @@ class PostgresPromptRegistry(PromptRegistry):
         if self._pid != os.getpid():  # forked: the parent's connection stays the parent's
             self._lock, self._conn, self._pid, self._schema_ready = threading.RLock(), None, os.getpid(), False
         with self._lock, map_postgres_errors(self._conninfo):
-            if self._conn is None or self._conn.closed:
+            if self._conn is not None and _gone(self._conn):
+                self._conn = None
+            if self._conn is None:
                 self._conn = self.connect()
             conn = self._conn
             try:
@@ -158,7 +163,7 @@ class PostgresPromptRegistry(PromptRegistry):
             current = None
         if current is None or current < LATEST_SCHEMA:
             if not self.auto_migrate:
-                raise InvalidInputError(
+                raise RegistryUnavailableError(
                     f"the promptreg schema is at version {current or 0}, this promptreg needs {LATEST_SCHEMA}: "
                     "run `promptreg migrate`"
                 )
@@ -326,7 +331,7 @@ class PostgresPromptRegistry(PromptRegistry):
             ).fetchall()
         description, author, created_at = head
         return Prompt(name=name, description=description, author=author, created_at=_utc(created_at),
-                      versions=[_version_from_row(row) for row in versions], labels=dict(labels))  # fmt: skip
+                      versions=[version_from_row(row) for row in versions], labels=dict(labels))  # fmt: skip
 
     def _resolve_label(self, name: str, label: str) -> int:
         with self._read() as conn:
@@ -356,7 +361,7 @@ class PostgresPromptRegistry(PromptRegistry):
             ).fetchone()
         if row is None:
             raise VersionNotFoundError(name, version)
-        return _version_from_row(row)
+        return version_from_row(row)
 
     def _list_prompts(self) -> list[str]:
         with self._session() as conn:
@@ -409,6 +414,21 @@ class PostgresPromptRegistry(PromptRegistry):
                           "promptreg_namespaces"):  # fmt: skip
                 deleted += conn.execute(f"DELETE FROM {table} WHERE namespace = %s", (self.namespace,)).rowcount
         return deleted
+
+
+def _gone(conn: Any) -> bool:
+    """Whether an idle connection is closed or has unsolicited input (the server ended the session:
+    a restart, ``pg_terminate_backend``). Then a write is retried on a new connection instead of
+    failing on the dead one; a failure during a write is never retried (it might have committed)."""
+    if conn.closed:
+        return True
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    if readable:
+        conn.close()
+    return bool(readable)
 
 
 def _compare(name: str, label: str, expected: int | None, current: int | None) -> None:
