@@ -5,7 +5,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 COPY pyproject.toml README.md ./
 COPY registry ./registry
 COPY client ./client
-RUN pip install ".[demo]"
+RUN pip install ".[demo,postgres]"
 COPY examples ./examples
 RUN useradd --create-home promptreg && chown promptreg:promptreg /app
 USER promptreg
