@@ -119,7 +119,7 @@ def _print(look: dict[str, Any], moves: dict[str, Any], config: dict[str, Any], 
     print(_report.NOISE_NOTE)
     floor_key = next(iter(look))
     floor = look[floor_key]["p50"]
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (key, _report.fmt(st["p50"]), _report.fmt(st["p90"]), _report.fmt(st["min"]),
          _report.fmt_ratio(_report.ratio(st["p50"], floor)))
         for key, st in look.items()

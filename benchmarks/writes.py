@@ -38,7 +38,7 @@ WARMUP_CALLS = 20
 
 def _operation(registry: RedisPromptRegistry, op: str, name: str) -> Callable[[], object]:
     if op == "ping":
-        return registry.redis.ping
+        return lambda: registry.redis.ping()
     if op == "add_version":
         return lambda: registry.add_version(name, TEXT, author="bench")
     if op == "set_label":

@@ -17,7 +17,12 @@ from client import PromptClient
 def main() -> None:
     url, namespace, name, label = sys.argv[1:5]
     done = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+
+    def wait_for_stdin_to_close() -> None:
+        sys.stdin.read()
+        done.set()
+
+    threading.Thread(target=wait_for_stdin_to_close, daemon=True).start()
     lookups = errors = 0
     changes: list[list[float]] = []
     last: tuple[int, int] | None = None

@@ -263,8 +263,8 @@ class ClusterDeployment:
 
     @staticmethod
     def _owns(conn: redis.Redis, slot: int) -> bool:
-        my_id = conn.execute_command("CLUSTER", "MYID")
-        for start, end, *holders in conn.execute_command("CLUSTER", "SLOTS"):
+        my_id = conn.execute_command("CLUSTER", "MYID")  # type: ignore[no-untyped-call]
+        for start, end, *holders in conn.execute_command("CLUSTER", "SLOTS"):  # type: ignore[no-untyped-call]
             if int(start) <= slot <= int(end):
                 return bool(holders[0][2] == my_id)
         return False

@@ -84,17 +84,17 @@ class Users:
                     b"set": self.root.smembers,
                     b"stream": self.root.xrange,
                 }
-                out[key] = (kind, readers[kind](key))
+                out[key] = (kind, readers[kind if isinstance(kind, bytes) else kind.encode()](key))
         return out
 
     def denials(self, role: Role) -> list[dict[str, Any]]:
         """The server's ACL LOG entries for this role's user."""
-        entries: list[dict[str, Any]] = self.root.acl_log()  # type: ignore[assignment]
+        entries: list[dict[str, Any]] = self.root.acl_log()
         return [entry for entry in entries if entry.get("username") == self.user(role)]
 
     def last_commands(self, role: Role) -> set[str]:
         """The last command of each connection of this role's user (``CLIENT LIST``)."""
-        clients: list[dict[str, Any]] = self.root.client_list()  # type: ignore[assignment]
+        clients: list[dict[str, Any]] = self.root.client_list()
         return {str(c.get("cmd")) for c in clients if c.get("user") == self.user(role)}
 
     def refused(self, call: Callable[[], object], error: type[Exception] = redis.ResponseError) -> Exception:
@@ -117,17 +117,17 @@ def _seed(registry: RedisPromptRegistry) -> None:
 @pytest.fixture
 def users(redis_server: RedisServer, namespace: str) -> Iterator[Users]:
     root = redis_server.client()
-    version = parse_server_version(str(root.info("server")["redis_version"]))  # type: ignore[index]
+    version = parse_server_version(str(root.info("server")["redis_version"]))
     password = uuid.uuid4().hex
     made = Users(redis_server, namespace, namespace + "-other", password, root)
     for role in Role:
-        root.execute_command(*acl_setuser_args(role, namespace, password=password, server_version=version))
+        root.execute_command(*acl_setuser_args(role, namespace, password=password, server_version=version))  # type: ignore[no-untyped-call]
     with RedisPromptRegistry(root, namespace=made.other) as other:
         _seed(other)
     try:
         yield made
     finally:
-        root.execute_command("ACL", "DELUSER", *(made.user(role) for role in Role))
+        root.execute_command("ACL", "DELUSER", *(made.user(role) for role in Role))  # type: ignore[no-untyped-call]
         root.close()
 
 
@@ -191,7 +191,7 @@ def test_roles_hold_no_command_the_server_calls_write_scripting_or_dangerous(use
     """The server's own command categories judge the reader: no write, no scripting, no PUBLISH."""
 
     def category(name: str) -> set[str]:
-        return {raw.decode() if isinstance(raw, bytes) else str(raw) for raw in users.root.acl_cat(name)}  # type: ignore[union-attr]
+        return {raw.decode() if isinstance(raw, bytes) else str(raw) for raw in users.root.acl_cat(name)}
 
     rules = acl_rules(users.namespace)
     reader = {rule[1:] for rule in rules["reader"] if rule.startswith("+")}

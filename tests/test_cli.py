@@ -412,8 +412,19 @@ def test_watch_prints_changes_until_interrupted(backend_env: dict[str, str], tmp
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path, text=True)
     lines: queue.SimpleQueue[str] = queue.SimpleQueue()
     errors: list[str] = []
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()  # type: ignore[union-attr]
-    threading.Thread(target=lambda: [errors.append(line) for line in process.stderr], daemon=True).start()  # type: ignore[union-attr]
+    assert process.stdout is not None and process.stderr is not None
+    stdout, stderr = process.stdout, process.stderr
+
+    def pump_out() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    def pump_err() -> None:
+        for line in stderr:
+            errors.append(line)
+
+    threading.Thread(target=pump_out, daemon=True).start()
+    threading.Thread(target=pump_err, daemon=True).start()
     try:
         assert wait_until(lambda: any("watching" in e for e in errors) or process.poll() is not None, timeout=30)
         assert process.poll() is None, errors
@@ -468,7 +479,8 @@ def test_cli_consistency(run: Cli, tmp_path: Path) -> None:
     run.ok("create", "movie-critic")
     pushed = run.ok("push", "movie-critic", "--label", "production", "--json", input=V1).json()
     assert pushed["version"] == 1
-    assert [(m["label"], m["previous_version"], m["version"]) for m in pushed["label_moves"]] == [("production", None, 1)]
+    moves = [(m["label"], m["previous_version"], m["version"]) for m in pushed["label_moves"]]
+    assert moves == [("production", None, 1)]
     # --json before or after the command; --url / --namespace after it too.
     url, namespace = run.env["PROMPTREG_URL"], run.env["PROMPTREG_NAMESPACE"]
     before = run.ok("--json", "show", "movie-critic").json()
@@ -479,4 +491,3 @@ def test_cli_consistency(run: Cli, tmp_path: Path) -> None:
     assert shown.json()["version"] == 1
     # A rollback of a label that does not exist says so.
     assert run.fails("rollback", "movie-critic", "canary") == "error: prompt 'movie-critic' has no label 'canary'"
-

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import fakeredis
 import pytest
+import redis
 
 from client.cache import Action, Cache, ChangeEvent
 from client.redis_state import fetch_versions, read_state
@@ -231,14 +232,14 @@ def fake_registry() -> Iterator[RedisPromptRegistry]:
     registry.close()
 
 
-def _subscribe(registry: RedisPromptRegistry) -> fakeredis.FakePubSub:
-    pubsub = registry.redis.pubsub(ignore_subscribe_messages=True)
+def _subscribe(registry: RedisPromptRegistry) -> redis.client.PubSub:
+    pubsub: redis.client.PubSub = registry.redis.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(registry.keys.channel)
     assert pubsub.get_message(timeout=0.1) is None  # consumes the confirmation
     return pubsub
 
 
-def _drain(pubsub: fakeredis.FakePubSub) -> list[ChangeMessage]:
+def _drain(pubsub: redis.client.PubSub) -> list[ChangeMessage]:
     messages = []
     while (raw := pubsub.get_message(timeout=0.05)) is not None:
         messages.append(decode(raw["data"]))

@@ -35,8 +35,8 @@ OPTIONAL = {"client|setinfo", "client"}
 def _link_up(replica: RedisServer) -> bool:
     conn = replica.client()
     try:
-        role = conn.execute_command("ROLE")
-        return role[0] == b"slave" and role[3] == b"connected"
+        role = conn.execute_command("ROLE")  # type: ignore[no-untyped-call]
+        return bool(role[0] == b"slave" and role[3] == b"connected")
     finally:
         conn.close()
 
@@ -107,7 +107,7 @@ def test_a_primary_still_loading_its_aof_is_not_trusted(private_redis_server: Re
 
         def rewritten() -> bool:
             info = admin.info("persistence")
-            return info["aof_rewrite_in_progress"] == 0 and info["aof_rewrite_scheduled"] == 0
+            return bool(info["aof_rewrite_in_progress"] == 0 and info["aof_rewrite_scheduled"] == 0)
 
         assert wait_until(rewritten, 10.0)
         admin.close()
@@ -137,7 +137,7 @@ def test_a_reader_acl_user_with_exactly_the_client_commands_works(
 ) -> None:
     commands = [c for c in READER_COMMANDS if role_allowed or c != "role"]
     admin = private_redis_server.client()
-    admin.execute_command(
+    admin.execute_command(  # type: ignore[no-untyped-call]
         "ACL", "SETUSER", "reader", "reset", "on", ">s3cret", "~{" + namespace + "}:*", "&{" + namespace + "}:events",
         *("+" + c for c in commands),
     )  # fmt: skip

@@ -244,7 +244,7 @@ def _bump(registry: PromptRegistry, rev: int, label: str) -> None:
 
 
 def _count(conn: redis.Redis, command: str) -> int:
-    stats: dict[str, dict[str, int]] = conn.info("commandstats")  # type: ignore[assignment]
+    stats: dict[str, dict[str, int]] = conn.info("commandstats")
     return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
 

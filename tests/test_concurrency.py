@@ -46,7 +46,7 @@ def _race_for_label(url: str, options: dict[str, Any], worker: int, barrier: Any
     """Each round: all read the label, then all try to move it with that value as expected_version."""
     try:
         reg = PromptRegistryFactory.from_url(url, **options)
-        outcomes = []
+        outcomes: list[tuple[int, int, int, bool, int | None]] = []
         for round_ in range(ROUNDS):
             barrier.wait(timeout=TIMEOUT)  # the previous round is over
             prompt = reg.get_prompt(NAME)

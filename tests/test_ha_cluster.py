@@ -45,7 +45,7 @@ def test_a_client_on_a_node_not_owning_the_slot_goes_live_over_sharded_pubsub(
         resyncs = prompts.status().resyncs
         for version in (2, 3, 1):
             writer.set_label(NAME, LABEL, version)
-            assert wait_until(lambda v=version: prompts.get(NAME).version == v, 5.0), prompts.status()
+            assert wait_until(lambda: prompts.get(NAME).version == version, 5.0), prompts.status()  # noqa: B023
         assert prompts.status().resyncs == resyncs  # applied from SPUBLISHed messages, not by polling
     writer.close()
 

@@ -70,7 +70,7 @@ def test_sentinel_urls_write_on_the_primary_and_read_from_replicas_without_missi
         for version in moves:
             writer.set_label(NAME, LABEL, version)
         for prompts, bucket in zip(clients, seen, strict=True):
-            assert wait_until(lambda b=bucket: len(b) >= len(moves), 10), (len(bucket), prompts.status())
+            assert wait_until(lambda: len(bucket) >= len(moves), 10), (len(bucket), prompts.status())  # noqa: B023
             assert bucket == moves  # 0 missed, in order
         assert [p.status().resyncs for p in clients] == resyncs  # all by push, none by resync
     finally:

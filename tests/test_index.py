@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +54,16 @@ def reg(conn: redis.Redis, namespace: str) -> RedisPromptRegistry:
     return RedisPromptRegistry(conn, namespace=namespace)
 
 
+def _text(raw: object) -> str:
+    assert isinstance(raw, bytes), raw
+    return raw.decode()
+
+
 def index_of(conn: redis.Redis, keys: Keyspace) -> dict[str, dict[str, str]]:
     """The index as stored: ``{"latest": {...}, label: {...}}`` and the label set, as text."""
     out = {"latest": _hash(conn, keys.index_latest)}
-    for raw in conn.smembers(keys.index_labels):  # type: ignore[union-attr]
-        label = raw.decode()
+    for raw in conn.smembers(keys.index_labels):
+        label = _text(raw)
         out[label] = _hash(conn, keys.index_label(label))
     return out
 
@@ -66,14 +71,14 @@ def index_of(conn: redis.Redis, keys: Keyspace) -> dict[str, dict[str, str]]:
 def truth_of(conn: redis.Redis, keys: Keyspace) -> dict[str, dict[str, str]]:
     """What the index must be, from a scan of every prompt's own keys."""
     out: dict[str, dict[str, str]] = {"latest": {}}
-    for raw in conn.smembers(keys.prompts):  # type: ignore[union-attr]
-        name = raw.decode()
-        latest = int(conn.hget(keys.prompt(name), "latest") or 0)  # type: ignore[arg-type]
+    for raw in conn.smembers(keys.prompts):
+        name = _text(raw)
+        latest = int(conn.hget(keys.prompt(name), "latest") or 0)
         if latest:
             out["latest"][name] = str(latest)
-        for raw_label in conn.smembers(keys.labels(name)):  # type: ignore[union-attr]
-            label = raw_label.decode()
-            out.setdefault(label, {})[name] = conn.get(keys.label(name, label)).decode()  # type: ignore[union-attr]
+        for raw_label in conn.smembers(keys.labels(name)):
+            label = _text(raw_label)
+            out.setdefault(label, {})[name] = _text(conn.get(keys.label(name, label)))
     return out
 
 
@@ -118,7 +123,7 @@ def test_every_write_keeps_the_index_and_refusals_change_nothing(conn: redis.Red
     keys = reg.keys
     reg.create_prompt("p")
     assert conn.get(keys.index_format) == b"1"  # the first write of a new registry marks it indexed
-    steps = [
+    steps: list[Callable[[], object]] = [
         lambda: reg.add_version("p", "one"),
         lambda: reg.add_version("p", "two"),
         lambda: reg.set_label("p", "production", 1),
@@ -134,7 +139,7 @@ def test_every_write_keeps_the_index_and_refusals_change_nothing(conn: redis.Red
         step()
         assert index_of(conn, keys) == truth_of(conn, keys)
     assert conn.smembers(keys.index_labels) == {b"production"}  # staging emptied: gone from the set
-    refusals = [
+    refusals: list[tuple[Callable[[], object], type[Exception] | tuple[type[Exception], ...]]] = [
         (lambda: reg.set_label("p", "production", 2, expected_version=2), LabelConflictError),
         (lambda: reg.set_label("p", "canary", 1, expected_version=1), LabelConflictError),
         (lambda: reg.set_label("p", "production", 9), VersionNotFoundError),
@@ -295,6 +300,6 @@ def test_a_subset_client_caches_only_its_prompts_and_ignores_other_messages(
         server_reg.set_label("a", "production", 2)
         assert wait_until(lambda: client.get("a").version == 2, 5)
         assert client.get("team/new").prompt_text == "new"
-        assert client.status().rev == int(server_reg.redis.get(server_reg.keys.rev))  # type: ignore[arg-type]
+        assert client.status().rev == int(server_reg.redis.get(server_reg.keys.rev))
         assert "other" not in cache.pointers and not any(n == "other" for n, _ in cache.versions)
         assert client.status().resyncs == 1  # messages about others advanced rev without a gap

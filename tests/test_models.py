@@ -115,7 +115,7 @@ def _version(number: int = 1, **fields: Any) -> PromptVersion:
 def test_versions_are_frozen_and_strict() -> None:
     version = _version(metadata={"k": 1})
     with pytest.raises(ValidationError):
-        version.prompt_text = "changed"  # type: ignore[misc]
+        version.prompt_text = "changed"
     with pytest.raises(ValidationError):
         PromptVersion(version=1, prompt_text="t", unknown="x")  # type: ignore[call-arg]
     with pytest.raises(ValidationError):
@@ -164,13 +164,13 @@ def test_prompt_lookups_return_none_when_absent() -> None:
     empty = Prompt(name="empty")
     assert empty.latest is None and empty.get_version_by_label(LATEST) is None
     with pytest.raises(ValidationError):
-        prompt.labels = {}  # type: ignore[misc]
+        prompt.labels = {}
 
 
 def test_audit_event_actions_are_a_closed_set() -> None:
     at = datetime.now(UTC)
     for action in ("create_prompt", "add_version", "set_label", "delete_label", "rollback"):
-        assert AuditEvent(rev=1, at=at, action=action, prompt="p").action == action  # type: ignore[arg-type]
+        assert AuditEvent(rev=1, at=at, action=action, prompt="p").action == action
     with pytest.raises(ValidationError):
         AuditEvent(rev=1, at=at, action="drop_table", prompt="p")  # type: ignore[arg-type]
 

@@ -116,7 +116,7 @@ def test_an_auth_failure_is_a_kind_of_unavailable() -> None:
 
 def _public_members(cls: type) -> list[tuple[str, object]]:
     """Public functions and properties the class itself defines (not inherited from pydantic)."""
-    members = []
+    members: list[tuple[str, object]] = []
     for attr, value in vars(cls).items():
         if attr.startswith("_"):
             continue

@@ -10,9 +10,9 @@ import fakeredis
 import pytest
 
 from registry.base import PromptRegistry
-from registry.errors import InvalidInputError, InvalidNameError, LabelConflictError
+from registry.errors import InvalidInputError, InvalidNameError, LabelConflictError, PromptFileError
 from registry.redis_store import RedisPromptRegistry
-from registry.sync import PromptFileError, apply_sync, parse_prompt_file, plan_sync, read_prompt_files
+from registry.sync import apply_sync, parse_prompt_file, plan_sync, read_prompt_files
 from tests.redis_server import RedisServer
 
 BACKENDS = ["fakeredis", pytest.param("redis", marks=pytest.mark.redis), "file"]
