@@ -7,6 +7,7 @@ point raises :class:`~registry.RegistryUnavailableError` naming the extra.
 
 from __future__ import annotations
 
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -47,6 +48,21 @@ CONNECT_DEFAULTS: dict[str, Any] = {
 def is_undefined_table(exc: BaseException) -> bool:
     """Whether ``exc`` is PostgreSQL's "relation does not exist" (the schema is not there)."""
     return pg_errors is not None and isinstance(exc, pg_errors.UndefinedTable)
+
+
+def connection_gone(conn: Any) -> bool:
+    """Whether an idle connection is closed or has unsolicited input (the server ended the session:
+    a restart, ``pg_terminate_backend``). Then a write is retried on a new connection instead of
+    failing on the dead one; a failure during a write is never retried (it might have committed)."""
+    if conn.closed:
+        return True
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    if readable:
+        conn.close()
+    return bool(readable)
 
 
 def require_psycopg() -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import select
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,7 +38,14 @@ from registry.errors import (
 from registry.keys import DEFAULT_NAMESPACE
 from registry.migration import MigrationResult
 from registry.models import AuditAction, AuditEvent, Prompt, PromptVersion
-from registry.postgres_conn import connect, is_undefined_table, map_postgres_errors, parse_postgres_url, require_psycopg
+from registry.postgres_conn import (
+    connect,
+    connection_gone,
+    is_undefined_table,
+    map_postgres_errors,
+    parse_postgres_url,
+    require_psycopg,
+)
 from registry.postgres_schema import LATEST_SCHEMA, SCHEMA_TABLE, channel_for, encode_payload, run_migrations
 from registry.urls import redact_url
 from registry.validation import LATEST, MAX_METADATA_BYTES, MAX_TEXT_BYTES, validate_namespace
@@ -138,7 +144,7 @@ class PostgresPromptRegistry(PromptRegistry):
         if self._pid != os.getpid():  # forked: the parent's connection stays the parent's
             self._lock, self._conn, self._pid, self._schema_ready = threading.RLock(), None, os.getpid(), False
         with self._lock, map_postgres_errors(self._conninfo):
-            if self._conn is not None and _gone(self._conn):
+            if self._conn is not None and connection_gone(self._conn):
                 self._conn = None
             if self._conn is None:
                 self._conn = self.connect()
@@ -414,21 +420,6 @@ class PostgresPromptRegistry(PromptRegistry):
                           "promptreg_namespaces"):  # fmt: skip
                 deleted += conn.execute(f"DELETE FROM {table} WHERE namespace = %s", (self.namespace,)).rowcount
         return deleted
-
-
-def _gone(conn: Any) -> bool:
-    """Whether an idle connection is closed or has unsolicited input (the server ended the session:
-    a restart, ``pg_terminate_backend``). Then a write is retried on a new connection instead of
-    failing on the dead one; a failure during a write is never retried (it might have committed)."""
-    if conn.closed:
-        return True
-    try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    except (OSError, ValueError):
-        return True
-    if readable:
-        conn.close()
-    return bool(readable)
 
 
 def _compare(name: str, label: str, expected: int | None, current: int | None) -> None:

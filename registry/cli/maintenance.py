@@ -14,7 +14,8 @@ def migrate(rebuild: bool, as_json: bool) -> None:
     """Build the index a registry written by promptreg 0.1.0 lacks (idempotent).
 
     Run it once every writer runs this version. Safe while clients and writers run: it works in small
-    batches and never blocks Redis for long. A JSON file registry has nothing to migrate.
+    batches and never blocks Redis for long. On PostgreSQL it creates or upgrades the schema (versioned,
+idempotent migrations). A JSON file registry has nothing to migrate.
     """
     result = current_registry().migrate(rebuild=rebuild)
     if as_json:
