@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,7 +90,7 @@ class _Template:
         return cls.path
 
 
-def _user_kwargs(user: pwd.struct_passwd | None) -> dict[str, object]:
+def _user_kwargs(user: pwd.struct_passwd | None) -> dict[str, Any]:
     if user is None:
         return {}
     return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
@@ -123,7 +124,7 @@ class PostgresServer:
             os.chown(self.data_dir, self.user.pw_uid, self.user.pw_gid)
         os.chmod(self.data_dir, 0o700)
         cp = ["cp", "-a", f"{template}/.", str(self.data_dir)]
-        subprocess.run(cp, check=True, timeout=60, **_user_kwargs(self.user))  # type: ignore[call-overload]
+        subprocess.run(cp, check=True, timeout=60, **_user_kwargs(self.user))
 
     def url(self, database: str = "postgres", **query: str) -> str:
         """A ``postgresql://`` URL of this server (user ``postgres``, trust auth)."""
@@ -135,7 +136,7 @@ class PostgresServer:
         import psycopg
 
         log = open(self.log_path, "ab")  # noqa: SIM115 (the server writes it for its whole life)
-        self.process = subprocess.Popen(  # type: ignore[call-overload]
+        self.process = subprocess.Popen(
             [str(self.bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
              "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "fsync=off",
              "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200"],
