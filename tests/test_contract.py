@@ -64,7 +64,8 @@ def _redis_raw(conn: Any, namespace: str) -> dict[bytes, Any]:
             b"set": conn.smembers,
             b"stream": conn.xrange,
         }
-        out[key] = (kind, readers.get(kind, lambda _key: None)(key))
+        reader = readers.get(kind if isinstance(kind, bytes) else kind.encode())
+        out[key] = (kind, None if reader is None else reader(key))
     return out
 
 
@@ -394,11 +395,12 @@ def test_refused_calls_raise_typed_errors_and_change_nothing(
 
 def test_errors_are_builtin_compatible(reg: PromptRegistry) -> None:
     seed(reg)
-    for call in (
+    calls: tuple[Callable[[], object], ...] = (
         lambda: reg.add_version("nope", "t"),
         lambda: reg.get_version(NAME, version=9),
         lambda: reg.get_version(NAME, label="qa"),
-    ):
+    )
+    for call in calls:
         with pytest.raises(KeyError) as caught:
             call()
         assert NAME in str(caught.value) or "nope" in str(caught.value)
