@@ -21,12 +21,14 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 demo: $(VENV)/.installed-demo
 	$(BIN)/promptreg demo
 
-lint: $(VENV)/.installed-dev
+lint: $(VENV)/.installed-dev  # the checks of `make test`, without the tests
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

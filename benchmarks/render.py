@@ -27,7 +27,7 @@ from pydantic import BaseModel, PrivateAttr
 
 from benchmarks import _report
 from registry.models import PromptVersion
-from registry.template import Template
+from registry.template import _PLACEHOLDER, Template
 
 TEMPLATES = {
     "3 variables": (
@@ -47,8 +47,9 @@ class OldTemplate:
 
     def __init__(self, text: str) -> None:
         parsed = Template(text)
-        self.parts = parsed._parts
-        self.names = parsed._names
+        pieces = _PLACEHOLDER.split(text)  # the 0.1.0 parse: literal parts and names, alternating
+        self.parts: list[str] = pieces[0::2]
+        self.names: list[str] = pieces[1::2]
         self.variables = parsed.variables
 
     def render(self, values: Mapping[str, Any]) -> str:

@@ -13,9 +13,9 @@ from registry.cli.options import current_registry, json_option, print_json
 def migrate(rebuild: bool, as_json: bool) -> None:
     """Build the index a registry written by promptreg 0.1.0 lacks (idempotent).
 
-    Run it once every writer runs this version. Safe while clients and writers run: it works in small
-    batches and never blocks Redis for long. On PostgreSQL it creates or upgrades the schema (versioned,
-idempotent migrations). A JSON file registry has nothing to migrate.
+        Run it once every writer runs this version. Safe while clients and writers run: it works in small
+        batches and never blocks Redis for long. On PostgreSQL it creates or upgrades the schema (versioned,
+    idempotent migrations). A JSON file registry has nothing to migrate.
     """
     result = current_registry().migrate(rebuild=rebuild)
     if as_json:
