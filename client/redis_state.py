@@ -21,7 +21,7 @@ from typing import Any
 import msgpack
 import redis
 
-from registry.errors import PromptRegistryError, RegistryCorruptError
+from registry.errors import RegistryCorruptError, StateReadError
 from registry.keys import Keyspace
 from registry.models import PromptVersion
 from registry.validation import LATEST
@@ -30,10 +30,6 @@ CHUNK = 1000
 """Fields per ``HMGET``, commands per pipeline, ``COUNT`` per scan step: bounded server work each."""
 MAX_ROUNDS = 8
 """Rounds of :func:`read_state` before giving up (only when prompts or labels are created non-stop)."""
-
-
-class StateReadError(PromptRegistryError):
-    """The prompt and label sets kept changing while the state was read; the feed retries later."""
 
 
 @dataclass(frozen=True, slots=True)

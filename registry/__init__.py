@@ -22,6 +22,7 @@ from registry.errors import (
     RegistryUnavailableError,
     ReplicationTimeoutError,
     RollbackUnavailableError,
+    StateReadError,
     VersionNotFoundError,
 )
 from registry.factory import PromptRegistryFactory
@@ -58,5 +59,6 @@ __all__ = [
     "RegistryUnavailableError",
     "ReplicationTimeoutError",
     "RollbackUnavailableError",
+    "StateReadError",
     "VersionNotFoundError",
 ]

@@ -18,6 +18,7 @@ everything with one class. Where a builtin fits, the error also derives from it,
     │   └── ImportConflictError                 an export disagrees with the registry it is imported into
     ├── MissingVariableError       (KeyError)   render() without every template variable
     ├── RegistryCorruptError                    stored data that cannot be read (left untouched)
+    ├── StateReadError                          the client's state read never settled (writes kept racing it)
     ├── DemoError                               ``promptreg demo`` could not run (no server, a worker failed)
     └── RegistryUnavailableError   (ConnectionError) the store cannot be reached
         ├── RegistryAuthError                   the store refused the credentials or their rights
@@ -144,6 +145,11 @@ class RegistryCorruptError(PromptRegistryError):
 
     The data is left exactly as it was found.
     """
+
+
+class StateReadError(PromptRegistryError):
+    """The registry's prompt and label sets kept changing while a client read its state (the 0.1.0
+    layout's read); the client retries later and reports it in ``status().last_error``."""
 
 
 class DemoError(PromptRegistryError):

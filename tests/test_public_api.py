@@ -38,6 +38,7 @@ PUBLIC_NAMES = [
     "RegistryUnavailableError",
     "ReplicationTimeoutError",
     "RollbackUnavailableError",
+    "StateReadError",
     "VersionNotFoundError",
 ]
 ERRORS = [name for name in PUBLIC_NAMES if name.endswith("Error")]
