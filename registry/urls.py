@@ -68,6 +68,15 @@ def url_secrets(url: str) -> list[str]:
     return [s for s in dict.fromkeys((secret, unquote(secret))) if len(s) >= 3]
 
 
+def without_query_parameter(url: str, name: str) -> str:
+    """``url`` without the query parameter ``name`` (every occurrence); the rest kept as written."""
+    base, qmark, query = url.partition("?")
+    if not qmark:
+        return url
+    kept = [pair for pair in query.split("&") if pair.partition("=")[0] != name]
+    return base + ("?" + "&".join(kept) if kept else "")
+
+
 def url_scheme(url: str) -> str:
     """The lower-case scheme of a registry URL; ``""`` for a bare file path.
 

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import redis
 
+from registry import PostgresPromptRegistry
+from tests.postgres_server import PostgresServer
 from tests.redis_server import RedisServer, free_port, wait_until
 
 PROMPTREG = Path(sys.executable).with_name("promptreg")
@@ -146,3 +148,28 @@ def test_interrupted_demo_stops_workers_and_server(tmp_path: Path, sig: signal.S
     if url is not None:
         with pytest.raises(redis.ConnectionError):
             redis.Redis.from_url(url.group(0), socket_connect_timeout=1).ping()
+
+
+def test_demo_runs_on_postgresql_in_its_own_namespace(tmp_path: Path, postgres_server: PostgresServer) -> None:
+    """``PROMPTREG_URL=postgresql://... make demo``: same scenario, clients pushed by LISTEN/NOTIFY.
+
+    The URL names a namespace of someone else's: the demo still writes only to its own, and leaves
+    the other one as it was.
+    """
+    others = PostgresPromptRegistry(postgres_server.url(namespace="someone-else"))
+    others.create_prompt("theirs")
+    before = others.history("theirs")
+    url = postgres_server.url(namespace="someone-else")
+
+    done = _run(["demo", "--workers", "2", "--seconds", "0.2", "--json"], _env(PROMPTREG_URL=url), tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["server"].startswith("the PostgreSQL at postgresql://")
+    _check(result, workers=2)
+    assert result["namespace"] != "someone-else"
+    demo = PostgresPromptRegistry(postgres_server.url(), namespace=result["namespace"])
+    assert demo.list_prompts() == []  # the demo's namespace was dropped at the end
+    assert others.list_prompts() == ["theirs"] and others.history("theirs") == before
+    demo.close()
+    others.close()

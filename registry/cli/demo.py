@@ -5,9 +5,10 @@ that each hold a :class:`client.PromptClient` and serve ``get()`` + ``render()``
 moves ``production`` 3 -> 2 -> 3 and runs a rollback. For every move it reports how long it took
 until every worker served the new version, and at the end the workers' lookup rate.
 
-Which Redis: ``PROMPTREG_URL`` (or ``--url``) when given; else a private ``redis-server`` on a free
-loopback port in a temp dir, when one is installed; else an in-process ``fakeredis.TcpFakeServer``
-on a loopback port. Servers and workers are always stopped, also on error and Ctrl-C.
+Which registry: ``PROMPTREG_URL`` (or ``--url``) when it names Redis (any topology) or PostgreSQL;
+else a private ``redis-server`` on a free loopback port in a temp dir, when one is installed; else
+an in-process ``fakeredis.TcpFakeServer`` on a loopback port. Servers and workers are always
+stopped, also on error and Ctrl-C.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from typing import Any
 
 import redis
 
+from registry.base import PromptRegistry
 from registry.cli.local_server import LocalRedisServer
 from registry.errors import DemoError, PromptRegistryError, RegistryUnavailableError
-from registry.factory import redact_url
+from registry.factory import PromptRegistryFactory
 from registry.redis_store import RedisPromptRegistry
+from registry.urls import POSTGRES_SCHEMES, redact_url, url_scheme, without_query_parameter
 
 PROMPT = "movie-critic"
 LABEL = "production"
@@ -138,7 +141,8 @@ def demo_server(url: str | None, choice: str = "auto") -> Iterator[tuple[str, st
     back to fakeredis; ``redis-server`` / ``fakeredis`` force one. Raises :class:`DemoError`.
     """
     if url:
-        yield url, f"the Redis at {redact_url(url)}", None
+        kind = "PostgreSQL" if url_scheme(url) in POSTGRES_SCHEMES else "Redis"
+        yield url, f"the {kind} at {redact_url(url)}", None
         return
     executable = shutil.which("redis-server")
     if choice == "redis-server" and executable is None:
@@ -270,7 +274,8 @@ def run_demo(
     keep: bool = False,
     writer: redis.Redis | None = None,
 ) -> DemoResult:
-    """Run the movie-critic scenario against the Redis at ``url``; ``report`` gets progress lines.
+    """Run the movie-critic scenario against the registry at ``url`` (Redis or PostgreSQL); ``report``
+    gets progress lines.
 
     ``seconds`` is how long the workers serve between moves. The prompt lives in a fresh namespace
     (``demo-<random>``), deleted at the end unless ``keep``. ``writer``, when given, is the Redis
@@ -278,10 +283,13 @@ def run_demo(
     :class:`~registry.RegistryUnavailableError`.
     """
     namespace = "demo-" + uuid.uuid4().hex[:8]
-    registry = (
+    # The demo's own namespace, always: a namespace= in a PostgreSQL URL would otherwise win, and the
+    # demo deletes its namespace at the end.
+    url = without_query_parameter(url, "namespace")
+    registry: PromptRegistry = (
         RedisPromptRegistry(writer, namespace=namespace)
         if writer is not None
-        else RedisPromptRegistry.from_url(url, namespace=namespace)
+        else PromptRegistryFactory.from_url(url, namespace=namespace)
     )
     try:
         registry.create_prompt(PROMPT, description="The seed's movie critic", author="demo")
@@ -323,5 +331,7 @@ def run_demo(
     finally:
         if not keep:
             with contextlib.suppress(PromptRegistryError):
-                registry.drop_namespace()
+                drop = getattr(registry, "drop_namespace", None)  # Redis and PostgreSQL have one
+                if drop is not None:
+                    drop()
         registry.close()

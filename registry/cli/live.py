@@ -21,7 +21,7 @@ from registry.cli.demo import SERVER_CHOICES, demo_server, run_demo
 from registry.cli.options import current_settings, json_option
 from registry.errors import RegistryUnavailableError
 from registry.models import describe_label_move
-from registry.urls import REDIS_SCHEMES, redact_url
+from registry.urls import POSTGRES_SCHEMES, REDIS_SCHEMES, redact_url, url_scheme
 
 
 @click.command()
@@ -149,7 +149,7 @@ def _given_url(ctx: click.Context, report: Callable[[str], None]) -> str | None:
     if parent is None or parent.get_parameter_source("url") in (None, ParameterSource.DEFAULT):
         return None
     url = str(parent.params["url"])
-    if url.partition("://")[0].lower() in REDIS_SCHEMES:
+    if url_scheme(url) in REDIS_SCHEMES | POSTGRES_SCHEMES:
         return url
-    report(f"PROMPTREG_URL {redact_url(url)} is not Redis; the demo starts its own Redis")
+    report(f"PROMPTREG_URL {redact_url(url)} is neither Redis nor PostgreSQL; the demo starts its own Redis")
     return None
