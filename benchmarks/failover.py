@@ -20,7 +20,7 @@ from typing import Any
 
 from client import PromptClient
 from registry import AuditEvent, RedisPromptRegistry, RegistryUnavailableError
-from tests.ha_servers import SentinelDeployment
+from registry.cli.local_ha import LocalSentinelDeployment as SentinelDeployment
 
 NAME, LABEL = "bench-failover", "production"
 
