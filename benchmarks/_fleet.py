@@ -1,5 +1,9 @@
 """The processes of the propagation benchmark: PromptClient processes and raw pub/sub subscribers.
 
+The raw subscribers are the floor of each path: redis-py ``SUBSCRIBE`` (a ``PUBLISH`` from the
+parent), redis-py ``SSUBSCRIBE`` on a cluster's slot owner (``SPUBLISH``), or psycopg ``LISTEN``
+(``NOTIFY``) on PostgreSQL (:data:`RAW_KINDS`).
+
 Each runs in its own forked process (see :class:`benchmarks._harness.Children`) and talks to the
 parent over its pipe. Both kinds stamp an arrival with ``time.monotonic_ns()`` (Linux
 ``CLOCK_MONOTONIC``: one clock for every process of the machine) as the first thing they do, keep
@@ -20,6 +24,8 @@ from typing import Any
 import redis
 
 RAW_STOP = b"stop"
+RAW_KINDS = ("publish", "spublish", "notify")
+"""How raw messages travel: ``PUBLISH``/``SUBSCRIBE``, ``SPUBLISH``/``SSUBSCRIBE``, ``NOTIFY``/``LISTEN``."""
 RAW_PAYLOAD_BYTES = 120  # about the size of a promptreg change message
 
 
@@ -97,24 +103,37 @@ def _serve_until(client: Any, name: str, target: int, changed: threading.Event, 
     return None
 
 
-def raw_worker(conn: Connection, url: str, channel: str, sem: Semaphore) -> None:
-    """The floor: plain redis-py ``pubsub.listen()`` in the main thread; stamps each message."""
-    subscriber = redis.Redis.from_url(url)
+def raw_worker(conn: Connection, kind: str, address: str, channel: str, sem: Semaphore) -> None:
+    """The floor: a plain subscriber of ``channel`` at ``address`` in the main thread; stamps each message.
+
+    ``kind`` (:data:`RAW_KINDS`): ``publish``: redis-py ``SUBSCRIBE`` and ``pubsub.listen()`` on the
+    Redis URL ``address``; ``spublish``: the same with ``SSUBSCRIBE`` (``address`` is the slot's
+    owner); ``notify``: psycopg ``LISTEN`` and ``notifies()``, ``address`` a libpq conninfo.
+    """
+    if kind == "notify":
+        _raw_postgres(conn, address, channel, sem)
+        return
+    sharded = kind == "spublish"
+    subscriber = redis.Redis.from_url(address)
     pubsub = subscriber.pubsub()  # type: ignore[no-untyped-call]
     try:
-        pubsub.subscribe(channel)
+        if sharded:
+            pubsub.ssubscribe(channel)
+        else:
+            pubsub.subscribe(channel)
+        confirmation, data_type = ("ssubscribe", "smessage") if sharded else ("subscribe", "message")
         deadline = time.monotonic() + 30
         while True:
             message = pubsub.get_message(timeout=1.0)
-            if message is not None and message["type"] == "subscribe":
+            if message is not None and message["type"] == confirmation:
                 break
             if time.monotonic() > deadline:
-                raise TimeoutError("no SUBSCRIBE confirmation")
+                raise TimeoutError(f"no {confirmation.upper()} confirmation")
         conn.send(("ready", os.getpid()))
         stamps: list[tuple[int, int]] = []  # (monotonic_ns, seq)
         for message in pubsub.listen():
             now = time.monotonic_ns()
-            if message["type"] != "message":
+            if message["type"] != data_type:
                 continue
             data = message["data"]
             if data == RAW_STOP:
@@ -125,6 +144,29 @@ def raw_worker(conn: Connection, url: str, channel: str, sem: Semaphore) -> None
     finally:
         pubsub.close()
         subscriber.close()
+
+
+def _raw_postgres(conn: Connection, conninfo: str, channel: str, sem: Semaphore) -> None:
+    """The PostgreSQL floor: psycopg ``LISTEN`` on its own autocommit connection, ``notifies()``."""
+    from psycopg import sql
+
+    from registry.postgres_conn import connect
+
+    listener = connect(conninfo)
+    try:
+        listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))  # active once it returns
+        conn.send(("ready", os.getpid()))
+        stamps: list[tuple[int, int]] = []  # (monotonic_ns, seq)
+        stop = RAW_STOP.decode()
+        for note in listener.notifies():
+            now = time.monotonic_ns()
+            if note.payload == stop:
+                break
+            stamps.append((now, int(note.payload[:8])))
+            sem.release()
+        conn.send(("events", {"stamps": stamps, "pid": os.getpid()}))
+    finally:
+        listener.close()
 
 
 def await_all(sem: Semaphore, count: int, timeout: float) -> int:

@@ -1,9 +1,11 @@
-"""Plumbing every benchmark shares: arguments, a private redis-server, child processes, clean exits.
+"""Plumbing every benchmark shares: arguments, private servers, child processes, clean exits.
 
 Nothing here measures anything. The rules it enforces: a benchmark either talks to the ``--url``
-it was given or to a ``redis-server`` it started itself on a free 127.0.0.1 port in a temp dir;
-every process it starts is stopped at exit, on an error, on Ctrl-C and on SIGTERM; children die
-with their parent even if the parent is killed with SIGKILL (Linux ``PR_SET_PDEATHSIG``).
+it was given or to servers it started itself on free 127.0.0.1 ports in temp dirs (a
+``redis-server``, a Sentinel deployment, a Redis Cluster, a PostgreSQL: the launchers of
+``registry/cli/local_*.py``); every process it starts is stopped at exit, on an error, on Ctrl-C
+and on SIGTERM; children and servers die with their parent even if the parent is killed with
+SIGKILL (Linux ``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -24,10 +26,17 @@ from typing import Any
 
 import redis
 
+from registry.cli.local_ha import LocalRedisCluster, LocalSentinelDeployment, missing_binaries
+from registry.cli.local_postgres import LocalPostgresServer, remove_template
 from registry.cli.local_server import LocalRedisServer
 from registry.errors import RegistryUnavailableError
 from registry.keys import Keyspace
 from registry.redis_store import RedisPromptRegistry
+from registry.topology import connect, parse_redis_url
+from registry.urls import url_scheme
+
+BACKENDS = ("redis", "postgres")
+POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _PR_SET_PDEATHSIG = 1
@@ -124,12 +133,18 @@ def redis_url(args: argparse.Namespace) -> Iterator[str]:
 
     On a server given with ``--url`` the benchmark's namespace (and ``namespace.*``) is deleted at the end.
     """
-    if args.url:
+    with _redis_url(args.url, args.namespace) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _redis_url(given: str | None, namespace: str) -> Iterator[str]:
+    if given:
         try:
-            yield args.url
+            yield given
         finally:
             with contextlib.suppress(redis.RedisError):
-                drop_namespace(args.url, args.namespace)
+                drop_namespace(given, namespace)
         return
     server = start_private_server()
     try:
@@ -143,7 +158,7 @@ def drop_namespace(url: str, namespace: str) -> int:
 
     One wipe for every benchmark: :meth:`RedisPromptRegistry.drop_namespace` on each namespace found.
     """
-    with redis.Redis.from_url(url) as conn:
+    with connect(parse_redis_url(url)) as conn:
         # Sub-namespaces ("ns.0", "ns.1", ...) are separate hash tags: find their names first.
         family = {namespace}
         for key in conn.scan_iter(match=Keyspace(namespace).prefix[:-1] + ".*}:rev", count=1000):
@@ -156,9 +171,126 @@ def drop_namespace(url: str, namespace: str) -> int:
 
 
 def server_version(url: str) -> str:
-    """The server's ``redis_version`` from ``INFO server``."""
-    with redis.Redis.from_url(url) as conn:
-        return str(conn.info("server").get("redis_version", "?"))
+    """The server's version: ``redis_version`` from ``INFO server``, or PostgreSQL's ``server_version``."""
+    if backend_of(url) == "postgres":
+        from registry.postgres_conn import connect as pg_connect
+        from registry.postgres_conn import parse_postgres_url
+
+        with pg_connect(parse_postgres_url(url)[0]) as pg:
+            return str(pg.execute("SHOW server_version").fetchone()[0])
+    with connect(parse_redis_url(url)) as conn:
+        info = conn.info("server")
+        if "redis_version" not in info and info:  # RedisCluster: one dict per node
+            info = next(iter(info.values()))
+        return str(info.get("redis_version", "?"))
+
+
+def backend_of(url: str) -> str:
+    """``postgres`` for a ``postgresql://`` / ``postgres://`` URL, else ``redis``."""
+    return "postgres" if url_scheme(url) in POSTGRES_SCHEMES else "redis"
+
+
+def add_backend_option(parser: argparse.ArgumentParser) -> None:
+    """``--backend redis|postgres|both`` (default: the backend of ``--url``, else redis)."""
+    parser.add_argument(
+        "--backend",
+        choices=(*BACKENDS, "both"),
+        default=None,
+        help="registry backend (default: the one --url names, else redis); both: PostgreSQL and Redis "
+        "side by side in one run (--url then gives one of them, the other is started here)",
+    )
+
+
+def backends(args: argparse.Namespace) -> list[str]:
+    """The backends ``args`` asks for, PostgreSQL first; exits on a ``--url`` of another backend."""
+    given = backend_of(args.url) if args.url else None
+    choice = args.backend or given or "redis"
+    wanted = ["postgres", "redis"] if choice == "both" else [choice]
+    if given is not None and given not in wanted:
+        raise SystemExit(f"--url names a {given} server but --backend is {choice}")
+    return wanted
+
+
+@contextlib.contextmanager
+def backend_url(args: argparse.Namespace, backend: str) -> Iterator[str]:
+    """The URL of ``backend``: ``--url`` when it names that backend, else a private server of this run.
+
+    On a server given with ``--url`` the benchmark's namespace is deleted at the end.
+    """
+    given = args.url if args.url and backend_of(args.url) == backend else None
+    if backend == "redis":
+        with _redis_url(given, args.namespace) as url:
+            yield url
+        return
+    if given:
+        try:
+            yield given
+        finally:
+            with contextlib.suppress(Exception):
+                drop_postgres_namespace(given, args.namespace)
+        return
+    server = start_private_postgres()
+    try:
+        yield server.url()
+    finally:
+        server.cleanup()
+        remove_template()
+
+
+def start_private_postgres() -> LocalPostgresServer:
+    """A PostgreSQL of this benchmark alone (free loopback port, temp dir, ``fsync=off``).
+
+    It dies with the benchmark even on ``kill -9``; exits with a message when none is installed.
+    """
+    try:
+        server = LocalPostgresServer(preexec_fn=_server_child_setup)
+        with exit_signals_deferred():
+            return server.start()
+    except RegistryUnavailableError as exc:
+        remove_template()
+        raise SystemExit(f"{exc}: install it or pass --url postgresql://...") from exc
+
+
+def drop_postgres_namespace(url: str, namespace: str) -> int:
+    """Delete every row of ``namespace`` on the PostgreSQL at ``url``; returns how many."""
+    from registry.postgres_store import PostgresPromptRegistry
+
+    with PostgresPromptRegistry(url, namespace=namespace, auto_migrate=False) as registry:
+        return registry.drop_namespace()
+
+
+@contextlib.contextmanager
+def sentinel_deployment() -> Iterator[LocalSentinelDeployment]:
+    """A primary, two replicas and three sentinels of this benchmark alone, stopped on exit.
+
+    No persistence and ``min-replicas-to-write 0``: the same server settings as the private
+    redis-server, so topologies compare on the network path only.
+    """
+    missing = missing_binaries("redis-server", "redis-sentinel")
+    if missing:
+        raise SystemExit(f"{', '.join(missing)} not installed: install it or pass --url redis+sentinel://...")
+    deployment = LocalSentinelDeployment(min_replicas_to_write=0, appendonly=False, preexec_fn=_server_child_setup)
+    with exit_signals_deferred():
+        deployment.start()
+    try:
+        yield deployment
+    finally:
+        deployment.cleanup()
+
+
+@contextlib.contextmanager
+def redis_cluster() -> Iterator[LocalRedisCluster]:
+    """A three-master Redis Cluster of this benchmark alone, stopped on exit."""
+    missing = missing_binaries("redis-server", "redis-cli")
+    if missing:
+        raise SystemExit(f"{', '.join(missing)} not installed: install it or pass --url redis+cluster://...")
+    cluster = LocalRedisCluster(preexec_fn=_server_child_setup)
+    with exit_signals_deferred():
+        cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()
 
 
 class Children:

@@ -106,9 +106,12 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def environment(redis_server_version: str) -> dict[str, Any]:
-    """Where the figures come from: machine, interpreter, library and server versions, load."""
-    return {
+def environment(redis_server_version: str, postgres_server_version: str | None = None) -> dict[str, Any]:
+    """Where the figures come from: machine, interpreter, library and server versions, load.
+
+    ``redis_server_version`` is ``"-"`` for a run on PostgreSQL alone.
+    """
+    env: dict[str, Any] = {
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
@@ -120,6 +123,10 @@ def environment(redis_server_version: str) -> dict[str, Any]:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "note": NOISE_NOTE,
     }
+    if postgres_server_version is not None:
+        env["postgres_server"] = postgres_server_version
+        env["psycopg"] = _version("psycopg")
+    return env
 
 
 def environment_line(env: dict[str, Any]) -> str:
@@ -128,6 +135,7 @@ def environment_line(env: dict[str, Any]) -> str:
     return (
         f"Python {env['python']} on {env['platform']}, {env['cpu_count']} CPUs, load {load_text}; "
         f"redis-py {env['redis_py']} (hiredis: {env['hiredis']}); redis-server {env['redis_server']}"
+        + (f"; PostgreSQL {env['postgres_server']} (psycopg {env['psycopg']})" if "postgres_server" in env else "")
     )
 
 

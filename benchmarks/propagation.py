@@ -1,41 +1,64 @@
 """Propagation: from the ``set_label`` call to ``on_change`` in every one of N client processes.
 
-N PromptClient processes (default 50) and, in the same run, N raw redis-py subscriber processes (the
-floor: plain ``pubsub.listen()``, a message of the same size published with ``PUBLISH``). The two
-fleets take turns, block by block, so drift on a noisy machine hits both alike. A move starts only
-when every process has the previous one. Each client counts the moves it saw; a missed move is
-reported. Then a fleet-wide rollback: from the ``rollback()`` call until ``get()`` in every client
-process returns the rolled-back version. Beside it, the staleness window of a 60 s TTL cache
-(analytic, not measured: see :func:`ttl_staleness`). Process internals: ``benchmarks/_fleet.py``.
+N PromptClient processes (default 50) and, in the same run, N raw subscriber processes (the floor: a
+message of the same size on the same path with nothing of promptreg in it). The two fleets take
+turns, block by block, so drift on a noisy machine hits both alike. A move starts only when every
+process has the previous one. Each client counts the moves it saw; a missed move is reported. Then
+a fleet-wide rollback: from the ``rollback()`` call until ``get()`` in every client process returns
+the rolled-back version. Beside it, the staleness window of a 60 s TTL cache (analytic, not
+measured: see :func:`ttl_staleness`). Process internals: ``benchmarks/_fleet.py``.
 
-    python -m benchmarks.propagation [--clients 50] [--moves 200] [--quick] [--json PATH] [--plot PATH]
+``--topology`` (Redis): ``primary`` (one server; floor: ``PUBLISH``/``SUBSCRIBE``), ``replicas``
+(a primary, two replicas, three sentinels; clients ``read_from=replica``, raw subscribers spread
+over the replicas, the writer and the raw ``PUBLISH`` on the primary) or ``cluster`` (three masters;
+clients start from different nodes and ``SSUBSCRIBE`` on the slot's owner; floor:
+``SPUBLISH``/``SSUBSCRIBE``). ``--backend postgres`` runs on PostgreSQL (floor: psycopg
+``LISTEN``/``NOTIFY``; 3 connections per client pair: max_connections >= 3 N + 5 on a ``--url``);
+``both`` runs PostgreSQL, then Redis, in one run. Without ``--url`` every server is started here on
+free 127.0.0.1 ports and stopped at the end; a ``--url`` (``redis://``, ``redis+sentinel://``,
+``redis+cluster://``, ``postgresql://``) is used as it is and its namespace deleted at the end.
+
+    python -m benchmarks.propagation [--clients 50] [--moves 200] [--topology primary|replicas|cluster]
+        [--backend redis|postgres|both] [--url URL] [--quick] [--json PATH] [--plot PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 if __package__ in (None, ""):  # run as ``python benchmarks/propagation.py``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import redis
+from redis.cluster import RedisCluster
+from redis.sentinel import Sentinel
 
 from benchmarks import _fleet, _harness, _plot, _report
-from registry import RedisPromptRegistry
+from registry import PromptRegistryFactory
 from registry.keys import Keyspace
+from registry.topology import connect, parse_redis_url
 
 NAME = "bench-propagation"
 LABEL = "production"
 TTL_SECONDS = 60.0
 WARMUP_MOVES = 3
 DEFAULT_PLOT = _harness.REPO_ROOT / "docs" / "propagation_cdf.png"
+TOPOLOGIES = ("primary", "replicas", "cluster")
+FLOOR_TEXT = {
+    "publish": ("raw redis-py pub/sub", "PUBLISH", "SUBSCRIBE"),
+    "spublish": ("raw redis-py sharded pub/sub", "SPUBLISH", "SSUBSCRIBE"),
+    "notify": ("raw psycopg LISTEN/NOTIFY", "NOTIFY", "LISTEN"),
+}
+"""Per raw path: the floor's name, the parent's send and the subscriber's command."""
 
 
 def _options(parser: argparse.ArgumentParser) -> None:
@@ -44,16 +67,130 @@ def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rollbacks", type=int, default=None, help="fleet-wide rollbacks (default 5; quick 2)")
     parser.add_argument("--plot", type=Path, default=None, help=f"CDF PNG (default {DEFAULT_PLOT}, not with --quick)")
     parser.add_argument("--no-plot", action="store_true", help="write no plot")
+    parser.add_argument(
+        "--topology", choices=TOPOLOGIES, default=None,
+        help="Redis topology (default: the one --url names, else primary): clients on the primary, on "
+        "replicas (Sentinel, read_from=replica) or on cluster nodes (SSUBSCRIBE on the slot owner)",
+    )  # fmt: skip
+    _harness.add_backend_option(parser)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where one run's processes connect: the writer, the clients (cycled), the raw subscribers (cycled)."""
+
+    backend: str
+    topology: str
+    writer_url: str
+    client_urls: list[str]
+    raw_kind: str
+    raw_addresses: list[str]
+    raw_channel: str
+    where: str
+    """One sentence for the report: where the clients and the raw subscribers are."""
+
+
+def _node_url(original: str, host: str, port: int) -> str:
+    """A plain ``redis://`` URL of one data node, with ``original``'s credentials and TLS."""
+    parts = urlsplit(original)
+    userinfo = parts.netloc.rpartition("@")[0]
+    scheme = "rediss" if parts.scheme.startswith("rediss") else "redis"
+    return f"{scheme}://{userinfo + '@' if userinfo else ''}{host}:{port}/0"
+
+
+def _cluster_url(original: str, host: str, port: int) -> str:
+    """``original`` (a ``redis+cluster://`` URL) with ``host:port`` as its only startup node."""
+    parts = urlsplit(original)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo + '@' if userinfo else ''}{host}:{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, parts.fragment))
+
+
+def _with_query(url: str, option: str) -> str:
+    return url + ("&" if "?" in url else "?") + option
+
+
+def discover(url: str, namespace: str, topology: str) -> Paths:
+    """The :class:`Paths` of a run on ``url``: replicas from Sentinel, the slot owner from the cluster.
+
+    Raises ``SystemExit`` when ``topology`` does not fit the URL.
+    """
+    channel = Keyspace(namespace).prefix + ":bench-raw"  # same slot as the registry's channel
+    if _harness.backend_of(url) == "postgres":
+        from registry.postgres_conn import parse_postgres_url
+
+        where = "clients and raw listeners on one PostgreSQL"
+        return Paths("postgres", "primary", url, [url], "notify", [parse_postgres_url(url)[0]],
+                     f"bench_raw_{namespace}", where)  # fmt: skip
+    parsed = parse_redis_url(url)
+    kind = {"single": "primary", "sentinel": "replicas", "cluster": "cluster"}[parsed.kind]
+    if topology != kind and not (topology == "primary" and parsed.kind == "sentinel"):
+        raise SystemExit(f"--topology {topology} does not fit the URL (a {parsed.kind} URL)")
+    if parsed.kind == "single":
+        return Paths("redis", "primary", url, [url], "publish", [url], channel, "every process on one redis-server")
+    if parsed.kind == "sentinel":
+        assert parsed.service is not None
+        sentinel = Sentinel(list(parsed.hosts), sentinel_kwargs=parsed.sentinel_kwargs)  # type: ignore[no-untyped-call]
+        if topology == "primary":
+            host, port = sentinel.discover_master(parsed.service)  # type: ignore[no-untyped-call]
+            where = "clients through Sentinel on the primary, raw subscribers on the primary"
+            return Paths("redis", "primary", url, [url], "publish", [_node_url(url, host, port)], channel, where)
+        replicas = sentinel.discover_slaves(parsed.service)  # type: ignore[no-untyped-call]
+        if not replicas:
+            raise SystemExit("Sentinel names no replica: --topology replicas needs at least one")
+        raw = [_node_url(url, host, port) for host, port in replicas]
+        where = (
+            f"writer and raw PUBLISH on the primary; clients read_from=replica (Sentinel's slave_for picks one of "
+            f"{len(replicas)} replicas), raw subscribers alternate over the {len(replicas)} replicas"
+        )
+        return Paths("redis", "replicas", url, [_with_query(url, "read_from=replica")], "publish", raw, channel, where)
+    cluster = connect(parsed)
+    try:
+        assert isinstance(cluster, RedisCluster)
+        nodes = [(n.host, n.port) for n in cluster.get_nodes()]  # type: ignore[no-untyped-call]
+        owner = cluster.get_node_from_key(channel)  # type: ignore[no-untyped-call]
+    finally:
+        cluster.close()
+    clients = [_cluster_url(url, host, port) for host, port in sorted(nodes)]
+    where = (f"clients start from the {len(nodes)} nodes in turn and SSUBSCRIBE on the slot's owner; raw "
+             f"subscribers SSUBSCRIBE on the owner, the raw SPUBLISH goes through RedisCluster")  # fmt: skip
+    return Paths("redis", "cluster", url, clients, "spublish", [_node_url(url, owner.host, owner.port)], channel, where)
+
+
+class RawPublisher:
+    """The parent's side of the floor: ``PUBLISH``, ``SPUBLISH`` (RedisCluster) or ``NOTIFY``."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.kind = paths.raw_kind
+        self.channel = paths.raw_channel
+        self.conn: Any
+        if self.kind == "notify":
+            from registry.postgres_conn import connect as pg_connect
+
+            self.conn = pg_connect(paths.raw_addresses[0])
+        else:
+            self.conn = connect(parse_redis_url(paths.writer_url))
+
+    def publish(self, payload: bytes) -> None:
+        if self.kind == "notify":
+            self.conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload.decode()))
+        elif self.kind == "spublish":
+            self.conn.spublish(self.channel, payload)
+        else:
+            self.conn.publish(self.channel, payload)
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 class Fleets:
     """Both fleets, the registry and the raw publisher; every process stopped by :meth:`close`."""
 
-    def __init__(self, url: str, namespace: str, clients: int) -> None:
+    def __init__(self, paths: Paths, namespace: str, clients: int) -> None:
+        self.paths = paths
         self.clients = clients
-        self.registry = RedisPromptRegistry.from_url(url, namespace=namespace)
-        self.raw = redis.Redis.from_url(url)
-        self.raw_channel = Keyspace(namespace).prefix + ":bench-raw"  # same slot as the registry's channel
+        self.registry = PromptRegistryFactory.from_url(paths.writer_url, namespace=namespace)
+        self.raw = RawPublisher(paths)
         self.client_sem = _harness.FORK.Semaphore(0)
         self.raw_sem = _harness.FORK.Semaphore(0)
         self.children = _harness.Children()
@@ -62,17 +199,22 @@ class Fleets:
         self.client_conns: list[Any] = []
         self.raw_conns: list[Any] = []
 
-    def start(self, url: str, namespace: str) -> None:
+    def start(self, namespace: str) -> None:
+        paths = self.paths
         self.registry.create_prompt(NAME, description="propagation benchmark")
         self.registry.add_version(NAME, "Version one of {{thing}}.", author="bench")
         self.registry.add_version(NAME, "Version two of {{thing}}.", author="bench")
         self.registry.set_label(NAME, LABEL, 1, author="bench")
-        for _ in range(self.clients):
+        for i in range(self.clients):
+            url = paths.client_urls[i % len(paths.client_urls)]
             self.client_conns.append(
                 self.children.start(_fleet.client_worker, url, namespace, NAME, LABEL, self.client_sem)
             )
-        for _ in range(self.clients):
-            self.raw_conns.append(self.children.start(_fleet.raw_worker, url, self.raw_channel, self.raw_sem))
+        for i in range(self.clients):
+            address = paths.raw_addresses[i % len(paths.raw_addresses)]
+            self.raw_conns.append(
+                self.children.start(_fleet.raw_worker, paths.raw_kind, address, paths.raw_channel, self.raw_sem)
+            )
         self.children.expect_all("ready", timeout=120)
 
     def move_client(self) -> tuple[int, int, int, int]:
@@ -84,11 +226,11 @@ class Fleets:
         return t0, event.rev, target, _fleet.await_all(self.client_sem, self.clients, timeout=30)
 
     def move_raw(self) -> tuple[int, int, int]:
-        """One raw PUBLISH; waits until every subscriber has it. ``(t0_ns, seq, missing)``."""
+        """One raw message; waits until every subscriber has it. ``(t0_ns, seq, missing)``."""
         self.seq += 1
         payload = _fleet.raw_payload(self.seq)
         t0 = time.monotonic_ns()
-        self.raw.publish(self.raw_channel, payload)
+        self.raw.publish(payload)
         return t0, self.seq, _fleet.await_all(self.raw_sem, self.clients, timeout=30)
 
     def rollback(self) -> dict[str, Any]:
@@ -111,7 +253,7 @@ class Fleets:
     def finish(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         self.children.send_all(("finish",), self.client_conns)
         clients = self.children.expect_all("events", timeout=60, conns=self.client_conns)
-        self.raw.publish(self.raw_channel, _fleet.RAW_STOP)
+        self.raw.publish(_fleet.RAW_STOP)
         raws = self.children.expect_all("events", timeout=60, conns=self.raw_conns)
         return clients, raws
 
@@ -162,15 +304,17 @@ def ttl_staleness(clients: int, ttl: float = TTL_SECONDS) -> dict[str, Any]:
     }
 
 
-def run(url: str, namespace: str, clients: int, moves: int, rollbacks: int, block: int) -> dict[str, Any]:
-    fleets = Fleets(url, namespace, clients)
+def run(target: Paths | str, namespace: str, clients: int, moves: int, rollbacks: int, block: int) -> dict[str, Any]:
+    """One measured run on ``target`` (a :class:`Paths`, or a URL: its own topology); the raw figures."""
+    paths = target if isinstance(target, Paths) else discover(target, namespace, _url_topology(target))
+    fleets = Fleets(paths, namespace, clients)
     rng = random.Random(5)
     client_moves: list[tuple[int, int]] = []
     raw_moves: list[tuple[int, int]] = []
     waits_missing = {"client": 0, "raw": 0}
     started = time.perf_counter()
     try:
-        fleets.start(url, namespace)
+        fleets.start(namespace)
         startup_s = time.perf_counter() - started
         for _ in range(WARMUP_MOVES):  # first fetch of version 2, connection warm-up: not measured
             fleets.move_client()
@@ -244,22 +388,22 @@ def _summary(raw: dict[str, Any], clients: int) -> dict[str, Any]:
     return out
 
 
-def _print(summary: dict[str, Any], raw: dict[str, Any], config: dict[str, Any], env: dict[str, Any]) -> None:
-    print(_report.environment_line(env))
-    print(_report.NOISE_NOTE)
+def _print(summary: dict[str, Any], raw: dict[str, Any], config: dict[str, Any], paths: Paths) -> None:
     n, m = config["clients"], config["moves"]
+    floor, send, listen = FLOOR_TEXT[paths.raw_kind]
+    print(f"\n### {paths.backend}, topology {paths.topology}\n")
     print(
-        f"{n} PromptClient processes and {n} raw redis-py subscriber processes; {m} measured moves per fleet "
-        f"(after {WARMUP_MOVES} warm-up), in alternating blocks of {config['block']}; the next move starts when "
-        f"every process has the last one, after a 2-10 ms pause. Latency = arrival stamp in the process "
-        f"(CLOCK_MONOTONIC) - stamp just before set_label() / PUBLISH in the parent.\n"
+        f"{n} PromptClient processes and {n} raw {listen} processes ({paths.where}); {m} measured moves per "
+        f"fleet (after {WARMUP_MOVES} warm-up), in alternating blocks of {config['block']}; the next move starts "
+        f"when every process has the last one, after a 2-10 ms pause. Latency = arrival stamp in the process "
+        f"(CLOCK_MONOTONIC) - stamp just before set_label() / {send} in the parent.\n"
     )
     s = summary
     rows = []
     for label, key, ratio_key in (
-        ("raw redis-py pub/sub (floor), every subscriber", "raw_pubsub_ms", None),
+        (f"{floor} (floor), every subscriber", "raw_pubsub_ms", None),
         ("promptreg set_label -> on_change, every client", "promptreg_on_change_ms", ""),
-        ("raw pub/sub, last subscriber per move", "raw_pubsub_last_subscriber_per_move_ms", None),
+        (f"{floor}, last subscriber per move", "raw_pubsub_last_subscriber_per_move_ms", None),
         ("promptreg, last client per move", "promptreg_last_client_per_move_ms", "last_client_"),
     ):
         st = s[key]
@@ -269,7 +413,7 @@ def _print(summary: dict[str, Any], raw: dict[str, Any], config: dict[str, Any],
         rows.append((label, f"{st['n']:,}", _report.fmt(st["p50"]), _report.fmt(st["p99"]), _report.fmt(st["max"]),
                      _report.fmt_ratio(p50_ratio), _report.fmt_ratio(p99_ratio)))  # fmt: skip
     headers = ["path", "samples", "p50 ms", "p99 ms", "max ms", "p50 / floor", "p99 / floor"]
-    print(_report.table(headers, rows, title=f"Label move -> {n} processes"))
+    print(_report.table(headers, rows, title=f"Label move -> {n} processes ({paths.backend}, {paths.topology})"))
     expected = raw["expected_events_per_client"]
     complete = sum(count == expected for count in raw["events_per_client"])
     print(
@@ -310,46 +454,137 @@ def _print(summary: dict[str, Any], raw: dict[str, Any], config: dict[str, Any],
         print(f"WARNING: {s['rollback_not_served']} client(s) did not serve a rollback within 30 s")
 
 
+def _side_by_side(runs: list[dict[str, Any]]) -> str:
+    """One table: each run's floor and promptreg, p50/p99 and ratios, missed."""
+    rows = []
+    for r in runs:
+        s, paths = r["summary"], r["paths"]
+        floor = FLOOR_TEXT[paths.raw_kind][0]
+        fl, pr = s["raw_pubsub_ms"], s["promptreg_on_change_ms"]
+        lf, lp = s["raw_pubsub_last_subscriber_per_move_ms"], s["promptreg_last_client_per_move_ms"]
+        ratios = s["ratios_to_raw"]
+        rows.append((paths.backend, paths.topology, f"{floor} (floor)", _report.fmt(fl["p50"]), _report.fmt(fl["p99"]),
+                     _report.fmt(lf["p50"]), "-", "-", str(s["missed_raw_messages"])))  # fmt: skip
+        rows.append((paths.backend, paths.topology, "promptreg set_label -> on_change", _report.fmt(pr["p50"]),
+                     _report.fmt(pr["p99"]), _report.fmt(lp["p50"]), _report.fmt_ratio(ratios["p50"]),
+                     _report.fmt_ratio(ratios["p99"]), str(s["missed_moves"])))  # fmt: skip
+    headers = ["backend", "topology", "path", "p50 ms", "p99 ms", "last client p50 ms", "p50 / floor", "p99 / floor",
+               "missed"]  # fmt: skip
+    return _report.table(headers, rows, title="Side by side (each ratio to the floor of its own backend, same run)")
+
+
+@contextlib.contextmanager
+def _servers(args: argparse.Namespace, backend: str, topology: str) -> Iterator[str]:
+    """The URL of the servers one run needs: ``--url``, or servers started here and stopped on exit."""
+    given = args.url if args.url and _harness.backend_of(args.url) == backend else None
+    if backend == "postgres" or topology == "primary" or given:
+        with _harness.backend_url(args, backend) as url:
+            yield url
+    elif topology == "replicas":
+        with _harness.sentinel_deployment() as deployment:
+            yield deployment.url()
+    else:
+        with _harness.redis_cluster() as cluster:
+            yield cluster.url()
+
+
+def _url_topology(url: str) -> str:
+    if _harness.backend_of(url) == "postgres":
+        return "primary"
+    return {"single": "primary", "sentinel": "replicas", "cluster": "cluster"}[parse_redis_url(url).kind]
+
+
+def _topology(args: argparse.Namespace) -> str:
+    if args.topology:
+        return str(args.topology)
+    if args.url and _harness.backend_of(args.url) == "redis":
+        return _url_topology(args.url)
+    return "primary"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _harness.parse_args(__doc__.splitlines()[0], argv, extra=_options)
+    backends = _harness.backends(args)
+    topology = _topology(args)
+    if backends == ["postgres"] and topology != "primary":
+        raise SystemExit("--topology replicas/cluster is for Redis; PostgreSQL runs on one server here")
     clients = args.clients or (10 if args.quick else 50)
     moves = args.moves or (20 if args.quick else 200)
     rollbacks = args.rollbacks or (2 if args.quick else 5)
     config = {"clients": clients, "moves": moves, "rollbacks": rollbacks, "block": 5 if args.quick else 10}
-    plot_path = None if args.no_plot else (args.plot or (None if args.quick else DEFAULT_PLOT))
+    default_plot = backends == ["redis"] and topology == "primary" and not args.quick
+    plot_path = None if args.no_plot else (args.plot or (DEFAULT_PLOT if default_plot else None))
     wall = time.perf_counter()
-    with _harness.redis_url(args) as url:
-        env = _report.environment(_harness.server_version(url))
-        raw = run(url, args.namespace, clients, moves, rollbacks, config["block"])
+    runs: list[dict[str, Any]] = []
+    versions: dict[str, str] = {}
+    for backend in backends:
+        run_topology = "primary" if backend == "postgres" else topology
+        with _servers(args, backend, run_topology) as url:
+            paths = discover(url, args.namespace, run_topology)  # exits first when the URL does not fit
+            versions[backend] = _harness.server_version(url)
+            raw = run(paths, args.namespace, clients, moves, rollbacks, config["block"])
+        runs.append({"paths": paths, "raw": raw, "summary": _summary(raw, clients)})
+    env = _report.environment(versions.get("redis", "-"), versions.get("postgres"))
     env["load_average_at_end"] = list(os.getloadavg())
-    summary = _summary(raw, clients)
-    _print(summary, raw, config, env)
-    plot_note = _plot.propagation_cdf(plot_path, raw, summary, clients) if plot_path else "not requested"
+    print(_report.environment_line(env))
+    print(_report.NOISE_NOTE)
+    for r in runs:
+        _print(r["summary"], r["raw"], config, r["paths"])
+    if len(runs) > 1:
+        print()
+        print(_side_by_side(runs))
+    first = runs[0]
+    plot_note = (
+        _plot.propagation_cdf(plot_path, first["raw"], first["summary"], clients) if plot_path else "not requested"
+    )
     print(f"\nCDF plot: {plot_note}")
     elapsed = time.perf_counter() - wall
-    print(f"wall time {elapsed:.1f} s (fleet start-up {raw['startup_s']:.1f} s of it)")
+    startup = ", ".join(f"{r['paths'].backend} {r['raw']['startup_s']:.1f} s" for r in runs)
+    print(f"wall time {elapsed:.1f} s (fleet start-up: {startup})")
+    json_runs = [
+        {
+            "backend": r["paths"].backend,
+            "topology": r["paths"].topology,
+            "floor": r["paths"].raw_kind,
+            "where": r["paths"].where,
+            "summary": r["summary"],
+            "counts": _counts(r["raw"]),
+        }
+        for r in runs
+    ]
     _report.write_json(
         args.json,
         {
             "benchmark": "propagation",
             "quick": args.quick,
             "environment": env,
-            "config": {**config, "warmup_moves": WARMUP_MOVES, "ttl_seconds": TTL_SECONDS},
-            "summary": summary,
-            "counts": {
-                "events_per_client": raw["events_per_client"],
-                "expected_events_per_client": raw["expected_events_per_client"],
-                "missed_per_client": raw["client"]["missed_per_process"],
-                "missed_per_raw_subscriber": raw["raw"]["missed_per_process"],
-                "clients_at_final_version": raw["clients_at_final_version"],
-                "waits_timed_out": raw["waits_timed_out"],
-                "client_states": raw["client_states"],
+            "config": {
+                **config,
+                "warmup_moves": WARMUP_MOVES,
+                "ttl_seconds": TTL_SECONDS,
+                "backends": backends,
+                "topology": topology,
             },
+            "runs": json_runs,
+            "summary": json_runs[0]["summary"],  # the first run's, as before --backend both
+            "counts": json_runs[0]["counts"],
             "plot": plot_note,
             "wall_seconds": elapsed,
         },
     )
     return 0
+
+
+def _counts(raw: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "events_per_client": raw["events_per_client"],
+        "expected_events_per_client": raw["expected_events_per_client"],
+        "missed_per_client": raw["client"]["missed_per_process"],
+        "missed_per_raw_subscriber": raw["raw"]["missed_per_process"],
+        "clients_at_final_version": raw["clients_at_final_version"],
+        "waits_timed_out": raw["waits_timed_out"],
+        "client_states": raw["client_states"],
+    }
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
 """Write throughput: ``add_version`` and ``set_label`` with 1 and 4 writer processes.
 
 Each writer is its own process with its own connection and its own prompt; all of them start at the
-same instant and write back to back for a fixed time. The floor is ``PING`` from the same processes:
-the cheapest round trip redis-py can make, so the ratio shows what one write script (validate, write,
-audit entry, revision, publish) costs on top of the network. Latency is per call
-(``time.monotonic_ns`` around it); throughput is all calls of all writers over the wall time.
+same instant and write back to back for a fixed time. The floor is the cheapest round trip from the
+same processes: ``PING`` on Redis, ``SELECT 1`` on PostgreSQL (on a second connection of the
+writer), so the ratio shows what one write (Redis: one Lua script; PostgreSQL: one transaction;
+each validates, writes, appends the audit entry, bumps the revision and publishes) costs on top of
+the network. Latency is per call (``time.monotonic_ns`` around it); throughput is all calls of all
+writers over the wall time. ``--backend both`` measures PostgreSQL, then Redis, in one run; without
+``--url`` both servers are started here (no persistence / ``fsync=off``) and stopped at the end.
 
-    python -m benchmarks.writes [--quick] [--json PATH] [--url redis://...]
+    python -m benchmarks.writes [--quick] [--json PATH] [--url redis://... | postgresql://...]
+        [--backend redis|postgres|both]
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ if __package__ in (None, ""):  # run as ``python benchmarks/writes.py``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import _harness, _report
-from registry import RedisPromptRegistry
+from registry import PromptRegistry, PromptRegistryFactory
 
-OPERATIONS = ("ping", "add_version", "set_label")
-FLOOR = "ping"
+FLOORS = {"redis": "ping", "postgres": "select_1"}
+"""The floor operation of each backend: its cheapest round trip."""
+WRITES = ("add_version", "set_label")
 LABEL = "production"
 TEXT = (
     "You are a careful support agent for {{product}}. Answer the customer's question in {{language}}, "
@@ -36,9 +41,18 @@ TEXT = (
 WARMUP_CALLS = 20
 
 
-def _operation(registry: RedisPromptRegistry, op: str, name: str) -> Callable[[], object]:
+def _operations(backend: str) -> tuple[str, ...]:
+    return (FLOORS[backend], *WRITES)
+
+
+def _operation(registry: PromptRegistry, op: str, name: str, extra: list[Any]) -> Callable[[], object]:
     if op == "ping":
-        return lambda: registry.redis.ping()
+        return lambda: registry.redis.ping()  # type: ignore[attr-defined]
+    if op == "select_1":
+        if not extra:
+            extra.append(registry.connect())  # type: ignore[attr-defined]
+        cursor = extra[0]
+        return lambda: cursor.execute("SELECT 1").fetchone()
     if op == "add_version":
         return lambda: registry.add_version(name, TEXT, author="bench")
     if op == "set_label":
@@ -55,14 +69,17 @@ def _operation(registry: RedisPromptRegistry, op: str, name: str) -> Callable[[]
 
 def _writer(conn: Connection, url: str, namespace: str, name: str) -> None:
     """Child: on ``("go", op, start_ns, end_ns)`` call ``op`` back to back from start to end."""
-    with RedisPromptRegistry.from_url(url, namespace=namespace) as registry:
+    extra: list[Any] = []  # the SELECT 1 connection, opened once
+    with PromptRegistryFactory.from_url(url, namespace=namespace) as registry:
         conn.send(("ready", None))
         while True:
             command = conn.recv()
             if command[0] == "stop":
+                for other in extra:
+                    other.close()
                 return
             _, op, start_ns, end_ns = command
-            call = _operation(registry, op, name)
+            call = _operation(registry, op, name, extra)
             for _ in range(WARMUP_CALLS if op != "add_version" else 2):
                 call()
             clock = time.monotonic_ns
@@ -81,7 +98,7 @@ def _writer(conn: Connection, url: str, namespace: str, name: str) -> None:
 
 def _prepare(url: str, namespace: str, writers: int) -> list[str]:
     names = [f"bench-writes-{writers}w-{i}" for i in range(writers)]
-    with RedisPromptRegistry.from_url(url, namespace=namespace) as registry:
+    with PromptRegistryFactory.from_url(url, namespace=namespace) as registry:
         for name in names:
             registry.create_prompt(name, description="writes benchmark")
             registry.add_version(name, TEXT, author="bench")
@@ -93,13 +110,14 @@ def _prepare(url: str, namespace: str, writers: int) -> list[str]:
 def _measure(url: str, namespace: str, writers: int, seconds: float, rounds: int) -> dict[str, dict[str, Any]]:
     """All operations with ``writers`` processes; ``rounds`` alternating passes of ``seconds`` each."""
     names = _prepare(url, namespace, writers)
-    totals: dict[str, dict[str, Any]] = {op: {"latencies_ns": [], "ops": 0, "wall_ns": 0} for op in OPERATIONS}
+    operations = _operations(_harness.backend_of(url))
+    totals: dict[str, dict[str, Any]] = {op: {"latencies_ns": [], "ops": 0, "wall_ns": 0} for op in operations}
     with _harness.Children() as children:
         for name in names:
             children.start(_writer, url, namespace, name)
         children.expect_all("ready", timeout=30)
         for _ in range(rounds):
-            for op in OPERATIONS:
+            for op in operations:
                 start = time.monotonic_ns() + 200_000_000  # every writer has warmed up by then
                 end = start + int(seconds * 1e9)
                 children.send_all(("go", op, start, end))
@@ -113,10 +131,11 @@ def _measure(url: str, namespace: str, writers: int, seconds: float, rounds: int
     return totals
 
 
-def _result(op: str, writers: int, cell: dict[str, Any], floor: dict[str, Any] | None) -> dict[str, Any]:
+def _result(backend: str, op: str, writers: int, cell: dict[str, Any], floor: dict[str, Any] | None) -> dict[str, Any]:
     latency_us = _report.summarize([ns / 1000 for ns in cell["latencies_ns"]])
     ops_per_s = cell["ops"] / (cell["wall_ns"] / 1e9)
     result: dict[str, Any] = {
+        "backend": backend,
         "operation": op,
         "writers": writers,
         "ops": cell["ops"],
@@ -130,22 +149,53 @@ def _result(op: str, writers: int, cell: dict[str, Any], floor: dict[str, Any] |
     return result
 
 
+def _options(parser: Any) -> None:
+    _harness.add_backend_option(parser)
+
+
+def _side_by_side(results: list[dict[str, Any]]) -> str:
+    """PostgreSQL and Redis per (operation, writers): calls/s, p50/p99, and PostgreSQL / Redis."""
+    cells = {(r["backend"], r["operation"], r["writers"]): r for r in results}
+    rows = []
+    for writers in (1, 4):
+        for op in ("floor", *WRITES):
+            pg = cells[("postgres", FLOORS["postgres"] if op == "floor" else op, writers)]
+            rd = cells[("redis", FLOORS["redis"] if op == "floor" else op, writers)]
+            name = "floor (SELECT 1 / PING)" if op == "floor" else op
+            rows.append((
+                name, writers, _report.fmt(pg["ops_per_s"]), _report.fmt(rd["ops_per_s"]),
+                _report.fmt_ratio(_report.ratio(pg["ops_per_s"], rd["ops_per_s"])),
+                _report.fmt(pg["latency_us"]["p50"]), _report.fmt(rd["latency_us"]["p50"]),
+                _report.fmt(pg["latency_us"]["p99"]), _report.fmt(rd["latency_us"]["p99"]),
+                _report.fmt_ratio(pg.get("p50_ratio_to_floor")), _report.fmt_ratio(rd.get("p50_ratio_to_floor")),
+            ))  # fmt: skip
+    headers = ["operation", "writers", "PG calls/s", "Redis calls/s", "PG / Redis calls/s", "PG p50 us",
+               "Redis p50 us", "PG p99 us", "Redis p99 us", "PG p50 / floor", "Redis p50 / floor"]  # fmt: skip
+    return _report.table(headers, rows, title="PostgreSQL and Redis side by side (same run)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _harness.parse_args(__doc__.splitlines()[0], argv)
+    args = _harness.parse_args(__doc__.splitlines()[0], argv, extra=_options)
+    backends = _harness.backends(args)
     seconds, rounds = (1.0, 1) if args.quick else (3.0, 2)
     wall = time.perf_counter()
-    with _harness.redis_url(args) as url:
-        env = _report.environment(_harness.server_version(url))
-        results: list[dict[str, Any]] = []
-        for writers in (1, 4):
-            cells = _measure(url, args.namespace, writers, seconds, rounds)
-            floor = _result(FLOOR, writers, cells[FLOOR], None)
-            results.append(floor)
-            results += [_result(op, writers, cells[op], floor) for op in OPERATIONS if op != FLOOR]
+    results: list[dict[str, Any]] = []
+    versions: dict[str, str] = {}
+    for backend in backends:
+        with _harness.backend_url(args, backend) as url:
+            versions[backend] = _harness.server_version(url)
+            floor_op = FLOORS[backend]
+            for writers in (1, 4):
+                cells = _measure(url, args.namespace, writers, seconds, rounds)
+                floor = _result(backend, floor_op, writers, cells[floor_op], None)
+                results.append(floor)
+                results += [_result(backend, op, writers, cells[op], floor) for op in WRITES]
+    env = _report.environment(versions.get("redis", "-"), versions.get("postgres"))
     env["load_average_at_end"] = list(os.getloadavg())
     rows = [
         (
-            r["operation"] + (" (floor)" if r["operation"] == FLOOR else ""),
+            r["backend"],
+            r["operation"] + (" (floor)" if r["operation"] in FLOORS.values() else ""),
             r["writers"],
             f"{r['ops']:,}",
             _report.fmt(r["ops_per_s"]),
@@ -159,16 +209,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(_report.environment_line(env))
     print(_report.NOISE_NOTE)
     print(
-        f"Private redis-server without persistence (no AOF, no RDB) unless --url; {rounds} round(s) x "
-        f"{seconds:g} s per cell; each writer process has its own prompt and connection.\n"
+        f"Private servers without persistence (redis-server: no AOF, no RDB; PostgreSQL: fsync=off, "
+        f"synchronous_commit=off) unless --url; {rounds} round(s) x {seconds:g} s per cell; each writer process "
+        f"has its own prompt and connection.\n"
     )
     print(
         _report.table(
-            ["operation", "writers", "calls", "calls/s", "p50 us", "p99 us", "max us", "p50 / floor"],
+            ["backend", "operation", "writers", "calls", "calls/s", "p50 us", "p99 us", "max us", "p50 / floor"],
             rows,
-            title="Write throughput (floor: PING round trip from the same processes)",
+            title="Write throughput (floor: PING / SELECT 1 round trip from the same processes)",
         )
     )
+    if len(backends) > 1:
+        print()
+        print(_side_by_side(results))
     elapsed = time.perf_counter() - wall
     print(f"\nwall time {elapsed:.1f} s")
     _report.write_json(
@@ -177,8 +231,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "benchmark": "writes",
             "quick": args.quick,
             "environment": env,
-            "config": {"seconds_per_cell": seconds, "rounds": rounds, "writers": [1, 4], "text_chars": len(TEXT)},
-            "floor": FLOOR,
+            "config": {
+                "seconds_per_cell": seconds,
+                "rounds": rounds,
+                "writers": [1, 4],
+                "text_chars": len(TEXT),
+                "backends": backends,
+            },
+            "floor": FLOORS[backends[0]],
+            "floors": {b: FLOORS[b] for b in backends},
             "results": results,
             "wall_seconds": elapsed,
         },

@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 import redis
 
-from benchmarks import _baselines, _report
+from benchmarks import _baselines, _report, propagation
 from benchmarks.propagation import ttl_staleness
 from registry.models import PromptVersion
-from tests.conftest import _need_redis_server
+from tests.conftest import _need_redis_server, need_binaries
+from tests.postgres_server import need_postgres
 from tests.redis_server import RedisServer, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,6 +125,82 @@ def test_propagation_benchmark_on_a_given_url(tmp_path: Path, redis_server: Redi
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with redis.Redis.from_url(redis_server.url) as conn:  # --url: the benchmark removes its keys
         assert list(conn.scan_iter(match="{" + namespace + "*")) == []
+
+
+def _check_propagation_run(run: dict[str, Any], clients: int, moves: int) -> None:
+    summary, counts = run["summary"], run["counts"]
+    assert summary["promptreg_on_change_ms"]["n"] == clients * moves
+    assert summary["raw_pubsub_ms"]["n"] == clients * moves
+    for key in ("promptreg_on_change_ms", "raw_pubsub_ms", "promptreg_last_client_per_move_ms"):
+        _positive_stats(summary[key])
+    assert summary["missed_moves"] == 0 and summary["missed_raw_messages"] == 0
+    assert counts["events_per_client"] == [counts["expected_events_per_client"]] * clients
+    assert counts["clients_at_final_version"] == clients and counts["client_states"] == ["live"]
+    assert all(v > 0 for v in summary["ratios_to_raw"].values())
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+@pytest.mark.parametrize(("topology", "floor"), [("replicas", "publish"), ("cluster", "spublish")])
+def test_propagation_benchmark_per_topology(tmp_path: Path, topology: str, floor: str) -> None:
+    need_binaries("redis-server", "redis-sentinel" if topology == "replicas" else "redis-cli")
+    data = _run(["-m", "benchmarks.propagation", "--topology", topology], tmp_path / "p.json", timeout=240)
+    [run] = data["runs"]
+    assert (run["backend"], run["topology"], run["floor"]) == ("redis", topology, floor)
+    _check_propagation_run(run, data["config"]["clients"], data["config"]["moves"])
+    assert data["plot"] == "not requested"  # docs/propagation_cdf.png is the primary topology's
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_propagation_benchmark_postgres_and_redis_side_by_side(tmp_path: Path) -> None:
+    need_postgres()
+    data = _run(["benchmarks/propagation.py", "--backend", "both"], tmp_path / "p.json", timeout=240)
+    assert [(r["backend"], r["floor"]) for r in data["runs"]] == [("postgres", "notify"), ("redis", "publish")]
+    for run in data["runs"]:
+        _check_propagation_run(run, data["config"]["clients"], data["config"]["moves"])
+    assert data["environment"]["postgres_server"] and data["summary"] == data["runs"][0]["summary"]
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_writes_benchmark_postgres_and_redis_side_by_side(tmp_path: Path) -> None:
+    need_postgres()
+    data = _run(["-m", "benchmarks.writes", "--backend", "both"], tmp_path / "w.json", timeout=240)
+    floors = {"postgres": "select_1", "redis": "ping"}
+    assert data["floors"] == floors
+    assert {(r["backend"], r["operation"], r["writers"]) for r in data["results"]} == {
+        (b, op, w) for b in floors for op in (floors[b], "add_version", "set_label") for w in (1, 4)
+    }
+    for r in data["results"]:
+        assert r["ops"] > 0 and r["latency_us"]["n"] == r["ops"]
+        _positive_stats(r["latency_us"])
+        if r["operation"] != floors[r["backend"]]:
+            assert r["p50_ratio_to_floor"] > 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--backend", "postgres", "--topology", "cluster"],
+        ["--url", "redis://127.0.0.1:1/0", "--backend", "postgres"],
+        ["--url", "redis://127.0.0.1:1/0", "--topology", "replicas"],
+    ],
+)
+def test_propagation_refuses_options_that_do_not_fit(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as raised:  # before any server is started or contacted
+        propagation.main([*argv, "--quick"])
+    assert raised.value.code not in (0, None)
+
+
+def test_node_urls_keep_credentials_and_tls() -> None:
+    url = "rediss+sentinel://u:p@127.0.0.1:26379,127.0.0.1:26380/svc/0?read_from=primary"
+    assert propagation._node_url(url, "10.0.0.2", 6380) == "rediss://u:p@10.0.0.2:6380/0"
+    assert propagation._node_url("redis+cluster://h:1/", "10.0.0.3", 7000) == "redis://10.0.0.3:7000/0"
+    cluster = "redis+cluster://:secret@a:1,b:2/?socket_timeout=3"
+    assert propagation._cluster_url(cluster, "c", 3) == "redis+cluster://:secret@c:3/?socket_timeout=3"
 
 
 def test_percentiles_and_tables() -> None:
