@@ -14,6 +14,7 @@ from typing import Any, Self
 
 from client.cache import Cache, ChangeEvent
 from client.feeds import FeedContext
+from client.presence import FleetPresence
 from client.snapshot import load_snapshot, save_snapshot
 from client.sources import open_source
 from client.status import ClientState, ClientStatus, StatusTracker
@@ -26,6 +27,7 @@ from registry.errors import (
     RegistryUnavailableError,
 )
 from registry.factory import NAMESPACE_ENV, redact_url
+from registry.fleet import DEFAULT_REPORT_INTERVAL
 from registry.keys import DEFAULT_NAMESPACE
 from registry.models import PromptVersion, utcnow
 from registry.topology import RedisClient
@@ -63,6 +65,8 @@ class PromptClient:
     exact or ``"prefix/*"`` patterns: it reads, caches and applies changes only for those, so its
     start-up and memory scale with what the service uses; a lookup of any other prompt raises
     :class:`~registry.PromptNotFoundError` saying the client does not serve it.
+    On Redis it reports its presence (:attr:`client_id`, ``client_name``, state, revision served) every
+    ``report_interval`` s and after each change, off the lookup path; ``fleet_report=False``: no report.
 
     The client is safe to share between threads and survives ``os.fork()``: a child gets its own
     connections and listener. Raises :class:`~registry.InvalidInputError` for an unsupported URL or a
@@ -80,7 +84,11 @@ class PromptClient:
         poll_interval: float = 30.0,
         prompts: Iterable[str] | None = None,
         read_from: str | None = None,
+        fleet_report: bool = True,
+        client_name: str | None = None,
+        report_interval: float = DEFAULT_REPORT_INTERVAL,
     ) -> None:
+        self._presence = FleetPresence(fleet_report, client_name, report_interval)
         label = default_label or os.environ.get(LABEL_ENV) or DEFAULT_LABEL
         self._default_label = validate_label(label)
         self._namespace = validate_namespace(namespace or os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE)
@@ -98,6 +106,7 @@ class PromptClient:
         self._registry, self._feed = open_source(url, self._namespace, self._context(), poll_interval, read_from)
         _LIVE_CLIENTS.add(self)
         self._start(start_timeout)
+        self._presence.start(self._registry, self._probe, self._default_label)
 
     @classmethod
     def from_redis(cls, redis_client: RedisClient, **options: Any) -> PromptClient:
@@ -260,6 +269,11 @@ class PromptClient:
         """The label :meth:`get` resolves when none is given."""
         return self._default_label
 
+    @property
+    def client_id(self) -> str:
+        """This client's id in the fleet view: ``<host>:<pid>:<random hex>`` (a forked child gets its own)."""
+        return self._presence.client_id
+
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -271,6 +285,7 @@ class PromptClient:
             return
         self._closed = True
         _LIVE_CLIENTS.discard(self)
+        self._presence.stop()
         self._feed.stop()
         self._status.closed()
         self._write_snapshot(force=True)
@@ -338,7 +353,11 @@ class PromptClient:
         self._status.serving_snapshot()
         return True
 
+    def _probe(self) -> tuple[str, int]:
+        return self._status.state.value, self._cache.rev
+
     def _idle(self) -> None:
+        self._presence.poke()  # after every message the listener handled: a new revision is acknowledged
         if self._snapshot_path is not None and time.monotonic() >= self._snapshot_due:
             self._write_snapshot()
 
@@ -366,6 +385,7 @@ class PromptClient:
         self._status.after_fork("process forked: reconnecting")
         self._feed = self._feed.forked(self._context())
         self._feed.start()
+        self._presence = self._presence.forked(self._registry, self._probe, self._default_label)
 
 
 def _after_fork_in_child() -> None:

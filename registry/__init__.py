@@ -27,6 +27,7 @@ from registry.errors import (
 )
 from registry.factory import PromptRegistryFactory
 from registry.file_store import JsonFilePromptRegistry
+from registry.fleet import FleetMember, FleetWait
 from registry.migration import MigrationResult
 from registry.models import AuditEvent, Prompt, PromptVersion
 from registry.postgres_store import PostgresPromptRegistry
@@ -35,6 +36,8 @@ from registry.redis_store import RedisPromptRegistry
 __all__ = [
     "AuditEvent",
     "DemoError",
+    "FleetMember",
+    "FleetWait",
     "ImportConflictError",
     "InvalidInputError",
     "InvalidNameError",

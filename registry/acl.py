@@ -5,7 +5,9 @@ on a real redis-server by ``tests/test_acl.py``):
 
 ``reader``
     What :class:`client.PromptClient` needs and nothing more: read-only access (``%R~``) to the
-    namespace's keys, SUBSCRIBE on its events channel only, no write command, no PUBLISH, no scripts.
+    namespace's keys, SUBSCRIBE on its events channel only, no PUBLISH, no scripts; the only keys it
+    may write are the fleet presence keys ``{ns}:fleet`` and ``{ns}:fleet:*`` (``%W~``), with the
+    few commands a presence report sends (:data:`PRESENCE_COMMANDS`).
 ``writer``
     The CLI and CI: the write scripts (EVALSHA, SCRIPT LOAD after a NOSCRIPT) and every command the
     scripts run (Redis 7 checks those against the caller's ACL too, PUBLISH on the events channel
@@ -70,6 +72,17 @@ READER_COMMANDS: tuple[str, ...] = (
 )
 """:class:`client.PromptClient`'s commands (plus :data:`CONNECTION_COMMANDS`): no write, no PUBLISH, no scripts."""
 
+PRESENCE_COMMANDS: tuple[str, ...] = (
+    "set",  # its presence record, SET ... PX (client/presence.py, registry/redis_fleet.py, issue 14)
+    "zadd",  # ... and its entry in the {ns}:fleet index
+    "del",  # removing both when the client closes
+    "zrem",
+    "zremrangebyscore",  # dropping index entries not refreshed for a day, once at start
+    "zrange",  # reading the fleet (fleet(), wait_for_fleet(), `promptreg fleet`)
+    "mget",
+)
+"""The reader's presence commands: its write grants apply only to the presence keys (see :func:`presence_key_rules`)."""
+
 WRITER_COMMANDS: tuple[str, ...] = (
     "evalsha",  # every write is one script (RedisPromptRegistry, via redis-py's register_script)
     "script|load",  # register_script's fallback after NOSCRIPT (script cache flushed, failover, restart)
@@ -113,8 +126,8 @@ class Role(StrEnum):
 
 
 _DESCRIPTIONS = {
-    Role.READER: "PromptClient: read the namespace's keys (read-only), SUBSCRIBE to its events channel; "
-    "no write, no PUBLISH, no scripts",
+    Role.READER: "PromptClient: read the namespace's keys (read-only), SUBSCRIBE to its events channel, "
+    "write only the fleet presence keys; no PUBLISH, no scripts",
     Role.WRITER: "CLI/CI: run the write scripts (EVALSHA, SCRIPT LOAD) and the commands they run, "
     "PUBLISH on the events channel, read history and exports; only the namespace's keys",
     Role.ADMIN: "writer + the namespace wipe (SCAN, UNLINK); only the namespace's keys",
@@ -163,6 +176,12 @@ def parse_server_version(text: str) -> tuple[int, int]:
     return version
 
 
+def presence_key_rules(namespace: str = DEFAULT_NAMESPACE) -> tuple[str, ...]:
+    """The reader's write-only key patterns: the fleet index and the presence records, nothing else."""
+    keys = Keyspace(namespace)
+    return (f"%W~{keys.fleet}", f"%W~{keys.member('*')}")
+
+
 def role_rules(
     namespace: str = DEFAULT_NAMESPACE, *, server_version: tuple[int, int] = DEFAULT_SERVER_VERSION
 ) -> tuple[RoleRules, ...]:
@@ -180,22 +199,22 @@ def role_rules(
     key_pattern = f"{keys.prefix}:*"
     channel = f"&{keys.channel}"
     base = CONNECTION_COMMANDS + (SETINFO_COMMANDS if server_version >= (7, 2) else ())
-    reader = _unique(base + READER_COMMANDS)
+    reader = _unique(base + READER_COMMANDS + PRESENCE_COMMANDS)
     writer = _unique(reader + WRITER_COMMANDS)
     admin = _unique(writer + ADMIN_COMMANDS)
     grants = {
-        Role.READER: (f"%R~{key_pattern}", reader),
-        Role.WRITER: (f"~{key_pattern}", writer),
-        Role.ADMIN: (f"~{key_pattern}", admin),
+        Role.READER: ((f"%R~{key_pattern}", channel, *presence_key_rules(namespace)), reader),
+        Role.WRITER: ((f"~{key_pattern}", channel), writer),
+        Role.ADMIN: ((f"~{key_pattern}", channel), admin),
     }
     return tuple(
         RoleRules(
             role=role,
             user=f"{namespace}-{role.value}",
             description=_DESCRIPTIONS[role],
-            rules=(key_rule, channel, *(f"+{command}" for command in commands)),
+            rules=(*key_rules, *(f"+{command}" for command in commands)),
         )
-        for role, (key_rule, commands) in grants.items()
+        for role, (key_rules, commands) in grants.items()
     )
 
 

@@ -6,8 +6,9 @@ backend refuses the same input with the same typed error, before anything is wri
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
@@ -19,6 +20,7 @@ from registry.errors import (
     RollbackUnavailableError,
     VersionNotFoundError,
 )
+from registry.fleet import FleetMember, FleetWait
 from registry.migration import MigrationResult
 from registry.models import AuditEvent, Prompt, PromptVersion, utcnow
 from registry.validation import (
@@ -194,6 +196,62 @@ class PromptRegistry(ABC):
         validate_name(name)
         return self._history(name)
 
+    # -- the fleet: which client serves which revision ---------------------------------------------
+
+    def fleet(self) -> list[FleetMember]:
+        """Every :class:`client.PromptClient` reporting its presence, by name, host and pid.
+
+        Only the Redis backend keeps presence; the JSON file and PostgreSQL return ``[]`` (their
+        clients do not report). Raises :class:`~registry.RegistryUnavailableError` when the store
+        cannot be reached.
+        """
+        return []
+
+    def wait_for_fleet(self, rev: int | None = None, *, timeout: float = 5.0) -> FleetWait:
+        """Wait until every client in :meth:`fleet` serves revision ``rev`` (default: the current one).
+
+        The clients are those present when the wait begins; each acknowledges a change by reporting
+        right after it applied it. Returns after ``timeout`` seconds at most, with the clients that
+        reached ``rev``, those still lagging, and those gone meanwhile (record expired or removed).
+        With no client reporting the wait is complete at once, with nobody reached. Raises
+        :class:`~registry.InvalidInputError` for a negative ``rev`` or ``timeout`` and
+        :class:`~registry.RegistryUnavailableError`.
+        """
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+            raise InvalidInputError(f"timeout must be >= 0 seconds, got {timeout!r}")
+        started = time.monotonic()
+        if rev is None:
+            rev = self._revision()  # read before the fleet: an acknowledgement seen after it counts
+        elif isinstance(rev, bool) or not isinstance(rev, int) or rev < 0:
+            raise InvalidInputError(f"rev must be an integer >= 0, got {rev!r}")
+        reached: list[str] = []
+        pending: list[str] = []
+        for present in self.fleet():
+            (reached if present.rev >= rev else pending).append(present.client_id)
+        gone: list[str] = []
+        delay = 0.001
+        while pending:
+            remaining = timeout - (time.monotonic() - started)
+            if remaining <= 0:
+                break
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.05)  # acknowledgements come within milliseconds; then poll gently
+            fresh = self._fleet_members(pending)
+            still: list[str] = []
+            for client_id in pending:
+                member = fresh.get(client_id)
+                if member is None:
+                    gone.append(client_id)
+                elif member.rev >= rev:
+                    reached.append(client_id)
+                else:
+                    still.append(client_id)
+            pending = still
+        return FleetWait(
+            rev=rev, reached=sorted(reached), lagging=sorted(pending), gone=sorted(gone),
+            elapsed=time.monotonic() - started,
+        )  # fmt: skip
+
     def migrate(self, *, rebuild: bool = False) -> MigrationResult:
         """Bring stored data up to this version's layout; idempotent (``promptreg migrate``).
 
@@ -278,6 +336,15 @@ class PromptRegistry(ABC):
         if found is None:
             raise VersionNotFoundError(name, version)
         return found
+
+    def _revision(self) -> int:
+        """The registry's current revision; backends read it directly (this walks every history)."""
+        return max((e.rev for name in self._list_prompts() for e in self._history(name)), default=0)
+
+    def _fleet_members(self, client_ids: Iterable[str]) -> dict[str, FleetMember | None]:
+        """The current record of each client (``None``: gone); backends may read only those."""
+        current = {member.client_id: member for member in self.fleet()}
+        return {client_id: current.get(client_id) for client_id in client_ids}
 
     @abstractmethod
     def _list_prompts(self) -> list[str]: ...

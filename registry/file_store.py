@@ -255,6 +255,10 @@ class JsonFilePromptRegistry(PromptRegistry):
     def _list_prompts(self) -> list[str]:
         return list(self._read().prompts)
 
+    def _revision(self) -> int:
+        # No fleet here: clients of a file do not report presence (fleet() is [], documented).
+        return self._read().rev
+
     def _history(self, name: str) -> list[AuditEvent]:
         return list(_prompt(self._read(), name).history)
 

@@ -25,6 +25,9 @@ key                                  type        what
 ``{ns}:ix:labels``                   set         index: label names with at least one entry
 ``{ns}:ix:format``                   string      index format (``1``): present once the index is
                                                  complete (``migrate``, or a registry created with it)
+``{ns}:fleet``                       zset        presence index: ``client_id -> last report`` (ms)
+``{ns}:fleet:<client_id>``           string      one client's presence record (msgpack), with a TTL
+                                                 of 3 report intervals (:mod:`registry.redis_fleet`)
 ===================================  ==========  ==================================================
 
 The ``ix`` keys are the *index*: the write scripts keep it equal to the per-prompt keys in the same
@@ -128,3 +131,14 @@ class Keyspace:
     def index_format(self) -> str:
         """The index's format number; the key exists only once the index is complete."""
         return f"{self.prefix}:ix:format"
+
+    # -- fleet presence (written by each client, on its own connection) ------------------------------
+
+    @property
+    def fleet(self) -> str:
+        """Sorted set ``client_id -> time of its last report (ms)``: who reports (see :meth:`member`)."""
+        return f"{self.prefix}:fleet"
+
+    def member(self, client_id: str) -> str:
+        """One client's presence record (msgpack), expiring ``3 * report_interval`` after its last report."""
+        return f"{self.prefix}:fleet:{client_id}"

@@ -374,6 +374,13 @@ class PostgresPromptRegistry(PromptRegistry):
             rows = conn.execute("SELECT name FROM promptreg_prompts WHERE namespace = %s", (self.namespace,))
             return [row[0] for row in rows]
 
+    def _revision(self) -> int:
+        # No fleet on PostgreSQL (fleet() is [], docs/postgres.md): this only names the revision waited for.
+        with self._session() as conn:
+            rows = conn.execute("SELECT rev FROM promptreg_namespaces WHERE namespace = %s", (self.namespace,))
+            row = rows.fetchone()
+            return int(row[0]) if row else 0
+
     def _history(self, name: str) -> list[AuditEvent]:
         with self._read() as conn:
             if conn.execute(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,10 +34,12 @@ from registry.errors import (
     RollbackUnavailableError,
     VersionNotFoundError,
 )
+from registry.fleet import FleetMember
 from registry.keys import DEFAULT_NAMESPACE, Keyspace
 from registry.migration import MigrationResult
 from registry.models import AuditEvent, Prompt, PromptVersion
 from registry.redis_errors import map_redis_errors
+from registry.redis_fleet import read_fleet, read_members
 from registry.redis_index import build_index
 from registry.replication import durable, run_and_wait
 from registry.topology import RedisClient, connect, is_cluster, parse_redis_url
@@ -424,6 +426,20 @@ class RedisPromptRegistry(PromptRegistry):
         if not fields:
             raise VersionNotFoundError(name, version)
         return version_from_hash(name, version, fields)
+
+    def fleet(self) -> list[FleetMember]:
+        """The clients reporting presence (``{ns}:fleet``, :mod:`registry.redis_fleet`); expired ones
+        are left out (and dropped from the index). Raises :class:`~registry.RegistryUnavailableError`."""
+        with self._translate():
+            return read_fleet(self.redis, self.keys)
+
+    def _fleet_members(self, client_ids: Iterable[str]) -> dict[str, FleetMember | None]:
+        with self._translate():
+            return read_members(self.redis, self.keys, client_ids)
+
+    def _revision(self) -> int:
+        with self._translate():
+            return int(self.redis.get(self.keys.rev) or 0)
 
     def migrate(self, *, rebuild: bool = False) -> MigrationResult:
         """Build the index (``{ns}:ix:*``) a registry written by 0.1.0 lacks; idempotent.

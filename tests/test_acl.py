@@ -1,8 +1,9 @@
 """The ACL roles of :mod:`registry.acl`, proven on a real redis-server, and ``promptreg acl``'s output.
 
 The three users are created from ``acl_setuser_args`` (the same source ``promptreg acl`` prints), then:
-the client goes live as ``reader`` and the server logs no refusal for it; ``reader`` cannot write,
-run a script, PUBLISH or read another namespace; the CLI's whole workflow runs as ``writer``;
+the client goes live as ``reader``, reports its fleet presence, and the server logs no refusal for it;
+``reader`` can write its presence keys and nothing else, cannot run a script, PUBLISH or read another
+namespace; the CLI's whole workflow runs as ``writer``;
 ``writer`` cannot touch another namespace nor run the namespace wipe; ``admin`` can. Every refusal
 is checked to have left the stored data unchanged (every key of both namespaces, byte for byte).
 """
@@ -28,6 +29,7 @@ from registry import InvalidInputError, InvalidNameError, PromptRegistryError, R
 from registry.acl import (
     ADMIN_COMMANDS,
     PASSWORD_PLACEHOLDER,
+    PRESENCE_COMMANDS,
     READER_COMMANDS,
     WRITER_COMMANDS,
     Role,
@@ -37,7 +39,10 @@ from registry.acl import (
     role_rules,
 )
 from registry.cli import cli
+from registry.fleet import FleetMember
 from registry.keys import Keyspace
+from registry.models import utcnow
+from registry.redis_fleet import read_fleet, remove, report
 from tests.redis_server import RedisServer, wait_until
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "registry" / "lua"
@@ -83,6 +88,7 @@ class Users:
                     b"hash": self.root.hgetall,
                     b"set": self.root.smembers,
                     b"stream": self.root.xrange,
+                    b"zset": lambda k: self.root.zrange(k, 0, -1, withscores=True),
                 }
                 out[key] = (kind, readers[kind if isinstance(kind, bytes) else kind.encode()](key))
         return out
@@ -145,8 +151,12 @@ def test_client_goes_live_as_reader_and_follows_a_label_move(users: Users) -> No
             # The safety poll (poll_interval=0.2) and the subscriber's PING also run on the reader's rights.
             assert wait_until(lambda: "ping" in users.last_commands(Role.READER), timeout=5)
             assert client.status().state.value == "live", client.status()
+            # Its presence reports and acknowledgements run on the reader's rights too.
+            assert wait_until(lambda: [m.client_id for m in writer.fleet()] == [client.client_id], timeout=5)
+            assert writer.wait_for_fleet(timeout=5).complete
         finally:
             client.close()
+        assert writer.fleet() == []  # close() removed its record, as reader
     # The reader was never refused anything: what the client sends is exactly what the role grants.
     assert users.denials(Role.READER) == []
 
@@ -186,9 +196,45 @@ def test_reader_cannot_write_run_scripts_publish_or_read_another_namespace(users
             users.refused(lambda: other_reader.get_version("critic", version=1), PromptRegistryError)
 
 
+def _presence(client_id: str) -> FleetMember:
+    now = utcnow()
+    return FleetMember(
+        client_id=client_id, host="h", pid=1, label="production", library_version="t", state="live", rev=1,
+        started_at=now, last_seen=now, report_interval=5.0,
+    )  # fmt: skip
+
+
+@pytest.mark.redis
+def test_reader_writes_its_presence_keys_and_nothing_else(users: Users) -> None:
+    with users.registry(Role.WRITER) as writer:
+        _seed(writer)
+    keys, other = Keyspace(users.namespace), Keyspace(users.other)
+    reader = users.conn(Role.READER)
+    try:
+        report(reader, keys, _presence("h:1:aa"))  # SET ... PX and ZADD, as the client sends them
+        assert [m.client_id for m in read_fleet(reader, keys)] == ["h:1:aa"]
+        assert 0 < users.root.pttl(keys.member("h:1:aa")) <= 15_000
+        remove(reader, keys, "h:1:aa")
+        assert read_fleet(reader, keys) == []
+        # The same commands on any other key of its namespace, or on another namespace's fleet: refused.
+        users.refused(lambda: reader.set(keys.label("critic", "production"), 2))
+        users.refused(lambda: reader.set(keys.rev, 99))
+        users.refused(lambda: reader.delete(keys.version("critic", 1)))
+        users.refused(lambda: reader.set(keys.prefix + ":fleetish", 1))
+        users.refused(lambda: reader.zadd(keys.index_latest, {"critic": 9}))
+        users.refused(lambda: report(reader, other, _presence("h:1:aa")))
+        # ... and other write commands on its presence keys.
+        users.refused(lambda: reader.hset(keys.member("h:1:bb"), "rev", 1))
+        users.refused(lambda: reader.append(keys.member("h:1:bb"), "x"))
+        users.refused(lambda: reader.rename(keys.fleet, keys.member("h:1:cc")))
+    finally:
+        reader.close()
+
+
 @pytest.mark.redis
 def test_roles_hold_no_command_the_server_calls_write_scripting_or_dangerous(users: Users) -> None:
-    """The server's own command categories judge the reader: no write, no scripting, no PUBLISH."""
+    """The server's own command categories judge the reader: no scripting, no PUBLISH, and the only
+    writes are the presence commands (allowed on the presence keys alone: the test above)."""
 
     def category(name: str) -> set[str]:
         return {raw.decode() if isinstance(raw, bytes) else str(raw) for raw in users.root.acl_cat(name)}
@@ -196,7 +242,9 @@ def test_roles_hold_no_command_the_server_calls_write_scripting_or_dangerous(use
     rules = acl_rules(users.namespace)
     reader = {rule[1:] for rule in rules["reader"] if rule.startswith("+")}
     writer = {rule[1:] for rule in rules["writer"] if rule.startswith("+")}
-    assert reader & (category("write") | category("scripting")) == set()
+    assert reader & category("scripting") == set()
+    assert reader & category("write") == set(PRESENCE_COMMANDS) & category("write") == {"set", "zadd", "del", "zrem",
+                                                                                        "zremrangebyscore"}  # fmt: skip
     assert reader & {"publish", "spublish", "eval", "evalsha", "fcall", "function", "script|load"} == set()
     assert (reader | writer) & category("dangerous") == {"info", "role"} & category("dangerous")
     assert {"scan", "unlink", "keys", "flushdb", "flushall"} & writer == set()
@@ -280,9 +328,13 @@ def test_scripts_run_only_commands_the_writer_has() -> None:
 
 def test_roles_nest_and_use_the_namespace_hash_tag() -> None:
     rules = acl_rules("shop")
-    assert rules["reader"][:2] == ["%R~{shop}:*", "&{shop}:events"]
+    assert rules["reader"][:4] == ["%R~{shop}:*", "&{shop}:events", "%W~{shop}:fleet", "%W~{shop}:fleet:*"]
     assert rules["writer"][:2] == rules["admin"][:2] == ["~{shop}:*", "&{shop}:events"]
-    assert set(rules["reader"][2:]) < set(rules["writer"][2:]) < set(rules["admin"][2:])
+
+    def grants(role: str) -> set[str]:
+        return {rule for rule in rules[role] if rule.startswith("+")}
+
+    assert grants("reader") < grants("writer") < grants("admin")
     assert {f"+{c}" for c in READER_COMMANDS + WRITER_COMMANDS + ADMIN_COMMANDS} <= set(rules["admin"])
     assert "+client|setinfo" in rules["reader"]
     assert "+client|setinfo" not in acl_rules("shop", server_version=(7, 0))["reader"]

@@ -14,6 +14,8 @@ import registry
 PUBLIC_NAMES = [
     "AuditEvent",
     "DemoError",
+    "FleetMember",
+    "FleetWait",
     "ImportConflictError",
     "InvalidInputError",
     "InvalidNameError",
