@@ -122,6 +122,7 @@ class Cache:
         *,
         only_if_empty: bool = False,
         versions: dict[tuple[str, int], PromptVersion] | None = None,
+        events: bool = True,
     ) -> list[ChangeEvent] | None:
         """Replace the whole state with the registry's state at revision ``rev``.
 
@@ -130,7 +131,9 @@ class Cache:
         given, replaces every version remembered so far: the registry's history changed (a restore),
         so a version number may now stand for another text. A full state is authoritative and is
         taken even when its revision is lower (the registry was restored). With ``only_if_empty``
-        nothing happens if a state was loaded before (returns ``None``).
+        nothing happens if a state was loaded before (returns ``None``). Returns the changes as
+        events (:func:`diff_pointers`), or ``[]`` without computing them when ``events`` is false
+        (no one listens: at 100k prompts the difference costs more than the swap).
         """
         store = self.versions
         if versions is not None:  # keep the instances that did not change (``get(...) is`` stays true)
@@ -165,7 +168,7 @@ class Cache:
             self.loaded = True
             self._settled = False
             self._held = False
-        return _diff(old_pointers, pointers, rev)
+        return diff_pointers(old_pointers, pointers, rev) if events else []
 
     def settle(self) -> None:
         """The messages buffered while the last full state was read are drained.
@@ -331,7 +334,10 @@ def _diff_prompt(
     return events
 
 
-def _diff(old: Mapping[str, Mapping[str, int]], new: Mapping[str, Mapping[str, int]], rev: int) -> list[ChangeEvent]:
+def diff_pointers(
+    old: Mapping[str, Mapping[str, int]], new: Mapping[str, Mapping[str, int]], rev: int
+) -> list[ChangeEvent]:
+    """The events that turn the pointers ``old`` into ``new`` (at revision ``rev``), by name then label."""
     events: list[ChangeEvent] = []
     for name in sorted(old.keys() | new.keys()):
         before, after = old.get(name), new.get(name)

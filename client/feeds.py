@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from client.cache import Cache, ChangeEvent
+from client.cache import Cache, ChangeEvent, Pointers, diff_pointers
 from client.status import StatusTracker
 from registry.file_store import JsonFilePromptRegistry
 from registry.models import PromptVersion
@@ -34,16 +34,19 @@ every ``RECONNECT_CAP / 2`` seconds: 2.5 connection attempts per second per clie
 
 @dataclass(frozen=True, slots=True)
 class FeedContext:
-    """What a feed updates: the cache, the status, and two hooks of the client.
+    """What a feed updates: the cache, the status, and hooks of the client.
 
     ``notify`` receives the events of each applied change (called on the feed thread, no lock
-    held); ``idle`` is called often from the feed thread (the client writes its snapshot there).
+    held); ``idle`` is called often from the feed thread (the client writes its snapshot there);
+    ``listening`` says whether anyone takes events: after a full state is swapped in, the
+    difference with the old one is computed only then (at 100k prompts it costs more than the swap).
     """
 
     cache: Cache
     status: StatusTracker
     notify: Callable[[list[ChangeEvent]], None]
     idle: Callable[[], None]
+    listening: Callable[[], bool] = lambda: True
 
 
 class Backoff:
@@ -142,6 +145,18 @@ class Feed:
         if changed:
             logger.warning("promptreg %s %s: %s", self.kind, self._name, reason)
 
+    def _replaced(self, before: Pointers) -> None:
+        """After a full state replaced ``before``: notify what changed, if anyone listens.
+
+        Asked after the swap, so a callback registered before the new state was visible gets it.
+        """
+        context = self.context
+        if context.listening():
+            cache = context.cache
+            events = diff_pointers(before, cache.pointers, cache.rev)
+            if events:
+                context.notify(events)
+
     def _trusted(self) -> None:
         """The registry's state was just taken: end any hold."""
         if self.holding is not None:
@@ -217,9 +232,9 @@ class FileFeed(Feed):
         if empty is not None:
             self._hold(empty)
             return
-        events = cache.replace(state.rev, pointers, versions=versions)
+        before = cache.pointers
+        cache.replace(state.rev, pointers, versions=versions, events=False)
         self._trusted()
         self.context.status.resynced()
         self.context.status.live()
-        if events:
-            self.context.notify(events)
+        self._replaced(before)

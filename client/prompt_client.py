@@ -307,7 +307,7 @@ class PromptClient:
     # -- internals -----------------------------------------------------------------------------------
 
     def _context(self) -> FeedContext:
-        return FeedContext(self._cache, self._status, self._notify, self._idle)
+        return FeedContext(self._cache, self._status, self._notify, self._idle, lambda: bool(self._callbacks))
 
     def _start(self, start_timeout: float) -> None:
         started = time.monotonic()

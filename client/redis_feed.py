@@ -270,16 +270,17 @@ class RedisFeed(Feed):
             self._hold(problem)
             self._recheck_at = time.monotonic() + HOLD_RECHECK
             return
+        before = cache.pointers
         if state.anchor_found:  # the same history, grown: versions cached are still the registry's
             missing = cache.missing_versions(state.pointers)
             for (name, _number), version in fetch_versions(client, self.keys, missing).items():
                 if version is not None:
                     cache.add_version(name, version)
-            events = cache.replace(state.rev, state.pointers)
+            cache.replace(state.rev, state.pointers, events=False)
         else:  # another history (restore, other data set) or unknown: a version number may be another text
             pairs = {(n, v) for n, labels in state.pointers.items() for v in labels.values()}
             fresh = {pair: v for pair, v in fetch_versions(client, self.keys, pairs).items() if v is not None}
-            events = cache.replace(state.rev, state.pointers, versions=fresh)
+            cache.replace(state.rev, state.pointers, versions=fresh, events=False)
         self._known = (state.rev, None if state.head is None else state.head.entry_id)
         self._anchor = self._known[1]
         self._last_applied = None
@@ -290,8 +291,7 @@ class RedisFeed(Feed):
             logger.warning("promptreg: %s", UNMIGRATED)
         logger.debug("promptreg: resynced to rev %d (%s)", state.rev, reason)
         self._mark_backlog()
-        if events:
-            context.notify(events)
+        self._replaced(before)
 
     def _mark_backlog(self) -> None:
         """PING with a fresh marker: its PONG comes after every message published before the read."""

@@ -172,12 +172,19 @@ def fetch_versions(
 ) -> dict[tuple[str, int], PromptVersion | None]:
     """Read versions by ``(name, number)``; ``None`` for a version that does not exist.
 
-    Pipelines of :data:`CHUNK` ``HMGET`` s of the fields a version is built from (the ``sha256`` is
-    not sent). Versions are built with :meth:`PromptVersion.trusted`: the registry validated them
-    when they were written. Raises redis-py errors on I/O failure and
-    :class:`~registry.RegistryCorruptError` for a hash that is not a version.
+    One ``HMGET`` per version of the fields it is built from (the ``sha256`` is not sent), in
+    chunks of :data:`CHUNK` commands. On a single server (or a Sentinel-managed one) the chunks are
+    *streamed* on one connection: chunk ``k + 1`` is sent before the replies of chunk ``k`` are read
+    and built, so the server works while this thread builds versions, and each command stays O(1)
+    for the server (nothing stalls other clients). Other clients (a cluster) use plain pipelines.
+    Versions are built with :meth:`PromptVersion.trusted`: the registry validated them when they
+    were written. Raises redis-py errors on I/O failure (the connection is then dropped, never reused
+    mid-reply) and :class:`~registry.RegistryCorruptError` for a hash that is not a version.
     """
-    wanted = sorted(set(pairs))
+    wanted = list(pairs if isinstance(pairs, (set, frozenset)) else dict.fromkeys(pairs))
+    build = _VersionBuilder()
+    if isinstance(client, redis.Redis) and _streams(client):
+        return _stream(client, keys, wanted, build)
     found: dict[tuple[str, int], PromptVersion | None] = {}
     for start in range(0, len(wanted), CHUNK):
         chunk = wanted[start : start + CHUNK]
@@ -185,26 +192,89 @@ def fetch_versions(
         for name, number in chunk:
             pipe.hmget(keys.version(name, number), _VERSION_FIELDS)
         for (name, number), values in zip(chunk, pipe.execute(), strict=True):
-            found[name, number] = _version(name, number, values)
+            found[name, number] = build(name, number, values)
+    return found
+
+
+def _streams(client: redis.Redis) -> bool:
+    """Whether ``client`` hands out plain connections (``send_packed_command`` / ``read_response``)."""
+    return isinstance(getattr(client, "connection_pool", None), redis.ConnectionPool)
+
+
+def _stream(
+    client: redis.Redis, keys: Keyspace, wanted: list[tuple[str, int]], build: _VersionBuilder
+) -> dict[tuple[str, int], PromptVersion | None]:
+    found: dict[tuple[str, int], PromptVersion | None] = {}
+    if not wanted:
+        return found
+    pool: Any = client.connection_pool
+    conn: Any = pool.get_connection()
+    chunks = [wanted[start : start + CHUNK] for start in range(0, len(wanted), CHUNK)]
+    encode = conn.encoder.encode
+    prefix = keys.version_prefix
+
+    def packed(chunk: list[tuple[str, int]]) -> list[bytes]:
+        # RESP by hand: every command is HMGET <key> <the same fields>; redis-py's packer costs
+        # more per command than building the version.
+        keys_ = [encode(f"{prefix(name)}{number}") for name, number in chunk]
+        return [b"".join([b"%b$%d\r\n%b\r\n%b" % (_HMGET_HEAD, len(key), key, _HMGET_TAIL) for key in keys_])]
+
+    try:
+        conn.send_packed_command(packed(chunks[0]))
+        read = conn.read_response
+        for index, chunk in enumerate(chunks):
+            if index + 1 < len(chunks):  # keep the server busy while this chunk is built
+                conn.send_packed_command(packed(chunks[index + 1]))
+            replies = [read() for _ in chunk]
+            for (name, number), values in zip(chunk, replies, strict=True):
+                found[name, number] = build(name, number, values)
+    except BaseException:
+        conn.disconnect()  # replies may still be on their way: never hand this connection out again as is
+        raise
+    finally:
+        pool.release(conn)
     return found
 
 
 _VERSION_FIELDS = ("prompt_text", "created_at", "author", "message", "metadata")
+_EMPTY_MAP = msgpack.packb({})
+_HMGET_HEAD = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(_VERSION_FIELDS))
+_HMGET_TAIL = b"".join(b"$%d\r\n%b\r\n" % (len(field), field.encode()) for field in _VERSION_FIELDS)
 
 
-def _version(name: str, number: int, values: list[bytes | None]) -> PromptVersion | None:
-    text, created, author, message, metadata = values
-    if text is None and created is None:
-        return None  # no such hash
-    try:
-        at = datetime.fromisoformat(created.decode("ascii"))  # type: ignore[union-attr]
-        return PromptVersion.trusted(
-            number,
-            text.decode("utf-8"),  # type: ignore[union-attr]
-            at if at.tzinfo is UTC else at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC),
-            None if author is None else author.decode("utf-8"),
-            None if message is None else message.decode("utf-8"),
-            {} if metadata is None else msgpack.unpackb(metadata, raw=False),
-        )
-    except (AttributeError, ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise RegistryCorruptError(f"version {number} of prompt {name!r} is not readable: {exc!r}") from exc
+class _VersionBuilder:
+    """Builds :class:`PromptVersion` s from ``HMGET`` replies; parses each distinct ``created_at`` once.
+
+    Versions written together (an import, a migration) share their timestamp: one immutable
+    ``datetime`` serves them all, which saves the parse and the memory.
+    """
+
+    __slots__ = ("_times",)
+
+    def __init__(self) -> None:
+        self._times: dict[bytes, datetime] = {}
+
+    def __call__(self, name: str, number: int, values: list[bytes | None]) -> PromptVersion | None:
+        text, created, author, message, metadata = values
+        if text is None or created is None:
+            if text is None and created is None:
+                return None  # no such hash
+            raise RegistryCorruptError(f"version {number} of prompt {name!r} is not readable: a field is missing")
+        try:
+            at = self._times.get(created)
+            if at is None:
+                at = self._times[created] = _utc(datetime.fromisoformat(created.decode("ascii")))
+            return PromptVersion.trusted(
+                number,
+                text.decode("utf-8"),
+                at,
+                None if author is None else author.decode("utf-8"),
+                None if message is None else message.decode("utf-8"),
+                {} if metadata is None or metadata == _EMPTY_MAP else msgpack.unpackb(metadata, raw=False),
+            )
+        except (AttributeError, ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise RegistryCorruptError(f"version {number} of prompt {name!r} is not readable: {exc!r}") from exc
+
+
+def _utc(at: datetime) -> datetime:
+    return at if at.tzinfo is UTC else at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)

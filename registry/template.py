@@ -26,16 +26,21 @@ class Template:
     __slots__ = ("format_string", "variables")
 
     def __init__(self, text: str) -> None:
-        # One C-level split: literals at even positions, variable names at odd ones. A cache of
-        # 100k versions builds 100k templates at start-up, so no Python loop per character.
+        # A cache of 100k versions builds 100k templates at start-up: no Python loop per character.
+        if "{{" not in text:  # no placeholder: the format string is the text itself when it has no brace
+            self.variables: frozenset[str] = _NO_VARIABLES
+            """Every variable name the template uses."""
+            self.format_string: str = text.replace("{", "{{").replace("}", "}}") if "{" in text or "}" in text else text
+            """The template as a ``str.format`` string: ``format_string.format_map(values)`` renders it."""
+            return
+        # One C-level split: literals at even positions, variable names at odd ones.
         pieces = _PLACEHOLDER.split(text)
         names = pieces[1::2]
-        self.variables: frozenset[str] = frozenset(names)
-        """Every variable name the template uses."""
-        pieces[0::2] = [literal.replace("{", "{{").replace("}", "}}") for literal in pieces[0::2]]
+        self.variables = _variable_set(names)
+        if text.count("{") != 2 * len(names) or text.count("}") != 2 * len(names):  # a literal has a brace
+            pieces[0::2] = [literal.replace("{", "{{").replace("}", "}}") for literal in pieces[0::2]]
         pieces[1::2] = ["{" + name + "!s}" for name in names]
-        self.format_string: str = "".join(pieces)
-        """The template as a ``str.format`` string: ``format_string.format_map(values)`` renders it."""
+        self.format_string = "".join(pieces)
 
     # Equal texts parse to equal templates, so models holding a Template are equal when their
     # fields are. The format string determines the template: literals and placeholders alike.
@@ -54,6 +59,22 @@ class Template:
         variable when any is absent.
         """
         return render_format(self.format_string, self.variables, values)
+
+
+_NO_VARIABLES: frozenset[str] = frozenset()
+_VARIABLE_SETS: dict[tuple[str, ...], frozenset[str]] = {}
+_VARIABLE_SETS_MAX = 4096
+
+
+def _variable_set(names: list[str]) -> frozenset[str]:
+    """``frozenset(names)``, one shared instance per sequence of names (templates mostly share them)."""
+    key = tuple(names)
+    found = _VARIABLE_SETS.get(key)
+    if found is None:
+        if len(_VARIABLE_SETS) >= _VARIABLE_SETS_MAX:  # bounded: an unusual registry only loses the sharing
+            _VARIABLE_SETS.clear()
+        found = _VARIABLE_SETS[key] = frozenset(names)
+    return found
 
 
 def render_format(format_string: str, names: frozenset[str], values: Mapping[str, Any]) -> str:
