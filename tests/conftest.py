@@ -95,3 +95,10 @@ def namespace() -> str:
 @pytest.fixture
 def registry_file(tmp_path: Path) -> Path:
     return tmp_path / "registry.json"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The PostgreSQL ``initdb`` template of this run is removed with it (its servers are stopped)."""
+    from registry.cli.local_postgres import remove_template
+
+    remove_template()
