@@ -283,14 +283,9 @@ class Cache:
 
 
 def _same_or(old: PromptVersion | None, new: PromptVersion) -> PromptVersion:
-    """``old`` if it is the same version as ``new`` (same text, time, author, message, metadata)."""
-    if old is not None and (old.prompt_text, old.created_at, old.author, old.message, old.metadata) == (
-        new.prompt_text,
-        new.created_at,
-        new.author,
-        new.message,
-        new.metadata,
-    ):
+    """``old`` if it is the same version as ``new`` (same content, time, author, message, metadata)."""
+    fields = ("prompt_text", "created_at", "author", "message", "metadata", "messages", "config")
+    if old is not None and all(getattr(old, f) == getattr(new, f) for f in fields):
         return old
     return new
 
@@ -303,7 +298,7 @@ def _pointer_change(message: ChangeMessage, known: Mapping[str, int] | None) -> 
     if known is None:
         validate_name(message.prompt)
     op = message.op
-    if op == "create_prompt":
+    if op in ("create_prompt", "set_compatibility"):  # no label moves
         return None, None
     if op == "add_version":
         if message.version is None:

@@ -200,7 +200,8 @@ class PostgresFeed(Feed):
     def _fetch_one(self, name: str, number: int) -> PromptVersion | None:
         with map_postgres_errors():
             row = self._reader.execute(
-                "SELECT version, prompt_text, author, message, metadata, created_at FROM promptreg_versions "
+                "SELECT version, prompt_text, author, message, metadata, created_at, messages, config "
+                "FROM promptreg_versions "
                 "WHERE namespace = %s AND name = %s AND version = %s",
                 (self.registry.namespace, name, number),
             ).fetchone()
@@ -312,7 +313,8 @@ class PostgresFeed(Feed):
             return {}
         names, numbers = zip(*sorted(wanted), strict=True)
         rows = conn.execute(
-            "SELECT v.name, v.version, v.prompt_text, v.author, v.message, v.metadata, v.created_at "
+            "SELECT v.name, v.version, v.prompt_text, v.author, v.message, v.metadata, v.created_at, v.messages, "
+            "v.config "
             "FROM promptreg_versions v JOIN unnest(%s::text[], %s::int[]) AS w(name, version) "
             "ON v.name = w.name AND v.version = w.version WHERE v.namespace = %s",
             (list(names), list(numbers), self.registry.namespace),

@@ -162,11 +162,13 @@ class PromptClient:
         version: int | None = None,
         fallback: str | None = None,
         **variables: Any,
-    ) -> str:
-        """``get(name, label, version=version, fallback=fallback).render(**variables)``.
+    ) -> str | list[dict[str, str]]:
+        """``get(name, label, version=version, fallback=fallback).render(**variables)``: a ``str`` for
+        a text version, a list of ``{"role", "content"}`` messages for a chat version (placeholders
+        take a list of messages passed by name).
 
         Raises what :meth:`get` raises, and :class:`~registry.MissingVariableError` naming every
-        template variable not given (a ``fallback`` text is a template too).
+        template variable (and placeholder) not given (a ``fallback`` text is a template too).
         """
         return self.get(name, label, version=version, fallback=fallback).render(**variables)
 

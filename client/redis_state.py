@@ -236,7 +236,7 @@ def _stream(
     return found
 
 
-_VERSION_FIELDS = ("prompt_text", "created_at", "author", "message", "metadata")
+_VERSION_FIELDS = ("prompt_text", "created_at", "author", "message", "metadata", "messages", "config")
 _EMPTY_MAP = msgpack.packb({})
 _HMGET_HEAD = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(_VERSION_FIELDS))
 _HMGET_TAIL = b"".join(b"$%d\r\n%b\r\n" % (len(field), field.encode()) for field in _VERSION_FIELDS)
@@ -255,7 +255,7 @@ class _VersionBuilder:
         self._times: dict[bytes, datetime] = {}
 
     def __call__(self, name: str, number: int, values: list[bytes | None]) -> PromptVersion | None:
-        text, created, author, message, metadata = values
+        text, created, author, message, metadata, chat, config = values
         if text is None or created is None:
             if text is None and created is None:
                 return None  # no such hash
@@ -271,6 +271,8 @@ class _VersionBuilder:
                 None if author is None else author.decode("utf-8"),
                 None if message is None else message.decode("utf-8"),
                 {} if metadata is None or metadata == _EMPTY_MAP else msgpack.unpackb(metadata, raw=False),
+                None if chat is None else tuple(msgpack.unpackb(chat, raw=False)),
+                None if config is None else msgpack.unpackb(config, raw=False),
             )
         except (AttributeError, ValueError, TypeError, msgpack.UnpackException) as exc:
             raise RegistryCorruptError(f"version {number} of prompt {name!r} is not readable: {exc!r}") from exc

@@ -4,7 +4,10 @@ The file is one msgpack map::
 
     {"format": "promptreg-client-snapshot", "schema": 1, "namespace": str, "rev": int,
      "written_at": float, "pointers": {name: {label: number}},
-     "versions": [[name, number, prompt_text, created_at (ISO 8601), author, message, metadata], ...]}
+     "versions": [[name, number, prompt_text, created_at (ISO 8601), author, message, metadata,
+                   messages (None for text), config], ...]}
+
+Schema 1 files (rows without the last two columns, written before chat versions) are still read.
 
 It holds only the versions the labels point at. It is written to a temporary file in the same
 directory, fsynced and renamed over the old one, so a reader sees the old file or the new one, never
@@ -28,7 +31,8 @@ from registry.errors import RegistryCorruptError
 from registry.models import PromptVersion
 
 FORMAT = "promptreg-client-snapshot"
-SCHEMA = 1
+SCHEMA = 2
+_READABLE = (1, 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +57,9 @@ def save_snapshot(
     rows = []
     for name, number in needed:
         v = versions[name, number]
-        rows.append([name, number, v.prompt_text, v.created_at.isoformat(), v.author, v.message, v.metadata])
+        messages = None if v.messages is None else list(v.messages)
+        rows.append([name, number, v.prompt_text, v.created_at.isoformat(), v.author, v.message, v.metadata,
+                     messages, v.config])  # fmt: skip
     payload = msgpack.packb(
         {
             "format": FORMAT,
@@ -93,7 +99,7 @@ def load_snapshot(path: Path, namespace: str) -> LoadedSnapshot | None:
 def _parse(raw: Any, namespace: str) -> LoadedSnapshot:
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise ValueError("not a promptreg client snapshot")
-    if raw.get("schema") != SCHEMA:
+    if raw.get("schema") not in _READABLE:
         raise ValueError(f"unsupported schema {raw.get('schema')!r}")
     if raw.get("namespace") != namespace:
         raise ValueError(f"snapshot is of namespace {raw.get('namespace')!r}, not {namespace!r}")
@@ -109,7 +115,11 @@ def _parse(raw: Any, namespace: str) -> LoadedSnapshot:
                 raise TypeError(f"bad label {label!r} of {name!r}")
         pointers[name] = dict(labels)
     versions: dict[tuple[str, int], PromptVersion] = {}
-    for name, number, text, created_at, author, message, metadata in raw["versions"]:
+    for row in raw["versions"]:
+        name, number, text, created_at, author, message, metadata, *chat = row
+        if len(chat) > 2:
+            raise ValueError(f"version row of {len(row)} fields")
+        messages, config = [*chat, None, None][:2]
         versions[name, number] = PromptVersion(
             version=number,
             prompt_text=text,
@@ -117,6 +127,8 @@ def _parse(raw: Any, namespace: str) -> LoadedSnapshot:
             author=author,
             message=message,
             metadata=metadata,
+            messages=messages,
+            config=config or {},
         )
     missing = {(n, v) for n, labels in pointers.items() for v in labels.values()} - versions.keys()
     if missing:

@@ -4,9 +4,11 @@ The public API is exactly ``__all__``; every other module is an implementation d
 """
 
 from registry.base import PromptRegistry
+from registry.compatibility import CompatibilityReport
 from registry.errors import (
     DemoError,
     ImportConflictError,
+    IncompatibleVersionError,
     InvalidInputError,
     InvalidNameError,
     LabelConflictError,
@@ -35,10 +37,12 @@ from registry.redis_store import RedisPromptRegistry
 
 __all__ = [
     "AuditEvent",
+    "CompatibilityReport",
     "DemoError",
     "FleetMember",
     "FleetWait",
     "ImportConflictError",
+    "IncompatibleVersionError",
     "InvalidInputError",
     "InvalidNameError",
     "JsonFilePromptRegistry",

@@ -6,13 +6,15 @@ An export is one JSON document::
      "prompts": [<Prompt as JSON: name, description, author, created_at, versions, labels>, ...],
      "history": {"<name>": [<AuditEvent as JSON>, ...]}}
 
-An import recreates prompts, versions (text, author, metadata, message) and labels. Timestamps and
-the audit trail are not replayed: the target registry records the import as new writes.
+An import recreates prompts (with their compatibility mode), versions (text or chat messages, config,
+author, metadata, message) and labels. Timestamps and the audit trail are not replayed: the target
+registry records the import as new writes.
 
 :func:`plan_import` validates the whole document and compares it with the target before anything
 is written. A prompt that already exists must agree with the export on every version both have
-(text, metadata, author, message), else :class:`ImportConflictError`; missing versions are
-appended and labels are moved to where the export has them. Importing the same export twice
+(text or messages, config, metadata, author, message), else :class:`ImportConflictError`; missing
+versions are appended, labels are moved to where the export has them (checked against the target's
+compatibility mode), then the mode is set to the export's. Importing the same export twice
 changes nothing the second time.
 """
 
@@ -25,6 +27,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from registry.base import PromptRegistry
+from registry.chat import validate_messages
 from registry.errors import ImportConflictError, InvalidInputError
 from registry.models import Prompt, PromptVersion, utcnow
 from registry.sync import describe_write
@@ -46,14 +49,17 @@ MAX_EXPORT_BYTES = 1024**3
 class ImportStep:
     """One write an import makes: create a prompt, add a version, or move a label."""
 
-    action: Literal["create_prompt", "add_version", "set_label"]
+    action: Literal["create_prompt", "add_version", "set_label", "set_compatibility"]
     prompt: str
     version: int | None = None
     label: str | None = None
     previous_version: int | None = None
+    compatibility: str | None = None
 
     def describe(self) -> str:
         """A one-line human description of the step."""
+        if self.action == "set_compatibility":
+            return f"{self.prompt}: compatibility {self.compatibility}"
         return describe_write(self.action, self.prompt, self.version, self.label, self.previous_version)
 
 
@@ -146,12 +152,18 @@ def apply_import(
     for step in plan.steps:
         prompt = prompts[step.prompt]
         if step.action == "create_prompt":
-            registry.create_prompt(step.prompt, description=prompt.description, author=prompt.author)
+            registry.create_prompt(
+                step.prompt, description=prompt.description, author=prompt.author, compatibility=prompt.compatibility
+            )
+        elif step.action == "set_compatibility":
+            registry.set_compatibility(step.prompt, prompt.compatibility, author=author, reason=reason)
         elif step.action == "add_version":
             source = _version(prompt, step.version)
             added = registry.add_version(
                 step.prompt,
-                source.prompt_text,
+                None if source.messages is not None else source.prompt_text,
+                messages=source.messages,
+                config=source.config,
                 author=source.author,
                 metadata=source.metadata,
                 message=source.message,
@@ -191,7 +203,12 @@ def _check_prompt(prompt: Prompt, max_text_bytes: int, max_metadata_bytes: int) 
             if version.version != index:
                 raise InvalidInputError(f"versions must be numbered 1, 2, 3, ...; found {version.version} at {index}")
             validate_text(version.prompt_text, max_text_bytes)
+            if version.messages is not None:
+                validate_messages(version.messages, max_text_bytes)
+                if version.prompt_text:
+                    raise InvalidInputError(f"version {version.version} has both prompt_text and messages")
             validate_metadata(version.metadata, max_metadata_bytes)
+            validate_metadata(version.config, max_metadata_bytes, "config")
             validate_field(version.author, "author")
             validate_field(version.message, "message")
         for label, number in prompt.labels.items():
@@ -203,7 +220,9 @@ def _check_prompt(prompt: Prompt, max_text_bytes: int, max_metadata_bytes: int) 
 
 
 def _same(a: PromptVersion, b: PromptVersion) -> bool:
-    return (a.prompt_text, a.metadata, a.author, a.message) == (b.prompt_text, b.metadata, b.author, b.message)
+    return (a.prompt_text, a.messages, a.config, a.metadata, a.author, a.message) == (
+        b.prompt_text, b.messages, b.config, b.metadata, b.author, b.message
+    )  # fmt: skip
 
 
 def _plan_prompt(prompt: Prompt, existing: Prompt | None) -> list[ImportStep]:
@@ -224,4 +243,6 @@ def _plan_prompt(prompt: Prompt, existing: Prompt | None) -> list[ImportStep]:
     for label, number in sorted(prompt.labels.items()):
         if current.get(label) != number:
             steps.append(ImportStep("set_label", name, number, label, current.get(label)))
+    if existing is not None and existing.compatibility != prompt.compatibility:
+        steps.append(ImportStep("set_compatibility", name, compatibility=prompt.compatibility))
     return steps

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
+from registry.chat import validate_messages
+from registry.compatibility import CompatibilityReport, check, validate_mode
 from registry.errors import (
     InvalidInputError,
     LabelNotFoundError,
@@ -22,7 +24,7 @@ from registry.errors import (
 )
 from registry.fleet import FleetMember, FleetWait
 from registry.migration import MigrationResult
-from registry.models import AuditEvent, Prompt, PromptVersion, utcnow
+from registry.models import AuditEvent, CompatibilityMode, Prompt, PromptVersion, utcnow
 from registry.validation import (
     LATEST,
     MAX_METADATA_BYTES,
@@ -49,42 +51,58 @@ class PromptRegistry(ABC):
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def create_prompt(self, name: str, *, description: str | None = None, author: str | None = None) -> Prompt:
-        """Create an empty prompt.
+    def create_prompt(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        author: str | None = None,
+        compatibility: CompatibilityMode = "none",
+    ) -> Prompt:
+        """Create an empty prompt; ``compatibility`` (``none``, ``backward``, ``full``) is its mode.
 
-        Raises :class:`~registry.PromptExistsError` if the name is taken and
-        :class:`~registry.InvalidNameError` if it is malformed.
+        Raises :class:`~registry.PromptExistsError` if the name is taken,
+        :class:`~registry.InvalidNameError` if it is malformed and :class:`~registry.InvalidInputError`
+        for an unknown mode.
         """
         validate_name(name)
-        return self._create_prompt(
-            name, validate_field(description, "description"), validate_field(author, "author"), utcnow()
-        )
+        mode = validate_mode(compatibility)
+        clean_description, clean_author = validate_field(description, "description"), validate_field(author, "author")
+        return self._create_prompt(name, clean_description, clean_author, utcnow(), compatibility=mode)
 
     def add_version(
         self,
         name: str,
-        prompt_text: str,
+        prompt_text: str | None = None,
         *,
+        messages: Sequence[Mapping[str, str]] | None = None,
+        config: Mapping[str, Any] | None = None,
         author: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         message: str | None = None,
     ) -> PromptVersion:
         """Append a new immutable version; its number is one more than the newest.
 
-        Raises :class:`~registry.PromptNotFoundError`, :class:`~registry.PromptTooLargeError` (text or
-        metadata over the limit) or :class:`~registry.InvalidInputError` (metadata not JSON-compatible).
+        Give exactly one of ``prompt_text`` (a text version) or ``messages`` (a chat version: a list
+        of ``{"role", "content"}`` messages and ``{"placeholder": name}`` slots, see
+        :mod:`registry.chat`). ``config`` is the model configuration (JSON-compatible, bounded like
+        metadata). Raises :class:`~registry.PromptNotFoundError`, :class:`~registry.PromptTooLargeError`
+        (text, messages, metadata or config over the limit) or :class:`~registry.InvalidInputError`
+        naming the field (both or neither of text and messages, a malformed message, metadata or config
+        not JSON-compatible).
         """
         validate_name(name)
-        validate_text(prompt_text, self.max_text_bytes)
+        if (prompt_text is None) == (messages is None):
+            raise InvalidInputError("give exactly one of prompt_text or messages")
+        clean_messages = None if messages is None else validate_messages(messages, self.max_text_bytes)
+        text = "" if prompt_text is None else validate_text(prompt_text, self.max_text_bytes)
         clean_metadata = validate_metadata(metadata, self.max_metadata_bytes)
+        clean_config = validate_metadata(config, self.max_metadata_bytes, "config")
+        clean_author, clean_message = validate_field(author, "author"), validate_field(message, "message")
         return self._add_version(
-            name,
-            prompt_text,
-            validate_field(author, "author"),
-            clean_metadata,
-            validate_field(message, "message"),
-            utcnow(),
-        )
+            name, text, clean_author, clean_metadata, clean_message, utcnow(), messages=clean_messages,
+            config=clean_config,
+        )  # fmt: skip
 
     def set_label(
         self,
@@ -95,12 +113,16 @@ class PromptRegistry(ABC):
         expected_version: int | None = None,
         author: str | None = None,
         reason: str | None = None,
+        force: bool = False,
     ) -> AuditEvent:
         """Point ``label`` at ``version``.
 
         ``expected_version`` is compare-and-set: the move happens only if the label points there now
-        (``0``: only if the label does not exist yet; ``None``: no check). Raises
-        :class:`~registry.LabelConflictError` when the check fails,
+        (``0``: only if the label does not exist yet; ``None``: no check). The prompt's compatibility
+        mode is checked against the label's current version in the same atomic write (a first
+        assignment is never checked); ``force=True`` moves anyway and records ``AuditEvent.forced``.
+        Raises :class:`~registry.LabelConflictError` when the compare-and-set fails,
+        :class:`~registry.IncompatibleVersionError` when the mode refuses the move,
         :class:`~registry.VersionNotFoundError` for a missing version, and
         :class:`~registry.InvalidNameError` for a malformed or reserved (``latest``) label.
         """
@@ -109,15 +131,10 @@ class PromptRegistry(ABC):
         validate_version_number(version)
         if expected_version is not None:
             validate_version_number(expected_version, allow_zero=True)
-        return self._set_label(
-            name,
-            label,
-            version,
-            expected_version,
-            validate_field(author, "author"),
-            validate_field(reason, "reason"),
-            utcnow(),
-        )
+        _validate_force(force)
+        args = (name, label, version, expected_version, validate_field(author, "author"),
+                validate_field(reason, "reason"), utcnow())  # fmt: skip
+        return self._set_label(*args, force=force)
 
     def delete_label(
         self,
@@ -143,26 +160,57 @@ class PromptRegistry(ABC):
             utcnow(),
         )
 
-    def rollback(self, name: str, label: str, *, author: str | None = None, reason: str | None = None) -> AuditEvent:
+    def rollback(
+        self, name: str, label: str, *, author: str | None = None, reason: str | None = None, force: bool = False
+    ) -> AuditEvent:
         """Move ``label`` back to where it pointed before its last move.
 
-        Rolling back twice returns to where it started; a deleted label comes back. Raises
+        Rolling back twice returns to where it started; a deleted label comes back. The move is
+        checked like :meth:`set_label` (``force=True`` moves anyway). Raises
         :class:`~registry.PromptNotFoundError`, :class:`~registry.LabelNotFoundError` when the label
-        does not exist and never did, and :class:`~registry.RollbackUnavailableError` when it exists
-        but never pointed anywhere else.
+        does not exist and never did, :class:`~registry.RollbackUnavailableError` when it exists
+        but never pointed anywhere else, and :class:`~registry.IncompatibleVersionError`.
         """
         validate_name(name)
         validate_label(label, settable=True)
+        _validate_force(force)
+        args = (name, label, validate_field(author, "author"), validate_field(reason, "reason"), utcnow())
         try:
-            return self._rollback(
-                name, label, validate_field(author, "author"), validate_field(reason, "reason"), utcnow()
-            )
+            return self._rollback(*args, force=force)
         except RollbackUnavailableError:
             # Only on the refusal path: say "no such label" rather than "nothing to roll back to".
             prompt = self._get_prompt(name)
             if prompt is not None and label not in prompt.labels:
                 raise LabelNotFoundError(name, label) from None
             raise
+
+    def set_compatibility(
+        self, name: str, mode: CompatibilityMode, *, author: str | None = None, reason: str | None = None
+    ) -> AuditEvent:
+        """Set the prompt's compatibility mode (``none``, ``backward``, ``full``; see
+        :mod:`registry.compatibility`); audited like every write. Raises
+        :class:`~registry.PromptNotFoundError` and :class:`~registry.InvalidInputError`."""
+        validate_name(name)
+        clean = validate_mode(mode)
+        return self._set_compatibility(
+            name, clean, validate_field(author, "author"), validate_field(reason, "reason"), utcnow()
+        )
+
+    def check_compatibility(self, name: str, label: str, version: int) -> CompatibilityReport:
+        """Whether moving ``label`` to ``version`` passes the prompt's mode, and what it adds and
+        removes; writes nothing. A label not set yet is always compatible. Raises
+        :class:`~registry.PromptNotFoundError` and :class:`~registry.VersionNotFoundError`."""
+        validate_name(name)
+        validate_label(label, settable=True)
+        validate_version_number(version)
+        prompt = self._get_prompt(name)
+        if prompt is None:
+            raise PromptNotFoundError(name)
+        target = prompt.get_version_by_number(version)
+        if target is None:
+            raise VersionNotFoundError(name, version)
+        current = prompt.labels.get(label)
+        return check(prompt.compatibility, None if current is None else prompt.get_version_by_number(current), target)
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -275,7 +323,10 @@ class PromptRegistry(ABC):
     # -- backend primitives (arguments are already validated) -----------------------------------
 
     @abstractmethod
-    def _create_prompt(self, name: str, description: str | None, author: str | None, at: datetime) -> Prompt: ...
+    def _create_prompt(
+        self, name: str, description: str | None, author: str | None, at: datetime, *,
+        compatibility: CompatibilityMode = "none",
+    ) -> Prompt: ...  # fmt: skip
 
     @abstractmethod
     def _add_version(
@@ -286,6 +337,9 @@ class PromptRegistry(ABC):
         metadata: dict[str, Any],
         message: str | None,
         at: datetime,
+        *,
+        messages: tuple[dict[str, str], ...] | None = None,
+        config: dict[str, Any] | None = None,
     ) -> PromptVersion: ...
 
     @abstractmethod
@@ -298,6 +352,8 @@ class PromptRegistry(ABC):
         author: str | None,
         reason: str | None,
         at: datetime,
+        *,
+        force: bool = False,
     ) -> AuditEvent: ...
 
     @abstractmethod
@@ -312,7 +368,14 @@ class PromptRegistry(ABC):
     ) -> AuditEvent: ...
 
     @abstractmethod
-    def _rollback(self, name: str, label: str, author: str | None, reason: str | None, at: datetime) -> AuditEvent: ...
+    def _rollback(
+        self, name: str, label: str, author: str | None, reason: str | None, at: datetime, *, force: bool = False
+    ) -> AuditEvent: ...
+
+    @abstractmethod
+    def _set_compatibility(
+        self, name: str, mode: CompatibilityMode, author: str | None, reason: str | None, at: datetime
+    ) -> AuditEvent: ...
 
     @abstractmethod
     def _get_prompt(self, name: str) -> Prompt | None: ...
@@ -351,3 +414,8 @@ class PromptRegistry(ABC):
 
     @abstractmethod
     def _history(self, name: str) -> list[AuditEvent]: ...
+
+
+def _validate_force(force: object) -> None:
+    if not isinstance(force, bool):
+        raise InvalidInputError(f"force must be True or False, got {force!r:.80}")

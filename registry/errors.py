@@ -11,6 +11,7 @@ everything with one class. Where a builtin fits, the error also derives from it,
     ├── PromptExistsError                       create_prompt on a name already taken
     ├── LabelConflictError                      compare-and-set on a label failed
     ├── RollbackUnavailableError                the label has no earlier position to go back to
+    ├── IncompatibleVersionError                a label move the prompt's compatibility mode refuses
     ├── InvalidInputError          (ValueError) input refused before anything was written
     │   ├── InvalidNameError                    a prompt name, label or namespace is malformed
     │   ├── PromptTooLargeError                 prompt text or metadata over the configured limit
@@ -96,6 +97,37 @@ class RollbackUnavailableError(PromptRegistryError):
         super().__init__(f"label {label!r} of prompt {name!r} has no earlier version to roll back to")
         self.name = name
         self.label = label
+
+
+class IncompatibleVersionError(PromptRegistryError):
+    """A label move (``set_label``, ``rollback``, ``sync``) the prompt's compatibility mode refuses;
+    nothing was written.
+
+    ``added`` are the inputs (template variables and placeholders) the target version needs that the
+    label's current version does not take, ``removed`` those it drops (each sorted); ``mode`` is the
+    prompt's mode. ``force=True`` makes the move anyway (recorded as ``AuditEvent.forced``).
+    """
+
+    def __init__(
+        self, name: str, label: str, version: int, current: int | None, mode: str,
+        added: Iterable[str], removed: Iterable[str],
+    ) -> None:  # fmt: skip
+        self.name = name
+        self.label = label
+        self.version = version
+        self.current = current
+        self.mode = mode
+        self.added: tuple[str, ...] = tuple(sorted(added))
+        self.removed: tuple[str, ...] = tuple(sorted(removed))
+        why = []
+        if self.added:
+            why.append(f"version {version} needs {', '.join(self.added)}, which version {current} does not take")
+        if self.removed:
+            why.append(f"it no longer takes {', '.join(self.removed)}")
+        super().__init__(
+            f"prompt {name!r}: label {label} {current} -> {version} refused under {mode} compatibility: "
+            f"{'; '.join(why)} (force to move anyway)"
+        )
 
 
 class InvalidInputError(PromptRegistryError, ValueError):

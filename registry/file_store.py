@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from registry.atomic_file import write_atomically
 from registry.base import PromptRegistry
+from registry.compatibility import enforce
 from registry.errors import (
     InvalidInputError,
     LabelConflictError,
@@ -44,7 +45,7 @@ from registry.errors import (
     RollbackUnavailableError,
     VersionNotFoundError,
 )
-from registry.models import AuditAction, AuditEvent, Prompt, PromptVersion
+from registry.models import AuditAction, AuditEvent, CompatibilityMode, Prompt, PromptVersion
 from registry.validation import (
     MAX_METADATA_BYTES,
     MAX_TEXT_BYTES,
@@ -70,9 +71,10 @@ class _StoredPrompt(BaseModel):
     labels: dict[str, int] = Field(default_factory=dict)
     previous: dict[str, int] = Field(default_factory=dict)
     history: list[AuditEvent] = Field(default_factory=list)
+    compatibility: CompatibilityMode = "none"
 
     def to_prompt(self, name: str) -> Prompt:
-        header = self.model_dump(include={"description", "author", "created_at"})
+        header = self.model_dump(include={"description", "author", "created_at", "compatibility"})
         return Prompt(name=name, versions=list(self.versions), labels=dict(self.labels), **header)
 
 
@@ -148,11 +150,14 @@ class JsonFilePromptRegistry(PromptRegistry):
 
     # -- writes ----------------------------------------------------------------------------------
 
-    def _create_prompt(self, name: str, description: str | None, author: str | None, at: datetime) -> Prompt:
+    def _create_prompt(
+        self, name: str, description: str | None, author: str | None, at: datetime, *,
+        compatibility: CompatibilityMode = "none",
+    ) -> Prompt:  # fmt: skip
         def apply(state: _StoredState) -> Prompt:
             if name in state.prompts:
                 raise PromptExistsError(name)
-            stored = _StoredPrompt(description=description, author=author, created_at=at)
+            stored = _StoredPrompt(description=description, author=author, created_at=at, compatibility=compatibility)
             state.prompts[name] = stored
             _audit(state, stored, "create_prompt", name, at, author=author)
             return stored.to_prompt(name)
@@ -167,6 +172,9 @@ class JsonFilePromptRegistry(PromptRegistry):
         metadata: dict[str, Any],
         message: str | None,
         at: datetime,
+        *,
+        messages: tuple[dict[str, str], ...] | None = None,
+        config: dict[str, Any] | None = None,
     ) -> PromptVersion:
         def apply(state: _StoredState) -> PromptVersion:
             stored = _prompt(state, name)
@@ -177,6 +185,8 @@ class JsonFilePromptRegistry(PromptRegistry):
                 author=author,
                 message=message,
                 metadata=metadata,
+                messages=messages,
+                config=config or {},
             )
             stored.versions.append(version)
             _audit(state, stored, "add_version", name, at, version=version.version, author=author, reason=message)
@@ -193,6 +203,8 @@ class JsonFilePromptRegistry(PromptRegistry):
         author: str | None,
         reason: str | None,
         at: datetime,
+        *,
+        force: bool = False,
     ) -> AuditEvent:
         def apply(state: _StoredState) -> AuditEvent:
             stored = _prompt(state, name)
@@ -200,12 +212,13 @@ class JsonFilePromptRegistry(PromptRegistry):
                 raise VersionNotFoundError(name, version)
             current = stored.labels.get(label)
             _compare(name, label, expected_version, current)
+            forced = _check(stored, name, label, current, version, force)
             if current is None:
                 stored.previous.pop(label, None)
             elif current != version:
                 stored.previous[label] = current
             stored.labels[label] = version
-            return _audit(state, stored, "set_label", name, at, label, version, current, author, reason)
+            return _audit(state, stored, "set_label", name, at, label, version, current, author, reason, forced=forced)
 
         return self._write(apply)
 
@@ -230,19 +243,34 @@ class JsonFilePromptRegistry(PromptRegistry):
 
         return self._write(apply)
 
-    def _rollback(self, name: str, label: str, author: str | None, reason: str | None, at: datetime) -> AuditEvent:
+    def _rollback(
+        self, name: str, label: str, author: str | None, reason: str | None, at: datetime, *, force: bool = False
+    ) -> AuditEvent:
         def apply(state: _StoredState) -> AuditEvent:
             stored = _prompt(state, name)
             target = stored.previous.get(label)
             if target is None:
                 raise RollbackUnavailableError(name, label)
             current = stored.labels.get(label)
+            forced = _check(stored, name, label, current, target, force)
             if current is None:
                 del stored.previous[label]
             else:
                 stored.previous[label] = current
             stored.labels[label] = target
-            return _audit(state, stored, "rollback", name, at, label, target, current, author, reason)
+            return _audit(state, stored, "rollback", name, at, label, target, current, author, reason, forced=forced)
+
+        return self._write(apply)
+
+    def _set_compatibility(
+        self, name: str, mode: CompatibilityMode, author: str | None, reason: str | None, at: datetime
+    ) -> AuditEvent:
+        def apply(state: _StoredState) -> AuditEvent:
+            stored = _prompt(state, name)
+            stored.compatibility = mode
+            return _audit(
+                state, stored, "set_compatibility", name, at, author=author, reason=reason, compatibility=mode
+            )
 
         return self._write(apply)
 
@@ -326,6 +354,12 @@ def _prompt(state: _StoredState, name: str) -> _StoredPrompt:
     return stored
 
 
+def _check(stored: _StoredPrompt, name: str, label: str, current: int | None, target: int, force: bool) -> bool:
+    """The compatibility check, under the lock; whether the move goes through only by ``force``."""
+    before = None if current is None else stored.versions[current - 1]
+    return enforce(name, label, stored.compatibility, before, stored.versions[target - 1], force)
+
+
 def _compare(name: str, label: str, expected: int | None, current: int | None) -> None:
     if expected is None:
         return
@@ -344,6 +378,9 @@ def _audit(
     previous: int | None = None,
     author: str | None = None,
     reason: str | None = None,
+    *,
+    forced: bool = False,
+    compatibility: CompatibilityMode | None = None,
 ) -> AuditEvent:
     state.rev += 1
     event = AuditEvent(
@@ -356,6 +393,8 @@ def _audit(
         previous_version=previous,
         author=author,
         reason=reason,
+        forced=forced,
+        compatibility=compatibility,
     )
     stored.history.append(event)
     return event

@@ -11,11 +11,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from registry.chat import ChatTemplate, Message, check_shape
 from registry.template import Template, render_format
 from registry.validation import LATEST
 
-AuditAction = Literal["create_prompt", "add_version", "set_label", "delete_label", "rollback"]
+AuditAction = Literal["create_prompt", "add_version", "set_label", "delete_label", "rollback", "set_compatibility"]
 """What an :class:`AuditEvent` records."""
+CompatibilityMode = Literal["none", "backward", "full"]
+"""A prompt's compatibility mode (see :mod:`registry.compatibility`)."""
+VersionType = Literal["text", "chat"]
+"""A text version holds ``prompt_text``; a chat version holds ``messages``."""
+_NO_NAMES: frozenset[str] = frozenset()
 
 
 def utcnow() -> datetime:
@@ -42,9 +48,13 @@ def _as_utc(value: datetime) -> datetime:
 
 
 class PromptVersion(BaseModel):
-    """One immutable version of a prompt.
+    """One immutable version of a prompt: a text template, or a list of chat messages.
 
-    ``variables`` is the set of ``{{name}}`` placeholders in ``prompt_text``; ``render`` fills them.
+    A ``"text"`` version holds ``prompt_text``; a ``"chat"`` version holds ``messages`` (a tuple of
+    ``{"role", "content"}`` dicts and ``{"placeholder": name}`` slots, see :mod:`registry.chat`) and
+    an empty ``prompt_text``. ``config`` is the model configuration (model name, temperature, ...).
+    ``variables`` is the set of ``{{name}}`` variables in the text or in every message;
+    ``placeholders`` the placeholder names; ``render`` fills both.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -53,22 +63,42 @@ class PromptVersion(BaseModel):
     __slots__ = ("_format", "_parsed")
 
     version: int = Field(ge=1, description="1-based, contiguous per prompt")
-    prompt_text: str
+    prompt_text: str = ""
     created_at: datetime = Field(default_factory=utcnow)
     author: str | None = None
     message: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    type: VersionType = "text"
+    messages: tuple[dict[str, str], ...] | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("created_at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
         return _as_utc(value)
 
+    @field_validator("messages")
+    @classmethod
+    def _chat_shape(cls, value: tuple[dict[str, str], ...] | None) -> tuple[dict[str, str], ...] | None:
+        if value is not None:
+            check_shape(value)
+        return value
+
     def model_post_init(self, context: Any, /) -> None:
-        """Parse the template once, when the version is built."""
-        parsed = Template(self.prompt_text)
+        """Parse the template (or every message) once, when the version is built."""
+        messages = self.messages
+        if messages is None:
+            parsed: Any = Template(self.prompt_text)
+            object.__setattr__(self, "_parsed", parsed)
+            object.__setattr__(self, "_format", parsed.format_string)
+            if self.type != "text":
+                raise ValueError("a chat version needs messages")
+            return
+        parsed = ChatTemplate(messages)
         object.__setattr__(self, "_parsed", parsed)
-        object.__setattr__(self, "_format", parsed.format_string)
+        object.__setattr__(self, "_format", parsed)  # format_map renders every message
+        if self.type != "chat":  # the type follows from the content
+            self.__dict__["type"] = "chat"
 
     @classmethod
     def trusted(
@@ -79,6 +109,8 @@ class PromptVersion(BaseModel):
         author: str | None,
         message: str | None,
         metadata: dict[str, Any],
+        messages: tuple[dict[str, str], ...] | None = None,
+        config: dict[str, Any] | None = None,
     ) -> PromptVersion:
         """A version built from values the registry validated when it was written: no validation.
 
@@ -93,6 +125,9 @@ class PromptVersion(BaseModel):
             "author": author,
             "message": message,
             "metadata": metadata,
+            "type": "text" if messages is None else "chat",
+            "messages": messages,
+            "config": {} if config is None else config,
         }
         # What model_construct does, without its per-field loops (half the cost of validating).
         # Every field is set, so all share one fields-set (472 bytes each otherwise): pydantic only
@@ -114,21 +149,42 @@ class PromptVersion(BaseModel):
 
     @property
     def variables(self) -> frozenset[str]:
-        """The template variable names used by this version's text."""
-        parsed: Template = self._parsed
+        """The template variable names used by this version's text (or by every message)."""
+        parsed: Template | ChatTemplate = self._parsed
         return parsed.variables
 
-    def render(self, /, **variables: Any) -> str:
-        """Return the text with every ``{{name}}`` replaced by ``str(variables[name])``.
+    @property
+    def placeholders(self) -> frozenset[str]:
+        """The placeholder names of a chat version (empty for text)."""
+        if self.messages is None:
+            return _NO_NAMES
+        parsed: ChatTemplate = self._parsed
+        return parsed.placeholders
 
-        Raises :class:`~registry.MissingVariableError` naming every variable not given.
+    def render(self, /, **variables: Any) -> str | list[Message]:
+        """A text version: the text with every ``{{name}}`` replaced by ``str(variables[name])``.
+
+        A chat version: the list of ``{"role", "content"}`` messages, every content rendered and each
+        placeholder replaced by the list of messages passed under its name. Raises
+        :class:`~registry.MissingVariableError` naming every variable and placeholder not given, and
+        :class:`~registry.InvalidInputError` for a placeholder value that is not a list of messages.
         Extra variables are ignored.
         """
         try:  # the floor: one C call; the parsed template only when a variable is missing
-            text: str = self._format.format_map(variables)
+            text: str | list[Message] = self._format.format_map(variables)
             return text
         except KeyError:
+            if self.messages is not None:
+                raise
             return render_format(self._format, self._parsed.variables, variables)
+
+    def render_messages(self, /, **variables: Any) -> list[Message]:
+        """Always a list of messages: a chat version's :meth:`render`, or a text version as one
+        ``user`` message. Raises what :meth:`render` raises."""
+        if self.messages is not None:
+            rendered: list[Message] = self._format.format_map(variables)
+            return rendered
+        return [{"role": "user", "content": str(self.render(**variables))}]
 
 
 _VERSION_FIELDS = frozenset(PromptVersion.model_fields)
@@ -136,7 +192,8 @@ _ALL_FIELDS_SET = set(_VERSION_FIELDS)
 
 
 class Prompt(BaseModel):
-    """A named prompt: its versions (oldest first) and the labels that point at them."""
+    """A named prompt: its versions (oldest first), the labels that point at them, and its
+    ``compatibility`` mode (which label moves it accepts, see :mod:`registry.compatibility`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -146,6 +203,7 @@ class Prompt(BaseModel):
     author: str | None = None
     versions: list[PromptVersion] = Field(default_factory=list)
     labels: dict[str, int] = Field(default_factory=dict)
+    compatibility: CompatibilityMode = "none"
 
     @field_validator("created_at")
     @classmethod
@@ -178,7 +236,9 @@ class AuditEvent(BaseModel):
 
     ``rev`` is the registry-wide revision the write produced. For label moves ``version`` is where
     the label points after the write (``None`` after a delete) and ``previous_version`` where it
-    pointed before (``None`` if it did not exist).
+    pointed before (``None`` if it did not exist). ``forced`` marks a move the prompt's compatibility
+    mode refused (or could not check) that was made anyway (``force=True``); ``compatibility`` is the
+    mode a ``set_compatibility`` write set.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -192,6 +252,8 @@ class AuditEvent(BaseModel):
     previous_version: int | None = None
     author: str | None = None
     reason: str | None = None
+    forced: bool = False
+    compatibility: CompatibilityMode | None = None
 
     @field_validator("at")
     @classmethod

@@ -125,6 +125,18 @@ MIGRATIONS: Final = (
             FOR EACH STATEMENT EXECUTE FUNCTION promptreg_refuse_version_change();
         """,
     ),
+    Migration(
+        3,
+        "chat versions and model config; per-prompt compatibility mode; forced moves in the audit",
+        """
+        ALTER TABLE promptreg_versions ADD COLUMN messages json,        -- NULL: a text version
+            ADD COLUMN config json NOT NULL DEFAULT '{}';
+        ALTER TABLE promptreg_prompts ADD COLUMN compatibility text NOT NULL DEFAULT 'none'
+            CHECK (compatibility IN ('none', 'backward', 'full'));
+        ALTER TABLE promptreg_audit ADD COLUMN forced boolean NOT NULL DEFAULT false,
+            ADD COLUMN compatibility text;
+        """,
+    ),
 )
 LATEST_SCHEMA: Final = MIGRATIONS[-1].version
 

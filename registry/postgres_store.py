@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from registry.base import PromptRegistry
+from registry.compatibility import enforce
 from registry.errors import (
     InvalidInputError,
     LabelConflictError,
@@ -37,7 +38,7 @@ from registry.errors import (
 )
 from registry.keys import DEFAULT_NAMESPACE
 from registry.migration import MigrationResult
-from registry.models import AuditAction, AuditEvent, Prompt, PromptVersion
+from registry.models import AuditAction, AuditEvent, CompatibilityMode, Prompt, PromptVersion
 from registry.postgres_conn import (
     connect,
     connection_gone,
@@ -50,8 +51,9 @@ from registry.postgres_schema import LATEST_SCHEMA, SCHEMA_TABLE, channel_for, e
 from registry.urls import redact_url
 from registry.validation import LATEST, MAX_METADATA_BYTES, MAX_TEXT_BYTES, validate_namespace
 
-_VERSION_COLUMNS = "version, prompt_text, author, message, metadata, created_at"
-_AUDIT_COLUMNS = "rev, at, action, prompt, label, version, previous_version, author, reason"
+_VERSION_COLUMNS = "version, prompt_text, author, message, metadata, created_at, messages, config"
+"""The columns :func:`version_from_row` reads, in order (the client's PostgreSQL feed selects them too)."""
+_AUDIT_COLUMNS = "rev, at, action, prompt, label, version, previous_version, author, reason, forced, compatibility"
 
 
 def _utc(value: datetime) -> datetime:
@@ -66,16 +68,19 @@ def _no_nul(**fields: str | None) -> None:
 
 
 def version_from_row(row: tuple[Any, ...]) -> PromptVersion:
-    """A :class:`PromptVersion` from a row of ``version, prompt_text, author, message, metadata, created_at``."""
-    number, text, author, message, metadata, created_at = row
+    """A :class:`PromptVersion` from a row of ``version, prompt_text, author, message, metadata,
+    created_at, messages, config`` (the last two optional: rows selected before chat versions)."""
+    number, text, author, message, metadata, created_at, *chat = row
+    messages, config = [*chat, None, None][:2]
     return PromptVersion(version=number, prompt_text=text, created_at=_utc(created_at), author=author,
-                         message=message, metadata=metadata)  # fmt: skip
+                         message=message, metadata=metadata, messages=messages, config=config or {})  # fmt: skip
 
 
 def _event_from_row(row: tuple[Any, ...]) -> AuditEvent:
-    rev, at, action, prompt, label, version, previous, author, reason = row
+    rev, at, action, prompt, label, version, previous, author, reason, forced, compatibility = row
     return AuditEvent(rev=rev, at=_utc(at), action=action, prompt=prompt, label=label, version=version,
-                      previous_version=previous, author=author, reason=reason)  # fmt: skip
+                      previous_version=previous, author=author, reason=reason, forced=forced,
+                      compatibility=compatibility)  # fmt: skip
 
 
 class PostgresPromptRegistry(PromptRegistry):
@@ -229,68 +234,92 @@ class PostgresPromptRegistry(PromptRegistry):
     def _commit(
         self, conn: Any, rev: int, action: AuditAction, name: str, at: datetime, label: str | None = None,
         version: int | None = None, previous: int | None = None, author: str | None = None,
-        reason: str | None = None,
+        reason: str | None = None, forced: bool = False, compatibility: CompatibilityMode | None = None,
     ) -> AuditEvent:  # fmt: skip
         """The tail of every write: audit row, revision bump, notification (sent at COMMIT)."""
         rev += 1
         conn.execute("UPDATE promptreg_namespaces SET rev = %s WHERE namespace = %s", (rev, self.namespace))
         conn.execute(
-            f"INSERT INTO promptreg_audit (namespace, {_AUDIT_COLUMNS}) VALUES ({', '.join(['%s'] * 10)})",
-            (self.namespace, rev, at, action, name, label, version, previous, author, reason),
+            f"INSERT INTO promptreg_audit (namespace, {_AUDIT_COLUMNS}) VALUES ({', '.join(['%s'] * 12)})",
+            (self.namespace, rev, at, action, name, label, version, previous, author, reason, forced, compatibility),
         )
         payload = encode_payload(rev, action, name, label, version, previous, author, at.timestamp())
         conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
         return AuditEvent(rev=rev, at=at, action=action, prompt=name, label=label, version=version,
-                          previous_version=previous, author=author, reason=reason)  # fmt: skip
+                          previous_version=previous, author=author, reason=reason, forced=forced,
+                          compatibility=compatibility)  # fmt: skip
+
+    def _check(self, conn: Any, name: str, label: str, current: int | None, target: int, force: bool) -> bool:
+        """The compatibility check inside the write (the prompt row is locked, versions are immutable)."""
+        if current is None or current == target:
+            return False
+        (mode,) = conn.execute(
+            "SELECT compatibility FROM promptreg_prompts WHERE namespace = %s AND name = %s", (self.namespace, name)
+        ).fetchone()
+        if mode == "none":
+            return False
+        rows = conn.execute(
+            f"SELECT {_VERSION_COLUMNS} FROM promptreg_versions WHERE namespace = %s AND name = %s "
+            "AND version IN (%s, %s)",
+            (self.namespace, name, current, target),
+        ).fetchall()
+        found = {row[0]: version_from_row(row) for row in rows}
+        return enforce(name, label, mode, found[current], found[target], force)
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def _create_prompt(self, name: str, description: str | None, author: str | None, at: datetime) -> Prompt:
+    def _create_prompt(self, name: str, description: str | None, author: str | None, at: datetime, *,
+                       compatibility: CompatibilityMode = "none") -> Prompt:  # fmt: skip
         _no_nul(description=description, author=author)
         with self._write() as (conn, rev):
             inserted = conn.execute(
-                "INSERT INTO promptreg_prompts (namespace, name, description, author, created_at) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-                (self.namespace, name, description, author, at),
+                "INSERT INTO promptreg_prompts (namespace, name, description, author, created_at, compatibility) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+                (self.namespace, name, description, author, at, compatibility),
             ).fetchone()
             if inserted is None:
                 raise PromptExistsError(name)
             self._commit(conn, rev, "create_prompt", name, at, author=author)
-        return Prompt(name=name, description=description, author=author, created_at=at)
+        return Prompt(name=name, description=description, author=author, created_at=at, compatibility=compatibility)
 
     def _add_version(self, name: str, prompt_text: str, author: str | None, metadata: dict[str, Any],
-                     message: str | None, at: datetime) -> PromptVersion:  # fmt: skip
+                     message: str | None, at: datetime, *, messages: tuple[dict[str, str], ...] | None = None,
+                     config: dict[str, Any] | None = None) -> PromptVersion:  # fmt: skip
         _no_nul(prompt_text=prompt_text, author=author, message=message)
         digest = hashlib.sha256(prompt_text.encode("utf-8")).hexdigest()
+        chat = None if messages is None else json.dumps(messages)
         with self._write() as (conn, rev):
             number = self._lock_prompt(conn, name) + 1
             conn.execute(
                 f"INSERT INTO promptreg_versions (namespace, name, {_VERSION_COLUMNS}, sha256) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (self.namespace, name, number, prompt_text, author, message, json.dumps(metadata), at, digest),
-            )
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (self.namespace, name, number, prompt_text, author, message, json.dumps(metadata), at, chat,
+                 json.dumps(config or {}), digest),
+            )  # fmt: skip
             conn.execute(
                 "UPDATE promptreg_prompts SET latest = %s WHERE namespace = %s AND name = %s",
                 (number, self.namespace, name),
             )
             self._commit(conn, rev, "add_version", name, at, version=number, author=author, reason=message)
         return PromptVersion(version=number, prompt_text=prompt_text, created_at=at, author=author, message=message,
-                             metadata=metadata)  # fmt: skip
+                             metadata=metadata, messages=messages, config=config or {})  # fmt: skip
 
     def _set_label(self, name: str, label: str, version: int, expected_version: int | None,
-                   author: str | None, reason: str | None, at: datetime) -> AuditEvent:  # fmt: skip
+                   author: str | None, reason: str | None, at: datetime, *,
+                   force: bool = False) -> AuditEvent:  # fmt: skip
         _no_nul(author=author, reason=reason)
         with self._write() as (conn, rev):
             if version > self._lock_prompt(conn, name):
                 raise VersionNotFoundError(name, version)
             current, previous = self._lock_label(conn, name, label)
             _compare(name, label, expected_version, current)
+            forced = self._check(conn, name, label, current, version, force)
             if current is None:
                 previous = None
             elif current != version:  # re-pointing at the same version keeps the rollback target
                 previous = current
             self._put_label(conn, name, label, version, previous)
-            return self._commit(conn, rev, "set_label", name, at, label, version, current, author, reason)
+            return self._commit(conn, rev, "set_label", name, at, label, version, current, author, reason, forced)
 
     def _delete_label(self, name: str, label: str, expected_version: int | None, author: str | None,
                       reason: str | None, at: datetime) -> AuditEvent:  # fmt: skip
@@ -304,15 +333,29 @@ class PostgresPromptRegistry(PromptRegistry):
             self._put_label(conn, name, label, None, current)
             return self._commit(conn, rev, "delete_label", name, at, label, None, current, author, reason)
 
-    def _rollback(self, name: str, label: str, author: str | None, reason: str | None, at: datetime) -> AuditEvent:
+    def _rollback(self, name: str, label: str, author: str | None, reason: str | None, at: datetime, *,
+                  force: bool = False) -> AuditEvent:  # fmt: skip
         _no_nul(author=author, reason=reason)
         with self._write() as (conn, rev):
             self._lock_prompt(conn, name)
             current, target = self._lock_label(conn, name, label)
             if target is None:
                 raise RollbackUnavailableError(name, label)
+            forced = self._check(conn, name, label, current, target, force)
             self._put_label(conn, name, label, target, current)
-            return self._commit(conn, rev, "rollback", name, at, label, target, current, author, reason)
+            return self._commit(conn, rev, "rollback", name, at, label, target, current, author, reason, forced)
+
+    def _set_compatibility(self, name: str, mode: CompatibilityMode, author: str | None, reason: str | None,
+                           at: datetime) -> AuditEvent:  # fmt: skip
+        _no_nul(author=author, reason=reason)
+        with self._write() as (conn, rev):
+            self._lock_prompt(conn, name)
+            conn.execute(
+                "UPDATE promptreg_prompts SET compatibility = %s WHERE namespace = %s AND name = %s",
+                (mode, self.namespace, name),
+            )
+            return self._commit(conn, rev, "set_compatibility", name, at, author=author, reason=reason,
+                                compatibility=mode)  # fmt: skip
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -320,7 +363,8 @@ class PostgresPromptRegistry(PromptRegistry):
         ns = self.namespace
         with self._read() as conn:
             head = conn.execute(
-                "SELECT description, author, created_at FROM promptreg_prompts WHERE namespace = %s AND name = %s",
+                "SELECT description, author, created_at, compatibility FROM promptreg_prompts "
+                "WHERE namespace = %s AND name = %s",
                 (ns, name),
             ).fetchone()
             if head is None:
@@ -335,9 +379,10 @@ class PostgresPromptRegistry(PromptRegistry):
                 "AND version IS NOT NULL ORDER BY label",
                 (ns, name),
             ).fetchall()
-        description, author, created_at = head
+        description, author, created_at, compatibility = head
         return Prompt(name=name, description=description, author=author, created_at=_utc(created_at),
-                      versions=[version_from_row(row) for row in versions], labels=dict(labels))  # fmt: skip
+                      versions=[version_from_row(row) for row in versions], labels=dict(labels),
+                      compatibility=compatibility)  # fmt: skip
 
     def _resolve_label(self, name: str, label: str) -> int:
         with self._read() as conn:

@@ -37,7 +37,8 @@ from registry.errors import (
 from registry.fleet import FleetMember
 from registry.keys import DEFAULT_NAMESPACE, Keyspace
 from registry.migration import MigrationResult
-from registry.models import AuditEvent, Prompt, PromptVersion
+from registry.models import AuditEvent, CompatibilityMode, Prompt, PromptVersion
+from registry.redis_chat import chat_fields, check_refusal, content_args, fill_inputs
 from registry.redis_errors import map_redis_errors
 from registry.redis_fleet import read_fleet, read_members
 from registry.redis_index import build_index
@@ -46,7 +47,8 @@ from registry.topology import RedisClient, connect, is_cluster, parse_redis_url
 from registry.validation import LATEST, MAX_METADATA_BYTES, MAX_TEXT_BYTES
 from registry.wire import pack_static_part
 
-_SCRIPTS = ("create_prompt", "add_version", "set_label", "delete_label", "rollback_label", "index_prompts")
+_SCRIPTS = ("create_prompt", "add_version", "set_label", "delete_label", "rollback_label", "index_prompts",
+            "set_compatibility")  # fmt: skip
 ADD_VERSION_ATTEMPTS = 10
 """Tries of add_version when concurrent writers keep taking the version number it declared."""
 
@@ -68,6 +70,7 @@ def version_from_hash(name: str, number: int, fields: dict[bytes, bytes]) -> Pro
     """
     try:
         metadata = msgpack.unpackb(fields[b"metadata"], raw=False) if b"metadata" in fields else {}
+        messages, config = chat_fields(fields)
         return PromptVersion(
             version=number,
             prompt_text=fields[b"prompt_text"].decode("utf-8"),
@@ -75,6 +78,8 @@ def version_from_hash(name: str, number: int, fields: dict[bytes, bytes]) -> Pro
             author=_text(fields.get(b"author")),
             message=_text(fields.get(b"message")),
             metadata=metadata,
+            messages=messages,
+            config=config,
         )
     except (KeyError, ValueError, TypeError, msgpack.UnpackException) as exc:
         raise RegistryCorruptError(f"version {number} of prompt {name!r} is not readable: {exc!r}") from exc
@@ -96,6 +101,8 @@ def _event_from_entry(fields: dict[bytes, bytes]) -> AuditEvent:
             previous_version=opt_int(b"previous_version"),
             author=_text(fields.get(b"author")),
             reason=_text(fields.get(b"reason")),
+            forced=fields.get(b"forced") == b"1",
+            compatibility=_text(fields.get(b"compatibility")),  # type: ignore[arg-type]  # validated by pydantic
         )
     except (KeyError, ValueError) as exc:
         raise RegistryCorruptError(f"unreadable audit entry {fields!r}: {exc!r}") from exc
@@ -256,6 +263,9 @@ class RedisPromptRegistry(PromptRegistry):
     def _fail(
         self, name: str, label: str | None, result: list[Any], expected: int | None = None, version: int = 0
     ) -> NoReturn:
+        checked = check_refusal(name, str(label), version, result)
+        if checked is not None:
+            raise checked
         code = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
         refusal = _REFUSALS.get(code)
         if refusal is None:
@@ -264,8 +274,11 @@ class RedisPromptRegistry(PromptRegistry):
         raise refusal(_Refusal(name, str(label), version, int(expected or 0), None if actual is None else int(actual)))
 
     def _event(self, rev: int, action: str, name: str, label: str | None, version: Any, prev: Any,
-               author: str | None, reason: str | None, at: datetime) -> AuditEvent:  # fmt: skip
+               author: str | None, reason: str | None, at: datetime, forced: Any = b"",
+               compatibility: CompatibilityMode | None = None) -> AuditEvent:  # fmt: skip
         return AuditEvent(
+            forced=forced == b"1",
+            compatibility=compatibility,
             rev=int(rev),
             at=at,
             action=action,  # type: ignore[arg-type]
@@ -280,25 +293,30 @@ class RedisPromptRegistry(PromptRegistry):
     # -- writes ---------------------------------------------------------------------------------
 
     @durable
-    def _create_prompt(self, name: str, description: str | None, author: str | None, at: datetime) -> Prompt:
+    def _create_prompt(self, name: str, description: str | None, author: str | None, at: datetime, *,
+                       compatibility: CompatibilityMode = "none") -> Prompt:  # fmt: skip
         k = self.keys
         result = self._run(
             "create_prompt",
             [k.prompts, k.prompt(name), *self._audit_keys(name), k.index_format],
             [name, description or "", author or "", at.isoformat(),
-             self._head("create_prompt", name, None, author, at), k.channel],
+             self._head("create_prompt", name, None, author, at), k.channel, compatibility],
         )  # fmt: skip
         if result[0] != b"OK":
             self._fail(name, None, result)
-        return Prompt(name=name, description=description, author=author, created_at=at)
+        return Prompt(name=name, description=description, author=author, created_at=at, compatibility=compatibility)
 
     @durable
     def _add_version(self, name: str, prompt_text: str, author: str | None, metadata: dict[str, Any],
-                     message: str | None, at: datetime) -> PromptVersion:  # fmt: skip
+                     message: str | None, at: datetime, *, messages: tuple[dict[str, str], ...] | None = None,
+                     config: dict[str, Any] | None = None) -> PromptVersion:  # fmt: skip
         k = self.keys
+        built = PromptVersion(version=1, prompt_text=prompt_text, created_at=at, author=author, message=message,
+                              metadata=metadata, messages=messages, config=config or {})  # fmt: skip
         args = [name, k.version_prefix(name), prompt_text, author or "", at.isoformat(), message or "",
                 msgpack.packb(metadata), hashlib.sha256(prompt_text.encode("utf-8")).hexdigest(),
-                self._head("add_version", name, None, author, at), k.channel]  # fmt: skip
+                self._head("add_version", name, None, author, at), k.channel,
+                *content_args(messages, built.config, built.variables | built.placeholders)]  # fmt: skip
         with self._translate():
             number = int(self.redis.hget(k.prompt(name), "latest") or 0) + 1
         # The script must be given the new version's key; it says so when another write took it.
@@ -310,26 +328,30 @@ class RedisPromptRegistry(PromptRegistry):
             number = int(result[2])
         if result[0] != b"OK":
             self._fail(name, None, result)
-        return PromptVersion(
-            version=int(result[2]), prompt_text=prompt_text, created_at=at, author=author, message=message,
-            metadata=metadata,
-        )  # fmt: skip
+        return built.model_copy(update={"version": int(result[2])})
 
     @durable
     def _set_label(self, name: str, label: str, version: int, expected_version: int | None,
-                   author: str | None, reason: str | None, at: datetime) -> AuditEvent:  # fmt: skip
+                   author: str | None, reason: str | None, at: datetime, *,
+                   force: bool = False) -> AuditEvent:  # fmt: skip
         k = self.keys
         prompt_key, label_key, labels_key, prev_key = self._label_keys(name, label)
-        result = self._run(
-            "set_label",
-            [prompt_key, k.version(name, version), label_key, labels_key, prev_key, *self._audit_keys(name),
-             *self._index_keys(label)],
-            [name, label, version, "" if expected_version is None else expected_version, at.isoformat(),
-             author or "", reason or "", self._head("set_label", name, label, author, at), k.channel],
-        )  # fmt: skip
+        args = [name, label, version, "" if expected_version is None else expected_version, at.isoformat(),
+                author or "", reason or "", self._head("set_label", name, label, author, at), k.channel,
+                k.version_prefix(name), "1" if force else ""]  # fmt: skip
+        with self._translate():
+            current = int(self.redis.get(label_key) or 0)
+        # The compatibility check reads the label's current version: the script must be given its key.
+        for _attempt in range(ADD_VERSION_ATTEMPTS):
+            keys = [prompt_key, k.version(name, version), label_key, labels_key, prev_key, *self._audit_keys(name),
+                    *self._index_keys(label), k.version(name, current)]  # fmt: skip
+            result = self._run("set_label", keys, args)
+            if result[0] == b"OK" or result[1] != b"RETRY":
+                break
+            current = int(result[2])
         if result[0] != b"OK":
             self._fail(name, label, result, expected_version, version)
-        return self._event(result[1], "set_label", name, label, version, result[2], author, reason, at)
+        return self._event(result[1], "set_label", name, label, version, result[2], author, reason, at, result[3])
 
     @durable
     def _delete_label(self, name: str, label: str, expected_version: int | None, author: str | None,
@@ -345,22 +367,39 @@ class RedisPromptRegistry(PromptRegistry):
         return self._event(result[1], "delete_label", name, label, None, result[2], author, reason, at)
 
     @durable
-    def _rollback(self, name: str, label: str, author: str | None, reason: str | None, at: datetime) -> AuditEvent:
+    def _rollback(self, name: str, label: str, author: str | None, reason: str | None, at: datetime, *,
+                  force: bool = False) -> AuditEvent:  # fmt: skip
         args = [name, label, self.keys.version_prefix(name), at.isoformat(), author or "", reason or "",
-                self._head("rollback", name, label, author, at), self.keys.channel]  # fmt: skip
+                self._head("rollback", name, label, author, at), self.keys.channel, "1" if force else ""]  # fmt: skip
         with self._translate():
-            target = int(self.redis.get(self.keys.previous(name, label)) or 0)
-        # The script must be given the target version's key; it says so when the target moved.
+            raw_target, raw_current = self.redis.mget(self.keys.previous(name, label), self.keys.label(name, label))
+        target, current = int(raw_target or 0), int(raw_current or 0)
+        # The script must be given the target's and the current version's keys; it says when they moved.
         for _attempt in range(ADD_VERSION_ATTEMPTS):
             keys = [*self._label_keys(name, label), *self._audit_keys(name), *self._index_keys(label),
-                    self.keys.version(name, target)]  # fmt: skip
+                    self.keys.version(name, target), self.keys.version(name, current)]  # fmt: skip
             result = self._run("rollback_label", keys, args)
             if result[0] == b"OK" or result[1] != b"RETRY":
                 break
-            target = int(result[2])
+            target, current = int(result[2]), int(result[3])
         if result[0] != b"OK":
-            self._fail(name, label, result)
-        return self._event(result[1], "rollback", name, label, result[2], result[3], author, reason, at)
+            self._fail(name, label, result, version=target)
+        return self._event(result[1], "rollback", name, label, result[2], result[3], author, reason, at, result[4])
+
+    @durable
+    def _set_compatibility(self, name: str, mode: CompatibilityMode, author: str | None, reason: str | None,
+                           at: datetime) -> AuditEvent:  # fmt: skip
+        k = self.keys
+        result = self._run(
+            "set_compatibility",
+            [k.prompt(name), *self._audit_keys(name)],
+            [name, mode, at.isoformat(), author or "", reason or "",
+             self._head("set_compatibility", name, None, author, at), k.channel],
+        )  # fmt: skip
+        if result[0] != b"OK":
+            self._fail(name, None, result)
+        return self._event(result[1], "set_compatibility", name, None, None, None, author, reason, at,
+                           compatibility=mode)  # fmt: skip
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -394,6 +433,7 @@ class RedisPromptRegistry(PromptRegistry):
                 created_at=datetime.fromisoformat(meta[b"created_at"].decode("ascii")),
                 versions=versions,
                 labels={label: int(t) for label, t in zip(labels, targets, strict=True) if t is not None},
+                compatibility=_text(meta.get(b"compatibility")) or "none",  # type: ignore[arg-type]  # pydantic checks
             )
         except (KeyError, ValueError) as exc:
             raise RegistryCorruptError(f"prompt {name!r} is not readable: {exc!r}") from exc
@@ -445,11 +485,17 @@ class RedisPromptRegistry(PromptRegistry):
         """Build the index (``{ns}:ix:*``) a registry written by 0.1.0 lacks; idempotent.
 
         Batched: no command blocks the server for long. With ``rebuild`` the index is rebuilt even
-        when it is complete (after a 0.1.0 writer wrote to a migrated registry). Raises
-        :class:`~registry.RegistryUnavailableError` and :class:`~registry.RegistryAuthError`.
+        when it is complete (after a 0.1.0 writer wrote to a migrated registry). Versions written
+        before the compatibility check get their ``inputs`` (:func:`registry.redis_chat.fill_inputs`).
+        Raises :class:`~registry.RegistryUnavailableError` and :class:`~registry.RegistryAuthError`.
         """
         with self._translate():
-            return build_index(self.redis, self.keys, self._scripts["index_prompts"], rebuild=rebuild)
+            result = build_index(self.redis, self.keys, self._scripts["index_prompts"], rebuild=rebuild)
+            filled = fill_inputs(self.redis, self.keys)
+        if not filled:
+            return result
+        note = f"stored the variables of {filled} version(s) written before compatibility checks"
+        return MigrationResult(True, result.prompts, note if not result.changed else f"{result.message}; {note}")
 
     def _list_prompts(self) -> list[str]:
         with self._translate():

@@ -118,7 +118,9 @@ def _utf8(value: str, what: str) -> bytes:
         ) from exc
 
 
-def validate_metadata(metadata: Mapping[str, Any] | None, max_bytes: int = MAX_METADATA_BYTES) -> dict[str, Any]:
+def validate_metadata(
+    metadata: Mapping[str, Any] | None, max_bytes: int = MAX_METADATA_BYTES, what: str = "metadata"
+) -> dict[str, Any]:
     """Return a JSON-compatible copy of ``metadata`` within ``max_bytes`` as compact JSON.
 
     Values must be JSON types: ``None``, ``bool``, strings (valid Unicode), integers in the signed
@@ -126,17 +128,18 @@ def validate_metadata(metadata: Mapping[str, Any] | None, max_bytes: int = MAX_M
     :data:`MAX_METADATA_DEPTH` levels. The walk stops as soon as the input is known to be over
     ``max_bytes``, so an oversized value costs no more than the limit to refuse. Raises
     :class:`~registry.InvalidInputError` naming the offending path (``metadata.a.b[2]``), or
-    :class:`~registry.PromptTooLargeError`.
+    :class:`~registry.PromptTooLargeError`. ``what`` names the field in errors (``config`` for a
+    version's model configuration, which follows the same rules).
     """
     if metadata is None:
         return {}
     if not isinstance(metadata, Mapping):
-        raise InvalidInputError(f"metadata must be a mapping, got {type(metadata).__name__}")
-    _JsonCheck(max_bytes).walk(metadata, "metadata", 0)
+        raise InvalidInputError(f"{what} must be a mapping, got {type(metadata).__name__}")
+    _JsonCheck(max_bytes, what).walk(metadata, what, 0)
     encoded = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     size = len(encoded.encode("utf-8"))
     if size > max_bytes:
-        raise PromptTooLargeError(f"metadata is {size} bytes as JSON, the limit is {max_bytes}")
+        raise PromptTooLargeError(f"{what} is {size} bytes as JSON, the limit is {max_bytes}")
     result: dict[str, Any] = json.loads(encoded)
     return result
 
@@ -144,14 +147,16 @@ def validate_metadata(metadata: Mapping[str, Any] | None, max_bytes: int = MAX_M
 class _JsonCheck:
     """One walk over a metadata value: types, ranges, Unicode, depth, and a running size bound."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, what: str = "metadata") -> None:
         self.max_bytes = max_bytes
+        self.what = what
         self.budget = max_bytes + 1  # every JSON value takes at least one byte
 
     def spend(self, nbytes: int) -> None:
         self.budget -= nbytes
         if self.budget < 0:
-            raise PromptTooLargeError(f"metadata is over {self.max_bytes} bytes as JSON, the limit is {self.max_bytes}")
+            limit = self.max_bytes
+            raise PromptTooLargeError(f"{self.what} is over {limit} bytes as JSON, the limit is {limit}")
 
     def walk(self, value: Any, path: str, depth: int) -> None:
         if depth > MAX_METADATA_DEPTH:

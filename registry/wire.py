@@ -7,7 +7,7 @@ field       type     meaning
 ==========  =======  =============================================================
 ``rev``     int      the registry revision this write produced
 ``op``      str      ``create_prompt``, ``add_version``, ``set_label``,
-                     ``delete_label`` or ``rollback``
+                     ``delete_label``, ``rollback`` or ``set_compatibility``
 ``prompt``  str      prompt name
 ``label``   str      the label moved (label operations only)
 ``version`` int      the version added, or where the label points now
@@ -31,7 +31,7 @@ import msgpack
 
 from registry.errors import RegistryCorruptError
 
-OPERATIONS = frozenset({"create_prompt", "add_version", "set_label", "delete_label", "rollback"})
+OPERATIONS = frozenset({"create_prompt", "add_version", "set_label", "delete_label", "rollback", "set_compatibility"})
 _LUA_FIELDS = 3  # rev, version, prev: appended by the Lua script
 
 

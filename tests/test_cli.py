@@ -146,6 +146,7 @@ def test_whole_workflow(seeded: Cli, tmp_path: Path) -> None:
             "author": "alice",
             "created_at": listed[0]["created_at"],
             "labels": {"production": 3, "staging": 2},
+            "compatibility": "none",
             "latest": 3,
         }
     ]

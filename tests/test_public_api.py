@@ -13,10 +13,12 @@ import registry
 
 PUBLIC_NAMES = [
     "AuditEvent",
+    "CompatibilityReport",
     "DemoError",
     "FleetMember",
     "FleetWait",
     "ImportConflictError",
+    "IncompatibleVersionError",
     "InvalidInputError",
     "InvalidNameError",
     "JsonFilePromptRegistry",

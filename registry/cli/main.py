@@ -24,6 +24,7 @@ import redis
 
 from registry.base import PromptRegistry
 from registry.cli.acl import acl_command
+from registry.cli.compat import check, compatibility
 from registry.cli.files import export_command, import_command, sync
 from registry.cli.live import demo, watch
 from registry.cli.maintenance import migrate
@@ -150,7 +151,7 @@ def _after_the_command(name: str, help: str) -> click.Option:
     return click.Option([f"--{name}"], default=None, expose_value=False, callback=remember, help=help)
 
 
-for command in (create, push, label, rollback, show, render, list_prompts, history, diff):
+for command in (create, push, label, rollback, show, render, list_prompts, history, diff, check, compatibility):
     cli.add_command(command)
 for command in (sync, export_command, import_command, watch, demo, acl_command, migrate):
     cli.add_command(command)

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from registry.base import PromptRegistry
+from registry.chat import readable
 from registry.cli.options import author_option, current_registry, json_option, print_json, read_input
 from registry.errors import InvalidInputError
 from registry.models import AuditEvent, Prompt, PromptVersion, describe_label_move
@@ -55,14 +56,23 @@ def _move(event: AuditEvent) -> str:
     return describe_label_move(event.label, event.previous_version, event.version)
 
 
+def _body(version: PromptVersion) -> str:
+    """The text of a version for people: the template, or a chat version's messages."""
+    return version.prompt_text if version.messages is None else readable(version.messages) + "\n"
+
+
+_MODE = click.Choice(["none", "backward", "full"])
+
+
 @click.command()
 @click.argument("name")
 @click.option("--description", help="What the prompt is for.")
+@click.option("--compatibility", type=_MODE, default="none", help="Which label moves to accept (default: none).")
 @author_option
 @json_option
-def create(name: str, description: str | None, author: str | None, as_json: bool) -> None:
+def create(name: str, description: str | None, compatibility: Any, author: str | None, as_json: bool) -> None:
     """Create an empty prompt NAME."""
-    prompt = current_registry().create_prompt(name, description=description, author=author)
+    prompt = current_registry().create_prompt(name, description=description, author=author, compatibility=compatibility)
     if as_json:
         print_json(prompt.model_dump(mode="json"))
     else:
@@ -75,6 +85,8 @@ def create(name: str, description: str | None, author: str | None, as_json: bool
 @author_option
 @click.option("--message", "-m", help="Why this version exists (like a commit message).")
 @click.option("--metadata", "metadata_pairs", multiple=True, metavar="KEY=VALUE", help="JSON values or text.")
+@click.option("--messages", "messages_file", metavar="FILE.json", help="A chat version: a JSON list of messages.")
+@click.option("--config", "config_pairs", multiple=True, metavar="KEY=VALUE", help="Model config (JSON or text).")
 @click.option("--label", "labels", multiple=True, help="Move this label to the new version (repeatable).")
 @json_option
 def push(
@@ -83,18 +95,30 @@ def push(
     author: str | None,
     message: str | None,
     metadata_pairs: tuple[str, ...],
+    messages_file: str | None,
+    config_pairs: tuple[str, ...],
     labels: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Add a new version of NAME from --file or stdin; --label moves labels to it."""
+    """Add a new version of NAME from --file or stdin (or a chat version from --messages FILE.json:
+    [{"role": "system", "content": "..."}, {"placeholder": "history"}, ...]); --label moves labels to it."""
     metadata = _pairs(metadata_pairs, "--metadata", parse_json=True)
+    config = _pairs(config_pairs, "--config", parse_json=True)
     for name_of_label in labels:  # refuse a bad label before the version is written
         validate_label(name_of_label, settable=True)
-    text = _read_text(source)
-    if not text.strip():
-        raise InvalidInputError("the prompt text is empty")
     registry = current_registry()
-    version = registry.add_version(name, text, author=author, metadata=metadata, message=message)
+    if messages_file is not None:
+        if source is not None:
+            raise click.UsageError("give --file or --messages, not both")
+        messages = _read_messages(messages_file)
+        version = registry.add_version(
+            name, messages=messages, config=config, author=author, metadata=metadata, message=message
+        )
+    else:
+        text = _read_text(source)
+        if not text.strip():
+            raise InvalidInputError("the prompt text is empty")
+        version = registry.add_version(name, text, config=config, author=author, metadata=metadata, message=message)
     moves = [registry.set_label(name, label, version.version, author=author, reason=message) for label in labels]
     if as_json:
         # The version's own fields, plus the label moves made with it (audit events).
@@ -103,6 +127,15 @@ def push(
     click.echo(f"{name}: added version {version.version}")
     for event in moves:
         click.echo(f"{name}: label {_move(event)}")
+
+
+def _read_messages(source: str) -> Any:
+    # Bounded like text (messages are bounded by the same limit), with room for the JSON syntax.
+    raw = read_input(source, 2 * current_registry().max_text_bytes + 65536, "messages")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInputError(f"{source}: messages must be a JSON list ({exc})") from exc
 
 
 def _read_text(source: str | None) -> str:
@@ -122,6 +155,7 @@ def _read_text(source: str | None) -> str:
 @click.argument("version", required=False)
 @click.option("--expect", type=int, help="Only if the label points at this version now (0: only if unset).")
 @click.option("--delete", is_flag=True, help="Remove the label instead of moving it.")
+@click.option("--force", is_flag=True, help="Move even if the prompt's compatibility mode refuses it (audited).")
 @author_option
 @click.option("--reason", help="Why (kept in the audit trail).")
 @json_option
@@ -131,6 +165,7 @@ def label(
     version: str | None,
     expect: int | None,
     delete: bool,
+    force: bool,
     author: str | None,
     reason: str | None,
     as_json: bool,
@@ -145,7 +180,9 @@ def label(
         if version is None:
             raise click.UsageError("missing VERSION (or use --delete)")
         number = _version_ref(registry, name, version).version
-        event = registry.set_label(name, label, number, expected_version=expect, author=author, reason=reason)
+        event = registry.set_label(
+            name, label, number, expected_version=expect, author=author, reason=reason, force=force
+        )
     if as_json:
         print_json(event.model_dump(mode="json"))
     else:
@@ -157,10 +194,11 @@ def label(
 @click.argument("label")
 @author_option
 @click.option("--reason", help="Why (kept in the audit trail).")
+@click.option("--force", is_flag=True, help="Move even if the prompt's compatibility mode refuses it (audited).")
 @json_option
-def rollback(name: str, label: str, author: str | None, reason: str | None, as_json: bool) -> None:
+def rollback(name: str, label: str, author: str | None, reason: str | None, force: bool, as_json: bool) -> None:
     """Move LABEL of NAME back to where it pointed before its last move."""
-    event = current_registry().rollback(name, label, author=author, reason=reason)
+    event = current_registry().rollback(name, label, author=author, reason=reason, force=force)
     if as_json:
         print_json(event.model_dump(mode="json"))
     else:
@@ -185,8 +223,9 @@ def show(name: str, label: str | None, version: int | None, text_only: bool, as_
     if as_json:
         print_json(found.model_dump(mode="json"))
         return
+    body = _body(found)
     if text_only:
-        click.echo(found.prompt_text, nl=False)
+        click.echo(body, nl=False)
         return
     prompt = current_registry(reading=True).get_prompt(name)
     on = sorted(k for k, v in (prompt.labels if prompt else {}).items() if v == found.version)
@@ -196,10 +235,16 @@ def show(name: str, label: str | None, version: int | None, text_only: bool, as_
         click.echo(f"message: {found.message}")
     if found.metadata:
         click.echo(f"metadata: {json.dumps(found.metadata, ensure_ascii=False, sort_keys=True)}")
+    if found.config:
+        click.echo(f"config: {json.dumps(found.config, ensure_ascii=False, sort_keys=True)}")
+    if found.type == "chat":
+        click.echo(f"type: chat, {len(found.messages or ())} message(s)")
     if found.variables:
         click.echo(f"variables: {', '.join(sorted(found.variables))}")
+    if found.placeholders:
+        click.echo(f"placeholders: {', '.join(sorted(found.placeholders))}")
     click.echo("")
-    click.echo(found.prompt_text, nl=not found.prompt_text.endswith("\n"))
+    click.echo(body, nl=not body.endswith("\n"))
 
 
 @click.command()
@@ -209,14 +254,23 @@ def show(name: str, label: str | None, version: int | None, text_only: bool, as_
 @click.option("--var", "variables", multiple=True, metavar="KEY=VALUE", help="A template variable (repeatable).")
 @json_option
 def render(name: str, label: str | None, version: int | None, variables: tuple[str, ...], as_json: bool) -> None:
-    """Render NAME with --var values (every {{variable}} must be given)."""
-    values = _pairs(variables, "--var", parse_json=False)
+    """Render NAME with --var values (every {{variable}} must be given; a chat version's placeholder
+    takes a JSON list of messages: --var 'history=[{"role": "user", "content": "hi"}]')."""
+    values: dict[str, Any] = _pairs(variables, "--var", parse_json=False)
     found = _select(name, label, version)
-    text = found.render(**values)
+    for slot in found.placeholders & values.keys():
+        values[slot] = _json_or_text(values[slot])
+    rendered = found.render(**values)
+    if isinstance(rendered, list):
+        if as_json:
+            print_json({"name": name, "version": found.version, "messages": rendered})
+        else:
+            click.echo(readable(rendered))
+        return
     if as_json:
-        print_json({"name": name, "version": found.version, "text": text})
+        print_json({"name": name, "version": found.version, "text": rendered})
     else:
-        click.echo(text, nl=not text.endswith("\n"))
+        click.echo(rendered, nl=not rendered.endswith("\n"))
 
 
 @click.command(name="list")
@@ -260,8 +314,10 @@ def history(name: str, as_json: bool) -> None:
         elif event.action == "add_version":
             note = messages.get(event.version or 0)
             what = f"version {event.version}" + (f": {note}" if note else "")
+        elif event.action == "set_compatibility":
+            what = f"compatibility {event.compatibility}" + (f"  ({event.reason})" if event.reason else "")
         else:
-            what = f"{event.action} {_move(event)}"
+            what = f"{event.action} {_move(event)}" + (" [forced]" if event.forced else "")
             if event.reason:
                 what += f"  ({event.reason})"
         click.echo(f"{_when(event.at)}  rev {event.rev:<6} {event.author or '-':<12} {what}")
@@ -278,8 +334,8 @@ def diff(name: str, a: str, b: str, as_json: bool) -> None:
     old, new = _version_ref(registry, name, a), _version_ref(registry, name, b)
     lines = list(
         difflib.unified_diff(
-            old.prompt_text.splitlines(keepends=True),
-            new.prompt_text.splitlines(keepends=True),
+            _body(old).splitlines(keepends=True),
+            _body(new).splitlines(keepends=True),
             fromfile=f"{name}@{old.version}",
             tofile=f"{name}@{new.version}",
         )
@@ -293,13 +349,13 @@ def diff(name: str, a: str, b: str, as_json: bool) -> None:
                 "to_version": new.version,
                 "diff": text,
                 "metadata": {"from": old.metadata, "to": new.metadata},
+                "config": {"from": old.config, "to": new.config},
             }
         )
         return
     click.echo(text, nl=False)
-    if old.metadata != new.metadata:
-        click.echo(
-            f"metadata: {json.dumps(old.metadata, sort_keys=True)} -> {json.dumps(new.metadata, sort_keys=True)}"
-        )
-    if not text and old.metadata == new.metadata:
+    for what, before, after in (("metadata", old.metadata, new.metadata), ("config", old.config, new.config)):
+        if before != after:
+            click.echo(f"{what}: {json.dumps(before, sort_keys=True)} -> {json.dumps(after, sort_keys=True)}")
+    if not text and old.metadata == new.metadata and old.config == new.config:
         click.echo(f"versions {old.version} and {new.version} are identical", err=True)

@@ -8,8 +8,53 @@
 -- The last ARGV of every write script is the publish command: 'PUBLISH', or 'SPUBLISH' on a
 -- cluster (sharded pub/sub: the channel has the keys' hash tag, so it lives on their node).
 -- Returns the new revision.
+--
+-- check_move(mode, current, target, current_key, target_key) is the compatibility check of a label
+-- move from version `current` (false: unset, never checked) to `target`, whose hashes are the given
+-- keys (the caller has verified they are those versions' keys, in KEYS). It compares the versions'
+-- `inputs` fields (variable and placeholder names, space-separated). Returns false when the move
+-- passes, else {'ERR', 'INCOMPATIBLE', mode, added, removed, current} or, for a version written before
+-- `inputs` existed (`promptreg migrate` fills them), {'ERR', 'NOINPUTS', version}: never a silent pass.
 
 local unpack = unpack or table.unpack
+
+local function name_set(names)
+  local set = {}
+  for name in string.gmatch(names, '%S+') do
+    set[name] = true
+  end
+  return set
+end
+
+local function check_move(mode, current, target, current_key, target_key)
+  if mode == 'none' or not current or current == target then
+    return false
+  end
+  local have = redis.call('HGET', current_key, 'inputs')
+  if not have then
+    return {'ERR', 'NOINPUTS', current}
+  end
+  local want = redis.call('HGET', target_key, 'inputs')
+  if not want then
+    return {'ERR', 'NOINPUTS', target}
+  end
+  local had, wanted = name_set(have), name_set(want)
+  local added, removed = {}, {}
+  for name in string.gmatch(want, '%S+') do
+    if not had[name] then
+      added[#added + 1] = name
+    end
+  end
+  for name in string.gmatch(have, '%S+') do
+    if not wanted[name] then
+      removed[#removed + 1] = name
+    end
+  end
+  if #added > 0 or (mode == 'full' and #removed > 0) then
+    return {'ERR', 'INCOMPATIBLE', mode, table.concat(added, ' '), table.concat(removed, ' '), current}
+  end
+  return false
+end
 
 -- msgpack encoding of a non-negative integer (exact below 2^53) or nil (false).
 local function mp_uint(n)

@@ -16,7 +16,10 @@
 -- ARGV[8] sha256 of the text
 -- ARGV[9] message head (msgpack, packed by Python)
 -- ARGV[10] channel
--- ARGV[11] 'PUBLISH' or 'SPUBLISH'
+-- ARGV[11] inputs: the version's variable and placeholder names, sorted, space-separated
+-- ARGV[12] messages of a chat version (msgpack; '' = a text version)
+-- ARGV[13] config (msgpack; '' = none)
+-- ARGV[14] 'PUBLISH' or 'SPUBLISH'
 -- Returns {'OK', rev, version} or {'ERR', 'NOPROMPT'} / {'ERR', 'CORRUPT'}, or {'ERR', 'RETRY', n}
 -- when KEYS[6] is not version n's key (another write came first): call again with that key.
 
@@ -35,7 +38,14 @@ if redis.call('EXISTS', key) == 1 then
 end
 redis.call('HSET', KEYS[1], 'latest', version)
 redis.call('HSET', KEYS[5], ARGV[1], version)
-redis.call('HSET', key, 'prompt_text', ARGV[3], 'created_at', ARGV[5], 'metadata', ARGV[7], 'sha256', ARGV[8])
+redis.call('HSET', key, 'prompt_text', ARGV[3], 'created_at', ARGV[5], 'metadata', ARGV[7], 'sha256', ARGV[8],
+  'inputs', ARGV[11])
+if ARGV[12] ~= '' then
+  redis.call('HSET', key, 'type', 'chat', 'messages', ARGV[12])
+end
+if ARGV[13] ~= '' then
+  redis.call('HSET', key, 'config', ARGV[13])
+end
 if ARGV[4] ~= '' then
   redis.call('HSET', key, 'author', ARGV[4])
 end

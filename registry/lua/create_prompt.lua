@@ -12,7 +12,8 @@
 -- ARGV[4] created_at (ISO 8601, UTC)
 -- ARGV[5] message head (msgpack, packed by Python)
 -- ARGV[6] channel
--- ARGV[7] 'PUBLISH' or 'SPUBLISH'
+-- ARGV[7] compatibility mode ('none', 'backward' or 'full'; 'none' is not stored)
+-- ARGV[8] 'PUBLISH' or 'SPUBLISH'
 -- Returns {'OK', rev} or {'ERR', 'EXISTS'}.
 
 local name = ARGV[1]
@@ -25,6 +26,9 @@ if ARGV[2] ~= '' then
 end
 if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[2], 'author', ARGV[3])
+end
+if ARGV[7] ~= 'none' then
+  redis.call('HSET', KEYS[2], 'compatibility', ARGV[7])
 end
 redis.call('SADD', KEYS[1], name)
 -- The first write of a new registry: the index (kept by every script) is complete from the start.

@@ -10,6 +10,8 @@
 -- KEYS[8] {ns}:ix:label:<label>        index: name -> version for this label
 -- KEYS[9] {ns}:ix:labels               index: label names with entries
 -- KEYS[10] {ns}:p:<name>:v:<n>          the target version's hash, as the caller read KEYS[4]
+-- KEYS[11] {ns}:p:<name>:v:<current>    the version the label points at, as the caller read KEYS[2]
+--                                        (any key of the prefix when it read no label)
 -- ARGV[1] name
 -- ARGV[2] label
 -- ARGV[3] version key prefix          {ns}:p:<name>:v:  (same slot)
@@ -18,9 +20,11 @@
 -- ARGV[6] reason ('' = none)
 -- ARGV[7] message head (msgpack, packed by Python)
 -- ARGV[8] channel
--- ARGV[9] 'PUBLISH' or 'SPUBLISH'
--- Returns {'OK', rev, version, previous or false} or {'ERR', 'NOPROMPT' | 'NOROLLBACK' | 'CORRUPT'},
--- or {'ERR', 'RETRY', n} when KEYS[10] is not version n's key (the target moved): call again.
+-- ARGV[9] force ('1' = move even if the compatibility mode refuses it; recorded as forced)
+-- ARGV[10] 'PUBLISH' or 'SPUBLISH'
+-- Returns {'OK', rev, version, previous or false, forced} or {'ERR', 'NOPROMPT' | 'NOROLLBACK' |
+-- 'CORRUPT'}, a check_move refusal (_commit.lua), or {'ERR', 'RETRY', target, current or 0} when
+-- KEYS[10] or KEYS[11] is not the key the script needs (the label moved): call again with those.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'ERR', 'NOPROMPT'}
@@ -30,15 +34,29 @@ if not target then
   return {'ERR', 'NOROLLBACK'}
 end
 target = tonumber(target)
-if ARGV[3] .. target ~= KEYS[10] then
-  return {'ERR', 'RETRY', target}
+local current = redis.call('GET', KEYS[2])
+if current then
+  current = tonumber(current)
+end
+local mode = redis.call('HGET', KEYS[1], 'compatibility') or 'none'
+local checked = mode ~= 'none' and current and current ~= target
+if ARGV[3] .. target ~= KEYS[10] or (checked and ARGV[3] .. current ~= KEYS[11]) then
+  return {'ERR', 'RETRY', target, current or 0}
 end
 if redis.call('EXISTS', KEYS[10]) == 0 then
   return {'ERR', 'CORRUPT'}
 end
-local current = redis.call('GET', KEYS[2])
+local forced = ''
+if checked then
+  local refusal = check_move(mode, current, target, KEYS[11], KEYS[10])
+  if refusal then
+    if ARGV[9] ~= '1' then
+      return refusal
+    end
+    forced = '1'
+  end
+end
 if current then
-  current = tonumber(current)
   redis.call('SET', KEYS[4], current)
 else
   redis.call('DEL', KEYS[4])
@@ -49,6 +67,6 @@ redis.call('HSET', KEYS[8], ARGV[1], target)
 redis.call('SADD', KEYS[9], ARGV[2])
 local rev = commit(KEYS[5], KEYS[6], KEYS[7], ARGV[8], ARGV[7],
   {'at', ARGV[4], 'action', 'rollback', 'prompt', ARGV[1], 'label', ARGV[2], 'author', ARGV[5],
-   'reason', ARGV[6]},
+   'reason', ARGV[6], 'forced', forced},
   target, current or false)
-return {'OK', rev, target, current or false}
+return {'OK', rev, target, current or false, forced}

@@ -10,6 +10,8 @@
 -- KEYS[8] {ns}:p:<name>:log           the prompt's audit stream
 -- KEYS[9] {ns}:ix:label:<label>        index: name -> version for this label
 -- KEYS[10] {ns}:ix:labels              index: label names with entries
+-- KEYS[11] {ns}:p:<name>:v:<current>  the version the label points at, as the caller read KEYS[3]
+--                                      (any key of the prefix when it read no label)
 -- ARGV[1] name
 -- ARGV[2] label
 -- ARGV[3] version
@@ -19,8 +21,12 @@
 -- ARGV[7] reason ('' = none)
 -- ARGV[8] message head (msgpack, packed by Python)
 -- ARGV[9] channel
--- ARGV[10] 'PUBLISH' or 'SPUBLISH'
--- Returns {'OK', rev, previous or false} or {'ERR', 'NOPROMPT' | 'NOVERSION' | 'CONFLICT', actual}.
+-- ARGV[10] version key prefix         {ns}:p:<name>:v:  (same slot)
+-- ARGV[11] force ('1' = move even if the compatibility mode refuses it; recorded as forced)
+-- ARGV[12] 'PUBLISH' or 'SPUBLISH'
+-- Returns {'OK', rev, previous or false, forced} or {'ERR', 'NOPROMPT' | 'NOVERSION' | 'CONFLICT',
+-- actual}, a check_move refusal (_commit.lua), or {'ERR', 'RETRY', current} when the compatibility
+-- check needs the current version's hash and KEYS[11] is not its key: call again with that key.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'ERR', 'NOPROMPT'}
@@ -39,6 +45,20 @@ if ARGV[4] ~= '' then
     return {'ERR', 'CONFLICT', current or false}
   end
 end
+local mode = redis.call('HGET', KEYS[1], 'compatibility') or 'none'
+local forced = ''
+if mode ~= 'none' and current and current ~= version then
+  if ARGV[10] .. current ~= KEYS[11] then
+    return {'ERR', 'RETRY', current}
+  end
+  local refusal = check_move(mode, current, version, KEYS[11], KEYS[2])
+  if refusal then
+    if ARGV[11] ~= '1' then
+      return refusal
+    end
+    forced = '1'
+  end
+end
 redis.call('SET', KEYS[3], version)
 redis.call('SADD', KEYS[4], ARGV[2])
 redis.call('HSET', KEYS[9], ARGV[1], version)
@@ -53,6 +73,6 @@ if current ~= version then
 end
 local rev = commit(KEYS[6], KEYS[7], KEYS[8], ARGV[9], ARGV[8],
   {'at', ARGV[5], 'action', 'set_label', 'prompt', ARGV[1], 'label', ARGV[2], 'author', ARGV[6],
-   'reason', ARGV[7]},
+   'reason', ARGV[7], 'forced', forced},
   version, current or false)
-return {'OK', rev, current or false}
+return {'OK', rev, current or false, forced}

@@ -1,0 +1,52 @@
+"""The ``promptreg`` commands on compatibility modes: ``check`` (would a label move pass?) and
+``compatibility`` (set a prompt's mode). :mod:`registry.cli` registers them on its command group."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+from registry.cli.options import author_option, current_registry, json_option, print_json
+
+
+@click.command()
+@click.argument("name")
+@click.argument("label")
+@click.argument("version", type=click.IntRange(min=1))
+@json_option
+def check(name: str, label: str, version: int, as_json: bool) -> None:
+    """Would moving LABEL of NAME to VERSION pass the prompt's compatibility mode? Writes nothing.
+
+    Exits 0 when it would, 1 when the mode refuses it (`promptreg label ... --force` moves anyway).
+    """
+    report = current_registry(reading=True).check_compatibility(name, label, version)
+    if as_json:
+        print_json(asdict(report))
+    else:
+        before = "unset" if report.current_version is None else str(report.current_version)
+        verdict = "compatible" if report.compatible else "INCOMPATIBLE"
+        click.echo(f"{name}: label {label} {before} -> {version}: {verdict} (mode {report.mode})")
+        if report.added:
+            click.echo(f"  needs: {', '.join(report.added)}")
+        if report.removed:
+            click.echo(f"  no longer takes: {', '.join(report.removed)}")
+    if not report.compatible:
+        raise click.exceptions.Exit(1)
+
+
+@click.command()
+@click.argument("name")
+@click.argument("mode", type=click.Choice(["none", "backward", "full"]))
+@author_option
+@click.option("--reason", help="Why (kept in the audit trail).")
+@json_option
+def compatibility(name: str, mode: Any, author: str | None, reason: str | None, as_json: bool) -> None:
+    """Set the compatibility MODE of NAME: none, backward (a label may only move to a version that
+    needs no new variable) or full (same variables)."""
+    event = current_registry().set_compatibility(name, mode, author=author, reason=reason)
+    if as_json:
+        print_json(event.model_dump(mode="json"))
+    else:
+        click.echo(f"{name}: compatibility {mode}")
