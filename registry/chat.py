@@ -176,3 +176,28 @@ def readable(messages: Sequence[Mapping[str, str]]) -> str:
         else:
             blocks.append(f"[{entry['role']}]\n{entry['content']}")
     return "\n\n".join(blocks)
+
+
+_ROLE_MARKER = re.compile(r"""\{\{\s*role\s+["']([a-z][a-z0-9_-]*)["']\s*\}\}""")
+_HISTORY_MARKER = re.compile(r"\{\{\s*history\s*\}\}")
+
+
+def dotprompt_messages(body: str) -> list[Message] | None:
+    """The messages of a Dotprompt body with ``{{role "system"}}`` markers, or ``None`` without any.
+
+    Text before the first marker is a ``user`` message (Dotprompt's default role); each message is
+    stripped of surrounding blank space and empty ones are dropped; ``{{history}}`` becomes the
+    ``{"placeholder": "history"}`` slot. In a body without role markers ``{{history}}`` stays an
+    ordinary variable, as it always was in a text prompt file.
+    """
+    pieces = _ROLE_MARKER.split(body)
+    if len(pieces) == 1:
+        return None
+    messages: list[Message] = []
+    for role, text in zip(["user", *pieces[1::2]], pieces[0::2], strict=True):
+        for index, part in enumerate(_HISTORY_MARKER.split(text)):
+            if index:
+                messages.append({"placeholder": "history"})
+            if part.strip():
+                messages.append({"role": role, "content": part.strip()})
+    return messages

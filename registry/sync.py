@@ -14,10 +14,18 @@ the way Dotprompt files look::
 The prompt name is the file's path under the folder without ``.prompt`` (``team/critic.prompt``
 gives ``team/critic``). The body is taken exactly as written (after the closing ``---`` line).
 
-A version's identity is its text plus its metadata. A file equal to an existing version reuses that
+Dotprompt's chat form is understood too: ``model:`` and ``config:`` in the front matter become the
+version's ``config`` (``{"model": ..., **config}``), ``{{role "system"}}`` markers in the body make a
+chat version (one message per marker; text before the first one is a ``user`` message) and
+``{{history}}`` in such a body is the history placeholder (see :func:`registry.chat.dotprompt_messages`).
+
+A version's identity is its text (or messages) plus its config and metadata. A file equal to an
+existing version reuses that
 version: no new version is added, and the file's labels move to it only if they point at a version
 with different content. So running a sync twice changes nothing, and reverting a file in git moves
-its labels back to the old version without adding one.
+its labels back to the old version without adding one. A label move the prompt's compatibility mode
+refuses is shown in the plan (:attr:`SyncStep.refusal`) and stops :func:`apply_sync` before anything
+is written, unless ``force=True``.
 
 :func:`plan_sync` reads and validates every file and compares it with the registry, writing
 nothing; :func:`apply_sync` carries a plan out. Any invalid file stops the sync before anything is
@@ -34,8 +42,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from registry.base import PromptRegistry
-from registry.errors import InvalidInputError, PromptFileError
-from registry.models import Prompt, describe_label_move
+from registry.chat import dotprompt_messages, validate_messages
+from registry.compatibility import CompatibilityReport, compare, inputs_of
+from registry.errors import IncompatibleVersionError, InvalidInputError, PromptFileError
+from registry.models import Prompt, PromptVersion, describe_label_move
 from registry.prompt_files import (
     file_size_limit,
     front_matter_limit,
@@ -56,7 +66,7 @@ from registry.validation import (
 SUFFIX = ".prompt"
 """The file suffix sync reads; every other file is ignored."""
 
-FRONT_MATTER_KEYS = frozenset({"labels", "metadata", "description", "message"})
+FRONT_MATTER_KEYS = frozenset({"labels", "metadata", "description", "message", "model", "config"})
 """The keys a prompt file's front matter may hold."""
 
 StepAction = Literal["create_prompt", "add_version", "set_label"]
@@ -73,6 +83,13 @@ class PromptFile:
     labels: tuple[str, ...] = ()
     description: str | None = None
     message: str | None = None
+    messages: tuple[dict[str, str], ...] | None = None
+    """A chat file's messages (``text`` is then empty)."""
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def as_version(self) -> PromptVersion:
+        """The file's content as a version (numbered 1): its variables, placeholders, config."""
+        return PromptVersion(version=1, prompt_text=self.text, messages=self.messages, config=self.config)
 
 
 def describe_write(
@@ -106,10 +123,18 @@ class SyncStep:
     version: int | None = None
     label: str | None = None
     previous_version: int | None = None
+    refusal: CompatibilityReport | None = None
+    """For a label move the prompt's compatibility mode refuses: the report (``None``: the move passes)."""
 
     def describe(self) -> str:
         """A one-line human description, e.g. ``movie-critic: label production 2 -> 3``."""
-        return describe_write(self.action, self.prompt, self.version, self.label, self.previous_version, self.path)
+        line = describe_write(self.action, self.prompt, self.version, self.label, self.previous_version, self.path)
+        report = self.refusal
+        if report is None:
+            return line
+        needs = f"; needs {', '.join(report.added)}" if report.added else ""
+        drops = f"; drops {', '.join(report.removed)}" if report.removed else ""
+        return f"{line}  INCOMPATIBLE ({report.mode}{needs}{drops})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +187,9 @@ def parse_prompt_file(
     try:
         validate_name(name)
         validate_text(body, max_text_bytes)
+        chat = dotprompt_messages(body)
+        messages = None if chat is None else validate_messages(chat, max_text_bytes)
+        config = _config(front.get("model"), front.get("config"), max_metadata_bytes)
         labels = _labels(front.get("labels"))
         metadata = front.get("metadata")
         if metadata is not None and not isinstance(metadata, Mapping):
@@ -173,7 +201,8 @@ def parse_prompt_file(
         raise PromptFileError(path, str(exc)) from exc
     if not body.strip():
         raise PromptFileError(path, "the prompt body is empty")
-    return PromptFile(path, name, body, clean_metadata, labels, description, message)
+    text = body if messages is None else ""
+    return PromptFile(path, name, text, clean_metadata, labels, description, message, messages, config)
 
 
 def read_prompt_files(
@@ -222,13 +251,25 @@ def plan_sync(registry: PromptRegistry, directory: Path | str, *, labels: Iterab
     return SyncPlan(folder, tuple(files), tuple(steps))
 
 
-def apply_sync(registry: PromptRegistry, plan: SyncPlan, *, author: str | None = None) -> list[SyncStep]:
+def apply_sync(
+    registry: PromptRegistry, plan: SyncPlan, *, author: str | None = None, force: bool = False
+) -> list[SyncStep]:
     """Carry out ``plan``; returns the steps as made (with the version numbers actually added).
 
     Label moves are compare-and-set against the plan, so a label someone moved since the plan was
     made raises :class:`~registry.LabelConflictError` instead of being overwritten; steps made
     before that stay made (each is a complete write), and re-running the sync finishes the job.
+    A plan with a move the compatibility mode refuses raises :class:`~registry.IncompatibleVersionError`
+    before anything is written, unless ``force`` (the moves are then recorded as forced); each move
+    is checked again inside its write.
     """
+    for step in plan.steps:
+        report = step.refusal
+        if report is not None and not force:
+            raise IncompatibleVersionError(
+                step.prompt, str(step.label), int(step.version or 0), step.previous_version, report.mode,
+                report.added, report.removed,
+            )  # fmt: skip
     done: list[SyncStep] = []
     added: dict[str, int] = {}
     files = {f.name: f for f in plan.files}
@@ -239,7 +280,13 @@ def apply_sync(registry: PromptRegistry, plan: SyncPlan, *, author: str | None =
             done.append(step)
         elif step.action == "add_version":
             version = registry.add_version(
-                step.prompt, source.text, author=author, metadata=source.metadata, message=source.message
+                step.prompt,
+                None if source.messages is not None else source.text,
+                messages=source.messages,
+                config=source.config,
+                author=author,
+                metadata=source.metadata,
+                message=source.message,
             )
             added[step.prompt] = version.version
             done.append(replace(step, version=version.version))
@@ -253,6 +300,7 @@ def apply_sync(registry: PromptRegistry, plan: SyncPlan, *, author: str | None =
                 expected_version=step.previous_version or 0,
                 author=author,
                 reason=f"sync from {step.path}",
+                force=force,
             )
             done.append(replace(step, version=target))
     return done
@@ -274,12 +322,37 @@ def _plan_file(prompt_file: PromptFile, prompt: Prompt | None, extra_labels: Seq
         now = current.get(label)
         if now is not None and now in same:
             continue  # already on a version with this content: re-running sync must change nothing
-        steps.append(SyncStep("set_label", name, path, version=target, label=label, previous_version=now))
+        refusal = None
+        if prompt is not None and now is not None:
+            before = prompt.get_version_by_number(now)
+            report = compare(prompt.compatibility, None if before is None else inputs_of(before),
+                             inputs_of(prompt_file.as_version()), target, now)  # fmt: skip
+            refusal = None if report.compatible else report
+        steps.append(
+            SyncStep("set_label", name, path, version=target, label=label, previous_version=now, refusal=refusal)
+        )
     return steps
 
 
-def _same_content(version: Any, prompt_file: PromptFile) -> bool:
-    return bool(version.prompt_text == prompt_file.text and version.metadata == prompt_file.metadata)
+def _same_content(version: PromptVersion, prompt_file: PromptFile) -> bool:
+    return (version.prompt_text, version.messages, version.config, version.metadata) == (
+        prompt_file.text,
+        prompt_file.messages,
+        prompt_file.config,
+        prompt_file.metadata,
+    )
+
+
+def _config(model: object, config: object, max_bytes: int) -> dict[str, Any]:
+    """Dotprompt's ``model:`` and ``config:`` front matter as one config mapping."""
+    if config is not None and not isinstance(config, Mapping):
+        raise InvalidInputError(f"config must be a mapping, got {type(config).__name__}")
+    if model is not None and not isinstance(model, str):
+        raise InvalidInputError(f"model must be a string, got {type(model).__name__}")
+    merged = dict(config or {})
+    if model is not None:
+        merged["model"] = model
+    return validate_metadata(merged, max_bytes, "config")
 
 
 def _labels(value: object) -> tuple[str, ...]:

@@ -289,3 +289,58 @@ def test_redis_versions_without_stored_inputs_are_never_passed_silently(backend:
     assert result.changed and "1 version" in result.message
     assert reg.set_label(NAME, "production", 2).version == 2
     assert not reg.migrate().changed or "variables" not in reg.migrate().message
+
+
+# -- prompts as code: Dotprompt chat files ---------------------------------------------------------
+
+DOTPROMPT = """---
+model: googleai/gemini-1.5-pro
+config: {temperature: 0.3, maxOutputTokens: 200}
+labels: [production]
+---
+{{role "system"}}
+You are a {{tone}} support agent.
+{{history}}
+{{role "user"}}
+{{question}}
+"""
+
+
+def test_dotprompt_chat_files_sync_to_chat_versions_idempotently(reg: PromptRegistry, tmp_path: Path) -> None:
+    from registry.sync import apply_sync, plan_sync
+
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    (folder / "support.prompt").write_text(DOTPROMPT)
+    apply_sync(reg, plan_sync(reg, folder))
+    version = reg.get_version("support", label="production")
+    assert version.type == "chat" and version.prompt_text == ""
+    assert version.messages == (
+        {"role": "system", "content": "You are a {{tone}} support agent."},
+        {"placeholder": "history"},
+        {"role": "user", "content": "{{question}}"},
+    )
+    assert version.config == {"model": "googleai/gemini-1.5-pro", "temperature": 0.3, "maxOutputTokens": 200}
+    assert not plan_sync(reg, folder).steps  # the same files again: nothing to do
+    (folder / "support.prompt").write_text(DOTPROMPT.replace("0.3", "0.5"))  # config is content too
+    assert [s.action for s in plan_sync(reg, folder).steps] == ["add_version", "set_label"]
+
+
+def test_sync_shows_incompatible_moves_and_refuses_them_without_force(
+    backend: Backend, reg: PromptRegistry, tmp_path: Path
+) -> None:
+    from registry.sync import apply_sync, plan_sync
+
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    (folder / "support.prompt").write_text(DOTPROMPT)
+    apply_sync(reg, plan_sync(reg, folder))
+    reg.set_compatibility("support", "backward")
+    (folder / "support.prompt").write_text(DOTPROMPT + "Answer in {{language}}.\n")
+    plan = plan_sync(reg, folder)
+    move = plan.steps[-1]
+    assert move.refusal is not None and move.refusal.added == ("language",)
+    assert "INCOMPATIBLE" in move.describe()
+    refused(backend, reg, IncompatibleVersionError, lambda: apply_sync(reg, plan))  # nothing written at all
+    done = apply_sync(reg, plan, force=True)
+    assert done[-1].version == 2 and reg.history("support")[-1].forced

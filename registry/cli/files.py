@@ -25,14 +25,23 @@ _STEP_FIELDS = ("action", "prompt", "version", "label", "previous_version")
 @click.option("--label", "labels", multiple=True, help="Also point this label at every file's version (repeatable).")
 @author_option
 @click.option("--dry-run", is_flag=True, help="Print the plan, write nothing.")
+@click.option("--force", is_flag=True, help="Make label moves the compatibility mode refuses (audited as forced).")
 @json_option
-def sync(directory: Path, labels: tuple[str, ...], author: str | None, dry_run: bool, as_json: bool) -> None:
-    """Make the registry match a folder of *.prompt files (prompts as code)."""
+def sync(
+    directory: Path, labels: tuple[str, ...], author: str | None, dry_run: bool, force: bool, as_json: bool
+) -> None:
+    """Make the registry match a folder of *.prompt files (prompts as code).
+
+    A label move the prompt's compatibility mode refuses is marked INCOMPATIBLE in the plan and stops
+    the sync before anything is written, unless --force."""
     registry = current_registry()
     plan = plan_sync(registry, directory, labels=labels)
-    steps = plan.steps if dry_run else tuple(apply_sync(registry, plan, author=author))
+    steps = plan.steps if dry_run else tuple(apply_sync(registry, plan, author=author, force=force))
     if as_json:
-        rows = [{**{k: getattr(s, k) for k in _STEP_FIELDS}, "path": str(s.path)} for s in steps]
+        rows = [
+            {**{k: getattr(s, k) for k in _STEP_FIELDS}, "path": str(s.path), "incompatible": s.refusal is not None}
+            for s in steps
+        ]
         print_json({"dry_run": dry_run, "files": len(plan.files), "steps": rows})
         return
     for step in steps:
