@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from client import PromptClient
 from registry import (
@@ -30,6 +31,7 @@ from registry import (
     JsonFilePromptRegistry,
     RedisPromptRegistry,
 )
+from registry.cli import cli
 from registry.fleet import decode_member, encode_member, validate_client_id
 from registry.keys import Keyspace
 from registry.redis_fleet import report
@@ -167,6 +169,10 @@ def test_a_stopped_client_lags_and_is_reached_once_it_resumes(
     assert not result.complete
     assert (result.reached, result.lagging) == ([healthy["client_id"]], [frozen["client_id"]])
     assert 0.5 <= result.elapsed < 3
+    # The CLI says the same: exit 3, naming it.
+    env = {"PROMPTREG_URL": processes.url, "PROMPTREG_NAMESPACE": processes.namespace}
+    done = CliRunner().invoke(cli, ["label", NAME, LABEL, "2", "--wait", "0.3"], env=env, catch_exceptions=False)
+    assert done.exit_code == 3 and frozen["client_id"] in done.stderr and "reached 1 of 2" in done.stderr
     processes.kill(frozen["pid"], signal.SIGCONT)
     result = registry.wait_for_fleet(timeout=10)
     assert result.complete and set(result.reached) == {healthy["client_id"], frozen["client_id"]}, result

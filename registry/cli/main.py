@@ -26,6 +26,7 @@ from registry.base import PromptRegistry
 from registry.cli.acl import acl_command
 from registry.cli.compat import check, compatibility
 from registry.cli.files import export_command, import_command, sync
+from registry.cli.fleet import fleet
 from registry.cli.live import demo, watch
 from registry.cli.maintenance import migrate
 from registry.cli.prompts import create, diff, history, label, list_prompts, push, render, rollback, show
@@ -153,7 +154,7 @@ def _after_the_command(name: str, help: str) -> click.Option:
 
 for command in (create, push, label, rollback, show, render, list_prompts, history, diff, check, compatibility):
     cli.add_command(command)
-for command in (sync, export_command, import_command, watch, demo, acl_command, migrate):
+for command in (sync, export_command, import_command, watch, demo, acl_command, migrate, fleet):
     cli.add_command(command)
 for command in cli.commands.values():
     taken = {flag for param in command.params for flag in getattr(param, "opts", ())}

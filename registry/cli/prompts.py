@@ -18,6 +18,7 @@ import click
 
 from registry.base import PromptRegistry
 from registry.chat import readable
+from registry.cli.fleet import confirm, wait_option
 from registry.cli.options import author_option, current_registry, json_option, print_json, read_input
 from registry.errors import InvalidInputError
 from registry.models import AuditEvent, Prompt, PromptVersion, describe_label_move
@@ -158,6 +159,7 @@ def _read_text(source: str | None) -> str:
 @click.option("--force", is_flag=True, help="Move even if the prompt's compatibility mode refuses it (audited).")
 @author_option
 @click.option("--reason", help="Why (kept in the audit trail).")
+@wait_option
 @json_option
 def label(
     name: str,
@@ -168,9 +170,13 @@ def label(
     force: bool,
     author: str | None,
     reason: str | None,
+    wait: float | None,
     as_json: bool,
 ) -> None:
-    """Point LABEL of NAME at VERSION (a number, or another label's version); or --delete it."""
+    """Point LABEL of NAME at VERSION (a number, or another label's version); or --delete it.
+
+    --wait [SECONDS]: then wait until every client in `promptreg fleet` serves the change (exit 3 if not).
+    """
     registry = current_registry()
     if delete:
         if version is not None:
@@ -183,10 +189,11 @@ def label(
         event = registry.set_label(
             name, label, number, expected_version=expect, author=author, reason=reason, force=force
         )
-    if as_json:
+    if as_json and wait is None:
         print_json(event.model_dump(mode="json"))
-    else:
+    elif not as_json:
         click.echo(f"{name}: label {_move(event)}")
+    confirm(registry, event, wait, as_json)
 
 
 @click.command()
@@ -194,15 +201,23 @@ def label(
 @click.argument("label")
 @author_option
 @click.option("--reason", help="Why (kept in the audit trail).")
+@wait_option
 @click.option("--force", is_flag=True, help="Move even if the prompt's compatibility mode refuses it (audited).")
 @json_option
-def rollback(name: str, label: str, author: str | None, reason: str | None, force: bool, as_json: bool) -> None:
-    """Move LABEL of NAME back to where it pointed before its last move."""
-    event = current_registry().rollback(name, label, author=author, reason=reason, force=force)
-    if as_json:
+def rollback(
+    name: str, label: str, author: str | None, reason: str | None, force: bool, wait: float | None, as_json: bool
+) -> None:
+    """Move LABEL of NAME back to where it pointed before its last move.
+
+    --wait [SECONDS]: then wait until every client in `promptreg fleet` serves it (exit 3 if not).
+    """
+    registry = current_registry()
+    event = registry.rollback(name, label, author=author, reason=reason, force=force)
+    if as_json and wait is None:
         print_json(event.model_dump(mode="json"))
-    else:
+    elif not as_json:
         click.echo(f"{name}: label {_move(event)} (rollback)")
+    confirm(registry, event, wait, as_json)
 
 
 def _select(name: str, label: str | None, version: int | None) -> PromptVersion:

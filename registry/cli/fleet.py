@@ -1,0 +1,129 @@
+"""``promptreg fleet`` and the ``--wait`` of ``label`` / ``rollback``: which process serves what.
+
+``fleet`` prints :meth:`~registry.PromptRegistry.fleet` as a table; with ``--prompt NAME`` it adds
+the version each client serves for its label, worked out from the prompt's audit trail at the
+client's revision (a client reports only its revision, so reports stay small whatever the registry
+holds). ``--wait [SECONDS]`` runs :meth:`~registry.PromptRegistry.wait_for_fleet` for the write's
+revision and exits with :data:`EXIT_INCOMPLETE` when some client did not confirm it in time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import click
+
+from registry.base import PromptRegistry
+from registry.cli.options import current_registry, json_option, print_json
+from registry.fleet import FleetMember, FleetWait
+from registry.models import AuditEvent
+from registry.validation import LATEST
+
+EXIT_INCOMPLETE = 3
+"""Exit code of ``label``/``rollback --wait`` when some client still serves an older revision."""
+DEFAULT_WAIT = 5.0
+"""Seconds ``--wait`` waits when given without a value."""
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def wait_option(function: _F) -> _F:
+    """``--wait [SECONDS]``: after the write, wait until every reporting client serves it."""
+    return click.option(
+        "--wait",
+        "wait",
+        type=click.FloatRange(min=0),
+        is_flag=False,
+        flag_value=DEFAULT_WAIT,
+        default=None,
+        metavar="[SECONDS]",
+        help=f"Then wait until every client in `promptreg fleet` serves the change (default {DEFAULT_WAIT:g} s); "
+        f"exit {EXIT_INCOMPLETE} if some did not.",
+    )(function)
+
+
+def describe_wait(result: FleetWait) -> str:
+    """``reached 50 of 50 clients in 12 ms``, plus the lagging and gone clients by id."""
+    total = len(result.reached) + len(result.lagging)
+    text = f"reached {len(result.reached)} of {total} clients in {result.elapsed * 1000:.0f} ms"
+    if result.lagging:
+        text += f"; lagging (rev < {result.rev}): {', '.join(result.lagging)}"
+    if result.gone:
+        text += f"; gone during the wait: {', '.join(result.gone)}"
+    return text
+
+
+def confirm(registry: PromptRegistry, event: AuditEvent, timeout: float | None, as_json: bool) -> None:
+    """Print ``event`` (and, with a ``timeout``, the fleet's confirmation); exit 3 if incomplete."""
+    if timeout is None:
+        return
+    result = registry.wait_for_fleet(event.rev, timeout=timeout)
+    if as_json:
+        print_json({**event.model_dump(mode="json"), "fleet": result.model_dump(mode="json")})
+    else:
+        click.echo(describe_wait(result), err=not result.complete)
+    if not result.complete:
+        click.get_current_context().exit(EXIT_INCOMPLETE)
+
+
+def _ago(moment: datetime, now: datetime) -> str:
+    seconds = max(0.0, (now - moment).total_seconds())
+    return f"{seconds:.1f} s ago" if seconds < 120 else moment.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _version_at(events: list[AuditEvent], label: str, rev: int) -> int | None:
+    """Where ``label`` pointed at revision ``rev``, from the prompt's audit trail (oldest first)."""
+    found: int | None = None
+    for event in events:
+        if event.rev > rev:
+            break
+        moved = event.label == label and event.action in ("set_label", "delete_label", "rollback")
+        if moved or (label == LATEST and event.action == "add_version"):
+            found = event.version
+    return found
+
+
+@click.command()
+@click.option("--prompt", "prompt_name", metavar="NAME", help="Also show which version of NAME each client serves.")
+@json_option
+def fleet(prompt_name: str | None, as_json: bool) -> None:
+    """Which client processes follow this registry, and the revision each one serves."""
+    registry = current_registry(reading=True)
+    now = registry.wait_for_fleet(timeout=0)  # the registry's revision, and who is behind it
+    members = registry.fleet()
+    versions: dict[str, int | None] = {}
+    if prompt_name is not None:
+        events = registry.history(prompt_name)
+        versions = {m.client_id: _version_at(events, m.label, m.rev) for m in members}
+    if as_json:
+        rows = [m.model_dump(mode="json") for m in members]
+        if prompt_name is not None:
+            for row in rows:
+                row["prompt"], row["version"] = prompt_name, versions[row["client_id"]]
+        print_json(rows)
+        return
+    if not members:
+        click.echo("no client reports to this registry (clients on Redis do; files and PostgreSQL keep no fleet)")
+        return
+    click.echo(_table(members, versions if prompt_name is not None else None))
+    behind = f"; {len(now.lagging)} behind" if now.lagging else ""
+    click.echo(f"{len(members)} clients; registry at rev {now.rev}{behind}")
+
+
+def _table(members: list[FleetMember], versions: dict[str, int | None] | None) -> str:
+    now = datetime.now(UTC)
+    headers = ["CLIENT", "HOST:PID", "LABEL", "REV", "STATE", "LAST SEEN"]
+    if versions is not None:
+        headers.append("VERSION")
+    rows = []
+    for m in members:
+        row = [m.client_name or m.client_id, f"{m.host}:{m.pid}", m.label, str(m.rev), m.state, _ago(m.last_seen, now)]
+        if versions is not None:
+            served = versions.get(m.client_id)
+            row.append("-" if served is None else str(served))
+        rows.append(row)
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                     for row in [headers, *rows])  # fmt: skip
