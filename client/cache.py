@@ -136,20 +136,33 @@ class Cache:
         (no one listens: at 100k prompts the difference costs more than the swap).
         """
         store = self.versions
-        if versions is not None:  # keep the instances that did not change (``get(...) is`` stays true)
-            store = {pair: _same_or(store.get(pair), version) for pair, version in versions.items()}
+        if versions is not None:
+            if store:  # keep the instances that did not change (``get(...) is`` stays true)
+                store = {pair: _same_or(store.get(pair), version) for pair, version in versions.items()}
+            else:
+                store = dict(versions)
         subset = self.subset
         if subset is not None:  # a file, a snapshot or the 0.1.0 read may hold more than the client serves
             pointers = {name: labels for name, labels in pointers.items() if name in subset}
-        missing = {(n, v) for n, labels in pointers.items() for v in labels.values() if (n, v) not in store}
-        if missing:
-            raise RegistryCorruptError(f"labels point at versions that do not exist: {sorted(missing)[:5]}")
+        view = self._view(pointers, store)  # outside the lock: lookups never wait for it
         with self._lock:
             if only_if_empty and self.loaded:
                 return None
             old_pointers = self.pointers
-            self.versions = versions = store
-            view: LookupView = {}
+            self.versions = store
+            self.view = view
+            self.pointers = pointers
+            self.rev = rev
+            self.loaded = True
+            self._settled = False
+            self._held = False
+        return diff_pointers(old_pointers, pointers, rev) if events else []
+
+    def _view(self, pointers: Pointers, versions: Mapping[tuple[str, int], PromptVersion]) -> LookupView:
+        """The lookup view of ``pointers``; raises :class:`~registry.RegistryCorruptError` when a
+        label points at a version not in ``versions``."""
+        view: LookupView = {}
+        try:
             for name, labels in pointers.items():
                 # Interned keys: a label given as a literal ("production") is interned by the
                 # compiler, so the lookup matches by identity and skips comparing the strings.
@@ -159,16 +172,15 @@ class Cache:
                     if by_name is None:
                         by_name = view[intern(label)] = {}
                     by_name[name] = versions[name, number]
-            default = view.get(self._default_label)
-            if default is not None:
-                view[None] = default
-            self.view = view
-            self.pointers = pointers
-            self.rev = rev
-            self.loaded = True
-            self._settled = False
-            self._held = False
-        return diff_pointers(old_pointers, pointers, rev) if events else []
+        except KeyError:
+            missing = sorted(
+                {(n, v) for n, labels in pointers.items() for v in labels.values() if (n, v) not in versions}
+            )
+            raise RegistryCorruptError(f"labels point at versions that do not exist: {missing[:5]}") from None
+        default = view.get(self._default_label)
+        if default is not None:
+            view[None] = default
+        return view
 
     def settle(self) -> None:
         """The messages buffered while the last full state was read are drained.

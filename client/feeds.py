@@ -10,11 +10,13 @@ answers but cannot be trusted: empty, still loading, a replica cut off from its 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from client.cache import Cache, ChangeEvent, Pointers, diff_pointers
@@ -162,6 +164,29 @@ class Feed:
         if self.holding is not None:
             logger.info("promptreg %s %s: the registry is trusted again", self.kind, self._name)
             self.holding = None
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a full state is read and built; then one
+    collection of the young generations.
+
+    A full state allocates about three tracked objects per version and frees none of them: with the
+    collector on, each 25% of heap growth triggers a full collection that traverses every object of
+    the process again (measured: about half of a 100k-prompt start-up, 10 collections). Reference
+    counting goes on meanwhile; only cycles wait, for the length of the read. When the collector
+    was off already (the application's choice) nothing changes; it is switched back on only if this
+    switched it off.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect(1)  # the new objects move to the old generation once, here, not in an application thread
 
 
 def empty_registry(rev: int, pointers: dict[str, dict[str, int]], cache: Cache) -> str | None:

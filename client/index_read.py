@@ -2,10 +2,11 @@
 
 1. One short ``MULTI``/``EXEC``: the revision, the audit stream's head (the fingerprint), whether the
    caller's anchor entry is still there, the index format marker and the label names in use.
-2. Then the index hashes and the set of prompt names, in steps of ``HSCAN`` / ``SSCAN ... COUNT``
-   :data:`~client.redis_state.CHUNK` (or ``HMGET`` / ``SMISMEMBER`` of the names a subset client
-   serves), pipelined one step per key: no single command or transaction does O(prompts) work, so a
-   100k-prompt start-up never stalls the server for other clients.
+2. Then the set of prompt names in steps of ``SSCAN ... COUNT`` :data:`~client.redis_state.CHUNK`,
+   each page's entries of the index hashes by ``HMGET`` in the pipeline of the next step (a subset
+   client: ``HSCAN ... MATCH`` of its prefixes, ``HMGET`` / ``SMISMEMBER`` of its names): no single
+   command or transaction does O(prompts) work, so a 100k-prompt start-up never stalls the server
+   for other clients.
 3. Then the revision again. Unchanged: the chunks are exactly the state at that revision. Changed (a
    write landed during the read): read again, up to :data:`ATTEMPTS` times; after that the state is
    returned with the *first* revision. Every write after it arrives as a change message on the
@@ -77,14 +78,13 @@ def _read_pointers(
     client: redis.Redis, keys: Keyspace, labels: list[str], subset: PromptSubset | None
 ) -> dict[str, dict[str, int]]:
     hashes = [keys.index_latest, *(keys.index_label(label) for label in labels)]
+    if subset is None:
+        return _scan_names(client, keys.prompts, hashes, [LATEST, *labels])
     names: set[str] = set()
     entries: list[dict[str, int]] = [{} for _ in hashes]
-    if subset is None:
-        _scan(client, keys.prompts, hashes, None, names, entries)
-    else:
-        for prefix in subset.prefixes:
-            _scan(client, keys.prompts, hashes, prefix + "*", names, entries)
-        _by_name(client, keys.prompts, hashes, sorted(subset.names), names, entries)
+    for prefix in subset.prefixes:
+        _scan(client, keys.prompts, hashes, prefix + "*", names, entries)
+    _by_name(client, keys.prompts, hashes, sorted(subset.names), names, entries)
     pointers: dict[str, dict[str, int]] = {name: {} for name in names}
     for label, found in zip((LATEST, *labels), entries, strict=True):
         for name, number in found.items():
@@ -92,6 +92,42 @@ def _read_pointers(
             if labels_of is None:  # created during the read: the change messages complete it
                 labels_of = pointers[name] = {}
             labels_of[label] = number
+    return pointers
+
+
+def _scan_names(client: redis.Redis, names_key: str, hashes: list[str], labels: list[str]) -> dict[str, dict[str, int]]:
+    """Every prompt's pointers: ``SSCAN`` the name set, ``HMGET`` each index hash for each page of names.
+
+    The ``HMGET`` s of a page go in the pipeline of the next ``SSCAN`` step (one round trip per page),
+    and each name is decoded once: reading the hashes by name costs the client a quarter of
+    ``HSCAN`` ing them (which returns, and decodes, every name once per hash).
+    """
+    pointers: dict[str, dict[str, int]] = {}
+    cursor: int | None = 0  # None: the scan is over
+    page: list[str] = []  # names whose HMGETs go in the next pipeline
+    raw_page: list[bytes] = []
+    while cursor is not None or page:
+        pipe: Any = client.pipeline(transaction=False)
+        if cursor is not None:
+            pipe.sscan(names_key, cursor, count=CHUNK)
+        if page:
+            for key in hashes:
+                pipe.hmget(key, raw_page)
+        results = pipe.execute()
+        step = results.pop(0) if cursor is not None else None
+        for label, column in zip(labels if page else (), results, strict=True):
+            for name, value in zip(page, column, strict=True):
+                if value is not None:
+                    pointers[name][label] = int(value)
+        if step is None:
+            cursor, page, raw_page = None, [], []
+            continue
+        following, items = step
+        raw_page = list(items)
+        page = [raw.decode("utf-8") for raw in raw_page]
+        for name in page:
+            pointers.setdefault(name, {})  # SSCAN may return a name twice
+        cursor = int(following) or None
     return pointers
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import redis
 
 from client.cache import Action
-from client.feeds import Backoff, Feed, FeedContext, empty_registry
+from client.feeds import Backoff, Feed, FeedContext, collector_paused, empty_registry
 from client.index_read import read_client_state
 from client.redis_links import CHANGES, SUBSCRIBED, UNSUBSCRIBED, FeedLinks
 from client.redis_state import LogHead, fetch_versions, read_fingerprint
@@ -258,29 +258,30 @@ class RedisFeed(Feed):
         context = self.context
         cache = context.cache
         client = self._links.reader
-        problem = self._role.problem(client)
-        if problem is None:
-            try:
-                state, indexed = read_client_state(client, self.keys, cache.pointers, self._anchor, cache.subset)
-            except redis.BusyLoadingError:
-                problem = "redis is loading its dataset (LOADING): serving the last state"
-            else:
-                problem = empty_registry(state.rev, state.pointers, cache)
-        if problem is not None:
-            self._hold(problem)
-            self._recheck_at = time.monotonic() + HOLD_RECHECK
-            return
-        before = cache.pointers
-        if state.anchor_found:  # the same history, grown: versions cached are still the registry's
-            missing = cache.missing_versions(state.pointers)
-            for (name, _number), version in fetch_versions(client, self.keys, missing).items():
-                if version is not None:
-                    cache.add_version(name, version)
-            cache.replace(state.rev, state.pointers, events=False)
-        else:  # another history (restore, other data set) or unknown: a version number may be another text
-            pairs = {(n, v) for n, labels in state.pointers.items() for v in labels.values()}
-            fresh = {pair: v for pair, v in fetch_versions(client, self.keys, pairs).items() if v is not None}
-            cache.replace(state.rev, state.pointers, versions=fresh, events=False)
+        with collector_paused():  # a full state allocates O(prompts) objects: no repeated full collections
+            problem = self._role.problem(client)
+            if problem is None:
+                try:
+                    state, indexed = read_client_state(client, self.keys, cache.pointers, self._anchor, cache.subset)
+                except redis.BusyLoadingError:
+                    problem = "redis is loading its dataset (LOADING): serving the last state"
+                else:
+                    problem = empty_registry(state.rev, state.pointers, cache)
+            if problem is not None:
+                self._hold(problem)
+                self._recheck_at = time.monotonic() + HOLD_RECHECK
+                return
+            before = cache.pointers
+            if state.anchor_found:  # the same history, grown: versions cached are still the registry's
+                missing = cache.missing_versions(state.pointers)
+                for (name, _number), version in fetch_versions(client, self.keys, missing).items():
+                    if version is not None:
+                        cache.add_version(name, version)
+                cache.replace(state.rev, state.pointers, events=False)
+            else:  # another history (restore, other data set) or unknown: a version number may be another text
+                pairs = {(n, v) for n, labels in state.pointers.items() for v in labels.values()}
+                fresh = {pair: v for pair, v in fetch_versions(client, self.keys, pairs).items() if v is not None}
+                cache.replace(state.rev, state.pointers, versions=fresh, events=False)
         self._known = (state.rev, None if state.head is None else state.head.entry_id)
         self._anchor = self._known[1]
         self._last_applied = None

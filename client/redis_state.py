@@ -210,13 +210,13 @@ def _stream(
     pool: Any = client.connection_pool
     conn: Any = pool.get_connection()
     chunks = [wanted[start : start + CHUNK] for start in range(0, len(wanted), CHUNK)]
-    encode = conn.encoder.encode
+    encoding, errors = conn.encoder.encoding, conn.encoder.encoding_errors
     prefix = keys.version_prefix
 
     def packed(chunk: list[tuple[str, int]]) -> list[bytes]:
         # RESP by hand: every command is HMGET <key> <the same fields>; redis-py's packer costs
         # more per command than building the version.
-        keys_ = [encode(f"{prefix(name)}{number}") for name, number in chunk]
+        keys_ = [f"{prefix(name)}{number}".encode(encoding, errors) for name, number in chunk]
         return [b"".join([b"%b$%d\r\n%b\r\n%b" % (_HMGET_HEAD, len(key), key, _HMGET_TAIL) for key in keys_])]
 
     try:

@@ -9,6 +9,7 @@ client was built still gets the events of later resyncs.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +18,7 @@ import redis
 import client.cache
 import client.redis_state
 from client import ChangeEvent, PromptClient
+from client.feeds import collector_paused
 from client.redis_state import CHUNK, fetch_versions
 from registry import PromptVersion, RedisPromptRegistry, RegistryCorruptError
 from registry.keys import Keyspace
@@ -156,3 +158,21 @@ def test_no_difference_is_computed_without_a_callback_and_one_registered_later_g
         registry.set_label(NAME, LABEL, 1)  # pushed moves still reach it as before
         assert wait_until(lambda: any(e.version == 1 and e.previous_version == 3 for e in events), PUSH_BOUND)
         assert_converged(prompts, registry)
+
+
+# -- the collector pause -------------------------------------------------------------------------------------
+
+
+def test_the_collector_is_paused_only_during_the_build_and_an_application_choice_is_kept() -> None:
+    assert gc.isenabled()
+    try:
+        with pytest.raises(RuntimeError), collector_paused():
+            assert not gc.isenabled()
+            raise RuntimeError("a read failed")
+        assert gc.isenabled()  # back on, even after an error
+        gc.disable()  # the application's choice: left alone
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -97,6 +98,43 @@ def test_render_does_not_parse_again(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(template_module, "_PLACEHOLDER", NoParsing())
     assert version.render(movie="Alien") == "Review Alien"
     assert version.variables == {"movie"}
+
+
+def _reference_compile(text: str) -> tuple[str, frozenset[str]]:
+    """The one-split compile (every literal escaped, every placeholder a field): the fast paths must agree."""
+    pieces = template_module._PLACEHOLDER.split(text)
+    names = pieces[1::2]
+    pieces[0::2] = [literal.replace("{", "{{").replace("}", "}}") for literal in pieces[0::2]]
+    pieces[1::2] = ["{" + name + "!s}" for name in names]
+    return "".join(pieces), frozenset(names)
+
+
+def test_every_compile_path_equals_the_one_split_compile_on_random_texts() -> None:
+    rng = random.Random(12)
+    alphabet = ["{", "}", "{{", "}}", " ", "a", "b1", "_", "x y", "{{a}}", "{{ b }}", "{{b1}}", "{{1}}", "é"]
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 10)))
+        parsed = Template(text)
+        assert (parsed.format_string, parsed.variables) == _reference_compile(text), text
+
+
+def test_templates_share_what_they_can() -> None:
+    plain = "no placeholder, no brace"
+    assert Template(plain).format_string is plain  # nothing to escape: the text itself
+    assert Template("{{a}} and {{b}}").variables is Template("{{a}} or {{b}}!").variables
+    assert Template("x").variables is Template("y").variables
+
+
+def test_trusted_versions_equal_validated_ones_and_share_one_fields_set() -> None:
+    at = datetime(2024, 5, 1, tzinfo=UTC)
+    one = PromptVersion.trusted(1, "Hi {{who}}", at, "ann", None, {"k": 1})
+    two = PromptVersion.trusted(2, "{x} {{ who }}", at, None, "m", {})
+    assert one == PromptVersion(version=1, prompt_text="Hi {{who}}", created_at=at, author="ann", metadata={"k": 1})
+    assert two.render(who="A") == "{x} A" and one.render(who="B") == "Hi B"
+    assert one.model_fields_set == set(PromptVersion.model_fields)
+    copy = one.model_copy(update={"author": "bob"})  # pydantic copies the set before it adds to it
+    assert copy.author == "bob" and one.author == "ann"
+    assert two.model_fields_set == set(PromptVersion.model_fields)
 
 
 def test_equal_texts_make_equal_templates() -> None:
