@@ -35,6 +35,9 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
 def _check(result: dict[str, Any], workers: int) -> None:
     assert [(m["action"], m["previous_version"], m["version"]) for m in result["moves"]] == EXPECTED_MOVES
     assert all(m["seconds"] > 0 for m in result["moves"])
+    if not result["server"].startswith("the PostgreSQL"):  # Redis keeps a fleet view: every move confirmed
+        assert all(m["fleet_reached"] == m["fleet_total"] == workers for m in result["moves"]), result["moves"]
+        assert all(m["fleet_seconds"] is not None and m["fleet_seconds"] > 0 for m in result["moves"])
     assert result["workers"] == workers
     assert result["lookups"] > 0 and result["lookups_per_second"] > 0
     assert result["namespace"].startswith("demo-")

@@ -55,6 +55,13 @@ class MoveResult:
     previous_version: int | None
     version: int | None
     seconds: float
+    """From the write until every worker served the new version (the workers' own pipes)."""
+    fleet_reached: int = 0
+    """Clients the registry's fleet view confirmed at the move's revision (0 on PostgreSQL: no fleet)."""
+    fleet_total: int = 0
+    """Clients in the fleet view during the wait."""
+    fleet_seconds: float | None = None
+    """From the write until the fleet view was complete (``None``: not confirmed in time, or no fleet)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,12 +323,28 @@ def run_demo(
                 time.sleep(seconds)  # the workers serve the current version meanwhile
                 begin = time.perf_counter()
                 event = move()
+                # What an operator sees: the registry's fleet view confirming the move (each client
+                # acknowledges the revision it applied), then the workers' own report.
+                confirmed = registry.wait_for_fleet(event.rev, timeout=_MOVE_TIMEOUT)
+                confirmed_after = time.perf_counter() - begin
                 fleet.wait_serving(event.version or 0, _MOVE_TIMEOUT)
                 took = time.perf_counter() - begin
-                moves.append(MoveResult(action, LABEL, event.previous_version, event.version, took))
+                total = len(confirmed.reached) + len(confirmed.lagging)
+                moves.append(
+                    MoveResult(
+                        action, LABEL, event.previous_version, event.version, took,
+                        len(confirmed.reached), total, confirmed_after if confirmed.complete and total else None,
+                    )
+                )  # fmt: skip
+                reached, ms = len(confirmed.reached), confirmed_after * 1000
+                fleet_line = (
+                    f"fleet view: reached {reached} of {total} clients in {ms:.1f} ms"
+                    if total
+                    else "fleet view: not kept by this backend"
+                )
                 report(
                     f"{action:<9} {LABEL} {event.previous_version} -> {event.version}: "
-                    f"all {workers} workers served v{event.version} after {took * 1000:.1f} ms"
+                    f"all {workers} workers served v{event.version} after {took * 1000:.1f} ms; {fleet_line}"
                 )
             time.sleep(seconds)
             elapsed = time.perf_counter() - started
