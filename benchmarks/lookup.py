@@ -5,6 +5,8 @@ doing one dict lookup), a Redis read per lookup (label only, versions cached; an
 one round trip, parsed), a 60 s TTL cache with background refresh (the Langfuse / MLflow pattern) and
 redis-py's client-side caching (RESP3) when the server allows it. 1 and 4 threads; 10, 1,000 and
 100,000 prompts cached; memory per cached version (tracemalloc). Timing method: ``benchmarks/_timing.py``.
+Then render: ``PromptClient.render`` (lookup and render) on a seeded prompt against ``str.format`` and
+``format_map`` (the template engine's floor) of the same template, and the rows of ``benchmarks/render.py``.
 
     python -m benchmarks.lookup [--quick] [--json PATH] [--url redis://...]
 """
@@ -27,7 +29,7 @@ if __package__ in (None, ""):  # run as ``python benchmarks/lookup.py``
 
 import redis
 
-from benchmarks import _baselines, _harness, _report, _timing
+from benchmarks import _baselines, _harness, _report, _timing, render
 from registry import RedisPromptRegistry
 from registry.keys import Keyspace
 
@@ -155,9 +157,11 @@ def measure_size(url: str, namespace: str, size: int, plan: dict[str, Any], csc:
                     "ratio_to_floor_median": _report.ratio(stats["p50"], floor["p50"]),
                     "ratio_to_floor_p99": _report.ratio(stats["p99"], floor["p99"]),
                 })  # fmt: skip
+        rendered = measure_render(client, sample[0], plan["quick"]) if size == plan["render_size"] else None
         return {
             "prompts": size,
             "rows": rows,
+            "render": rendered,
             "ttl_refreshes_while_timing": ttl.refreshes,
             "memory": {
                 "promptreg_bytes_per_version": client_bytes / size,
@@ -170,12 +174,25 @@ def measure_size(url: str, namespace: str, size: int, plan: dict[str, Any], csc:
         conn.close()
 
 
+RENDER_VALUES = {"product": "promptreg", "language": "English"}
+
+
+def measure_render(client: Any, name: str, quick: bool) -> dict[str, float]:
+    """Median ns per call: ``client.render`` of ``name`` and the version-level contenders of its template."""
+    version = client.get(name)
+    contenders = {
+        "PromptClient.render (get + render)": lambda: client.render(name, **RENDER_VALUES),
+        **render.contenders_for(version.prompt_text, RENDER_VALUES),
+    }
+    return render.time_contenders(contenders, quick)
+
+
 def _plan(quick: bool) -> dict[str, Any]:
     if quick:
         return {"sizes": (10, 1_000, 5_000), "block": 1000, "repeats": 150, "io_block": 10, "io_repeats": 30,
-                "rounds": 3}  # fmt: skip
+                "rounds": 3, "render_size": 1_000, "quick": True}  # fmt: skip
     return {"sizes": (10, 1_000, 100_000), "block": 1000, "repeats": 1500, "io_block": 20, "io_repeats": 150,
-            "rounds": 5}  # fmt: skip
+            "rounds": 5, "render_size": 1_000, "quick": False}  # fmt: skip
 
 
 def _flatness(results: list[dict[str, Any]]) -> str:
@@ -199,7 +216,12 @@ def _flatness(results: list[dict[str, Any]]) -> str:
 
 
 def _print(
-    results: list[dict[str, Any]], csc_note: str, csc_ok: bool, plan: dict[str, Any], env: dict[str, Any]
+    results: list[dict[str, Any]],
+    renders: dict[str, dict[str, float]],
+    csc_note: str,
+    csc_ok: bool,
+    plan: dict[str, Any],
+    env: dict[str, Any],
 ) -> None:
     print(_report.environment_line(env))
     print(_report.NOISE_NOTE)
@@ -230,6 +252,8 @@ def _print(
          _report.fmt(r["memory"]["ttl_cache_bytes_per_version"]), r["ttl_refreshes_while_timing"])
         for r in results
     ]  # fmt: skip
+    print(render.table(renders))
+    print()
     print(
         _report.table(
             ["prompts", "promptreg bytes/version", "TTL cache bytes/version", "TTL refreshes while timing"],
@@ -257,8 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             if csc is not None:
                 csc.close()
+    renders = {f"seeded prompt ({r['prompts']:,} cached)": r["render"] for r in results if r["render"]}
+    renders.update(render.measure(plan["quick"]))
     env["load_average_at_end"] = list(os.getloadavg())
-    _print(results, csc_note, csc is not None, plan, env)
+    _print(results, renders, csc_note, csc is not None, plan, env)
     elapsed = time.perf_counter() - wall
     print(f"\nwall time {elapsed:.1f} s (seeding {sum(seed_seconds.values()):.1f} s of it)")
     _report.write_json(
@@ -271,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "contenders": DESCRIPTIONS,
             "client_side_cache": {"available": csc is not None, "note": csc_note},
             "results": results,
+            "render": renders,
             "seed_seconds": seed_seconds,
             "wall_seconds": elapsed,
         },

@@ -1,10 +1,13 @@
 """``PromptVersion.render`` against ``str.format`` (the floor) and the 0.1.0 render, in one run (issue 12).
 
 The same template and variables for every contender: ``str.format`` with the equivalent format
-string (the floor), ``PromptVersion.render`` (this version: one ``format_map`` on a string kept in a
-slot), and the 0.1.0 render (the template read through a pydantic private attribute, parts joined
-in a loop), rebuilt here as the baseline. Each is timed with ``timeit`` in interleaved repeats; the
-figure is the median per call, the ratio is against ``str.format`` in the same run.
+string (the floor users compare with), ``format_map`` of that string with the variables' dict
+already built (the template engine's floor: what ``render`` calls, without the call itself),
+``PromptVersion.render`` (this version: one ``format_map`` on a string kept in a slot), and the
+0.1.0 render (the template read through a pydantic private attribute, parts joined in a loop),
+rebuilt here as the baseline. Each is timed with ``timeit`` in interleaved repeats; the figure is
+the median per call, the ratio is against ``str.format`` in the same run. ``benchmarks/lookup.py``
+prints these rows too, with ``PromptClient.render`` (lookup and render) on its seeded prompts.
 
     python -m benchmarks.render [--quick] [--json PATH]
 """
@@ -78,25 +81,43 @@ class OldVersion(BaseModel):
         return self._template.render(variables)
 
 
-def measure(quick: bool) -> dict[str, dict[str, float]]:
+def contenders_for(text: str, values: dict[str, Any]) -> dict[str, Callable[[], object]]:
+    """The render contenders for one template and its variables (each returns the same text)."""
+    version = PromptVersion(version=1, prompt_text=text)
+    old = OldVersion(prompt_text=text)
+    fmt = Template(text).format_string
+    return {
+        "str.format": functools.partial(fmt.format, **values),
+        "format_map (engine floor)": functools.partial(fmt.format_map, values),
+        "PromptVersion.render": functools.partial(version.render, **values),
+        "0.1.0 render": functools.partial(old.render, **values),
+    }
+
+
+def time_contenders(contenders: dict[str, Callable[[], object]], quick: bool) -> dict[str, float]:
+    """Median ns per call of each contender, timed in interleaved repeats."""
     number, repeats = (20_000, 5) if quick else (100_000, 15)
-    results: dict[str, dict[str, float]] = {}
-    for title, (text, values) in TEMPLATES.items():
-        version = PromptVersion(version=1, prompt_text=text)
-        old = OldVersion(prompt_text=text)
-        fmt = Template(text).format_string
-        contenders: dict[str, Callable[[], object]] = {
-            "str.format": functools.partial(fmt.format, **values),
-            "PromptVersion.render": functools.partial(version.render, **values),
-            "0.1.0 render": functools.partial(old.render, **values),
-        }
-        assert len({f() for f in contenders.values()}) == 1  # the same text from all three
-        samples: dict[str, list[float]] = {name: [] for name in contenders}
-        for _ in range(repeats):  # interleaved: drift on a shared machine hits every contender alike
-            for name, call in contenders.items():
-                samples[name].append(timeit.timeit(call, number=number) / number * 1e9)
-        results[title] = {name: statistics.median(values_ns) for name, values_ns in samples.items()}
-    return results
+    assert len({str(f()) for f in contenders.values()}) == 1  # the same text from all
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):  # interleaved: drift on a shared machine hits every contender alike
+        for name, call in contenders.items():
+            samples[name].append(timeit.timeit(call, number=number) / number * 1e9)
+    return {name: statistics.median(values_ns) for name, values_ns in samples.items()}
+
+
+def measure(quick: bool) -> dict[str, dict[str, float]]:
+    """``{template title: {contender: median ns per call}}`` for :data:`TEMPLATES`."""
+    return {title: time_contenders(contenders_for(text, values), quick) for title, (text, values) in TEMPLATES.items()}
+
+
+def table(results: dict[str, dict[str, float]]) -> str:
+    """The render table: median ns per call and the ratio to ``str.format`` of the same run."""
+    rows = []
+    for title, figures in results.items():
+        floor = figures["str.format"]
+        for name, ns in figures.items():
+            rows.append([title, name, _report.fmt(ns), _report.fmt_ratio(_report.ratio(ns, floor))])
+    return _report.table(["template", "render", "median ns/call", "vs str.format"], rows, title="render()")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,12 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     results = measure(args.quick)
-    rows = []
-    for title, figures in results.items():
-        floor = figures["str.format"]
-        for name, ns in figures.items():
-            rows.append([title, name, _report.fmt(ns), _report.fmt_ratio(_report.ratio(ns, floor))])
-    print(_report.table(["template", "render", "median ns/call", "vs str.format"], rows, title="render()"))
+    print(table(results))
     _report.write_json(args.json, {"render": results})
     return 0
 

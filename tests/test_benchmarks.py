@@ -90,6 +90,11 @@ def test_lookup_benchmark(tmp_path: Path) -> None:
         assert result["memory"]["promptreg_bytes_per_version"] > 0
         assert result["memory"]["ttl_cache_bytes_per_version"] > 0
         assert result["ttl_refreshes_while_timing"] == 0  # the TTL cache was timed on fresh entries
+    renders = data["render"]  # PromptClient.render on a seeded prompt, then benchmarks/render.py's templates
+    assert "PromptClient.render (get + render)" in renders["seeded prompt (1,000 cached)"]
+    for figures in renders.values():
+        assert {"str.format", "format_map (engine floor)", "PromptVersion.render"} <= set(figures)
+        assert all(ns > 0 for ns in figures.values())
 
 
 @pytest.mark.redis
