@@ -129,18 +129,19 @@ class Cache:
         Every version ``pointers`` refers to must be cached already (:meth:`add_version`), or be in
         ``versions``; raises :class:`~registry.RegistryCorruptError` otherwise. ``versions``, when
         given, replaces every version remembered so far: the registry's history changed (a restore),
-        so a version number may now stand for another text. A full state is authoritative and is
-        taken even when its revision is lower (the registry was restored). With ``only_if_empty``
-        nothing happens if a state was loaded before (returns ``None``). Returns the changes as
-        events (:func:`diff_pointers`), or ``[]`` without computing them when ``events`` is false
-        (no one listens: at 100k prompts the difference costs more than the swap).
+        so a version number may now stand for another text; the cache may keep that very dict. A
+        full state is authoritative and is taken even when its revision is lower (the registry was
+        restored). With ``only_if_empty`` nothing happens if a state was loaded before (returns
+        ``None``). Returns the changes as events (:func:`diff_pointers`), or ``[]`` without computing
+        them when ``events`` is false (no one listens: at 100k prompts the difference costs more than
+        the swap).
         """
         store = self.versions
         if versions is not None:
             if store:  # keep the instances that did not change (``get(...) is`` stays true)
                 store = {pair: _same_or(store.get(pair), version) for pair, version in versions.items()}
-            else:
-                store = dict(versions)
+            else:  # a first load: the dict is taken as it is (the caller built it for this call)
+                store = versions
         subset = self.subset
         if subset is not None:  # a file, a snapshot or the 0.1.0 read may hold more than the client serves
             pointers = {name: labels for name, labels in pointers.items() if name in subset}

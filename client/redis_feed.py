@@ -280,8 +280,11 @@ class RedisFeed(Feed):
                 cache.replace(state.rev, state.pointers, events=False)
             else:  # another history (restore, other data set) or unknown: a version number may be another text
                 pairs = {(n, v) for n, labels in state.pointers.items() for v in labels.values()}
-                fresh = {pair: v for pair, v in fetch_versions(client, self.keys, pairs).items() if v is not None}
-                cache.replace(state.rev, state.pointers, versions=fresh, events=False)
+                found = fetch_versions(client, self.keys, pairs)
+                del pairs  # at 100k prompts each of these is tens of MB: keep one at a time
+                if any(v is None for v in found.values()):  # deleted meanwhile: replace() says which
+                    found = {pair: v for pair, v in found.items() if v is not None}
+                cache.replace(state.rev, state.pointers, versions=found, events=False)  # type: ignore[arg-type]
         self._known = (state.rev, None if state.head is None else state.head.entry_id)
         self._anchor = self._known[1]
         self._last_applied = None
