@@ -279,9 +279,14 @@ def test_a_concurrent_writer_cannot_slip_an_incompatible_move_through(backend: B
         assert not move.forced
 
 
+# Redis backends only: the JSON file and PostgreSQL check the versions' content inside the write.
+@pytest.mark.parametrize(
+    "backend",
+    ["fakeredis", pytest.param("redis", marks=pytest.mark.redis), pytest.param("cluster", marks=pytest.mark.redis)],
+    indirect=True,
+)
 def test_redis_versions_without_stored_inputs_are_never_passed_silently(backend: Backend, reg: PromptRegistry) -> None:
-    if not isinstance(reg, RedisPromptRegistry):
-        pytest.skip("the JSON file and PostgreSQL check the versions' content inside the write")
+    assert isinstance(reg, RedisPromptRegistry)
     _three(reg, "backward")
     reg.redis.hdel(reg.keys.version(NAME, 1), "inputs")  # as written before this release
     refused(backend, reg, RegistryCorruptError, lambda: reg.set_label(NAME, "production", 2))
