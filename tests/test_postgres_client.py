@@ -80,14 +80,19 @@ def _serve(url: str, queue: Any) -> None:
 def test_a_move_reaches_client_processes(reg: PostgresPromptRegistry, url: str) -> None:
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_serve, args=(url, queue)) for _ in range(3)]
-    for p in procs:
-        p.start()
-    assert [queue.get(timeout=30) for _ in procs] == [("ready", 1)] * 3
-    reg.set_label("p", "production", 3)
-    assert [queue.get(timeout=30) for _ in procs] == [("moved", True)] * 3
-    for p in procs:
-        p.join(10)
+    procs = [ctx.Process(target=_serve, args=(url, queue)) for _ in range(5)]
+    try:
+        for p in procs:
+            p.start()
+        assert [queue.get(timeout=30) for _ in procs] == [("ready", 1)] * 5
+        reg.set_label("p", "production", 3)
+        assert [queue.get(timeout=30) for _ in procs] == [("moved", True)] * 5
+    finally:
+        for p in procs:  # stopped by the test, also when an assertion failed
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join(5)
 
 
 def test_terminated_listener_reconnects_and_resyncs(reg: PostgresPromptRegistry, url: str) -> None:
