@@ -113,10 +113,9 @@ class PromptClient:
         """A client on a redis-py client the application already configured: ``redis.Redis``, one
         from ``Sentinel.master_for`` / ``slave_for``, or a ``redis.cluster.RedisCluster``.
 
-        ``options`` are the constructor's (``default_label``, ``namespace``, ``prompts``, ...). The
-        client's own connection is used for reads as it is (closing the :class:`PromptClient` does
-        not close it); the listener subscribes on a connection of its own to the same server,
-        Sentinel service or cluster slot owner. Raises what the constructor raises.
+        ``options`` are the constructor's. The given connection is used for reads as it is (closing
+        the :class:`PromptClient` does not close it); the listener subscribes on a connection of its
+        own to the same server, Sentinel service or slot owner. Raises what the constructor raises.
         """
         return cls(redis_client, **options)
 
@@ -334,9 +333,8 @@ class PromptClient:
             logger.warning(
                 "promptreg: no state from %s within %g s and no last-known-good file; lookups raise "
                 "RegistryUnavailableError (or return their fallback=) until the registry is reached",
-                redact_url(self._url),
-                start_timeout,
-            )
+                redact_url(self._url), start_timeout,
+            )  # fmt: skip
 
     def _load_snapshot(self) -> bool:
         assert self._snapshot_path is not None
@@ -355,7 +353,7 @@ class PromptClient:
         self._status.serving_snapshot()
         return True
 
-    def _probe(self) -> tuple[str, int]:
+    def _probe(self) -> tuple[str, int]:  # what a presence report says: the state and the revision served
         return self._status.state.value, self._cache.rev
 
     def _idle(self) -> None:

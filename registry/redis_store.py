@@ -31,6 +31,7 @@ from registry.errors import (
     PromptNotFoundError,
     PromptRegistryError,
     RegistryCorruptError,
+    RegistryUnavailableError,
     RollbackUnavailableError,
     VersionNotFoundError,
 )
@@ -49,8 +50,12 @@ from registry.wire import pack_static_part
 
 _SCRIPTS = ("create_prompt", "add_version", "set_label", "delete_label", "rollback_label", "index_prompts",
             "set_compatibility")  # fmt: skip
-ADD_VERSION_ATTEMPTS = 10
-"""Tries of add_version when concurrent writers keep taking the version number it declared."""
+ADD_VERSION_ATTEMPTS = 1000
+"""Tries of a write whose declared key another writer's write made wrong (the script answers RETRY).
+
+Every RETRY means another write landed, so the writers as a whole always progress; one writer can
+lose many races in a row only while others keep writing to the same prompt. When the tries run out,
+:class:`~registry.RegistryUnavailableError` says so (nothing was written by this call)."""
 
 
 def _load_script_source(name: str) -> str:
@@ -127,6 +132,9 @@ _REFUSALS: dict[str, Callable[[_Refusal], PromptRegistryError]] = {
     "NOLABEL": lambda r: LabelNotFoundError(r.name, r.label),
     "NOROLLBACK": lambda r: RollbackUnavailableError(r.name, r.label),
     "CONFLICT": lambda r: LabelConflictError(r.name, r.label, r.expected, r.actual),
+    "RETRY": lambda r: RegistryUnavailableError(
+        f"prompt {r.name!r}: other writers kept changing it; {ADD_VERSION_ATTEMPTS} tries, nothing written"
+    ),
 }
 
 

@@ -14,6 +14,7 @@ stopped, also on error and Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import shutil
@@ -178,6 +179,9 @@ def _worker(
 ) -> None:
     """One client process: serve ``get()`` + ``render()`` of movie-critic until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us, also on Ctrl-C
+    # A worker's troubles reach the parent through ``errors``; its client's reconnect warnings while
+    # the demo stops its server would only be noise on the terminal.
+    logging.getLogger("promptreg").addHandler(logging.NullHandler())
     served, counts, cpu = shared
     try:
         from client import PromptClient
