@@ -33,10 +33,16 @@ lint: $(VENV)/.installed-dev  # the checks of `make test`, without the tests
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(VENV)/.installed-dev
+bench: $(VENV)/.installed-dev  # every benchmark, full size (docs/performance.md has each one's figures)
 	$(BIN)/python -m benchmarks.lookup
-	$(BIN)/python -m benchmarks.propagation
-	$(BIN)/python -m benchmarks.writes
+	$(BIN)/python -m benchmarks.render
+	$(BIN)/python -m benchmarks.startup
+	$(BIN)/python -m benchmarks.propagation --backend both
+	$(BIN)/python -m benchmarks.propagation --topology replicas
+	$(BIN)/python -m benchmarks.propagation --topology cluster
+	$(BIN)/python -m benchmarks.writes --backend both
+	$(BIN)/python -m benchmarks.fleet
+	$(BIN)/python -m benchmarks.failover
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
