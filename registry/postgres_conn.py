@@ -24,12 +24,9 @@ from registry.errors import (
 from registry.urls import POSTGRES_SCHEMES, redact_url, url_secrets
 from registry.validation import validate_namespace, validate_unicode
 
-try:
-    import psycopg
-    from psycopg import errors as pg_errors
-except ImportError:  # the extra is not installed: every entry point says so (require_psycopg)
-    psycopg = None  # type: ignore[assignment]
-    pg_errors = None  # type: ignore[assignment]
+_psycopg: Any = None
+"""The psycopg module once something needed it: imported on first use, not with ``registry`` (it
+costs a Redis-only process about 9 MB), and optional (``require_psycopg`` names the extra)."""
 
 MISSING_EXTRA = "PostgreSQL support needs psycopg 3, which is not installed: pip install 'promptreg[postgres]'"
 CONNECT_DEFAULTS: dict[str, Any] = {
@@ -47,7 +44,7 @@ CONNECT_DEFAULTS: dict[str, Any] = {
 
 def is_undefined_table(exc: BaseException) -> bool:
     """Whether ``exc`` is PostgreSQL's "relation does not exist" (the schema is not there)."""
-    return pg_errors is not None and isinstance(exc, pg_errors.UndefinedTable)
+    return _psycopg is not None and isinstance(exc, _psycopg.errors.UndefinedTable)
 
 
 def connection_gone(conn: Any) -> bool:
@@ -65,10 +62,18 @@ def connection_gone(conn: Any) -> bool:
     return bool(readable)
 
 
-def require_psycopg() -> None:
-    """Raise :class:`~registry.RegistryUnavailableError` naming the extra when psycopg is missing."""
-    if psycopg is None:
-        raise RegistryUnavailableError(MISSING_EXTRA)
+def require_psycopg() -> Any:
+    """The psycopg module (imported on first use); raises :class:`~registry.RegistryUnavailableError`
+    naming the extra when it is not installed."""
+    global _psycopg
+    if _psycopg is None:
+        try:
+            import psycopg
+            import psycopg.errors
+        except ImportError:  # the extra is not installed
+            raise RegistryUnavailableError(MISSING_EXTRA) from None
+        _psycopg = psycopg
+    return _psycopg
 
 
 def parse_postgres_url(url: str) -> tuple[str, str | None]:
@@ -105,7 +110,7 @@ def parse_postgres_url(url: str) -> tuple[str, str | None]:
 def connect(conninfo: str, **kwargs: Any) -> Any:
     """A new autocommit psycopg connection (errors translated). The URL's own parameters win over
     :data:`CONNECT_DEFAULTS`; ``kwargs`` win over both."""
-    require_psycopg()
+    psycopg = require_psycopg()
     from psycopg.conninfo import conninfo_to_dict
 
     with map_postgres_errors(conninfo):
@@ -118,8 +123,8 @@ def connect(conninfo: str, **kwargs: Any) -> Any:
 @cache
 def postgres_exc_map() -> tuple[tuple[type[Exception], type[PromptRegistryError], str], ...]:
     """``(psycopg class, promptreg class, what it means)``; the first match wins."""
-    require_psycopg()
-    e = pg_errors
+    psycopg = require_psycopg()
+    e = psycopg.errors
     return (
         (e.InvalidPassword, RegistryAuthError, "postgresql refused the password"),
         (e.InvalidAuthorizationSpecification, RegistryAuthError, "postgresql refused the credentials"),
@@ -157,10 +162,10 @@ def translate_postgres_error(exc: Exception, conninfo: str = "") -> PromptRegist
 @contextmanager
 def map_postgres_errors(conninfo: str = "") -> Iterator[None]:
     """Raise the promptreg error of any psycopg error raised inside the block (cause kept)."""
-    if psycopg is None:
-        yield
-        return
     try:
         yield
-    except psycopg.Error as exc:
-        raise translate_postgres_error(exc, conninfo) from exc
+    except Exception as exc:
+        # psycopg is imported by the first use, which may be inside this block.
+        if _psycopg is not None and isinstance(exc, _psycopg.Error):
+            raise translate_postgres_error(exc, conninfo) from exc
+        raise

@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import json
 import multiprocessing
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -298,9 +300,17 @@ def test_unreachable_server_is_a_typed_error_without_the_password() -> None:
 
 
 def test_missing_psycopg_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(postgres_conn, "psycopg", None)
+    monkeypatch.setattr(postgres_conn, "_psycopg", None)
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # `import psycopg` now fails, as without the extra
     with pytest.raises(RegistryUnavailableError, match=r"promptreg\[postgres\]"):
         PostgresPromptRegistry("postgresql://localhost/x")
+
+
+def test_psycopg_is_imported_only_when_postgresql_is_used() -> None:
+    # A Redis-only service does not pay for psycopg (about 9 MB).
+    code = "import sys, registry, client; print('psycopg' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "False"
 
 
 # -- export / import between backends --------------------------------------------------------------
