@@ -31,8 +31,7 @@ CONVERGE = 2.0
 
 
 def test_a_writer_on_a_replica_gets_unavailable_saying_read_only(namespace: str) -> None:
-    primary = RedisServer().start()
-    with primary, RedisServer(extra_args=("--replicaof", "127.0.0.1", str(primary.port))) as replica:
+    with RedisServer() as primary, RedisServer(extra_args=("--replicaof", "127.0.0.1", str(primary.port))) as replica:
         RedisPromptRegistry.from_url(primary.url, namespace=namespace).create_prompt("p")
         on_replica = RedisPromptRegistry.from_url(replica.url, namespace=namespace)
         assert wait_until(lambda: on_replica.list_prompts() == ["p"], 10)

@@ -42,3 +42,20 @@ def test_context_manager_starts_and_always_stops(redis_server: RedisServer) -> N
         workdir = server.dir
     assert process is not None and process.poll() is not None
     assert not workdir.exists()
+
+
+def test_a_second_start_leaks_no_server_and_a_foreign_one_on_the_port_is_an_error(redis_server: RedisServer) -> None:
+    # (redis_server only makes sure redis-server is installed, or skips with the usual message)
+    server = LocalRedisServer().start()
+    try:
+        first = server.process
+        with server:  # entering a started server starts nothing more ...
+            assert server.process is first
+        assert first is not None and first.poll() is not None  # ... and leaving it stops the one process
+        squatter = LocalRedisServer()
+        squatter.port = redis_server.port  # the port is taken by another server
+        with pytest.raises(RegistryUnavailableError, match="exited with code"):
+            squatter.start()  # its own process cannot bind: the other server answering is no success
+        squatter.cleanup()
+    finally:
+        server.cleanup()

@@ -70,7 +70,13 @@ class LocalRedisServer:
         return self.dir / "redis.log"
 
     def start(self) -> Self:
-        """Start the server (again, after :meth:`kill` or :meth:`stop`) and wait until it answers."""
+        """Start the server (again, after :meth:`kill` or :meth:`stop`) and wait until it answers.
+
+        A server of this object's that is running already is left as it is (``with server:`` on a
+        started server does not start a second one, whose handle would be lost).
+        """
+        if self.process is not None and self.process.poll() is None:
+            return self
         args = [
             self.executable,
             "--port", str(self.port),
@@ -90,7 +96,8 @@ class LocalRedisServer:
         except OSError as exc:
             raise RegistryUnavailableError(f"cannot run {self.executable}: {exc}") from exc
         deadline = time.monotonic() + self.start_timeout
-        while not self._ping():
+        # Our own process must be the one answering: another server on the port is no success.
+        while self._answering_pid() != self.process.pid:
             if self.process.poll() is not None:
                 code = self.process.returncode
                 self.process = None
@@ -101,12 +108,14 @@ class LocalRedisServer:
             time.sleep(0.02)
         return self
 
-    def _ping(self) -> bool:
+    def _answering_pid(self) -> int | None:
+        """The process id of the server answering on our port (``None``: none answers, or it is loading)."""
         try:
             with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5) as c:
-                return bool(c.ping())
-        except redis.RedisError:
-            return False
+                c.ping()  # refused while the server still loads its data (-LOADING): not ready yet
+                return int(c.info("server")["process_id"])
+        except (redis.RedisError, KeyError, ValueError):
+            return None
 
     def kill(self) -> None:
         """``kill -9``: no shutdown, no final save."""
