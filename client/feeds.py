@@ -19,10 +19,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from client.cache import Cache, ChangeEvent, Pointers, diff_pointers
+from client.cache import Action, Cache, ChangeEvent, Pointers, diff_pointers
 from client.status import StatusTracker
+from registry.errors import RegistryCorruptError
 from registry.file_store import JsonFilePromptRegistry
 from registry.models import PromptVersion
+from registry.wire import ChangeMessage
 
 logger = logging.getLogger("promptreg.client")
 
@@ -164,6 +166,41 @@ class Feed:
         if self.holding is not None:
             logger.info("promptreg %s %s: the registry is trusted again", self.kind, self._name)
             self.holding = None
+
+
+class PushFeed(Feed):
+    """A feed told about every write by a message (Redis pub/sub, PostgreSQL NOTIFY): the rules for
+    one message are the same on every store, here once."""
+
+    def _on_message(self, decode: Callable[[], ChangeMessage], what: str) -> None:
+        """Decode one change message and apply it, resync on a gap or a step back, or count it as
+        malformed (logged at the first and every 100th, so a flood cannot flood the log)."""
+        try:
+            change = decode()
+        except RegistryCorruptError as exc:
+            count = self.context.status.malformed(str(exc))
+            if count == 1 or count % 100 == 0:
+                logger.warning("promptreg: ignored a malformed change %s (%d so far): %s", what, count, exc)
+            return
+        result = self.context.cache.apply(change, self._fetch_one)
+        if result.action is Action.RESYNC:
+            self._resync(result.reason or "resync")
+            return
+        if result.action is Action.APPLIED:
+            self._applied(change)
+        if result.events:
+            self.context.notify(list(result.events))
+
+    def _fetch_one(self, name: str, number: int) -> PromptVersion | None:
+        """One version from the store (``None``: it does not exist); errors propagate."""
+        raise NotImplementedError
+
+    def _resync(self, reason: str) -> None:
+        """Read the whole state and replace the cache (or hold it)."""
+        raise NotImplementedError
+
+    def _applied(self, change: ChangeMessage) -> None:
+        """``change`` was applied: the safety poll confirms the store's newest write against it."""
 
 
 @contextmanager

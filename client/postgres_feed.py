@@ -31,9 +31,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from client.cache import Action
-from client.feeds import Backoff, Feed, FeedContext, empty_registry
-from registry.errors import RegistryCorruptError
+from client.feeds import Backoff, FeedContext, PushFeed, empty_registry
 from registry.models import PromptVersion
 from registry.postgres_conn import is_undefined_table, map_postgres_errors
 from registry.postgres_schema import decode_payload
@@ -78,7 +76,7 @@ class _State:
     anchor_found: bool
 
 
-class PostgresFeed(Feed):
+class PostgresFeed(PushFeed):
     """The PostgreSQL LISTEN/NOTIFY listener (module docstring has the algorithm)."""
 
     kind = "postgres"
@@ -180,22 +178,11 @@ class PostgresFeed(Feed):
         return bool(batch)
 
     def _on_change(self, payload: str) -> None:
-        try:
-            change = decode_payload(payload)
-        except RegistryCorruptError as exc:
-            count = self.context.status.malformed(str(exc))
-            if count == 1 or count % 100 == 0:  # bounded log volume under a flood; status has the count
-                logger.warning("promptreg: ignored a malformed change notification (%d so far): %s", count, exc)
-            return
-        result = self.context.cache.apply(change, self._fetch_one)
-        if result.action is Action.RESYNC:
-            self._resync(result.reason or "resync")
-            return
-        if result.action is Action.APPLIED:
-            self._known = None
-            self._last_applied = change
-        if result.events:
-            self.context.notify(list(result.events))
+        self._on_message(lambda: decode_payload(payload), "notification")
+
+    def _applied(self, change: ChangeMessage) -> None:
+        self._known = None
+        self._last_applied = change
 
     def _fetch_one(self, name: str, number: int) -> PromptVersion | None:
         with map_postgres_errors():

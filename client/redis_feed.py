@@ -30,13 +30,11 @@ from typing import Any
 
 import redis
 
-from client.cache import Action
-from client.feeds import Backoff, Feed, FeedContext, collector_paused, empty_registry
+from client.feeds import Backoff, FeedContext, PushFeed, collector_paused, empty_registry
 from client.index_read import read_client_state
 from client.redis_links import CHANGES, SUBSCRIBED, UNSUBSCRIBED, FeedLinks
 from client.redis_state import LogHead, fetch_versions, read_fingerprint
 from client.replica import RoleCheck
-from registry.errors import RegistryCorruptError
 from registry.models import PromptVersion
 from registry.redis_store import RedisPromptRegistry
 from registry.wire import ChangeMessage, decode
@@ -57,7 +55,7 @@ HOLD_RECHECK = 1.0
 """Seconds between re-reads of the registry while the cache is held (empty, loading, cut-off replica)."""
 
 
-class RedisFeed(Feed):
+class RedisFeed(PushFeed):
     """The Redis pub/sub listener (module docstring has the algorithm)."""
 
     kind = "redis"
@@ -179,22 +177,11 @@ class RedisFeed(Feed):
             raise ConnectionError("the server ended the subscription")
 
     def _on_change_message(self, data: bytes) -> None:
-        try:
-            change = decode(data)
-        except RegistryCorruptError as exc:
-            count = self.context.status.malformed(str(exc))
-            if count == 1 or count % 100 == 0:  # bounded log volume under a flood; status has the count
-                logger.warning("promptreg: ignored a malformed change message (%d so far): %s", count, exc)
-            return
-        result = self.context.cache.apply(change, self._fetch_one)
-        if result.action is Action.RESYNC:
-            self._resync(result.reason or "resync")
-            return
-        if result.action is Action.APPLIED:
-            self._known = None
-            self._last_applied = change
-        if result.events:
-            self.context.notify(list(result.events))
+        self._on_message(lambda: decode(data), "message")
+
+    def _applied(self, change: ChangeMessage) -> None:
+        self._known = None
+        self._last_applied = change
 
     def _fetch_one(self, name: str, number: int) -> PromptVersion | None:
         return fetch_versions(self._links.reader, self.keys, [(name, number)])[name, number]
