@@ -21,7 +21,7 @@ from typing import Self
 
 import redis
 
-from registry.cli.local_server import LocalRedisServer, free_port
+from registry.cli.local_server import LocalRedisServer, free_port, wait_until
 
 SERVICE = "promptreg"
 """The Sentinel service name of :class:`LocalSentinelDeployment`."""
@@ -36,22 +36,8 @@ def missing_binaries(*names: str) -> list[str]:
     return [name for name in names if shutil.which(name) is None]
 
 
-def _wait_until(predicate: Callable[[], object], timeout: float, interval: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-
-
 class RedisNode(LocalRedisServer):
-    """A data node of a deployment: a :class:`LocalRedisServer` with a plain client."""
-
-    def client(self) -> redis.Redis:
-        """A plain client of this node (bytes responses, 5 s socket timeout)."""
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+    """A data node of a deployment."""
 
 
 class SentinelProcess:
@@ -81,7 +67,7 @@ class SentinelProcess:
             [self.executable, str(self.config)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=self.preexec_fn,
         )  # fmt: skip
-        if not _wait_until(self._ping, 10.0, 0.02):
+        if not wait_until(self._ping, 10.0, 0.02):
             raise RuntimeError(f"redis-sentinel on port {self.port} did not answer")
         return self
 
@@ -130,12 +116,12 @@ class LocalSentinelDeployment:
         try:
             for server in self.data_nodes:
                 server.start()
-            if not _wait_until(self._replicas_synced, 15.0, 0.05):
+            if not wait_until(self._replicas_synced, 15.0, 0.05):
                 raise RuntimeError("the replicas did not sync with the primary")
             for _ in range(3):
                 self.sentinels.append(SentinelProcess(self.primary.port, preexec_fn=self.preexec_fn))
                 self.sentinels[-1].start()
-            if not _wait_until(self._sentinels_ready, 20.0, 0.1):
+            if not wait_until(self._sentinels_ready, 20.0, 0.1):
                 raise RuntimeError("the sentinels did not discover each other and the replicas")
         except BaseException:
             self.cleanup()
@@ -205,7 +191,7 @@ class LocalSentinelDeployment:
             found[:] = [address]
             return True
 
-        if not _wait_until(switched, timeout, 0.02):
+        if not wait_until(switched, timeout, 0.02):
             raise AssertionError(f"no new primary within {timeout} s (old {old})")
         return found[0]
 
@@ -258,7 +244,7 @@ class LocalRedisCluster:
                 [redis_cli, "--cluster", "create", *addresses, "--cluster-yes"],
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
             )  # fmt: skip
-            if not _wait_until(self._ready, 20.0, 0.05):
+            if not wait_until(self._ready, 20.0, 0.05):
                 raise RuntimeError("the cluster did not reach cluster_state:ok")
         except BaseException:
             self.cleanup()

@@ -28,6 +28,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_until(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.01) -> bool:
+    """Poll ``predicate`` until it is truthy or ``timeout`` seconds pass; returns whether it held."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
 class LocalRedisServer:
     """One ``redis-server`` process in a temp dir on a free 127.0.0.1 port.
 
@@ -63,6 +74,10 @@ class LocalRedisServer:
     def url(self) -> str:
         """``redis://127.0.0.1:<port>/0``."""
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        """A plain client of this server (bytes responses, 5 s socket timeout)."""
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
 
     @property
     def log_path(self) -> Path:
