@@ -133,7 +133,7 @@ def _ids(registry: RedisPromptRegistry) -> set[str]:
 def test_processes_appear_with_their_fields_and_confirm_a_move(
     registry: RedisPromptRegistry, processes: ClientProcesses
 ) -> None:
-    started = processes.start(6, interval=5.0)
+    started = processes.start(10, interval=5.0)  # as many as the issue asks for
     ids = {line["client_id"] for line in started}
     assert wait_until(lambda: _ids(registry) == ids, 5), registry.fleet()
     members = {m.client_id: m for m in registry.fleet()}
