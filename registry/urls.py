@@ -55,15 +55,20 @@ def redact_url(url: str) -> str:
 def url_secrets(url: str) -> list[str]:
     """The secrets ``url`` holds (its password, raw and percent-decoded), to scrub from messages.
 
-    Works on malformed URLs too (it does not parse them). Never raises.
+    Works on malformed URLs too (it does not parse them). Never raises. User info without a colon is
+    a password to Redis (``redis://secret@host``) but a user name to PostgreSQL
+    (``postgresql://postgres@host``): scrubbing a user name would mangle every message that holds
+    the word.
     """
-    _scheme, sep, rest = str(url).partition("://")
+    scheme, sep, rest = str(url).partition("://")
     if not sep:
         return []
     userinfo, at, _rest = rest.rpartition("@")
     if not at:
         return []
     user, colon, password = userinfo.partition(":")
+    if not colon and scheme.lower() in POSTGRES_SCHEMES:
+        return []
     secret = password if colon else user
     return [s for s in dict.fromkeys((secret, unquote(secret))) if len(s) >= 3]
 

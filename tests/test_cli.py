@@ -85,10 +85,18 @@ class Cli:
         return json.loads(outcome.stdout)["prompts"]
 
 
-@pytest.fixture(params=["file", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "file",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ]
+)
 def backend_env(request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> dict[str, str]:
     if request.param == "file":
         return {"PROMPTREG_URL": f"file://{tmp_path / 'registry.json'}", "PROMPTREG_NAMESPACE": ""}
+    if request.param == "postgres":  # the same commands on PostgreSQL (tests/postgres_server.py)
+        return {"PROMPTREG_URL": request.getfixturevalue("postgres_server").url(), "PROMPTREG_NAMESPACE": namespace}
     server: RedisServer = request.getfixturevalue("redis_server")
     return {"PROMPTREG_URL": server.url, "PROMPTREG_NAMESPACE": namespace}
 

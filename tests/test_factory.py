@@ -198,3 +198,21 @@ def test_an_empty_promptreg_url_means_the_default(in_tmp: Path) -> None:
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
     assert SECRET not in redact_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "secrets"),
+    [
+        ("redis://user:s3cret@host:6379/0", ["s3cret"]),
+        ("redis://s3cret@host:6379/0", ["s3cret"]),  # Redis reads lone user info as the password
+        ("redis://u:p%40ss@host/0", ["p%40ss", "p@ss"]),  # raw and decoded
+        ("postgresql://postgres@127.0.0.1:5432/postgres", []),  # a user name, not a secret
+        ("postgresql://app:s3cret@db/prompts", ["s3cret"]),
+        ("redis://host:6379/0", []),
+        ("not a url", []),
+    ],
+)
+def test_url_secrets_are_what_messages_must_not_show(url: str, secrets: list[str]) -> None:
+    from registry.urls import url_secrets
+
+    assert url_secrets(url) == secrets
