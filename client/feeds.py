@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from client.cache import Action, Cache, ChangeEvent, Pointers, diff_pointers
 from client.status import StatusTracker
@@ -27,6 +28,9 @@ from registry.models import PromptVersion
 from registry.wire import ChangeMessage
 
 logger = logging.getLogger("promptreg.client")
+
+EntryId = TypeVar("EntryId")
+"""The type of a store's audit-entry ids (Redis stream ids are bytes, PostgreSQL row ids int)."""
 
 RECONNECT_BASE = 0.05
 """Seconds: the first retry waits up to this long (full jitter: anywhere between 0 and it)."""
@@ -168,9 +172,44 @@ class Feed:
             self.holding = None
 
 
-class PushFeed(Feed):
+class PushFeed(Feed, Generic[EntryId]):
     """A feed told about every write by a message (Redis pub/sub, PostgreSQL NOTIFY): the rules for
-    one message are the same on every store, here once."""
+    one message, and for telling whether the registry's history is still the one the cache holds,
+    are the same on every store, here once. ``EntryId`` is the store's audit-entry id type."""
+
+    def __init__(self, context: FeedContext, name: str) -> None:
+        super().__init__(context, name)
+        # The fingerprint the cache is known to match: (rev, newest audit entry id). None after a
+        # message was applied (its entry id is not in the message): the next poll confirms the
+        # newest entry against ``_last_applied`` instead.
+        self._known: tuple[int, EntryId | None] | None = None
+        self._last_applied: ChangeMessage | None = None
+        # The newest audit entry of a state the cache was confirmed to hold: while it is still
+        # there, the registry's history only grew and the versions cached are still valid.
+        self._anchor: EntryId | None = None
+
+    def _loaded(self, rev: int, head_id: EntryId | None) -> None:
+        """A full state at ``rev`` whose newest audit entry is ``head_id`` replaced the cache."""
+        self._known = (rev, head_id)
+        self._anchor = head_id
+        self._last_applied = None
+
+    def _history_mismatch(self, rev: int, head_id: EntryId | None, head_write: tuple[object, ...] | None) -> str | None:
+        """Why the registry at ``rev``, whose newest audit entry ``head_id`` records ``head_write``
+        (``(rev, action, prompt, label, version)``), is not the cache's state; ``None`` if it is."""
+        known = self._known
+        if known is not None and known[0] == rev:
+            if known[1] == head_id:
+                return None
+            return f"safety poll: history changed at rev {rev} (audit head {head_id!r}, not {known[1]!r})"
+        applied = self._last_applied
+        if applied is not None and head_write == (
+            applied.rev, applied.op, applied.prompt, applied.label, applied.version
+        ):  # fmt: skip
+            self._known = (rev, head_id)  # the newest entry is the write the cache applied last
+            self._anchor = head_id
+            return None
+        return f"safety poll: the audit head {head_id!r} at rev {rev} is not the last change applied"
 
     def _on_message(self, decode: Callable[[], ChangeMessage], what: str) -> None:
         """Decode one change message and apply it, resync on a gap or a step back, or count it as
@@ -201,6 +240,8 @@ class PushFeed(Feed):
 
     def _applied(self, change: ChangeMessage) -> None:
         """``change`` was applied: the safety poll confirms the store's newest write against it."""
+        self._known = None
+        self._last_applied = change
 
 
 @contextmanager

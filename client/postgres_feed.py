@@ -36,7 +36,6 @@ from registry.models import PromptVersion
 from registry.postgres_conn import is_undefined_table, map_postgres_errors
 from registry.postgres_schema import decode_payload
 from registry.postgres_store import PostgresPromptRegistry, version_from_row
-from registry.wire import ChangeMessage
 
 logger = logging.getLogger("promptreg.client")
 
@@ -76,7 +75,7 @@ class _State:
     anchor_found: bool
 
 
-class PostgresFeed(PushFeed):
+class PostgresFeed(PushFeed[int]):
     """The PostgreSQL LISTEN/NOTIFY listener (module docstring has the algorithm)."""
 
     kind = "postgres"
@@ -93,14 +92,6 @@ class PostgresFeed(PushFeed):
         self._marker = ""
         self._markers = 0
         self._pong_deadline: float | None = None
-        # The fingerprint the cache is known to match: (rev, newest audit row id); None after a
-        # message was applied (its row id is not in the message): the next poll checks the newest
-        # row against ``_last_applied`` instead.
-        self._known: tuple[int, int | None] | None = None
-        self._last_applied: ChangeMessage | None = None
-        # The newest audit row of a state the cache was confirmed to hold: while it is still there,
-        # the history only grew and the versions cached are still the registry's.
-        self._anchor: int | None = None
         self._recheck_at = 0.0
 
     def forked(self, context: FeedContext) -> PostgresFeed:
@@ -180,10 +171,6 @@ class PostgresFeed(PushFeed):
     def _on_change(self, payload: str) -> None:
         self._on_message(lambda: decode_payload(payload), "notification")
 
-    def _applied(self, change: ChangeMessage) -> None:
-        self._known = None
-        self._last_applied = change
-
     def _fetch_one(self, name: str, number: int) -> PromptVersion | None:
         with map_postgres_errors():
             row = self._reader.execute(
@@ -240,24 +227,12 @@ class PostgresFeed(PushFeed):
         self._send_marker()
 
     def _fingerprint_mismatch(self, rev: int, head: _Head | None) -> str | None:
-        """Why the registry at ``rev`` with newest audit row ``head`` is not the cache's state, or ``None``."""
-        head_id = None if head is None else head.entry_id
-        known = self._known
-        if known is not None and known[0] == rev:
-            if known[1] == head_id:
-                return None
-            return f"safety poll: history changed at rev {rev} (audit head {head_id}, not {known[1]})"
-        applied = self._last_applied
-        if (
-            applied is not None
-            and head is not None
-            and (applied.rev, applied.op, applied.prompt, applied.label, applied.version)
-            == (rev, head.action, head.prompt, head.label, head.version)
-        ):
-            self._known = (rev, head_id)  # the newest row is the write the cache applied last
-            self._anchor = head_id
-            return None
-        return f"safety poll: the audit head {head_id} at rev {rev} is not the last change applied"
+        """Why the registry at ``rev`` with newest audit row ``head`` is not the cache's state, or ``None``.
+
+        The newest row is the write that made ``rev`` (revisions are unique per namespace)."""
+        if head is None:
+            return self._history_mismatch(rev, None, None)
+        return self._history_mismatch(rev, head.entry_id, (rev, head.action, head.prompt, head.label, head.version))
 
     def _read_state(self) -> _State:
         """The whole state at one moment (one REPEATABLE READ transaction on the reader)."""
@@ -326,9 +301,7 @@ class PostgresFeed(PushFeed):
             events = cache.replace(state.rev, state.pointers)
         else:  # another history (restore) or unknown: a version number may be another text
             events = cache.replace(state.rev, state.pointers, versions=state.versions)
-        self._known = (state.rev, None if state.head is None else state.head.entry_id)
-        self._anchor = self._known[1]
-        self._last_applied = None
+        self._loaded(state.rev, None if state.head is None else state.head.entry_id)
         self._trusted()
         context.status.resynced()
         context.status.live()

@@ -37,7 +37,7 @@ from client.redis_state import LogHead, fetch_versions, read_fingerprint
 from client.replica import RoleCheck
 from registry.models import PromptVersion
 from registry.redis_store import RedisPromptRegistry
-from registry.wire import ChangeMessage, decode
+from registry.wire import decode
 
 logger = logging.getLogger("promptreg.client")
 
@@ -55,7 +55,7 @@ HOLD_RECHECK = 1.0
 """Seconds between re-reads of the registry while the cache is held (empty, loading, cut-off replica)."""
 
 
-class RedisFeed(PushFeed):
+class RedisFeed(PushFeed[bytes]):
     """The Redis pub/sub listener (module docstring has the algorithm)."""
 
     kind = "redis"
@@ -74,14 +74,6 @@ class RedisFeed(PushFeed):
         self._pubsub: Any = None
         self._role = RoleCheck()
         self._role.supported = not registry.cluster  # cluster nodes: routing, not ROLE, says who serves
-        # The fingerprint the cache is known to match: (rev, newest audit entry id). None after a
-        # message was applied (its entry id is not in the message): the next poll confirms it
-        # against ``_last_applied`` instead.
-        self._known: tuple[int, bytes | None] | None = None
-        self._last_applied: ChangeMessage | None = None
-        # The newest audit entry of a state the cache was confirmed to hold: while it is still in
-        # the stream, the registry's history only grew and the versions cached are still valid.
-        self._anchor: bytes | None = None
         self._marker = b""
         self._markers = 0
         self._recheck_at = 0.0
@@ -179,10 +171,6 @@ class RedisFeed(PushFeed):
     def _on_change_message(self, data: bytes) -> None:
         self._on_message(lambda: decode(data), "message")
 
-    def _applied(self, change: ChangeMessage) -> None:
-        self._known = None
-        self._last_applied = change
-
     def _fetch_one(self, name: str, number: int) -> PromptVersion | None:
         return fetch_versions(self._links.reader, self.keys, [(name, number)])[name, number]
 
@@ -221,23 +209,11 @@ class RedisFeed(PushFeed):
 
     def _fingerprint_mismatch(self, rev: int, head: LogHead | None) -> str | None:
         """Why the registry at ``rev`` with audit head ``head`` is not the cache's state, or ``None``."""
-        head_id = None if head is None else head.entry_id
-        known = self._known
-        if known is not None and known[0] == rev:
-            if known[1] == head_id:
-                return None
-            return f"safety poll: history changed at rev {rev} (audit head {head_id!r}, not {known[1]!r})"
-        applied = self._last_applied
-        if (
-            applied is not None
-            and head is not None
-            and (applied.rev, applied.op, applied.prompt, applied.label, applied.version)
-            == (head.rev, head.action, head.prompt, head.label, head.version)
-        ):
-            self._known = (rev, head_id)  # the newest entry is the write the cache applied last
-            self._anchor = head_id
-            return None
-        return f"safety poll: the audit head {head_id!r} at rev {rev} is not the last change applied"
+        if head is None:
+            return self._history_mismatch(rev, None, None)
+        return self._history_mismatch(
+            rev, head.entry_id, (head.rev, head.action, head.prompt, head.label, head.version)
+        )
 
     def _resync(self, reason: str) -> None:
         """Read the whole state (one consistent cut) and replace the cache with it, unless the
@@ -272,9 +248,7 @@ class RedisFeed(PushFeed):
                 if any(v is None for v in found.values()):  # deleted meanwhile: replace() says which
                     found = {pair: v for pair, v in found.items() if v is not None}
                 cache.replace(state.rev, state.pointers, versions=found, events=False)  # type: ignore[arg-type]
-        self._known = (state.rev, None if state.head is None else state.head.entry_id)
-        self._anchor = self._known[1]
-        self._last_applied = None
+        self._loaded(state.rev, None if state.head is None else state.head.entry_id)
         self._trusted()
         context.status.resynced()
         context.status.live()
