@@ -32,7 +32,7 @@ import redis
 from registry.errors import LabelNotFoundError, PromptNotFoundError
 from registry.keys import Keyspace
 from registry.models import PromptVersion
-from registry.redis_store import version_from_hash
+from registry.redis_records import version_from_hash
 
 DEFAULT_LABEL = "production"
 TTL_SECONDS = 60.0

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import Any, NoReturn
@@ -25,24 +24,27 @@ from redis.retry import Retry
 from registry.base import PromptRegistry
 from registry.errors import (
     InvalidInputError,
-    LabelConflictError,
     LabelNotFoundError,
-    PromptExistsError,
     PromptNotFoundError,
-    PromptRegistryError,
     RegistryCorruptError,
-    RegistryUnavailableError,
-    RollbackUnavailableError,
     VersionNotFoundError,
 )
 from registry.fleet import FleetMember
 from registry.keys import DEFAULT_NAMESPACE, Keyspace
 from registry.migration import MigrationResult
 from registry.models import AuditEvent, CompatibilityMode, Prompt, PromptVersion
-from registry.redis_chat import chat_fields, check_refusal, content_args, fill_inputs
+from registry.redis_chat import check_refusal, content_args, fill_inputs
 from registry.redis_errors import map_redis_errors
 from registry.redis_fleet import read_fleet, read_members
 from registry.redis_index import build_index
+from registry.redis_records import (
+    ADD_VERSION_ATTEMPTS,
+    REFUSALS,
+    Refusal,
+    event_from_entry,
+    text_field,
+    version_from_hash,
+)
 from registry.replication import durable, run_and_wait
 from registry.topology import RedisClient, connect, is_cluster, parse_redis_url
 from registry.validation import LATEST, MAX_METADATA_BYTES, MAX_TEXT_BYTES
@@ -50,92 +52,12 @@ from registry.wire import pack_static_part
 
 _SCRIPTS = ("create_prompt", "add_version", "set_label", "delete_label", "rollback_label", "index_prompts",
             "set_compatibility")  # fmt: skip
-ADD_VERSION_ATTEMPTS = 1000
-"""Tries of a write whose declared key another writer's write made wrong (the script answers RETRY).
-
-Every RETRY means another write landed, so the writers as a whole always progress; one writer can
-lose many races in a row only while others keep writing to the same prompt. When the tries run out,
-:class:`~registry.RegistryUnavailableError` says so (nothing was written by this call)."""
 
 
 def _load_script_source(name: str) -> str:
     # The shared commit() tail is prepended, so each script is one self-contained EVAL body.
     lua = resources.files("registry").joinpath("lua")
     return lua.joinpath("_commit.lua").read_text("utf-8") + "\n" + lua.joinpath(f"{name}.lua").read_text("utf-8")
-
-
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode("utf-8")
-
-
-def version_from_hash(name: str, number: int, fields: dict[bytes, bytes]) -> PromptVersion:
-    """Build a :class:`PromptVersion` from a version hash (an ``HGETALL`` result).
-
-    Raises :class:`RegistryCorruptError` when the hash is not a promptreg version.
-    """
-    try:
-        metadata = msgpack.unpackb(fields[b"metadata"], raw=False) if b"metadata" in fields else {}
-        messages, config = chat_fields(fields)
-        return PromptVersion(
-            version=number,
-            prompt_text=fields[b"prompt_text"].decode("utf-8"),
-            created_at=datetime.fromisoformat(fields[b"created_at"].decode("ascii")),
-            author=_text(fields.get(b"author")),
-            message=_text(fields.get(b"message")),
-            metadata=metadata,
-            messages=messages,
-            config=config,
-        )
-    except (KeyError, ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise RegistryCorruptError(f"version {number} of prompt {name!r} is not readable: {exc!r}") from exc
-
-
-def _event_from_entry(fields: dict[bytes, bytes]) -> AuditEvent:
-    def opt_int(key: bytes) -> int | None:
-        value = fields.get(key)
-        return None if value is None else int(value)
-
-    try:
-        return AuditEvent(
-            rev=int(fields[b"rev"]),
-            at=datetime.fromisoformat(fields[b"at"].decode("ascii")),
-            action=fields[b"action"].decode(),  # type: ignore[arg-type]  # validated by pydantic
-            prompt=fields[b"prompt"].decode("utf-8"),
-            label=_text(fields.get(b"label")),
-            version=opt_int(b"version"),
-            previous_version=opt_int(b"previous_version"),
-            author=_text(fields.get(b"author")),
-            reason=_text(fields.get(b"reason")),
-            forced=fields.get(b"forced") == b"1",
-            compatibility=_text(fields.get(b"compatibility")),  # type: ignore[arg-type]  # validated by pydantic
-        )
-    except (KeyError, ValueError) as exc:
-        raise RegistryCorruptError(f"unreadable audit entry {fields!r}: {exc!r}") from exc
-
-
-@dataclass(frozen=True, slots=True)
-class _Refusal:
-    """What a refused write was about, for building its exception."""
-
-    name: str
-    label: str
-    version: int
-    expected: int
-    actual: int | None
-
-
-_REFUSALS: dict[str, Callable[[_Refusal], PromptRegistryError]] = {
-    # The result codes of registry/lua/*.lua ({"ERR", CODE, detail}), each mapped to its error once.
-    "NOPROMPT": lambda r: PromptNotFoundError(r.name),
-    "EXISTS": lambda r: PromptExistsError(r.name),
-    "NOVERSION": lambda r: VersionNotFoundError(r.name, r.version),
-    "NOLABEL": lambda r: LabelNotFoundError(r.name, r.label),
-    "NOROLLBACK": lambda r: RollbackUnavailableError(r.name, r.label),
-    "CONFLICT": lambda r: LabelConflictError(r.name, r.label, r.expected, r.actual),
-    "RETRY": lambda r: RegistryUnavailableError(
-        f"prompt {r.name!r}: other writers kept changing it; {ADD_VERSION_ATTEMPTS} tries, nothing written"
-    ),
-}
 
 
 class RedisPromptRegistry(PromptRegistry):
@@ -275,11 +197,11 @@ class RedisPromptRegistry(PromptRegistry):
         if checked is not None:
             raise checked
         code = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
-        refusal = _REFUSALS.get(code)
+        refusal = REFUSALS.get(code)
         if refusal is None:
             raise RegistryCorruptError(f"prompt {name!r} is inconsistent in redis ({code})")
         actual = result[2] if len(result) > 2 else None
-        raise refusal(_Refusal(name, str(label), version, int(expected or 0), None if actual is None else int(actual)))
+        raise refusal(Refusal(name, str(label), version, int(expected or 0), None if actual is None else int(actual)))
 
     def _event(self, rev: int, action: str, name: str, label: str | None, version: Any, prev: Any,
                author: str | None, reason: str | None, at: datetime, forced: Any = b"",
@@ -436,12 +358,12 @@ class RedisPromptRegistry(PromptRegistry):
         try:
             return Prompt(
                 name=name,
-                description=_text(meta.get(b"description")),
-                author=_text(meta.get(b"author")),
+                description=text_field(meta.get(b"description")),
+                author=text_field(meta.get(b"author")),
                 created_at=datetime.fromisoformat(meta[b"created_at"].decode("ascii")),
                 versions=versions,
                 labels={label: int(t) for label, t in zip(labels, targets, strict=True) if t is not None},
-                compatibility=_text(meta.get(b"compatibility")) or "none",  # type: ignore[arg-type]  # pydantic checks
+                compatibility=text_field(meta.get(b"compatibility")) or "none",  # type: ignore[arg-type]  # pydantic checks
             )
         except (KeyError, ValueError) as exc:
             raise RegistryCorruptError(f"prompt {name!r} is not readable: {exc!r}") from exc
@@ -520,4 +442,4 @@ class RedisPromptRegistry(PromptRegistry):
             )
         if not exists:
             raise PromptNotFoundError(name)
-        return [_event_from_entry(fields) for _id, fields in entries]
+        return [event_from_entry(fields) for _id, fields in entries]
