@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from registry.chat import ChatTemplate, Message, check_shape
-from registry.template import Template, render_format
+from registry.template import compile_template, render_format
 from registry.validation import LATEST
 
 AuditAction = Literal["create_prompt", "add_version", "set_label", "delete_label", "rollback", "set_compatibility"]
@@ -60,7 +60,9 @@ class PromptVersion(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     # The parsed template lives in plain slots, not pydantic private attributes: reading a private
     # attribute goes through BaseModel.__getattr__ (~2 us), a slot is a C descriptor (render's floor).
-    __slots__ = ("_format", "_parsed")
+    # ``_format``: what render() calls format_map on (the format string, or the ChatTemplate);
+    # ``_variables``: the variable names; ``_chat``: the ChatTemplate of a chat version, else None.
+    __slots__ = ("_chat", "_format", "_variables")
 
     version: int = Field(ge=1, description="1-based, contiguous per prompt")
     prompt_text: str = ""
@@ -88,14 +90,16 @@ class PromptVersion(BaseModel):
         """Parse the template (or every message) once, when the version is built."""
         messages = self.messages
         if messages is None:
-            parsed: Any = Template(self.prompt_text)
-            object.__setattr__(self, "_parsed", parsed)
-            object.__setattr__(self, "_format", parsed.format_string)
+            format_string, names = compile_template(self.prompt_text)
+            object.__setattr__(self, "_format", format_string)
+            object.__setattr__(self, "_variables", names)
+            object.__setattr__(self, "_chat", None)
             if self.type != "text":
                 raise ValueError("a chat version needs messages")
             return
         parsed = ChatTemplate(messages)
-        object.__setattr__(self, "_parsed", parsed)
+        object.__setattr__(self, "_chat", parsed)
+        object.__setattr__(self, "_variables", parsed.variables)
         object.__setattr__(self, "_format", parsed)  # format_map renders every message
         if self.type != "chat":  # the type follows from the content
             self.__dict__["type"] = "chat"
@@ -138,16 +142,17 @@ class PromptVersion(BaseModel):
         object.__setattr__(obj, "__pydantic_extra__", None)
         object.__setattr__(obj, "__pydantic_private__", None)
         if messages is None:  # model_post_init of a text version, inlined: a 100k start-up builds 200k
-            parsed = Template(prompt_text)
-            object.__setattr__(obj, "_parsed", parsed)
-            object.__setattr__(obj, "_format", parsed.format_string)
+            format_string, names = compile_template(prompt_text)
+            object.__setattr__(obj, "_format", format_string)
+            object.__setattr__(obj, "_variables", names)
+            object.__setattr__(obj, "_chat", None)
         else:
             obj.model_post_init(None)
         return obj
 
     def __getattr__(self, item: str) -> Any:
         # A copy made by pickle, copy or model_copy has empty slots: parse again, once.
-        if item in ("_parsed", "_format"):
+        if item in ("_chat", "_format", "_variables"):
             self.model_post_init(None)
             return object.__getattribute__(self, item)
         return super().__getattr__(item)  # type: ignore[misc]
@@ -155,15 +160,15 @@ class PromptVersion(BaseModel):
     @property
     def variables(self) -> frozenset[str]:
         """The template variable names used by this version's text (or by every message)."""
-        parsed: Template | ChatTemplate = self._parsed
-        return parsed.variables
+        names: frozenset[str] = self._variables
+        return names
 
     @property
     def placeholders(self) -> frozenset[str]:
         """The placeholder names of a chat version (empty for text)."""
         if self.messages is None:
             return _NO_NAMES
-        parsed: ChatTemplate = self._parsed
+        parsed: ChatTemplate = self._chat
         return parsed.placeholders
 
     def render(self, /, **variables: Any) -> str | list[Message]:
@@ -181,7 +186,7 @@ class PromptVersion(BaseModel):
         except KeyError:
             if self.messages is not None:
                 raise
-            return render_format(self._format, self._parsed.variables, variables)
+            return render_format(self._format, self._variables, variables)
 
     def render_messages(self, /, **variables: Any) -> list[Message]:
         """Always a list of messages: a chat version's :meth:`render`, or a text version as one

@@ -29,26 +29,11 @@ class Template:
     __slots__ = ("format_string", "variables")
 
     def __init__(self, text: str) -> None:
-        # A cache of 100k versions builds 100k templates at start-up: no Python loop per character.
-        if "{{" not in text:  # no placeholder: the format string is the text itself when it has no brace
-            self.variables: frozenset[str] = _NO_VARIABLES
-            """Every variable name the template uses."""
-            self.format_string: str = text.replace("{", "{{").replace("}", "}}") if "{" in text or "}" in text else text
-            """The template as a ``str.format`` string: ``format_string.format_map(values)`` renders it."""
-            return
-        names = _TIGHT.findall(text)
-        if text.count("{") == 2 * len(names) == text.count("}"):  # every brace is in a {{name}}
-            self.variables = _variable_set(names)
-            self.format_string = text.replace("{{", "{").replace("}}", "!s}")
-            return
-        # One C-level split: literals at even positions, variable names at odd ones.
-        pieces = _PLACEHOLDER.split(text)
-        names = pieces[1::2]
-        self.variables = _variable_set(names)
-        if text.count("{") != 2 * len(names) or text.count("}") != 2 * len(names):  # a literal has a brace
-            pieces[0::2] = [literal.replace("{", "{{").replace("}", "}}") for literal in pieces[0::2]]
-        pieces[1::2] = ["{" + name + "!s}" for name in names]
-        self.format_string = "".join(pieces)
+        self.format_string: str
+        """The template as a ``str.format`` string: ``format_string.format_map(values)`` renders it."""
+        self.variables: frozenset[str]
+        """Every variable name the template uses."""
+        self.format_string, self.variables = compile_template(text)
 
     # Equal texts parse to equal templates, so models holding a Template are equal when their
     # fields are. The format string determines the template: literals and placeholders alike.
@@ -83,6 +68,26 @@ def _variable_set(names: list[str]) -> frozenset[str]:
             _VARIABLE_SETS.clear()
         found = _VARIABLE_SETS[key] = frozenset(names)
     return found
+
+
+def compile_template(text: str) -> tuple[str, frozenset[str]]:
+    """``(format_string, variables)`` of ``text``: what :class:`Template` holds, without the object.
+
+    A cache of 100k versions compiles 100k templates at start-up: no Python loop per character, and
+    the readers that keep only these two values skip an object per version.
+    """
+    if "{{" not in text:  # no placeholder: the format string is the text itself when it has no brace
+        return (text.replace("{", "{{").replace("}", "}}") if "{" in text or "}" in text else text), _NO_VARIABLES
+    names = _TIGHT.findall(text)
+    if text.count("{") == 2 * len(names) == text.count("}"):  # every brace is in a {{name}}
+        return text.replace("{{", "{").replace("}}", "!s}"), _variable_set(names)
+    # One C-level split: literals at even positions, variable names at odd ones.
+    pieces = _PLACEHOLDER.split(text)
+    names = pieces[1::2]
+    if text.count("{") != 2 * len(names) or text.count("}") != 2 * len(names):  # a literal has a brace
+        pieces[0::2] = [literal.replace("{", "{{").replace("}", "}}") for literal in pieces[0::2]]
+    pieces[1::2] = ["{" + name + "!s}" for name in names]
+    return "".join(pieces), _variable_set(names)
 
 
 def render_format(format_string: str, names: frozenset[str], values: Mapping[str, Any]) -> str:
