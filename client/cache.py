@@ -1,4 +1,4 @@
-"""The cache lookups read: one immutable mapping swapped whole, and the rules that update it.
+"""The cache lookups read: one mapping, swapped whole for a full state, and the rules that update it.
 
 Lookups read :attr:`Cache.view`, a two-level dict keyed label first: ``label -> {name:
 PromptVersion}``, with the client's default label also under the key ``None`` (the very same inner
@@ -6,9 +6,12 @@ dict), so ``get(name, label)`` is two dict subscripts with keys the caller alrea
 build, no ``label or default`` and no branch on the lookup path. ``latest`` is an ordinary label.
 Label first, because the outer dict holds a handful of labels and stays in the CPU cache: with very
 many prompts a lookup touches one cold hash table (the label's), where ``name -> {label: ...}``
-touched two (the outer table, then the prompt's own inner dict). Neither level is ever mutated once
-published; an update builds new dicts (a label move copies the outer dict and that label's dict)
-and assigns ``view`` once, so a reader sees one state per read of ``view``, never a mix.
+touched two (the outer table, then the prompt's own inner dict). A full state builds new dicts and
+assigns ``view`` once. A change message updates the one entry it moves in place (and
+:attr:`Cache.pointers` likewise), under the GIL one atomic dict operation each, after the version it
+points at is cached: a reader sees the entry before or after the move, never a missing version. In
+place, because a copy per message is O(prompts): at 100k prompts about 2 ms of CPU for every change
+in every process of a fleet.
 
 A prompt without labels is in :attr:`Cache.pointers` but in no inner dict of the view.
 
@@ -85,7 +88,8 @@ class Cache:
     """
 
     __slots__ = (
-        "_default_label", "_held", "_lock", "_settled", "loaded", "pointers", "rev", "subset", "versions", "view",
+        "_default_label", "_held", "_lock", "_settled", "generation", "loaded", "pointers", "rev", "subset",
+        "versions", "view",
     )  # fmt: skip
 
     def __init__(self, default_label: str, subset: PromptSubset | None = None) -> None:
@@ -101,6 +105,8 @@ class Cache:
         self.versions: dict[tuple[str, int], PromptVersion] = {}
         self.loaded = False
         """Whether any full state (registry, file or last-known-good snapshot) has been loaded."""
+        self.generation = 0
+        """Counts every change of state (a full state or an applied message): equal means unchanged."""
 
     # -- versions ----------------------------------------------------------------------------
 
@@ -112,6 +118,12 @@ class Cache:
         """The ``(name, number)`` pairs ``pointers`` refers to that are not cached yet."""
         versions = self.versions
         return {(n, v) for n, labels in pointers.items() for v in labels.values() if (n, v) not in versions}
+
+    def pointers_copy(self) -> tuple[int, Pointers]:
+        """``(rev, pointers)`` copied under the lock, for a reader that iterates them on another thread
+        (messages update :attr:`pointers` in place; its inner dicts are never changed, only replaced)."""
+        with self._lock:
+            return self.rev, dict(self.pointers)
 
     # -- full state ---------------------------------------------------------------------------
 
@@ -154,6 +166,7 @@ class Cache:
             self.view = view
             self.pointers = pointers
             self.rev = rev
+            self.generation += 1
             self.loaded = True
             self._settled = False
             self._held = False
@@ -255,18 +268,17 @@ class Cache:
             if self._held or message.rev != self.rev + 1:  # the state was replaced or held while fetching
                 return ApplyResult(*self.classify(message.rev))
             old = self.pointers.get(name)
-            labels = dict(old) if old is not None else {}
+            labels = dict(old) if old is not None else {}  # a new inner dict: `old` stays as it was
             if label is not None:
                 if number is None:
                     labels.pop(label, None)
                 else:
                     labels[label] = number
-            pointers = dict(self.pointers)
-            pointers[name] = labels
+            self.pointers[name] = labels
             if label is not None:
-                self.view = self._moved(intern(name), intern(label), number)
-            self.pointers = pointers
+                self._move(intern(name), intern(label), number)
             self.rev = message.rev
+            self.generation += 1
             self._settled = True
         events = [ChangeEvent(name, None, None, None, message.rev)] if old is None else []
         before = None if old is None or label is None else old.get(label)
@@ -278,21 +290,24 @@ class Cache:
         """In a forked child: a fresh lock (the parent's feed may have held it at fork time)."""
         self._lock = threading.Lock()
 
-    def _moved(self, name: str, label: str, number: int | None) -> LookupView:
-        """A new view where ``label`` of ``name`` points at version ``number`` (``None``: deleted)."""
-        view = dict(self.view)
-        by_name = dict(view.get(label, ()))
-        if number is None:
-            by_name.pop(name, None)
-        else:
-            by_name[name] = self.versions[name, number]
-        keys: tuple[str | None, ...] = (label, None) if label == self._default_label else (label,)
-        for key in keys:
-            if by_name:
-                view[key] = by_name
+    def _move(self, name: str, label: str, number: int | None) -> None:
+        """Point ``label`` of ``name`` at version ``number`` (``None``: delete it) in the view, in place."""
+        view = self.view
+        by_name = view.get(label)
+        if number is not None:
+            version = self.versions[name, number]
+            if by_name is None:  # the label's first prompt: its dict is complete before it is published
+                view[label] = {name: version}
+                if label == self._default_label:
+                    view[None] = view[label]
             else:
-                view.pop(key, None)
-        return view
+                by_name[name] = version  # the default label's dict is the same object under None
+        elif by_name is not None:
+            by_name.pop(name, None)
+            if not by_name:
+                view.pop(label, None)
+                if label == self._default_label:
+                    view.pop(None, None)
 
 
 def _same_or(old: PromptVersion | None, new: PromptVersion) -> PromptVersion:

@@ -349,7 +349,7 @@ class PromptClient:
             self._cache.add_version(name, version)
         if self._cache.replace(loaded.rev, loaded.pointers, only_if_empty=True) is None:
             return False  # a state was loaded already
-        self._snapshot_written = self._cache.pointers
+        self._snapshot_written = self._cache.generation
         self._status.serving_snapshot()
         return True
 
@@ -363,18 +363,18 @@ class PromptClient:
 
     def _write_snapshot(self, *, force: bool = False) -> None:
         cache = self._cache
-        pointers = cache.pointers
-        if self._snapshot_path is None or not cache.loaded or pointers is self._snapshot_written:
+        generation = cache.generation
+        if self._snapshot_path is None or not cache.loaded or generation == self._snapshot_written:
             return
         if not force and self._status.state is not ClientState.LIVE:
             return  # only the registry's state is worth keeping as last-known-good
         try:
-            save_snapshot(self._snapshot_path, self._namespace, cache.rev, pointers, cache.versions)
+            save_snapshot(self._snapshot_path, self._namespace, *cache.pointers_copy(), cache.versions)
         except OSError as exc:
             logger.warning("promptreg: cannot write the last-known-good file %s: %s", self._snapshot_path, exc)
             self._snapshot_due = time.monotonic() + 10 * SNAPSHOT_INTERVAL
             return
-        self._snapshot_written = pointers
+        self._snapshot_written = generation
         self._snapshot_due = time.monotonic() + SNAPSHOT_INTERVAL
 
     def _after_fork_in_child(self) -> None:

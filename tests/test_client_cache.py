@@ -89,18 +89,41 @@ def test_replace_only_if_empty_leaves_a_loaded_state_alone() -> None:
     assert "p" in cache.view["production"]
 
 
-def test_apply_builds_new_dicts_and_never_mutates_a_published_view() -> None:
+def test_apply_updates_the_one_entry_in_place_without_copying_the_state() -> None:
+    # A copy per message would be O(prompts): the view and the pointers stay the same objects.
     cache = _loaded_cache()
-    old_view = cache.view
-    old_production = old_view["production"]
+    old_view, old_pointers, generation = cache.view, cache.pointers, cache.generation
+    old_labels = old_pointers["p"]
+    staging = old_view["staging"]
     result = cache.apply(_message(11, "set_label", label="production", version=2, prev=1), _no_fetch)
     assert result.action is Action.APPLIED
-    assert old_production["p"].version == 1  # a reader holding the old view sees the old state
-    assert old_view[None]["p"].version == 1
-    assert cache.view is not old_view
+    assert cache.view is old_view and cache.pointers is old_pointers
     assert cache.view["production"]["p"].version == 2
-    assert cache.view[None] is cache.view["production"]
-    assert cache.view["staging"] is old_view["staging"]  # labels that did not move are shared, not copied
+    assert cache.view[None] is cache.view["production"]  # the default label's alias moved with it
+    assert cache.view["staging"] is staging
+    assert old_labels == {"production": 1, "staging": 2, "latest": 3}  # a prompt's labels are replaced, not edited
+    assert cache.pointers["p"]["production"] == 2
+    assert cache.generation == generation + 1
+
+
+def test_a_label_appearing_and_disappearing_keeps_the_default_alias() -> None:
+    cache = Cache("canary")
+    cache.add_version("p", _version(1))
+    cache.replace(1, {"p": {"latest": 1}})
+    assert None not in cache.view
+    assert cache.apply(_message(2, "set_label", label="canary", version=1), _no_fetch).action is Action.APPLIED
+    assert cache.view[None] is cache.view["canary"]
+    assert cache.view[None]["p"].version == 1
+    assert cache.apply(_message(3, "delete_label", label="canary", prev=1), _no_fetch).action is Action.APPLIED
+    assert "canary" not in cache.view and None not in cache.view
+
+
+def test_pointers_copy_is_a_snapshot_later_messages_do_not_change() -> None:
+    cache = _loaded_cache()
+    rev, copied = cache.pointers_copy()
+    cache.apply(_message(11, "set_label", label="production", version=2, prev=1), _no_fetch)
+    assert rev == 10 and copied["p"]["production"] == 1
+    assert cache.pointers["p"]["production"] == 2
 
 
 def test_a_label_move_changes_only_that_prompt() -> None:
