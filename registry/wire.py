@@ -24,8 +24,7 @@ header written by Python already counts those three trailing pairs. Doing it thi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -35,9 +34,12 @@ OPERATIONS = frozenset({"create_prompt", "add_version", "set_label", "delete_lab
 _LUA_FIELDS = 3  # rev, version, prev: appended by the Lua script
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeMessage:
-    """One decoded change message."""
+class ChangeMessage(NamedTuple):
+    """One decoded change message.
+
+    A named tuple: every process of a fleet builds one per write, and a tuple is built in C where a
+    frozen dataclass sets each field through ``object.__setattr__``.
+    """
 
     rev: int
     op: str
@@ -58,46 +60,34 @@ def pack_static_part(op: str, prompt: str, label: str | None, author: str | None
 
 
 def decode(data: bytes) -> ChangeMessage:
-    """Decode and check a message; anything malformed raises :class:`RegistryCorruptError`."""
+    """Decode and check a message; anything malformed raises :class:`RegistryCorruptError`.
+
+    The checks are inline ``type(...) is`` tests (a ``bool`` is not an ``int`` here): this runs for
+    every write in every process of a fleet.
+    """
     try:
         raw: Any = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise RegistryCorruptError(f"undecodable change message: {exc}") from exc
-    if not isinstance(raw, dict):
+    if type(raw) is not dict:
         raise RegistryCorruptError("change message is not a map")
-    try:
-        message = ChangeMessage(
-            rev=_int(raw["rev"]),
-            op=_str(raw["op"]),
-            prompt=_str(raw["prompt"]),
-            label=_opt_str(raw.get("label")),
-            version=_opt_int(raw.get("version")),
-            previous_version=_opt_int(raw.get("prev")),
-            author=_opt_str(raw.get("author")),
-            at=float(raw.get("at") or 0.0),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RegistryCorruptError(f"malformed change message: {exc!r}") from exc
-    if message.op not in OPERATIONS or message.rev < 1:
-        raise RegistryCorruptError(f"malformed change message: op={message.op!r} rev={message.rev}")
-    return message
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected int, got {value!r}")
-    return value
-
-
-def _opt_int(value: Any) -> int | None:
-    return None if value is None else _int(value)
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected str, got {value!r}")
-    return value
-
-
-def _opt_str(value: Any) -> str | None:
-    return None if value is None else _str(value)
+    get = raw.get
+    rev, op, prompt, label, version, prev, author, at = (
+        get("rev"), get("op"), get("prompt"), get("label"), get("version"), get("prev"), get("author"), get("at"),
+    )  # fmt: skip
+    if (
+        type(rev) is not int
+        or type(op) is not str
+        or type(prompt) is not str
+        or (label is not None and type(label) is not str)
+        or (version is not None and type(version) is not int)
+        or (prev is not None and type(prev) is not int)
+        or (author is not None and type(author) is not str)
+        or (at is not None and type(at) is not float and type(at) is not int)
+    ):
+        fields = {"rev": rev, "op": op, "prompt": prompt, "label": label, "version": version, "prev": prev}
+        shown = {key: type(value).__name__ for key, value in fields.items()}
+        raise RegistryCorruptError(f"malformed change message: field types {shown}, author {type(author).__name__}")
+    if op not in OPERATIONS or rev < 1:
+        raise RegistryCorruptError(f"malformed change message: op={op!r} rev={rev}")
+    return ChangeMessage(rev, op, prompt, label, version, prev, author, float(at or 0.0))
