@@ -269,9 +269,11 @@ class RedisPromptRegistry(PromptRegistry):
         args = [name, label, version, "" if expected_version is None else expected_version, at.isoformat(),
                 author or "", reason or "", self._head("set_label", name, label, author, at), k.channel,
                 k.version_prefix(name), "1" if force else ""]  # fmt: skip
-        with self._translate():
-            current = int(self.redis.get(label_key) or 0)
-        # The compatibility check reads the label's current version: the script must be given its key.
+        # The compatibility check reads the label's current version, so the script must be given its
+        # key. No GET first (a round trip before every move is published): the guess is the expected
+        # version, and the script answers RETRY with the label's version only when a compatibility
+        # mode needs that hash and the guess was wrong.
+        current = expected_version or 0
         for _attempt in range(ADD_VERSION_ATTEMPTS):
             keys = [prompt_key, k.version(name, version), label_key, labels_key, prev_key, *self._audit_keys(name),
                     *self._index_keys(label), k.version(name, current)]  # fmt: skip
