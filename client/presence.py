@@ -1,13 +1,18 @@
-"""Fleet presence: a :class:`~client.PromptClient` on Redis says who it is and which revision it serves.
+"""Fleet presence: a :class:`~client.PromptClient` on Redis says who it is and which revision it
+serves.
 
 A :class:`PresenceReporter` is a small daemon thread (``promptreg-presence-<namespace>``) with a
-connection of its own: nothing here runs on the lookup path or the listener's connection. It
-reports at start, when :meth:`PresenceReporter.poke` sees a new revision or state (the listener calls
-it right after it applied a change: that report is the client's *acknowledgement*, which
+connection of its own: nothing here runs on the lookup path or the listener's connection. It reports
+at start, when :meth:`PresenceReporter.poke` sees a new revision or state (the listener calls it
+after it applied a change: that report is the client's *acknowledgement*, which
 :meth:`registry.PromptRegistry.wait_for_fleet` waits for), and every ``report_interval`` seconds
-otherwise. A failed report is logged (one warning per outage) and retried at the next interval; it
-never raises into the application. On :meth:`PresenceReporter.stop` the record is removed. The keys
-and their cost are described in :mod:`registry.redis_fleet`.
+otherwise. An acknowledgement waits :data:`ACK_COALESCE` seconds and then reports the newest
+revision, so a burst of writes (a CI sync, a run of moves) costs each client one report per
+``ACK_COALESCE``, not one per write: every report is a write to Redis from every process of a fleet,
+and sent at once they compete for the CPU with the change still reaching the others. A failed report
+is logged (one warning per outage) and retried at the next interval; it never raises into the
+application. On :meth:`PresenceReporter.stop` the record is removed. The keys and their cost are
+described in :mod:`registry.redis_fleet`.
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ try:
     LIBRARY_VERSION = metadata.version("promptreg")
 except metadata.PackageNotFoundError:  # running from a source tree that was never installed
     LIBRARY_VERSION = "unknown"
+
+ACK_COALESCE = 0.025
+"""Seconds an acknowledgement waits for further changes before it is reported (one report for all)."""
+_HOST = socket.gethostname()  # a report per change: not a system call each time
 
 StateProbe = Callable[[], tuple[str, int]]
 """Returns the client's ``(state, revision served)``; called on the reporter's thread."""
@@ -93,7 +102,7 @@ class PresenceReporter:
 
         Called by the client after every message its listener handled.
         """
-        if self._probe() != self._reported:
+        if not self._wake.is_set() and self._probe() != self._reported:
             self._wake.set()
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -122,7 +131,8 @@ class PresenceReporter:
                 self._report()
             except Exception as exc:  # never into the application: log, retry at the next interval
                 self._failed(exc)
-            self._wake.wait(self.interval)
+            if self._wake.wait(self.interval) and not self._stop.is_set():
+                self._stop.wait(ACK_COALESCE)  # changes arriving meanwhile go in the same report
 
     def _report(self) -> None:
         state, rev = self._probe()
@@ -133,7 +143,7 @@ class PresenceReporter:
         member = FleetMember(
             client_id=self.client_id,
             client_name=self.client_name,
-            host=socket.gethostname(),
+            host=_HOST,
             pid=os.getpid(),
             label=self.label,
             library_version=LIBRARY_VERSION,
