@@ -219,6 +219,25 @@ def test_clients_report_periodically_and_a_closed_one_disappears_at_once(
 
 
 @pytest.mark.redis
+def test_a_burst_of_moves_is_acknowledged_in_a_few_reports_ending_at_the_last(
+    redis_server: RedisServer, namespace: str, registry: RedisPromptRegistry
+) -> None:
+    # One report per change would be a Redis write per change from every process of a fleet.
+    with PromptClient(redis_server.url, namespace=namespace, report_interval=60) as prompts:
+        reporter = prompts._presence.reporter
+        assert reporter is not None
+        assert prompts.wait_ready(5) and wait_until(lambda: reporter.reports >= 1, 5)
+        before = reporter.reports
+        for i in range(40):
+            registry.set_label(NAME, LABEL, 1 + i % 3)
+            time.sleep(0.002)
+        result = registry.wait_for_fleet(timeout=5)
+        assert result.complete and result.reached == [prompts.client_id]
+        assert {m.client_id: m.rev for m in registry.fleet()}[prompts.client_id] == _rev(registry)
+        assert 1 <= reporter.reports - before < 20
+
+
+@pytest.mark.redis
 def test_fleet_report_false_never_writes(
     redis_server: RedisServer, namespace: str, registry: RedisPromptRegistry
 ) -> None:

@@ -19,6 +19,7 @@ import redis
 from redis.crc import key_slot
 
 from registry import (
+    IncompatibleVersionError,
     InvalidInputError,
     LabelConflictError,
     LabelNotFoundError,
@@ -139,6 +140,29 @@ def test_each_write_publishes_exactly_one_message_with_its_revision(
     assert (move.label, move.version, move.previous_version, move.author) == ("production", 2, 3, "carol")
     assert (messages[7].version, messages[7].previous_version) == (3, 2)
     assert (messages[8].label, messages[8].version, messages[8].previous_version) == ("staging", None, 2)
+
+
+def test_a_label_move_is_one_round_trip_and_a_compatibility_check_at_most_two(
+    reg: RedisPromptRegistry, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The move is published after the first command: no read of the label before the script.
+    _movie_critic(reg)
+    sent: list[str] = []
+    real: Callable[..., Any] = conn.execute_command
+
+    def counting(*args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]))
+        return real(*args, **options)
+
+    monkeypatch.setattr(conn, "execute_command", counting)
+    reg.set_label("movie-critic", "production", 1)
+    assert sent == ["EVALSHA"]
+    reg.set_compatibility("movie-critic", "backward")
+    sent.clear()
+    with pytest.raises(IncompatibleVersionError):  # v2 needs {{criticlevel}}: checked against v1, the label's version
+        reg.set_label("movie-critic", "production", 2)
+    assert sent == ["EVALSHA", "EVALSHA"]  # RETRY with the label's version, then the check
+    assert reg.get_version("movie-critic", label="production").version == 1
 
 
 @pytest.mark.parametrize(
