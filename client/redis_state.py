@@ -24,6 +24,7 @@ import redis
 from registry.errors import RegistryCorruptError, StateReadError
 from registry.keys import Keyspace
 from registry.models import PromptVersion
+from registry.template import compile_formats
 from registry.validation import LATEST
 
 CHUNK = 1000
@@ -266,7 +267,11 @@ class _VersionBuilder:
         trusted = PromptVersion.trusted
         unpack = msgpack.unpackb
         empty = _EMPTY_MAP
-        for pair, (text, created, author, message, metadata, chat, config) in zip(pairs, replies, strict=True):
+        texts = _texts(replies)  # decoded, and compiled together: a few C-level passes per chunk
+        formats = None if texts is None else compile_formats(texts)
+        for index, (pair, (text, created, author, message, metadata, chat, config)) in enumerate(
+            zip(pairs, replies, strict=True)
+        ):
             if text is None or created is None:
                 if text is None and created is None:
                     found[pair] = None  # no such hash
@@ -280,16 +285,26 @@ class _VersionBuilder:
                     at = times[created] = _utc(datetime.fromisoformat(created.decode("ascii")))
                 found[pair] = trusted(
                     pair[1],
-                    text.decode("utf-8"),
+                    text.decode("utf-8") if texts is None else texts[index],
                     at,
                     None if author is None else author.decode("utf-8"),
                     None if message is None else message.decode("utf-8"),
                     {} if metadata is None or metadata == empty else unpack(metadata, raw=False),
                     None if chat is None else tuple(unpack(chat, raw=False)),
                     None if config is None else unpack(config, raw=False),
+                    None if formats is None else formats[index],
                 )
             except (AttributeError, ValueError, TypeError, msgpack.UnpackException) as exc:
                 raise RegistryCorruptError(f"version {pair[1]} of prompt {pair[0]!r} is not readable: {exc!r}") from exc
+
+
+def _texts(replies: list[list[bytes | None]]) -> list[str] | None:
+    """Every reply's ``prompt_text`` decoded (``""`` where there is none), or ``None`` when one does not
+    decode: then each version decodes its own, and the one that fails says which it is."""
+    try:
+        return ["" if reply[0] is None else reply[0].decode("utf-8") for reply in replies]
+    except (UnicodeDecodeError, AttributeError, IndexError, TypeError):
+        return None
 
 
 def _utc(at: datetime) -> datetime:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from registry.chat import ChatTemplate, Message, check_shape
-from registry.template import compile_template, render_format
+from registry.template import compile_template, render_format, text_variables
 from registry.validation import LATEST
 
 AuditAction = Literal["create_prompt", "add_version", "set_label", "delete_label", "rollback", "set_compatibility"]
@@ -115,12 +115,15 @@ class PromptVersion(BaseModel):
         metadata: dict[str, Any],
         messages: tuple[dict[str, str], ...] | None = None,
         config: dict[str, Any] | None = None,
+        format_string: str | None = None,
     ) -> PromptVersion:
         """A version built from values the registry validated when it was written: no validation.
 
         For readers of a registry (the client's cache): ``created_at`` must be timezone-aware UTC
         and every value of the type its field declares. The template is parsed as in the
-        constructor. Use the constructor for anything else.
+        constructor, unless ``format_string`` is the text's, compiled by
+        :func:`~registry.template.compile_formats` (then :attr:`variables` is found on first use).
+        Use the constructor for anything else.
         """
         fields = {
             "version": version,
@@ -142,16 +145,22 @@ class PromptVersion(BaseModel):
         object.__setattr__(obj, "__pydantic_extra__", None)
         object.__setattr__(obj, "__pydantic_private__", None)
         if messages is None:  # model_post_init of a text version, inlined: a 100k start-up builds 200k
-            format_string, names = compile_template(prompt_text)
+            if format_string is None:
+                format_string, names = compile_template(prompt_text)
+                object.__setattr__(obj, "_variables", names)
             object.__setattr__(obj, "_format", format_string)
-            object.__setattr__(obj, "_variables", names)
             object.__setattr__(obj, "_chat", None)
         else:
             obj.model_post_init(None)
         return obj
 
     def __getattr__(self, item: str) -> Any:
-        # A copy made by pickle, copy or model_copy has empty slots: parse again, once.
+        # A copy made by pickle, copy or model_copy has empty slots: parse again, once. A text
+        # version built with a precompiled format string finds its variable names here, once.
+        if item == "_variables" and self.messages is None:
+            names = text_variables(self.prompt_text)
+            object.__setattr__(self, "_variables", names)
+            return names
         if item in ("_chat", "_format", "_variables"):
             self.model_post_init(None)
             return object.__getattribute__(self, item)

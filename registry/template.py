@@ -90,6 +90,35 @@ def compile_template(text: str) -> tuple[str, frozenset[str]]:
     return "".join(pieces), _variable_set(names)
 
 
+_SEPARATOR = "\x00"
+
+
+def compile_formats(texts: list[str]) -> list[str] | None:
+    """The format string of every text in ``texts`` at once, or ``None`` when any text needs
+    :func:`compile_template` (a brace outside a ``{{name}}`` written without spaces).
+
+    A few C-level passes over the texts joined, instead of a regex and two replaces per text: what a
+    reader building thousands of versions at start-up uses. The variable names are not computed (a
+    version finds them on first use; rendering does not need them). A text with no brace is its own
+    format string (the same object).
+    """
+    joined = _SEPARATOR.join(texts)
+    if joined.count(_SEPARATOR) != len(texts) - 1:  # a text holds the separator itself
+        return None
+    if "{" not in joined and "}" not in joined:
+        return texts
+    rest = _TIGHT.sub("", joined)
+    if "{" in rest or "}" in rest:
+        return None
+    formats = joined.replace("{{", "{").replace("}}", "!s}").split(_SEPARATOR)
+    return [text if "{" not in text else compiled for text, compiled in zip(texts, formats, strict=True)]
+
+
+def text_variables(text: str) -> frozenset[str]:
+    """The variable names of ``text``, as :func:`compile_template` finds them (one shared set per sequence)."""
+    return _variable_set(_PLACEHOLDER.findall(text))
+
+
 def render_format(format_string: str, names: frozenset[str], values: Mapping[str, Any]) -> str:
     """``format_string.format_map(values)``, with a missing value reported as :class:`MissingVariableError`.
 
