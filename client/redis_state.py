@@ -184,7 +184,7 @@ def fetch_versions(
     """
     wanted = list(pairs if isinstance(pairs, (set, frozenset)) else dict.fromkeys(pairs))
     build = _VersionBuilder()
-    if isinstance(client, redis.Redis) and _streams(client):
+    if isinstance(client, redis.Redis) and streams(client):
         return _stream(client, keys, wanted, build)
     found: dict[tuple[str, int], PromptVersion | None] = {}
     for start in range(0, len(wanted), CHUNK):
@@ -196,7 +196,7 @@ def fetch_versions(
     return found
 
 
-def _streams(client: redis.Redis) -> bool:
+def streams(client: redis.Redis) -> bool:
     """Whether ``client`` hands out plain connections (``send_packed_command`` / ``read_response``)."""
     return isinstance(getattr(client, "connection_pool", None), redis.ConnectionPool)
 

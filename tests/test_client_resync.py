@@ -64,7 +64,7 @@ def test_streamed_fetch_equals_the_pipelined_one_across_chunks(
     streamed = fetch_versions(conn, keys, [*pairs, *missing, pairs[0]])  # a duplicate is read once
     assert set(streamed) == {*pairs, *missing}
     assert streamed[missing[0]] is None and streamed[missing[1]] is None
-    monkeypatch.setattr(client.redis_state, "_streams", lambda _client: False)  # the path a cluster client takes
+    monkeypatch.setattr(client.redis_state, "streams", lambda _client: False)  # the path a cluster client takes
     assert streamed == fetch_versions(conn, keys, [*pairs, *missing])
     first = streamed[pairs[0]]
     assert isinstance(first, PromptVersion)

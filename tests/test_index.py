@@ -173,6 +173,9 @@ def test_the_index_read_equals_the_full_read_on_random_registries(
     part = read_indexed(conn, keys, subset=subset)
     assert part is not None
     assert part.pointers == {name: labels for name, labels in old.pointers.items() if name in subset}
+    monkeypatch.setattr(index_read, "streams", lambda _client: False)  # pipelines, as a cluster client reads
+    piped = read_indexed(conn, keys)
+    assert piped is not None and piped.pointers == old.pointers
 
 
 # -- migrate -------------------------------------------------------------------------------------
