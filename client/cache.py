@@ -182,10 +182,12 @@ class Cache:
                 # compiler, so the lookup matches by identity and skips comparing the strings.
                 name = intern(name)
                 for label, number in labels.items():
-                    by_name = view.get(label)
-                    if by_name is None:
-                        by_name = view[intern(label)] = {}
-                    by_name[name] = versions[name, number]
+                    try:  # subscripts, not view.get(): this runs once per label of every prompt
+                        view[label][name] = versions[name, number]
+                    except KeyError:
+                        if label in view:
+                            raise
+                        view[intern(label)] = {name: versions[name, number]}
         except KeyError:
             missing = sorted(
                 {(n, v) for n, labels in pointers.items() for v in labels.values() if (n, v) not in versions}
