@@ -37,6 +37,7 @@ bench: $(VENV)/.installed-dev  # every benchmark, full size (docs/performance.md
 	$(BIN)/python -m benchmarks.lookup
 	$(BIN)/python -m benchmarks.render
 	$(BIN)/python -m benchmarks.startup
+	$(BIN)/python -m benchmarks.apply
 	$(BIN)/python -m benchmarks.propagation --backend both
 	$(BIN)/python -m benchmarks.propagation --topology replicas
 	$(BIN)/python -m benchmarks.propagation --topology cluster

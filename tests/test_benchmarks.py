@@ -67,6 +67,16 @@ def test_writes_benchmark_by_path(tmp_path: Path) -> None:
             assert r["p50_ratio_to_floor"] > 0 and r["throughput_ratio_to_floor"] > 0
 
 
+def test_apply_benchmark_by_path(tmp_path: Path) -> None:
+    data = _run(["benchmarks/apply.py"], tmp_path / "apply.json")
+    assert set(data["apply"]) == {"1000", "10000"}
+    for figures in data["apply"].values():
+        assert set(figures) == {"in place (this version)", "copying (before)"}
+        for summary in figures.values():
+            _positive_stats(summary)
+            assert summary["n"] == data["messages"]
+
+
 @pytest.mark.redis
 @pytest.mark.slow
 def test_lookup_benchmark(tmp_path: Path) -> None:
