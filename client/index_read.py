@@ -104,7 +104,7 @@ def _scan_names(client: redis.Redis, names_key: str, hashes: list[str], labels: 
     The ``HMGET`` s of a page go in the round trip of the next ``SSCAN`` step, and each name is
     decoded once: reading the hashes by name costs the client a quarter of ``HSCAN`` ing them (which
     returns, and decodes, every name once per hash). On one server the ``HMGET`` s are packed by
-    hand and sent on one connection (:func:`_exchange_on`): redis-py's packer checks every argument
+    hand and sent on one connection (:func:`_exchanger`): redis-py's packer checks every argument
     in Python, which was a third of a 100k-prompt index read.
     """
     pointers: dict[str, dict[str, int]] = {}
@@ -136,6 +136,8 @@ Exchange = Callable[[int | None, list[bytes]], tuple[Any, list[Any]]]
 
 @contextmanager
 def _exchanger(client: redis.Redis, names_key: str, hashes: list[str]) -> Iterator[Exchange]:
+    """The round trips of one index read: pipelines on a cluster; on one server, commands packed by
+    hand on one connection held for the read (dropped, not reused, if anything fails mid-reply)."""
     if not streams(client):  # a cluster client: plain pipelines
 
         def exchange(cursor: int | None, names: list[bytes]) -> tuple[Any, list[Any]]:
