@@ -8,11 +8,15 @@
    command or transaction does O(prompts) work, so a 100k-prompt start-up never stalls the server
    for other clients.
 3. Then the revision again. Unchanged: the chunks are exactly the state at that revision. Changed (a
-   write landed during the read): read again, up to :data:`ATTEMPTS` times; after that the state is
-   returned with the *first* revision. Every write after it arrives as a change message on the
-   subscription (which was opened before step 1), and each message sets a value absolutely (a
-   label's version, ``latest``, a new prompt), so replaying them on top of the mixed read yields
-   exactly the registry's state at the last of them; the feed applies them as the backlog.
+   write landed during the read, so the chunks mix values from before and after it): every write
+   since the first revision is read from the audit stream ``{ns}:log`` (one entry per write, with
+   its revision) and replayed onto the chunks. Each write sets a value absolutely (a label's
+   version, ``latest``, a new prompt), so the result is exactly the registry's state at the last
+   of them, and that revision is returned (:func:`catch_up`). The client never serves the mixed
+   read, in which a label could be seen at a later version and then, while the backlog is applied,
+   at an earlier one. Only when the stream cannot cover the writes (trimmed during a flood) is the
+   index read again, up to :data:`ATTEMPTS` times; after that the mixed state is returned with the
+   *first* revision and the change messages of the backlog complete it.
 
 A registry without the ``{ns}:ix:format`` marker (written by 0.1.0, not migrated) has no complete
 index: :func:`read_indexed` returns ``None`` and the caller reads it the old way.
@@ -27,7 +31,7 @@ from typing import Any
 
 import redis
 
-from client.redis_state import CHUNK, RegistryState, parse_log_head, read_registry, streams
+from client.redis_state import CHUNK, LogHead, RegistryState, parse_log_head, read_registry, streams
 from client.subset import PromptSubset
 from registry.errors import RegistryCorruptError
 from registry.keys import Keyspace
@@ -72,9 +76,74 @@ def read_indexed(
             pointers = _read_pointers(client, keys, labels, subset)
         except (ValueError, UnicodeDecodeError) as exc:
             raise RegistryCorruptError(f"unreadable registry index in redis: {exc!r}") from exc
-        if attempt + 1 == ATTEMPTS or int(client.get(keys.rev) or 0) == rev:
+        if int(client.get(keys.rev) or 0) == rev:
+            return RegistryState(rev, pointers, head, anchor_found)
+        caught = catch_up(client, keys, rev, pointers, subset)
+        if caught is not None:
+            return RegistryState(caught[0], pointers, caught[1], anchor_found)
+        if attempt + 1 == ATTEMPTS:
             return RegistryState(rev, pointers, head, anchor_found)
     raise AssertionError("unreachable")  # the last attempt always returns
+
+
+CATCH_UP_MAX = 4096
+"""The most writes during one state read that :func:`catch_up` replays from the audit stream."""
+
+
+def catch_up(
+    client: redis.Redis,
+    keys: Keyspace,
+    rev: int,
+    pointers: dict[str, dict[str, int]],
+    subset: PromptSubset | None = None,
+) -> tuple[int, LogHead | None] | None:
+    """Replay onto ``pointers`` (read while writes landed) every write after revision ``rev``.
+
+    Reads the newest entries of ``{ns}:log`` with the revision, in one transaction; returns ``(the
+    revision reached, its audit entry)``, or ``None`` when the stream does not hold exactly one entry
+    per write since ``rev`` (trimmed, or the registry went back): then the caller reads again.
+    ``pointers`` must be the caller's own (its inner dicts are changed in place); with ``subset``
+    only its prompts are replayed. Raises :class:`~registry.RegistryCorruptError` for an unreadable
+    entry and redis-py errors on I/O failure.
+    """
+    count = 64
+    while True:
+        pipe: Any = client.pipeline(transaction=True)
+        now_raw, raw = pipe.get(keys.rev).xrevrange(keys.log, count=count).execute()
+        now = int(now_raw or 0)
+        writes = now - rev
+        if writes <= 0 or writes > CATCH_UP_MAX:
+            return None
+        if len(raw) < writes and (len(raw) < count or count >= CATCH_UP_MAX):
+            return None  # the stream is shorter than the writes it should hold
+        if len(raw) >= writes:
+            break
+        count = min(count * 4, CATCH_UP_MAX)
+    entries = [parse_log_head([item]) for item in raw[:writes]]  # newest first
+    if [entry.rev if entry else None for entry in entries] != list(range(now, rev, -1)):
+        return None
+    for entry in reversed(entries):
+        assert entry is not None  # checked with the revisions above
+        _replay(pointers, entry, subset)
+    return now, entries[0]
+
+
+def _replay(pointers: dict[str, dict[str, int]], entry: LogHead, subset: PromptSubset | None) -> None:
+    name, action = entry.prompt, entry.action
+    if name is None or action is None:
+        raise RegistryCorruptError(f"audit entry {entry.entry_id!r} names no prompt or action")
+    if subset is not None and name not in subset:
+        return
+    labels = pointers.setdefault(name, {})
+    if action in ("create_prompt", "set_compatibility"):
+        return
+    label, version = (LATEST if action == "add_version" else entry.label), entry.version
+    if label is not None and action == "delete_label":
+        labels.pop(label, None)
+    elif label is not None and version is not None:
+        labels[label] = version
+    else:
+        raise RegistryCorruptError(f"audit entry {entry.entry_id!r} ({action}) has no label or version")
 
 
 def _read_pointers(

@@ -178,6 +178,105 @@ def test_the_index_read_equals_the_full_read_on_random_registries(
     assert piped is not None and piped.pointers == old.pointers
 
 
+def _writes_during_the_read(
+    reg: RedisPromptRegistry, monkeypatch: pytest.MonkeyPatch, writes: Callable[[], None], times: int = 1
+) -> list[int]:
+    """Make ``writes`` land after the index chunks are read, on the first ``times`` reads; returns the
+    number of reads made."""
+    real = index_read._read_pointers
+    reads: list[int] = []
+
+    def read_then_write(*args: Any) -> dict[str, dict[str, int]]:
+        pointers = real(*args)
+        reads.append(1)
+        if len(reads) <= times:
+            writes()
+        return pointers
+
+    monkeypatch.setattr(index_read, "_read_pointers", read_then_write)
+    return reads
+
+
+def test_writes_during_the_read_are_replayed_from_the_log_to_one_consistent_state(
+    conn: redis.Redis, reg: RedisPromptRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A mixed read must never be served: a label seen at version 5, then 4 while the backlog applies.
+    random_registry(reg, random.Random(5), 12)
+    reg.create_prompt("moving")
+    for n in range(1, 6):
+        reg.add_version("moving", f"v{n}")
+    reg.set_label("moving", "production", 1)
+
+    def writes() -> None:
+        for n in (2, 3, 4, 5):
+            reg.set_label("moving", "production", n)
+        reg.add_version("moving", "v6")
+        reg.delete_label("moving", "production")
+        reg.create_prompt("born-during-the-read")
+        reg.add_version("born-during-the-read", "hello")
+        reg.set_label("born-during-the-read", "staging", 1)
+
+    reads = _writes_during_the_read(reg, monkeypatch, writes)
+    state = read_indexed(conn, reg.keys)
+    assert state is not None and len(reads) == 1  # replayed, not read again
+    truth = read_registry(conn, reg.keys)
+    assert (state.rev, state.pointers, state.head) == (truth.rev, truth.pointers, truth.head)
+    assert state.pointers["moving"] == {"latest": 6}
+    assert state.pointers["born-during-the-read"] == {"latest": 1, "staging": 1}
+    subset = PromptSubset(["moving"])
+    part = read_indexed(conn, reg.keys, subset=subset)  # no writes this time: a plain read
+    assert part is not None and part.pointers == {"moving": {"latest": 6}}
+
+
+def test_a_subset_read_replays_only_its_own_prompts(
+    conn: redis.Redis, reg: RedisPromptRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("mine", "other"):
+        reg.create_prompt(name)
+        reg.add_version(name, "v1")
+        reg.add_version(name, "v2")
+
+    def writes() -> None:
+        reg.set_label("mine", "production", 2)
+        reg.set_label("other", "production", 2)
+        reg.create_prompt("other-new")
+
+    _writes_during_the_read(reg, monkeypatch, writes)
+    state = read_indexed(conn, reg.keys, subset=PromptSubset(["mine"]))
+    assert state is not None and state.rev == int(conn.get(reg.keys.rev) or 0)
+    assert state.pointers == {"mine": {"latest": 2, "production": 2}}
+
+
+def test_a_trimmed_log_makes_the_read_start_again_instead_of_replaying(
+    conn: redis.Redis, reg: RedisPromptRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg.create_prompt("p")
+    reg.add_version("p", "v1")
+    reg.add_version("p", "v2")
+
+    def writes_then_trim() -> None:
+        reg.set_label("p", "production", 2)
+        conn.xtrim(reg.keys.log, maxlen=0)  # the entries the replay needs are gone
+
+    reads = _writes_during_the_read(reg, monkeypatch, writes_then_trim)
+    state = read_indexed(conn, reg.keys)
+    assert state is not None and len(reads) == 2  # read again, and the second read was quiet
+    assert state.pointers == {"p": {"latest": 2, "production": 2}}
+    assert state.rev == int(conn.get(reg.keys.rev) or 0)
+
+
+def test_catch_up_refuses_a_log_without_one_entry_per_write(conn: redis.Redis, reg: RedisPromptRegistry) -> None:
+    reg.create_prompt("p")
+    reg.add_version("p", "v1")
+    rev = int(conn.get(reg.keys.rev) or 0)
+    pointers = {"p": {"latest": 1}}
+    assert index_read.catch_up(conn, reg.keys, rev, pointers) is None  # nothing to replay
+    reg.set_label("p", "production", 1)
+    conn.incr(reg.keys.rev)  # a revision without its audit entry
+    assert index_read.catch_up(conn, reg.keys, rev, pointers) is None
+    assert pointers == {"p": {"latest": 1}}  # untouched when refused
+
+
 # -- migrate -------------------------------------------------------------------------------------
 
 
