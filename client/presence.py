@@ -6,10 +6,11 @@ connection of its own: nothing here runs on the lookup path or the listener's co
 at start, when :meth:`PresenceReporter.poke` sees a new revision or state (the listener calls it
 after it applied a change: that report is the client's *acknowledgement*, which
 :meth:`registry.PromptRegistry.wait_for_fleet` waits for), and every ``report_interval`` seconds
-otherwise. An acknowledgement waits :data:`ACK_COALESCE` seconds and then reports the newest
-revision, so a burst of writes (a CI sync, a run of moves) costs each client one report per
+otherwise. Reports are at least :data:`ACK_COALESCE` seconds apart: a change after a quiet time is
+acknowledged at once, and in a burst of writes (a CI sync, a run of moves) one report at the end of
+each window acknowledges every change in it. A burst then costs each client one report per
 ``ACK_COALESCE``, not one per write: every report is a write to Redis from every process of a fleet,
-and sent at once they compete for the CPU with the change still reaching the others. A failed report
+and sent together they compete for the CPU with the change still reaching the others. A failed report
 is logged (one warning per outage) and retried at the next interval; it never raises into the
 application. On :meth:`PresenceReporter.stop` the record is removed. The keys and their cost are
 described in :mod:`registry.redis_fleet`.
@@ -43,7 +44,8 @@ except metadata.PackageNotFoundError:  # running from a source tree that was nev
     LIBRARY_VERSION = "unknown"
 
 ACK_COALESCE = 0.025
-"""Seconds an acknowledgement waits for further changes before it is reported (one report for all)."""
+"""The least time between two reports: a change within it of the last report waits for the window's
+end, and one report acknowledges every change made meanwhile."""
 _HOST = socket.gethostname()  # a report per change: not a system call each time
 
 StateProbe = Callable[[], tuple[str, int]]
@@ -131,8 +133,11 @@ class PresenceReporter:
                 self._report()
             except Exception as exc:  # never into the application: log, retry at the next interval
                 self._failed(exc)
+            reported = time.monotonic()
             if self._wake.wait(self.interval) and not self._stop.is_set():
-                self._stop.wait(ACK_COALESCE)  # changes arriving meanwhile go in the same report
+                # A change: reported at once, unless the last report is younger than ACK_COALESCE
+                # (a burst): then at the window's end, for every change made meanwhile.
+                self._stop.wait(max(0.0, ACK_COALESCE - (time.monotonic() - reported)))
 
     def _report(self) -> None:
         state, rev = self._probe()

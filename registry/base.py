@@ -259,8 +259,9 @@ class PromptRegistry(ABC):
         """Wait until every client in :meth:`fleet` serves revision ``rev`` (default: the current one).
 
         The clients are those present when the wait begins; each acknowledges a change by reporting
-        right after it applied it. Returns after ``timeout`` seconds at most, with the clients that
-        reached ``rev``, those still lagging, and those gone meanwhile (record expired or removed).
+        after it applied it (at most one report per 25 ms: a burst of changes shares reports).
+        Returns after ``timeout`` seconds at most, with the clients that reached ``rev``, those
+        still lagging, and those gone meanwhile (record expired or removed).
         With no client reporting the wait is complete at once, with nobody reached. Raises
         :class:`~registry.InvalidInputError` for a negative ``rev`` or ``timeout`` and
         :class:`~registry.RegistryUnavailableError`.
@@ -283,7 +284,8 @@ class PromptRegistry(ABC):
             if remaining <= 0:
                 break
             time.sleep(min(delay, remaining))
-            delay = min(delay * 2, 0.05)  # acknowledgements come within milliseconds; then poll gently
+            # Acknowledgements come within milliseconds, or 25 ms in a burst: poll closely, then gently.
+            delay = min(delay * 2, 0.01 if time.monotonic() - started < 0.25 else 0.05)
             fresh = self._fleet_members(pending)
             still: list[str] = []
             for client_id in pending:
