@@ -24,6 +24,7 @@ index: :func:`read_indexed` returns ``None`` and the caller reads it the old way
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from sys import intern
@@ -31,7 +32,7 @@ from typing import Any
 
 import redis
 
-from client.redis_state import CHUNK, LogHead, RegistryState, parse_log_head, read_registry, streams
+from client.redis_state import CHUNK, LogHead, RegistryState, held_connection, parse_log_head, read_registry, streams
 from client.subset import PromptSubset
 from registry.errors import RegistryCorruptError
 from registry.keys import Keyspace
@@ -220,11 +221,9 @@ def _exchanger(client: redis.Redis, names_key: str, hashes: list[str]) -> Iterat
 
         yield exchange
         return
-    pool: Any = client.connection_pool
-    conn: Any = pool.get_connection()
     heads = [b"$%d\r\n%b\r\n" % (len(key), key) for key in (k.encode() for k in hashes)]
 
-    def exchange_on(cursor: int | None, names: list[bytes]) -> tuple[Any, list[Any]]:
+    def exchange_on(conn: Any, cursor: int | None, names: list[bytes]) -> tuple[Any, list[Any]]:
         packed: list[bytes] = []
         if cursor is not None:
             packed.extend(conn.pack_command("SSCAN", names_key, cursor, "COUNT", CHUNK))
@@ -235,13 +234,8 @@ def _exchanger(client: redis.Redis, names_key: str, hashes: list[str]) -> Iterat
         step = conn.read_response() if cursor is not None else None
         return step, [conn.read_response() for _ in heads] if names else []
 
-    try:
-        yield exchange_on
-    except BaseException:
-        conn.disconnect()  # replies may still be on their way: never hand this connection out again as is
-        raise
-    finally:
-        pool.release(conn)
+    with held_connection(client) as conn:
+        yield functools.partial(exchange_on, conn)
 
 
 def _scan(

@@ -13,7 +13,8 @@ still changes the newest entry's id, which the safety poll compares (:func:`read
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -201,36 +202,47 @@ def streams(client: redis.Redis) -> bool:
     return isinstance(getattr(client, "connection_pool", None), redis.ConnectionPool)
 
 
+@contextmanager
+def held_connection(client: redis.Redis) -> Iterator[Any]:
+    """One connection of ``client``'s pool (see :func:`streams`) for a run of commands packed by hand.
+
+    Released at the end; dropped instead if anything fails, since replies may still be on their way
+    and the connection must never be handed out again mid-reply.
+    """
+    pool: Any = client.connection_pool
+    conn: Any = pool.get_connection()
+    try:
+        yield conn
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
+
+
 def _stream(
     client: redis.Redis, keys: Keyspace, wanted: list[tuple[str, int]], build: _VersionBuilder
 ) -> dict[tuple[str, int], PromptVersion | None]:
     found: dict[tuple[str, int], PromptVersion | None] = {}
     if not wanted:
         return found
-    pool: Any = client.connection_pool
-    conn: Any = pool.get_connection()
     chunks = [wanted[start : start + CHUNK] for start in range(0, len(wanted), CHUNK)]
-    encoding, errors = conn.encoder.encoding, conn.encoder.encoding_errors
     key_of = keys.version
+    with held_connection(client) as conn:
+        encoding, errors = conn.encoder.encoding, conn.encoder.encoding_errors
 
-    def packed(chunk: list[tuple[str, int]]) -> list[bytes]:
-        # RESP by hand: every command is HMGET <key> <the same fields>; redis-py's packer costs
-        # more per command than building the version.
-        keys_ = [key_of(name, number).encode(encoding, errors) for name, number in chunk]
-        return [b"".join([b"%b$%d\r\n%b\r\n%b" % (_HMGET_HEAD, len(key), key, _HMGET_TAIL) for key in keys_])]
+        def packed(chunk: list[tuple[str, int]]) -> list[bytes]:
+            # RESP by hand: every command is HMGET <key> <the same fields>; redis-py's packer costs
+            # more per command than building the version.
+            keys_ = [key_of(name, number).encode(encoding, errors) for name, number in chunk]
+            return [b"".join([b"%b$%d\r\n%b\r\n%b" % (_HMGET_HEAD, len(key), key, _HMGET_TAIL) for key in keys_])]
 
-    try:
         conn.send_packed_command(packed(chunks[0]))
         read = conn.read_response
         for index, chunk in enumerate(chunks):
             if index + 1 < len(chunks):  # keep the server busy while this chunk is built
                 conn.send_packed_command(packed(chunks[index + 1]))
             build.chunk(chunk, [read() for _ in chunk], found)
-    except BaseException:
-        conn.disconnect()  # replies may still be on their way: never hand this connection out again as is
-        raise
-    finally:
-        pool.release(conn)
     return found
 
 
