@@ -257,7 +257,7 @@ class Cache:
                 self._settled = True
             return ApplyResult(Action.APPLIED)
         try:
-            label, number = _pointer_change(message, self.pointers.get(message.prompt))
+            label, number = pointer_change(message, self.pointers.get(message.prompt))
         except InvalidInputError as exc:
             return ApplyResult(Action.RESYNC, f"cannot apply message rev {message.rev}: {exc}")
         name = message.prompt
@@ -270,13 +270,7 @@ class Cache:
             if self._held or message.rev != self.rev + 1:  # the state was replaced or held while fetching
                 return ApplyResult(*self.classify(message.rev))
             old = self.pointers.get(name)
-            labels = dict(old) if old is not None else {}  # a new inner dict: `old` stays as it was
-            if label is not None:
-                if number is None:
-                    labels.pop(label, None)
-                else:
-                    labels[label] = number
-            self.pointers[name] = labels
+            self.pointers[name] = with_change(old, label, number)
             if label is not None:
                 self._move(intern(name), intern(label), number)
             self.rev = message.rev
@@ -320,7 +314,18 @@ def _same_or(old: PromptVersion | None, new: PromptVersion) -> PromptVersion:
     return new
 
 
-def _pointer_change(message: ChangeMessage, known: Mapping[str, int] | None) -> tuple[str | None, int | None]:
+def with_change(labels: Mapping[str, int] | None, label: str | None, number: int | None) -> dict[str, int]:
+    """A new dict of a prompt's labels after a change (:func:`pointer_change`); ``labels`` is left as it is."""
+    changed = dict(labels) if labels is not None else {}
+    if label is not None:
+        if number is None:
+            changed.pop(label, None)
+        else:
+            changed[label] = number
+    return changed
+
+
+def pointer_change(message: ChangeMessage, known: Mapping[str, int] | None) -> tuple[str | None, int | None]:
     """(label, number) a message sets; number ``None`` deletes; label ``None``: prompt only.
 
     ``known`` is the prompt's current labels: names and labels already cached need no validation.

@@ -32,12 +32,14 @@ from typing import Any
 
 import redis
 
+from client.cache import pointer_change, with_change
 from client.redis_state import CHUNK, LogHead, RegistryState, held_connection, parse_log_head, read_registry, streams
 from client.subset import PromptSubset
-from registry.errors import RegistryCorruptError
+from registry.errors import InvalidInputError, RegistryCorruptError
 from registry.keys import Keyspace
 from registry.redis_index import INDEX_FORMAT
 from registry.validation import LATEST
+from registry.wire import ChangeMessage
 
 ATTEMPTS = 3
 """Reads of the index before a read that overlapped writes is taken (and the writes replayed)."""
@@ -103,7 +105,7 @@ def catch_up(
     Reads the newest entries of ``{ns}:log`` with the revision, in one transaction; returns ``(the
     revision reached, its audit entry)``, or ``None`` when the stream does not hold exactly one entry
     per write since ``rev`` (trimmed, or the registry went back): then the caller reads again.
-    ``pointers`` must be the caller's own (its inner dicts are changed in place); with ``subset``
+    ``pointers`` must be the caller's own (it is changed in place); with ``subset``
     only its prompts are replayed. Raises :class:`~registry.RegistryCorruptError` for an unreadable
     entry and redis-py errors on I/O failure.
     """
@@ -130,21 +132,18 @@ def catch_up(
 
 
 def _replay(pointers: dict[str, dict[str, int]], entry: LogHead, subset: PromptSubset | None) -> None:
-    name, action = entry.prompt, entry.action
-    if name is None or action is None:
+    """Apply one audit entry to ``pointers`` by the rule a change message follows (:func:`pointer_change`)."""
+    if entry.prompt is None or entry.action is None or entry.rev is None:
         raise RegistryCorruptError(f"audit entry {entry.entry_id!r} names no prompt or action")
-    if subset is not None and name not in subset:
+    if subset is not None and entry.prompt not in subset:
         return
-    labels = pointers.setdefault(name, {})
-    if action in ("create_prompt", "set_compatibility"):
-        return
-    label, version = (LATEST if action == "add_version" else entry.label), entry.version
-    if label is not None and action == "delete_label":
-        labels.pop(label, None)
-    elif label is not None and version is not None:
-        labels[label] = version
-    else:
-        raise RegistryCorruptError(f"audit entry {entry.entry_id!r} ({action}) has no label or version")
+    change = ChangeMessage(entry.rev, entry.action, entry.prompt, entry.label, entry.version, None, None, 0.0)
+    known = pointers.get(entry.prompt)
+    try:
+        label, number = pointer_change(change, known)
+    except InvalidInputError as exc:
+        raise RegistryCorruptError(f"audit entry {entry.entry_id!r} cannot be replayed: {exc}") from exc
+    pointers[entry.prompt] = with_change(known, label, number)
 
 
 def _read_pointers(
