@@ -70,6 +70,14 @@ def _variable_set(names: list[str]) -> frozenset[str]:
     return found
 
 
+_SEPARATOR = "\x00"
+
+
+def _tight_format(text: str) -> str:
+    """The format string of a text whose every brace is in a ``{{name}}`` written without spaces."""
+    return text.replace("{{", "{").replace("}}", "!s}")
+
+
 def compile_template(text: str) -> tuple[str, frozenset[str]]:
     """``(format_string, variables)`` of ``text``: what :class:`Template` holds, without the object.
 
@@ -80,7 +88,7 @@ def compile_template(text: str) -> tuple[str, frozenset[str]]:
         return (text.replace("{", "{{").replace("}", "}}") if "{" in text or "}" in text else text), _NO_VARIABLES
     names = _TIGHT.findall(text)
     if text.count("{") == 2 * len(names) == text.count("}"):  # every brace is in a {{name}}
-        return text.replace("{{", "{").replace("}}", "!s}"), _variable_set(names)
+        return _tight_format(text), _variable_set(names)
     # One C-level split: literals at even positions, variable names at odd ones.
     pieces = _PLACEHOLDER.split(text)
     names = pieces[1::2]
@@ -88,9 +96,6 @@ def compile_template(text: str) -> tuple[str, frozenset[str]]:
         pieces[0::2] = [literal.replace("{", "{{").replace("}", "}}") for literal in pieces[0::2]]
     pieces[1::2] = ["{" + name + "!s}" for name in names]
     return "".join(pieces), _variable_set(names)
-
-
-_SEPARATOR = "\x00"
 
 
 def compile_formats(texts: list[str]) -> list[str] | None:
@@ -110,7 +115,7 @@ def compile_formats(texts: list[str]) -> list[str] | None:
     rest = _TIGHT.sub("", joined)
     if "{" in rest or "}" in rest:
         return None
-    formats = joined.replace("{{", "{").replace("}}", "!s}").split(_SEPARATOR)
+    formats = _tight_format(joined).split(_SEPARATOR)
     return [text if "{" not in text else compiled for text, compiled in zip(texts, formats, strict=True)]
 
 

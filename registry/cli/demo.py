@@ -329,7 +329,7 @@ def run_demo(
                 event = move()
                 # The workers' own report first (what the move is about), then what an operator
                 # sees: the registry's fleet view confirming it (each client acknowledges the
-                # revision it applied, 25 ms after it, so one report covers a burst of changes).
+                # revision it applied; in a burst one report per 25 ms covers every change).
                 took = (time.perf_counter() - begin) + fleet.wait_serving(event.version or 0, _MOVE_TIMEOUT)
                 confirmed = registry.wait_for_fleet(event.rev, timeout=_MOVE_TIMEOUT)
                 confirmed_after = time.perf_counter() - begin
