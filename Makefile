@@ -1,21 +1,25 @@
 # One command each: `make demo` runs the live demo, `make test` sets up and runs the tests.
 # Both create .venv on first use (Python >= 3.11) and reinstall when pyproject.toml changes.
 # `make demo` installs only what the demo needs; the dev tools (ruff, mypy, pytest, ...) come with `make test`.
+# Every install is pinned by requirements.lock (as a pip constraint, also inside the build environment),
+# so a fresh clone resolves the same versions every time; `make lock` refreshes it.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip install -q
+LOCK := requirements.lock
+PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CONSTRAINT=$(abspath $(LOCK)) $(BIN)/python -m pip install -q
+LOCK_EXTRAS := dev,demo
 
-.PHONY: test demo lint bench clean
+.PHONY: test demo lint bench clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-demo: pyproject.toml $(LOCK) | $(BIN)/python
 	$(PIP) -e ".[demo]"
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-dev: pyproject.toml $(LOCK) | $(BIN)/python
 	$(PIP) -e ".[dev,demo]"
 	touch $@ $(VENV)/.installed-demo
 
@@ -44,6 +48,14 @@ bench: $(VENV)/.installed-dev  # every benchmark, full size (docs/performance.md
 	$(BIN)/python -m benchmarks.writes --backend both
 	$(BIN)/python -m benchmarks.fleet
 	$(BIN)/python -m benchmarks.failover
+
+lock:  # the newest releases pyproject.toml allows, resolved in a throwaway venv; review the diff, then make test
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	PIP_DISABLE_PIP_VERSION_CHECK=1 .lock-venv/bin/python -m pip install -q "setuptools>=77" -e ".[$(LOCK_EXTRAS)]"
+	{ echo "# Pinned by 'make lock' from pyproject.toml's [$(LOCK_EXTRAS)] extras; used as a pip constraint by make and .ci/run."; \
+	  .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v -e '^pip==' -e '^#' | LC_ALL=C sort -f; } > $(LOCK)
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -115,7 +115,7 @@ def raw_worker(conn: Connection, kind: str, address: str, channel: str, sem: Sem
         return
     sharded = kind == "spublish"
     subscriber = redis.Redis.from_url(address)
-    pubsub = subscriber.pubsub()  # type: ignore[no-untyped-call]
+    pubsub: Any = subscriber.pubsub()  # redis-py 8.2 leaves listen() untyped
     try:
         if sharded:
             pubsub.ssubscribe(channel)

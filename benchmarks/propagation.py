@@ -130,15 +130,15 @@ def discover(url: str, namespace: str, topology: str) -> Paths:
         return Paths("redis", "primary", url, [url], "publish", [url], channel, "every process on one redis-server")
     if parsed.kind == "sentinel":
         assert parsed.service is not None
-        sentinel = Sentinel(list(parsed.hosts), sentinel_kwargs=parsed.sentinel_kwargs)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(list(parsed.hosts), sentinel_kwargs=parsed.sentinel_kwargs)
         if topology == "primary":
-            host, port = sentinel.discover_master(parsed.service)  # type: ignore[no-untyped-call]
+            host, port = sentinel.discover_master(parsed.service)
             where = "clients through Sentinel on the primary, raw subscribers on the primary"
             return Paths("redis", "primary", url, [url], "publish", [_node_url(url, host, port)], channel, where)
-        replicas = sentinel.discover_slaves(parsed.service)  # type: ignore[no-untyped-call]
+        replicas = sentinel.discover_slaves(parsed.service)
         if not replicas:
             raise SystemExit("Sentinel names no replica: --topology replicas needs at least one")
-        raw = [_node_url(url, host, port) for host, port in replicas]
+        raw = [_node_url(url, str(host), int(port)) for host, port in replicas]
         where = (
             f"writer and raw PUBLISH on the primary; clients read_from=replica (Sentinel's slave_for picks one of "
             f"{len(replicas)} replicas), raw subscribers alternate over the {len(replicas)} replicas"

@@ -54,7 +54,7 @@ class FeedLinks:
         """A new pubsub, subscribed (the confirmation is still to be read)."""
         if not self.cluster:
             assert self._subscriber is not None
-            pubsub: Any = self._subscriber.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
+            pubsub: Any = self._subscriber.pubsub(ignore_subscribe_messages=False)
             pubsub.subscribe(self.channel)
             return pubsub
         cluster = self.registry.redis
@@ -65,7 +65,7 @@ class FeedLinks:
         self._close_node_subscriber()
         self._node_subscriber = subscriber_for(cluster.get_redis_connection(node))
         self._node = node.name
-        pubsub = self._node_subscriber.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
+        pubsub = self._node_subscriber.pubsub(ignore_subscribe_messages=False)
         pubsub.ssubscribe(self.channel)
         return pubsub
 

@@ -196,10 +196,10 @@ def connect(parsed: RedisUrl, *, read_from: str | None = None, **kwargs: Any) ->
             **{k: v for k, v in kwargs.items() if k.startswith("socket_")},
             **parsed.sentinel_kwargs,
         }
-        sentinel = Sentinel(list(parsed.hosts), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(list(parsed.hosts), sentinel_kwargs=sentinel_kwargs)
         assert parsed.service is not None
         make = sentinel.slave_for if where == "replica" else sentinel.master_for
-        client: redis.Redis = make(parsed.service, **options)  # type: ignore[no-untyped-call]
+        client: redis.Redis = make(parsed.service, **options)
         return client
     except (ValueError, TypeError) as exc:  # e.g. an unknown value in the URL's query
         raise InvalidInputError(f"malformed registry URL {redact_url(parsed.url)!r}: {exc}") from None
@@ -233,7 +233,7 @@ def subscriber_for(client: redis.Redis, *, replica: bool | None = None) -> redis
         on_replica = (not pool.is_master) if replica is None else replica
         manager: Sentinel = pool.sentinel_manager
         make = manager.slave_for if on_replica else manager.master_for
-        subscriber: redis.Redis = make(pool.service_name, **{**kwargs, **options})  # type: ignore[no-untyped-call]
+        subscriber: redis.Redis = make(pool.service_name, **{**kwargs, **options})
         return subscriber
     kwargs = {**_copyable(pool.connection_kwargs), **options}
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))

@@ -114,7 +114,7 @@ def test_every_key_shares_one_hash_slot(reg: RedisPromptRegistry, conn: redis.Re
 def test_each_write_publishes_exactly_one_message_with_its_revision(
     reg: RedisPromptRegistry, conn: redis.Redis
 ) -> None:
-    pubsub = conn.pubsub()  # type: ignore[no-untyped-call]
+    pubsub = conn.pubsub()
     pubsub.subscribe(reg.keys.channel)
     assert wait_until(lambda: pubsub.get_message(timeout=0.1) is not None, timeout=5)
     _movie_critic(reg)
@@ -190,7 +190,7 @@ def test_refused_write_changes_nothing_and_publishes_nothing(
     reg = RedisPromptRegistry(conn, namespace=namespace, max_text_bytes=100)
     _movie_critic(reg)
     before = _dump(conn, namespace)
-    pubsub = conn.pubsub()  # type: ignore[no-untyped-call]
+    pubsub = conn.pubsub()
     pubsub.subscribe(reg.keys.channel)
     assert wait_until(lambda: pubsub.get_message(timeout=0.1) is not None, timeout=5)
     with pytest.raises(Exception) as info:
