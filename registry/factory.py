@@ -13,6 +13,11 @@ URL                                             backend
 ``./relative.json``, ``/abs.json`` (no scheme)  :class:`~registry.JsonFilePromptRegistry`
 ==============================================  ==========================================
 
+Anything else (``127.0.0.1:6379``, ``redis//host:6379/0``, ``notes.txt``) is refused with a one-line
+:class:`~registry.InvalidInputError` saying what was expected, with a "did you mean" where it looks
+like a mistyped URL: never a JSON file named after the typo. A file URL's folder must exist (the
+registry creates the file, never a folder), except for :data:`DEFAULT_URL`'s ``./.promptreg/``.
+
 :meth:`PromptRegistryFactory.create_from_config` reads ``PROMPTREG_URL`` (default
 :data:`DEFAULT_URL`, a JSON file under ``./.promptreg/`` in the current directory) and
 ``PROMPTREG_NAMESPACE`` (the Redis or PostgreSQL namespace). Use :func:`redact_url` before showing a URL.
@@ -30,7 +35,7 @@ from registry.errors import InvalidInputError
 from registry.file_store import JsonFilePromptRegistry
 from registry.postgres_store import PostgresPromptRegistry
 from registry.redis_store import RedisPromptRegistry
-from registry.urls import FILE_SCHEME, POSTGRES_SCHEMES, REDIS_SCHEMES, redact_url, url_scheme
+from registry.urls import FILE_SCHEME, POSTGRES_SCHEMES, REDIS_SCHEMES, redact_url, registry_url_scheme, url_scheme
 from registry.validation import validate_unicode
 
 __all__ = [
@@ -46,7 +51,8 @@ __all__ = [
 ]
 
 DEFAULT_URL = "file://./.promptreg/registry.json"
-"""Where ``create_from_config`` keeps the registry when ``PROMPTREG_URL`` is not set."""
+"""Where ``create_from_config`` keeps the registry when ``PROMPTREG_URL`` is not set; the one file URL
+whose folder (``./.promptreg/``) the first write creates."""
 URL_ENV = "PROMPTREG_URL"
 """The environment variable holding the registry URL."""
 NAMESPACE_ENV = "PROMPTREG_NAMESPACE"
@@ -86,33 +92,36 @@ class PromptRegistryFactory:
         arguments; URL forms in :mod:`registry.topology`);
         ``postgresql://`` and ``postgres://`` give a :class:`~registry.PostgresPromptRegistry`
         (``namespace=`` in the query or as an option, ``max_text_bytes``, ``auto_migrate``, psycopg
-        connection arguments; needs ``promptreg[postgres]``);
-        ``file://PATH`` or a bare path gives a :class:`~registry.JsonFilePromptRegistry`
-        (``max_text_bytes``, ``max_metadata_bytes``, ``lock_timeout``). Raises
-        :class:`~registry.InvalidInputError` for any other scheme or an empty URL; the message never
-        contains the URL's password.
+        connection arguments; needs the ``[postgres]`` extra);
+        ``file://PATH`` or a bare path ending in ``.json`` gives a
+        :class:`~registry.JsonFilePromptRegistry` (``max_text_bytes``, ``max_metadata_bytes``,
+        ``lock_timeout``, ``create_parent``) whose folder must exist, except for :data:`DEFAULT_URL`
+        (``create_parent=True``: the first write creates ``./.promptreg/``).
+
+        Raises :class:`~registry.InvalidInputError` for an empty URL, a scheme it does not know, a
+        value that is neither a URL nor a ``.json`` path (one line saying what was expected, with a
+        "did you mean redis://HOST:PORT/0" for ``HOST:PORT``), and a file URL whose folder does not
+        exist (nothing is created); the message never contains the URL's password.
         """
         if not isinstance(url, str) or not url.strip():
             raise InvalidInputError(f"registry URL must be a non-empty string, got {url!r}")
         url = validate_unicode(url.strip(), "registry URL")
-        scheme = url_scheme(url)
+        scheme = registry_url_scheme(url)
         if scheme in REDIS_SCHEMES:
             return RedisPromptRegistry.from_url(url, **options)
         if scheme in POSTGRES_SCHEMES:
             return PostgresPromptRegistry.from_url(url, **options)
-        if scheme in (FILE_SCHEME, ""):
-            return JsonFilePromptRegistry(file_path_from_url(url), **options)
-        raise InvalidInputError(
-            f"unsupported registry URL scheme {scheme!r} in {redact_url(url)!r}: "
-            "use redis://, rediss://, unix://, redis+sentinel://, redis+cluster://, postgresql:// or file://"
-        )
+        if url == DEFAULT_URL:
+            options.setdefault("create_parent", True)
+        return JsonFilePromptRegistry(file_path_from_url(url), **options)
 
     @classmethod
     def create_from_config(cls, environ: Mapping[str, str] | None = None, **options: Any) -> PromptRegistry:
         """The registry the environment names (``environ`` defaults to ``os.environ``).
 
         ``PROMPTREG_URL`` picks the backend (default :data:`DEFAULT_URL`: the JSON file
-        ``./.promptreg/registry.json``, relative to the current directory). For Redis and PostgreSQL URLs a set
+        ``./.promptreg/registry.json``, relative to the current directory, whose folder the first write
+        creates). For Redis and PostgreSQL URLs a set
         ``PROMPTREG_NAMESPACE`` is the namespace unless ``options`` gives one. Raises what
         :meth:`from_url` raises.
         """

@@ -99,11 +99,15 @@ class FileState(NamedTuple):
 class JsonFilePromptRegistry(PromptRegistry):
     """A prompt registry stored in one JSON file (``file://PATH``), for local development.
 
-    A missing file is an empty registry; the first write creates it and its parent directories.
-    ``lock_timeout`` (seconds) bounds the wait for the write lock. Every call reads the file, so
-    several processes can share it. Raises :class:`~registry.RegistryCorruptError` (the file is
-    not a readable promptreg registry; it is left untouched) and
-    :class:`~registry.RegistryUnavailableError` (the file or its lock cannot be used in time).
+    A missing file is an empty registry; the first write creates it. Its folder must exist: a
+    mistyped path is refused, not created (:class:`~registry.InvalidInputError` here, or
+    :class:`~registry.RegistryUnavailableError` on a write if the folder has gone since), unless
+    ``create_parent=True``, which lets the first write create the missing folders (the factory sets it
+    for its default, ``./.promptreg/registry.json``, only). ``lock_timeout`` (seconds) bounds the
+    wait for the write lock. Every call reads the file, so several processes can share it. Raises
+    :class:`~registry.RegistryCorruptError` (the file is not a readable promptreg registry; it is
+    left untouched) and :class:`~registry.RegistryUnavailableError` (the file or its lock cannot be
+    used in time).
     """
 
     def __init__(
@@ -113,14 +117,26 @@ class JsonFilePromptRegistry(PromptRegistry):
         max_text_bytes: int = MAX_TEXT_BYTES,
         max_metadata_bytes: int = MAX_METADATA_BYTES,
         lock_timeout: float = 10.0,
+        create_parent: bool = False,
     ) -> None:
         super().__init__(max_text_bytes=max_text_bytes, max_metadata_bytes=max_metadata_bytes)
         if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, int | float) or not lock_timeout >= 0:
             raise InvalidInputError(f"lock_timeout must be a number of seconds >= 0, got {lock_timeout!r}")
         self.path = Path(os.path.abspath(os.fspath(path)))
         """The registry file (absolute). It may be a symbolic link: writes go through it to its
-        target (replaced atomically), and the link stays a link."""
+        target (replaced atomically), and the link stays a link; a link's own target folder is made
+        if missing (the link says where the file goes)."""
         self.lock_timeout = float(lock_timeout)
+        self.create_parent = bool(create_parent)
+        """Whether the first write may create the file's missing folders (else they must exist)."""
+        if not self.create_parent and not self.path.parent.is_dir():
+            raise InvalidInputError(self._no_folder())
+
+    def _no_folder(self) -> str:
+        return (
+            f"registry folder {self.path.parent} does not exist: create it first "
+            "(promptreg creates the registry file, never its folder)"
+        )
 
     @property
     def lock_path(self) -> Path:
@@ -313,7 +329,10 @@ class JsonFilePromptRegistry(PromptRegistry):
 
     @contextlib.contextmanager
     def _locked(self, target: Path, lock_path: Path) -> Iterator[None]:
+        if not self.create_parent and not self.path.parent.is_dir():
+            raise RegistryUnavailableError(self._no_folder())  # it was there when this object was made
         try:
+            # Only a link's target folder (or, with create_parent, the path's own) can be missing here.
             target.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:

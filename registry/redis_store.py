@@ -114,6 +114,7 @@ class RedisPromptRegistry(PromptRegistry):
             raise InvalidInputError("wait_replicas must be >= 0 and wait_timeout > 0")
         if client.get_connection_kwargs().get("decode_responses"):
             raise InvalidInputError("the redis client must not use decode_responses=True (versions hold bytes)")
+        self._target = parsed.target if parsed is not None else None
         self.redis: Any = client  # redis.Redis or RedisCluster: the same commands, different stubs
         self.cluster = is_cluster(client)
         """Whether the registry runs on a Redis Cluster (change messages then go by SPUBLISH)."""
@@ -158,7 +159,7 @@ class RedisPromptRegistry(PromptRegistry):
     @contextmanager
     def _translate(self) -> Iterator[None]:
         """Turn redis-py errors into promptreg errors at this one boundary (:mod:`registry.redis_errors`)."""
-        with map_redis_errors():
+        with map_redis_errors(self._target):
             yield
 
     def _pipeline(self, *, transaction: bool) -> Any:

@@ -32,11 +32,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import Connection, SSLConnection, parse_url
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from registry.errors import InvalidInputError
-from registry.urls import check_redis_url, redact_url, url_scheme
+from registry.redis_errors import RedisTarget, translate_redis_error
+from registry.urls import check_redis_url, redact_url, registry_url_scheme
 
 SENTINEL_SCHEMES = frozenset({"redis+sentinel", "rediss+sentinel"})
 """URL schemes naming a Sentinel-managed primary."""
@@ -71,6 +73,21 @@ class RedisUrl:
     wait_timeout: float = 1.0
     plain_url: str = ""
     """For ``single``: the URL without promptreg's query options, as redis-py takes it."""
+
+    @property
+    def target(self) -> RedisTarget:
+        """Where this URL points, as error messages name it (no credentials)."""
+        if self.kind != "single":
+            addresses = tuple(_address(host, port) for host, port in self.hosts)
+            return RedisTarget(kind=self.kind, addresses=addresses, service=self.service)
+        parts = urlsplit(self.plain_url)
+        if parts.scheme.lower() == "unix":
+            return RedisTarget(addresses=(parts.path,))
+        return RedisTarget(addresses=(_address(parts.hostname or "localhost", parts.port or 6379),))
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _invalid(url: str, reason: str) -> InvalidInputError:
@@ -118,7 +135,7 @@ def parse_redis_url(url: str) -> RedisUrl:
     """
     if not isinstance(url, str):
         raise InvalidInputError(f"registry URL must be a string, got {type(url).__name__}")
-    scheme = url_scheme(url)
+    scheme = registry_url_scheme(url)
     body, _q, query = url.partition("?")
     own, rest_query = _own_options(url, query)
     read_from = own.get("read_from", "primary")
@@ -179,7 +196,10 @@ def connect(parsed: RedisUrl, *, read_from: str | None = None, **kwargs: Any) ->
     """The redis-py client for ``parsed``: the primary, or with ``read_from="replica"`` a replica.
 
     ``kwargs`` are redis-py connection options (the URL's own options win over them). Raises
-    :class:`~registry.InvalidInputError` for options redis-py refuses.
+    :class:`~registry.InvalidInputError` for options redis-py refuses, and for a cluster (whose
+    client connects at once) the promptreg error of a failed first connection
+    (:class:`~registry.RegistryAuthError` for a refused password,
+    :class:`~registry.RegistryUnavailableError` otherwise).
     """
     where = read_from or parsed.read_from
     if where not in READ_FROM or (where == "replica" and parsed.kind != "sentinel"):
@@ -203,6 +223,8 @@ def connect(parsed: RedisUrl, *, read_from: str | None = None, **kwargs: Any) ->
         return client
     except (ValueError, TypeError) as exc:  # e.g. an unknown value in the URL's query
         raise InvalidInputError(f"malformed registry URL {redact_url(parsed.url)!r}: {exc}") from None
+    except (redis.RedisError, RedisClusterException) as exc:  # RedisCluster() reads the slots at once
+        raise translate_redis_error(exc, parsed.target) from exc
 
 
 # Connection arguments redis-py adds for itself (pool links, RESP3 maintenance notifications):

@@ -97,6 +97,7 @@ def store(request: pytest.FixtureRequest, namespace: str, tmp_path: Path) -> Ite
     if request.param == "redis":
         yield request.getfixturevalue("redis_server").url, {"namespace": namespace}
     else:
+        (tmp_path / "shared").mkdir()
         yield f"file://{tmp_path / 'shared' / 'registry.json'}", {"lock_timeout": TIMEOUT}
 
 

@@ -85,6 +85,7 @@ def _file_raw(path: Path) -> tuple[list[str], bytes | None]:
 def backend(request: pytest.FixtureRequest, namespace: str, tmp_path: Path) -> Iterator[Backend]:
     if request.param == "file":
         path = tmp_path / "store" / "registry.json"
+        path.parent.mkdir()
         yield Backend("file", lambda **kw: JsonFilePromptRegistry(path, **kw), lambda: _file_raw(path))
         return
     if request.param == "postgres":  # a real PostgreSQL (tests/postgres_server.py)

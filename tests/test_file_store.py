@@ -38,7 +38,7 @@ def _seed(reg: PromptRegistry) -> None:
 def _valid(tmp_path: Path) -> dict[str, Any]:
     """A real registry file's content, made through the API."""
     source = tmp_path / "source" / "registry.json"
-    _seed(JsonFilePromptRegistry(source))
+    _seed(JsonFilePromptRegistry(source, create_parent=True))
     data: dict[str, Any] = json.loads(source.read_bytes())
     return data
 
@@ -61,19 +61,47 @@ def _hold_lock(reg: JsonFilePromptRegistry) -> Iterator[None]:
 
 
 def test_a_missing_file_is_an_empty_registry_and_reads_create_nothing(tmp_path: Path) -> None:
-    reg = JsonFilePromptRegistry(tmp_path / "not" / "yet" / "registry.json")
+    reg = JsonFilePromptRegistry(tmp_path / "not" / "yet" / "registry.json", create_parent=True)
     assert reg.list_prompts() == []
     assert reg.get_prompt(NAME) is None
     assert reg.load_state() == (0, {})
     assert not (tmp_path / "not").exists()
 
 
-def test_first_write_creates_the_file_and_its_directories(tmp_path: Path) -> None:
-    reg = JsonFilePromptRegistry(tmp_path / "a" / "b" / "registry.json")
+def test_first_write_creates_the_file(tmp_path: Path) -> None:
+    reg = JsonFilePromptRegistry(tmp_path / "registry.json")
     reg.create_prompt(NAME)
     data = json.loads(reg.path.read_bytes())
     assert (data["format"], data["format_version"], data["rev"]) == (FORMAT, FORMAT_VERSION, 1)
     assert list(data["prompts"]) == [NAME]
+
+
+def test_a_missing_folder_is_refused_not_created(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        JsonFilePromptRegistry(tmp_path / "a" / "b" / "registry.json")
+    assert str(caught.value).startswith(f"registry folder {tmp_path / 'a' / 'b'} does not exist: create it first")
+    assert not isinstance(caught.value, RegistryUnavailableError)
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        JsonFilePromptRegistry(tmp_path / "file" / "registry.json")
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+def test_create_parent_lets_the_first_write_create_the_folders(tmp_path: Path) -> None:
+    reg = JsonFilePromptRegistry(tmp_path / "a" / "b" / "registry.json", create_parent=True)
+    assert not (tmp_path / "a").exists()  # not on construction: on the first write
+    reg.create_prompt(NAME)
+    assert list(json.loads(reg.path.read_bytes())["prompts"]) == [NAME]
+
+
+def test_a_folder_removed_after_opening_is_not_recreated_by_a_write(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    folder.mkdir()
+    reg = JsonFilePromptRegistry(folder / "registry.json")
+    folder.rmdir()
+    with pytest.raises(RegistryUnavailableError, match=f"registry folder {folder} does not exist"):
+        reg.create_prompt(NAME)
+    assert os.listdir(tmp_path) == []
 
 
 def test_every_write_bumps_the_revision_that_load_state_reports(tmp_path: Path) -> None:
@@ -90,6 +118,7 @@ def test_every_write_bumps_the_revision_that_load_state_reports(tmp_path: Path) 
 
 def test_relative_paths_are_made_absolute_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
     reg = JsonFilePromptRegistry("sub/registry.json")
     assert reg.path == tmp_path / "sub" / "registry.json"
     assert reg.lock_path == tmp_path / "sub" / "registry.json.lock"
