@@ -19,6 +19,12 @@ on a real redis-server by ``tests/test_acl.py``):
 Every rule list lives in the ``*_COMMANDS`` tuples below: amend a role there and the ``promptreg acl``
 command, the docs' examples and the tests all follow. Requires Redis 7.0 or newer (read-only key
 patterns ``%R~``; scripts' commands checked against the ACL).
+
+By default the rules are the ones every Redis >= 7.0 accepts: ``ACL SETUSER`` refuses a whole line
+that names a command the server does not know, so a grant only newer servers know
+(:data:`SETINFO_COMMANDS`) is added only for a server version given or read with
+:func:`read_server_version`. Without it, redis-py's ``CLIENT SETINFO`` on connect is refused on
+7.2+ (``NOPERM``, counted in ``ACL LOG``), which redis-py ignores: the users work on every version.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from enum import StrEnum
 
 from registry.errors import InvalidInputError
 from registry.keys import DEFAULT_NAMESPACE, Keyspace
+from registry.redis_errors import map_redis_errors
+from registry.topology import connect, parse_redis_url
 
 PASSWORD_PLACEHOLDER = "<password>"
 """Printed instead of a password: the user replaces it; promptreg never prints a real secret."""
@@ -36,8 +44,12 @@ PASSWORD_PLACEHOLDER = "<password>"
 MIN_SERVER_VERSION = (7, 0)
 """``%R~`` read-only key patterns and per-command ACL checks inside scripts arrived in Redis 7.0."""
 
-DEFAULT_SERVER_VERSION = (7, 2)
-"""The Redis version the rules target unless told otherwise (CLIENT SETINFO exists from 7.2)."""
+DEFAULT_SERVER_VERSION = (7, 0)
+"""The Redis version the rules target unless told otherwise: the oldest supported, so that every
+Redis >= 7.0 (7.2, 7.4, 8.x) accepts them."""
+
+SETINFO_SERVER_VERSION = (7, 2)
+"""The first Redis version that knows ``CLIENT SETINFO``: :data:`SETINFO_COMMANDS` are granted from here on."""
 
 # -- the rule lists: amend a role here, in one place ------------------------------------------------
 
@@ -47,9 +59,9 @@ CONNECTION_COMMANDS: tuple[str, ...] = (
 """What every promptreg connection sends besides its work (AUTH/HELLO need no grant)."""
 
 SETINFO_COMMANDS: tuple[str, ...] = (
-    "client|setinfo",  # redis-py names its library on connect (Redis >= 7.2 only; older servers refuse the rule)
+    "client|setinfo",  # redis-py names its library on connect (Redis >= 7.2 only; 7.0 refuses the whole line)
 )
-"""Granted only when the target server knows them (see :data:`DEFAULT_SERVER_VERSION`)."""
+"""Granted only for a server version >= :data:`SETINFO_SERVER_VERSION` (redis-py ignores the refusal elsewhere)."""
 
 READER_COMMANDS: tuple[str, ...] = (
     "subscribe",  # the feed's change messages (client/feeds.py), on the namespace's channel only
@@ -176,6 +188,30 @@ def parse_server_version(text: str) -> tuple[int, int]:
     return version
 
 
+def read_server_version(url: str, *, timeout: float = 5.0) -> tuple[int, int]:
+    """The ``(major, minor)`` version of the Redis at ``url``, from ``INFO server`` (``redis_version``).
+
+    For a Redis Cluster the oldest node's version. ``url`` is any Redis URL the registry takes
+    (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``, ``redis+cluster://``); the user
+    needs ``INFO``. Raises :class:`~registry.InvalidInputError` for a URL that is not a Redis URL or
+    a server older than :data:`MIN_SERVER_VERSION`, :class:`~registry.RegistryAuthError` when the
+    server refuses the credentials or ``INFO``, :class:`~registry.RegistryUnavailableError` when it
+    cannot be reached.
+    """
+    parsed = parse_redis_url(url)
+    with map_redis_errors():
+        client = connect(parsed, socket_timeout=timeout, socket_connect_timeout=timeout)
+        try:
+            info = client.info("server")
+        finally:
+            client.close()
+    # A RedisCluster answers with one INFO mapping per node: the oldest node decides.
+    nodes = [info] if "redis_version" in info else [node for node in info.values() if isinstance(node, dict)]
+    if not nodes or any("redis_version" not in node for node in nodes):
+        raise InvalidInputError("the server's INFO has no redis_version: is it a Redis server?")
+    return min(parse_server_version(str(node["redis_version"])) for node in nodes)
+
+
 def presence_key_rules(namespace: str = DEFAULT_NAMESPACE) -> tuple[str, ...]:
     """The reader's write-only key patterns: the fleet index and the presence records, nothing else."""
     keys = Keyspace(namespace)
@@ -188,8 +224,9 @@ def role_rules(
     """The reader, writer and admin users of ``namespace``, in that order.
 
     Users are named ``<namespace>-<role>`` (``promptreg-reader`` for the default namespace), so the
-    roles of several namespaces can live on one server. ``server_version`` leaves out grants the
-    server would not know (``CLIENT SETINFO`` before 7.2). Raises
+    roles of several namespaces can live on one server. ``server_version`` adds the grants only newer
+    servers know (``CLIENT SETINFO`` from 7.2); the default, 7.0, gives rules every Redis >= 7.0
+    accepts. Raises
     :class:`~registry.InvalidNameError` for a malformed namespace and
     :class:`~registry.InvalidInputError` for a server older than 7.0.
     """
@@ -198,7 +235,7 @@ def role_rules(
     keys = Keyspace(namespace)  # validates: the namespace can hold no glob character
     key_pattern = f"{keys.prefix}:*"
     channel = f"&{keys.channel}"
-    base = CONNECTION_COMMANDS + (SETINFO_COMMANDS if server_version >= (7, 2) else ())
+    base = CONNECTION_COMMANDS + (SETINFO_COMMANDS if server_version >= SETINFO_SERVER_VERSION else ())
     reader = _unique(base + READER_COMMANDS + PRESENCE_COMMANDS)
     writer = _unique(reader + WRITER_COMMANDS)
     admin = _unique(writer + ADMIN_COMMANDS)

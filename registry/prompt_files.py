@@ -126,7 +126,7 @@ def read_bounded(path: Path, max_bytes: int, *, shown: Path | None = None) -> by
         os.close(fd)
     data = b"".join(chunks)
     if len(data) > max_bytes:
-        raise PromptFileError(shown, f"file is over {max_bytes} bytes, the limit")
+        raise PromptFileError(shown, f"file is over {max_bytes} bytes, the limit is {max_bytes}")
     return data
 
 

@@ -12,7 +12,8 @@ the way Dotprompt files look::
     You are a {{criticlevel}} movie critic. Write a review for {{movie}}.
 
 The prompt name is the file's path under the folder without ``.prompt`` (``team/critic.prompt``
-gives ``team/critic``). The body is taken exactly as written (after the closing ``---`` line).
+gives ``team/critic``). The body is taken exactly as written (after the closing ``---`` line); a
+leading UTF-8 byte order mark is dropped and Windows line ends read as ``\n``.
 
 Dotprompt's chat form is understood too: ``model:`` and ``config:`` in the front matter become the
 version's ``config`` (``{"model": ..., **config}``), ``{{role "system"}}`` markers in the body make a
@@ -153,6 +154,21 @@ class SyncPlan:
         """Whether applying the plan writes anything."""
         return bool(self.steps)
 
+    def check_compatible(self, *, force: bool = False) -> None:
+        """Raise what :func:`apply_sync` would raise before writing anything: an
+        :class:`~registry.IncompatibleVersionError` for the first label move the prompt's compatibility
+        mode refuses (:attr:`SyncStep.refusal`), unless ``force``. A dry run calls it to fail as the
+        real run would."""
+        if force:
+            return
+        for step in self.steps:
+            report = step.refusal
+            if report is not None:
+                raise IncompatibleVersionError(
+                    step.prompt, str(step.label), int(step.version or 0), step.previous_version, report.mode,
+                    report.added, report.removed,
+                )  # fmt: skip
+
 
 def parse_prompt_file(
     path: Path,
@@ -178,7 +194,9 @@ def parse_prompt_file(
     except UnicodeDecodeError as exc:
         raise PromptFileError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     # Universal newlines, as read_text gives: a checkout on Windows yields the same text as on Linux.
-    raw = raw.replace("\r\n", "\n").replace("\r", "\n")
+    # A leading byte order mark (Windows editors write one) is no part of the text, and left in
+    # place it would hide the opening '---' line: the front matter would become prompt text.
+    raw = raw.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
     front, body = split_front_matter(path, raw, front_matter_limit(max_metadata_bytes))
     unknown = sorted(str(key) for key in front if key not in FRONT_MATTER_KEYS)
     if unknown:
@@ -263,13 +281,7 @@ def apply_sync(
     before anything is written, unless ``force`` (the moves are then recorded as forced); each move
     is checked again inside its write.
     """
-    for step in plan.steps:
-        report = step.refusal
-        if report is not None and not force:
-            raise IncompatibleVersionError(
-                step.prompt, str(step.label), int(step.version or 0), step.previous_version, report.mode,
-                report.added, report.removed,
-            )  # fmt: skip
+    plan.check_compatible(force=force)
     done: list[SyncStep] = []
     added: dict[str, int] = {}
     files = {f.name: f for f in plan.files}

@@ -11,8 +11,12 @@ is checked to have left the stored data unchanged (every key of both namespaces,
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,7 +47,8 @@ from registry.fleet import FleetMember
 from registry.keys import Keyspace
 from registry.models import utcnow
 from registry.redis_fleet import read_fleet, remove, report
-from tests.redis_server import RedisServer, wait_until
+from tests.conftest import need_binaries
+from tests.redis_server import RedisServer, free_port, wait_until
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "registry" / "lua"
 REFUSED = re.compile(r"(?i)noperm|permission|not allowed")
@@ -311,6 +316,141 @@ def test_admin_wipes_its_namespace_and_nothing_else(users: Users) -> None:
     assert users.denials(Role.ADMIN) == []
 
 
+# -- the docs' set-up, verbatim, on a real server -----------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "security.md"
+PROMPTREG = Path(sys.executable).with_name("promptreg")
+
+
+def _docs_setup_loop() -> str:
+    """The bash block of docs/security.md that creates the three users with `promptreg acl | ... | redis-cli`."""
+    blocks = re.findall(r"```bash\n(.*?)```", DOCS.read_text("utf-8"), flags=re.S)
+    loops = [block for block in blocks if "for role in reader writer admin" in block]
+    assert len(loops) == 1, "docs/security.md: the ACL set-up loop is gone or doubled"
+    return str(loops[0])
+
+
+def _shell(script: str, cwd: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in bash as a user would: ``promptreg`` and ``redis-cli`` on PATH, no PROMPTREG_*."""
+    need_binaries("redis-cli")
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (the docs' loop makes the secrets with it)")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PROMPTREG_")}
+    env["PATH"] = f"{PROMPTREG.parent}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.run(
+        ["bash", "-c", script], env={**env, **variables}, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def _url(server: RedisServer, user: str, password: str) -> str:
+    return f"redis://{user}:{password}@127.0.0.1:{server.port}/0"
+
+
+@pytest.mark.redis
+def test_the_security_docs_loop_creates_users_that_work(private_redis_server: RedisServer, tmp_path: Path) -> None:
+    """The loop of docs/security.md, run verbatim, on the installed Redis (7.0 on Debian 12): every ACL
+    SETUSER line is accepted, and each user connects with redis-py and does its job, no more."""
+    server = private_redis_server
+    root = server.client()
+    version = str(root.info("server")["redis_version"])
+
+    done = _shell(_docs_setup_loop(), tmp_path, ADMIN_URL=server.url)
+
+    secrets = dict(re.findall(r"^promptreg-(reader|writer|admin): ([0-9a-f]{64})$", done.stdout, flags=re.M))
+    replies = [line for line in done.stdout.splitlines() if not line.startswith("promptreg-")]
+    assert replies == ["OK", "OK", "OK"], f"Redis {version} refused a line of `promptreg acl`: {done}"
+    assert sorted(secrets) == ["admin", "reader", "writer"] and len(set(secrets.values())) == 3, done
+    urls = {role: _url(server, f"promptreg-{role}", secret) for role, secret in secrets.items()}
+    keys = Keyspace("promptreg")
+
+    # writer: the CLI's workflow (scripts, PUBLISH) on the default namespace.
+    env = {"PROMPTREG_URL": urls["writer"], "PROMPTREG_NAMESPACE": ""}
+    for args, stdin in (
+        (["create", "critic"], None),
+        (["push", "critic", "--label", "production"], "Do you like {{movie}}?\n"),
+        (["push", "critic"], "Do you like {{movie}}, {{name}}?\n"),
+        (["label", "critic", "staging", "2"], None),
+    ):
+        result = CliRunner().invoke(cli, args, input=stdin, env=env, catch_exceptions=False)
+        assert result.exit_code == 0, (args, result.stdout, result.stderr)
+    # reader: a PromptClient goes live and follows a label move.
+    client = PromptClient(urls["reader"], start_timeout=5, poll_interval=0.2)
+    try:
+        assert client.wait_ready(5), client.status()
+        assert client.get("critic").version == 1
+        with RedisPromptRegistry.from_url(urls["writer"]) as writer:
+            writer.set_label("critic", "production", 2)
+        assert wait_until(lambda: client.get("critic").version == 2, timeout=5)
+    finally:
+        client.close()
+    # Nothing a role needs was refused; on Redis >= 7.2 redis-py's CLIENT SETINFO is (and redis-py ignores it).
+    log: list[dict[str, Any]] = root.acl_log()
+    refused = {str(entry.get("object")) for entry in log if str(entry.get("username")).startswith("promptreg-")}
+    assert refused <= ({"client|setinfo"} if parse_server_version(version) >= (7, 2) else set()), log
+
+    # ... and what a role must not do is refused, changing nothing.
+    def stored() -> dict[bytes, bytes]:
+        return {key: root.dump(key) or b"" for key in root.scan_iter(match="{promptreg}:*")}
+
+    before = stored()
+    reader, writer_conn = redis.Redis.from_url(urls["reader"]), redis.Redis.from_url(urls["writer"])
+    try:
+        for call in (
+            lambda: reader.set(keys.label("critic", "production"), 1),
+            lambda: reader.publish(keys.channel, b"forged"),
+            lambda: reader.evalsha(root.script_load("return 1"), 0),
+            lambda: writer_conn.scan(match="*"),
+            lambda: writer_conn.flushdb(),
+        ):
+            with pytest.raises(redis.ResponseError, match=REFUSED):
+                call()
+    finally:
+        reader.close()
+        writer_conn.close()
+    assert stored() == before
+    # admin: the namespace wipe.
+    assert drop_namespace(urls["admin"], "promptreg") > 0
+    assert list(root.scan_iter(match="{promptreg}:*")) == []
+    root.close()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("where", ["after", "before"])
+def test_acl_url_reads_the_server_version(redis_server: RedisServer, namespace: str, where: str) -> None:
+    """`promptreg acl --url URL` (or `promptreg --url URL acl`) writes the rules for that server's
+    version; the server accepts them and a user connecting with redis-py is refused nothing."""
+    root = redis_server.client()
+    version = parse_server_version(str(root.info("server")["redis_version"]))
+    url = _url(redis_server, "default", "any")  # the default user has no password: any is accepted
+    args = ["acl", "--namespace", namespace, "--url", url] if where == "after" else ["--url", url, "acl"]
+    env = {"PROMPTREG_NAMESPACE": namespace}
+
+    code, text, err = _invoke(*args, env=env)
+    _, raw, _ = _invoke(*args, "--json", env=env)
+
+    assert code == 0 and err == "", err
+    assert "any@" not in text and f"Redis {version[0]}.{version[1]} (from the server at redis://default:***@" in text
+    assert {name: role["rules"] for name, role in json.loads(raw)["roles"].items()} == acl_rules(
+        namespace, server_version=version
+    )
+    password = uuid.uuid4().hex
+    lines = [shlex.split(line) for line in text.splitlines() if line.startswith("ACL SETUSER ")]
+    try:
+        for line in lines:
+            reply = root.execute_command(*(arg.replace(PASSWORD_PLACEHOLDER, password) for arg in line))  # type: ignore[no-untyped-call]
+            assert reply in (b"OK", "OK", True)
+        reader = redis.Redis(
+            host="127.0.0.1", port=redis_server.port, username=f"{namespace}-reader", password=password
+        )
+        assert reader.ping() and reader.get(Keyspace(namespace).rev) is None
+        reader.close()
+        log: list[dict[str, Any]] = root.acl_log()
+        assert [entry for entry in log if entry.get("username") == f"{namespace}-reader"] == []
+    finally:
+        root.execute_command("ACL", "DELUSER", *(line[2] for line in lines))  # type: ignore[no-untyped-call]
+        root.close()
+
+
 # -- without a server ----------------------------------------------------------------------------
 
 
@@ -336,8 +476,11 @@ def test_roles_nest_and_use_the_namespace_hash_tag() -> None:
 
     assert grants("reader") < grants("writer") < grants("admin")
     assert {f"+{c}" for c in READER_COMMANDS + WRITER_COMMANDS + ADMIN_COMMANDS} <= set(rules["admin"])
-    assert "+client|setinfo" in rules["reader"]
-    assert "+client|setinfo" not in acl_rules("shop", server_version=(7, 0))["reader"]
+    # By default the rules every Redis >= 7.0 accepts: CLIENT SETINFO (7.2+) only when asked for.
+    assert "+client|setinfo" not in rules["reader"]
+    assert rules == acl_rules("shop", server_version=(7, 0)) == acl_rules("shop", server_version=(7, 1))
+    for version in ((7, 2), (7, 4), (8, 0)):
+        assert acl_rules("shop", server_version=version)["reader"][:6] == [*rules["reader"][:5], "+client|setinfo"]
     assert [r.user for r in role_rules()] == ["promptreg-reader", "promptreg-writer", "promptreg-admin"]
 
 
@@ -392,6 +535,19 @@ def test_acl_command_follows_the_global_namespace_and_never_prints_the_url_passw
     assert "hunter2" not in text + err
     code, text, _ = _invoke("acl", "--redis-version", "7.0.15", "--json", env=env)
     assert "+client|setinfo" not in json.loads(text)["roles"]["reader"]["rules"]
+    code, text, _ = _invoke("acl", "--redis-version", "7.2", "--json", env=env)
+    assert "+client|setinfo" in json.loads(text)["roles"]["reader"]["rules"]
+
+
+def test_acl_command_prints_rules_every_redis_7_accepts_by_default() -> None:
+    """Redis 7.0 refuses a whole ACL SETUSER line naming `client|setinfo` (7.2+): the default leaves it out."""
+    code, text, _ = _invoke("acl")
+    assert code == 0
+    lines = [line for line in text.splitlines() if line.startswith("ACL SETUSER ")]
+    assert len(lines) == 3 and not any("setinfo" in line for line in lines)
+    code, raw, _ = _invoke("acl", "--json")
+    assert json.loads(raw)["redis_version"] == "7.0"
+    assert {name: role["rules"] for name, role in json.loads(raw)["roles"].items()} == acl_rules(server_version=(7, 0))
 
 
 def test_acl_command_refuses_bad_input_in_one_line() -> None:
@@ -399,6 +555,11 @@ def test_acl_command_refuses_bad_input_in_one_line() -> None:
     assert code == 1 and err.count("\n") == 1 and err.startswith("error: ")
     code, _, err = _invoke("acl", "--redis-version", "6.2")
     assert code == 1 and "7.0" in err
+    code, _, err = _invoke("acl", "--url", "file://registry.json")
+    assert code == 1 and err == "error: not a Redis URL: 'file://registry.json' (use redis://, rediss:// or unix://)\n"
+    code, out, err = _invoke("acl", "--url", f"redis://admin:hunter2-secret@127.0.0.1:{free_port()}/0")
+    assert code == 1 and out == "" and err.startswith("error: redis is unreachable") and err.count("\n") == 1
+    assert "hunter2" not in err
 
 
 def test_security_doc_shows_the_commands_promptreg_acl_prints() -> None:

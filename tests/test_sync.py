@@ -10,7 +10,13 @@ import fakeredis
 import pytest
 
 from registry.base import PromptRegistry
-from registry.errors import InvalidInputError, InvalidNameError, LabelConflictError, PromptFileError
+from registry.errors import (
+    IncompatibleVersionError,
+    InvalidInputError,
+    InvalidNameError,
+    LabelConflictError,
+    PromptFileError,
+)
 from registry.redis_store import RedisPromptRegistry
 from registry.sync import apply_sync, parse_prompt_file, plan_sync, read_prompt_files
 from tests.redis_server import RedisServer
@@ -352,3 +358,54 @@ def _revision(registry: PromptRegistry) -> object:
 
     assert isinstance(registry, JsonFilePromptRegistry)
     return registry.load_state().rev
+
+
+# -- issue 20: a dry run refuses as the sync would; a byte order mark hides no front matter ------------
+
+
+def test_plan_check_compatible_raises_what_apply_sync_raises(registry: PromptRegistry, tmp_path: Path) -> None:
+    registry.create_prompt("movie-critic", compatibility="backward")
+    registry.add_version("movie-critic", "As a movie critic, do you like {{movie}}?\n")
+    registry.set_label("movie-critic", "production", 1)
+    folder = tmp_path / "prompts"
+    write(folder, "movie-critic.prompt", CRITIC_V2)  # needs criticlevel, which version 1 does not take
+    plan = plan_sync(registry, folder)
+    before = snapshot(registry)
+
+    with pytest.raises(IncompatibleVersionError) as checked:
+        plan.check_compatible()
+    with pytest.raises(IncompatibleVersionError) as applied:
+        apply_sync(registry, plan)
+
+    assert str(checked.value) == str(applied.value)
+    assert (checked.value.label, checked.value.current, checked.value.added) == ("production", 1, ("criticlevel",))
+    assert snapshot(registry) == before
+    plan.check_compatible(force=True)  # --force would make the move: nothing to refuse
+    assert snapshot(registry) == before
+
+
+def test_byte_order_mark_does_not_hide_the_front_matter(registry: PromptRegistry, tmp_path: Path) -> None:
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    body = textwrap.dedent(CRITIC_V1).lstrip("\n")
+    (folder / "movie-critic.prompt").write_bytes(b"\xef\xbb\xbf" + body.replace("\n", "\r\n").encode())
+
+    steps = sync(registry, folder)
+
+    assert steps[-1] == "movie-critic: label production unset -> 1"
+    version = registry.get_version("movie-critic", label="production")
+    assert version.prompt_text == "As a movie critic, do you like {{movie}}?\n"
+    assert version.metadata == {"model": "gpt-4o", "temperature": 0.2}
+    assert version.message == "first cut"
+    assert sync(registry, folder) == []
+
+
+def test_file_growing_past_its_size_names_the_limit(tmp_path: Path) -> None:
+    """A file whose size says less than it holds (a /proc file says 0) is still cut at the limit, and the
+    message says what the limit is."""
+    from registry.prompt_files import read_bounded
+
+    with pytest.raises(PromptFileError) as caught:
+        read_bounded(Path("/proc/self/status"), 10)
+
+    assert str(caught.value) == "/proc/self/status: file is over 10 bytes, the limit is 10"

@@ -1,7 +1,10 @@
 """``promptreg acl``: print the Redis ACL users of the three roles (reader, writer, admin).
 
-The rules come from :mod:`registry.acl`; this module only prints them. It never connects to Redis
-and never prints a password: every line carries :data:`~registry.acl.PASSWORD_PLACEHOLDER`.
+The rules come from :mod:`registry.acl`; this module only prints them. It never prints a password:
+every line carries :data:`~registry.acl.PASSWORD_PLACEHOLDER`. By default it prints the rules every
+Redis >= 7.0 accepts and connects to nothing; only ``--url`` given on the command line (before or
+after ``acl``) makes it read that server's version (``INFO server``) and add the grants the server
+knows. ``PROMPTREG_URL`` alone never makes it connect.
 """
 
 from __future__ import annotations
@@ -9,17 +12,23 @@ from __future__ import annotations
 import shlex
 
 import click
+from click.core import ParameterSource
 
 from registry.acl import (
     DEFAULT_SERVER_VERSION,
     PASSWORD_PLACEHOLDER,
+    SETINFO_SERVER_VERSION,
     parse_server_version,
+    read_server_version,
     role_rules,
 )
 from registry.cli.options import current_settings, json_option, print_json
 from registry.keys import DEFAULT_NAMESPACE
+from registry.urls import redact_url
 
-_DEFAULT_VERSION = ".".join(map(str, DEFAULT_SERVER_VERSION))
+
+def _dotted(version: tuple[int, int]) -> str:
+    return f"{version[0]}.{version[1]}"
 
 
 @click.command(name="acl")
@@ -30,26 +39,43 @@ _DEFAULT_VERSION = ".".join(map(str, DEFAULT_SERVER_VERSION))
 )
 @click.option(
     "--redis-version",
-    default=_DEFAULT_VERSION,
-    show_default=True,
     metavar="MAJOR.MINOR",
-    help="The server's version: 7.0 and 7.1 do not know CLIENT SETINFO, so its grant is left out.",
+    help=f"Write the rules for this server version ({_dotted(SETINFO_SERVER_VERSION)}+ also grants CLIENT "
+    f"SETINFO). Default: rules every Redis >= {_dotted(DEFAULT_SERVER_VERSION)} accepts, or with --url the "
+    "server's own version.",
+)
+@click.option(
+    "--url",
+    "url_option",
+    metavar="URL",
+    help="Read the version of this Redis (INFO server; e.g. your admin URL) and add the grants it knows. "
+    "The password is never printed.",
 )
 @json_option
-def acl_command(namespace_option: str | None, redis_version: str, as_json: bool) -> None:
+def acl_command(namespace_option: str | None, redis_version: str | None, url_option: str | None, as_json: bool) -> None:
     """Print the ACL SETUSER commands of the reader, writer and admin users of a namespace.
 
     Replace <password> with a strong secret of each user's own before running them. See
     docs/security.md for what each role may do.
     """
-    namespace = namespace_option or current_settings().namespace or DEFAULT_NAMESPACE
-    version = parse_server_version(redis_version)
+    settings = current_settings()
+    namespace = namespace_option or settings.namespace or DEFAULT_NAMESPACE
+    url = url_option
+    root = click.get_current_context().find_root()
+    if url is None and root.get_parameter_source("url") is ParameterSource.COMMANDLINE:
+        url = settings.url  # `promptreg --url URL acl`: the same as `promptreg acl --url URL`
+    if redis_version is not None:  # an explicit version wins: nothing is read
+        version, source = parse_server_version(redis_version), "--redis-version"
+    elif url is not None:
+        version, source = read_server_version(url), f"the server at {redact_url(url)}"
+    else:
+        version, source = DEFAULT_SERVER_VERSION, None
     roles = role_rules(namespace, server_version=version)
     if as_json:
         print_json(
             {
                 "namespace": namespace,
-                "redis_version": f"{version[0]}.{version[1]}",
+                "redis_version": _dotted(version),
                 "password_placeholder": PASSWORD_PLACEHOLDER,
                 "roles": {
                     rules.role.value: {
@@ -63,7 +89,17 @@ def acl_command(namespace_option: str | None, redis_version: str, as_json: bool)
             }
         )
         return
-    click.echo(f"# promptreg ACL users for namespace {namespace!r} (Redis >= {version[0]}.{version[1]}).")
+    if source is None:
+        click.echo(
+            f"# promptreg ACL users for namespace {namespace!r}: rules every Redis >= {_dotted(version)} accepts."
+        )
+        click.echo(
+            f"# On Redis >= {_dotted(SETINFO_SERVER_VERSION)}, `promptreg acl --url URL` (read from the server) "
+            "also grants CLIENT SETINFO;"
+        )
+        click.echo("# without it, redis-py's CLIENT SETINFO on connect is refused (NOPERM) and ignored.")
+    else:
+        click.echo(f"# promptreg ACL users for namespace {namespace!r}, Redis {_dotted(version)} (from {source}).")
     click.echo(f"# Replace {PASSWORD_PLACEHOLDER} with a strong secret of each user's own before running a line")
     click.echo("# (e.g. `openssl rand -hex 32`); this command never prints a real password.")
     click.echo("# Each line works at the redis-cli prompt, or after `redis-cli -u URL` in a shell (quoted as shown).")

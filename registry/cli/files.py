@@ -33,7 +33,8 @@ def sync(
     """Make the registry match a folder of *.prompt files (prompts as code).
 
     A label move the prompt's compatibility mode refuses is marked INCOMPATIBLE in the plan and stops
-    the sync before anything is written, unless --force."""
+    the sync before anything is written, unless --force. --dry-run exits as the sync would: 1 (with
+    the same error line) when it would refuse."""
     registry = current_registry()
     plan = plan_sync(registry, directory, labels=labels)
     steps = plan.steps if dry_run else tuple(apply_sync(registry, plan, author=author, force=force))
@@ -43,13 +44,15 @@ def sync(
             for s in steps
         ]
         print_json({"dry_run": dry_run, "files": len(plan.files), "steps": rows})
-        return
-    for step in steps:
-        click.echo(("would " if dry_run else "") + step.describe())
-    if not steps:
-        click.echo(f"{len(plan.files)} prompt file(s) in {directory}: registry already up to date")
-    elif not dry_run:
-        click.echo(f"{len(plan.files)} prompt file(s) in {directory}: {len(steps)} change(s) made")
+    else:
+        for step in steps:
+            click.echo(("would " if dry_run else "") + step.describe())
+        if not steps:
+            click.echo(f"{len(plan.files)} prompt file(s) in {directory}: registry already up to date")
+        elif not dry_run:
+            click.echo(f"{len(plan.files)} prompt file(s) in {directory}: {len(steps)} change(s) made")
+    if dry_run:
+        plan.check_compatible(force=force)  # the plan is shown; then fail as the real sync would
 
 
 @click.command(name="export")

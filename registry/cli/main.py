@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -30,7 +32,7 @@ from registry.cli.fleet import fleet
 from registry.cli.live import demo, watch
 from registry.cli.maintenance import migrate
 from registry.cli.prompts import create, diff, history, label, list_prompts, push, render, rollback, show
-from registry.errors import PromptNotFoundError, PromptRegistryError
+from registry.errors import LabelNotFoundError, PromptNotFoundError, PromptRegistryError
 from registry.factory import DEFAULT_URL, NAMESPACE_ENV, URL_ENV, PromptRegistryFactory
 from registry.urls import redact_url, url_secrets
 
@@ -68,7 +70,9 @@ class _Group(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise  # usage errors (exit 2), ctx.exit() and Ctrl-C keep click's own handling
         except PromptNotFoundError as exc:
-            _fail(ctx, str(exc) + _did_you_mean(ctx, exc.name))
+            _fail(ctx, str(exc) + _did_you_mean(exc.name, PromptRegistry.list_prompts))
+        except LabelNotFoundError as exc:
+            _fail(ctx, str(exc) + _did_you_mean(exc.label, functools.partial(_labels_of, name=exc.name)))
         except PromptRegistryError as exc:
             _fail(ctx, str(exc))
         except redis.RedisError as exc:  # the backends translate these; this is the safety net
@@ -84,14 +88,25 @@ class _Group(click.Group):
             _fail(ctx, f"unexpected {type(exc).__name__}: {exc} (set PROMPTREG_DEBUG=1 for a traceback)")
 
 
-def _did_you_mean(ctx: click.Context, name: str) -> str:
-    settings = ctx.find_object(Settings)
+def _did_you_mean(word: str, candidates: Callable[[PromptRegistry], Iterable[str]]) -> str:
+    """`` (did you mean 'x'?)`` naming up to three of the invocation's ``candidates`` close to ``word``.
+
+    Close means a candidate that starts with ``word`` (``prod`` -> ``production``), or one difflib
+    finds alike (``movie-critc`` -> ``movie-critic``). Empty when none is, or the registry cannot be read.
+    """
+    settings = click.get_current_context().find_object(Settings)
     try:
-        names = settings.registry().list_prompts() if settings is not None else []
+        pool = sorted(set(candidates(settings.registry())) - {word}) if settings is not None else []
     except PromptRegistryError:
         return ""
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-    return f" (did you mean {' or '.join(repr(n) for n in close)}?)" if close else ""
+    starting = [c for c in pool if len(word) >= 2 and c.casefold().startswith(word.casefold())]
+    close = list(dict.fromkeys(starting + difflib.get_close_matches(word, pool, n=3, cutoff=0.6)))[:3]
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def _labels_of(registry: PromptRegistry, name: str) -> list[str]:
+    prompt = registry.get_prompt(name)
+    return [] if prompt is None else list(prompt.labels)
 
 
 def _fail(ctx: click.Context, message: str) -> NoReturn:

@@ -7,6 +7,7 @@ import the group (which imports them).
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import sys
@@ -82,24 +83,43 @@ def read_input(source: str, max_bytes: int, what: str) -> str:
     """The UTF-8 text of the file ``source`` (``-``: stdin), refused before parsing when it holds
     more than ``max_bytes`` bytes.
 
-    Raises :class:`~registry.PromptTooLargeError` over the limit, :class:`~registry.InvalidInputError`
+    A leading UTF-8 byte order mark (what Windows editors and PowerShell write) is dropped, and not
+    counted against the limit: it is no part of the text. Raises
+    :class:`~registry.PromptTooLargeError` over the limit, :class:`~registry.InvalidInputError`
     for bytes that are not UTF-8, and ``OSError`` for a file that cannot be read (the command group
     prints it as one line). ``what`` names the input in messages.
     """
     if source == "-":
         # Decode the bytes ourselves: the terminal's locale must not decide what a prompt contains.
-        data: bytes = sys.stdin.buffer.read(max_bytes + 1)
-        shown = "stdin"
+        data = sys.stdin.buffer.read(len(codecs.BOM_UTF8) + max_bytes + 1)
+        bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+        data, shown = data[bom:], "stdin"
     else:
         with open(source, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
+            head = handle.read(len(codecs.BOM_UTF8))
+            bom = len(head) if head == codecs.BOM_UTF8 else 0
+            size = os.fstat(handle.fileno()).st_size - bom
             if size > max_bytes:
-                raise PromptTooLargeError(f"{source}: {what} is {size} bytes, the limit is {max_bytes}")
-            data = handle.read(max_bytes + 1)
+                raise PromptTooLargeError(f"{source}: {what} is {size} bytes, the limit is {_limit(max_bytes)}")
+            data = head[bom:] + handle.read(max_bytes + 1 - (len(head) - bom))
         shown = source
-    if len(data) > max_bytes:
-        raise PromptTooLargeError(f"{shown}: {what} is over {max_bytes} bytes, the limit")
+    if len(data) > max_bytes:  # stdin, or a file that grew (or a pipe or device: no size beforehand)
+        raise PromptTooLargeError(
+            f"{shown}: {what} is over {max_bytes} bytes{_human(max_bytes)}, the limit is {max_bytes}"
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        raise InvalidInputError(f"{shown}: not UTF-8 text ({exc.reason} at byte {bom + exc.start})") from exc
+
+
+def _limit(max_bytes: int) -> str:
+    return f"{max_bytes}{_human(max_bytes)}"
+
+
+def _human(nbytes: int) -> str:
+    """`` (1 MiB)`` for a size that is a whole number of MiB or KiB, else nothing."""
+    for unit, name in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if nbytes >= unit and nbytes % unit == 0:
+            return f" ({nbytes // unit} {name})"
+    return ""

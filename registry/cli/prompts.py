@@ -144,8 +144,7 @@ def _read_text(source: str | None) -> str:
         if source is None and sys.stdin.isatty():
             raise click.UsageError("give --file FILE or pipe the prompt text on stdin")
         source = "-"
-    # Read one byte past the limit at most: add_version then names the exact limit.
-    text = read_input(source, current_registry().max_text_bytes + 1, "prompt text")
+    text = read_input(source, current_registry().max_text_bytes, "prompt text")
     # Universal newlines, as text mode reads a file: a checkout on Windows gives the same text.
     return text if source == "-" else text.replace("\r\n", "\n").replace("\r", "\n")
 
