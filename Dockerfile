@@ -2,10 +2,10 @@
 FROM python:3.11.9-slim-bookworm
 WORKDIR /app
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY registry ./registry
 COPY client ./client
-RUN pip install ".[demo,postgres]"
+RUN pip install -c requirements.lock ".[demo,postgres]"
 COPY examples ./examples
 RUN useradd --create-home promptreg && chown promptreg:promptreg /app
 USER promptreg

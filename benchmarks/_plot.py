@@ -1,4 +1,4 @@
-"""The propagation latency CDF (PNG), drawn when matplotlib is installed (``pip install promptreg[plot]``)."""
+"""The propagation latency CDF (PNG), drawn when matplotlib (the ``[plot]`` extra) is installed."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def propagation_cdf(path: Path, raw: dict[str, Any], summary: dict[str, Any], cl
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return "not written: matplotlib is not installed (pip install 'promptreg[plot]')"
+        return "not written: matplotlib is not installed (pip install matplotlib, the [plot] extra of promptreg-live)"
     ttl = summary["ttl_cache"]["ttl_s"]
     fig, ax = plt.subplots(figsize=(9, 6.2), dpi=110)
     curves = [

@@ -1,7 +1,7 @@
 """psycopg at the boundary: the optional import, ``postgresql://`` URLs, connections, and psycopg's
 errors translated to promptreg's, by class, in one table (:func:`map_postgres_errors`).
 
-psycopg 3 is an optional dependency (``pip install 'promptreg[postgres]'``); without it every entry
+psycopg 3 is an optional dependency (the ``[postgres]`` extra, ``psycopg[binary]>=3.2``); without it every entry
 point raises :class:`~registry.RegistryUnavailableError` naming the extra.
 """
 
@@ -28,7 +28,10 @@ _psycopg: Any = None
 """The psycopg module once something needed it: imported on first use, not with ``registry`` (it
 costs a Redis-only process about 9 MB), and optional (``require_psycopg`` names the extra)."""
 
-MISSING_EXTRA = "PostgreSQL support needs psycopg 3, which is not installed: pip install 'promptreg[postgres]'"
+MISSING_EXTRA = (
+    "PostgreSQL support needs psycopg 3, which is not installed: pip install 'psycopg[binary]>=3.2' "
+    "(the [postgres] extra)"
+)
 CONNECT_DEFAULTS: dict[str, Any] = {
     "connect_timeout": 5,
     "application_name": "promptreg",

@@ -91,7 +91,7 @@ class PostgresPromptRegistry(PromptRegistry):
     ``connect_kwargs`` go to libpq/psycopg. The schema is created on first use unless
     ``auto_migrate=False`` (then run ``promptreg migrate`` with a role allowed to create tables).
     Thread-safe: calls take turns on one connection, reconnected after a failure. Raises
-    :class:`~registry.RegistryUnavailableError` when psycopg is not installed (``promptreg[postgres]``)
+    :class:`~registry.RegistryUnavailableError` when psycopg is not installed (the ``[postgres]`` extra)
     or the server cannot be reached, :class:`~registry.RegistryAuthError` when it refuses the role,
     and :class:`~registry.InvalidInputError` for a malformed URL or namespace.
     """

@@ -42,8 +42,8 @@ def need_postgres() -> Path:
         import psycopg  # noqa: F401
     except ImportError:
         if REQUIRE_POSTGRES:
-            pytest.fail("PROMPTREG_REQUIRE_POSTGRES=1 but psycopg is not installed (pip install 'promptreg[postgres]')")
-        pytest.skip("psycopg is not installed (pip install 'promptreg[postgres]'); PostgreSQL tests skipped")
+            pytest.fail("PROMPTREG_REQUIRE_POSTGRES=1 but psycopg is not installed (pip install psycopg[binary])")
+        pytest.skip("psycopg is not installed (pip install 'psycopg[binary]>=3.2'); PostgreSQL tests skipped")
     return bin_dir
 
 

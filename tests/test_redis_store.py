@@ -292,7 +292,7 @@ def test_lua_scripts_ship_in_the_wheel(tmp_path: Path) -> None:
         check=True,
         timeout=300,
     )
-    (wheel,) = tmp_path.glob("promptreg-*.whl")
+    (wheel,) = tmp_path.glob("promptreg_live-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     lua = {p.name for p in (root / "registry" / "lua").glob("*.lua")}
     assert lua and {f"registry/lua/{n}" for n in lua} <= names

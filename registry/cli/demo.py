@@ -127,7 +127,9 @@ def fake_redis_server() -> Iterator[tuple[str, redis.Redis]]:
     try:
         from fakeredis import FakeRedis, TcpFakeServer
     except ImportError as exc:
-        raise DemoError("fakeredis is not installed: pip install 'promptreg[demo]' (or install redis-server)") from exc
+        raise DemoError(
+            "fakeredis is not installed: pip install 'fakeredis[lua]>=2.26' (the [demo] extra), or install redis-server"
+        ) from exc
     server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
     thread = threading.Thread(target=server.serve_forever, name="promptreg-demo-fakeredis", daemon=True)
     thread.start()

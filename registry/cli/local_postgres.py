@@ -127,7 +127,9 @@ class LocalPostgresServer:
         try:
             import psycopg
         except ImportError as exc:
-            raise RegistryUnavailableError("psycopg is not installed (pip install 'promptreg[postgres]')") from exc
+            raise RegistryUnavailableError(
+                "psycopg is not installed: pip install 'psycopg[binary]>=3.2' (the [postgres] extra)"
+            ) from exc
         log = open(self.log_path, "ab")  # noqa: SIM115 (the server writes it for its whole life)
         self.process = subprocess.Popen(
             [str(self.bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
