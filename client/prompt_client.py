@@ -6,24 +6,24 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from client.cache import Cache, ChangeEvent
 from client.feeds import FeedContext
+from client.forking import LIVE_CLIENTS, ForkedParentCache
 from client.presence import FleetPresence
-from client.snapshot import load_snapshot, save_snapshot
-from client.sources import open_source
+from client.rendering import Rendering
+from client.snapshot import LastKnownGood
+from client.sources import open_source, registry_from_environment
 from client.status import ClientState, ClientStatus, StatusTracker
 from client.subset import PromptSubset
 from registry.errors import (
     InvalidInputError,
     LabelNotFoundError,
     PromptNotFoundError,
-    RegistryCorruptError,
     RegistryUnavailableError,
 )
 from registry.factory import NAMESPACE_ENV, redact_url
@@ -38,28 +38,28 @@ logger = logging.getLogger("promptreg.client")
 LABEL_ENV = "PROMPTREG_LABEL"
 """The environment variable holding the default label (when ``default_label`` is not given)."""
 DEFAULT_LABEL = "production"
-SNAPSHOT_INTERVAL = 1.0
-"""At most one last-known-good write per this many seconds (the last change is always written)."""
 
 ChangeCallback = Callable[[ChangeEvent], object]
 
-_LIVE_CLIENTS: weakref.WeakSet[PromptClient] = weakref.WeakSet()
 
-
-class PromptClient:
+class PromptClient(Rendering):
     """Resolves prompt labels in-process, with no I/O on lookup, kept current by the registry's pushes.
 
     ``url`` is a registry URL as the factory takes it (``redis://``, ``rediss://``, ``unix://``,
     ``redis+sentinel://``, ``redis+cluster://``, ``postgresql://``, ``file://``; :mod:`registry.topology`), or a
-    redis-py client the application configured (see :meth:`from_redis`). ``read_from="replica"``
-    (or ``?read_from=replica`` in a Sentinel URL) reads and subscribes on a replica Sentinel names
-    (``slave_for``) instead of the primary. ``default_label`` (else ``$PROMPTREG_LABEL``, else
-    ``production``) is what
-    :meth:`get` resolves when no label is given. ``namespace`` (else ``$PROMPTREG_NAMESPACE``, else
-    ``promptreg``) selects the Redis keys. ``snapshot_path`` names the last-known-good file: written
-    after changes, read at start when the registry cannot be reached. The constructor waits up to
-    ``start_timeout`` seconds for the first state, never raises for an unreachable registry, and
-    starts a daemon listener thread; check :meth:`status` or :meth:`wait_ready`.
+    redis-py client the application configured (see :meth:`from_redis`). Without ``url``, the client
+    follows the registry the environment names, as
+    :meth:`~registry.PromptRegistryFactory.create_from_config` does: ``$PROMPTREG_URL``, else
+    :data:`~registry.factory.DEFAULT_URL` (``./.promptreg/registry.json``), and for a Redis or
+    PostgreSQL URL ``$PROMPTREG_NAMESPACE`` unless ``namespace`` is given (a file has no namespace).
+    ``read_from="replica"`` (or ``?read_from=replica`` in a Sentinel URL) reads and subscribes on a
+    replica Sentinel names (``slave_for``) instead of the primary. ``default_label`` (else
+    ``$PROMPTREG_LABEL``, else ``production``) is what :meth:`get` resolves when no label is given.
+    ``namespace`` (else ``$PROMPTREG_NAMESPACE``, else ``promptreg``) selects the Redis keys.
+    ``snapshot_path`` names the last-known-good file: written after changes, read at start when the
+    registry cannot be reached. The constructor waits up to ``start_timeout`` seconds for the first
+    state, never raises for an unreachable registry, and starts a daemon listener thread; check
+    :meth:`status` or :meth:`wait_ready`.
     ``poll_interval`` is the safety poll of the revision (and subscriber ping) on a quiet channel.
     ``prompts`` (default ``None``: every prompt) is an iterable of the prompt names the client serves,
     exact or ``"prefix/*"`` patterns: it reads, caches and applies changes only for those, so its
@@ -67,15 +67,21 @@ class PromptClient:
     :class:`~registry.PromptNotFoundError` saying the client does not serve it.
     On Redis it reports its presence (:attr:`client_id`, ``client_name``, state, revision served) every
     ``report_interval`` s and after each change, off the lookup path; ``fleet_report=False``: no report.
+    When the constructor (or :meth:`wait_ready`) returns with the client ``live``, its first report
+    is written: :meth:`~registry.PromptRegistry.fleet` lists it.
 
     The client is safe to share between threads and survives ``os.fork()``: a child gets its own
-    connections and listener. Raises :class:`~registry.InvalidInputError` for an unsupported URL or a
-    malformed label or namespace.
+    connections, listener and fleet id. A process counts in the fleet only while it serves: after a
+    fork the parent's client stops reporting (its record is removed) until the parent serves a lookup
+    through it again, so a pre-fork master (``gunicorn --preload``) that only forks workers is not
+    waited for by :meth:`~registry.PromptRegistry.wait_for_fleet`; the child reports as a new member.
+    Raises :class:`~registry.InvalidInputError` for an unsupported URL or a malformed label or
+    namespace.
     """
 
     def __init__(
         self,
-        url: str | RedisClient,
+        url: str | RedisClient | None = None,
         *,
         default_label: str | None = None,
         snapshot_path: str | os.PathLike[str] | None = None,
@@ -88,25 +94,37 @@ class PromptClient:
         client_name: str | None = None,
         report_interval: float = DEFAULT_REPORT_INTERVAL,
     ) -> None:
+        started = time.monotonic()
         self._presence = FleetPresence(fleet_report, client_name, report_interval)
         label = default_label or os.environ.get(LABEL_ENV) or DEFAULT_LABEL
         self._default_label = validate_label(label)
-        self._namespace = validate_namespace(namespace or os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE)
+        if url is None:
+            url, namespace = registry_from_environment(namespace)
+        else:
+            namespace = namespace or os.environ.get(NAMESPACE_ENV)
+        self._namespace = validate_namespace(namespace or DEFAULT_NAMESPACE)
         if not poll_interval > 0:
             raise InvalidInputError(f"poll_interval must be > 0 seconds, got {poll_interval!r}")
         self._url = url if isinstance(url, str) else repr(url)  # redis-py's repr shows no password
         self._cache = Cache(self._default_label, None if prompts is None else PromptSubset(prompts))
+        # What lookups read: the cache itself, or (in a parent after a fork) the tripwire that puts it
+        # back at the first lookup (client.forking.ForkedParentCache). The rest of the client reads _cache.
+        self._lookup_cache = self._cache
         self._status = StatusTracker(rev=lambda: self._cache.rev)
         self._callbacks: tuple[ChangeCallback, ...] = ()
         self._callbacks_lock = threading.Lock()
-        self._snapshot_path = Path(snapshot_path) if snapshot_path is not None else None
-        self._snapshot_written: object = None
-        self._snapshot_due = 0.0
+        path = None if snapshot_path is None else Path(snapshot_path)
+        self._last_known_good = None if path is None else LastKnownGood(path, self._namespace)
         self._closed = False
         self._registry, self._feed = open_source(url, self._namespace, self._context(), poll_interval, read_from)
-        _LIVE_CLIENTS.add(self)
-        self._start(start_timeout)
+        self._status.add_listener(self._status_changed)
+        # The reporter connects while the state is read, so the first report is one round trip after live.
         self._presence.start(self._registry, self._probe, self._default_label)
+        LIVE_CLIENTS.add(self)
+        self._start(start_timeout)
+        self._presence.client_started()
+        if self._status.state is ClientState.LIVE:
+            self._presence.wait_reported(max(0.0, start_timeout - (time.monotonic() - started)))
 
     @classmethod
     def from_redis(cls, redis_client: RedisClient, **options: Any) -> PromptClient:
@@ -139,10 +157,15 @@ class PromptClient:
         :class:`~registry.PromptVersion` with ``version == 0`` and ``metadata == {"fallback": True}``
         (counted in :attr:`ClientStatus.fallbacks_served`). A prompt or label the client's state
         says does not exist still raises: a typo is never masked.
+
+        A lookup never checks for a fork: the fleet rule after a fork costs it nothing
+        (:mod:`client.forking`).
         """
+        # After a fork, in the parent, _lookup_cache is a one-shot tripwire: its first use puts the
+        # cache back and resumes the fleet reports; from then on this is the same two subscripts.
         if version is None:
             try:
-                return self._cache.view[label][name]
+                return self._lookup_cache.view[label][name]
             except (KeyError, TypeError):
                 pass
         if fallback is None:
@@ -151,25 +174,6 @@ class PromptClient:
             return self._lookup_miss(name, label, version)
         except RegistryUnavailableError as exc:
             return self._fallback(name, fallback, exc)
-
-    def render(
-        self,
-        name: str,
-        /,
-        *,
-        label: str | None = None,
-        version: int | None = None,
-        fallback: str | None = None,
-        **variables: Any,
-    ) -> str | list[dict[str, str]]:
-        """``get(name, label, version=version, fallback=fallback).render(**variables)``: a ``str`` for
-        a text version, a list of ``{"role", "content"}`` messages for a chat version (placeholders
-        take a list of messages passed by name).
-
-        Raises what :meth:`get` raises, and :class:`~registry.MissingVariableError` naming every
-        template variable (and placeholder) not given (a ``fallback`` text is a template too).
-        """
-        return self.get(name, label, version=version, fallback=fallback).render(**variables)
 
     def _fallback(self, name: str, text: str, cause: RegistryUnavailableError) -> PromptVersion:
         if not isinstance(text, str):
@@ -182,7 +186,7 @@ class PromptClient:
         )
 
     def _lookup_miss(self, name: str, label: str | None, version: int | None) -> PromptVersion:
-        cache = self._cache
+        cache = self._lookup_cache
         if label is None and type(version) is int:  # a pinned version seen before: no validation needed
             try:
                 found = cache.versions.get((name, version))
@@ -262,8 +266,17 @@ class PromptClient:
         return self._status.add_listener(callback)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        """Wait until the client is ``live``; ``False`` if ``timeout`` passed first or it was closed."""
-        return self._status.wait_live(timeout)
+        """Wait until the client is ``live``; ``False`` if ``timeout`` passed first or it was closed.
+
+        On Redis with fleet reports, ``True`` also means the client's first report as ``live`` was
+        written (or failed and was logged): :meth:`~registry.PromptRegistry.fleet` lists it (within
+        ``timeout``; a report that takes longer does not turn the answer into ``False``).
+        """
+        started = time.monotonic()
+        if not self._status.wait_live(timeout):
+            return False
+        self._presence.wait_reported(None if timeout is None else max(0.0, timeout - (time.monotonic() - started)))
+        return True
 
     @property
     def default_label(self) -> str:
@@ -285,11 +298,12 @@ class PromptClient:
         if self._closed:
             return
         self._closed = True
-        _LIVE_CLIENTS.discard(self)
+        LIVE_CLIENTS.discard(self)
         self._presence.stop()
         self._feed.stop()
         self._status.closed()
-        self._write_snapshot(force=True)
+        if self._last_known_good is not None:
+            self._last_known_good.write(self._cache, self._status, force=True)
         self._feed.close()
         self._registry.close()
 
@@ -314,17 +328,18 @@ class PromptClient:
         started = time.monotonic()
         # The last-known-good file is loaded first: the registry's state replaces it as soon as it
         # is read, and an empty registry at boot then cannot replace it (an outage, not a state).
-        from_file = self._snapshot_path is not None and self._load_snapshot()
+        last_known_good = self._last_known_good
+        from_file = last_known_good is not None and last_known_good.load(self._cache, self._status)
         self._feed.start()
         self._feed.first_attempt.wait(start_timeout)
         if self._status.state is ClientState.LIVE:
             return
-        if from_file:
+        if from_file and last_known_good is not None:
             logger.warning(
                 "promptreg: registry %s not live (%s); serving the last-known-good file %s (rev %d)",
                 redact_url(self._url),
                 self._status.snapshot(self._cache.rev).last_error,
-                self._snapshot_path,
+                last_known_good.path,
                 self._cache.rev,
             )
             return
@@ -336,50 +351,21 @@ class PromptClient:
                 redact_url(self._url), start_timeout,
             )  # fmt: skip
 
-    def _load_snapshot(self) -> bool:
-        assert self._snapshot_path is not None
-        try:
-            loaded = load_snapshot(self._snapshot_path, self._namespace)
-        except RegistryCorruptError as exc:
-            logger.warning("promptreg: ignoring the last-known-good file: %s", exc)
-            return False
-        if loaded is None:
-            return False
-        for (name, _number), version in loaded.versions.items():
-            self._cache.add_version(name, version)
-        if self._cache.replace(loaded.rev, loaded.pointers, only_if_empty=True) is None:
-            return False  # a state was loaded already
-        self._snapshot_written = self._cache.generation
-        self._status.serving_snapshot()
-        return True
-
     def _probe(self) -> tuple[str, int]:  # what a presence report says: the state and the revision served
         return self._status.state.value, self._cache.rev
 
+    def _status_changed(self, status: ClientStatus) -> None:
+        self._presence.poke()  # live (or stale) is reported at once, not at the listener's next message
+
     def _idle(self) -> None:
         self._presence.poke()  # after every message the listener handled: a new revision is acknowledged
-        if self._snapshot_path is not None and time.monotonic() >= self._snapshot_due:
-            self._write_snapshot()
-
-    def _write_snapshot(self, *, force: bool = False) -> None:
-        cache = self._cache
-        generation = cache.generation
-        if self._snapshot_path is None or not cache.loaded or generation == self._snapshot_written:
-            return
-        if not force and self._status.state is not ClientState.LIVE:
-            return  # only the registry's state is worth keeping as last-known-good
-        try:
-            save_snapshot(self._snapshot_path, self._namespace, *cache.pointers_copy(), cache.versions)
-        except OSError as exc:
-            logger.warning("promptreg: cannot write the last-known-good file %s: %s", self._snapshot_path, exc)
-            self._snapshot_due = time.monotonic() + 10 * SNAPSHOT_INTERVAL
-            return
-        self._snapshot_written = generation
-        self._snapshot_due = time.monotonic() + SNAPSHOT_INTERVAL
+        if self._last_known_good is not None:
+            self._last_known_good.write_if_due(self._cache, self._status)
 
     def _after_fork_in_child(self) -> None:
         if self._closed:
             return
+        self._lookup_cache = self._cache  # the child serves: no tripwire inherited from a forked parent
         self._callbacks_lock = threading.Lock()
         self._cache.after_fork()
         self._status.after_fork("process forked: reconnecting")
@@ -387,13 +373,13 @@ class PromptClient:
         self._feed.start()
         self._presence = self._presence.forked(self._registry, self._probe, self._default_label)
 
+    def _after_fork_in_parent(self) -> None:
+        # Flags only (no I/O, no lock): the reporter removes the record on its own thread, and the
+        # tripwire resumes it at the parent's next lookup.
+        if not self._closed and self._presence.pause():
+            self._lookup_cache = cast(Cache, ForkedParentCache(self._cache, self._first_lookup_after_fork))
 
-def _after_fork_in_child() -> None:
-    for client in list(_LIVE_CLIENTS):
-        try:
-            client._after_fork_in_child()
-        except Exception:  # never break the child over a client
-            logger.exception("promptreg: could not restart a client after fork")
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+    def _first_lookup_after_fork(self) -> None:
+        if self._lookup_cache is not self._cache:  # a race between two lookups repeats this harmlessly
+            self._lookup_cache = self._cache
+            self._presence.resume()

@@ -9,7 +9,8 @@ The file is one msgpack map::
 
 Schema 1 files (rows without the last two columns, written before chat versions) are still read.
 
-It holds only the versions the labels point at. It is written to a temporary file in the same
+:class:`LastKnownGood` is a client's file: when it is read and written. It holds only the versions
+the labels point at. It is written to a temporary file in the same
 directory, fsynced and renamed over the old one, so a reader sees the old file or the new one, never
 half of one (several processes may share one path). No connection URL is stored: it may hold a
 password.
@@ -17,6 +18,7 @@ password.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,13 +28,19 @@ from typing import Any
 
 import msgpack
 
+from client.cache import Cache
+from client.status import ClientState, StatusTracker
 from registry.atomic_file import write_atomically
 from registry.errors import RegistryCorruptError
 from registry.models import PromptVersion
 
+logger = logging.getLogger("promptreg.client")
+
 FORMAT = "promptreg-client-snapshot"
 SCHEMA = 2
 _READABLE = (1, 2)
+SNAPSHOT_INTERVAL = 1.0
+"""At most one last-known-good write per this many seconds (the last change is always written)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,3 +142,54 @@ def _parse(raw: Any, namespace: str) -> LoadedSnapshot:
     if missing:
         raise ValueError(f"labels point at versions not in the file: {sorted(missing)[:5]}")
     return LoadedSnapshot(rev, float(raw["written_at"]), pointers, versions)
+
+
+class LastKnownGood:
+    """A client's last-known-good file at ``path``: loaded at start, before the registry's state;
+    written after changes (at most once per :data:`SNAPSHOT_INTERVAL`) while ``live``, and at close."""
+
+    def __init__(self, path: Path, namespace: str) -> None:
+        self.path = path
+        self.namespace = namespace
+        self._written: object = None  # the cache generation last written
+        self._due = 0.0
+
+    def load(self, cache: Cache, status: StatusTracker) -> bool:
+        """Fill ``cache`` from the file if no state was loaded yet (status ``stale``); ``False`` if
+        there is no file, it cannot be read (logged) or a state came first."""
+        try:
+            loaded = load_snapshot(self.path, self.namespace)
+        except RegistryCorruptError as exc:
+            logger.warning("promptreg: ignoring the last-known-good file: %s", exc)
+            return False
+        if loaded is None:
+            return False
+        for (name, _number), version in loaded.versions.items():
+            cache.add_version(name, version)
+        if cache.replace(loaded.rev, loaded.pointers, only_if_empty=True) is None:
+            return False  # a state was loaded already
+        self._written = cache.generation
+        status.serving_snapshot()
+        return True
+
+    def write_if_due(self, cache: Cache, status: StatusTracker) -> None:
+        """:meth:`write` unless the last write is younger than :data:`SNAPSHOT_INTERVAL`."""
+        if time.monotonic() >= self._due:
+            self.write(cache, status)
+
+    def write(self, cache: Cache, status: StatusTracker, *, force: bool = False) -> None:
+        """Write ``cache`` if it changed since the last write and the client is ``live`` (any state
+        with ``force``). An ``OSError`` is logged; the next try waits ten intervals."""
+        generation = cache.generation
+        if not cache.loaded or generation == self._written:
+            return
+        if not force and status.state is not ClientState.LIVE:
+            return  # only the registry's state is worth keeping as last-known-good
+        try:
+            save_snapshot(self.path, self.namespace, *cache.pointers_copy(), cache.versions)
+        except OSError as exc:
+            logger.warning("promptreg: cannot write the last-known-good file %s: %s", self.path, exc)
+            self._due = time.monotonic() + 10 * SNAPSHOT_INTERVAL
+            return
+        self._written = generation
+        self._due = time.monotonic() + SNAPSHOT_INTERVAL

@@ -4,10 +4,14 @@ A Redis URL in any form of :mod:`registry.topology` or a redis-py client the app
 a :class:`~registry.RedisPromptRegistry` and a :class:`~client.redis_feed.RedisFeed`; a file URL
 gives a :class:`~registry.JsonFilePromptRegistry` and a :class:`~client.feeds.FileFeed`; a
 ``postgresql://`` URL a :class:`~registry.PostgresPromptRegistry` and a
-:class:`~client.postgres_feed.PostgresFeed` (LISTEN/NOTIFY).
+:class:`~client.postgres_feed.PostgresFeed` (LISTEN/NOTIFY). Without a URL, the environment names
+the registry as it does for :meth:`~registry.PromptRegistryFactory.create_from_config`
+(:func:`registry_from_environment`).
 """
 
 from __future__ import annotations
+
+import os
 
 import redis
 from redis.backoff import NoBackoff
@@ -19,11 +23,20 @@ from client.postgres_feed import PostgresFeed
 from client.redis_feed import RedisFeed
 from registry.base import PromptRegistry
 from registry.errors import InvalidInputError
-from registry.factory import POSTGRES_SCHEMES, REDIS_SCHEMES, PromptRegistryFactory, redact_url
+from registry.factory import (
+    DEFAULT_URL,
+    NAMESPACE_ENV,
+    POSTGRES_SCHEMES,
+    REDIS_SCHEMES,
+    URL_ENV,
+    PromptRegistryFactory,
+    redact_url,
+)
 from registry.file_store import JsonFilePromptRegistry
 from registry.postgres_store import PostgresPromptRegistry
 from registry.redis_store import RedisPromptRegistry
 from registry.topology import RedisClient
+from registry.urls import url_scheme
 
 
 def open_source(
@@ -62,3 +75,15 @@ def open_source(
     if not isinstance(registry, JsonFilePromptRegistry):
         raise InvalidInputError(f"PromptClient does not support the registry URL {redact_url(url)!r}")
     return registry, FileFeed(registry, context)
+
+
+def registry_from_environment(namespace: str | None) -> tuple[str, str | None]:
+    """``(url, namespace)`` as :meth:`~registry.PromptRegistryFactory.create_from_config` reads them:
+    ``$PROMPTREG_URL`` or :data:`~registry.factory.DEFAULT_URL`; ``namespace`` if given, else a set
+    ``$PROMPTREG_NAMESPACE`` for a Redis or PostgreSQL URL (``None``: the default)."""
+    url = os.environ.get(URL_ENV) or DEFAULT_URL
+    if not namespace:
+        from_env = os.environ.get(NAMESPACE_ENV)
+        if from_env and url_scheme(url.strip()) in REDIS_SCHEMES | POSTGRES_SCHEMES:
+            namespace = from_env
+    return url, namespace

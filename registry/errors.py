@@ -18,6 +18,7 @@ everything with one class. Where a builtin fits, the error also derives from it,
     │   ├── PromptFileError                     a prompt file (sync) cannot be used; names the file
     │   └── ImportConflictError                 an export disagrees with the registry it is imported into
     ├── MissingVariableError       (KeyError)   render() without every template variable
+    ├── PromptTypeError            (TypeError)  render_text() on a chat version, render_chat() on a text one
     ├── RegistryCorruptError                    stored data that cannot be read (left untouched)
     ├── StateReadError                          the client's state read never settled (writes kept racing it)
     ├── DemoError                               ``promptreg demo`` could not run (no server, a worker failed)
@@ -215,3 +216,22 @@ class ReplicationTimeoutError(RegistryUnavailableError):
         self.event = event
         self.confirmed = confirmed
         self.wanted = wanted
+
+
+class PromptTypeError(PromptRegistryError, TypeError):
+    """A typed render found the other type of version: ``render_text`` a chat version, or
+    ``render_chat`` a text version (:class:`client.PromptClient`). Nothing was rendered.
+
+    ``name`` and ``version`` say which version; ``expected`` is the type the method renders
+    (``"text"`` or ``"chat"``), ``actual`` the type of the version found.
+    """
+
+    def __init__(self, name: str, version: int, expected: str, actual: str) -> None:
+        method = "render_chat" if actual == "chat" else "render_text"
+        super().__init__(
+            f"prompt {name!r} version {version} is a {actual} prompt, not {expected}: use {method}() or render()"
+        )
+        self.name = name
+        self.version = version
+        self.expected = expected
+        self.actual = actual

@@ -35,6 +35,7 @@ PUBLIC_NAMES = [
     "PromptRegistryError",
     "PromptRegistryFactory",
     "PromptTooLargeError",
+    "PromptTypeError",
     "PromptVersion",
     "RedisPromptRegistry",
     "RegistryAuthError",
@@ -101,6 +102,7 @@ def test_every_error_class_in_the_errors_module_is_exported() -> None:
         ("RegistryAuthError", ConnectionError),
         ("ReplicationTimeoutError", ConnectionError),
         ("PromptFileError", ValueError),
+        ("PromptTypeError", TypeError),
     ],
 )
 def test_errors_derive_from_the_builtin_that_fits(name: str, builtin: type[Exception]) -> None:

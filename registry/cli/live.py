@@ -46,7 +46,8 @@ def watch(name: str | None, timeout: float, as_json: bool) -> None:
     # The client logs its own troubles; here the status lines below report them, once each.
     logging.getLogger("promptreg").addHandler(logging.NullHandler())
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    client = PromptClient(settings.url, namespace=settings.namespace or None, start_timeout=timeout)
+    # fleet_report=False: a watcher serves nothing, so `promptreg label --wait` must not wait for it.
+    client = PromptClient(settings.url, namespace=settings.namespace or None, start_timeout=timeout, fleet_report=False)
     try:
         if not client.wait_ready(0):
             reason = client.status().last_error or f"no answer within {timeout:g} s"
