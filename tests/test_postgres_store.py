@@ -302,7 +302,7 @@ def test_unreachable_server_is_a_typed_error_without_the_password() -> None:
 def test_missing_psycopg_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(postgres_conn, "_psycopg", None)
     monkeypatch.setitem(sys.modules, "psycopg", None)  # `import psycopg` now fails, as without the extra
-    with pytest.raises(RegistryUnavailableError, match=r"promptreg\[postgres\]"):
+    with pytest.raises(RegistryUnavailableError, match=r"psycopg\[binary\].*the \[postgres\] extra"):
         PostgresPromptRegistry("postgresql://localhost/x")
 
 

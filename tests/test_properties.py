@@ -414,7 +414,7 @@ def test_operations_match_the_model_on_redis(redis_server: RedisServer) -> None:
 
 def test_operations_match_the_model_on_the_json_file(tmp_path: Path) -> None:
     run_state_machine_as_test(
-        machine_for(lambda: JsonFilePromptRegistry(tmp_path / uuid.uuid4().hex / "registry.json")),
+        machine_for(lambda: JsonFilePromptRegistry(tmp_path / uuid.uuid4().hex / "registry.json", create_parent=True)),
         settings=MACHINE_SETTINGS,
     )
 
