@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import unquote
 
 from registry.errors import (
     InvalidInputError,
@@ -21,7 +21,7 @@ from registry.errors import (
     RegistryCorruptError,
     RegistryUnavailableError,
 )
-from registry.urls import POSTGRES_SCHEMES, redact_url, url_secrets
+from registry.urls import POSTGRES_SCHEMES, encode_component, query_pairs, redact_url, split_url, url_secrets
 from registry.validation import validate_namespace, validate_unicode
 
 _psycopg: Any = None
@@ -83,31 +83,29 @@ def parse_postgres_url(url: str) -> tuple[str, str | None]:
     """``(conninfo, namespace)`` of a ``postgresql://`` or ``postgres://`` URL.
 
     The ``namespace=`` query parameter is promptreg's (``None`` when absent) and is taken out;
-    every other parameter goes to libpq as written (``sslmode=``, ``options=``, ...). Raises
-    :class:`~registry.InvalidInputError` for another scheme, a malformed URL or namespace; the
-    message never holds the password.
+    every other parameter goes to libpq as written (``sslmode=``, ``options=``, ...). The user info
+    is what :class:`~registry.urls.UrlParts` cuts (up to the last ``@`` before the query: a raw
+    ``@``, ``/``, ``?`` or ``#`` in a password stays in it) and reaches libpq percent-encoded, as
+    do the parameters' values; a ``%`` that starts no ``%XX`` escape stands for itself (libpq would
+    refuse it, quoting the password). Raises :class:`~registry.InvalidInputError` for another
+    scheme or a malformed namespace; the message never holds the password.
     """
     if not isinstance(url, str):
         raise InvalidInputError(f"registry URL must be a string, got {type(url).__name__}")
     url = validate_unicode(url.strip(), "registry URL")
-    scheme, sep, _rest = url.partition("://")
-    if not sep or scheme.lower() not in POSTGRES_SCHEMES:
+    parts = split_url(url)
+    if parts is None or not parts.well_formed or parts.scheme not in POSTGRES_SCHEMES:
         raise InvalidInputError(f"not a PostgreSQL URL: {redact_url(url)!r} (use postgresql:// or postgres://)")
-    base, _qmark, query = url.partition("?")
     namespace: str | None = None
-    kept: list[tuple[str, str]] = []
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
-    except ValueError as exc:
-        raise InvalidInputError(f"malformed registry URL {redact_url(url)!r}: {exc}") from None
-    for key, value in pairs:
+    kept: list[str] = []
+    for key, value in query_pairs(parts.query or ""):
         if key == "namespace":
-            namespace = value
+            namespace = unquote(value)
         else:
-            kept.append((key, value))
+            kept.append(f"{key}={encode_component(value)}")
     if namespace is not None:
         validate_namespace(namespace)
-    return (base + ("?" + urlencode(kept) if kept else "")), namespace
+    return parts.with_encoded_userinfo("&".join(kept) if kept else None), namespace
 
 
 def connect(conninfo: str, **kwargs: Any) -> Any:
@@ -150,10 +148,9 @@ _AUTH_WORDS = ("password authentication failed", "no pg_hba.conf entry", "permis
 
 
 def translate_postgres_error(exc: Exception, conninfo: str = "") -> PromptRegistryError:
-    """The promptreg error for a psycopg exception (message: which case, then postgresql's words)."""
-    text = str(exc).strip()
-    for secret in url_secrets(conninfo):
-        text = text.replace(secret, "***")
+    """The promptreg error for a psycopg exception (message: which case, then postgresql's words,
+    without ``conninfo``'s secrets)."""
+    text = _scrub(str(exc).strip(), url_secrets(conninfo))
     for pg_class, error_class, meaning in postgres_exc_map():
         if isinstance(exc, pg_class):
             if error_class is RegistryUnavailableError and any(w in text for w in _AUTH_WORDS):
@@ -164,11 +161,37 @@ def translate_postgres_error(exc: Exception, conninfo: str = "") -> PromptRegist
 
 @contextmanager
 def map_postgres_errors(conninfo: str = "") -> Iterator[None]:
-    """Raise the promptreg error of any psycopg error raised inside the block (cause kept)."""
+    """Raise the promptreg error of any psycopg error raised inside the block (cause kept, with
+    ``conninfo``'s secrets scrubbed from every exception of its chain: ``logger.exception`` prints
+    them all)."""
     try:
         yield
     except Exception as exc:
         # psycopg is imported by the first use, which may be inside this block.
         if _psycopg is not None and isinstance(exc, _psycopg.Error):
+            _scrub_chain(exc, url_secrets(conninfo))
             raise translate_postgres_error(exc, conninfo) from exc
         raise
+
+
+def _scrub_chain(exc: BaseException, secrets: list[str]) -> None:
+    """Replace each of ``secrets`` by ``***`` in the arguments of ``exc`` and of every exception it
+    chains (``__cause__``, ``__context__``), in place: the chain keeps its classes and tracebacks."""
+    if not secrets:
+        return
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if any(isinstance(arg, str) and _scrub(arg, secrets) != arg for arg in current.args):
+            current.args = tuple(_scrub(arg, secrets) if isinstance(arg, str) else arg for arg in current.args)
+        pending += [current.__cause__, current.__context__]
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):  # the longest first: a secret may hold another
+        text = text.replace(secret, "***")
+    return text

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import unquote_plus, urlencode, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -38,7 +38,7 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from registry.errors import InvalidInputError
 from registry.redis_errors import RedisTarget, translate_redis_error
-from registry.urls import check_redis_url, redact_url, registry_url_scheme
+from registry.urls import check_redis_url, encode_userinfo, query_pairs, redact_url, registry_url_scheme, split_url
 
 SENTINEL_SCHEMES = frozenset({"redis+sentinel", "rediss+sentinel"})
 """URL schemes naming a Sentinel-managed primary."""
@@ -94,11 +94,12 @@ def _invalid(url: str, reason: str) -> InvalidInputError:
     return InvalidInputError(f"malformed registry URL {redact_url(url)!r}: {reason}")
 
 
-def _own_options(url: str, query: str) -> tuple[dict[str, str], str]:
+def _own_options(query: str) -> tuple[dict[str, str], str]:
     own: dict[str, str] = {}
     rest: list[tuple[str, str]] = []
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        (own.__setitem__(key, value) if key in _OWN_OPTIONS else rest.append((key, value)))
+    for key, raw in query_pairs(query):  # decoded as redis-py decodes a query (parse_qs)
+        value = unquote_plus(raw)
+        (own.__setitem__(key, value) if key in _OWN_OPTIONS else rest.append((unquote_plus(key), value)))
     return own, urlencode(rest)
 
 
@@ -136,8 +137,12 @@ def parse_redis_url(url: str) -> RedisUrl:
     if not isinstance(url, str):
         raise InvalidInputError(f"registry URL must be a string, got {type(url).__name__}")
     scheme = registry_url_scheme(url)
-    body, _q, query = url.partition("?")
-    own, rest_query = _own_options(url, query)
+    # Cut where the user info ends (UrlParts), then encoded: redis-py's parser would end it at the
+    # first "/" or "?", and quote the rest of a password as a port or a query.
+    parts = split_url(url)
+    if parts is None:  # a bare path ending in .json
+        raise InvalidInputError(f"not a Redis URL: {redact_url(url)!r} (use redis://, rediss:// or unix://)")
+    own, rest_query = _own_options(parts.query or "")
     read_from = own.get("read_from", "primary")
     if read_from not in READ_FROM:
         raise _invalid(url, f"read_from must be 'primary' or 'replica', got {read_from!r}")
@@ -150,12 +155,12 @@ def parse_redis_url(url: str) -> RedisUrl:
     if scheme not in SENTINEL_SCHEMES | CLUSTER_SCHEMES:
         if read_from == "replica" or "sentinel_password" in own or "sentinel_username" in own:
             raise _invalid(url, "read_from=replica and sentinel_* options need a redis+sentinel:// URL")
-        plain = body + (f"?{rest_query}" if rest_query else "")
+        plain = parts.with_encoded_userinfo(rest_query or None)
         return RedisUrl(kind="single", plain_url=check_redis_url(plain), **common)
     kind: Kind = "sentinel" if scheme in SENTINEL_SCHEMES else "cluster"
     tls = scheme.startswith("rediss")
-    userinfo, at, hostpath = body.partition("://")[2].rpartition("@")
-    hostlist, _slash, path = hostpath.partition("/")
+    userinfo = "" if parts.userinfo is None else encode_userinfo(parts.userinfo) + "@"
+    hostlist, _slash, path = parts.location.partition("/")
     hosts = _hosts(url, hostlist, _DEFAULT_PORT[kind])
     segments = [s for s in path.split("/") if s]
     service = None
@@ -172,7 +177,7 @@ def parse_redis_url(url: str) -> RedisUrl:
     if not (db.isascii() and db.isdigit()):
         raise _invalid(url, f"database {db!r} is not a number")
     # redis-py parses the rest (credentials, db, its own query options) from an equivalent URL.
-    equivalent = f"{'rediss' if tls else 'redis'}://{userinfo}{at}{hosts[0][0]}:{hosts[0][1]}/{db}"
+    equivalent = f"{'rediss' if tls else 'redis'}://{userinfo}{_address(*hosts[0])}/{db}"
     try:
         connection = parse_url(equivalent + (f"?{rest_query}" if rest_query else ""))  # type: ignore[no-untyped-call]
     except ValueError as exc:

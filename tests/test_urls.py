@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from registry import InvalidInputError, JsonFilePromptRegistry, PromptRegistryFactory, RedisPromptRegistry
 from registry.cli import cli
 from registry.factory import DEFAULT_URL
-from registry.urls import redact_url, url_secrets
+from registry.urls import UrlParts, query_pairs, redact_url, split_url, url_secrets, without_query_parameter
 
 SECRET = "hunter2-s3cret"
 
@@ -190,3 +190,37 @@ def test_only_the_default_url_creates_its_folder(empty_cwd: Path, environ: dict[
     with pytest.raises(InvalidInputError, match="does not exist"):  # the same folder, another path: explicit
         PromptRegistryFactory.from_url("file://./.promptreg/other/registry.json")
     assert not (empty_cwd / ".promptreg" / "other").exists()
+
+
+# -- where the user info and the query are ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "without"),
+    [
+        (
+            "postgresql://app:p?ss@db/prompts?namespace=ns&sslmode=disable",
+            "postgresql://app:p?ss@db/prompts?sslmode=disable",
+        ),
+        ("postgresql://db/prompts?namespace=a&user=me@corp&namespace=b", "postgresql://db/prompts?user=me@corp"),
+        ("postgresql://app:p@ss@db/prompts?namespace=ns", "postgresql://app:p@ss@db/prompts"),
+        ("redis://h:6379/0", "redis://h:6379/0"),
+    ],
+)
+def test_a_removed_query_parameter_is_the_one_the_backend_would_read(url: str, without: str) -> None:
+    # The demo takes namespace= out of a URL and then deletes its namespace: a parameter left in
+    # would name one the demo deletes.
+    assert without_query_parameter(url, "namespace") == without
+
+
+def test_a_password_is_cut_where_the_backends_cut_it() -> None:
+    parts = split_url(f"postgresql://app:p@ss/w?rd#{SECRET}@db:5432/prompts?password={SECRET}&sslmode=require")
+    assert parts is not None
+    assert (parts.userinfo, parts.location) == (f"app:p@ss/w?rd#{SECRET}", "db:5432/prompts")
+    assert parts.query == f"password={SECRET}&sslmode=require"
+    assert parts.password() == f"p@ss/w?rd#{SECRET}"
+    assert split_url("redis//u:p/w@h:6379/0") == UrlParts("redis//", "u:p/w", "h:6379/0", None)
+    assert split_url("127.0.0.1:6379") is None
+    assert query_pairs(f"password=a&b{SECRET}&x=1") == [("password", f"a&b{SECRET}"), ("x", "1")]
+    assert redact_url(f"redis://h/0?password=a&b{SECRET}&x=1") == "redis://h/0?password=***&x=1"
+    assert url_secrets(f"redis://h/0?password=a&b{SECRET}&x=1") == [f"a&b{SECRET}", f"a%26b{SECRET}"]
