@@ -50,7 +50,15 @@ from typing import Any
 
 from redis.exceptions import NoPermissionError
 
-from registry.fleet import FleetMember, host_part, validate_client_name, validate_report_interval
+from registry.fleet import (
+    MAX_HOST,
+    MAX_LIBRARY_VERSION,
+    FleetMember,
+    host_part,
+    reportable,
+    validate_client_name,
+    validate_report_interval,
+)
 from registry.redis_fleet import prune, remove, report
 from registry.redis_store import RedisPromptRegistry
 from registry.topology import subscriber_for
@@ -58,14 +66,16 @@ from registry.topology import subscriber_for
 logger = logging.getLogger("promptreg.client")
 
 try:  # the distribution's name (PyPI's "promptreg" is another project)
-    LIBRARY_VERSION = metadata.version("promptreg-live")
+    LIBRARY_VERSION = reportable(metadata.version("promptreg-live"), MAX_LIBRARY_VERSION)
 except metadata.PackageNotFoundError:  # running from a source tree that was never installed
     LIBRARY_VERSION = "unknown"
 
 ACK_COALESCE = 0.025
 """The least time between two reports: a change within it of the last report waits for the window's
 end, and one report acknowledges every change made meanwhile."""
-_HOST = socket.gethostname()  # a report per change: not a system call each time
+# A report per change: not a system call each time. Escaped and cut as readers require of a record
+# (registry.fleet): a host name the OS allows but a reader refuses would drop this client from the fleet.
+_HOST = reportable(socket.gethostname(), MAX_HOST)
 
 StateProbe = Callable[[], tuple[str, int]]
 """Returns the client's ``(state, revision served)``; called on the reporter's thread."""
@@ -270,7 +280,9 @@ class FleetPresence:
 
     Validates the client's options; :meth:`start` does nothing on other backends or when disabled,
     and the other methods are then free. Raises :class:`~registry.InvalidInputError` for a bad
-    ``client_name`` or ``report_interval``.
+    ``client_name`` (empty, longer than 100 characters, or holding a character that is not
+    printable: a newline or a terminal escape would be printed by ``promptreg fleet``, and readers
+    skip such a record) or ``report_interval``.
     """
 
     def __init__(self, enabled: bool, client_name: str | None, interval: float) -> None:

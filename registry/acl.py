@@ -92,6 +92,8 @@ PRESENCE_COMMANDS: tuple[str, ...] = (
     "zremrangebyscore",  # dropping index entries not refreshed for a day, once at start
     "zrange",  # reading the fleet (fleet(), wait_for_fleet(), `promptreg fleet`)
     "mget",
+    "getrange",  # ... each record read up to its size limit, whatever a forger stored (issue 21)
+    "pttl",  # ... and its expiry: a record the server would not expire is not a client's report
 )
 """The reader's presence commands: its write grants apply only to the presence keys (see :func:`presence_key_rules`)."""
 

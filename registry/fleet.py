@@ -8,11 +8,22 @@ report. :meth:`registry.PromptRegistry.fleet` lists the records as :class:`Fleet
 returns a :class:`FleetWait`. The Redis layout is in :mod:`registry.keys` and
 :mod:`registry.redis_fleet`; this module holds the models and the record's wire form (msgpack, one
 map), shared by the writer (the client) and the readers (the registry, the CLI).
+
+**A record is untrusted input.** Every service holds the ``reader`` ACL user, which may write any
+presence key (:mod:`registry.acl`), so a record read back may have been written by anyone of them.
+:func:`decode_member` therefore accepts only what a client of this library writes: at most
+:data:`MAX_RECORD_BYTES`, one msgpack map with every field of the right type (no coercion), a valid
+client id, printable one-line strings within their limits, finite times, an interval a client may
+have. Anything else is not a member (the readers count it, :class:`FleetRead`). Printers still
+escape control characters (:func:`escape_control`): the checks keep forged rows out, the escaping
+keeps the terminal safe whatever a future field lets through.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +31,7 @@ import msgpack
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from registry.errors import InvalidInputError
+from registry.validation import validate_label
 
 EXPIRY_INTERVALS = 3
 """A member whose client has not reported for this many ``report_interval`` s disappears."""
@@ -29,6 +41,15 @@ MIN_REPORT_INTERVAL = 0.05
 MAX_REPORT_INTERVAL = 3600.0
 MAX_CLIENT_ID = 200
 MAX_CLIENT_NAME = 100
+MAX_HOST = 255
+"""A host name as reported (longer ones are cut: a DNS name has at most 253 characters)."""
+MAX_LIBRARY_VERSION = 64
+MAX_STATE = 32
+MAX_PID = 2**32 - 1
+MAX_REV = 2**63 - 1
+MAX_RECORD_BYTES = 4096
+"""The largest presence record a reader accepts (a client's is 200 to 700 bytes; all limits above
+together stay under 2.5 KB). Readers never fetch more than this many bytes of a record plus one."""
 
 _CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 _HOST_CHAR = re.compile(r"[^A-Za-z0-9.-]")
@@ -38,6 +59,30 @@ def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def escape_control(text: str) -> str:
+    """``text`` with every character that is not printable written as its Python escape.
+
+    A newline becomes ``\\n``, ESC ``\\x1b``, a bidirectional override ``\\u202e``, a lone
+    surrogate ``\\udcff``; printable text (accents and other scripts included) is kept. What the
+    CLI prints of a presence record goes through this: a record can be forged (module docstring).
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def _one_line(value: str, what: str, limit: int) -> str:
+    if not value or len(value) > limit or not value.isprintable():
+        raise ValueError(f"{what} must be 1-{limit} printable characters")
+    return value
+
+
+def reportable(text: str, limit: int) -> str:
+    """What the client reports of a value it does not choose (its host name, the library version):
+    control characters escaped, cut to ``limit`` characters, ``"-"`` when empty."""
+    return escape_control(text)[:limit] or "-"
+
+
 class FleetMember(BaseModel):
     """One client process as it last reported itself.
 
@@ -45,6 +90,9 @@ class FleetMember(BaseModel):
     the registry revision the client serves; ``state`` its status (``initializing``, ``live``,
     ``stale``); ``label`` its default label; ``last_seen`` when it last reported (the client's
     clock); the record expires ``3 * report_interval`` seconds after that report (the server's clock).
+    Every string is one printable line within its limit (``MAX_*`` above; ``client_id``,
+    ``client_name`` and ``label`` as their validators say), numbers are within range: a record
+    outside them is no member (pydantic's ``ValidationError`` when built, ``None`` when decoded).
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -52,19 +100,51 @@ class FleetMember(BaseModel):
     client_id: str
     client_name: str | None = None
     host: str
-    pid: int
+    pid: int = Field(ge=0, le=MAX_PID)
     label: str
     library_version: str
     state: str
-    rev: int = Field(ge=0)
+    rev: int = Field(ge=0, le=MAX_REV)
     started_at: datetime
     last_seen: datetime
-    report_interval: float = Field(gt=0)
+    report_interval: float = Field(ge=MIN_REPORT_INTERVAL, le=MAX_REPORT_INTERVAL)
 
     @field_validator("started_at", "last_seen")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
         return _as_utc(value)
+
+    # Every string is one printable line within a limit: the fleet table prints them (a newline
+    # in a record would add a row), and a reader keeps what it reads bounded.
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, value: str) -> str:
+        return validate_client_id(value)
+
+    @field_validator("client_name")
+    @classmethod
+    def _client_name(cls, value: str | None) -> str | None:
+        return validate_client_name(value)
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value: str) -> str:
+        return validate_label(value)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return _one_line(value, "host", MAX_HOST)
+
+    @field_validator("library_version")
+    @classmethod
+    def _library_version(cls, value: str) -> str:
+        return _one_line(value, "library_version", MAX_LIBRARY_VERSION)
+
+    @field_validator("state")
+    @classmethod
+    def _state(cls, value: str) -> str:
+        return _one_line(value, "state", MAX_STATE)
 
 
 class FleetWait(BaseModel):
@@ -91,9 +171,30 @@ class FleetWait(BaseModel):
         return not self.lagging
 
 
+@dataclass(frozen=True, slots=True)
+class FleetRead:
+    """One read of the fleet: the members, and what the read left out.
+
+    ``malformed``: index entries and records that are not a client's report (wrong size, type or
+    fields, an invalid id, a record without a server-side expiry or with one its own interval does
+    not allow, an index of the wrong type); they were skipped. ``truncated``: the index held more
+    entries than a read takes (:data:`registry.redis_fleet.MAX_FLEET`), so some members may be
+    missing. ``promptreg fleet`` prints both; ``label --wait`` does not confirm a truncated fleet.
+    """
+
+    members: list[FleetMember] = field(default_factory=list)
+    malformed: int = 0
+    truncated: bool = False
+
+
+def is_client_id(value: object) -> bool:
+    """Whether ``value`` can be a client id: letters, digits and ``. _ : -``, at most 200 characters."""
+    return isinstance(value, str) and len(value) <= MAX_CLIENT_ID and _CLIENT_ID.fullmatch(value) is not None
+
+
 def validate_client_id(client_id: str) -> str:
     """Return ``client_id`` if it can name a presence key, else raise :class:`~registry.InvalidInputError`."""
-    if not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID or not _CLIENT_ID.fullmatch(client_id):
+    if not is_client_id(client_id):
         raise InvalidInputError(f"invalid client id {client_id!r}: letters, digits and . _ : - (at most 200)")
     return client_id
 
@@ -132,15 +233,23 @@ def encode_member(member: FleetMember) -> bytes:
 
 
 def decode_member(raw: bytes) -> FleetMember | None:
-    """A record read back, or ``None`` if it is not a presence record (never raises)."""
+    """A record read back, or ``None`` if it is not one a client of this library writes (never raises).
+
+    Refused: more than :data:`MAX_RECORD_BYTES`, anything but one msgpack map, a field missing or
+    of another type (strict: no ``"7"`` for ``7``, no ``True`` for ``1``), a time that is not a
+    finite number of seconds within the calendar, and whatever :class:`FleetMember` refuses.
+    """
+    if not isinstance(raw, bytes) or len(raw) > MAX_RECORD_BYTES:
+        return None
     try:
         data = msgpack.unpackb(raw, raw=False)
         if not isinstance(data, dict):
             return None
         for key in ("started_at", "last_seen"):
-            data[key] = datetime.fromtimestamp(float(data[key]), UTC)
-        member = FleetMember.model_validate(data)
-        validate_client_id(member.client_id)
-    except (ValueError, TypeError, KeyError, OverflowError, InvalidInputError, msgpack.UnpackException):
-        return None  # pydantic's ValidationError is a ValueError
-    return member
+            seconds = data[key]
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds):
+                return None
+            data[key] = datetime.fromtimestamp(seconds, UTC)
+        return FleetMember.model_validate(data, strict=True)
+    except (ValueError, TypeError, KeyError, OverflowError, OSError, msgpack.UnpackException):
+        return None  # pydantic's ValidationError and InvalidInputError are ValueErrors

@@ -5,10 +5,17 @@ the version each client serves for its label, worked out from the prompt's audit
 client's revision (a client reports only its revision, so reports stay small whatever the registry
 holds). ``--wait [SECONDS]`` runs :meth:`~registry.PromptRegistry.wait_for_fleet` for the write's
 revision and exits with :data:`EXIT_INCOMPLETE` when some client did not confirm it in time.
+
+Every service may write presence records (the ``reader`` ACL user), so what is printed here is
+untrusted: the readers skip records that are not a client's report and say how many
+(:class:`~registry.fleet.FleetRead`), every cell is escaped (:func:`~registry.fleet.escape_control`:
+no newline or terminal escape reaches the terminal), and ``--wait`` does not confirm a fleet whose
+index was too large to read whole (:data:`~registry.redis_fleet.MAX_FLEET`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -17,8 +24,11 @@ import click
 
 from registry.base import PromptRegistry
 from registry.cli.options import current_registry, json_option, print_json
-from registry.fleet import FleetMember, FleetWait
+from registry.fleet import FleetMember, FleetRead, FleetWait, escape_control
 from registry.models import AuditEvent
+from registry.redis_errors import map_redis_errors
+from registry.redis_fleet import MAX_FLEET, scan_fleet
+from registry.redis_store import RedisPromptRegistry
 from registry.validation import LATEST
 
 EXIT_INCOMPLETE = 3
@@ -44,28 +54,63 @@ def wait_option(function: _F) -> _F:
     )(function)
 
 
+TRUNCATED = (
+    f"the fleet index holds more than {MAX_FLEET:,} entries (a fleet that large, or fake ids written with "
+    f"a service's credentials): only the {MAX_FLEET:,} most recent were read"
+)
+
+
 def describe_wait(result: FleetWait) -> str:
-    """``reached 50 of 50 clients in 12 ms``, plus the lagging and gone clients by id."""
+    """``reached 50 of 50 clients in 12 ms``, plus the lagging and gone clients by id (escaped)."""
     total = len(result.reached) + len(result.lagging)
     text = f"reached {len(result.reached)} of {total} clients in {result.elapsed * 1000:.0f} ms"
     if result.lagging:
-        text += f"; lagging (rev < {result.rev}): {', '.join(result.lagging)}"
+        text += f"; lagging (rev < {result.rev}): {', '.join(map(escape_control, result.lagging))}"
     if result.gone:
-        text += f"; gone during the wait: {', '.join(result.gone)}"
+        text += f"; gone during the wait: {', '.join(map(escape_control, result.gone))}"
     return text
 
 
+def read_fleet_view(registry: PromptRegistry) -> FleetRead:
+    """:meth:`~registry.PromptRegistry.fleet`, with what the read skipped or cut on Redis.
+
+    Raises :class:`~registry.RegistryUnavailableError` (and what ``fleet()`` raises).
+    """
+    if isinstance(registry, RedisPromptRegistry):
+        with map_redis_errors():
+            return scan_fleet(registry.redis, registry.keys)
+    return FleetRead(members=registry.fleet())
+
+
 def confirm(registry: PromptRegistry, event: AuditEvent, timeout: float | None, as_json: bool) -> None:
-    """Print ``event`` (and, with a ``timeout``, the fleet's confirmation); exit 3 if incomplete."""
+    """Print ``event`` (and, with a ``timeout``, the fleet's confirmation); exit 3 if incomplete.
+
+    The fleet is read once before the wait to say what it skipped (on stderr; in JSON as
+    ``fleet.malformed``). An index holding more than :data:`~registry.redis_fleet.MAX_FLEET` entries
+    is read in part, so the wait cannot confirm every client: that is incomplete too (exit 3).
+    """
     if timeout is None:
         return
+    _quiet_registry_log()
+    view = read_fleet_view(registry)
     result = registry.wait_for_fleet(event.rev, timeout=timeout)
+    complete = result.complete and not view.truncated
     if as_json:
-        print_json({**event.model_dump(mode="json"), "fleet": result.model_dump(mode="json")})
+        fleet = {**result.model_dump(mode="json"), "complete": complete}
+        fleet.update(truncated=view.truncated, malformed=view.malformed)
+        print_json({**event.model_dump(mode="json"), "fleet": fleet})
     else:
-        click.echo(describe_wait(result), err=not result.complete)
-    if not result.complete:
+        _notices(view, err=True)
+        click.echo(describe_wait(result) + ("; not confirmed: see above" if view.truncated else ""), err=not complete)
+    if not complete:
         click.get_current_context().exit(EXIT_INCOMPLETE)
+
+
+def _quiet_registry_log() -> None:
+    # The registry logs what a fleet read skipped or cut (for library users); the CLI says it itself.
+    logger = logging.getLogger("promptreg.registry")
+    if not any(isinstance(handler, logging.NullHandler) for handler in logger.handlers):
+        logger.addHandler(logging.NullHandler())
 
 
 def _ago(moment: datetime, now: datetime) -> str:
@@ -91,8 +136,10 @@ def _version_at(events: list[AuditEvent], label: str, rev: int) -> int | None:
 def fleet(prompt_name: str | None, as_json: bool) -> None:
     """Which client processes follow this registry, and the revision each one serves."""
     registry = current_registry(reading=True)
+    _quiet_registry_log()
+    read = read_fleet_view(registry)  # first: a read drops the entries it skipped, this one counts them
+    members = read.members
     now = registry.wait_for_fleet(timeout=0)  # the registry's revision, and who is behind it
-    members = registry.fleet()
     versions: dict[str, int | None] = {}
     if prompt_name is not None:
         events = registry.history(prompt_name)
@@ -103,16 +150,33 @@ def fleet(prompt_name: str | None, as_json: bool) -> None:
             for row in rows:
                 row["prompt"], row["version"] = prompt_name, versions[row["client_id"]]
         print_json(rows)
+        _notices(read, err=True)  # the JSON stays a list of members
         return
     if not members:
         click.echo("no client reports to this registry (clients on Redis do; files and PostgreSQL keep no fleet)")
+        _notices(read, err=False)
         return
-    click.echo(_table(members, versions if prompt_name is not None else None))
+    click.echo(render_table(members, versions if prompt_name is not None else None))
     behind = f"; {len(now.lagging)} behind" if now.lagging else ""
     click.echo(f"{len(members)} clients; registry at rev {now.rev}{behind}")
+    _notices(read, err=False)
 
 
-def _table(members: list[FleetMember], versions: dict[str, int | None] | None) -> str:
+def _notices(read: FleetRead, *, err: bool) -> None:
+    if read.truncated:
+        click.echo(TRUNCATED, err=err)
+    if read.malformed:
+        records = "record" if read.malformed == 1 else "records"
+        click.echo(
+            f"{read.malformed} {records} skipped: not a client's report (malformed, or forged without a valid "
+            "expiry; see docs/security.md)",
+            err=err,
+        )
+
+
+def render_table(members: list[FleetMember], versions: dict[str, int | None] | None) -> str:
+    """The ``promptreg fleet`` table: one line per member, every cell escaped (no control character
+    of a record reaches the terminal, see the module docstring)."""
     now = datetime.now(UTC)
     headers = ["CLIENT", "HOST:PID", "LABEL", "REV", "STATE", "LAST SEEN"]
     if versions is not None:
@@ -123,7 +187,7 @@ def _table(members: list[FleetMember], versions: dict[str, int | None] | None) -
         if versions is not None:
             served = versions.get(m.client_id)
             row.append("-" if served is None else str(served))
-        rows.append(row)
+        rows.append([escape_control(cell) for cell in row])
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
                      for row in [headers, *rows])  # fmt: skip
