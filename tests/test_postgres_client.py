@@ -165,3 +165,16 @@ def test_safety_poll_catches_a_write_whose_notification_was_lost(reg: PostgresPr
             conn.execute("UPDATE promptreg_labels SET version = 2 WHERE namespace = %s", (reg.namespace,))
             conn.execute("UPDATE promptreg_namespaces SET rev = rev + 1 WHERE namespace = %s", (reg.namespace,))
         assert wait_until(lambda: client.get("p").version == 2, 3.0)
+
+
+def test_a_subset_client_reads_back_only_the_versions_it_serves(reg: PostgresPromptRegistry, url: str) -> None:
+    reg.create_prompt("q")
+    with PromptClient(url, start_timeout=10, prompts=["p"]) as client:
+        reg.add_version("q", "not served here")  # read back: its revision, not its text
+        reg.add_version("p", "four")  # read back, then its text fetched (a subset reads no other text)
+        reg.set_label("p", "production", 4)
+        last = reg.history("p")[-1].rev
+        assert wait_until(lambda: client.status().rev == last, 2.0)
+        assert client.get("p").prompt_text == "four"
+        assert ("q", 1) not in client._cache.versions
+        assert client.status().resyncs == 1
