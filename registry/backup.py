@@ -11,28 +11,35 @@ author, metadata, message) and labels. Timestamps and the audit trail are not re
 registry records the import as new writes.
 
 :func:`plan_import` validates the whole document and compares it with the target before anything
-is written. A prompt that already exists must agree with the export on every version both have
-(text or messages, config, metadata, author, message), else :class:`ImportConflictError`; missing
-versions are appended, labels are moved to where the export has them (checked against the target's
-compatibility mode), then the mode is set to the export's. Importing the same export twice
-changes nothing the second time.
+is written: everything a backend would refuse (sizes over the target's limits, a NUL character in a
+text field, ...) raises there, and so does a label move the target's compatibility mode refuses
+(:meth:`ImportPlan.check_compatible`, which :func:`apply_import` calls first). A prompt that already
+exists must agree with the export on every version both have (text or messages, config, metadata,
+author, message), else :class:`ImportConflictError`; missing versions are appended, labels are moved
+to where the export has them (checked against the target's compatibility mode, as ``set_label``
+checks them: from where each label points, or pointed before it was deleted), then the mode is set
+to the export's. Importing the same export twice changes nothing the second time.
+
+On PostgreSQL the whole import is one transaction (all or nothing). On Redis and the JSON file each
+write is atomic on its own: an error during the import (a label someone moved meanwhile) leaves the
+earlier writes made and its message names them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from registry.base import PromptRegistry
+from registry.base import PromptRegistry, refuse_nul, validate_text_field
 from registry.chat import validate_messages
-from registry.errors import ImportConflictError, InvalidInputError
+from registry.compatibility import CompatibilityReport, check, deleted_labels, refusal_error
+from registry.errors import ImportConflictError, InvalidInputError, ReplicationTimeoutError
 from registry.models import Prompt, PromptVersion, utcnow
-from registry.sync import describe_write
+from registry.sync import describe_refusal, describe_write, name_what_was_written
 from registry.validation import (
-    validate_field,
     validate_label,
     validate_metadata,
     validate_name,
@@ -55,12 +62,16 @@ class ImportStep:
     label: str | None = None
     previous_version: int | None = None
     compatibility: str | None = None
+    refusal: CompatibilityReport | None = None
+    """For a label move the target prompt's compatibility mode refuses: the report (``None``: the
+    move passes); its ``current_version`` is the version the move is checked against."""
 
     def describe(self) -> str:
         """A one-line human description of the step."""
         if self.action == "set_compatibility":
             return f"{self.prompt}: compatibility {self.compatibility}"
-        return describe_write(self.action, self.prompt, self.version, self.label, self.previous_version)
+        line = describe_write(self.action, self.prompt, self.version, self.label, self.previous_version)
+        return line if self.refusal is None else line + describe_refusal(self.refusal, self.previous_version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +80,17 @@ class ImportPlan:
 
     prompts: tuple[Prompt, ...]
     steps: tuple[ImportStep, ...]
+
+    def check_compatible(self, *, force: bool = False) -> None:
+        """Raise what :func:`apply_import` would raise before writing anything: an
+        :class:`~registry.IncompatibleVersionError` for the first label move the target prompt's
+        compatibility mode refuses (:attr:`ImportStep.refusal`), unless ``force``. A dry run calls
+        it to fail as the real import would."""
+        if force:
+            return
+        for step in self.steps:
+            if step.refusal is not None:
+                raise refusal_error(step.prompt, str(step.label), step.refusal)
 
 
 def export_registry(registry: PromptRegistry) -> dict[str, Any]:
@@ -98,7 +120,8 @@ def parse_export(data: object, *, max_text_bytes: int, max_metadata_bytes: int) 
 
     Raises :class:`~registry.InvalidInputError` for anything that is not a complete, valid export:
     wrong format, malformed prompt, non-contiguous version numbers, a label pointing nowhere,
-    text or metadata over the limits, a name twice.
+    text or metadata over the limits, a NUL character in a text field (no backend stores it), a
+    name twice.
     """
     if not isinstance(data, Mapping) or data.get("format") != EXPORT_FORMAT:
         raise InvalidInputError(f'not a promptreg export (expected "format": "{EXPORT_FORMAT}")')
@@ -127,28 +150,65 @@ def parse_export(data: object, *, max_text_bytes: int, max_metadata_bytes: int) 
 def plan_import(registry: PromptRegistry, data: object) -> ImportPlan:
     """Validate ``data`` (a parsed export) and compare it with ``registry``; writes nothing.
 
-    Raises :class:`~registry.InvalidInputError` for an invalid export and
-    :class:`ImportConflictError` when an existing prompt has different content under the same
-    version number.
+    Raises :class:`~registry.InvalidInputError` for an invalid export (anything the target would
+    refuse) and :class:`ImportConflictError` when an existing prompt has different content under the
+    same version number. A label move the target prompt's compatibility mode refuses is marked in
+    the plan (:attr:`ImportStep.refusal`, :meth:`ImportPlan.check_compatible`).
     """
     prompts = parse_export(data, max_text_bytes=registry.max_text_bytes, max_metadata_bytes=registry.max_metadata_bytes)
     steps: list[ImportStep] = []
     for prompt in prompts:
-        steps.extend(_plan_prompt(prompt, registry.get_prompt(prompt.name)))
+        existing = registry.get_prompt(prompt.name)
+        deleted: dict[str, int] = {}
+        if existing is not None and existing.compatibility != "none" and set(prompt.labels) - set(existing.labels):
+            deleted = deleted_labels(registry.history(prompt.name))  # a deleted label is checked too
+        steps.extend(_plan_prompt(prompt, existing, deleted))
     return ImportPlan(prompts, tuple(steps))
 
 
 def apply_import(
-    registry: PromptRegistry, plan: ImportPlan, *, author: str | None = None, reason: str | None = None
+    registry: PromptRegistry,
+    plan: ImportPlan,
+    *,
+    author: str | None = None,
+    reason: str | None = None,
+    force: bool = False,
 ) -> list[ImportStep]:
     """Carry out ``plan``; returns the steps made. ``author``/``reason`` go on the label moves.
 
-    Label moves are compare-and-set against the plan (:class:`~registry.LabelConflictError` if a
-    label moved meanwhile); a version that gets another number than planned (a concurrent writer)
-    raises :class:`ImportConflictError`. Steps made before such an error stay made.
+    Before anything is written: a label move the target's compatibility mode refuses raises
+    :class:`~registry.IncompatibleVersionError` (:meth:`ImportPlan.check_compatible`; ``force``
+    makes the moves anyway, recorded as forced), an invalid ``author`` or ``reason``
+    :class:`~registry.InvalidInputError`. Label moves are compare-and-set against the plan
+    (:class:`~registry.LabelConflictError` if a label moved meanwhile); a version that gets another
+    number than planned (a concurrent writer) raises :class:`ImportConflictError`.
+
+    On PostgreSQL the whole import is one transaction: an error leaves nothing written. On Redis and
+    the JSON file steps made before an error stay made, and the error's message names them.
     """
-    prompts = {prompt.name: prompt for prompt in plan.prompts}
+    plan.check_compatible(force=force)
+    validate_text_field(author, "author")
+    validate_text_field(reason, "reason")
     done: list[ImportStep] = []
+    try:
+        with registry._batch():
+            _apply_steps(registry, plan, author, reason, force, done)
+    except BaseException as exc:
+        made = list(done)
+        if isinstance(exc, ReplicationTimeoutError) and len(done) < len(plan.steps):
+            made.append(plan.steps[len(done)])  # applied on the primary, not yet replicated
+        written = [replace(step, refusal=None).describe() for step in made]
+        name_what_was_written(exc, "import", written, atomic=registry._atomic_batches)
+        raise
+    return done
+
+
+def _apply_steps(
+    registry: PromptRegistry, plan: ImportPlan, author: str | None, reason: str | None, force: bool,
+    done: list[ImportStep],
+) -> None:  # fmt: skip
+    """Make the plan's steps in order, appending each to ``done`` as soon as it is made."""
+    prompts = {prompt.name: prompt for prompt in plan.prompts}
     for step in plan.steps:
         prompt = prompts[step.prompt]
         if step.action == "create_prompt":
@@ -169,6 +229,7 @@ def apply_import(
                 message=source.message,
             )
             if added.version != source.version:
+                done.append(replace(step, version=added.version))  # written, under another number
                 raise ImportConflictError(
                     f"prompt {step.prompt!r} changed during the import: version {source.version} "
                     f"was stored as {added.version}"
@@ -181,9 +242,9 @@ def apply_import(
                 expected_version=step.previous_version or 0,
                 author=author,
                 reason=reason,
+                force=force,
             )
         done.append(step)
-    return done
 
 
 def _version(prompt: Prompt, number: int | None) -> PromptVersion:
@@ -197,20 +258,21 @@ def _check_prompt(prompt: Prompt, max_text_bytes: int, max_metadata_bytes: int) 
     name = prompt.name
     try:
         validate_name(name)
-        validate_field(prompt.description, "description")
-        validate_field(prompt.author, "author")
+        validate_text_field(prompt.description, "description")
+        validate_text_field(prompt.author, "author")
         for index, version in enumerate(prompt.versions, 1):
             if version.version != index:
                 raise InvalidInputError(f"versions must be numbered 1, 2, 3, ...; found {version.version} at {index}")
             validate_text(version.prompt_text, max_text_bytes)
+            refuse_nul(version.prompt_text, f"version {index}: prompt text")
             if version.messages is not None:
                 validate_messages(version.messages, max_text_bytes)
                 if version.prompt_text:
                     raise InvalidInputError(f"version {version.version} has both prompt_text and messages")
             validate_metadata(version.metadata, max_metadata_bytes)
             validate_metadata(version.config, max_metadata_bytes, "config")
-            validate_field(version.author, "author")
-            validate_field(version.message, "message")
+            validate_text_field(version.author, f"version {index}: author")
+            validate_text_field(version.message, f"version {index}: message")
         for label, number in prompt.labels.items():
             validate_label(label, settable=True)
             if prompt.get_version_by_number(number) is None:
@@ -225,7 +287,8 @@ def _same(a: PromptVersion, b: PromptVersion) -> bool:
     )  # fmt: skip
 
 
-def _plan_prompt(prompt: Prompt, existing: Prompt | None) -> list[ImportStep]:
+def _plan_prompt(prompt: Prompt, existing: Prompt | None, deleted: Mapping[str, int]) -> list[ImportStep]:
+    """The steps of one prompt; ``deleted`` maps the existing prompt's deleted labels to where they pointed."""
     name = prompt.name
     steps: list[ImportStep] = []
     have: list[PromptVersion] = [] if existing is None else existing.versions
@@ -241,8 +304,16 @@ def _plan_prompt(prompt: Prompt, existing: Prompt | None) -> list[ImportStep]:
         steps.append(ImportStep("add_version", name, version=version.version))
     current = {} if existing is None else existing.labels
     for label, number in sorted(prompt.labels.items()):
-        if current.get(label) != number:
-            steps.append(ImportStep("set_label", name, number, label, current.get(label)))
+        now = current.get(label)
+        if now == number:
+            continue
+        refusal = None
+        last = now if now is not None else deleted.get(label)
+        if existing is not None and last is not None and last != number:
+            # The move is checked under the target's mode (set_compatibility, if any, comes after).
+            report = check(existing.compatibility, existing.get_version_by_number(last), _version(prompt, number))
+            refusal = None if report.compatible else report
+        steps.append(ImportStep("set_label", name, number, label, now, refusal=refusal))
     if existing is not None and existing.compatibility != prompt.compatibility:
         steps.append(ImportStep("set_compatibility", name, compatibility=prompt.compatibility))
     return steps

@@ -1,20 +1,23 @@
 """``PromptRegistry``: the interface every backend implements.
 
 The public methods validate every argument first and then call the backend's primitive, so every
-backend refuses the same input with the same typed error, before anything is written.
+backend refuses the same input with the same typed error, before anything is written. That includes
+what only one backend could not store: a NUL character (U+0000) in a text field is refused by all
+of them (:func:`refuse_nul`), because PostgreSQL text cannot hold it.
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from registry.chat import validate_messages
-from registry.compatibility import CompatibilityReport, check, validate_mode
+from registry.compatibility import CompatibilityReport, check, deleted_labels, validate_mode
 from registry.errors import (
     InvalidInputError,
     LabelNotFoundError,
@@ -36,6 +39,24 @@ from registry.validation import (
     validate_text,
     validate_version_number,
 )
+
+
+def refuse_nul(value: str | None, what: str) -> None:
+    """Raise :class:`~registry.InvalidInputError` when ``value`` holds a NUL character (U+0000).
+
+    For the text fields every backend stores as text (prompt text, description, author, message,
+    reason): PostgreSQL text cannot hold U+0000, so no backend takes it, and ``sync`` / ``import``
+    refuse it before their first write. Metadata, config and chat messages are JSON and may hold it.
+    """
+    if value is not None and "\x00" in value:
+        raise InvalidInputError(f"{what} holds a NUL character (U+0000), which PostgreSQL text cannot store")
+
+
+def validate_text_field(value: object, what: str) -> str | None:
+    """:func:`~registry.validation.validate_field` (author, message, reason, description) and :func:`refuse_nul`."""
+    clean = validate_field(value, what)
+    refuse_nul(clean, what)
+    return clean
 
 
 class PromptRegistry(ABC):
@@ -67,7 +88,8 @@ class PromptRegistry(ABC):
         """
         validate_name(name)
         mode = validate_mode(compatibility)
-        clean_description, clean_author = validate_field(description, "description"), validate_field(author, "author")
+        clean_description = validate_text_field(description, "description")
+        clean_author = validate_text_field(author, "author")
         return self._create_prompt(name, clean_description, clean_author, utcnow(), compatibility=mode)
 
     def add_version(
@@ -89,16 +111,17 @@ class PromptRegistry(ABC):
         metadata). Raises :class:`~registry.PromptNotFoundError`, :class:`~registry.PromptTooLargeError`
         (text, messages, metadata or config over the limit) or :class:`~registry.InvalidInputError`
         naming the field (both or neither of text and messages, a malformed message, metadata or config
-        not JSON-compatible).
+        not JSON-compatible, a NUL character in the text, author or message: :func:`refuse_nul`).
         """
         validate_name(name)
         if (prompt_text is None) == (messages is None):
             raise InvalidInputError("give exactly one of prompt_text or messages")
         clean_messages = None if messages is None else validate_messages(messages, self.max_text_bytes)
         text = "" if prompt_text is None else validate_text(prompt_text, self.max_text_bytes)
+        refuse_nul(text, "prompt text")
         clean_metadata = validate_metadata(metadata, self.max_metadata_bytes)
         clean_config = validate_metadata(config, self.max_metadata_bytes, "config")
-        clean_author, clean_message = validate_field(author, "author"), validate_field(message, "message")
+        clean_author, clean_message = validate_text_field(author, "author"), validate_text_field(message, "message")
         return self._add_version(
             name, text, clean_author, clean_metadata, clean_message, utcnow(), messages=clean_messages,
             config=clean_config,
@@ -119,9 +142,12 @@ class PromptRegistry(ABC):
 
         ``expected_version`` is compare-and-set: the move happens only if the label points there now
         (``0``: only if the label does not exist yet; ``None``: no check). The prompt's compatibility
-        mode is checked against the label's current version in the same atomic write (a first
-        assignment is never checked); ``force=True`` moves anyway and records ``AuditEvent.forced``.
-        Raises :class:`~registry.LabelConflictError` when the compare-and-set fails,
+        mode is checked in the same atomic write against the version the label last pointed at: where
+        it points now or, for a deleted label, where it pointed when it was deleted (deleting a label
+        and setting it again is one move, checked the same way; only a label's first assignment is
+        never checked). ``force=True`` moves anyway and records ``AuditEvent.forced``. Raises
+        :class:`~registry.InvalidInputError` for a NUL character in ``author`` or ``reason``,
+        :class:`~registry.LabelConflictError` when the compare-and-set fails,
         :class:`~registry.IncompatibleVersionError` when the mode refuses the move,
         :class:`~registry.VersionNotFoundError` for a missing version, and
         :class:`~registry.InvalidNameError` for a malformed or reserved (``latest``) label.
@@ -132,8 +158,8 @@ class PromptRegistry(ABC):
         if expected_version is not None:
             validate_version_number(expected_version, allow_zero=True)
         _validate_force(force)
-        args = (name, label, version, expected_version, validate_field(author, "author"),
-                validate_field(reason, "reason"), utcnow())  # fmt: skip
+        args = (name, label, version, expected_version, validate_text_field(author, "author"),
+                validate_text_field(reason, "reason"), utcnow())  # fmt: skip
         return self._set_label(*args, force=force)
 
     def delete_label(
@@ -155,8 +181,8 @@ class PromptRegistry(ABC):
             name,
             label,
             expected_version,
-            validate_field(author, "author"),
-            validate_field(reason, "reason"),
+            validate_text_field(author, "author"),
+            validate_text_field(reason, "reason"),
             utcnow(),
         )
 
@@ -174,7 +200,7 @@ class PromptRegistry(ABC):
         validate_name(name)
         validate_label(label, settable=True)
         _validate_force(force)
-        args = (name, label, validate_field(author, "author"), validate_field(reason, "reason"), utcnow())
+        args = (name, label, validate_text_field(author, "author"), validate_text_field(reason, "reason"), utcnow())
         try:
             return self._rollback(*args, force=force)
         except RollbackUnavailableError:
@@ -193,12 +219,14 @@ class PromptRegistry(ABC):
         validate_name(name)
         clean = validate_mode(mode)
         return self._set_compatibility(
-            name, clean, validate_field(author, "author"), validate_field(reason, "reason"), utcnow()
+            name, clean, validate_text_field(author, "author"), validate_text_field(reason, "reason"), utcnow()
         )
 
     def check_compatibility(self, name: str, label: str, version: int) -> CompatibilityReport:
-        """Whether moving ``label`` to ``version`` passes the prompt's mode, and what it adds and
-        removes; writes nothing. A label not set yet is always compatible. Raises
+        """Whether moving ``label`` to ``version`` passes the prompt's mode, and what it changes
+        (inputs added and removed, a change of version type or of an input's kind); writes nothing.
+        A deleted label is checked against where it pointed when it was deleted, as :meth:`set_label`
+        checks it; a label never set is always compatible. Raises
         :class:`~registry.PromptNotFoundError` and :class:`~registry.VersionNotFoundError`."""
         validate_name(name)
         validate_label(label, settable=True)
@@ -210,6 +238,8 @@ class PromptRegistry(ABC):
         if target is None:
             raise VersionNotFoundError(name, version)
         current = prompt.labels.get(label)
+        if current is None:
+            current = deleted_labels(self._history(name)).get(label)
         return check(prompt.compatibility, None if current is None else prompt.get_version_by_number(current), target)
 
     # -- reads ----------------------------------------------------------------------------------
@@ -310,6 +340,16 @@ class PromptRegistry(ABC):
         is there. Raises :class:`~registry.RegistryUnavailableError` when the store is unreachable.
         """
         return MigrationResult(False, 0, f"nothing to migrate: {type(self).__name__} keeps no index")
+
+    _atomic_batches: ClassVar[bool] = False
+    """Whether :meth:`_batch` makes its writes one atomic write (PostgreSQL: one transaction)."""
+
+    @contextmanager
+    def _batch(self) -> Iterator[None]:
+        """Group the writes made inside into one atomic write where the backend can (``sync`` and
+        ``import`` use it): on PostgreSQL one transaction, all or nothing. Here, and on Redis and the
+        JSON file, each write stays its own atomic write: a failure leaves the earlier ones made."""
+        yield
 
     def close(self) -> None:  # noqa: B027 (optional hook: backends without resources keep it)
         """Release connections and file handles. Idempotent."""

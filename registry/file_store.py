@@ -8,7 +8,8 @@ Same contract as the Redis backend, no server. The file looks like this::
                                   "previous": {"production": 2}, "history": [...]}}}
 
 ``rev`` is the registry-wide revision, bumped by every write; ``previous`` is where each label
-pointed before its last move (what ``rollback`` returns to); ``history`` is the prompt's audit trail.
+pointed before its last move (what ``rollback`` returns to; for a deleted label, where it pointed
+when it was deleted, which its next move is checked against); ``history`` is the prompt's audit trail.
 
 Writes take an exclusive ``fcntl.flock`` on the sidecar file ``PATH.lock``, re-read the file under
 the lock, apply the change, write a temp file in the same directory, fsync it, ``os.replace`` it over
@@ -228,7 +229,10 @@ class JsonFilePromptRegistry(PromptRegistry):
                 raise VersionNotFoundError(name, version)
             current = stored.labels.get(label)
             _compare(name, label, expected_version, current)
-            forced = _check(stored, name, label, current, version, force)
+            # A deleted label is checked against where it pointed (kept in `previous`): delete + set
+            # is one move. Only a label never set has neither.
+            last = current if current is not None else stored.previous.get(label)
+            forced = _check(stored, name, label, last, version, force)
             if current is None:
                 stored.previous.pop(label, None)
             elif current != version:
@@ -374,7 +378,8 @@ def _prompt(state: _StoredState, name: str) -> _StoredPrompt:
 
 
 def _check(stored: _StoredPrompt, name: str, label: str, current: int | None, target: int, force: bool) -> bool:
-    """The compatibility check, under the lock; whether the move goes through only by ``force``."""
+    """The compatibility check, under the lock, of a move from ``current`` (where the label last
+    pointed; ``None``: never set); whether the move goes through only by ``force``."""
     before = None if current is None else stored.versions[current - 1]
     return enforce(name, label, stored.compatibility, before, stored.versions[target - 1], force)
 

@@ -13,10 +13,14 @@ key                                  type        what
                                                  ``latest`` (newest version number)
 ``{ns}:p:<name>:v:<n>``              hash        one immutable version: ``prompt_text``,
                                                  ``author``, ``created_at``, ``message``,
-                                                 ``metadata`` (msgpack), ``sha256``
+                                                 ``metadata`` (msgpack), ``sha256``; ``inputs``,
+                                                 ``type``, ``messages``, ``placeholders``,
+                                                 ``config``: :mod:`registry.redis_chat`
 ``{ns}:p:<name>:label:<label>``      string      the version number the label points at
 ``{ns}:p:<name>:labels``             set         names of the prompt's labels
-``{ns}:p:<name>:prev:<label>``       string      where the label pointed before its last move
+``{ns}:p:<name>:prev:<label>``       string      where the label pointed before its last move; for a
+                                                 deleted label, where it pointed when deleted (what
+                                                 its next move's compatibility check compares with)
 ``{ns}:p:<name>:log``                stream      the prompt's audit trail (never trimmed)
 ``{ns}:log``                         stream      every write, registry-wide (trimmed to ~100k)
 ``{ns}:events``                      channel     one msgpack change message per write
@@ -104,7 +108,8 @@ class Keyspace:
         return f"{self.prefix}:p:{name}:labels"
 
     def previous(self, name: str, label: str) -> str:
-        """Where the label pointed before its last move (rollback's target)."""
+        """Where the label pointed before its last move (rollback's target); for a deleted label, where
+        it pointed when deleted, which ``set_label``'s compatibility check compares the next move with."""
         return f"{self.prefix}:p:{name}:prev:{label}"
 
     def history(self, name: str) -> str:

@@ -5,7 +5,9 @@ revision row (``SELECT ... FOR UPDATE``: writers of one namespace take turns, so
 ordered and commit in order), lock the prompt row, validate, write, append the audit row, bump the
 revision, ``pg_notify`` the change. A refusal raises inside the transaction, which rolls back: nothing
 is written and nothing is notified (PostgreSQL delivers a NOTIFY only when its transaction commits).
-Reads of more than one row run in one ``REPEATABLE READ`` transaction (one consistent cut).
+Reads of more than one row run in one ``REPEATABLE READ`` transaction (one consistent cut). A
+``sync`` or ``import`` runs all its writes in one transaction (:meth:`PostgresPromptRegistry._batch`):
+all of them commit, or none.
 
 The schema is created on first use by :func:`~registry.postgres_schema.run_migrations`
 (``promptreg migrate`` runs it too). psycopg errors are translated at one boundary
@@ -26,7 +28,6 @@ from typing import Any
 from registry.base import PromptRegistry
 from registry.compatibility import enforce
 from registry.errors import (
-    InvalidInputError,
     LabelConflictError,
     LabelNotFoundError,
     PromptExistsError,
@@ -58,13 +59,6 @@ _AUDIT_COLUMNS = "rev, at, action, prompt, label, version, previous_version, aut
 
 def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
-
-
-def _no_nul(**fields: str | None) -> None:
-    # PostgreSQL text cannot hold U+0000; refused before the transaction, so nothing is written.
-    for what, value in fields.items():
-        if value is not None and "\x00" in value:
-            raise InvalidInputError(f"{what} holds a NUL character (U+0000), which PostgreSQL text cannot store")
 
 
 def version_from_row(row: tuple[Any, ...]) -> PromptVersion:
@@ -121,6 +115,7 @@ class PostgresPromptRegistry(PromptRegistry):
         self._conn: Any = None
         self._pid = os.getpid()
         self._schema_ready = False
+        self._batch_depth = 0  # > 0 while this thread (which holds the lock) runs a _batch()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresPromptRegistry:
@@ -148,8 +143,10 @@ class PostgresPromptRegistry(PromptRegistry):
         """The connection, under the lock, with psycopg errors translated; dropped when broken."""
         if self._pid != os.getpid():  # forked: the parent's connection stays the parent's
             self._lock, self._conn, self._pid, self._schema_ready = threading.RLock(), None, os.getpid(), False
+            self._batch_depth = 0
         with self._lock, map_postgres_errors(self._conninfo):
-            if self._conn is not None and connection_gone(self._conn):
+            # Inside a batch the connection is in its transaction: never swap it for another.
+            if not self._batch_depth and self._conn is not None and connection_gone(self._conn):
                 self._conn = None
             if self._conn is None:
                 self._conn = self.connect()
@@ -200,10 +197,34 @@ class PostgresPromptRegistry(PromptRegistry):
 
     @contextmanager
     def _read(self) -> Iterator[Any]:
-        """A REPEATABLE READ, read-only transaction: every query in it sees one moment."""
+        """A REPEATABLE READ, read-only transaction: every query in it sees one moment (inside a
+        batch: the batch's transaction, which sees its own writes and holds the namespace's writers off)."""
+        with self._session() as conn:
+            if self._batch_depth:
+                yield conn
+                return
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                yield conn
+
+    _atomic_batches = True
+
+    @contextmanager
+    def _batch(self) -> Iterator[None]:
+        """Every write inside is part of one transaction, committed at the end: all or nothing.
+
+        ``sync`` and ``import`` use it. Each write runs as before (lock, validate, write, audit row,
+        revision, ``pg_notify``) in a savepoint of this transaction; a refusal rolls back the whole
+        batch. The namespace's revision row stays locked from the first write to the commit, so other
+        writers of the namespace wait, and the notifications are delivered together at the commit.
+        Other threads using this registry wait for the batch too (it holds the connection's lock).
+        """
         with self._session() as conn, conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            yield conn
+            self._batch_depth += 1
+            try:
+                yield
+            finally:
+                self._batch_depth -= 1
 
     def _lock_prompt(self, conn: Any, name: str) -> int:
         """Lock the prompt row; its newest version number. Raises PromptNotFoundError."""
@@ -250,7 +271,8 @@ class PostgresPromptRegistry(PromptRegistry):
                           compatibility=compatibility)  # fmt: skip
 
     def _check(self, conn: Any, name: str, label: str, current: int | None, target: int, force: bool) -> bool:
-        """The compatibility check inside the write (the prompt row is locked, versions are immutable)."""
+        """The compatibility check inside the write (the prompt row is locked, versions are immutable)
+        of a move from ``current``, where the label last pointed (``None``: never set, not checked)."""
         if current is None or current == target:
             return False
         (mode,) = conn.execute(
@@ -270,7 +292,6 @@ class PostgresPromptRegistry(PromptRegistry):
 
     def _create_prompt(self, name: str, description: str | None, author: str | None, at: datetime, *,
                        compatibility: CompatibilityMode = "none") -> Prompt:  # fmt: skip
-        _no_nul(description=description, author=author)
         with self._write() as (conn, rev):
             inserted = conn.execute(
                 "INSERT INTO promptreg_prompts (namespace, name, description, author, created_at, compatibility) "
@@ -285,7 +306,6 @@ class PostgresPromptRegistry(PromptRegistry):
     def _add_version(self, name: str, prompt_text: str, author: str | None, metadata: dict[str, Any],
                      message: str | None, at: datetime, *, messages: tuple[dict[str, str], ...] | None = None,
                      config: dict[str, Any] | None = None) -> PromptVersion:  # fmt: skip
-        _no_nul(prompt_text=prompt_text, author=author, message=message)
         digest = hashlib.sha256(prompt_text.encode("utf-8")).hexdigest()
         chat = None if messages is None else json.dumps(messages)
         with self._write() as (conn, rev):
@@ -307,13 +327,13 @@ class PostgresPromptRegistry(PromptRegistry):
     def _set_label(self, name: str, label: str, version: int, expected_version: int | None,
                    author: str | None, reason: str | None, at: datetime, *,
                    force: bool = False) -> AuditEvent:  # fmt: skip
-        _no_nul(author=author, reason=reason)
         with self._write() as (conn, rev):
             if version > self._lock_prompt(conn, name):
                 raise VersionNotFoundError(name, version)
             current, previous = self._lock_label(conn, name, label)
             _compare(name, label, expected_version, current)
-            forced = self._check(conn, name, label, current, version, force)
+            # A deleted label's row keeps where it pointed (`previous`): delete + set is one move.
+            forced = self._check(conn, name, label, current if current is not None else previous, version, force)
             if current is None:
                 previous = None
             elif current != version:  # re-pointing at the same version keeps the rollback target
@@ -323,7 +343,6 @@ class PostgresPromptRegistry(PromptRegistry):
 
     def _delete_label(self, name: str, label: str, expected_version: int | None, author: str | None,
                       reason: str | None, at: datetime) -> AuditEvent:  # fmt: skip
-        _no_nul(author=author, reason=reason)
         with self._write() as (conn, rev):
             self._lock_prompt(conn, name)
             current, _previous = self._lock_label(conn, name, label)
@@ -335,7 +354,6 @@ class PostgresPromptRegistry(PromptRegistry):
 
     def _rollback(self, name: str, label: str, author: str | None, reason: str | None, at: datetime, *,
                   force: bool = False) -> AuditEvent:  # fmt: skip
-        _no_nul(author=author, reason=reason)
         with self._write() as (conn, rev):
             self._lock_prompt(conn, name)
             current, target = self._lock_label(conn, name, label)
@@ -347,7 +365,6 @@ class PostgresPromptRegistry(PromptRegistry):
 
     def _set_compatibility(self, name: str, mode: CompatibilityMode, author: str | None, reason: str | None,
                            at: datetime) -> AuditEvent:  # fmt: skip
-        _no_nul(author=author, reason=reason)
         with self._write() as (conn, rev):
             self._lock_prompt(conn, name)
             conn.execute(

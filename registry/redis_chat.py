@@ -2,20 +2,22 @@
 
 A version hash (``{ns}:p:<name>:v:<n>``, immutable) gains, beside ``prompt_text`` and friends:
 
-=============  ==========================================================================
-field          what
-=============  ==========================================================================
-``inputs``     the version's variable and placeholder names, sorted, space-separated: what
-               the scripts' compatibility check compares (Lua cannot parse templates)
-``type``       ``chat`` for a chat version (absent: text)
-``messages``   a chat version's messages (msgpack list of maps)
-``config``     the model configuration (msgpack map; absent: empty)
-=============  ==========================================================================
+================  ==========================================================================
+field             what
+================  ==========================================================================
+``inputs``        the version's variable and placeholder names, sorted, space-separated: what
+                  the scripts' compatibility check compares (Lua cannot parse templates)
+``type``          ``chat`` for a chat version (absent: text)
+``messages``      a chat version's messages (msgpack list of maps)
+``placeholders``  a chat version's placeholder names, sorted, space-separated (the check tells a
+                  variable from a placeholder by it; a text version has no placeholders)
+``config``        the model configuration (msgpack map; absent: empty)
+================  ==========================================================================
 
 A prompt hash (``{ns}:p:<name>``) gains ``compatibility`` (absent: ``none``). Versions written
-before ``inputs`` existed have none: a checked move involving one is refused with
-:class:`~registry.RegistryCorruptError` until ``promptreg migrate`` (:func:`fill_inputs`) adds it,
-so the check never passes on data it cannot read.
+before ``inputs`` (or, for chat versions, ``placeholders``) existed lack it: a checked move involving
+one is refused with :class:`~registry.RegistryCorruptError` until ``promptreg migrate``
+(:func:`fill_inputs`) adds it, so the check never passes on data it cannot read.
 """
 
 from __future__ import annotations
@@ -24,22 +26,26 @@ from typing import Any
 
 import msgpack
 
-from registry.compatibility import encode_inputs
-from registry.errors import IncompatibleVersionError, PromptRegistryError, RegistryCorruptError
+from registry.compatibility import CompatibilityReport, encode_inputs, refusal_error, validate_mode
+from registry.errors import PromptRegistryError, RegistryCorruptError
 from registry.keys import Keyspace
-from registry.models import PromptVersion
+from registry.models import PromptVersion, VersionType
 
 SCAN_COUNT = 1000
+_TYPES: dict[bytes, VersionType] = {b"text": "text", b"chat": "chat"}
 
 
 def content_args(
-    messages: tuple[dict[str, str], ...] | None, config: dict[str, Any], inputs: frozenset[str]
-) -> list[Any]:
-    """``add_version``'s trailing ARGV: inputs, messages (``''``: text), config (``''``: empty)."""
+    messages: tuple[dict[str, str], ...] | None, config: dict[str, Any], inputs: frozenset[str],
+    placeholders: frozenset[str] = frozenset(),
+) -> list[Any]:  # fmt: skip
+    """``add_version``'s trailing ARGV: inputs, messages (``''``: text), config (``''``: empty),
+    placeholders (stored for a chat version only)."""
     return [
         encode_inputs(inputs),
         "" if messages is None else msgpack.packb([dict(m) for m in messages]),
         msgpack.packb(config) if config else "",
+        encode_inputs(placeholders),
     ]
 
 
@@ -56,20 +62,27 @@ def check_refusal(name: str, label: str, version: int, result: list[Any]) -> Pro
     code = result[1]
     if code == b"INCOMPATIBLE":
         mode, added, removed = (part.decode("utf-8") for part in result[2:5])
-        return IncompatibleVersionError(name, label, version, int(result[5]), mode, added.split(), removed.split())
+        current_type, target_type = (_TYPES.get(part, "text") for part in result[6:8])
+        report = CompatibilityReport(
+            False, validate_mode(mode), tuple(added.split()), tuple(removed.split()), int(result[5]), version,
+            None if current_type == target_type else (current_type, target_type), tuple(result[8].decode().split()),
+        )  # fmt: skip
+        return refusal_error(name, label, report)
     if code == b"NOINPUTS":
         return RegistryCorruptError(
-            f"prompt {name!r}: version {int(result[2])} was written before promptreg stored variables, so the "
-            f"compatibility check of label {label!r} cannot read it: run `promptreg migrate` (or force the move)"
+            f"prompt {name!r}: version {int(result[2])} was written before promptreg stored its variables and "
+            f"placeholders, so the compatibility check of label {label!r} cannot read it: run `promptreg migrate` "
+            "(or force the move)"
         )
     return None
 
 
 def fill_inputs(client: Any, keys: Keyspace) -> int:
-    """Add ``inputs`` to every version hash written without it; returns how many. Idempotent.
+    """Add ``inputs`` (and, to a chat version, ``placeholders``) to every version hash written without
+    them; returns how many versions it completed. Idempotent.
 
-    ``inputs`` is derived from the immutable content, so writing it changes no version; concurrent
-    runs write the same value. Reads and writes in bounded pipelines, one prompt at a time.
+    Both are derived from the immutable content, so writing them changes no version; concurrent
+    runs write the same values. Reads and writes in bounded pipelines, one prompt at a time.
     """
     filled = 0
     for raw in client.sscan_iter(keys.prompts, count=SCAN_COUNT):
@@ -84,11 +97,13 @@ def fill_inputs(client: Any, keys: Keyspace) -> int:
             pipe = client.pipeline(transaction=False)
             count = 0
             for number, fields in zip(numbers, todo, strict=True):
-                if fields and b"inputs" not in fields:
+                chat = fields.get(b"type") == b"chat"
+                if fields and (b"inputs" not in fields or (chat and b"placeholders" not in fields)):
                     version = _version(number, fields)
-                    pipe.hset(
-                        keys.version(name, number), "inputs", encode_inputs(version.variables | version.placeholders)
-                    )
+                    derived = {"inputs": encode_inputs(version.variables | version.placeholders)}
+                    if chat:
+                        derived["placeholders"] = encode_inputs(version.placeholders)
+                    pipe.hset(keys.version(name, number), mapping=derived)
                     count += 1
             if count:
                 pipe.execute()

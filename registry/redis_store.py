@@ -247,7 +247,8 @@ class RedisPromptRegistry(PromptRegistry):
         args = [name, k.version_prefix(name), prompt_text, author or "", at.isoformat(), message or "",
                 msgpack.packb(metadata), hashlib.sha256(prompt_text.encode("utf-8")).hexdigest(),
                 self._head("add_version", name, None, author, at), k.channel,
-                *content_args(messages, built.config, built.variables | built.placeholders)]  # fmt: skip
+                *content_args(messages, built.config, built.variables | built.placeholders,
+                              built.placeholders)]  # fmt: skip
         with self._translate():
             number = int(self.redis.hget(k.prompt(name), "latest") or 0) + 1
         # The script must be given the new version's key; it says so when another write took it.
@@ -270,10 +271,11 @@ class RedisPromptRegistry(PromptRegistry):
         args = [name, label, version, "" if expected_version is None else expected_version, at.isoformat(),
                 author or "", reason or "", self._head("set_label", name, label, author, at), k.channel,
                 k.version_prefix(name), "1" if force else ""]  # fmt: skip
-        # The compatibility check reads the label's current version, so the script must be given its
-        # key. No GET first (a round trip before every move is published): the guess is the expected
-        # version, and the script answers RETRY with the label's version only when a compatibility
-        # mode needs that hash and the guess was wrong.
+        # The compatibility check reads the version the label last pointed at (where it points, or
+        # where it pointed when it was deleted), so the script must be given its key. No GET first (a
+        # round trip before every move is published): the guess is the expected version, and the
+        # script answers RETRY with that version only when a compatibility mode needs its hash and
+        # the guess was wrong.
         current = expected_version or 0
         for _attempt in range(ADD_VERSION_ATTEMPTS):
             keys = [prompt_key, k.version(name, version), label_key, labels_key, prev_key, *self._audit_keys(name),

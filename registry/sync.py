@@ -21,18 +21,22 @@ chat version (one message per marker; text before the first one is a ``user`` me
 ``{{history}}`` in such a body is the history placeholder (see :func:`registry.chat.dotprompt_messages`).
 
 A version's identity is its text (or messages) plus its config and metadata. A file equal to an
-existing version reuses that
-version: no new version is added, and the file's labels move to it only if they point at a version
-with different content. So running a sync twice changes nothing, and reverting a file in git moves
-its labels back to the old version without adding one. A label move the prompt's compatibility mode
-refuses is shown in the plan (:attr:`SyncStep.refusal`) and stops :func:`apply_sync` before anything
-is written, unless ``force=True``.
+existing version reuses that version: no new version is added, and the file's labels move to it
+only if they point at a version with different content. So running a sync twice changes nothing,
+and reverting a file in git moves its labels back to the old version without adding one. A label
+move the prompt's compatibility mode refuses (checked against where the label last pointed, also
+for a deleted label) is shown in the plan (:attr:`SyncStep.refusal`) and stops :func:`apply_sync`
+before anything is written, unless ``force=True``.
 
 :func:`plan_sync` reads and validates every file and compares it with the registry, writing
-nothing; :func:`apply_sync` carries a plan out. Any invalid file stops the sync before anything is
-written, with a :class:`PromptFileError` naming the file. The folder is read as hostile input (it
-comes from pull requests): see :mod:`registry.prompt_files` for links, size bounds and the strict
-YAML loader.
+nothing; :func:`apply_sync` carries a plan out. Any file holding something a backend would refuse
+(an invalid name, label or value, a size over the registry's limits, a NUL character in a text
+field) stops the sync before anything is written, with a :class:`PromptFileError` naming the file;
+a dry run fails the same way. On PostgreSQL the whole sync is one transaction (all or nothing); on
+Redis and the JSON file each write is atomic on its own, and an error during the sync (a label
+someone moved meanwhile) says which writes were already made. The folder is read as hostile input
+(it comes from pull requests): see :mod:`registry.prompt_files` for links, size bounds and the
+strict YAML loader.
 """
 
 from __future__ import annotations
@@ -42,10 +46,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from registry.base import PromptRegistry
+from registry.base import PromptRegistry, refuse_nul, validate_text_field
 from registry.chat import dotprompt_messages, validate_messages
-from registry.compatibility import CompatibilityReport, compare, inputs_of
-from registry.errors import IncompatibleVersionError, InvalidInputError, PromptFileError
+from registry.compatibility import CompatibilityReport, compare, deleted_labels, interface_of, refusal_error
+from registry.errors import (
+    InvalidInputError,
+    PromptFileError,
+    PromptRegistryError,
+    RegistryUnavailableError,
+    ReplicationTimeoutError,
+)
 from registry.models import Prompt, PromptVersion, describe_label_move
 from registry.prompt_files import (
     file_size_limit,
@@ -57,7 +67,6 @@ from registry.prompt_files import (
 from registry.validation import (
     MAX_METADATA_BYTES,
     MAX_TEXT_BYTES,
-    validate_field,
     validate_label,
     validate_metadata,
     validate_name,
@@ -71,6 +80,10 @@ FRONT_MATTER_KEYS = frozenset({"labels", "metadata", "description", "message", "
 """The keys a prompt file's front matter may hold."""
 
 StepAction = Literal["create_prompt", "add_version", "set_label"]
+
+MAX_WRITES_NAMED = 20
+"""How many of the writes already made an error during :func:`apply_sync` or
+:func:`~registry.backup.apply_import` names (then it says how many more)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +122,50 @@ def describe_write(
     return f"{prompt}: label {describe_label_move(label, previous_version, version)}"
 
 
+def describe_refusal(report: CompatibilityReport, previous_version: int | None) -> str:
+    """The ``  INCOMPATIBLE (...)`` tail of a planned label move the compatibility mode refuses."""
+    parts: list[str] = [report.mode]
+    if report.type_change is not None:
+        parts.append(" -> ".join(report.type_change))
+    if report.added:
+        parts.append(f"needs {', '.join(report.added)}")
+    if report.kind_changes:
+        parts.append(f"{', '.join(report.kind_changes)} variable <-> placeholder")
+    if report.removed:
+        parts.append(f"drops {', '.join(report.removed)}")
+    if report.current_version != previous_version:
+        parts.append(f"against version {report.current_version}, where the deleted label pointed")
+    return f"  INCOMPATIBLE ({'; '.join(parts)})"
+
+
+def name_what_was_written(error: BaseException, operation: str, written: Sequence[str], *, atomic: bool) -> None:
+    """Make ``error``, raised while ``operation`` (``sync``, ``import``) applied its plan, say what
+    was written before it: the message of a promptreg error grows by that (type and attributes stay),
+    any other error gets it as a note.
+
+    ``written`` describes the writes made, in order (each a complete write); ``atomic`` says the
+    writes were one transaction, so none of them stays (unless the store became unreachable while
+    committing: then the error is left as it is, since the outcome is unknown).
+    """
+    if atomic:
+        if isinstance(error, RegistryUnavailableError):
+            return
+        told = f"{operation} stopped: nothing was written (the {operation} is one transaction, rolled back)"
+    elif not written:
+        told = f"{operation} stopped before its first write: nothing was written"
+    else:
+        named = "; ".join(written[:MAX_WRITES_NAMED])
+        more = f"; and {len(written) - MAX_WRITES_NAMED} more" if len(written) > MAX_WRITES_NAMED else ""
+        told = (
+            f"{operation} stopped after {len(written)} write(s), which stay made (each is complete; running the "
+            f"{operation} again continues from there): {named}{more}"
+        )
+    if isinstance(error, PromptRegistryError):
+        error.args = (f"{error} ({told})",)
+    else:
+        error.add_note(told)
+
+
 @dataclass(frozen=True, slots=True)
 class SyncStep:
     """One write a sync makes (or, in a plan, will make).
@@ -125,17 +182,14 @@ class SyncStep:
     label: str | None = None
     previous_version: int | None = None
     refusal: CompatibilityReport | None = None
-    """For a label move the prompt's compatibility mode refuses: the report (``None``: the move passes)."""
+    """For a label move the prompt's compatibility mode refuses: the report (``None``: the move passes).
+    Its ``current_version`` is the version the move is checked against: ``previous_version``, or
+    for a deleted label where it pointed when it was deleted."""
 
     def describe(self) -> str:
         """A one-line human description, e.g. ``movie-critic: label production 2 -> 3``."""
         line = describe_write(self.action, self.prompt, self.version, self.label, self.previous_version, self.path)
-        report = self.refusal
-        if report is None:
-            return line
-        needs = f"; needs {', '.join(report.added)}" if report.added else ""
-        drops = f"; drops {', '.join(report.removed)}" if report.removed else ""
-        return f"{line}  INCOMPATIBLE ({report.mode}{needs}{drops})"
+        return line if self.refusal is None else line + describe_refusal(self.refusal, self.previous_version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,12 +216,8 @@ class SyncPlan:
         if force:
             return
         for step in self.steps:
-            report = step.refusal
-            if report is not None:
-                raise IncompatibleVersionError(
-                    step.prompt, str(step.label), int(step.version or 0), step.previous_version, report.mode,
-                    report.added, report.removed,
-                )  # fmt: skip
+            if step.refusal is not None:
+                raise refusal_error(step.prompt, str(step.label), step.refusal)
 
 
 def parse_prompt_file(
@@ -185,7 +235,8 @@ def parse_prompt_file(
     and the front-matter size are bounded before anything is parsed (see
     :mod:`registry.prompt_files`). Raises :class:`PromptFileError` (naming ``path``) for an
     unreadable, oversized, non-regular or non-UTF-8 file, bad, unterminated or non-JSON front matter
-    (naming the line), unknown front-matter keys, an invalid name, label or metadata, or an empty body.
+    (naming the line), unknown front-matter keys, an invalid name, label or metadata, a NUL
+    character in the text, description or message (no backend stores it), or an empty body.
     """
     limit = file_size_limit(max_text_bytes, max_metadata_bytes)
     data = read_bounded(path if real_path is None else real_path, limit, shown=path)
@@ -213,13 +264,16 @@ def parse_prompt_file(
         if metadata is not None and not isinstance(metadata, Mapping):
             raise InvalidInputError(f"metadata must be a mapping, got {type(metadata).__name__}")
         clean_metadata = validate_metadata(metadata, max_metadata_bytes)
-        description = validate_field(front.get("description"), "description")
-        message = validate_field(front.get("message"), "message")
+        description = validate_text_field(front.get("description"), "description")
+        message = validate_text_field(front.get("message"), "message")
+        # What every backend refuses (base.refuse_nul): checked here, so no write has been made yet.
+        text = body if messages is None else ""
+        refuse_nul(text, "the prompt text")
+        validate_text_field(_reason(path), "the file's path (it becomes the reason of its label moves)")
     except InvalidInputError as exc:
         raise PromptFileError(path, str(exc)) from exc
     if not body.strip():
         raise PromptFileError(path, "the prompt body is empty")
-    text = body if messages is None else ""
     return PromptFile(path, name, text, clean_metadata, labels, description, message, messages, config)
 
 
@@ -265,7 +319,12 @@ def plan_sync(registry: PromptRegistry, directory: Path | str, *, labels: Iterab
     )
     steps: list[SyncStep] = []
     for prompt_file in files:
-        steps.extend(_plan_file(prompt_file, registry.get_prompt(prompt_file.name), extra))
+        prompt = registry.get_prompt(prompt_file.name)
+        wanted = (*prompt_file.labels, *extra)
+        deleted: dict[str, int] = {}
+        if prompt is not None and prompt.compatibility != "none" and any(n not in prompt.labels for n in wanted):
+            deleted = deleted_labels(registry.history(prompt.name))  # a deleted label is checked too
+        steps.extend(_plan_file(prompt_file, prompt, extra, deleted))
     return SyncPlan(folder, tuple(files), tuple(steps))
 
 
@@ -274,15 +333,38 @@ def apply_sync(
 ) -> list[SyncStep]:
     """Carry out ``plan``; returns the steps as made (with the version numbers actually added).
 
-    Label moves are compare-and-set against the plan, so a label someone moved since the plan was
-    made raises :class:`~registry.LabelConflictError` instead of being overwritten; steps made
-    before that stay made (each is a complete write), and re-running the sync finishes the job.
-    A plan with a move the compatibility mode refuses raises :class:`~registry.IncompatibleVersionError`
-    before anything is written, unless ``force`` (the moves are then recorded as forced); each move
-    is checked again inside its write.
+    Everything a backend would refuse was checked when the plan was made (:func:`plan_sync`); a
+    plan with a move the compatibility mode refuses raises :class:`~registry.IncompatibleVersionError`
+    and an invalid ``author`` :class:`~registry.InvalidInputError`, both before anything is written
+    (the moves are made anyway with ``force``, recorded as forced); each move is checked again inside
+    its write. Label moves are compare-and-set against the plan, so a label someone moved since the
+    plan was made raises :class:`~registry.LabelConflictError` instead of being overwritten.
+
+    On PostgreSQL the whole sync is one transaction: an error leaves nothing written. On Redis and
+    the JSON file each step is its own atomic write: steps made before an error stay made, the
+    error's message names them (:func:`name_what_was_written`), and re-running the sync finishes
+    the job.
     """
     plan.check_compatible(force=force)
+    validate_text_field(author, "author")
     done: list[SyncStep] = []
+    try:
+        with registry._batch():
+            _apply_steps(registry, plan, author, force, done)
+    except BaseException as exc:
+        made = list(done)
+        if isinstance(exc, ReplicationTimeoutError) and len(done) < len(plan.steps):
+            made.append(plan.steps[len(done)])  # applied on the primary, not yet replicated
+        written = [replace(step, refusal=None).describe() for step in made]
+        name_what_was_written(exc, "sync", written, atomic=registry._atomic_batches)
+        raise
+    return done
+
+
+def _apply_steps(
+    registry: PromptRegistry, plan: SyncPlan, author: str | None, force: bool, done: list[SyncStep]
+) -> None:
+    """Make the plan's steps in order, appending each to ``done`` as soon as it is made."""
     added: dict[str, int] = {}
     files = {f.name: f for f in plan.files}
     for step in plan.steps:
@@ -311,14 +393,21 @@ def apply_sync(
                 target,
                 expected_version=step.previous_version or 0,
                 author=author,
-                reason=f"sync from {step.path}",
+                reason=_reason(step.path),
                 force=force,
             )
             done.append(replace(step, version=target))
-    return done
 
 
-def _plan_file(prompt_file: PromptFile, prompt: Prompt | None, extra_labels: Sequence[str]) -> list[SyncStep]:
+def _reason(path: Path) -> str:
+    """The reason recorded with a label move a file makes."""
+    return f"sync from {path}"
+
+
+def _plan_file(
+    prompt_file: PromptFile, prompt: Prompt | None, extra_labels: Sequence[str], deleted: Mapping[str, int]
+) -> list[SyncStep]:
+    """The steps of one file; ``deleted`` maps the prompt's deleted labels to where they pointed."""
     name, path = prompt_file.name, prompt_file.path
     steps: list[SyncStep] = []
     if prompt is None:
@@ -335,10 +424,11 @@ def _plan_file(prompt_file: PromptFile, prompt: Prompt | None, extra_labels: Seq
         if now is not None and now in same:
             continue  # already on a version with this content: re-running sync must change nothing
         refusal = None
-        if prompt is not None and now is not None:
-            before = prompt.get_version_by_number(now)
-            report = compare(prompt.compatibility, None if before is None else inputs_of(before),
-                             inputs_of(prompt_file.as_version()), target, now)  # fmt: skip
+        last = now if now is not None else deleted.get(label)
+        if prompt is not None and last is not None and last != target:
+            before = prompt.get_version_by_number(last)
+            report = compare(prompt.compatibility, None if before is None else interface_of(before),
+                             interface_of(prompt_file.as_version()), target, last)  # fmt: skip
             refusal = None if report.compatible else report
         steps.append(
             SyncStep("set_label", name, path, version=target, label=label, previous_version=now, refusal=refusal)

@@ -380,6 +380,15 @@ ERROR_CASES: list[tuple[str, type[Exception], Callable[[PromptRegistry], object]
     ("cas delete", LabelConflictError, lambda r: r.delete_label(NAME, "staging", expected_version=1)),
     ("rollback never moved", RollbackUnavailableError, lambda r: r.rollback(NAME, "staging")),
     ("rollback never set", LabelNotFoundError, lambda r: r.rollback(NAME, "qa")),
+    # PostgreSQL text cannot hold U+0000, so no backend takes it in a text field (issue 21).
+    ("NUL in text", InvalidInputError, lambda r: r.add_version(NAME, "a\x00b")),
+    ("NUL in author", InvalidInputError, lambda r: r.add_version(NAME, "t", author="a\x00")),
+    ("NUL in message", InvalidInputError, lambda r: r.add_version(NAME, "t", message="\x00")),
+    ("NUL in description", InvalidInputError, lambda r: r.create_prompt("other", description="d\x00")),
+    ("NUL in reason", InvalidInputError, lambda r: r.set_label(NAME, "staging", 1, reason="r\x00")),
+    ("NUL in delete author", InvalidInputError, lambda r: r.delete_label(NAME, "staging", author="\x00")),
+    ("NUL in rollback reason", InvalidInputError, lambda r: r.rollback(NAME, "staging", reason="\x00")),
+    ("NUL in mode reason", InvalidInputError, lambda r: r.set_compatibility(NAME, "full", reason="\x00")),
 ]
 
 
@@ -414,3 +423,14 @@ def test_errors_are_builtin_compatible(reg: PromptRegistry) -> None:
     with pytest.raises(KeyError) as caught:
         version.render(movie="Alien")
     assert isinstance(caught.value, MissingVariableError) and caught.value.missing == ("criticlevel",)
+
+
+def test_json_fields_may_hold_nul(reg: PromptRegistry) -> None:
+    """Only text fields refuse U+0000 (PostgreSQL text cannot hold it); metadata, config and chat
+    messages are JSON on every backend and keep it."""
+    reg.create_prompt(NAME)
+    reg.add_version(NAME, "t", metadata={"k\x00": "v\x00"}, config={"stop": ["\x00"]})
+    reg.add_version(NAME, messages=[{"role": "user", "content": "a\x00b {{x}}"}])
+    first, second = reg.get_version(NAME, version=1), reg.get_version(NAME, version=2)
+    assert first.metadata == {"k\x00": "v\x00"} and first.config == {"stop": ["\x00"]}
+    assert second.messages == ({"role": "user", "content": "a\x00b {{x}}"},)

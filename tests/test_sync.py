@@ -1,4 +1,4 @@
-"""Prompts as code: ``registry.sync`` on every backend (fakeredis, real Redis, JSON file)."""
+"""Prompts as code: ``registry.sync`` on every backend (fakeredis, real Redis, JSON file, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,19 @@ from registry.errors import (
     LabelConflictError,
     PromptFileError,
 )
+from registry.postgres_store import PostgresPromptRegistry
 from registry.redis_store import RedisPromptRegistry
-from registry.sync import apply_sync, parse_prompt_file, plan_sync, read_prompt_files
+from registry.sync import SyncPlan, apply_sync, parse_prompt_file, plan_sync, read_prompt_files
+from tests.postgres_server import PostgresServer, postgres_raw
 from tests.redis_server import RedisServer
+from tests.test_cli import Cli
 
-BACKENDS = ["fakeredis", pytest.param("redis", marks=pytest.mark.redis), "file"]
+BACKENDS = [
+    "fakeredis",
+    pytest.param("redis", marks=pytest.mark.redis),
+    "file",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -31,6 +39,9 @@ def registry(request: pytest.FixtureRequest, namespace: str, tmp_path: Path) -> 
     elif request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
         reg = RedisPromptRegistry.from_url(server.url, namespace=namespace)
+    elif request.param == "postgres":
+        pg: PostgresServer = request.getfixturevalue("postgres_server")
+        reg = PostgresPromptRegistry(pg.url(), namespace=namespace)
     else:
         from registry.file_store import JsonFilePromptRegistry
 
@@ -354,6 +365,8 @@ def test_example_folder_is_valid() -> None:
 def _revision(registry: PromptRegistry) -> object:
     if isinstance(registry, RedisPromptRegistry):
         return registry.redis.get(registry.keys.rev)
+    if isinstance(registry, PostgresPromptRegistry):
+        return registry._revision()
     from registry.file_store import JsonFilePromptRegistry
 
     assert isinstance(registry, JsonFilePromptRegistry)
@@ -409,3 +422,120 @@ def test_file_growing_past_its_size_names_the_limit(tmp_path: Path) -> None:
         read_bounded(Path("/proc/self/status"), 10)
 
     assert str(caught.value) == "/proc/self/status: file is over 10 bytes, the limit is 10"
+
+
+# -- issue 21: everything a backend would refuse is refused before the first write -----------------------
+
+
+def _nul_folder(tmp_path: Path) -> tuple[Path, Path]:
+    """Two good files (two new prompts, a version, a label move), then one whose text holds a NUL."""
+    folder = tmp_path / "prompts"
+    write(folder, "a-critic.prompt", CRITIC_V1)
+    write(folder, "b-summary.prompt", "Summarize {{text}}.\n")
+    bad = folder / "c-broken.prompt"
+    bad.write_bytes(b"---\nlabels: [production]\n---\nHello\x00 {{name}}\n")
+    return folder, bad
+
+
+def test_a_nul_in_a_later_file_is_refused_before_anything_is_written(registry: PromptRegistry, tmp_path: Path) -> None:
+    folder, bad = _nul_folder(tmp_path)
+    before = snapshot(registry)
+
+    with pytest.raises(PromptFileError) as caught:
+        plan_sync(registry, folder)
+
+    assert caught.value.path == bad and "NUL character (U+0000)" in str(caught.value)
+    assert snapshot(registry) == before == {}
+
+
+@pytest.mark.postgres
+def test_postgres_sync_of_a_nul_in_a_later_file_writes_nothing_dry_or_real(
+    postgres_server: PostgresServer, namespace: str, tmp_path: Path
+) -> None:
+    """The issue's run: ``--dry-run`` passed, then the real sync committed 2 prompts, 1 version, 1 label
+    move and 4 audit rows before failing. Now both exit 1 with the same line and write nothing."""
+    url = postgres_server.url()
+    run = Cli({"PROMPTREG_URL": url, "PROMPTREG_NAMESPACE": namespace}, tmp_path)
+    run.ok("create", "existing")  # the namespace holds something, so "unchanged" means something
+    folder, bad = _nul_folder(tmp_path)
+    before = postgres_raw(url, namespace)
+
+    dry = run.fails("sync", str(folder), "--dry-run")
+    real = run.fails("sync", str(folder))
+
+    assert dry == real and str(bad) in real and "NUL character" in real
+    assert postgres_raw(url, namespace) == before
+
+
+def _racing_plan(registry: PromptRegistry, tmp_path: Path) -> SyncPlan:
+    """A plan of 5 writes whose last one (a label move of b-critic) meets a label moved after the plan."""
+    registry.create_prompt("b-critic")
+    registry.add_version("b-critic", "One {{movie}}?\n")
+    registry.add_version("b-critic", "Two {{movie}}?\n")
+    registry.set_label("b-critic", "production", 1)
+    folder = tmp_path / "prompts"
+    write(folder, "a-new.prompt", "---\nlabels: [production]\n---\nNew {{x}}\n")
+    write(folder, "b-critic.prompt", "---\nlabels: [production]\n---\nThree {{movie}}?\n")
+    plan = plan_sync(registry, folder)
+    assert [s.describe().split(" (from")[0] for s in plan.steps] == [
+        "a-new: create prompt",
+        "a-new: add version 1",
+        "a-new: label production unset -> 1",
+        "b-critic: add version 3",
+        "b-critic: label production 1 -> 3",
+    ]
+    registry.set_label("b-critic", "production", 2, author="hotfix")  # someone moved it meanwhile
+    return plan
+
+
+def test_an_error_during_the_sync_says_what_was_written(registry: PromptRegistry, tmp_path: Path) -> None:
+    plan = _racing_plan(registry, tmp_path)
+    before = snapshot(registry)
+
+    with pytest.raises(LabelConflictError) as caught:
+        apply_sync(registry, plan, author="ci")
+
+    error = caught.value
+    assert (error.expected, error.actual) == (1, 2)  # the error keeps its type and attributes
+    message = str(error)
+    assert message.startswith("label 'production' of prompt 'b-critic' points at version 2, expected it at version 1")
+    if isinstance(registry, PostgresPromptRegistry):  # one transaction: all or nothing
+        assert "nothing was written" in message
+        assert snapshot(registry) == before
+        return
+    assert "sync stopped after 4 write(s)" in message
+    for made in [step.describe() for step in plan.steps[:4]]:
+        assert made in message
+    assert plan.steps[4].describe() not in message
+    # ... and that is what the registry holds: the four writes, not the fifth.
+    assert registry.list_prompts() == ["a-new", "b-critic"]
+    critic = registry.get_prompt("b-critic")
+    assert critic is not None and len(critic.versions) == 3 and critic.labels == {"production": 2}
+    # Running the sync again continues from there (here: the move the hotfix raced, now from 2).
+    assert sync(registry, plan.directory) == ["b-critic: label production 2 -> 3"]
+
+
+def test_sync_checks_a_deleted_label_and_a_change_of_type(registry: PromptRegistry, tmp_path: Path) -> None:
+    """Deleting the label first does not open a way round the mode, nor does turning the file into a
+    chat file whose history placeholder replaces the {{history}} variable (issue 21)."""
+    registry.create_prompt("support", compatibility="backward")
+    registry.add_version("support", "History: {{history}}\nQuestion: {{question}}\n")
+    registry.set_label("support", "production", 1)
+    registry.delete_label("support", "production")
+    folder = tmp_path / "prompts"
+    chat = '---\nlabels: [production]\n---\n{{role "system"}}\nAnswer.\n{{history}}\n{{role "user"}}\n{{question}}\n'
+    write(folder, "support.prompt", chat)
+
+    plan = plan_sync(registry, folder)
+    before = snapshot(registry)
+
+    assert plan.steps[-1].describe() == (
+        "support: label production unset -> 2  INCOMPATIBLE (backward; text -> chat; history variable <-> "
+        "placeholder; against version 1, where the deleted label pointed)"
+    )
+    with pytest.raises(IncompatibleVersionError) as caught:
+        apply_sync(registry, plan)
+    assert (caught.value.current, caught.value.version) == (1, 2) and "chat" in str(caught.value)
+    assert snapshot(registry) == before
+    apply_sync(registry, plan, force=True)
+    assert registry.history("support")[-1].forced

@@ -19,17 +19,26 @@ from registry.cli.options import author_option, current_registry, json_option, p
 def check(name: str, label: str, version: int, as_json: bool) -> None:
     """Would moving LABEL of NAME to VERSION pass the prompt's compatibility mode? Writes nothing.
 
-    Exits 0 when it would, 1 when the mode refuses it (`promptreg label ... --force` moves anyway).
+    A deleted label is checked against where it pointed when it was deleted. Exits 0 when the move
+    would pass, 1 when the mode refuses it (`promptreg label ... --force` moves anyway).
     """
-    report = current_registry(reading=True).check_compatibility(name, label, version)
+    registry = current_registry(reading=True)
+    report = registry.check_compatibility(name, label, version)
     if as_json:
         print_json(asdict(report))
     else:
         before = "unset" if report.current_version is None else str(report.current_version)
+        prompt = registry.get_prompt(name)
+        if report.current_version is not None and prompt is not None and label not in prompt.labels:
+            before = f"deleted (was {report.current_version})"
         verdict = "compatible" if report.compatible else "INCOMPATIBLE"
         click.echo(f"{name}: label {label} {before} -> {version}: {verdict} (mode {report.mode})")
+        if report.type_change is not None:
+            click.echo(f"  type: {' -> '.join(report.type_change)}")
         if report.added:
             click.echo(f"  needs: {', '.join(report.added)}")
+        if report.kind_changes:
+            click.echo(f"  variable <-> placeholder: {', '.join(report.kind_changes)}")
         if report.removed:
             click.echo(f"  no longer takes: {', '.join(report.removed)}")
     if not report.compatible:
@@ -43,8 +52,9 @@ def check(name: str, label: str, version: int, as_json: bool) -> None:
 @click.option("--reason", help="Why (kept in the audit trail).")
 @json_option
 def compatibility(name: str, mode: Any, author: str | None, reason: str | None, as_json: bool) -> None:
-    """Set the compatibility MODE of NAME: none, backward (a label may only move to a version that
-    needs no new variable) or full (same variables)."""
+    """Set the compatibility MODE of NAME: none, backward (a label may only move to a version of the
+    same type that needs no new input and keeps each variable a variable, each placeholder a
+    placeholder) or full (the same type, variables and placeholders)."""
     event = current_registry().set_compatibility(name, mode, author=author, reason=reason)
     if as_json:
         print_json(event.model_dump(mode="json"))

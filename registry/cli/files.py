@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from registry.backup import MAX_EXPORT_BYTES, apply_import, export_registry, plan_import
+from registry.base import validate_text_field
 from registry.cli.options import author_option, current_registry, json_option, print_json, read_input
 from registry.errors import InvalidInputError
 from registry.sync import apply_sync, plan_sync
@@ -32,11 +33,13 @@ def sync(
 ) -> None:
     """Make the registry match a folder of *.prompt files (prompts as code).
 
-    A label move the prompt's compatibility mode refuses is marked INCOMPATIBLE in the plan and stops
-    the sync before anything is written, unless --force. --dry-run exits as the sync would: 1 (with
-    the same error line) when it would refuse."""
+    Every file is validated before anything is written. A label move the prompt's compatibility mode
+    refuses is marked INCOMPATIBLE in the plan and stops the sync before anything is written, unless
+    --force. --dry-run exits as the sync would: 1 (with the same error line) when it would refuse.
+    On PostgreSQL the sync is one transaction; elsewhere an error names the writes already made."""
     registry = current_registry()
     plan = plan_sync(registry, directory, labels=labels)
+    validate_text_field(author, "author")  # before the plan is shown: the dry run fails as the sync would
     steps = plan.steps if dry_run else tuple(apply_sync(registry, plan, author=author, force=force))
     if as_json:
         rows = [
@@ -74,7 +77,11 @@ def export_command(file: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan, write nothing.")
 @json_option
 def import_command(file: str, author: str | None, dry_run: bool, as_json: bool) -> None:
-    """Load an export FILE ('-': stdin) into the registry; validated before anything is written."""
+    """Load an export FILE ('-': stdin) into the registry; validated before anything is written.
+
+    A label move the target prompt's compatibility mode refuses is marked INCOMPATIBLE in the plan
+    and stops the import before anything is written; --dry-run exits 1 then, as the import would.
+    On PostgreSQL the import is one transaction; elsewhere an error names the writes already made."""
     raw = read_input(file, MAX_EXPORT_BYTES, "the export")
     try:
         data = json.loads(raw)
@@ -82,11 +89,17 @@ def import_command(file: str, author: str | None, dry_run: bool, as_json: bool) 
         raise InvalidInputError(f"{file}: not a JSON export ({exc})") from exc
     registry = current_registry()
     plan = plan_import(registry, data)
-    steps = plan.steps if dry_run else tuple(apply_import(registry, plan, author=author, reason=f"import {file}"))
+    reason = f"import {file}"
+    validate_text_field(author, "author")
+    validate_text_field(reason, "reason")
+    steps = plan.steps if dry_run else tuple(apply_import(registry, plan, author=author, reason=reason))
     if as_json:
-        rows = [{k: getattr(s, k) for k in _STEP_FIELDS} for s in steps]
+        rows = [{**{k: getattr(s, k) for k in _STEP_FIELDS}, "incompatible": s.refusal is not None} for s in steps]
         print_json({"dry_run": dry_run, "prompts": len(plan.prompts), "steps": rows})
-        return
-    for step in steps:
-        click.echo(("would " if dry_run else "") + step.describe())
-    click.echo(f"{len(plan.prompts)} prompt(s) in {file}: " + (f"{len(steps)} change(s)" if steps else "nothing to do"))
+    else:
+        for step in steps:
+            click.echo(("would " if dry_run else "") + step.describe())
+        changes = f"{len(steps)} change(s)" if steps else "nothing to do"
+        click.echo(f"{len(plan.prompts)} prompt(s) in {file}: {changes}")
+    if dry_run:
+        plan.check_compatible()  # the plan is shown; then fail as the real import would

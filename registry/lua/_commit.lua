@@ -10,11 +10,15 @@
 -- Returns the new revision.
 --
 -- check_move(mode, current, target, current_key, target_key) is the compatibility check of a label
--- move from version `current` (false: unset, never checked) to `target`, whose hashes are the given
--- keys (the caller has verified they are those versions' keys, in KEYS). It compares the versions'
--- `inputs` fields (variable and placeholder names, space-separated). Returns false when the move
--- passes, else {'ERR', 'INCOMPATIBLE', mode, added, removed, current} or, for a version written before
--- `inputs` existed (`promptreg migrate` fills them), {'ERR', 'NOINPUTS', version}: never a silent pass.
+-- move from version `current` (where the label last pointed; false: never set, never checked) to
+-- `target`, whose hashes are the given keys (the caller has verified they are those versions' keys,
+-- in KEYS). It compares the versions' `inputs` fields (variable and placeholder names,
+-- space-separated), their `type` (absent: text) and, for chat versions, their `placeholders` (which
+-- of the inputs take a list of messages). Returns false when the move passes, else
+-- {'ERR', 'INCOMPATIBLE', mode, added, removed, current, current type, target type, kind changes}
+-- (names space-separated; kind changes: inputs one version takes as a variable, the other as a
+-- placeholder) or, for a version written before these fields existed (`promptreg migrate` fills
+-- them), {'ERR', 'NOINPUTS', version}: never a silent pass.
 
 local unpack = unpack or table.unpack
 
@@ -24,6 +28,15 @@ local function name_set(names)
     set[name] = true
   end
   return set
+end
+
+-- A chat version's placeholder names as a set (a text version has none); false when not stored.
+local function slots_of(key, kind)
+  if kind ~= 'chat' then
+    return {}
+  end
+  local names = redis.call('HGET', key, 'placeholders')
+  return names and name_set(names)
 end
 
 local function check_move(mode, current, target, current_key, target_key)
@@ -38,11 +51,23 @@ local function check_move(mode, current, target, current_key, target_key)
   if not want then
     return {'ERR', 'NOINPUTS', target}
   end
+  local have_type = redis.call('HGET', current_key, 'type') or 'text'
+  local want_type = redis.call('HGET', target_key, 'type') or 'text'
+  local had_slots = slots_of(current_key, have_type)
+  if not had_slots then
+    return {'ERR', 'NOINPUTS', current}
+  end
+  local wanted_slots = slots_of(target_key, want_type)
+  if not wanted_slots then
+    return {'ERR', 'NOINPUTS', target}
+  end
   local had, wanted = name_set(have), name_set(want)
-  local added, removed = {}, {}
+  local added, removed, kinds = {}, {}, {}
   for name in string.gmatch(want, '%S+') do
     if not had[name] then
       added[#added + 1] = name
+    elseif (had_slots[name] or false) ~= (wanted_slots[name] or false) then
+      kinds[#kinds + 1] = name
     end
   end
   for name in string.gmatch(have, '%S+') do
@@ -50,8 +75,9 @@ local function check_move(mode, current, target, current_key, target_key)
       removed[#removed + 1] = name
     end
   end
-  if #added > 0 or (mode == 'full' and #removed > 0) then
-    return {'ERR', 'INCOMPATIBLE', mode, table.concat(added, ' '), table.concat(removed, ' '), current}
+  if #added > 0 or #kinds > 0 or have_type ~= want_type or (mode == 'full' and #removed > 0) then
+    return {'ERR', 'INCOMPATIBLE', mode, table.concat(added, ' '), table.concat(removed, ' '), current,
+      have_type, want_type, table.concat(kinds, ' ')}
   end
   return false
 end

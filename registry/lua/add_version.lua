@@ -19,7 +19,8 @@
 -- ARGV[11] inputs: the version's variable and placeholder names, sorted, space-separated
 -- ARGV[12] messages of a chat version (msgpack; '' = a text version)
 -- ARGV[13] config (msgpack; '' = none)
--- ARGV[14] 'PUBLISH' or 'SPUBLISH'
+-- ARGV[14] placeholders of a chat version: its placeholder names, sorted, space-separated
+-- ARGV[15] 'PUBLISH' or 'SPUBLISH'
 -- Returns {'OK', rev, version} or {'ERR', 'NOPROMPT'} / {'ERR', 'CORRUPT'}, or {'ERR', 'RETRY', n}
 -- when KEYS[6] is not version n's key (another write came first): call again with that key.
 
@@ -41,7 +42,7 @@ redis.call('HSET', KEYS[5], ARGV[1], version)
 redis.call('HSET', key, 'prompt_text', ARGV[3], 'created_at', ARGV[5], 'metadata', ARGV[7], 'sha256', ARGV[8],
   'inputs', ARGV[11])
 if ARGV[12] ~= '' then
-  redis.call('HSET', key, 'type', 'chat', 'messages', ARGV[12])
+  redis.call('HSET', key, 'type', 'chat', 'messages', ARGV[12], 'placeholders', ARGV[14])
 end
 if ARGV[13] ~= '' then
   redis.call('HSET', key, 'config', ARGV[13])

@@ -3,7 +3,8 @@
 -- KEYS[1] {ns}:p:<name>               the prompt's hash
 -- KEYS[2] {ns}:p:<name>:label:<label> the label
 -- KEYS[3] {ns}:p:<name>:labels        set of the prompt's labels
--- KEYS[4] {ns}:p:<name>:prev:<label>  rollback target (set to the deleted position)
+-- KEYS[4] {ns}:p:<name>:prev:<label>  rollback target (set to the deleted position, which is also
+--                                      what set_label checks the label's next move against)
 -- KEYS[5] {ns}:rev                    global revision
 -- KEYS[6] {ns}:log                    registry-wide audit stream
 -- KEYS[7] {ns}:p:<name>:log           the prompt's audit stream

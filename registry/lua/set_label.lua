@@ -4,14 +4,16 @@
 -- KEYS[2] {ns}:p:<name>:v:<version>   the target version
 -- KEYS[3] {ns}:p:<name>:label:<label> the label
 -- KEYS[4] {ns}:p:<name>:labels        set of the prompt's labels
--- KEYS[5] {ns}:p:<name>:prev:<label>  where the label pointed before its last move
+-- KEYS[5] {ns}:p:<name>:prev:<label>  where the label pointed before its last move (for a deleted
+--                                      label: where it pointed when deleted, the check's baseline)
 -- KEYS[6] {ns}:rev                    global revision
 -- KEYS[7] {ns}:log                    registry-wide audit stream
 -- KEYS[8] {ns}:p:<name>:log           the prompt's audit stream
 -- KEYS[9] {ns}:ix:label:<label>        index: name -> version for this label
 -- KEYS[10] {ns}:ix:labels              index: label names with entries
--- KEYS[11] {ns}:p:<name>:v:<current>  the version the label points at, as the caller read KEYS[3]
---                                      (any key of the prefix when it read no label)
+-- KEYS[11] {ns}:p:<name>:v:<last>     the version the label last pointed at (KEYS[3], else KEYS[5]
+--                                      for a deleted label), as the caller guessed it (any key of
+--                                      the prefix when it guessed none)
 -- ARGV[1] name
 -- ARGV[2] label
 -- ARGV[3] version
@@ -24,9 +26,13 @@
 -- ARGV[10] version key prefix         {ns}:p:<name>:v:  (same slot)
 -- ARGV[11] force ('1' = move even if the compatibility mode refuses it; recorded as forced)
 -- ARGV[12] 'PUBLISH' or 'SPUBLISH'
+-- The compatibility check compares the target with where the label last pointed: where it points,
+-- or where it pointed when it was deleted (delete + set is one move); a label never set is not
+-- checked.
 -- Returns {'OK', rev, previous or false, forced} or {'ERR', 'NOPROMPT' | 'NOVERSION' | 'CONFLICT',
--- actual}, a check_move refusal (_commit.lua), or {'ERR', 'RETRY', current} when the compatibility
--- check needs the current version's hash and KEYS[11] is not its key: call again with that key.
+-- actual}, a check_move refusal (_commit.lua), or {'ERR', 'RETRY', last} when the compatibility
+-- check needs the hash of the version the label last pointed at and KEYS[11] is not its key: call
+-- again with that key.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'ERR', 'NOPROMPT'}
@@ -47,11 +53,19 @@ if ARGV[4] ~= '' then
 end
 local mode = redis.call('HGET', KEYS[1], 'compatibility') or 'none'
 local forced = ''
-if mode ~= 'none' and current and current ~= version then
-  if ARGV[10] .. current ~= KEYS[11] then
-    return {'ERR', 'RETRY', current}
+local last = current
+if not last and mode ~= 'none' then
+  -- Deleted: the rollback target holds where it pointed (set and rollback of an unset label clear it).
+  last = redis.call('GET', KEYS[5])
+  if last then
+    last = tonumber(last)
   end
-  local refusal = check_move(mode, current, version, KEYS[11], KEYS[2])
+end
+if mode ~= 'none' and last and last ~= version then
+  if ARGV[10] .. last ~= KEYS[11] then
+    return {'ERR', 'RETRY', last}
+  end
+  local refusal = check_move(mode, last, version, KEYS[11], KEYS[2])
   if refusal then
     if ARGV[11] ~= '1' then
       return refusal
