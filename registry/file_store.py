@@ -15,7 +15,9 @@ Writes take an exclusive ``fcntl.flock`` on the sidecar file ``PATH.lock``, re-r
 the lock, apply the change, write a temp file in the same directory, fsync it, ``os.replace`` it over
 the old file and fsync the directory. Concurrent processes therefore never lose a write, and a reader
 (which takes no lock) always sees a whole old or a whole new file. A file that cannot be read as a
-promptreg registry raises :class:`~registry.RegistryCorruptError` and is never overwritten.
+promptreg registry raises :class:`~registry.RegistryCorruptError` and is never overwritten; so does a
+file over :data:`MAX_FILE_BYTES` (refused before it is read) or nested deeper than
+:data:`~registry.validation.MAX_JSON_DEPTH` levels (refused without a recursive parse).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from registry.errors import (
     LabelNotFoundError,
     PromptExistsError,
     PromptNotFoundError,
+    PromptTooLargeError,
     RegistryCorruptError,
     RegistryUnavailableError,
     RollbackUnavailableError,
@@ -50,6 +53,7 @@ from registry.models import AuditAction, AuditEvent, CompatibilityMode, Prompt, 
 from registry.validation import (
     MAX_METADATA_BYTES,
     MAX_TEXT_BYTES,
+    check_json_depth,
     validate_label,
     validate_name,
 )
@@ -58,6 +62,9 @@ FORMAT: Final = "promptreg"
 """The value of the file's ``format`` marker."""
 FORMAT_VERSION: Final = 1
 """The file layout version this module reads and writes."""
+MAX_FILE_BYTES: Final = 1024**3
+"""The largest registry file this backend reads (1 GiB, as ``promptreg import`` reads exports): a
+larger file is refused before it is read, and a write that would make the file larger is refused."""
 
 _T = TypeVar("_T")
 
@@ -314,11 +321,23 @@ class JsonFilePromptRegistry(PromptRegistry):
 
     def _read(self) -> _StoredState:
         try:
-            data = self.path.read_bytes()
+            with open(self.path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if size > MAX_FILE_BYTES:
+                    raise RegistryCorruptError(
+                        f"{self.path}: the file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit of a "
+                        "registry file (the file was left untouched)"
+                    )
+                data = handle.read(MAX_FILE_BYTES + 1)  # a file that grew since fstat is still cut
         except FileNotFoundError:
             return _StoredState()
         except OSError as exc:
             raise RegistryUnavailableError(f"cannot read registry file {self.path}: {exc}") from exc
+        if len(data) > MAX_FILE_BYTES:
+            raise RegistryCorruptError(
+                f"{self.path}: the file is over the {MAX_FILE_BYTES}-byte limit of a registry file "
+                "(the file was left untouched)"
+            )
         return _parse(data, self.path)
 
     def _write(self, apply: Callable[[_StoredState], _T]) -> _T:
@@ -328,7 +347,12 @@ class JsonFilePromptRegistry(PromptRegistry):
         with self._locked(target, lock_path):
             state = self._read()
             result = apply(state)
-            self._replace(target, state.model_dump_json(indent=2).encode("utf-8") + b"\n")
+            data = state.model_dump_json(indent=2).encode("utf-8") + b"\n"
+            if len(data) > MAX_FILE_BYTES:  # it could never be read back
+                raise PromptTooLargeError(
+                    f"the registry file would be {len(data)} bytes, the limit is {MAX_FILE_BYTES}; nothing was written"
+                )
+            self._replace(target, data)
         return result
 
     @contextlib.contextmanager
@@ -440,6 +464,10 @@ def _parse(data: bytes, path: Path) -> _StoredState:
 
 
 def _diagnose(data: bytes, exc: ValidationError) -> str:
+    try:
+        check_json_depth(data, "the file")  # json.loads recurses: bound the depth first
+    except InvalidInputError as depth_exc:
+        return f"{depth_exc}, not a promptreg registry"
     try:
         raw = json.loads(data)
     except ValueError as json_exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors

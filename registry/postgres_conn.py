@@ -7,6 +7,7 @@ point raises :class:`~registry.RegistryUnavailableError` naming the extra.
 
 from __future__ import annotations
 
+import os
 import select
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,7 +89,8 @@ def parse_postgres_url(url: str) -> tuple[str, str | None]:
     ``@``, ``/``, ``?`` or ``#`` in a password stays in it) and reaches libpq percent-encoded, as
     do the parameters' values; a ``%`` that starts no ``%XX`` escape stands for itself (libpq would
     refuse it, quoting the password). Raises :class:`~registry.InvalidInputError` for another
-    scheme or a malformed namespace; the message never holds the password.
+    scheme, a malformed namespace, or a host name no resolver takes (a label over 63 characters, an
+    empty label; checked when psycopg is installed); the message never holds the password.
     """
     if not isinstance(url, str):
         raise InvalidInputError(f"registry URL must be a string, got {type(url).__name__}")
@@ -105,12 +107,50 @@ def parse_postgres_url(url: str) -> tuple[str, str | None]:
             kept.append(f"{key}={encode_component(value)}")
     if namespace is not None:
         validate_namespace(namespace)
-    return parts.with_encoded_userinfo("&".join(kept) if kept else None), namespace
+    conninfo = parts.with_encoded_userinfo("&".join(kept) if kept else None)
+    if _psycopg_installed():  # without psycopg nothing connects: connect() names the extra
+        from psycopg import Error
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            hosts = conninfo_to_dict(conninfo).get("host")
+        except Error:  # malformed for libpq: connect() reports it, translated
+            hosts = None
+        check_host_names(hosts)
+    return conninfo, namespace
+
+
+def _psycopg_installed() -> bool:
+    try:
+        require_psycopg()
+    except RegistryUnavailableError:
+        return False
+    return True
+
+
+def check_host_names(hosts: object) -> None:
+    """Raise :class:`~registry.InvalidInputError` if a name in ``hosts`` (libpq's ``host``: names,
+    addresses or socket folders, comma-separated) cannot be looked up: psycopg resolves names in
+    Python, whose IDNA encoding refuses an empty label or one over 63 characters with a bare
+    ``UnicodeError``. The message names the host (never a password)."""
+    if not isinstance(hosts, str):
+        return
+    for host in hosts.split(","):
+        if not host or host.startswith(("/", "@")):  # a Unix socket folder (or abstract socket)
+            continue
+        try:
+            host.encode("idna")
+        except UnicodeError as exc:
+            reason = exc.__cause__ or exc  # the codec's own words: "label empty or too long"
+            raise InvalidInputError(
+                f"invalid PostgreSQL host name {host!r}: {reason} (each dot-separated part must be 1 to 63 characters)"
+            ) from None
 
 
 def connect(conninfo: str, **kwargs: Any) -> Any:
     """A new autocommit psycopg connection (errors translated). The URL's own parameters win over
-    :data:`CONNECT_DEFAULTS`; ``kwargs`` win over both."""
+    :data:`CONNECT_DEFAULTS`; ``kwargs`` win over both. A host name no resolver takes (in the URL,
+    ``kwargs`` or ``PGHOST``) raises :class:`~registry.InvalidInputError` before any connection."""
     psycopg = require_psycopg()
     from psycopg.conninfo import conninfo_to_dict
 
@@ -118,7 +158,11 @@ def connect(conninfo: str, **kwargs: Any) -> Any:
         given = conninfo_to_dict(conninfo)
         options = {k: v for k, v in CONNECT_DEFAULTS.items() if k not in given}
         options.update(kwargs)
-        return psycopg.connect(conninfo, autocommit=True, **options)
+        check_host_names(options.get("host", given.get("host", os.environ.get("PGHOST"))))
+        try:
+            return psycopg.connect(conninfo, autocommit=True, **options)
+        except UnicodeError as exc:  # a host name lookup refused that the check above did not foresee
+            raise InvalidInputError(f"invalid PostgreSQL host name: {' '.join(str(exc).split())}") from None
 
 
 @cache

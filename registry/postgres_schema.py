@@ -197,8 +197,9 @@ def decode_payload(payload: str) -> ChangeMessage:
     """
     try:
         raw = json.loads(payload)
-    except ValueError as exc:
-        raise RegistryCorruptError(f"undecodable change notification: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise RegistryCorruptError("change notification is not a JSON object")
-    return decode(msgpack.packb(raw))
+        if not isinstance(raw, dict):
+            raise RegistryCorruptError("change notification is not a JSON object")
+        packed = msgpack.packb(raw)
+    except (ValueError, TypeError, RecursionError) as exc:  # any role may NOTIFY: a payload nested 3,000 deep fits
+        raise RegistryCorruptError(f"undecodable change notification: {type(exc).__name__}") from None
+    return decode(packed)

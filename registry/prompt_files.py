@@ -8,6 +8,8 @@ one. This module reads such a folder as hostile input:
   secrets file can never be uploaded into the registry. Links that stay inside are read (files)
   or not followed (folders: their real path is walked anyway). FIFOs and devices are refused
   without being opened for a blocking read.
+- The walk is a loop, not a recursion, and stops at folders nested deeper than
+  :data:`MAX_FOLDER_DEPTH` levels (no prompt name can be that long), naming the folder.
 - Sizes are bounded before anything is parsed: the whole file, then the front matter.
 - Front matter is YAML restricted to JSON: no anchors or aliases (no "billion laughs"), no tags
   beyond the JSON types (no timestamps, sets, binary), string keys only, integers in 64 bits,
@@ -29,12 +31,16 @@ from typing import Any
 import yaml
 
 from registry.errors import PromptFileError
-from registry.validation import INT64_MAX, INT64_MIN, MAX_METADATA_DEPTH
+from registry.validation import INT64_MAX, INT64_MIN, MAX_METADATA_DEPTH, MAX_NAME_LENGTH
 
 _FENCE = "---"
 FRONT_MATTER_DEPTH = MAX_METADATA_DEPTH + 2
 """How deeply front matter may nest: the front matter mapping and ``metadata`` add two levels."""
 _FRONT_MATTER_SLACK = 32 * 1024  # description, message and labels beside the metadata
+MAX_FOLDER_DEPTH = MAX_NAME_LENGTH // 2
+"""How many levels of folders a prompt folder may hold (64): each level adds at least two characters
+(``a/``) to the names of the prompts below it, so a deeper file could not have a valid name. A
+deeper folder is refused, naming it, before any file is read."""
 
 
 def front_matter_limit(max_metadata_bytes: int) -> int:
@@ -52,8 +58,10 @@ def walk_prompt_files(directory: Path, suffix: str) -> Iterator[tuple[Path, Path
     """Yield ``(path, real_path)`` for every ``*suffix`` file under ``directory``, sorted by path.
 
     ``real_path`` is what will be read: ``path`` itself, or a link's target inside the folder.
-    Raises :class:`PromptFileError` for a missing folder, or a link (file or folder) whose target
-    is outside ``directory``, before anything is read.
+    Raises :class:`PromptFileError` for a missing or unreadable folder, a link (file or folder)
+    whose target is outside ``directory``, or a folder more than :data:`MAX_FOLDER_DEPTH` levels
+    down, before anything is read. The walk keeps its own stack (no recursion), so no shape of
+    folder can exhaust Python's.
     """
     try:
         root = directory.resolve(strict=True)
@@ -62,23 +70,39 @@ def walk_prompt_files(directory: Path, suffix: str) -> Iterator[tuple[Path, Path
     if not root.is_dir():
         raise PromptFileError(directory, "not a directory")
     found: list[tuple[Path, Path]] = []
-
-    def refuse(error: OSError) -> None:
-        raise PromptFileError(Path(error.filename or directory), f"cannot read folder: {error.strerror or error}")
-
-    for current, dirnames, filenames in os.walk(root, onerror=refuse, followlinks=False):
-        base = Path(current)
-        for name in sorted(dirnames):
-            if (base / name).is_symlink():
-                _inside(root, base / name, directory, "folder")  # refuse a way out; never followed
-        for name in sorted(filenames):
-            if not name.endswith(suffix):
-                continue
-            path = base / name
-            real = _inside(root, path, directory, "file") if path.is_symlink() else path
-            found.append((directory / path.relative_to(root), real))
+    pending: list[tuple[Path, int]] = [(root, 0)]
+    while pending:
+        current, depth = pending.pop()
+        for entry in _list_folder(current, directory / current.relative_to(root)):
+            path = Path(entry.path)
+            if _is_folder(entry):  # a link to a folder too: checked, never walked
+                if entry.is_symlink():
+                    _inside(root, path, directory, "folder")  # refuse a way out; never followed
+                elif depth >= MAX_FOLDER_DEPTH:
+                    shown = directory / path.relative_to(root)
+                    raise PromptFileError(shown, f"folder nested deeper than {MAX_FOLDER_DEPTH} levels: refused")
+                else:
+                    pending.append((path, depth + 1))
+            elif entry.name.endswith(suffix):
+                real = _inside(root, path, directory, "file") if entry.is_symlink() else path
+                found.append((directory / path.relative_to(root), real))
     found.sort(key=lambda item: item[0].as_posix())
     yield from found
+
+
+def _list_folder(folder: Path, shown: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(entries, key=lambda entry: entry.name)
+    except OSError as exc:
+        raise PromptFileError(shown, f"cannot read folder: {exc.strerror or exc}") from exc
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()  # follows a link, as os.walk does
+    except OSError:
+        return False
 
 
 def _inside(root: Path, link: Path, directory: Path, kind: str) -> Path:

@@ -11,6 +11,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from itertools import accumulate
 from typing import Any
 
 from registry.errors import InvalidInputError, InvalidNameError, PromptTooLargeError
@@ -25,6 +26,9 @@ MAX_FIELD_LENGTH = 4096
 """Limit for short free-text fields: author, message, reason, description."""
 MAX_METADATA_DEPTH = 32
 """How deeply metadata may nest (a mapping or list inside another counts one level)."""
+MAX_JSON_DEPTH = MAX_METADATA_DEPTH + 16
+"""How deeply a whole JSON document (the JSON registry file) may nest: metadata's depth plus room
+for the document's own structure (prompts, versions, messages); see :func:`check_json_depth`."""
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 """Metadata integers must fit a signed 64-bit integer: every store and wire format holds them."""
@@ -116,6 +120,30 @@ def _utf8(value: str, what: str) -> bytes:
         raise InvalidInputError(
             f"{what} is not valid Unicode: lone surrogate {value[exc.start]!r} at character {exc.start}"
         ) from exc
+
+
+# A string, or an unterminated one to the end: with the closing quote optional no match fails, so
+# the scan stays linear (a failing match would be retried from every later quote).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_A_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_BRACKET_STEP = tuple(1 if b in b"[{" else -1 if b in b"]}" else 0 for b in range(256))
+
+
+def check_json_depth(data: bytes, what: str, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Raise :class:`~registry.InvalidInputError` if the JSON text ``data`` nests arrays and objects
+    deeper than ``max_depth`` levels.
+
+    Call it before a recursive parser (``json.loads``) sees hostile bytes: it counts the brackets
+    outside strings without parsing and without recursion, in time linear in ``data``, so even a
+    file nested 100,000 deep costs one pass. It does not check that ``data`` is valid JSON.
+    ``what`` names the input in the message.
+    """
+    # Brackets inside strings do not nest; a parser stops at an unterminated string, so its
+    # brackets do not count either.
+    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_A_BRACKET)
+    depth = max(accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0)
+    if depth > max_depth:
+        raise InvalidInputError(f"{what} is nested deeper than {max_depth} levels")
 
 
 def validate_metadata(

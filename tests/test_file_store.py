@@ -184,6 +184,16 @@ CORRUPTIONS: dict[str, tuple[Callable[[dict[str, Any]], bytes], str]] = {
         lambda d: json.dumps(_set(d, ("prompts", NAME, "history", 0, "action"), "drop_table")).encode(),
         "action",
     ),
+    # json.loads recursed into these (an untyped RecursionError): the depth is bounded before it parses.
+    "nested 100k deep": (lambda d: b"[" * 100_000 + b"]" * 100_000, "nested deeper than 48 levels"),
+    "metadata nested 100k deep": (
+        lambda d: (
+            json.dumps(_set(d, ("prompts", NAME, "versions", 0, "metadata"), "DEEP"))
+            .replace('"DEEP"', '{"a": ' * 100_000 + "1" + "}" * 100_000)
+            .encode()
+        ),
+        "nested deeper than 48 levels",
+    ),
 }
 
 CALLS: dict[str, Callable[[JsonFilePromptRegistry], object]] = {
