@@ -21,43 +21,36 @@ revision rules testable without threads or sockets.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from sys import intern
 
+from client.pointers import (
+    ChangeEvent,
+    Pointers,
+    StatePointers,
+    diff_pointers,
+    pointer_change,
+    with_change,
+)
 from client.subset import PromptSubset
 from registry.errors import InvalidInputError, RegistryCorruptError
 from registry.models import PromptVersion
-from registry.validation import LATEST, validate_label, validate_name
 from registry.wire import ChangeMessage
 
-Pointers = dict[str, dict[str, int]]
-"""``name -> {label: version number}``; ``latest`` is present when the prompt has a version."""
+__all__ = [
+    "Action", "ApplyResult", "Cache", "ChangeEvent", "LookupView", "Pointers", "StatePointers", "VersionFetch",
+    "diff_pointers", "pointer_change", "with_change",
+]  # fmt: skip
 
 LookupView = dict[str | None, dict[str, PromptVersion]]
 """``label -> {name: PromptVersion}``, plus the default label's dict under ``None``."""
 
 VersionFetch = Callable[[str, int], PromptVersion | None]
 """Reads one version from the registry (``None`` if it does not exist); may raise on I/O."""
-
-
-@dataclass(frozen=True, slots=True)
-class ChangeEvent:
-    """One change the client applied, as passed to :meth:`client.PromptClient.on_change` callbacks.
-
-    ``label`` is the label that moved (``latest`` when a version was added), or ``None`` when a prompt
-    appeared. ``version`` is where the label points now (``None``: deleted) and ``previous_version``
-    where it pointed before (``None``: it did not exist). ``rev`` is the registry revision the cache
-    holds after the change.
-    """
-
-    name: str
-    label: str | None
-    version: int | None
-    previous_version: int | None
-    rev: int
 
 
 class Action(Enum):
@@ -88,8 +81,8 @@ class Cache:
     """
 
     __slots__ = (
-        "_default_label", "_held", "_lock", "_settled", "generation", "loaded", "pointers", "rev", "subset",
-        "versions", "view",
+        "_default_label", "_held", "_identities", "_lock", "_settled", "generation", "loaded", "pointers", "rev",
+        "subset", "versions", "view", "write_id",
     )  # fmt: skip
 
     def __init__(self, default_label: str, subset: PromptSubset | None = None) -> None:
@@ -103,6 +96,11 @@ class Cache:
         self.rev = 0
         self.pointers: Pointers = {}
         self.versions: dict[tuple[str, int], PromptVersion] = {}
+        self._identities: dict[tuple[str, int], str] = {}
+        self.write_id: str | None = None
+        """The id of the registry write that made :attr:`rev` (``''``: none recorded; ``None``:
+        unknown, e.g. a state from a file or a snapshot): with :attr:`rev`, which history the cache
+        holds. A change message applies only on top of the write it names as its predecessor."""
         self.loaded = False
         """Whether any full state (registry, file or last-known-good snapshot) has been loaded."""
         self.generation = 0
@@ -115,9 +113,33 @@ class Cache:
         return self.versions.setdefault((name, version.version), version)
 
     def missing_versions(self, pointers: Mapping[str, Mapping[str, int]]) -> set[tuple[str, int]]:
-        """The ``(name, number)`` pairs ``pointers`` refers to that are not cached yet."""
+        """The ``(name, number)`` pairs ``pointers`` refers to that are not cached yet.
+
+        When ``pointers`` is a :class:`StatePointers` whose history does not hold the write the cache
+        is at (a restore, a failover that lost writes, a registry the cache cannot place), every
+        version cached so far is forgotten first: a number may stand for another text there. The
+        view keeps serving the old state until :meth:`replace` swaps in the new one.
+        """
+        history = getattr(pointers, "history", None)
+        if history is not None and self.versions and not self.continues(history):
+            self.versions = {}
+            self._identities = {}
         versions = self.versions
         return {(n, v) for n, labels in pointers.items() for v in labels.values() if (n, v) not in versions}
+
+    def continues(self, history: Mapping[int, str]) -> bool:
+        """Whether a registry whose writes have the ids ``history`` (``rev -> write id``) holds the
+        write the cache is at, hence the whole history the cache followed."""
+        return self.write_id is not None and history.get(self.rev) == self.write_id
+
+    def identity(self, name: str, version: PromptVersion) -> str:
+        """The content identity of a cached version: the first 16 hex digits of its text's sha256
+        (what the registry stores, and change messages carry as ``sha``); computed once."""
+        pair = (name, version.version)
+        known = self._identities.get(pair)
+        if known is None:
+            known = self._identities[pair] = hashlib.sha256(version.prompt_text.encode("utf-8")).hexdigest()[:16]
+        return known
 
     def pointers_copy(self) -> tuple[int, Pointers]:
         """``(rev, pointers)`` copied under the lock, for a reader that iterates them on another thread
@@ -149,6 +171,8 @@ class Cache:
         the swap).
         """
         store = self.versions
+        history = getattr(pointers, "history", None)
+        write_id = None if history is None else history.get(rev)
         if versions is not None:
             if store:  # keep the instances that did not change (``get(...) is`` stays true)
                 store = {pair: _same_or(store.get(pair), version) for pair, version in versions.items()}
@@ -166,6 +190,9 @@ class Cache:
             self.view = view
             self.pointers = pointers
             self.rev = rev
+            self.write_id = write_id
+            if versions is not None:
+                self._identities = {}
             self.generation += 1
             self.loaded = True
             self._settled = False
@@ -248,12 +275,19 @@ class Cache:
         action, reason = self.classify(message.rev)
         if action is not Action.APPLIED:
             return ApplyResult(action, reason)
+        after = message.previous_write_id
+        if after is not None and after != self.write_id:
+            return ApplyResult(Action.RESYNC, f"history diverged: message rev {message.rev} follows write "
+                               f"{after!r}, the cache holds write {self.write_id!r} at rev {self.rev}")  # fmt: skip
         subset = self.subset
         if subset is not None and message.prompt not in subset:
             with self._lock:  # not served here: only the revision moves, so the next message applies
                 if self._held or message.rev != self.rev + 1:
                     return ApplyResult(*self.classify(message.rev))
+                if after is not None and after != self.write_id:
+                    return ApplyResult(Action.RESYNC, "the state was replaced while applying")
                 self.rev = message.rev
+                self.write_id = message.write_id
                 self._settled = True
             return ApplyResult(Action.APPLIED)
         try:
@@ -261,19 +295,30 @@ class Cache:
         except InvalidInputError as exc:
             return ApplyResult(Action.RESYNC, f"cannot apply message rev {message.rev}: {exc}")
         name = message.prompt
-        if number is not None and (name, number) not in self.versions:
+        cached = None if number is None else self.versions.get((name, number))
+        sha = message.sha
+        if cached is not None and sha is not None and self.identity(name, cached) != sha:
+            # The registry holds another text under this number: the cache followed another history.
+            self.versions.pop((name, cached.version), None)
+            return ApplyResult(Action.RESYNC, f"message rev {message.rev}: {name} v{number} is another text now")
+        if number is not None and cached is None:
             found = fetch(name, number)
             if found is None:
                 return ApplyResult(Action.RESYNC, f"message rev {message.rev} points at missing {name} v{number}")
+            if sha is not None:
+                self._identities[name, number] = sha
             self.add_version(name, found)
         with self._lock:
             if self._held or message.rev != self.rev + 1:  # the state was replaced or held while fetching
                 return ApplyResult(*self.classify(message.rev))
+            if after is not None and after != self.write_id:
+                return ApplyResult(Action.RESYNC, "the state was replaced while fetching")
             old = self.pointers.get(name)
             self.pointers[name] = with_change(old, label, number)
             if label is not None:
                 self._move(intern(name), intern(label), number)
             self.rev = message.rev
+            self.write_id = message.write_id
             self.generation += 1
             self._settled = True
         events = [ChangeEvent(name, None, None, None, message.rev)] if old is None else []
@@ -312,65 +357,3 @@ def _same_or(old: PromptVersion | None, new: PromptVersion) -> PromptVersion:
     if old is not None and all(getattr(old, f) == getattr(new, f) for f in fields):
         return old
     return new
-
-
-def with_change(labels: Mapping[str, int] | None, label: str | None, number: int | None) -> dict[str, int]:
-    """A new dict of a prompt's labels after a change (:func:`pointer_change`); ``labels`` is left as it is."""
-    changed = dict(labels) if labels is not None else {}
-    if label is not None:
-        if number is None:
-            changed.pop(label, None)
-        else:
-            changed[label] = number
-    return changed
-
-
-def pointer_change(message: ChangeMessage, known: Mapping[str, int] | None) -> tuple[str | None, int | None]:
-    """(label, number) a message sets; number ``None`` deletes; label ``None``: prompt only.
-
-    ``known`` is the prompt's current labels: names and labels already cached need no validation.
-    """
-    if known is None:
-        validate_name(message.prompt)
-    op = message.op
-    if op in ("create_prompt", "set_compatibility"):  # no label moves
-        return None, None
-    if op == "add_version":
-        if message.version is None:
-            raise InvalidInputError("add_version message without a version")
-        return LATEST, message.version
-    if message.label is None:
-        raise InvalidInputError(f"{op} message without a label")
-    if known is None or message.label not in known or message.label == LATEST:
-        validate_label(message.label, settable=True)
-    if op == "delete_label":
-        return message.label, None
-    if message.version is None:
-        raise InvalidInputError(f"{op} message without a version")
-    return message.label, message.version
-
-
-def _diff_prompt(
-    name: str, old: Mapping[str, int] | None, new: Mapping[str, int] | None, rev: int
-) -> list[ChangeEvent]:
-    events: list[ChangeEvent] = []
-    if old is None and new is not None:
-        events.append(ChangeEvent(name, None, None, None, rev))
-    before = old or {}
-    after = new or {}
-    for label in sorted(before.keys() | after.keys()):
-        if before.get(label) != after.get(label):
-            events.append(ChangeEvent(name, label, after.get(label), before.get(label), rev))
-    return events
-
-
-def diff_pointers(
-    old: Mapping[str, Mapping[str, int]], new: Mapping[str, Mapping[str, int]], rev: int
-) -> list[ChangeEvent]:
-    """The events that turn the pointers ``old`` into ``new`` (at revision ``rev``), by name then label."""
-    events: list[ChangeEvent] = []
-    for name in sorted(old.keys() | new.keys()):
-        before, after = old.get(name), new.get(name)
-        if before != after:
-            events.extend(_diff_prompt(name, before, after, rev))
-    return events

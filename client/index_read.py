@@ -1,6 +1,7 @@
 """Reading the client's state from the index (``{ns}:ix:*``): O(labels) commands, bounded chunks.
 
-1. One short ``MULTI``/``EXEC``: the revision, the audit stream's head (the fingerprint), whether the
+1. One short ``MULTI``/``EXEC``: the revision, the newest audit entries (the fingerprint, and the
+   write ids that place the cache in the registry's history), the last write's id, whether the
    caller's anchor entry is still there, the index format marker and the label names in use.
 2. Then the set of prompt names in steps of ``SSCAN ... COUNT`` :data:`~client.redis_state.CHUNK`,
    each page's entries of the index hashes by ``HMGET`` in the pipeline of the next step (a subset
@@ -32,8 +33,18 @@ from typing import Any
 
 import redis
 
-from client.cache import pointer_change, with_change
-from client.redis_state import CHUNK, LogHead, RegistryState, held_connection, parse_log_head, read_registry, streams
+from client.cache import StatePointers, pointer_change, with_change
+from client.redis_state import (
+    CHUNK,
+    HISTORY_WINDOW,
+    LogHead,
+    RegistryState,
+    held_connection,
+    parse_log_head,
+    read_registry,
+    streams,
+    write_history,
+)
 from client.subset import PromptSubset
 from registry.errors import InvalidInputError, RegistryCorruptError
 from registry.keys import Keyspace
@@ -58,7 +69,8 @@ def read_indexed(
     for attempt in range(ATTEMPTS):
         pipe: Any = client.pipeline(transaction=True)
         pipe.get(keys.rev)
-        pipe.xrevrange(keys.log, count=1)
+        pipe.xrevrange(keys.log, count=HISTORY_WINDOW)
+        pipe.get(keys.revid)
         if anchor is not None:
             pipe.xrange(keys.log, min=anchor, max=anchor, count=1)
         pipe.get(keys.index_format)
@@ -66,7 +78,9 @@ def read_indexed(
         results = iter(pipe.execute())
         try:
             rev = int(next(results) or 0)
-            head = parse_log_head(next(results))
+            window = next(results)
+            head = parse_log_head(window)
+            history = write_history(rev, next(results), window)
             anchor_found = anchor is not None and bool(next(results))
             marker = next(results)
             labels = sorted(raw.decode("utf-8") for raw in next(results))
@@ -80,12 +94,15 @@ def read_indexed(
         except (ValueError, UnicodeDecodeError) as exc:
             raise RegistryCorruptError(f"unreadable registry index in redis: {exc!r}") from exc
         if int(client.get(keys.rev) or 0) == rev:
-            return RegistryState(rev, pointers, head, anchor_found)
+            return RegistryState(rev, StatePointers(pointers, history), head, anchor_found)
         caught = catch_up(client, keys, rev, pointers, subset)
         if caught is not None:
-            return RegistryState(caught[0], pointers, caught[1], anchor_found)
+            caught_head = caught[1]
+            if caught_head is not None and caught_head.write_id is not None:
+                history[caught[0]] = caught_head.write_id
+            return RegistryState(caught[0], StatePointers(pointers, history), caught_head, anchor_found)
         if attempt + 1 == ATTEMPTS:
-            return RegistryState(rev, pointers, head, anchor_found)
+            return RegistryState(rev, StatePointers(pointers, history), head, anchor_found)
     raise AssertionError("unreachable")  # the last attempt always returns
 
 
@@ -304,6 +321,7 @@ def read_client_state(
         return state, True
     state = read_registry(client, keys, hint, anchor)
     if subset is not None:
+        history = getattr(state.pointers, "history", {})
         pointers = {name: labels for name, labels in state.pointers.items() if name in subset}
-        state = RegistryState(state.rev, pointers, state.head, state.anchor_found)
+        state = RegistryState(state.rev, StatePointers(pointers, history), state.head, state.anchor_found)
     return state, False

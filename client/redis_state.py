@@ -22,6 +22,7 @@ from typing import Any
 import msgpack
 import redis
 
+from client.cache import StatePointers
 from registry.errors import RegistryCorruptError, StateReadError
 from registry.keys import Keyspace
 from registry.models import PromptVersion
@@ -44,6 +45,8 @@ class LogHead:
     prompt: str | None
     label: str | None
     version: int | None
+    write_id: str | None = None
+    """The write's id (``hid``; ``None``: written before write ids existed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +83,29 @@ def parse_log_head(raw: Any) -> LogHead | None:
             prompt=_text(fields.get(b"prompt")),
             label=_text(fields.get(b"label")),
             version=_number(fields.get(b"version")),
+            write_id=_text(fields.get(b"hid")),
         )
     except (ValueError, UnicodeDecodeError, AttributeError) as exc:
         raise RegistryCorruptError(f"unreadable audit entry {entry_id!r}: {exc!r}") from exc
+
+
+HISTORY_WINDOW = 128
+"""Newest audit entries a full state read takes the write ids of (:func:`write_history`): a cache
+up to this many writes behind is placed in the registry's history without reloading its versions."""
+
+
+def write_history(rev: int, revid: Any, entries: Any) -> dict[int, str]:
+    """``rev -> write id`` from ``{ns}:revid`` (the write at ``rev``; missing: ``''``) and the newest
+    audit entries (an ``XREVRANGE`` reply); entries without an id are left out (unknown)."""
+    history: dict[int, str] = {}
+    for _entry_id, fields in entries or ():
+        if isinstance(fields, list):  # a RedisCluster transaction returns the raw reply
+            fields = dict(zip(fields[::2], fields[1::2], strict=True))
+        hid, at = fields.get(b"hid"), fields.get(b"rev")
+        if hid is not None and at is not None:
+            history[int(at)] = hid.decode("ascii")
+    history[rev] = "" if revid is None else revid.decode("ascii")
+    return history
 
 
 def read_rev(client: redis.Redis, keys: Keyspace) -> int:
@@ -133,7 +156,8 @@ def read_registry(
         names = sorted(wanted)
         pipe: Any = client.pipeline(transaction=True)
         pipe.get(keys.rev)
-        pipe.xrevrange(keys.log, count=1)
+        pipe.xrevrange(keys.log, count=HISTORY_WINDOW)
+        pipe.get(keys.revid)
         if anchor is not None:
             pipe.xrange(keys.log, min=anchor, max=anchor, count=1)
         pipe.smembers(keys.prompts)
@@ -145,7 +169,9 @@ def read_registry(
         results = iter(pipe.execute())
         try:
             rev = int(next(results) or 0)
-            head = parse_log_head(next(results))
+            window = next(results)
+            head = parse_log_head(window)
+            history = write_history(rev, next(results), window)
             anchor_found = anchor is not None and bool(next(results))
             found_names = {raw.decode("utf-8") for raw in next(results)}
             settled = found_names == set(names)
@@ -164,7 +190,7 @@ def read_registry(
         except (ValueError, UnicodeDecodeError) as exc:
             raise RegistryCorruptError(f"unreadable registry state in redis: {exc!r}") from exc
         if settled:
-            return RegistryState(rev, pointers, head, anchor_found)
+            return RegistryState(rev, StatePointers(pointers, history), head, anchor_found)
         wanted = {name: found.get(name, []) for name in found_names}
     raise StateReadError(f"prompts or labels kept changing during {MAX_ROUNDS} reads of the state")
 

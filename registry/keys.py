@@ -8,6 +8,9 @@ get here (no ``:``, braces or whitespace), so no name can forge another key.
 key                                  type        what
 ===================================  ==========  ==================================================
 ``{ns}:rev``                         string      global revision, INCR by every write
+``{ns}:revid``                       string      the id of the write that made the current revision
+                                                 (16 hex digits, random per write; missing: ``''``);
+                                                 every audit entry and change message carries it
 ``{ns}:prompts``                     set         names of every prompt
 ``{ns}:p:<name>``                    hash        ``description``, ``author``, ``created_at``,
                                                  ``latest`` (newest version number)
@@ -66,6 +69,11 @@ class Keyspace:
     def rev(self) -> str:
         """The global revision counter."""
         return f"{self.prefix}:rev"
+
+    @property
+    def revid(self) -> str:
+        """The id of the registry's last write: with :attr:`rev`, the identity of its history."""
+        return f"{self.prefix}:revid"
 
     @property
     def prompts(self) -> str:

@@ -9,6 +9,7 @@ calls the scripts and turns their result codes and Redis errors into typed excep
 from __future__ import annotations
 
 import hashlib
+import secrets
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -167,15 +168,31 @@ class RedisPromptRegistry(PromptRegistry):
         return self.redis.pipeline(transaction=transaction)
 
     def _run(self, script: str, keys: list[str], args: list[Any]) -> list[Any]:
-        # The last ARGV of every script names the publish command (_commit.lua).
-        args = [*args, self._publish]
+        # The last KEYS of every write script is {ns}:revid, its last two ARGV this write's id and
+        # the publish command (_commit.lua). With wait_replicas the script does not publish: the
+        # message comes back last in its reply and is published here once WAIT confirmed the write,
+        # so no client applies a change a failover can still take back (docs/operations.md).
+        keys = [*keys, self.keys.revid]
+        args = [*args, secrets.token_hex(8), "DEFER" if self.wait_replicas else self._publish]
         with self._translate():
             if not self.wait_replicas:
                 result: list[Any] = self._scripts[script](keys=keys, args=args, client=self.redis)
                 return result
-            result, self._confirmed.count = run_and_wait(
+            result, confirmed = run_and_wait(
                 self.redis, self._scripts[script], keys, args, self.wait_replicas, self.wait_timeout
             )
+            self._confirmed.count = confirmed
+            if result[0] != b"OK":
+                return result
+            message = result.pop()
+            if confirmed >= self.wait_replicas:
+                # Not announced otherwise: clients take the write at the next write's gap, a
+                # reconnect or the safety poll, once it is the registry's state (or never, if a
+                # failover took it back).
+                if self.cluster:
+                    self.redis.spublish(self.keys.channel, message)
+                else:
+                    self.redis.publish(self.keys.channel, message)
         return result
 
     def _head(self, op: str, name: str, label: str | None, author: str | None, at: datetime) -> bytes:

@@ -14,12 +14,22 @@ field       type     meaning
 ``prev``    int      where the label pointed before
 ``author``  str      who made the write
 ``at``      float    when, seconds since the Unix epoch (UTC)
+``sha``     str      the first 16 hex digits of the sha256 of ``version``'s text: what the
+                     version number stands for in this history
+``hid``     str      this write's id (16 hex digits, random per write)
+``phid``    str      the id of the write before it (``''``: none recorded)
 ==========  =======  =============================================================
 
+``hid`` and ``phid`` identify the history: a write runs once, on one state, so every copy of the
+data holding a write id holds the whole history up to it. A client applies a message only when its
+``rev`` is the next one *and* its ``phid`` is the id of the last write the client holds; after a
+failover that lost writes or a restore, the numbers can repeat but the ids cannot.
+
 Python packs the part it knows before the write (``op``, ``prompt``, ``label``, ``author``,
-``at``); the Lua script appends ``rev``, ``version`` and ``prev``, which only it knows. The map
-header written by Python already counts those three trailing pairs. Doing it this way needs no
-``cmsgpack`` in Lua, which fakeredis's Lua does not have.
+``at``); the Lua script appends ``rev``, ``version``, ``prev``, ``sha``, ``hid`` and ``phid``. The
+map header written by Python already counts those six trailing pairs. Doing it this way needs no
+``cmsgpack`` in Lua, which fakeredis's Lua does not have. A message of a writer older than these
+fields has ``None`` there, and the client skips the checks they feed.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ import msgpack
 from registry.errors import RegistryCorruptError
 
 OPERATIONS = frozenset({"create_prompt", "add_version", "set_label", "delete_label", "rollback", "set_compatibility"})
-_LUA_FIELDS = 3  # rev, version, prev: appended by the Lua script
+_LUA_FIELDS = 6  # rev, version, prev, sha, hid, phid: appended by the Lua script
 
 
 class ChangeMessage(NamedTuple):
@@ -49,6 +59,12 @@ class ChangeMessage(NamedTuple):
     previous_version: int | None
     author: str | None
     at: float
+    sha: str | None = None
+    """The first 16 hex digits of the sha256 of ``version``'s text (``None``: not sent)."""
+    write_id: str | None = None
+    """This write's id (``None``: a writer older than write ids, or not a Redis message)."""
+    previous_write_id: str | None = None
+    """The id of the write before this one (``''``: none recorded; ``None``: not sent)."""
 
 
 def pack_static_part(op: str, prompt: str, label: str | None, author: str | None, at: float) -> bytes:
@@ -75,6 +91,7 @@ def decode(data: bytes) -> ChangeMessage:
     rev, op, prompt, label, version, prev, author, at = (
         get("rev"), get("op"), get("prompt"), get("label"), get("version"), get("prev"), get("author"), get("at"),
     )  # fmt: skip
+    sha, hid, phid = get("sha"), get("hid"), get("phid")
     if (
         type(rev) is not int
         or type(op) is not str
@@ -84,10 +101,13 @@ def decode(data: bytes) -> ChangeMessage:
         or (prev is not None and type(prev) is not int)
         or (author is not None and type(author) is not str)
         or (at is not None and type(at) is not float and type(at) is not int)
+        or (sha is not None and type(sha) is not str)
+        or (hid is not None and type(hid) is not str)
+        or (phid is not None and type(phid) is not str)
     ):
         fields = {"rev": rev, "op": op, "prompt": prompt, "label": label, "version": version, "prev": prev}
         shown = {key: type(value).__name__ for key, value in fields.items()}
         raise RegistryCorruptError(f"malformed change message: field types {shown}, author {type(author).__name__}")
     if op not in OPERATIONS or rev < 1:
         raise RegistryCorruptError(f"malformed change message: op={op!r} rev={rev}")
-    return ChangeMessage(rev, op, prompt, label, version, prev, author, float(at or 0.0))
+    return ChangeMessage(rev, op, prompt, label, version, prev, author, float(at or 0.0), sha, hid, phid)

@@ -1,12 +1,19 @@
 -- Shared tail of every write script (prepended to each script when it is loaded).
 --
--- commit(k_rev, k_log, k_plog, channel, head, fields, version, prev) INCRs the global revision,
--- appends the audit entry to the prompt's stream and the registry-wide stream, and PUBLISHes the
--- change message last. `head` is the msgpack map head Python packed (its header already counts the
--- three pairs appended here: rev, version, prev). `fields` is a flat list of audit field/value
--- pairs; empty values are left out. `version` / `prev` are numbers or false.
--- The last ARGV of every write script is the publish command: 'PUBLISH', or 'SPUBLISH' on a
--- cluster (sharded pub/sub: the channel has the keys' hash tag, so it lives on their node).
+-- commit(k_rev, k_log, k_plog, channel, head, fields, version, prev, sha) INCRs the global
+-- revision, records this write's id as the registry's last write ({ns}:revid), appends the audit
+-- entry to the prompt's stream and the registry-wide stream, and PUBLISHes the change message last.
+-- `head` is the msgpack map head Python packed (its header already counts the six pairs appended
+-- here: rev, version, prev, sha, hid, phid). `fields` is a flat list of audit field/value pairs;
+-- empty values are left out. `version` / `prev` are numbers or false; `sha` is the sha256 (hex) of
+-- `version`'s text, or false.
+-- The last KEYS of every write script is {ns}:revid: the id of the write that made the current
+-- revision (missing: '', a registry written before ids existed). The last two ARGV of every write
+-- script are this write's id (random, from Python: fakeredis's Lua has no sha1hex, and an id that
+-- is unique per write identifies the whole history up to it, since a write runs once, on one
+-- state) and the publish command: 'PUBLISH', 'SPUBLISH' on a cluster (sharded pub/sub: the
+-- channel has the keys' hash tag, so it lives on their node), or 'DEFER': do not publish, and
+-- reply() appends the message to the script's reply (Python publishes it after WAIT confirmed).
 -- Returns the new revision.
 --
 -- check_move(mode, current, target, current_key, target_key) is the compatibility check of a label
@@ -101,9 +108,31 @@ local function mp_uint(n)
   return '\207' .. string.char(unpack(bytes))
 end
 
-local function commit(k_rev, k_log, k_plog, channel, head, fields, version, prev)
+-- msgpack encoding of a string shorter than 32 bytes, or nil (false).
+local function mp_short(s)
+  if not s then
+    return '\192'
+  end
+  return string.char(160 + #s) .. s
+end
+
+local deferred = false
+
+-- A script's OK reply, with the unpublished change message last when the publish is deferred.
+local function reply(result)
+  if deferred then
+    result[#result + 1] = deferred
+  end
+  return result
+end
+
+local function commit(k_rev, k_log, k_plog, channel, head, fields, version, prev, sha)
+  local k_revid = KEYS[#KEYS]
+  local before = redis.call('GET', k_revid) or ''
+  local hid = ARGV[#ARGV - 1]
   local rev = redis.call('INCR', k_rev)
-  local entry = {'rev', rev}
+  redis.call('SET', k_revid, hid)
+  local entry = {'rev', rev, 'hid', hid}
   for i = 1, #fields, 2 do
     if fields[i + 1] ~= '' then
       entry[#entry + 1] = fields[i]
@@ -120,8 +149,14 @@ local function commit(k_rev, k_log, k_plog, channel, head, fields, version, prev
   end
   redis.call('XADD', k_plog, '*', unpack(entry))
   redis.call('XADD', k_log, 'MAXLEN', '~', 100000, '*', unpack(entry))
-  local publish = ARGV[#ARGV] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH'
-  redis.call(publish, channel,
-    head .. '\163rev' .. mp_uint(rev) .. '\167version' .. mp_uint(version) .. '\164prev' .. mp_uint(prev))
+  local message = head .. '\163rev' .. mp_uint(rev) .. '\167version' .. mp_uint(version) .. '\164prev' ..
+    mp_uint(prev) .. '\163sha' .. mp_short(sha and string.sub(sha, 1, 16)) .. '\163hid' .. mp_short(hid) ..
+    '\164phid' .. mp_short(string.sub(before, 1, 31))
+  local mode = ARGV[#ARGV]
+  if mode == 'DEFER' then
+    deferred = message
+  else
+    redis.call(mode == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH', channel, message)
+  end
   return rev
 end

@@ -6,6 +6,7 @@
 -- KEYS[4] {ns}:p:<name>:log     the prompt's audit stream
 -- KEYS[5] {ns}:ix:latest         index: name -> latest version
 -- KEYS[6] {ns}:p:<name>:v:<n>   the new version's hash, as the caller expects it (latest + 1)
+-- KEYS[7] {ns}:revid                  the id of the registry's last write (_commit.lua)
 -- ARGV[1] name
 -- ARGV[2] version key prefix    {ns}:p:<name>:v:  (the new number is appended; same slot)
 -- ARGV[3] prompt_text
@@ -20,7 +21,8 @@
 -- ARGV[12] messages of a chat version (msgpack; '' = a text version)
 -- ARGV[13] config (msgpack; '' = none)
 -- ARGV[14] placeholders of a chat version: its placeholder names, sorted, space-separated
--- ARGV[15] 'PUBLISH' or 'SPUBLISH'
+-- ARGV[15] this write's id (16 hex digits, random)
+-- ARGV[16] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- Returns {'OK', rev, version} or {'ERR', 'NOPROMPT'} / {'ERR', 'CORRUPT'}, or {'ERR', 'RETRY', n}
 -- when KEYS[6] is not version n's key (another write came first): call again with that key.
 
@@ -55,5 +57,5 @@ if ARGV[6] ~= '' then
 end
 local rev = commit(KEYS[2], KEYS[3], KEYS[4], ARGV[10], ARGV[9],
   {'at', ARGV[5], 'action', 'add_version', 'prompt', ARGV[1], 'author', ARGV[4], 'reason', ARGV[6]},
-  version, false)
-return {'OK', rev, version}
+  version, false, ARGV[8])
+return reply({'OK', rev, version})

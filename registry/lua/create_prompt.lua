@@ -6,6 +6,7 @@
 -- KEYS[4] {ns}:log              registry-wide audit stream
 -- KEYS[5] {ns}:p:<name>:log     the prompt's audit stream
 -- KEYS[6] {ns}:ix:format         the index's format marker (set by the registry's first write)
+-- KEYS[7] {ns}:revid                  the id of the registry's last write (_commit.lua)
 -- ARGV[1] name
 -- ARGV[2] description ('' = none)
 -- ARGV[3] author ('' = none)
@@ -13,7 +14,8 @@
 -- ARGV[5] message head (msgpack, packed by Python)
 -- ARGV[6] channel
 -- ARGV[7] compatibility mode ('none', 'backward' or 'full'; 'none' is not stored)
--- ARGV[8] 'PUBLISH' or 'SPUBLISH'
+-- ARGV[8] this write's id (16 hex digits, random)
+-- ARGV[9] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- Returns {'OK', rev} or {'ERR', 'EXISTS'}.
 
 local name = ARGV[1]
@@ -36,5 +38,5 @@ if redis.call('EXISTS', KEYS[3]) == 0 then
   redis.call('SET', KEYS[6], 1)
 end
 local rev = commit(KEYS[3], KEYS[4], KEYS[5], ARGV[6], ARGV[5],
-  {'at', ARGV[4], 'action', 'create_prompt', 'prompt', name, 'author', ARGV[3]}, false, false)
-return {'OK', rev}
+  {'at', ARGV[4], 'action', 'create_prompt', 'prompt', name, 'author', ARGV[3]}, false, false, false)
+return reply({'OK', rev})

@@ -10,6 +10,7 @@
 -- KEYS[7] {ns}:p:<name>:log           the prompt's audit stream
 -- KEYS[8] {ns}:ix:label:<label>        index: name -> version for this label
 -- KEYS[9] {ns}:ix:labels               index: label names with entries
+-- KEYS[10] {ns}:revid                  the id of the registry's last write (_commit.lua)
 -- ARGV[1] name
 -- ARGV[2] label
 -- ARGV[3] expected version ('' = no check)
@@ -18,7 +19,8 @@
 -- ARGV[6] reason ('' = none)
 -- ARGV[7] message head (msgpack, packed by Python)
 -- ARGV[8] channel
--- ARGV[9] 'PUBLISH' or 'SPUBLISH'
+-- ARGV[9] this write's id (16 hex digits, random)
+-- ARGV[10] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- Returns {'OK', rev, previous} or {'ERR', 'NOPROMPT' | 'NOLABEL' | 'CONFLICT', actual}.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -42,5 +44,5 @@ redis.call('SET', KEYS[4], current)
 local rev = commit(KEYS[5], KEYS[6], KEYS[7], ARGV[8], ARGV[7],
   {'at', ARGV[4], 'action', 'delete_label', 'prompt', ARGV[1], 'label', ARGV[2], 'author', ARGV[5],
    'reason', ARGV[6]},
-  false, current)
-return {'OK', rev, current}
+  false, current, false)
+return reply({'OK', rev, current})

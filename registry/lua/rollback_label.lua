@@ -21,10 +21,12 @@
 -- ARGV[7] message head (msgpack, packed by Python)
 -- ARGV[8] channel
 -- ARGV[9] force ('1' = move even if the compatibility mode refuses it; recorded as forced)
--- ARGV[10] 'PUBLISH' or 'SPUBLISH'
+-- ARGV[10] this write's id (16 hex digits, random)
+-- ARGV[11] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- Returns {'OK', rev, version, previous or false, forced} or {'ERR', 'NOPROMPT' | 'NOROLLBACK' |
 -- 'CORRUPT'}, a check_move refusal (_commit.lua), or {'ERR', 'RETRY', target, current or 0} when
 -- KEYS[10] or KEYS[11] is not the key the script needs (the label moved): call again with those.
+-- KEYS[12] {ns}:revid                  the id of the registry's last write (_commit.lua)
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'ERR', 'NOPROMPT'}
@@ -68,5 +70,5 @@ redis.call('SADD', KEYS[9], ARGV[2])
 local rev = commit(KEYS[5], KEYS[6], KEYS[7], ARGV[8], ARGV[7],
   {'at', ARGV[4], 'action', 'rollback', 'prompt', ARGV[1], 'label', ARGV[2], 'author', ARGV[5],
    'reason', ARGV[6], 'forced', forced},
-  target, current or false)
-return {'OK', rev, target, current or false, forced}
+  target, current or false, redis.call('HGET', KEYS[10], 'sha256') or false)
+return reply({'OK', rev, target, current or false, forced})

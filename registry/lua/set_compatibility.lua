@@ -4,6 +4,7 @@
 -- KEYS[2] {ns}:rev              global revision
 -- KEYS[3] {ns}:log              registry-wide audit stream
 -- KEYS[4] {ns}:p:<name>:log     the prompt's audit stream
+-- KEYS[5] {ns}:revid                  the id of the registry's last write (_commit.lua)
 -- ARGV[1] name
 -- ARGV[2] mode ('none', 'backward' or 'full'; validated by Python)
 -- ARGV[3] at (ISO 8601, UTC)
@@ -11,7 +12,8 @@
 -- ARGV[5] reason ('' = none)
 -- ARGV[6] message head (msgpack, packed by Python)
 -- ARGV[7] channel
--- ARGV[8] 'PUBLISH' or 'SPUBLISH'
+-- ARGV[8] this write's id (16 hex digits, random)
+-- ARGV[9] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- Returns {'OK', rev} or {'ERR', 'NOPROMPT'}.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -21,5 +23,5 @@ redis.call('HSET', KEYS[1], 'compatibility', ARGV[2])
 local rev = commit(KEYS[2], KEYS[3], KEYS[4], ARGV[7], ARGV[6],
   {'at', ARGV[3], 'action', 'set_compatibility', 'prompt', ARGV[1], 'author', ARGV[4], 'reason', ARGV[5],
    'compatibility', ARGV[2]},
-  false, false)
-return {'OK', rev}
+  false, false, false)
+return reply({'OK', rev})

@@ -14,6 +14,7 @@
 -- KEYS[11] {ns}:p:<name>:v:<last>     the version the label last pointed at (KEYS[3], else KEYS[5]
 --                                      for a deleted label), as the caller guessed it (any key of
 --                                      the prefix when it guessed none)
+-- KEYS[12] {ns}:revid                  the id of the registry's last write (_commit.lua)
 -- ARGV[1] name
 -- ARGV[2] label
 -- ARGV[3] version
@@ -25,7 +26,8 @@
 -- ARGV[9] channel
 -- ARGV[10] version key prefix         {ns}:p:<name>:v:  (same slot)
 -- ARGV[11] force ('1' = move even if the compatibility mode refuses it; recorded as forced)
--- ARGV[12] 'PUBLISH' or 'SPUBLISH'
+-- ARGV[12] this write's id (16 hex digits, random)
+-- ARGV[13] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- The compatibility check compares the target with where the label last pointed: where it points,
 -- or where it pointed when it was deleted (delete + set is one move); a label never set is not
 -- checked.
@@ -88,5 +90,5 @@ end
 local rev = commit(KEYS[6], KEYS[7], KEYS[8], ARGV[9], ARGV[8],
   {'at', ARGV[5], 'action', 'set_label', 'prompt', ARGV[1], 'label', ARGV[2], 'author', ARGV[6],
    'reason', ARGV[7], 'forced', forced},
-  version, current or false)
-return {'OK', rev, current or false, forced}
+  version, current or false, redis.call('HGET', KEYS[2], 'sha256') or false)
+return reply({'OK', rev, current or false, forced})

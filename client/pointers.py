@@ -1,0 +1,111 @@
+"""Label pointers and the changes between them: pure functions shared by the cache and the readers.
+
+:data:`Pointers` is ``name -> {label: version number}``; :class:`StatePointers` is a full state's,
+with the write ids that place it in the registry's history; :func:`pointer_change` is the rule a
+change message (or an audit entry replayed) follows; :func:`diff_pointers` turns two states into the
+:class:`ChangeEvent` s callbacks receive. No I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from registry.errors import InvalidInputError
+from registry.validation import LATEST, validate_label, validate_name
+from registry.wire import ChangeMessage
+
+Pointers = dict[str, dict[str, int]]
+"""``name -> {label: version number}``; ``latest`` is present when the prompt has a version."""
+
+
+class StatePointers(dict[str, dict[str, int]]):
+    """The pointers of a full state read (:data:`Pointers`), with :attr:`history`: the id of the
+    write that made each revision the read saw (``''``: a revision without one; a revision not in it
+    is unknown). :meth:`Cache.missing_versions` and :meth:`Cache.replace` use it to tell whether the
+    registry's history is still the one the cache followed (DESIGN.md section 3, rule 2b)."""
+
+    __slots__ = ("history",)
+
+    def __init__(self, pointers: Pointers, history: dict[int, str]) -> None:
+        super().__init__(pointers)
+        self.history = history
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One change the client applied, as passed to :meth:`client.PromptClient.on_change` callbacks.
+
+    ``label`` is the label that moved (``latest`` when a version was added), or ``None`` when a prompt
+    appeared. ``version`` is where the label points now (``None``: deleted) and ``previous_version``
+    where it pointed before (``None``: it did not exist). ``rev`` is the registry revision the cache
+    holds after the change.
+    """
+
+    name: str
+    label: str | None
+    version: int | None
+    previous_version: int | None
+    rev: int
+
+
+def with_change(labels: Mapping[str, int] | None, label: str | None, number: int | None) -> dict[str, int]:
+    """A new dict of a prompt's labels after a change (:func:`pointer_change`); ``labels`` is left as it is."""
+    changed = dict(labels) if labels is not None else {}
+    if label is not None:
+        if number is None:
+            changed.pop(label, None)
+        else:
+            changed[label] = number
+    return changed
+
+
+def pointer_change(message: ChangeMessage, known: Mapping[str, int] | None) -> tuple[str | None, int | None]:
+    """(label, number) a message sets; number ``None`` deletes; label ``None``: prompt only.
+
+    ``known`` is the prompt's current labels: names and labels already cached need no validation.
+    """
+    if known is None:
+        validate_name(message.prompt)
+    op = message.op
+    if op in ("create_prompt", "set_compatibility"):  # no label moves
+        return None, None
+    if op == "add_version":
+        if message.version is None:
+            raise InvalidInputError("add_version message without a version")
+        return LATEST, message.version
+    if message.label is None:
+        raise InvalidInputError(f"{op} message without a label")
+    if known is None or message.label not in known or message.label == LATEST:
+        validate_label(message.label, settable=True)
+    if op == "delete_label":
+        return message.label, None
+    if message.version is None:
+        raise InvalidInputError(f"{op} message without a version")
+    return message.label, message.version
+
+
+def _diff_prompt(
+    name: str, old: Mapping[str, int] | None, new: Mapping[str, int] | None, rev: int
+) -> list[ChangeEvent]:
+    events: list[ChangeEvent] = []
+    if old is None and new is not None:
+        events.append(ChangeEvent(name, None, None, None, rev))
+    before = old or {}
+    after = new or {}
+    for label in sorted(before.keys() | after.keys()):
+        if before.get(label) != after.get(label):
+            events.append(ChangeEvent(name, label, after.get(label), before.get(label), rev))
+    return events
+
+
+def diff_pointers(
+    old: Mapping[str, Mapping[str, int]], new: Mapping[str, Mapping[str, int]], rev: int
+) -> list[ChangeEvent]:
+    """The events that turn the pointers ``old`` into ``new`` (at revision ``rev``), by name then label."""
+    events: list[ChangeEvent] = []
+    for name in sorted(old.keys() | new.keys()):
+        before, after = old.get(name), new.get(name)
+        if before != after:
+            events.extend(_diff_prompt(name, before, after, rev))
+    return events
