@@ -17,12 +17,13 @@ together ring once. A forged one costs one such read and changes nothing.
    random payload) on a channel only this listener listens on: PostgreSQL queues notifications in
    commit order, so the marker arrives after the notification of every write the state holds.
 2. On a ring, the audit rows after the cache's revision apply one by one with the rules of a change
-   message (:meth:`~client.cache.Cache.apply`): each must be the cache's revision plus one. A
-   gap, a registry revision below the cache's (a restore), or a newest audit row at or below the
-   cache's revision that is not the one the cache was built from (a rewritten history) makes a full
-   resync.
+   message (:meth:`~client.cache.Cache.apply`): each must be the cache's revision plus one and
+   follow the write the cache holds (write ids and the version's sha: :mod:`client.postgres_readback`).
+   A gap, a registry revision below the cache's (a restore), or a row at the cache's revision that
+   is not the write the cache holds (a rewritten history, even with the same audit row id) makes a
+   full resync.
 3. Every reconnect is a gap: full resync. When the channel is quiet, a safety poll reads the
-   registry's fingerprint (revision and the id of the newest audit row) and resyncs when it is not
+   registry's fingerprint (revision, the newest audit row's id and write id) and resyncs when it is not
    the state the cache holds; then it sends a marker, which must come back within
    ``ping_timeout`` (a half-open listener connection is caught that way, and by TCP keepalives).
 4. An empty registry (no revision, no prompt) never replaces a cache that holds prompts: the cache
@@ -37,17 +38,16 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from client.cache import Action
 from client.feeds import Backoff, FeedContext, PushFeed, empty_registry
+from client.postgres_readback import Changes, Head, read_changes, read_fingerprint, read_state, read_version
 from registry.errors import RegistryCorruptError
 from registry.models import PromptVersion
-from registry.postgres_conn import is_undefined_table, map_postgres_errors
+from registry.postgres_conn import map_postgres_errors
 from registry.postgres_schema import decode_payload
-from registry.postgres_store import PostgresPromptRegistry, version_from_row
-from registry.wire import ChangeMessage
+from registry.postgres_store import PostgresPromptRegistry
 
 logger = logging.getLogger("promptreg.client")
 
@@ -59,62 +59,6 @@ HOLD_RECHECK = 1.0
 """Seconds between re-reads of the registry while the cache is held (empty registry)."""
 CHANGES_PER_READ = 500
 """Audit rows one ring reads at most; a client further behind reads again from where it stopped."""
-
-_FINGERPRINT = """
-    SELECT n.rev, a.id, a.action, a.prompt, a.label, a.version
-    FROM promptreg_namespaces n
-    LEFT JOIN LATERAL (SELECT id, rev, action, prompt, label, version FROM promptreg_audit
-                       WHERE namespace = n.namespace ORDER BY rev DESC LIMIT 1) a ON true
-    WHERE n.namespace = %s
-"""
-
-# The read a notification rings for: the registry's revision, the newest audit row at or below the
-# cache's revision (it must be the one the cache was built from) and the rows after it, with the
-# text of the versions they add (when the client serves every prompt: a subset fetches only its
-# own). One statement: one snapshot. Both audit reads walk the UNIQUE (namespace, rev) index; the
-# version is one primary-key probe per add_version row (LIMIT 1 keeps the planner from turning
-# it into a join over every version of the namespace: measured at 1,000 versions, 3 ms a read
-# instead of 0.5).
-_CHANGES = """
-    SELECT n.rev, a.id, a.rev, a.action, a.prompt, a.label, a.version, a.previous_version, a.author, a.at,
-           v.prompt_text, v.author, v.message, v.metadata, v.created_at, v.messages, v.config
-    FROM promptreg_namespaces n
-    LEFT JOIN LATERAL (
-        (SELECT id, rev, action, prompt, label, version, previous_version, author, at FROM promptreg_audit
-         WHERE namespace = n.namespace AND rev <= %(rev)s ORDER BY rev DESC LIMIT 1)
-        UNION ALL
-        (SELECT id, rev, action, prompt, label, version, previous_version, author, at FROM promptreg_audit
-         WHERE namespace = n.namespace AND rev > %(rev)s ORDER BY rev LIMIT %(limit)s)
-    ) a ON true
-    LEFT JOIN LATERAL (
-        SELECT prompt_text, author, message, metadata, created_at, messages, config FROM promptreg_versions
-        WHERE %(texts)s AND a.action = 'add_version' AND namespace = n.namespace AND name = a.prompt
-              AND version = a.version
-        LIMIT 1
-    ) v ON true
-    WHERE n.namespace = %(ns)s
-    ORDER BY a.rev
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class _Head:
-    """The newest audit row: its id (the fingerprint) and what it did (to compare with a message)."""
-
-    entry_id: int
-    action: str
-    prompt: str
-    label: str | None
-    version: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class _State:
-    rev: int
-    head: _Head | None
-    pointers: dict[str, dict[str, int]]
-    versions: dict[tuple[str, int], PromptVersion]
-    anchor_found: bool
 
 
 class PostgresFeed(PushFeed[int]):
@@ -238,50 +182,50 @@ class PostgresFeed(PushFeed[int]):
         while True:
             after = cache.rev
             with map_postgres_errors():
-                rows = self._reader.execute(
-                    _CHANGES,
-                    {"rev": after, "limit": CHANGES_PER_READ, "texts": cache.subset is None,
-                     "ns": self.registry.namespace},
-                ).fetchall()  # fmt: skip
-            server_rev = int(rows[0][0]) if rows else 0
-            entries = [row for row in rows if row[1] is not None]  # no audit row at all: one row of NULLs
-            base = entries.pop(0)[1] if entries and entries[0][2] <= after else None
+                read = read_changes(
+                    self._reader, self.registry.namespace, after, CHANGES_PER_READ, cache.subset is None
+                )
+            server_rev = read.server_rev
+            base = read.base
             if server_rev < after:
                 self._resync(f"registry went back: it is at rev {server_rev}, the cache at rev {after}")
                 return None
             known = self._known
-            if known is not None and known[0] == after and known[1] != base:
+            if known is not None and known[0] == after and known[1] != (None if base is None else base[0]):
                 self._resync(f"history changed at rev {after} (audit row {base!r}, not {known[1]!r})")
                 return None
-            if not self._apply_entries(entries):
+            write_id = base[2] if base is not None and base[1] == after else ""
+            if cache.write_id is not None and write_id != cache.write_id:
+                # Audit row ids and revisions come back with a restore; a write id does not.
+                self._resync(f"history changed at rev {after} (write {write_id!r}, not {cache.write_id!r})")
                 return None
-            if len(entries) < CHANGES_PER_READ or cache.rev >= server_rev:
+            if not self._apply_changes(read):
+                return None
+            if len(read.changes) < CHANGES_PER_READ or cache.rev >= server_rev:
                 break
         if cache.rev < server_rev:  # a revision without its audit row: a write made behind promptreg's back
             self._resync(f"registry at rev {server_rev}, its audit ends at rev {cache.rev}")
             return None
         return server_rev
 
-    def _apply_entries(self, entries: list[tuple[Any, ...]]) -> bool:
-        """Apply audit rows (columns of :data:`_CHANGES`) in order, with the rules of a change
-        message; ``False`` when one could not apply and the state was resynced instead."""
+    def _apply_changes(self, read: Changes) -> bool:
+        """Apply the audit rows read, in order, with the rules of a change message (the write ids
+        and the sha included); ``False`` when one could not apply and the state was resynced instead."""
         context = self.context
-        texts = {(row[4], row[6]): version_from_row((row[6], *row[10:])) for row in entries if row[10] is not None}
+        texts = read.texts
 
         def fetch(name: str, number: int) -> PromptVersion | None:
             found = texts.get((name, number))
             return found if found is not None else self._fetch_one(name, number)
 
         head: tuple[int, int] | None = None
-        for row in entries:
-            entry_id, rev, action, prompt, label, version, previous, author, at = row[1:10]
-            change = ChangeMessage(rev, action, prompt, label, version, previous, author, at.timestamp())
+        for entry_id, change in read.changes:
             result = context.cache.apply(change, fetch)
             if result.action is Action.RESYNC:
                 self._resync(result.reason or "resync")
                 return False
             if result.action is Action.APPLIED:
-                head = (rev, entry_id)
+                head = (change.rev, entry_id)
             if result.events:
                 context.notify(list(result.events))
         if head is not None:
@@ -318,13 +262,7 @@ class PostgresFeed(PushFeed[int]):
 
     def _fetch_one(self, name: str, number: int) -> PromptVersion | None:
         with map_postgres_errors():
-            row = self._reader.execute(
-                "SELECT version, prompt_text, author, message, metadata, created_at, messages, config "
-                "FROM promptreg_versions "
-                "WHERE namespace = %s AND name = %s AND version = %s",
-                (self.registry.namespace, name, number),
-            ).fetchone()
-        return None if row is None else version_from_row(row)
+            return read_version(self._reader, self.registry.namespace, name, number)
 
     def _send_marker(self) -> None:
         """NOTIFY a fresh marker on this listener's own channel: it arrives after every notification
@@ -337,24 +275,12 @@ class PostgresFeed(PushFeed[int]):
 
     # -- safety poll and resync --------------------------------------------------------------------
 
-    def _fingerprint(self, conn: Any) -> tuple[int, _Head | None]:
-        try:
-            row = conn.execute(_FINGERPRINT, (self.registry.namespace,)).fetchone()
-        except Exception as exc:
-            if is_undefined_table(exc):  # no schema yet: an empty registry
-                return 0, None
-            raise
-        if row is None:
-            return 0, None
-        rev, entry_id, action, prompt, label, version = row
-        return int(rev), None if entry_id is None else _Head(entry_id, action, prompt, label, version)
-
     def _safety_poll(self) -> None:
         if self.holding is not None:  # the recheck reads the whole state anyway
             return
         cache = self.context.cache
         with map_postgres_errors():
-            server_rev, head = self._fingerprint(self._reader)
+            server_rev, head = read_fingerprint(self._reader, self.registry.namespace)
         deadline = time.monotonic() + CATCH_UP_TIMEOUT
         # Notifications of writes committed before the read may still be on their way.
         while cache.rev < server_rev and time.monotonic() < deadline and not self._stop.is_set():
@@ -370,62 +296,18 @@ class PostgresFeed(PushFeed[int]):
             return
         self._send_marker()
 
-    def _fingerprint_mismatch(self, rev: int, head: _Head | None) -> str | None:
+    def _fingerprint_mismatch(self, rev: int, head: Head | None) -> str | None:
         """Why the registry at ``rev`` with newest audit row ``head`` is not the cache's state, or ``None``.
 
-        The newest row is the write that made ``rev`` (revisions are unique per namespace)."""
+        The newest row is the write that made ``rev`` (revisions are unique per namespace); its write
+        id must be the cache's (a restore brings audit row ids back, not write ids)."""
+        write_id = "" if head is None else head.write_id_at(rev)
+        cache_write = self.context.cache.write_id
+        if cache_write is not None and write_id != cache_write:
+            return f"safety poll: history changed at rev {rev} (write {write_id!r}, not {cache_write!r})"
         if head is None:
             return self._history_mismatch(rev, None, None)
         return self._history_mismatch(rev, head.entry_id, (rev, head.action, head.prompt, head.label, head.version))
-
-    def _read_state(self) -> _State:
-        """The whole state at one moment (one REPEATABLE READ transaction on the reader)."""
-        conn, ns, cache = self._reader, self.registry.namespace, self.context.cache
-        try:
-            with conn.transaction():
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                rev, head = self._fingerprint(conn)
-                anchor_found = self._anchor is not None and (
-                    conn.execute("SELECT 1 FROM promptreg_audit WHERE namespace = %s AND id = %s",
-                                 (ns, self._anchor)).fetchone() is not None
-                )  # fmt: skip
-                pointers: dict[str, dict[str, int]] = {}
-                subset = cache.subset
-                for name, latest in conn.execute(
-                    "SELECT name, latest FROM promptreg_prompts WHERE namespace = %s", (ns,)
-                ):
-                    if subset is None or name in subset:
-                        pointers[name] = {"latest": latest} if latest else {}
-                for name, label, version in conn.execute(
-                    "SELECT name, label, version FROM promptreg_labels WHERE namespace = %s AND version IS NOT NULL",
-                    (ns,),
-                ):
-                    if name in pointers:
-                        pointers[name][label] = version
-                wanted = (
-                    cache.missing_versions(pointers)
-                    if anchor_found
-                    else {(n, v) for n, labels in pointers.items() for v in labels.values()}
-                )
-                versions = self._read_versions(conn, wanted)
-        except Exception as exc:
-            if is_undefined_table(exc):  # no schema yet: an empty registry
-                return _State(0, None, {}, {}, False)
-            raise
-        return _State(rev, head, pointers, versions, anchor_found)
-
-    def _read_versions(self, conn: Any, wanted: set[tuple[str, int]]) -> dict[tuple[str, int], PromptVersion]:
-        if not wanted:
-            return {}
-        names, numbers = zip(*sorted(wanted), strict=True)
-        rows = conn.execute(
-            "SELECT v.name, v.version, v.prompt_text, v.author, v.message, v.metadata, v.created_at, v.messages, "
-            "v.config "
-            "FROM promptreg_versions v JOIN unnest(%s::text[], %s::int[]) AS w(name, version) "
-            "ON v.name = w.name AND v.version = w.version WHERE v.namespace = %s",
-            (list(names), list(numbers), self.registry.namespace),
-        )
-        return {(row[0], row[1]): version_from_row(row[1:]) for row in rows}
 
     def _resync(self, reason: str) -> None:
         """Read the whole state and replace the cache with it, unless the registry is empty while the
@@ -433,17 +315,17 @@ class PostgresFeed(PushFeed[int]):
         context = self.context
         cache = context.cache
         with map_postgres_errors():
-            state = self._read_state()
+            state = read_state(self._reader, self.registry.namespace, cache, self._anchor)
         problem = empty_registry(state.rev, state.pointers, cache)
         if problem is not None:
             self._hold(problem)
             self._recheck_at = time.monotonic() + HOLD_RECHECK
             return
-        if state.anchor_found:  # the same history, grown: versions cached are still the registry's
+        if state.same_history:  # the same history, grown: versions cached are still the registry's
             for (name, _number), version in state.versions.items():
                 cache.add_version(name, version)
             events = cache.replace(state.rev, state.pointers)
-        else:  # another history (restore) or unknown: a version number may be another text
+        else:  # another history (restore) or unknown: a version number may be another text (pinned ones too)
             events = cache.replace(state.rev, state.pointers, versions=state.versions)
         self._loaded(state.rev, None if state.head is None else state.head.entry_id)
         self._trusted()

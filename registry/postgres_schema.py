@@ -137,6 +137,13 @@ MIGRATIONS: Final = (
             ADD COLUMN compatibility text;
         """,
     ),
+    Migration(
+        4,
+        "write ids: each audit row records the random id of its write (content identity)",
+        """
+        ALTER TABLE promptreg_audit ADD COLUMN write_id text;  -- NULL: written before write ids ('')
+        """,
+    ),
 )
 LATEST_SCHEMA: Final = MIGRATIONS[-1].version
 

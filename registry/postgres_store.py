@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -257,13 +258,18 @@ class PostgresPromptRegistry(PromptRegistry):
         version: int | None = None, previous: int | None = None, author: str | None = None,
         reason: str | None = None, forced: bool = False, compatibility: CompatibilityMode | None = None,
     ) -> AuditEvent:  # fmt: skip
-        """The tail of every write: audit row, revision bump, notification (sent at COMMIT)."""
+        """The tail of every write: audit row, revision bump, notification (sent at COMMIT).
+
+        The audit row records a random write id: a restore brings revisions, audit row ids and
+        version numbers back, never a write id, so a client can tell another history from its own.
+        """
         rev += 1
         conn.execute("UPDATE promptreg_namespaces SET rev = %s WHERE namespace = %s", (rev, self.namespace))
         conn.execute(
-            f"INSERT INTO promptreg_audit (namespace, {_AUDIT_COLUMNS}) VALUES ({', '.join(['%s'] * 12)})",
-            (self.namespace, rev, at, action, name, label, version, previous, author, reason, forced, compatibility),
-        )
+            f"INSERT INTO promptreg_audit (namespace, {_AUDIT_COLUMNS}, write_id) VALUES ({', '.join(['%s'] * 13)})",
+            (self.namespace, rev, at, action, name, label, version, previous, author, reason, forced, compatibility,
+             secrets.token_hex(8)),
+        )  # fmt: skip
         payload = encode_payload(rev, action, name, label, version, previous, author, at.timestamp())
         conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
         return AuditEvent(rev=rev, at=at, action=action, prompt=name, label=label, version=version,
