@@ -9,16 +9,17 @@ on a real redis-server by ``tests/test_acl.py``):
     may write are the fleet presence keys ``{ns}:fleet`` and ``{ns}:fleet:*`` (``%W~``), with the
     few commands a presence report sends (:data:`PRESENCE_COMMANDS`).
 ``writer``
-    The CLI and CI: the write scripts (EVALSHA, SCRIPT LOAD after a NOSCRIPT) and every command the
-    scripts run (Redis 7 checks those against the caller's ACL too, PUBLISH on the events channel
-    included), plus what the CLI reads (history, export, watch).
+    The CLI and CI: the write functions (FCALL of the library an operator loaded,
+    :mod:`registry.redis_scripts`; no EVAL, EVALSHA, SCRIPT LOAD or FUNCTION LOAD, so no code of its
+    own choosing) and every command the functions run (Redis 7 checks those against the caller's ACL
+    too, PUBLISH on the events channel included), plus what the CLI reads (history, export, watch).
 ``admin``
     ``writer`` plus the namespace wipe (SCAN + UNLINK/DEL, see ``benchmarks/_harness.py`` and the
-    demo's clean-up).
+    demo's clean-up) and loading a release's functions library (FUNCTION LOAD, ``promptreg migrate``).
 
 Every rule list lives in the ``*_COMMANDS`` tuples below: amend a role there and the ``promptreg acl``
 command, the docs' examples and the tests all follow. Requires Redis 7.0 or newer (read-only key
-patterns ``%R~``; scripts' commands checked against the ACL).
+patterns ``%R~``; scripts' commands checked against the ACL; Redis Functions).
 
 By default the rules are the ones every Redis >= 7.0 accepts: ``ACL SETUSER`` refuses a whole line
 that names a command the server does not know, so a grant only newer servers know
@@ -98,9 +99,9 @@ PRESENCE_COMMANDS: tuple[str, ...] = (
 """The reader's presence commands: its write grants apply only to the presence keys (see :func:`presence_key_rules`)."""
 
 WRITER_COMMANDS: tuple[str, ...] = (
-    "evalsha",  # every write is one script (RedisPromptRegistry, via redis-py's register_script)
-    "script|load",  # register_script's fallback after NOSCRIPT (script cache flushed, failover, restart)
-    # Commands the scripts in registry/lua/ run: Redis 7 checks each against the caller's ACL.
+    "fcall",  # every write is one function of the library an admin loaded (registry/redis_scripts.py);
+    # no EVAL/EVALSHA/SCRIPT LOAD/FUNCTION LOAD: the writer runs no code of its own choosing (issue 21).
+    # Commands the functions (registry/lua/) run: Redis 7 checks each against the caller's ACL.
     "exists",
     "get",
     "hget",
@@ -124,8 +125,9 @@ WRITER_COMMANDS: tuple[str, ...] = (
 ADMIN_COMMANDS: tuple[str, ...] = (
     "scan",  # the namespace wipe finds the keys with SCAN MATCH {ns}:* ...
     "unlink",  # ... and drops them (the demo uses DEL, which the writer already has)
+    "function|load",  # `promptreg migrate` loads a release's functions library (server-wide: docs/security.md)
 )
-"""Added to the writer's commands: the namespace wipe (and, when one exists, a data migration)."""
+"""Added to the writer's commands: the namespace wipe and ``promptreg migrate`` (the functions library)."""
 
 
 class Role(StrEnum):
@@ -136,15 +138,16 @@ class Role(StrEnum):
     WRITER = "writer"
     """The CLI and CI jobs that change prompts and labels."""
     ADMIN = "admin"
-    """Operators: ``writer`` plus wiping the namespace."""
+    """Operators: ``writer`` plus wiping the namespace and loading the functions library (``promptreg migrate``)."""
 
 
 _DESCRIPTIONS = {
     Role.READER: "PromptClient: read the namespace's keys (read-only), SUBSCRIBE to its events channel, "
     "write only the fleet presence keys; no PUBLISH, no scripts",
-    Role.WRITER: "CLI/CI: run the write scripts (EVALSHA, SCRIPT LOAD) and the commands they run, "
-    "PUBLISH on the events channel, read history and exports; only the namespace's keys",
-    Role.ADMIN: "writer + the namespace wipe (SCAN, UNLINK); only the namespace's keys",
+    Role.WRITER: "CLI/CI: call the loaded write functions (FCALL; no EVAL, no script or function loading) "
+    "and the commands they run, PUBLISH on the events channel, read history and exports; only the namespace's keys",
+    Role.ADMIN: "writer + the namespace wipe (SCAN, UNLINK) + loading the functions library (FUNCTION LOAD, "
+    "promptreg migrate); only the namespace's keys",
 }
 
 

@@ -13,10 +13,10 @@ makes after the migration are missing from it (run ``promptreg migrate --rebuild
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import redis
-from redis.commands.core import Script
 
 from registry.errors import RegistryCorruptError
 from registry.keys import Keyspace
@@ -37,7 +37,9 @@ def index_format(client: redis.Redis, keys: Keyspace) -> int | None:
     return None if raw is None else int(raw)
 
 
-def build_index(client: redis.Redis, keys: Keyspace, script: Script, *, rebuild: bool = False) -> MigrationResult:
+def build_index(
+    client: redis.Redis, keys: Keyspace, script: Callable[..., Any], *, rebuild: bool = False
+) -> MigrationResult:
     """Build the index of every prompt; idempotent. Without ``rebuild``, a complete index is left as is.
 
     Raises redis-py errors (the caller translates them) and :class:`~registry.RegistryCorruptError`
@@ -61,7 +63,7 @@ def build_index(client: redis.Redis, keys: Keyspace, script: Script, *, rebuild:
     return MigrationResult(True, done, f"indexed {done} prompts (index format {INDEX_FORMAT})")
 
 
-def _index_batch(client: redis.Redis, keys: Keyspace, script: Script, names: list[str]) -> int:
+def _index_batch(client: redis.Redis, keys: Keyspace, script: Callable[..., Any], names: list[str]) -> int:
     pending = names
     for _ in range(MAX_RETRIES):
         pipe: Any = client.pipeline(transaction=False)

@@ -2,8 +2,9 @@
 
 Each version is an immutable hash, each label its own string key (layout in :mod:`registry.keys`).
 Every write is one Lua script from ``registry/lua/`` that validates, writes, appends the audit entry,
-bumps the revision and publishes the change message, atomically. This module only packs arguments,
-calls the scripts and turns their result codes and Redis errors into typed exceptions.
+bumps the revision and publishes the change message, atomically; the scripts run as Redis Functions
+(FCALL, :mod:`registry.redis_scripts`). This module only packs arguments, calls the functions and
+turns their result codes and Redis errors into typed exceptions.
 """
 
 from __future__ import annotations
@@ -14,12 +15,10 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from importlib import resources
 from typing import Any, NoReturn
 
 import msgpack
 from redis.backoff import NoBackoff
-from redis.commands.core import Script
 from redis.retry import Retry
 
 from registry.base import PromptRegistry
@@ -46,23 +45,15 @@ from registry.redis_records import (
     text_field,
     version_from_hash,
 )
+from registry.redis_scripts import WriteFunctions
 from registry.replication import durable, run_and_wait
 from registry.topology import RedisClient, connect, is_cluster, parse_redis_url
 from registry.validation import LATEST, MAX_METADATA_BYTES, MAX_TEXT_BYTES
 from registry.wire import pack_static_part
 
-_SCRIPTS = ("create_prompt", "add_version", "set_label", "delete_label", "rollback_label", "index_prompts",
-            "set_compatibility")  # fmt: skip
-
-
-def _load_script_source(name: str) -> str:
-    # The shared commit() tail is prepended, so each script is one self-contained EVAL body.
-    lua = resources.files("registry").joinpath("lua")
-    return lua.joinpath("_commit.lua").read_text("utf-8") + "\n" + lua.joinpath(f"{name}.lua").read_text("utf-8")
-
 
 class RedisPromptRegistry(PromptRegistry):
-    """The production registry on Redis 7 (or anything speaking its protocol with Lua).
+    """The production registry on Redis 7 (or anything speaking its protocol with Redis Functions).
 
     Pass a redis-py client (``redis.Redis``, one from ``Sentinel.master_for``, or a
     ``redis.cluster.RedisCluster``; without ``decode_responses``) or a ``url`` in any form of
@@ -75,6 +66,12 @@ class RedisPromptRegistry(PromptRegistry):
     write). ``read_from="replica"`` (Sentinel URLs only) reads from a replica: writes are then
     refused (read-only). Connection failures and the server's refusals (read-only replica, loading,
     cluster down, ...) raise :class:`~registry.RegistryUnavailableError` saying which.
+
+    Writes call this release's Redis Functions library (:mod:`registry.redis_scripts`). With a user
+    that may ``FUNCTION LOAD`` (the default user, the ACL ``admin``) the first write loads it when it
+    is missing; with one that may not (``writer``) a write on a server without it raises
+    :class:`~registry.RegistryAuthError` saying to run ``promptreg migrate`` as admin
+    (:meth:`load_functions`).
     """
 
     def __init__(
@@ -121,9 +118,7 @@ class RedisPromptRegistry(PromptRegistry):
         """Whether the registry runs on a Redis Cluster (change messages then go by SPUBLISH)."""
         self._publish = "SPUBLISH" if self.cluster else "PUBLISH"
         self._confirmed = threading.local()
-        self._scripts: dict[str, Script] = {
-            name: client.register_script(_load_script_source(name)) for name in _SCRIPTS
-        }
+        self._functions = WriteFunctions(client)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisPromptRegistry:
@@ -174,12 +169,13 @@ class RedisPromptRegistry(PromptRegistry):
         # so no client applies a change a failover can still take back (docs/operations.md).
         keys = [*keys, self.keys.revid]
         args = [*args, secrets.token_hex(8), "DEFER" if self.wait_replicas else self._publish]
+        call = self._functions.script(script)
         with self._translate():
             if not self.wait_replicas:
-                result: list[Any] = self._scripts[script](keys=keys, args=args, client=self.redis)
+                result: list[Any] = self._functions.retrying(lambda: call(keys=keys, args=args))
                 return result
-            result, confirmed = run_and_wait(
-                self.redis, self._scripts[script], keys, args, self.wait_replicas, self.wait_timeout
+            result, confirmed = self._functions.retrying(
+                lambda: run_and_wait(self.redis, call, keys, args, self.wait_replicas, self.wait_timeout)
             )
             self._confirmed.count = confirmed
             if result[0] != b"OK":
@@ -433,21 +429,38 @@ class RedisPromptRegistry(PromptRegistry):
         with self._translate():
             return int(self.redis.get(self.keys.rev) or 0)
 
+    def load_functions(self) -> bool:
+        """Load this release's write functions library (``FUNCTION LOAD``; on a cluster, on every
+        primary); True when it was missing somewhere. Idempotent: a library already loaded is kept.
+
+        Needs a user that may ``FUNCTION LOAD`` (the default user or the ACL ``admin``):
+        ``promptreg migrate`` runs it. Raises :class:`~registry.RegistryAuthError` for a user that
+        may not, :class:`~registry.RegistryUnavailableError`.
+        """
+        with self._translate():
+            return self._functions.load()
+
     def migrate(self, *, rebuild: bool = False) -> MigrationResult:
-        """Build the index (``{ns}:ix:*``) a registry written by 0.1.0 lacks; idempotent.
+        """Load this release's functions library (:meth:`load_functions`), then build the index
+        (``{ns}:ix:*``) a registry written by 0.1.0 lacks; idempotent.
 
         Batched: no command blocks the server for long. With ``rebuild`` the index is rebuilt even
         when it is complete (after a 0.1.0 writer wrote to a migrated registry). Versions written
         before the compatibility check get their ``inputs`` (:func:`registry.redis_chat.fill_inputs`).
-        Raises :class:`~registry.RegistryUnavailableError` and :class:`~registry.RegistryAuthError`.
+        Raises :class:`~registry.RegistryUnavailableError` and :class:`~registry.RegistryAuthError`
+        (also for a user that may not load the library: run it as admin).
         """
+        loaded = self.load_functions()
         with self._translate():
-            result = build_index(self.redis, self.keys, self._scripts["index_prompts"], rebuild=rebuild)
+            result = build_index(self.redis, self.keys, self._functions.script("index_prompts"), rebuild=rebuild)
             filled = fill_inputs(self.redis, self.keys)
-        if not filled:
+        notes = [f"loaded the Redis functions library {self._functions.library.name}"] if loaded else []
+        if filled:
+            notes.append(f"stored the variables of {filled} version(s) written before compatibility checks")
+        if not notes:
             return result
-        note = f"stored the variables of {filled} version(s) written before compatibility checks"
-        return MigrationResult(True, result.prompts, note if not result.changed else f"{result.message}; {note}")
+        message = "; ".join([result.message, *notes])
+        return MigrationResult(result.changed or bool(filled), result.prompts, message)
 
     def _list_prompts(self) -> list[str]:
         with self._translate():

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from redis.commands.core import Script
 from redis.exceptions import AskError, TryAgainError
 
 from registry.errors import ReplicationTimeoutError
@@ -27,7 +26,7 @@ CLUSTER_ATTEMPTS = 5
 
 
 def run_and_wait(
-    client: Any, script: Script, keys: list[str], args: list[Any], replicas: int, timeout: float
+    client: Any, script: Callable[..., Any], keys: list[str], args: list[Any], replicas: int, timeout: float
 ) -> tuple[list[Any], int]:
     """Run ``script`` then ``WAIT replicas timeout`` on one connection; ``(script result, replicas that
     confirmed)``. Raises redis-py errors (the caller translates them)."""
@@ -47,7 +46,7 @@ def run_and_wait(
 
 
 def _pipelined(
-    client: Any, script: Script, keys: list[str], args: list[Any], replicas: int, millis: int
+    client: Any, script: Callable[..., Any], keys: list[str], args: list[Any], replicas: int, millis: int
 ) -> tuple[list[Any], int]:
     pipe = client.pipeline(transaction=False)
     script(keys=keys, args=args, client=pipe)

@@ -3,8 +3,10 @@
 The three users are created from ``acl_setuser_args`` (the same source ``promptreg acl`` prints), then:
 the client goes live as ``reader``, reports its fleet presence, and the server logs no refusal for it;
 ``reader`` can write its presence keys and nothing else, cannot run a script, PUBLISH or read another
-namespace; the CLI's whole workflow runs as ``writer``;
-``writer`` cannot touch another namespace nor run the namespace wipe; ``admin`` can. Every refusal
+namespace; the CLI's whole workflow runs as ``writer`` once ``admin`` loaded the functions library
+(``promptreg migrate``); ``writer`` cannot load or run code of its own (EVAL, EVALSHA, SCRIPT LOAD,
+FUNCTION LOAD: ``tests/test_functions.py`` has the rest), touch another namespace nor run the
+namespace wipe; ``admin`` can wipe. Every refusal
 is checked to have left the stored data unchanged (every key of both namespaces, byte for byte).
 """
 
@@ -251,21 +253,29 @@ def test_roles_hold_no_command_the_server_calls_write_scripting_or_dangerous(use
     assert reader & category("write") == set(PRESENCE_COMMANDS) & category("write") == {"set", "zadd", "del", "zrem",
                                                                                         "zremrangebyscore"}  # fmt: skip
     assert reader & {"publish", "spublish", "eval", "evalsha", "fcall", "function", "script|load"} == set()
+    # The writer calls the functions an admin loaded, and runs no code of its own (issue 21).
+    assert writer & category("scripting") == {"fcall"}
+    assert writer & {"eval", "evalsha", "script|load", "function|load"} == set()
     assert (reader | writer) & category("dangerous") == {"info", "role"} & category("dangerous")
     assert {"scan", "unlink", "keys", "flushdb", "flushall"} & writer == set()
 
 
 @pytest.mark.redis
 def test_cli_works_as_writer(users: Users, tmp_path: Path) -> None:
-    users.root.script_flush()  # the writer must reload the scripts itself (SCRIPT LOAD after NOSCRIPT)
+    users.root.function_flush()  # a server without this release's library: the writer may not load it
     env = {"PROMPTREG_URL": users.url(Role.WRITER), "PROMPTREG_NAMESPACE": users.namespace}
 
-    def run(*args: str, input: str | None = None) -> str:
-        result = CliRunner().invoke(cli, list(args), input=input, env=env, catch_exceptions=False)
+    def run(*args: str, input: str | None = None, role: Role = Role.WRITER) -> str:
+        result = CliRunner().invoke(cli, list(args), input=input, env={**env, "PROMPTREG_URL": users.url(role)},
+                                    catch_exceptions=False)  # fmt: skip
         assert result.exit_code == 0, (args, result.stdout, result.stderr)
         assert users.password not in result.stdout + result.stderr
         return result.stdout
 
+    refused = CliRunner().invoke(cli, ["create", "critic"], env=env, catch_exceptions=False)
+    assert refused.exit_code != 0 and "promptreg migrate" in refused.output, refused.output
+    assert "loaded the Redis functions library" in run("migrate", role=Role.ADMIN)
+    users.root.acl_log_reset()
     run("create", "critic", "--description", "reviews movies", "--author", "ci")
     run("push", "critic", "--author", "ci", "-m", "first", input="As a movie critic, do you like {{movie}}?\n")
     run("push", "critic", "--author", "ci", "--label", "staging", input="Do you like {{movie}}?\n")
@@ -293,7 +303,10 @@ def test_writer_cannot_touch_another_namespace_nor_wipe_its_own(users: Users) ->
         users.refused(lambda: conn.set(other.label("critic", "production"), 2))
         users.refused(lambda: conn.delete(other.prompt("critic")))
         users.refused(lambda: conn.publish(other.channel, b"forged"))
-        users.refused(lambda: conn.eval("return 1", 0))  # scripts only by EVALSHA of what it loaded
+        users.refused(lambda: conn.eval("return 1", 0))  # no code of its own: only FCALL of the loaded library
+        users.refused(lambda: conn.script_load("return 1"))
+        users.refused(lambda: conn.evalsha(users.root.script_load("return 1"), 0))
+        users.refused(lambda: conn.function_load("#!lua name=mine\nredis.register_function('mine', function() end)"))
         users.refused(lambda: conn.flushdb())
         users.refused(lambda: conn.keys("*"))
         users.refused(lambda: drop_namespace(users.url(Role.WRITER), users.namespace))  # SCAN is admin-only
@@ -358,7 +371,8 @@ def test_the_security_docs_loop_creates_users_that_work(private_redis_server: Re
 
     secrets = dict(re.findall(r"^promptreg-(reader|writer|admin): ([0-9a-f]{64})$", done.stdout, flags=re.M))
     replies = [line for line in done.stdout.splitlines() if not line.startswith("promptreg-")]
-    assert replies == ["OK", "OK", "OK"], f"Redis {version} refused a line of `promptreg acl`: {done}"
+    assert replies[:3] == ["OK", "OK", "OK"], f"Redis {version} refused a line of `promptreg acl`: {done}"
+    assert len(replies) == 4 and "loaded the Redis functions library" in replies[3], done  # promptreg migrate
     assert sorted(secrets) == ["admin", "reader", "writer"] and len(set(secrets.values())) == 3, done
     urls = {role: _url(server, f"promptreg-{role}", secret) for role, secret in secrets.items()}
     keys = Keyspace("promptreg")
@@ -399,6 +413,8 @@ def test_the_security_docs_loop_creates_users_that_work(private_redis_server: Re
             lambda: reader.set(keys.label("critic", "production"), 1),
             lambda: reader.publish(keys.channel, b"forged"),
             lambda: reader.evalsha(root.script_load("return 1"), 0),
+            lambda: writer_conn.eval("return 1", 0),
+            lambda: writer_conn.script_load("return 1"),
             lambda: writer_conn.scan(match="*"),
             lambda: writer_conn.flushdb(),
         ):

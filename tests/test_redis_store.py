@@ -1,6 +1,7 @@
 """The Redis shape of the registry: key types, one message per write, atomic refusals, errors.
 
-Runs on a real redis-server and, where the behaviour is the script's, on fakeredis with Lua too.
+Runs on a real redis-server and, where the behaviour is the script's, on fakeredis with Lua too (the
+scripts run as Redis Functions on both: FCALL).
 """
 
 from __future__ import annotations
@@ -156,12 +157,12 @@ def test_a_label_move_is_one_round_trip_and_a_compatibility_check_at_most_two(
 
     monkeypatch.setattr(conn, "execute_command", counting)
     reg.set_label("movie-critic", "production", 1)
-    assert sent == ["EVALSHA"]
+    assert sent == ["FCALL"]
     reg.set_compatibility("movie-critic", "backward")
     sent.clear()
     with pytest.raises(IncompatibleVersionError):  # v2 needs {{criticlevel}}: checked against v1, the label's version
         reg.set_label("movie-critic", "production", 2)
-    assert sent == ["EVALSHA", "EVALSHA"]  # RETRY with the label's version, then the check
+    assert sent == ["FCALL", "FCALL"]  # RETRY with the label's version, then the check
     assert reg.get_version("movie-critic", label="production").version == 1
 
 
@@ -201,10 +202,11 @@ def test_refused_write_changes_nothing_and_publishes_nothing(
     assert _dump(conn, namespace) == before
 
 
-def test_script_cache_flush_falls_back_to_eval(reg: RedisPromptRegistry, conn: redis.Redis) -> None:
+def test_functions_flushed_are_loaded_again_by_a_user_that_may(reg: RedisPromptRegistry, conn: redis.Redis) -> None:
     reg.create_prompt("p")
-    conn.script_flush()
-    assert reg.add_version("p", "after flush").version == 1
+    conn.function_flush()  # a restart without persistence, or an operator's FUNCTION FLUSH
+    assert reg.add_version("p", "after flush").version == 1  # "Function not found": loaded, run once more
+    assert [v.prompt_text for v in reg.get_prompt("p").versions] == ["after flush"]  # type: ignore[union-attr]
 
 
 def test_namespaces_are_isolated(conn: redis.Redis, namespace: str) -> None:
