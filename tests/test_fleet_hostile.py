@@ -110,6 +110,9 @@ def hostile_fleet(server: RedisServer, namespace: str, report_interval: float = 
     reader = redis.Redis(
         host="127.0.0.1", port=server.port, username=f"{namespace}-reader", password=password, socket_timeout=30
     )
+    loader = RedisPromptRegistry.from_url(server.url, namespace=namespace)
+    loader.load_functions()  # the writer only calls the write functions: the operator loads them (migrate)
+    loader.close()
     writer_url = f"redis://{namespace}-writer:{password}@127.0.0.1:{server.port}/0"
     writer = RedisPromptRegistry.from_url(writer_url, namespace=namespace)
     honest: PromptClient | None = None
