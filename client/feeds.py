@@ -89,6 +89,7 @@ class Feed:
         """Set once the first attempt to load the state finished, successfully or not."""
         self._name = name
         self._stop = threading.Event()
+        self._retry = threading.Event()  # ends the backoff wait early: stop(), retry_now()
         self._thread: threading.Thread | None = None
         self.holding: str | None = None
         """Why the registry is not trusted right now (the cache is held), or ``None``."""
@@ -101,6 +102,7 @@ class Feed:
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the thread to stop and wait for it up to ``timeout`` seconds."""
         self._stop.set()
+        self._retry.set()
         self._interrupt()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -108,6 +110,11 @@ class Feed:
 
     def close(self) -> None:
         """Release connections (after :meth:`stop`)."""
+
+    def retry_now(self) -> None:
+        """If the thread waits before its next attempt, make it try now (a hint that the attempt
+        would succeed now, e.g. Sentinel named a new primary); otherwise the next wait is skipped."""
+        self._retry.set()
 
     def fetch_version(self, name: str, number: int) -> PromptVersion:
         """Read one version from the registry (for pinned lookups not cached).
@@ -127,6 +134,9 @@ class Feed:
     def _run(self) -> None:
         backoff = Backoff()
         while not self._stop.is_set():
+            self._retry.clear()  # a hint from now on ends the wait after this attempt
+            if self._stop.is_set():  # stop() may have set it just before the clear
+                break
             try:
                 self._run_once(backoff)
             except Exception as exc:  # the loop never dies: report, back off, try again
@@ -139,7 +149,7 @@ class Feed:
                            self.kind, self._name, exc)  # fmt: skip
             finally:
                 self.first_attempt.set()
-            self._stop.wait(backoff.next_delay())
+            self._retry.wait(backoff.next_delay())
 
     def _run_once(self, backoff: Backoff) -> None:
         raise NotImplementedError

@@ -14,10 +14,15 @@
    sockets).
 4. Before every state read, ``ROLE`` (:mod:`client.replica`): a replica cut off from its primary or
    still syncing, or a server still loading, is not trusted; nor is an empty registry when the cache
-   holds a state. Then the cache is *held*: lookups serve it, the status says ``stale`` (or stays
-   ``initializing``) with the reason, and the state is re-read every :data:`HOLD_RECHECK` seconds
-   and on any message until it can be taken. A non-empty state is authoritative even at a lower
-   revision (a restore).
+   holds a state; nor, on Sentinel, a primary while the sentinels fail it over or see it down. Then
+   the cache is *held*: lookups serve it, the status says ``stale`` (or stays ``initializing``) with
+   the reason, and the state is re-read every :data:`HOLD_RECHECK` seconds and on any message until
+   it can be taken. A non-empty state is authoritative even at a lower revision (a restore).
+4b. On Sentinel, the same check asks the sentinels which node is the primary: a subscription on a
+   node they no longer name (the old primary after a graceful ``SENTINEL FAILOVER`` stays up and
+   hears none of the new primary's writes) is dropped and made again through Sentinel. A thread
+   subscribed to a sentinel's failover events (:class:`~client.replica.SentinelWatch`) asks again at
+   each event and interrupts the listener when the answer changed; the safety poll asks too.
 5. The loop never dies: errors are logged, reported through the status, and followed by a
    reconnect after a full-jitter backoff capped near 1 s.
 """
@@ -34,7 +39,7 @@ from client.feeds import Backoff, FeedContext, PushFeed, collector_paused, empty
 from client.index_read import read_client_state
 from client.redis_links import CHANGES, SUBSCRIBED, UNSUBSCRIBED, FeedLinks
 from client.redis_state import LogHead, fetch_versions, read_fingerprint
-from client.replica import RoleCheck
+from client.replica import NotThePrimary, SentinelWatch, TrustCheck
 from registry.models import PromptVersion
 from registry.redis_store import RedisPromptRegistry
 from registry.wire import decode
@@ -72,8 +77,12 @@ class RedisFeed(PushFeed[bytes]):
         # Where it subscribes and reads (server, Sentinel primary or replica, cluster slot owner):
         self._links = FeedLinks(registry)
         self._pubsub: Any = None
-        self._role = RoleCheck()
-        self._role.supported = not registry.cluster  # cluster nodes: routing, not ROLE, says who serves
+        self._trust = TrustCheck(self._links.sentinels)
+        self._trust.role.supported = not registry.cluster  # cluster nodes: routing, not ROLE, says who serves
+        sentinels = self._links.sentinels
+        self._watch = None if sentinels is None else SentinelWatch(sentinels, self._sentinels_changed, self._name)
+        self._moved: str | None = None
+        """Set by the sentinel watch before it interrupts the listener: why it must subscribe again."""
         self._marker = b""
         self._markers = 0
         self._recheck_at = 0.0
@@ -85,7 +94,21 @@ class RedisFeed(PushFeed[bytes]):
             # redis-py only closes the child's copy of the descriptor (no shutdown() in another
             # process), so the parent's subscription is untouched.
             pubsub.connection.disconnect()
+        if self._watch is not None:
+            self._watch.abandon()
         return RedisFeed(self.registry, context, poll_interval=self.poll_interval)
+
+    def start(self) -> None:
+        """Start the listener thread, and on Sentinel the thread watching the sentinels' events."""
+        super().start()
+        if self._watch is not None:
+            self._watch.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the threads (each waited for up to ``timeout`` seconds)."""
+        if self._watch is not None:
+            self._watch.stop(timeout)
+        super().stop(timeout)
 
     def fetch_version(self, name: str, number: int) -> PromptVersion:
         """Read one version through the registry (typed errors, connection errors translated)."""
@@ -104,6 +127,8 @@ class RedisFeed(PushFeed[bytes]):
                 logger.debug("promptreg: error interrupting the listener", exc_info=True)
 
     def _run_once(self, backoff: Backoff) -> None:
+        self._moved = None
+        self._trust.checked = False
         pubsub: Any = self._links.subscribe()
         self._pubsub = pubsub
         try:
@@ -117,6 +142,11 @@ class RedisFeed(PushFeed[bytes]):
             backoff.reset()
             self.first_attempt.set()
             self._listen(pubsub)
+        except Exception as exc:
+            moved = self._moved
+            if moved is not None and not self._stop.is_set():  # interrupted by the sentinel watch
+                raise NotThePrimary(moved) from exc
+            raise
         finally:
             self._pubsub = None
             pubsub.close()
@@ -164,6 +194,8 @@ class RedisFeed(PushFeed[bytes]):
             if self._marker and message["data"] == self._marker:
                 self.context.cache.settle()  # the backlog of the last state read is drained
         elif kind in SUBSCRIBED:  # a reconnect we did not see: the gap must be closed
+            self._moved = None
+            self._links.subscribed(self._pubsub)  # through Sentinel it may be another node: read there
             self._resync("resubscribed")
         elif kind in UNSUBSCRIBED:  # on a cluster: the slot moved to another node
             raise ConnectionError("the server ended the subscription")
@@ -181,7 +213,7 @@ class RedisFeed(PushFeed[bytes]):
         """
         if self.holding is not None:  # the recheck reads the whole state anyway
             return False
-        problem = self._role.problem(self._links.reader)
+        problem = self._trust.problem(self._links.reader, self._links.node)
         if problem is not None:
             self._hold(problem)
             return False
@@ -222,7 +254,7 @@ class RedisFeed(PushFeed[bytes]):
         cache = context.cache
         client = self._links.reader
         with collector_paused():  # a full state allocates O(prompts) objects: no repeated full collections
-            problem = self._role.problem(client)
+            problem = self._trust.problem(client, self._links.node)
             if problem is None:
                 try:
                     state, indexed = read_client_state(client, self.keys, cache.pointers, self._anchor, cache.subset)
@@ -257,6 +289,24 @@ class RedisFeed(PushFeed[bytes]):
         logger.debug("promptreg: resynced to rev %d (%s)", state.rev, reason)
         self._mark_backlog()
         self._replaced(before)
+
+    def _sentinels_changed(self, event: str) -> None:
+        """On the sentinel watch's thread, after ``event``: if the sentinels' answer is not the one the
+        listener last acted on, interrupt it; it subscribes again through Sentinel and checks the node."""
+        trust, sentinels = self._trust, self._links.sentinels
+        if sentinels is None:
+            return
+        if self._pubsub is None:  # between subscriptions: try again now rather than after the backoff
+            self.retry_now()
+            return
+        if not trust.checked:
+            return  # the listener is subscribing: it asks the sentinels before it trusts the node
+        view = sentinels.view()
+        if view.answered == 0 or view.key == trust.seen:
+            return
+        said = view.unsettled if view.primary is None else f"the primary is {view.primary[0]}:{view.primary[1]}"
+        self._moved = f"{event} ({said}): subscribing again through Sentinel"
+        self._interrupt()  # the listener logs and reports it as the reason it reconnects
 
     def _mark_backlog(self) -> None:
         """PING with a fresh marker: its PONG comes after every message published before the read."""

@@ -1,11 +1,16 @@
 """The Redis connections of one client listener: where it subscribes and where it reads the state.
 
-- One server, or a Sentinel-managed primary (``Sentinel.master_for``): SUBSCRIBE on a client of its
-  own (no retries, RESP2, :func:`~registry.topology.subscriber_for`); the state is read through the
-  registry's client.
-- A Sentinel-managed replica (``Sentinel.slave_for``, ``read_from="replica"``): the subscriber goes
-  to a replica Sentinel names, and the state is read from *that same* replica (a client pinned to
-  its address), so the messages and the state come from one server and the backlog marker holds.
+- One server: SUBSCRIBE on a client of its own (no retries, RESP2,
+  :func:`~registry.topology.subscriber_for`); the state is read through the registry's client.
+- Sentinel (``Sentinel.master_for``, or ``Sentinel.slave_for`` with ``read_from="replica"``): the
+  subscriber goes to the primary or a replica Sentinel names, and the state is read from *that same*
+  node (a client pinned to its address), so the messages and the state come from one server, the
+  backlog marker holds, and the node the listener checks (:class:`~client.replica.TrustCheck`) is
+  the one it reads. The registry's own pool may still hold connections to a primary Sentinel
+  replaced (redis-py asks Sentinel only when it opens a connection). :attr:`FeedLinks.sentinels`
+  are the service's sentinels, asked by the listener and watched for failovers; a client of the
+  primary subscribes on the node they name (:meth:`~registry.topology.SentinelService.view`),
+  through ``master_for`` only when no sentinel answers.
 - Redis Cluster: sharded pub/sub. SSUBSCRIBE on the node that owns the channel's slot (the
   channel has the registry's hash tag, so it lives with the keys), through redis-py's client for
   that node; the state is read through the ``RedisCluster``. When the slot moves, the node sends
@@ -21,7 +26,7 @@ import redis
 from redis.sentinel import SentinelConnectionPool
 
 from registry.redis_store import RedisPromptRegistry
-from registry.topology import pinned_client, subscriber_for
+from registry.topology import SentinelService, pinned_client, sentinel_service, subscriber_for
 
 SUBSCRIBED = frozenset({"subscribe", "ssubscribe"})
 """Message types confirming a subscription."""
@@ -40,6 +45,10 @@ class FeedLinks:
         self.cluster = registry.cluster
         pool: Any = None if self.cluster else registry.redis.connection_pool
         self.on_replica = isinstance(pool, SentinelConnectionPool) and not pool.is_master
+        self.sentinels: SentinelService | None = None if self.cluster else sentinel_service(registry.redis)
+        """The service's sentinels (Sentinel-managed clients only)."""
+        self.node: tuple[str, int] | None = None
+        """On Sentinel: the address of the node the subscription is on, and the state is read from."""
         # The subscriber of a single server or a Sentinel service lives as long as the feed; on a
         # cluster it is made for the slot's owner at each (re)connect.
         self._subscriber: redis.Redis | None = None if self.cluster else subscriber_for(registry.redis)
@@ -47,6 +56,8 @@ class FeedLinks:
         self._node: str | None = None
         self._pinned: redis.Redis | None = None
         self._pinned_at: tuple[str, int] | None = None
+        self._primary: redis.Redis | None = None
+        self._primary_at: tuple[str, int] | None = None
         self.reader: Any = registry.redis
         """The client the state is read from (the registry's, or a replica's pinned client)."""
 
@@ -54,7 +65,7 @@ class FeedLinks:
         """A new pubsub, subscribed (the confirmation is still to be read)."""
         if not self.cluster:
             assert self._subscriber is not None
-            pubsub: Any = self._subscriber.pubsub(ignore_subscribe_messages=False)
+            pubsub: Any = self._primary_subscriber().pubsub(ignore_subscribe_messages=False)
             pubsub.subscribe(self.channel)
             return pubsub
         cluster = self.registry.redis
@@ -69,11 +80,28 @@ class FeedLinks:
         pubsub.ssubscribe(self.channel)
         return pubsub
 
+    def _primary_subscriber(self) -> redis.Redis:
+        """On Sentinel, for a client of the primary: a subscriber on the node the sentinels name."""
+        assert self._subscriber is not None
+        if self.sentinels is None or not self.sentinels.primary:
+            return self._subscriber
+        address = self.sentinels.view().primary
+        if address is None:  # no sentinel answers, or the primary is in question: redis-py decides
+            return self._subscriber
+        if address != self._primary_at:
+            if self._primary is not None:
+                self._primary.close()
+            self._primary = pinned_client(self.registry.redis, *address, subscriber=True)
+            self._primary_at = address
+        assert self._primary is not None
+        return self._primary
+
     def subscribed(self, pubsub: Any) -> None:
-        """After the confirmation: pin the reader to the replica the subscription is on."""
-        if not self.on_replica or pubsub.connection is None:
+        """After the confirmation: on Sentinel, pin the reader to the node the subscription is on."""
+        if self.sentinels is None or pubsub.connection is None:
             return
         address = (str(pubsub.connection.host), int(pubsub.connection.port))
+        self.node = address
         if address != self._pinned_at:
             if self._pinned is not None:
                 self._pinned.close()
@@ -103,3 +131,7 @@ class FeedLinks:
         self._close_node_subscriber()
         if self._pinned is not None:
             self._pinned.close()
+        if self._primary is not None:
+            self._primary.close()
+        if self.sentinels is not None:
+            self.sentinels.close()
