@@ -79,12 +79,18 @@ def run_once(wait_replicas: int, kill: bool, min_replicas_to_write: int) -> dict
         for thread in threads:
             thread.join(30)
         stopped = time.monotonic()
-        final_rev = int(writer.redis.get(writer.keys.rev))
-        deadline = stopped + 30
-        while time.monotonic() < deadline and not all(p.status().rev == final_rev for p in clients):
-            time.sleep(0.005)
-        converged = time.monotonic() - stopped
-        history = {(e.rev, e.version) for e in writer.history(NAME)}
+        # The truth is the primary the sentinels name now: after a graceful failover the writer's own
+        # connections may still be on the old primary, which kept acknowledging writes for a while.
+        truth = RedisPromptRegistry.from_url(deployment.url(), namespace=namespace)
+        try:
+            final_rev = int(truth.redis.get(truth.keys.rev))
+            deadline = stopped + 30
+            while time.monotonic() < deadline and not all(p.status().rev == final_rev for p in clients):
+                time.sleep(0.005)
+            converged = time.monotonic() - stopped
+            history = {(e.rev, e.version) for e in truth.history(NAME)}
+        finally:
+            truth.close()
         lost = sum(1 for e in acked if (e.rev, e.version) not in history)
         return {
             "wait_replicas": wait_replicas,

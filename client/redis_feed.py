@@ -243,6 +243,14 @@ class RedisFeed(PushFeed[bytes]):
         """Why the registry at ``rev`` with audit head ``head`` is not the cache's state, or ``None``."""
         if head is None:
             return self._history_mismatch(rev, None, None)
+        cache = self.context.cache
+        if (
+            head.rev == rev == cache.rev
+            and None not in (head.write_id, cache.write_id)
+            and head.write_id != cache.write_id
+        ):
+            # the same revision number written by another write: a restore or a failover rewrote history
+            return f"safety poll: write {head.write_id!r} at rev {rev}, the cache holds write {cache.write_id!r}"
         return self._history_mismatch(
             rev, head.entry_id, (head.rev, head.action, head.prompt, head.label, head.version)
         )
