@@ -36,9 +36,9 @@ from pydantic import ValidationError
 from registry.base import PromptRegistry, refuse_nul, validate_text_field
 from registry.chat import validate_messages
 from registry.compatibility import CompatibilityReport, check, deleted_labels, refusal_error
-from registry.errors import ImportConflictError, InvalidInputError, ReplicationTimeoutError
+from registry.errors import ImportConflictError, InvalidInputError
 from registry.models import Prompt, PromptVersion, utcnow
-from registry.sync import describe_refusal, describe_write, name_what_was_written
+from registry.sync import apply_in_batch, describe_refusal, describe_write
 from registry.validation import (
     validate_label,
     validate_metadata,
@@ -189,18 +189,13 @@ def apply_import(
     plan.check_compatible(force=force)
     validate_text_field(author, "author")
     validate_text_field(reason, "reason")
-    done: list[ImportStep] = []
-    try:
-        with registry._batch():
-            _apply_steps(registry, plan, author, reason, force, done)
-    except BaseException as exc:
-        made = list(done)
-        if isinstance(exc, ReplicationTimeoutError) and len(done) < len(plan.steps):
-            made.append(plan.steps[len(done)])  # applied on the primary, not yet replicated
-        written = [replace(step, refusal=None).describe() for step in made]
-        name_what_was_written(exc, "import", written, atomic=registry._atomic_batches)
-        raise
-    return done
+    return apply_in_batch(
+        registry,
+        "import",
+        plan.steps,
+        lambda done: _apply_steps(registry, plan, author, reason, force, done),
+        lambda step: replace(step, refusal=None).describe(),
+    )
 
 
 def _apply_steps(

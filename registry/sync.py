@@ -41,10 +41,10 @@ strict YAML loader.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from registry.base import PromptRegistry, refuse_nul, validate_text_field
 from registry.chat import dotprompt_messages, validate_messages
@@ -80,6 +80,8 @@ FRONT_MATTER_KEYS = frozenset({"labels", "metadata", "description", "message", "
 """The keys a prompt file's front matter may hold."""
 
 StepAction = Literal["create_prompt", "add_version", "set_label"]
+
+StepT = TypeVar("StepT")
 
 MAX_WRITES_NAMED = 20
 """How many of the writes already made an error during :func:`apply_sync` or
@@ -347,16 +349,35 @@ def apply_sync(
     """
     plan.check_compatible(force=force)
     validate_text_field(author, "author")
-    done: list[SyncStep] = []
+    return apply_in_batch(
+        registry,
+        "sync",
+        plan.steps,
+        lambda done: _apply_steps(registry, plan, author, force, done),
+        lambda step: replace(step, refusal=None).describe(),
+    )
+
+
+def apply_in_batch(
+    registry: PromptRegistry,
+    operation: str,
+    steps: Sequence[StepT],
+    apply: Callable[[list[StepT]], None],
+    describe: Callable[[StepT], str],
+) -> list[StepT]:
+    """Run ``apply(done)`` (which appends each step of ``steps`` to ``done`` as it is made) as one
+    batch of ``registry`` (one transaction where the backend has them); returns ``done``. An error
+    is re-raised saying what was written before it (:func:`name_what_was_written`); a write whose
+    replication wait timed out counts as made (it is on the primary)."""
+    done: list[StepT] = []
     try:
         with registry._batch():
-            _apply_steps(registry, plan, author, force, done)
+            apply(done)
     except BaseException as exc:
         made = list(done)
-        if isinstance(exc, ReplicationTimeoutError) and len(done) < len(plan.steps):
-            made.append(plan.steps[len(done)])  # applied on the primary, not yet replicated
-        written = [replace(step, refusal=None).describe() for step in made]
-        name_what_was_written(exc, "sync", written, atomic=registry._atomic_batches)
+        if isinstance(exc, ReplicationTimeoutError) and len(done) < len(steps):
+            made.append(steps[len(done)])  # applied on the primary, not yet replicated
+        name_what_was_written(exc, operation, [describe(step) for step in made], atomic=registry._atomic_batches)
         raise
     return done
 
