@@ -9,7 +9,7 @@
   the one it reads. The registry's own pool may still hold connections to a primary Sentinel
   replaced (redis-py asks Sentinel only when it opens a connection). :attr:`FeedLinks.sentinels`
   are the service's sentinels, asked by the listener and watched for failovers; a client of the
-  primary subscribes on the node they name (:meth:`~registry.topology.SentinelService.view`),
+  primary subscribes on the node they name (:meth:`~registry.sentinel.SentinelService.view`),
   through ``master_for`` only when no sentinel answers.
 - Redis Cluster: sharded pub/sub. SSUBSCRIBE on the node that owns the channel's slot (the
   channel has the registry's hash tag, so it lives with the keys), through redis-py's client for
@@ -26,7 +26,8 @@ import redis
 from redis.sentinel import SentinelConnectionPool
 
 from registry.redis_store import RedisPromptRegistry
-from registry.topology import SentinelService, pinned_client, sentinel_service, subscriber_for
+from registry.sentinel import SentinelService, sentinel_service
+from registry.topology import pinned_client, subscriber_for
 
 SUBSCRIBED = frozenset({"subscribe", "ssubscribe"})
 """Message types confirming a subscription."""

@@ -33,17 +33,20 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from registry.base import PromptRegistry, refuse_nul, validate_text_field
+from registry.base import PromptRegistry
+from registry.batch import apply_in_batch
 from registry.chat import validate_messages
 from registry.compatibility import CompatibilityReport, check, deleted_labels, refusal_error
 from registry.errors import ImportConflictError, InvalidInputError
 from registry.models import Prompt, PromptVersion, utcnow
-from registry.sync import apply_in_batch, describe_refusal, describe_write
+from registry.sync import describe_refusal, describe_write
 from registry.validation import (
+    refuse_nul,
     validate_label,
     validate_metadata,
     validate_name,
     validate_text,
+    validate_text_field,
 )
 
 EXPORT_FORMAT = "promptreg-export"

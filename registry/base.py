@@ -32,31 +32,14 @@ from registry.validation import (
     LATEST,
     MAX_METADATA_BYTES,
     MAX_TEXT_BYTES,
-    validate_field,
+    refuse_nul,
     validate_label,
     validate_metadata,
     validate_name,
     validate_text,
+    validate_text_field,
     validate_version_number,
 )
-
-
-def refuse_nul(value: str | None, what: str) -> None:
-    """Raise :class:`~registry.InvalidInputError` when ``value`` holds a NUL character (U+0000).
-
-    For the text fields every backend stores as text (prompt text, description, author, message,
-    reason): PostgreSQL text cannot hold U+0000, so no backend takes it, and ``sync`` / ``import``
-    refuse it before their first write. Metadata, config and chat messages are JSON and may hold it.
-    """
-    if value is not None and "\x00" in value:
-        raise InvalidInputError(f"{what} holds a NUL character (U+0000), which PostgreSQL text cannot store")
-
-
-def validate_text_field(value: object, what: str) -> str | None:
-    """:func:`~registry.validation.validate_field` (author, message, reason, description) and :func:`refuse_nul`."""
-    clean = validate_field(value, what)
-    refuse_nul(clean, what)
-    return clean
 
 
 class PromptRegistry(ABC):

@@ -41,20 +41,18 @@ strict YAML loader.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from registry.base import PromptRegistry, refuse_nul, validate_text_field
+from registry.base import PromptRegistry
+from registry.batch import apply_in_batch
 from registry.chat import dotprompt_messages, validate_messages
 from registry.compatibility import CompatibilityReport, compare, deleted_labels, interface_of, refusal_error
 from registry.errors import (
     InvalidInputError,
     PromptFileError,
-    PromptRegistryError,
-    RegistryUnavailableError,
-    ReplicationTimeoutError,
 )
 from registry.models import Prompt, PromptVersion, describe_label_move
 from registry.prompt_files import (
@@ -67,10 +65,12 @@ from registry.prompt_files import (
 from registry.validation import (
     MAX_METADATA_BYTES,
     MAX_TEXT_BYTES,
+    refuse_nul,
     validate_label,
     validate_metadata,
     validate_name,
     validate_text,
+    validate_text_field,
 )
 
 SUFFIX = ".prompt"
@@ -80,12 +80,6 @@ FRONT_MATTER_KEYS = frozenset({"labels", "metadata", "description", "message", "
 """The keys a prompt file's front matter may hold."""
 
 StepAction = Literal["create_prompt", "add_version", "set_label"]
-
-StepT = TypeVar("StepT")
-
-MAX_WRITES_NAMED = 20
-"""How many of the writes already made an error during :func:`apply_sync` or
-:func:`~registry.backup.apply_import` names (then it says how many more)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,34 +132,6 @@ def describe_refusal(report: CompatibilityReport, previous_version: int | None) 
     if report.current_version != previous_version:
         parts.append(f"against version {report.current_version}, where the deleted label pointed")
     return f"  INCOMPATIBLE ({'; '.join(parts)})"
-
-
-def name_what_was_written(error: BaseException, operation: str, written: Sequence[str], *, atomic: bool) -> None:
-    """Make ``error``, raised while ``operation`` (``sync``, ``import``) applied its plan, say what
-    was written before it: the message of a promptreg error grows by that (type and attributes stay),
-    any other error gets it as a note.
-
-    ``written`` describes the writes made, in order (each a complete write); ``atomic`` says the
-    writes were one transaction, so none of them stays (unless the store became unreachable while
-    committing: then the error is left as it is, since the outcome is unknown).
-    """
-    if atomic:
-        if isinstance(error, RegistryUnavailableError):
-            return
-        told = f"{operation} stopped: nothing was written (the {operation} is one transaction, rolled back)"
-    elif not written:
-        told = f"{operation} stopped before its first write: nothing was written"
-    else:
-        named = "; ".join(written[:MAX_WRITES_NAMED])
-        more = f"; and {len(written) - MAX_WRITES_NAMED} more" if len(written) > MAX_WRITES_NAMED else ""
-        told = (
-            f"{operation} stopped after {len(written)} write(s), which stay made (each is complete; running the "
-            f"{operation} again continues from there): {named}{more}"
-        )
-    if isinstance(error, PromptRegistryError):
-        error.args = (f"{error} ({told})",)
-    else:
-        error.add_note(told)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +234,7 @@ def parse_prompt_file(
         clean_metadata = validate_metadata(metadata, max_metadata_bytes)
         description = validate_text_field(front.get("description"), "description")
         message = validate_text_field(front.get("message"), "message")
-        # What every backend refuses (base.refuse_nul): checked here, so no write has been made yet.
+        # What every backend refuses (validation.refuse_nul): checked here, so no write has been made yet.
         text = body if messages is None else ""
         refuse_nul(text, "the prompt text")
         validate_text_field(_reason(path), "the file's path (it becomes the reason of its label moves)")
@@ -356,30 +322,6 @@ def apply_sync(
         lambda done: _apply_steps(registry, plan, author, force, done),
         lambda step: replace(step, refusal=None).describe(),
     )
-
-
-def apply_in_batch(
-    registry: PromptRegistry,
-    operation: str,
-    steps: Sequence[StepT],
-    apply: Callable[[list[StepT]], None],
-    describe: Callable[[StepT], str],
-) -> list[StepT]:
-    """Run ``apply(done)`` (which appends each step of ``steps`` to ``done`` as it is made) as one
-    batch of ``registry`` (one transaction where the backend has them); returns ``done``. An error
-    is re-raised saying what was written before it (:func:`name_what_was_written`); a write whose
-    replication wait timed out counts as made (it is on the primary)."""
-    done: list[StepT] = []
-    try:
-        with registry._batch():
-            apply(done)
-    except BaseException as exc:
-        made = list(done)
-        if isinstance(exc, ReplicationTimeoutError) and len(done) < len(steps):
-            made.append(steps[len(done)])  # applied on the primary, not yet replicated
-        name_what_was_written(exc, operation, [describe(step) for step in made], atomic=registry._atomic_batches)
-        raise
-    return done
 
 
 def _apply_steps(

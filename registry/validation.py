@@ -216,3 +216,21 @@ class _JsonCheck:
                 self.walk(item, f"{path}[{i}]", depth + 1)
         else:
             raise InvalidInputError(f"{path}: {type(value).__name__} is not JSON-compatible")
+
+
+def refuse_nul(value: str | None, what: str) -> None:
+    """Raise :class:`~registry.InvalidInputError` when ``value`` holds a NUL character (U+0000).
+
+    For the text fields every backend stores as text (prompt text, description, author, message,
+    reason): PostgreSQL text cannot hold U+0000, so no backend takes it, and ``sync`` / ``import``
+    refuse it before their first write. Metadata, config and chat messages are JSON and may hold it.
+    """
+    if value is not None and "\x00" in value:
+        raise InvalidInputError(f"{what} holds a NUL character (U+0000), which PostgreSQL text cannot store")
+
+
+def validate_text_field(value: object, what: str) -> str | None:
+    """:func:`validate_field` (author, message, reason, description) and :func:`refuse_nul`."""
+    clean = validate_field(value, what)
+    refuse_nul(clean, what)
+    return clean

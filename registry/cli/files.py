@@ -13,10 +13,10 @@ from pathlib import Path
 import click
 
 from registry.backup import MAX_EXPORT_BYTES, apply_import, export_registry, plan_import
-from registry.base import validate_text_field
 from registry.cli.options import author_option, current_registry, json_option, print_json, read_input
 from registry.errors import InvalidInputError
 from registry.sync import apply_sync, plan_sync
+from registry.validation import validate_text_field
 
 _STEP_FIELDS = ("action", "prompt", "version", "label", "previous_version")
 

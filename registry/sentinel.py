@@ -1,0 +1,154 @@
+"""What the sentinels of a service say about its primary, asked of all of them at once.
+
+redis-py's ``Sentinel.discover_master`` takes the first sentinel's answer, and during a graceful
+failover the leading sentinel names the old primary until the failover ends; the client's listener
+(:mod:`client.replica`, :mod:`client.redis_links`) asks every sentinel here and lets the newest
+configuration epoch win.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool
+
+from registry.topology import copyable_kwargs, host_port
+
+SENTINEL_OPTIONS: dict[str, Any] = {"socket_timeout": 1.0, "socket_connect_timeout": 0.5, "protocol": 2}
+"""Defaults of the client's own sentinel connections (the URL's ``socket_*`` options win): a sentinel
+that stopped answering must not hold the listener for long."""
+
+
+class _Answer(NamedTuple):
+    epoch: int
+    primary: tuple[str, int]
+    """What ``GET-MASTER-ADDR-BY-NAME`` names: the promoted replica once a failover got that far."""
+    failing_over: bool
+    """A failover under way and no replica promoted yet."""
+    down: bool
+    """This sentinel sees the primary down (``s_down``)."""
+    odown: bool
+    """This sentinel counted a quorum seeing it down (``o_down``)."""
+    quorum: int
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelView:
+    """What the sentinels of a service say about its primary, all asked at once (:meth:`SentinelService.view`).
+
+    The newest configuration epoch any of them answered with wins: a sentinel that has not heard of
+    a failover yet (they learn it from each other within about 0.1 s here), or one cut off from the
+    others, is outvoted by the epoch rather than by a count.
+    """
+
+    primary: tuple[str, int] | None
+    """The primary the sentinels name; ``None`` when nothing is known or it is in question."""
+    unsettled: str | None
+    """Why the primary is in question right now (a failover under way, the primary down, sentinels
+    of the newest epoch naming different nodes), or ``None``."""
+    answered: int
+    """How many sentinels answered (0: the sentinels say nothing; the caller decides alone)."""
+
+    @property
+    def key(self) -> tuple[tuple[str, int] | None, bool]:
+        """What a listener acts on: the primary, and whether it is in question."""
+        return (self.primary, self.unsettled is not None)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class SentinelService:
+    """The sentinels of one service, on connections of the client's own (short timeouts, no retries).
+
+    ``primary`` says whether the client follows the primary (``master_for``) or a replica
+    (``slave_for``). Thread-safe (redis-py pools).
+    """
+
+    def __init__(self, manager: Sentinel, service: str, *, primary: bool) -> None:
+        self.service = service
+        self.primary = primary
+        # redis-py's force_master_ip replaces the address the sentinels give: so here too.
+        self._force_ip: str | None = getattr(manager, "_force_master_ip", None)
+        self._options: dict[str, Any] = {
+            **SENTINEL_OPTIONS,
+            **{k: v for k, v in copyable_kwargs(manager.sentinel_kwargs).items() if v is not None},
+            "protocol": 2,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        self.addresses: list[tuple[str, int]] = [
+            (str(s.connection_pool.connection_kwargs["host"]), int(s.connection_pool.connection_kwargs["port"]))
+            for s in manager.sentinels
+        ]
+        self._clients = [self.client(index) for index in range(len(self.addresses))]
+
+    def client(self, index: int) -> redis.Redis:
+        """A new client to sentinel ``index`` (modulo their number), e.g. for a subscription to its events."""
+        host, port = self.addresses[index % len(self.addresses)]
+        return redis.Redis(host=host, port=port, **self._options)
+
+    def view(self) -> SentinelView:
+        """Ask every sentinel (``SENTINEL MASTER`` and ``GET-MASTER-ADDR-BY-NAME``, one round trip each).
+
+        A sentinel that does not answer, or does not know the service, is left out; never raises.
+        """
+        answers = [answer for answer in map(self._ask, self._clients) if answer is not None]
+        if not answers:
+            return SentinelView(None, None, 0)
+        epoch = max(answer.epoch for answer in answers)
+        newest = [answer for answer in answers if answer.epoch == epoch]
+        named = sorted({answer.primary for answer in newest})
+        if len(named) > 1:
+            listed = ", ".join(host_port(*address) for address in named)
+            return SentinelView(None, f"the sentinels disagree on the primary ({listed})", len(answers))
+        primary = named[0]
+        if any(answer.failing_over for answer in newest):
+            reason = f"Sentinel is failing over the primary {host_port(*primary)}"
+            return SentinelView(None, reason, len(answers))
+        # Down as Sentinel's o_down defines it, counted here across the sentinels: a sentinel asks
+        # the others only every second, so its own o_down can come a second after the quorum's.
+        quorum = max(1, min(answer.quorum for answer in newest))
+        if any(answer.odown for answer in newest) or sum(answer.down for answer in newest) >= quorum:
+            return SentinelView(None, f"the sentinels see the primary {host_port(*primary)} down", len(answers))
+        return SentinelView(primary, None, len(answers))
+
+    def _ask(self, client: redis.Redis) -> _Answer | None:
+        try:
+            pipe: Any = client.pipeline(transaction=False)
+            pipe.execute_command("SENTINEL", "MASTER", self.service)
+            pipe.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+            state_raw, named = pipe.execute()
+            state = {_text(k): _text(v) for k, v in zip(state_raw[::2], state_raw[1::2], strict=True)}
+            flags = set(state["flags"].split(","))
+            primary = (self._force_ip or _text(named[0]), int(named[1]))
+            current = (self._force_ip or state["ip"], int(state["port"]))
+            epoch, quorum = int(state["config-epoch"]), int(state["quorum"])
+        except (redis.RedisError, KeyError, ValueError, TypeError, IndexError):
+            return None  # down, unreachable, refusing (ACL), or not monitoring this service
+        unchanged = primary == current  # once a replica is promoted, the flags are about the old primary
+        return _Answer(
+            epoch,
+            primary,
+            failing_over=unchanged and "failover_in_progress" in flags,
+            down=unchanged and "s_down" in flags,
+            odown=unchanged and "o_down" in flags,
+            quorum=quorum,
+        )
+
+    def close(self) -> None:
+        """Close the connections to the sentinels."""
+        for client in self._clients:
+            client.close()
+
+
+def sentinel_service(client: object) -> SentinelService | None:
+    """The :class:`SentinelService` of a ``Sentinel.master_for`` / ``slave_for`` client, else ``None``."""
+    pool: Any = getattr(client, "connection_pool", None)
+    if not isinstance(pool, SentinelConnectionPool):
+        return None
+    return SentinelService(pool.sentinel_manager, pool.service_name, primary=bool(pool.is_master))
