@@ -218,6 +218,29 @@ class ReplicationTimeoutError(RegistryUnavailableError):
         self.wanted = wanted
 
 
+class PrimaryChangedError(ReplicationTimeoutError):
+    """A write was applied on a Sentinel-managed primary, but when it returned the sentinels named
+    another node, or a failover was under way: the failover may take it back (Redis then drops every
+    write the old primary took that its replicas did not have).
+
+    A :class:`ReplicationTimeoutError`: ``event`` is the applied write, ``confirmed`` how many
+    replicas ``WAIT`` counted (0 without ``wait_replicas``), ``reason`` what the sentinels said. The
+    change message is not published. Read the registry's state once the failover ended before
+    writing again.
+    """
+
+    def __init__(self, event: object, reason: str, confirmed: int, wanted: int) -> None:
+        RegistryUnavailableError.__init__(
+            self,
+            f"the write was applied on the primary, but {reason}: a failover may take it back; "
+            "read the registry's state once it ended before writing again",
+        )
+        self.event = event
+        self.reason = reason
+        self.confirmed = confirmed
+        self.wanted = wanted
+
+
 class PromptTypeError(PromptRegistryError, TypeError):
     """A typed render found the other type of version: ``render_text`` a chat version, or
     ``render_chat`` a text version (:class:`client.PromptClient`). Nothing was rendered.

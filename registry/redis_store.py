@@ -47,6 +47,7 @@ from registry.redis_records import (
 )
 from registry.redis_scripts import WriteFunctions
 from registry.replication import durable, run_and_wait
+from registry.sentinel import write_route
 from registry.topology import RedisClient, connect, is_cluster, parse_redis_url
 from registry.validation import LATEST, MAX_METADATA_BYTES, MAX_TEXT_BYTES
 from registry.wire import pack_static_part
@@ -119,6 +120,8 @@ class RedisPromptRegistry(PromptRegistry):
         self._publish = "SPUBLISH" if self.cluster else "PUBLISH"
         self._confirmed = threading.local()
         self._functions = WriteFunctions(client)
+        self._route = write_route(client)
+        """On Sentinel: writes go to the primary every sentinel names, and are checked after (None elsewhere)."""
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisPromptRegistry:
@@ -127,6 +130,8 @@ class RedisPromptRegistry(PromptRegistry):
 
     def close(self) -> None:
         """Close the connection pool if this registry created it."""
+        if self._route is not None:
+            self._route.close()
         if self._owns_client:
             self.redis.close()
 
@@ -164,31 +169,40 @@ class RedisPromptRegistry(PromptRegistry):
 
     def _run(self, script: str, keys: list[str], args: list[Any]) -> list[Any]:
         # The last KEYS of every write script is {ns}:revid, its last two ARGV this write's id and
-        # the publish command (_commit.lua). With wait_replicas the script does not publish: the
-        # message comes back last in its reply and is published here once WAIT confirmed the write,
-        # so no client applies a change a failover can still take back (docs/operations.md).
+        # the publish command (_commit.lua). With wait_replicas, or on Sentinel, the script does not
+        # publish: the message comes back last in its reply and is published here once WAIT
+        # confirmed the write and the sentinels still name the node it ran on (WriteRoute), so no
+        # client applies a change a failover can still take back (docs/operations.md).
         keys = [*keys, self.keys.revid]
-        args = [*args, secrets.token_hex(8), "DEFER" if self.wait_replicas else self._publish]
+        defer = bool(self.wait_replicas) or self._route is not None
+        args = [*args, secrets.token_hex(8), "DEFER" if defer else self._publish]
         call = self._functions.script(script)
         with self._translate():
-            if not self.wait_replicas:
+            client, primary = (self.redis, None) if self._route is None else self._route.before()
+            if not defer:
                 result: list[Any] = self._functions.retrying(lambda: call(keys=keys, args=args))
                 return result
-            result, confirmed = self._functions.retrying(
-                lambda: run_and_wait(self.redis, call, keys, args, self.wait_replicas, self.wait_timeout)
-            )
-            self._confirmed.count = confirmed
+            confirmed = 0
+            if self.wait_replicas:
+                result, confirmed = self._functions.retrying(
+                    lambda: run_and_wait(client, call, keys, args, self.wait_replicas, self.wait_timeout)
+                )
+                self._confirmed.count = confirmed
+            else:
+                result = self._functions.retrying(lambda: call(keys=keys, args=args, client=client))
             if result[0] != b"OK":
                 return result
             message = result.pop()
-            if confirmed >= self.wait_replicas:
+            doubt = None if self._route is None else self._route.after(primary)
+            self._confirmed.doubt = doubt
+            if confirmed >= self.wait_replicas and doubt is None:
                 # Not announced otherwise: clients take the write at the next write's gap, a
                 # reconnect or the safety poll, once it is the registry's state (or never, if a
                 # failover took it back).
                 if self.cluster:
-                    self.redis.spublish(self.keys.channel, message)
+                    client.spublish(self.keys.channel, message)
                 else:
-                    self.redis.publish(self.keys.channel, message)
+                    client.publish(self.keys.channel, message)
         return result
 
     def _head(self, op: str, name: str, label: str | None, author: str | None, at: datetime) -> bytes:

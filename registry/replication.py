@@ -17,7 +17,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from redis.exceptions import AskError, TryAgainError
 
-from registry.errors import ReplicationTimeoutError
+from registry.errors import PrimaryChangedError, ReplicationTimeoutError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -57,13 +57,17 @@ def _pipelined(
 
 def durable(method: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[Any, P], R]:
     """Wrap a write method: raise :class:`~registry.ReplicationTimeoutError` (holding the applied
-    write) when its ``WAIT`` got fewer confirmations than the registry's ``wait_replicas``."""
+    write) when its ``WAIT`` got fewer confirmations than the registry's ``wait_replicas``, and
+    :class:`~registry.PrimaryChangedError` when the sentinels stopped naming the node it ran on."""
 
     @functools.wraps(method)
     def wrapper(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
         self._confirmed.count = None
+        self._confirmed.doubt = None
         result = method(self, *args, **kwargs)
         confirmed = self._confirmed.count
+        if self._confirmed.doubt is not None:
+            raise PrimaryChangedError(result, self._confirmed.doubt, confirmed or 0, self.wait_replicas)
         if confirmed is not None and confirmed < self.wait_replicas:
             raise ReplicationTimeoutError(result, confirmed, self.wait_replicas)
         return result

@@ -3,11 +3,12 @@
 redis-py's ``Sentinel.discover_master`` takes the first sentinel's answer, and during a graceful
 failover the leading sentinel names the old primary until the failover ends; the client's listener
 (:mod:`client.replica`, :mod:`client.redis_links`) asks every sentinel here and lets the newest
-configuration epoch win.
+configuration epoch win. The writer (:class:`WriteRoute`) asks them before and after every write.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -16,7 +17,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from registry.topology import copyable_kwargs, host_port
+from registry.errors import RegistryUnavailableError
+from registry.topology import copyable_kwargs, host_port, pinned_client
 
 SENTINEL_OPTIONS: dict[str, Any] = {"socket_timeout": 1.0, "socket_connect_timeout": 0.5, "protocol": 2}
 """Defaults of the client's own sentinel connections (the URL's ``socket_*`` options win): a sentinel
@@ -152,3 +154,79 @@ def sentinel_service(client: object) -> SentinelService | None:
     if not isinstance(pool, SentinelConnectionPool):
         return None
     return SentinelService(pool.sentinel_manager, pool.service_name, primary=bool(pool.is_master))
+
+
+SETTLE_SECONDS = 5.0
+"""How long a write waits for the sentinels to settle on a primary (a failover under way, the
+primary down) before it is refused with nothing written."""
+
+
+class WriteRoute:
+    """Where a write on a Sentinel-managed registry goes, and whether it stayed there.
+
+    redis-py's ``master_for`` keeps its connections on the node the first sentinel named when they
+    opened; after a graceful ``SENTINEL FAILOVER`` that node stays a reachable master for seconds,
+    and every write it takes is dropped when Sentinel turns it into a replica. So a write first asks
+    every sentinel (:meth:`before`): while the primary is in question it waits (at most
+    :data:`SETTLE_SECONDS`, then refuses with nothing written), and it runs on a connection to the
+    node they name. After the write (:meth:`after`) it asks them again: a write is acknowledged only
+    if that node is still the primary they name and no failover is under way. Two rounds of one
+    pipelined request per sentinel per write; lookups are not affected (clients read their cache).
+    When no sentinel answers, writes go where redis-py sends them, as before.
+    """
+
+    def __init__(self, client: redis.Redis, service: SentinelService, *, settle: float = SETTLE_SECONDS) -> None:
+        self._client = client
+        self.service = service
+        self.settle = settle
+        self._pinned: dict[tuple[str, int], redis.Redis] = {}
+
+    def before(self) -> tuple[redis.Redis, tuple[str, int] | None]:
+        """The client to write with and the primary it is pinned to (``None``: no sentinel answered)."""
+        deadline = time.monotonic() + self.settle
+        while True:
+            view = self.service.view()
+            if view.answered == 0:
+                return self._client, None
+            if view.primary is not None:
+                return self._pinned_to(view.primary), view.primary
+            if time.monotonic() >= deadline:
+                raise RegistryUnavailableError(
+                    f"no primary to write to for Sentinel service {self.service.service!r} after "
+                    f"{self.settle:g} s: {view.unsettled}; nothing was written"
+                )
+            time.sleep(0.05)
+
+    def after(self, primary: tuple[str, int] | None) -> str | None:
+        """Why a write made on ``primary`` may be taken back by a failover, or ``None`` if it is not."""
+        if primary is None:
+            return None
+        view = self.service.view()
+        if view.primary == primary:
+            return None
+        if view.answered == 0:
+            return "no sentinel answered after the write"
+        return view.unsettled or f"the sentinels now name {host_port(*view.primary or primary)} the primary"
+
+    def _pinned_to(self, address: tuple[str, int]) -> redis.Redis:
+        client = self._pinned.get(address)
+        if client is None:
+            # No retries: a write retried after a lost reply could apply twice.
+            client = self._pinned.setdefault(address, pinned_client(self._client, *address, retries=0))
+        return client
+
+    def close(self) -> None:
+        """Close the connections to the sentinels and the pinned primaries."""
+        self.service.close()
+        for client in list(self._pinned.values()):
+            client.close()
+
+
+def write_route(client: object) -> WriteRoute | None:
+    """The :class:`WriteRoute` of a ``Sentinel.master_for`` client, else ``None`` (one server, a
+    cluster, or a client of a replica, which refuses writes anyway)."""
+    service = sentinel_service(client)
+    if service is None or not service.primary:
+        return None
+    assert isinstance(client, redis.Redis)
+    return WriteRoute(client, service)

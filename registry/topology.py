@@ -273,18 +273,22 @@ def subscriber_for(client: redis.Redis, *, replica: bool | None = None) -> redis
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 
-def pinned_client(client: redis.Redis, host: str, port: int, *, subscriber: bool = False) -> redis.Redis:
+def pinned_client(
+    client: redis.Redis, host: str, port: int, *, subscriber: bool = False, retries: int = 1
+) -> redis.Redis:
     """A client to the server at ``host:port`` with ``client``'s options (credentials, TLS, timeouts).
 
-    On Sentinel, the listener reads the state from the very node its subscription is on. One retry,
-    no backoff (the listener has its own backoff). With ``subscriber``: the options of
-    :func:`subscriber_for` (no retries, RESP2), for a subscription on the primary the sentinels name
-    (:class:`SentinelService`): redis-py's ``master_for`` takes the first sentinel's ``SENTINEL
-    MASTERS`` answer, which until a failover ends is still the old primary's address at the leader.
+    On Sentinel, the listener reads the state from the very node its subscription is on, and the
+    writer writes to the primary the sentinels name (:class:`registry.sentinel.WriteRoute`).
+    ``retries`` retries, no backoff (the listener has its own backoff; the writer takes 0). With
+    ``subscriber``: the options of :func:`subscriber_for` (no retries, RESP2), for a subscription
+    on the primary the sentinels name (:class:`SentinelService`): redis-py's ``master_for`` takes the
+    first sentinel's ``SENTINEL MASTERS`` answer, which until a failover ends is still the old
+    primary's address at the leader.
     """
     pool: Any = client.connection_pool
     kwargs = copyable_kwargs(pool.connection_kwargs)
-    kwargs.update(host=host, port=port, retry=Retry(NoBackoff(), 1))
+    kwargs.update(host=host, port=port, retry=Retry(NoBackoff(), retries))
     if subscriber:
         kwargs.update(SUBSCRIBER_OPTIONS, retry=Retry(NoBackoff(), 0))
     tls = issubclass(pool.connection_class, SSLConnection)
