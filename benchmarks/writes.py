@@ -10,15 +10,16 @@ writers over the wall time. ``--backend both`` measures PostgreSQL, then Redis, 
 ``--url`` both servers are started here (no persistence / ``fsync=off``) and stopped at the end.
 
     python -m benchmarks.writes [--quick] [--json PATH] [--url redis://... | postgresql://...]
-        [--backend redis|postgres|both]
+        [--backend redis|postgres|both] [--sentinel]
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,22 @@ def _result(backend: str, op: str, writers: int, cell: dict[str, Any], floor: di
 
 def _options(parser: Any) -> None:
     _harness.add_backend_option(parser)
+    parser.add_argument(
+        "--sentinel",
+        action="store_true",
+        help="Redis through a private Sentinel deployment (primary, 2 replicas, 3 sentinels): every write "
+        "asks the sentinels before and after it (registry/sentinel.py); the floor is PING on the primary",
+    )
+
+
+@contextlib.contextmanager
+def _url(args: Any, backend: str) -> Iterator[str]:
+    if args.sentinel and backend == "redis" and not args.url:
+        with _harness.sentinel_deployment() as deployment:
+            yield deployment.url()
+        return
+    with _harness.backend_url(args, backend) as url:
+        yield url
 
 
 def _side_by_side(results: list[dict[str, Any]]) -> str:
@@ -182,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     versions: dict[str, str] = {}
     for backend in backends:
-        with _harness.backend_url(args, backend) as url:
+        with _url(args, backend) as url:
             versions[backend] = _harness.server_version(url)
             floor_op = FLOORS[backend]
             for writers in (1, 4):
