@@ -5,6 +5,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 COPY pyproject.toml README.md requirements.lock ./
 COPY registry ./registry
 COPY client ./client
+COPY promptreg/__init__.py promptreg/py.typed ./promptreg/
 RUN pip install -c requirements.lock ".[demo,postgres]"
 COPY examples ./examples
 RUN useradd --create-home promptreg && chown promptreg:promptreg /app

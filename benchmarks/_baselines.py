@@ -29,10 +29,10 @@ from typing import Any, cast
 
 import redis
 
-from registry.errors import LabelNotFoundError, PromptNotFoundError
-from registry.keys import Keyspace
-from registry.models import PromptVersion
-from registry.redis_records import version_from_hash
+from promptreg.registry.errors import LabelNotFoundError, PromptNotFoundError
+from promptreg.registry.models import PromptVersion
+from promptreg.registry.redis.keys import Keyspace
+from promptreg.registry.redis.records import version_from_hash
 
 DEFAULT_LABEL = "production"
 TTL_SECONDS = 60.0

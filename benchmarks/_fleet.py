@@ -43,7 +43,7 @@ def client_worker(conn: Connection, url: str, namespace: str, name: str, label: 
     no pipe traffic competes with the other processes while the change is still in flight.
     ``("finish",)``: reply ``("events", {...})`` with every stamp, the final version and status.
     """
-    from client import PromptClient
+    from promptreg.client import PromptClient
 
     client = PromptClient(url, namespace=namespace, default_label=label, start_timeout=60.0)
     try:
@@ -150,7 +150,7 @@ def _raw_postgres(conn: Connection, conninfo: str, channel: str, sem: Semaphore)
     """The PostgreSQL floor: psycopg ``LISTEN`` on its own autocommit connection, ``notifies()``."""
     from psycopg import sql
 
-    from registry.postgres_conn import connect
+    from promptreg.registry.postgres.conn import connect
 
     listener = connect(conninfo)
     try:

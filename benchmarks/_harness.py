@@ -26,14 +26,14 @@ from typing import Any
 
 import redis
 
-from registry.cli.local_ha import LocalRedisCluster, LocalSentinelDeployment, missing_binaries
-from registry.cli.local_postgres import LocalPostgresServer, remove_template
-from registry.cli.local_server import LocalRedisServer
-from registry.errors import RegistryUnavailableError
-from registry.keys import Keyspace
-from registry.redis_store import RedisPromptRegistry
-from registry.topology import connect, parse_redis_url
-from registry.urls import url_scheme
+from promptreg.registry.cli.local_server import LocalRedisServer
+from promptreg.registry.errors import ConfigurationError, RegistryUnavailableError
+from promptreg.registry.redis.keys import Keyspace
+from promptreg.registry.redis.store import RedisPromptRegistry
+from promptreg.registry.redis.topology import connect, parse_redis_url
+from promptreg.registry.urls import url_scheme
+from tests.servers.local_ha import LocalRedisCluster, LocalSentinelDeployment, missing_binaries
+from tests.servers.local_postgres import LocalPostgresServer, remove_template
 
 BACKENDS = ("redis", "postgres")
 POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
@@ -121,7 +121,7 @@ def start_private_server() -> LocalRedisServer:
     """
     try:
         server = LocalRedisServer(preexec_fn=_server_child_setup)
-    except RegistryUnavailableError as exc:
+    except ConfigurationError as exc:
         raise SystemExit(f"{exc}: install it or pass --url redis://...") from exc
     with exit_signals_deferred():
         return server.start()
@@ -173,8 +173,8 @@ def drop_namespace(url: str, namespace: str) -> int:
 def server_version(url: str) -> str:
     """The server's version: ``redis_version`` from ``INFO server``, or PostgreSQL's ``server_version``."""
     if backend_of(url) == "postgres":
-        from registry.postgres_conn import connect as pg_connect
-        from registry.postgres_conn import parse_postgres_url
+        from promptreg.registry.postgres.conn import connect as pg_connect
+        from promptreg.registry.postgres.conn import parse_postgres_url
 
         with pg_connect(parse_postgres_url(url)[0]) as pg:
             return str(pg.execute("SHOW server_version").fetchone()[0])
@@ -253,7 +253,7 @@ def start_private_postgres() -> LocalPostgresServer:
 
 def drop_postgres_namespace(url: str, namespace: str) -> int:
     """Delete every row of ``namespace`` on the PostgreSQL at ``url``; returns how many."""
-    from registry.postgres_store import PostgresPromptRegistry
+    from promptreg.registry.postgres.store import PostgresPromptRegistry
 
     with PostgresPromptRegistry(url, namespace=namespace, auto_migrate=False) as registry:
         return registry.drop_namespace()

@@ -1,7 +1,7 @@
 """The client's CPU per change message as the registry grows: decode and apply, in one process.
 
 Every process of a fleet decodes and applies every change message, so this cost is paid once per
-write per process. For each size a :class:`client.cache.Cache` is loaded with that many prompts
+write per process. For each size a :class:`promptreg.client.cache.Cache` is loaded with that many prompts
 (``production``, ``staging`` and ``latest`` each), then label-move messages (msgpack, as the write
 scripts publish them) are decoded and applied one by one, each timed with ``perf_counter_ns``;
 the figures are the median and p99 per message. In the same run the same messages go through the
@@ -30,9 +30,9 @@ if __package__ in (None, ""):  # run as ``python benchmarks/apply.py``
 import msgpack
 
 from benchmarks import _report
-from client.cache import Cache
-from registry.models import PromptVersion
-from registry.wire import ChangeMessage, decode
+from promptreg.client.cache import Cache
+from promptreg.registry.models import PromptVersion
+from promptreg.registry.wire import ChangeMessage, decode
 
 LABELS = ("production", "staging")
 

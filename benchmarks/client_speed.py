@@ -1,4 +1,4 @@
-"""The thin client's two speed promises (issue 3), checked in one short run.
+"""The thin client's two speed promises, checked in one short run.
 
 1. ``PromptClient.get()`` costs at most 2x a plain method doing one dict lookup (the CPython floor),
    timed in the same process with the same loop, contenders interleaved block by block.
@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as ``python benchmarks/client_speed.py``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import _harness, _report, propagation
-from registry import PromptVersion, RedisPromptRegistry
+from promptreg.registry import PromptVersion, RedisPromptRegistry
 
 LABEL = "production"
 PROMPTS = 100
@@ -66,7 +66,7 @@ def _block_ns(get: Callable[..., object], names: Sequence[str], label: str | Non
 
 def lookups(url: str, namespace: str, repeats: int) -> dict[str, Any]:
     """Per-call ns of each contender over ``repeats`` blocks of ``PROMPTS`` calls, interleaved."""
-    from client import PromptClient
+    from promptreg.client import PromptClient
 
     names = [f"bench-lookup-{i:03d}" for i in range(PROMPTS)]
     with RedisPromptRegistry.from_url(url, namespace=namespace) as registry:

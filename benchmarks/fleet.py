@@ -2,8 +2,8 @@
 
 1. **Server cost.** ``--reporters`` simulated clients (default 1,000) report every
    ``--interval`` seconds (default 5, the client's default) for ``--seconds``: the exact
-   ``SET ... PX`` + ``ZADD`` pipeline a :class:`client.PromptClient` sends
-   (:func:`registry.redis_fleet.report`), spread evenly over the interval, from a few threads (so a
+   ``SET ... PX`` + ``ZADD`` pipeline a :class:`promptreg.PromptClient` sends
+   (:func:`promptreg.registry.redis.fleet.report`), spread evenly over the interval, from a few threads (so a
    few connections, not 1,000: the per-connection cost of idle sockets is not measured). The
    server's CPU (``INFO cpu``, its own process) is compared with the same window at rest; commands
    per second and the memory of the records come from ``INFO commandstats`` / ``INFO memory``; the
@@ -29,10 +29,10 @@ import redis
 
 from benchmarks._harness import Children, parse_args, redis_url, run_main, server_version
 from benchmarks._report import environment, environment_line, fmt, summarize, table, write_json
-from registry.fleet import FleetMember
-from registry.keys import Keyspace
-from registry.redis_fleet import report
-from registry.redis_store import RedisPromptRegistry
+from promptreg.registry.fleet import FleetMember
+from promptreg.registry.redis.fleet import report
+from promptreg.registry.redis.keys import Keyspace
+from promptreg.registry.redis.store import RedisPromptRegistry
 
 NAME, LABEL = "bench-fleet", "production"
 THREADS = 4
@@ -141,7 +141,7 @@ def server_cost(url: str, namespace: str, count: int, interval: float, seconds: 
 
 def client_worker(conn: Connection, url: str, namespace: str, index: int) -> None:
     """A service process: one PromptClient (default report interval) until told to stop."""
-    from client import PromptClient
+    from promptreg.client import PromptClient
 
     with PromptClient(url, namespace=namespace, client_name=f"bench-{index}", start_timeout=60) as prompts:
         if not prompts.wait_ready(60):

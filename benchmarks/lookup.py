@@ -30,8 +30,8 @@ if __package__ in (None, ""):  # run as ``python benchmarks/lookup.py``
 import redis
 
 from benchmarks import _baselines, _harness, _report, _timing, render
-from registry import RedisPromptRegistry
-from registry.keys import Keyspace
+from promptreg.registry import RedisPromptRegistry
+from promptreg.registry.redis.keys import Keyspace
 
 LABEL = _baselines.DEFAULT_LABEL
 TEXT = (
@@ -92,7 +92,7 @@ def _traced(build: Any) -> tuple[Any, int]:
 
 
 def _start_client(url: str, namespace: str) -> Any:
-    from client import PromptClient
+    from promptreg.client import PromptClient
 
     client = PromptClient(url, namespace=namespace, default_label=LABEL, start_timeout=300.0)
     if not client.wait_ready(300.0):

@@ -43,9 +43,9 @@ from redis.cluster import RedisCluster
 from redis.sentinel import Sentinel
 
 from benchmarks import _fleet, _harness, _plot, _report
-from registry import PromptRegistryFactory
-from registry.keys import Keyspace
-from registry.topology import connect, parse_redis_url
+from promptreg.registry import PromptRegistryFactory
+from promptreg.registry.redis.keys import Keyspace
+from promptreg.registry.redis.topology import connect, parse_redis_url
 
 NAME = "bench-propagation"
 LABEL = "production"
@@ -117,7 +117,7 @@ def discover(url: str, namespace: str, topology: str) -> Paths:
     """
     channel = Keyspace(namespace).prefix + ":bench-raw"  # same slot as the registry's channel
     if _harness.backend_of(url) == "postgres":
-        from registry.postgres_conn import parse_postgres_url
+        from promptreg.registry.postgres.conn import parse_postgres_url
 
         where = "clients and raw listeners on one PostgreSQL"
         return Paths("postgres", "primary", url, [url], "notify", [parse_postgres_url(url)[0]],
@@ -165,7 +165,7 @@ class RawPublisher:
         self.channel = paths.raw_channel
         self.conn: Any
         if self.kind == "notify":
-            from registry.postgres_conn import connect as pg_connect
+            from promptreg.registry.postgres.conn import connect as pg_connect
 
             self.conn = pg_connect(paths.raw_addresses[0])
         else:

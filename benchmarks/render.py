@@ -1,4 +1,4 @@
-"""``PromptVersion.render`` against ``str.format`` (the floor) and the 0.1.0 render, in one run (issue 12).
+"""``PromptVersion.render`` against ``str.format`` (the floor) and the 0.1.0 render, in one run.
 
 The same template and variables for every contender: ``str.format`` with the equivalent format
 string (the floor users compare with), ``format_map`` of that string with the variables' dict
@@ -29,8 +29,8 @@ if __package__ in (None, ""):  # run as ``python benchmarks/render.py``
 from pydantic import BaseModel, PrivateAttr
 
 from benchmarks import _report
-from registry.models import PromptVersion
-from registry.template import _PLACEHOLDER, Template
+from promptreg.registry.models import PromptVersion
+from promptreg.registry.template import _PLACEHOLDER, Template
 
 TEMPLATES = {
     "3 variables": (

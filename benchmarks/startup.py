@@ -1,7 +1,7 @@
-"""Client start-up at scale (issue 12): time to ready and the stall other Redis clients see.
+"""Client start-up at scale: time to ready and the stall other Redis clients see.
 
 For each size (3 versions and 2 labels per prompt: ``production`` -> 2, ``staging`` -> 3) it starts
-a :class:`client.PromptClient` in a fresh child process and measures the time until ``wait_ready()``
+a :class:`promptreg.PromptClient` in a fresh child process and measures the time until ``wait_ready()``
 returns and the child's peak RSS (``getrusage``; the RSS after the imports, before the client, is its
 baseline), four ways:
 
@@ -11,13 +11,13 @@ baseline), four ways:
   O(prompts) commands, then every version): the baseline, run up to ``--old-max`` prompts;
 * ``subset``: ``prompts=`` of 100 names, from the index.
 
-The RSS target (issue 12) is ``2 x`` the UTF-8 size of the prompt texts the client caches ``+ 60 MB``.
+The RSS target is ``2 x`` the UTF-8 size of the prompt texts the client caches ``+ 60 MB``.
 
 During each start-up a bystander process PINGs the server in a loop on its own connection (its
 worst round trip is the stall another client sees), and the server's SLOWLOG records every command
 over 1 ms (its longest is the largest single command, a ``MULTI``/``EXEC`` counting as one).
 The bystander's idle PING time is measured in the same run as the baseline. The registry is written
-directly with pipelines in the exact key layout of :mod:`registry.keys` (index included), since
+directly with pipelines in the exact key layout of :mod:`promptreg.registry.redis.keys` (index included), since
 writing 100k prompts through the scripts would take minutes and is not what is measured.
 
     python -m benchmarks.startup [--quick] [--prompts 10000,50000,100000] [--old-max 50000] [--no-hiredis]
@@ -48,7 +48,7 @@ import msgpack
 import redis
 
 from benchmarks import _harness, _report
-from registry.keys import Keyspace
+from promptreg.registry.redis.keys import Keyspace
 
 TEXT = "You are a careful assistant for {{team}}. Answer the question about {{topic}} briefly. " * 2
 
@@ -136,7 +136,7 @@ def client_child(argv: list[str]) -> None:
     url, namespace, subset_json = argv
     import redis.utils
 
-    from client import PromptClient
+    from promptreg.client import PromptClient
 
     subset = json.loads(subset_json)
     print(json.dumps({"baseline_rss_mb": _rss_mb()}), flush=True)
@@ -237,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "PING p99 ms", "PING max ms", "slowest cmd ms", "vs 0.1.0"]  # fmt: skip
         title = "PromptClient start-up (one client in a fresh process, bystander PING)"
         print(_report.table(headers, rows, title=title))
-        print("RSS target = 2 x the UTF-8 size of the prompt texts the client caches + 60 MB (issue 12)")
+        print("RSS target = 2 x the UTF-8 size of the prompt texts the client caches + 60 MB")
         env["load_average_at_end"] = list(os.getloadavg())
         print(_report.environment_line(env))
         _report.write_json(args.json, {"environment": env, "startup": results})

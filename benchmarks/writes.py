@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as ``python benchmarks/writes.py``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import _harness, _report
-from registry import PromptRegistry, PromptRegistryFactory
+from promptreg.registry import PromptRegistry, PromptRegistryFactory
 
 FLOORS = {"redis": "ping", "postgres": "select_1"}
 """The floor operation of each backend: its cheapest round trip."""
@@ -156,7 +156,7 @@ def _options(parser: Any) -> None:
         "--sentinel",
         action="store_true",
         help="Redis through a private Sentinel deployment (primary, 2 replicas, 3 sentinels): every write "
-        "asks the sentinels before and after it (registry/sentinel.py); the floor is PING on the primary",
+        "asks the sentinels before and after it (registry/redis/sentinel.py); the floor is PING on the primary",
     )
 
 

@@ -2,7 +2,7 @@
 
 ::
 
-    from client import PromptClient
+    from promptreg.client import PromptClient
 
     prompts = PromptClient("redis://localhost:6379/0", snapshot_path="/var/cache/app/prompts.msgpack")
     text = prompts.render("movie-critic", movie="Alien", criticlevel="harsh")  # no I/O
@@ -10,8 +10,8 @@
 The public API is exactly ``__all__``; every other module is an implementation detail.
 """
 
-from client.cache import ChangeEvent
-from client.prompt_client import PromptClient
-from client.status import ClientState, ClientStatus
+from promptreg.client.cache import ChangeEvent
+from promptreg.client.prompt_client import PromptClient
+from promptreg.client.status import ClientState, ClientStatus, ErrorKind
 
-__all__ = ["ChangeEvent", "ClientState", "ClientStatus", "PromptClient"]
+__all__ = ["ChangeEvent", "ClientState", "ClientStatus", "ErrorKind", "PromptClient"]

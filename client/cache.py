@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from enum import Enum
 from sys import intern
 
-from client.pointers import (
+from promptreg.client.pointers import (
     ChangeEvent,
     Pointers,
     StatePointers,
@@ -36,10 +36,10 @@ from client.pointers import (
     pointer_change,
     with_change,
 )
-from client.subset import PromptSubset
-from registry.errors import InvalidInputError, RegistryCorruptError
-from registry.models import PromptVersion
-from registry.wire import ChangeMessage
+from promptreg.client.subset import PromptSubset
+from promptreg.registry.errors import InvalidInputError, RegistryCorruptError
+from promptreg.registry.models import PromptVersion
+from promptreg.registry.wire import ChangeMessage
 
 __all__ = [
     "Action", "ApplyResult", "Cache", "ChangeEvent", "LookupView", "Pointers", "StatePointers", "VersionFetch",
@@ -161,7 +161,7 @@ class Cache:
         """Replace the whole state with the registry's state at revision ``rev``.
 
         Every version ``pointers`` refers to must be cached already (:meth:`add_version`), or be in
-        ``versions``; raises :class:`~registry.RegistryCorruptError` otherwise. ``versions``, when
+        ``versions``; raises :class:`~promptreg.RegistryCorruptError` otherwise. ``versions``, when
         given, replaces every version remembered so far: the registry's history changed (a restore),
         so a version number may now stand for another text; the cache may keep that very dict. A
         full state is authoritative and is taken even when its revision is lower (the registry was
@@ -200,7 +200,7 @@ class Cache:
         return diff_pointers(old_pointers, pointers, rev) if events else []
 
     def _view(self, pointers: Pointers, versions: Mapping[tuple[str, int], PromptVersion]) -> LookupView:
-        """The lookup view of ``pointers``; raises :class:`~registry.RegistryCorruptError` when a
+        """The lookup view of ``pointers``; raises :class:`~promptreg.RegistryCorruptError` when a
         label points at a version not in ``versions``."""
         view: LookupView = {}
         try:

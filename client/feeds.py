@@ -1,10 +1,10 @@
-"""Change feeds: what keeps a :class:`~client.cache.Cache` equal to the registry.
+"""Change feeds: what keeps a :class:`~promptreg.client.cache.Cache` equal to the registry.
 
 :class:`Feed` is the loop every feed runs on its own named daemon thread: it never dies, reports
 failures through the status and retries after a :class:`Backoff` with full jitter, capped at
 :data:`RECONNECT_CAP`. A feed *holds* the cache (keeps serving it, status ``stale``) while the registry
 answers but cannot be trusted: empty, still loading, a replica cut off from its primary.
-:class:`~client.redis_feed.RedisFeed` is the Redis listener (its module has the algorithm);
+:class:`~promptreg.client.redis.feed.RedisFeed` is the Redis listener (its module has the algorithm);
 :class:`FileFeed` watches a ``file://`` registry's stat and reloads it whole when it changes.
 """
 
@@ -20,12 +20,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from client.cache import Action, Cache, ChangeEvent, Pointers, diff_pointers
-from client.status import StatusTracker
-from registry.errors import RegistryCorruptError
-from registry.file_store import JsonFilePromptRegistry
-from registry.models import PromptVersion
-from registry.wire import ChangeMessage
+from promptreg.client.cache import Action, Cache, ChangeEvent, Pointers, diff_pointers
+from promptreg.client.status import StatusTracker
+from promptreg.registry.errors import RegistryCorruptError
+from promptreg.registry.file_store import JsonFilePromptRegistry
+from promptreg.registry.models import PromptVersion
+from promptreg.registry.wire import ChangeMessage
 
 logger = logging.getLogger("promptreg.client")
 
@@ -119,8 +119,8 @@ class Feed:
     def fetch_version(self, name: str, number: int) -> PromptVersion:
         """Read one version from the registry (for pinned lookups not cached).
 
-        Raises :class:`~registry.PromptNotFoundError`, :class:`~registry.VersionNotFoundError` or
-        :class:`~registry.RegistryUnavailableError`.
+        Raises :class:`~promptreg.PromptNotFoundError`, :class:`~promptreg.VersionNotFoundError` or
+        :class:`~promptreg.RegistryUnavailableError`.
         """
         raise NotImplementedError
 

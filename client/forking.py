@@ -1,4 +1,4 @@
-"""Fork safety: what every open :class:`~client.PromptClient` of a process does after ``os.fork()``.
+"""Fork safety: what every open :class:`~promptreg.PromptClient` of a process does after ``os.fork()``.
 
 The hooks are registered once with :func:`os.register_at_fork`, so no lookup ever checks the pid
 (``os.getpid()`` costs about twice a whole lookup):
@@ -8,7 +8,7 @@ The hooks are registered once with :func:`os.register_at_fork`, so no lookup eve
 - in the parent, each client that reports presence stops reporting, its record is removed, and its
   lookups read a :class:`ForkedParentCache` whose first use puts the cache back and resumes the
   reports. A parent then counts in the fleet only once it serves again: a pre-fork master
-  (``gunicorn --preload``) that only forks workers is not waited for (:mod:`client.presence`).
+  (``gunicorn --preload``) that only forks workers is not waited for (:mod:`promptreg.client.presence`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from client.cache import Cache
-    from client.prompt_client import PromptClient
+    from promptreg.client.cache import Cache
+    from promptreg.client.prompt_client import PromptClient
 
 logger = logging.getLogger("promptreg.client")
 

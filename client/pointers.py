@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from registry.errors import InvalidInputError
-from registry.validation import LATEST, validate_label, validate_name
-from registry.wire import ChangeMessage
+from promptreg.registry.errors import InvalidInputError
+from promptreg.registry.validation import LATEST, validate_label, validate_name
+from promptreg.registry.wire import ChangeMessage
 
 Pointers = dict[str, dict[str, int]]
 """``name -> {label: version number}``; ``latest`` is present when the prompt has a version."""
@@ -34,7 +34,7 @@ class StatePointers(dict[str, dict[str, int]]):
 
 @dataclass(frozen=True, slots=True)
 class ChangeEvent:
-    """One change the client applied, as passed to :meth:`client.PromptClient.on_change` callbacks.
+    """One change the client applied, as passed to :meth:`promptreg.PromptClient.on_change` callbacks.
 
     ``label`` is the label that moved (``latest`` when a version was added), or ``None`` when a prompt
     appeared. ``version`` is where the label points now (``None``: deleted) and ``previous_version``

@@ -1,11 +1,11 @@
-"""Fleet presence: a :class:`~client.PromptClient` on Redis says who it is and which revision it
+"""Fleet presence: a :class:`~promptreg.PromptClient` on Redis says who it is and which revision it
 serves.
 
 A :class:`PresenceReporter` is a small daemon thread (``promptreg-presence-<namespace>``) with a
 connection of its own: nothing here runs on the lookup path or the listener's connection. It reports
 at start, when :meth:`PresenceReporter.poke` sees a new revision or state (the listener calls it
 after it applied a change: that report is the client's *acknowledgement*, which
-:meth:`registry.PromptRegistry.wait_for_fleet` waits for), and every ``report_interval`` seconds
+:meth:`promptreg.PromptRegistry.wait_for_fleet` waits for), and every ``report_interval`` seconds
 otherwise. Reports are at least :data:`ACK_COALESCE` seconds apart: a change after a quiet time is
 acknowledged at once, and in a burst of writes (a CI sync, a run of moves) one report at the end of
 each window acknowledges every change in it. A burst then costs each client one report per
@@ -13,12 +13,12 @@ each window acknowledges every change in it. A burst then costs each client one 
 and sent together they compete for the CPU with the change still reaching the others. A failed report
 is logged (one warning per outage) and retried at the next interval; it never raises into the
 application. On :meth:`PresenceReporter.stop` the record is removed. The keys and their cost are
-described in :mod:`registry.redis_fleet`.
+described in :mod:`promptreg.registry.redis.fleet`.
 
 **The first report.** The thread starts with the client and opens its connection while the client
 reads its first state; it writes the first record as soon as the client is ``live`` (or when the
 constructor returns without being live: then with the state it has), and the client's constructor
-and :meth:`~client.PromptClient.wait_ready` wait for that record (:meth:`PresenceReporter.wait_reported`)
+and :meth:`~promptreg.PromptClient.wait_ready` wait for that record (:meth:`PresenceReporter.wait_reported`)
 before they say ``live``: the one round trip of a report (``SET`` + ``ZADD`` in one pipeline) is all
 a start-up waits for.
 
@@ -32,7 +32,7 @@ a start-up waits for.
   at once. A pre-fork master that only forks workers is then not a fleet member, and
   ``wait_for_fleet`` (``promptreg label ... --wait``) does not wait for it. Its listener still runs:
   it applies every change and serves the current state if it ever serves again. The lookup path
-  pays nothing for this: see :meth:`client.PromptClient.get`.
+  pays nothing for this: see :meth:`promptreg.PromptClient.get`.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from typing import Any
 
 from redis.exceptions import NoPermissionError
 
-from registry.fleet import (
+from promptreg.registry.fleet import (
     MAX_HOST,
     MAX_LIBRARY_VERSION,
     FleetMember,
@@ -59,9 +59,9 @@ from registry.fleet import (
     validate_client_name,
     validate_report_interval,
 )
-from registry.redis_fleet import prune, remove, report
-from registry.redis_store import RedisPromptRegistry
-from registry.topology import subscriber_for
+from promptreg.registry.redis.fleet import prune, remove, report
+from promptreg.registry.redis.store import RedisPromptRegistry
+from promptreg.registry.redis.topology import subscriber_for
 
 logger = logging.getLogger("promptreg.client")
 
@@ -74,7 +74,7 @@ ACK_COALESCE = 0.025
 """The least time between two reports: a change within it of the last report waits for the window's
 end, and one report acknowledges every change made meanwhile."""
 # A report per change: not a system call each time. Escaped and cut as readers require of a record
-# (registry.fleet): a host name the OS allows but a reader refuses would drop this client from the fleet.
+# (promptreg.registry.fleet): a host name the OS allows but a reader refuses would drop this client from the fleet.
 _HOST = reportable(socket.gethostname(), MAX_HOST)
 
 StateProbe = Callable[[], tuple[str, int]]
@@ -279,7 +279,7 @@ class FleetPresence:
     """A client's fleet identity and, on Redis with ``fleet_report=True``, its reporter.
 
     Validates the client's options; :meth:`start` does nothing on other backends or when disabled,
-    and the other methods are then free. Raises :class:`~registry.InvalidInputError` for a bad
+    and the other methods are then free. Raises :class:`~promptreg.InvalidInputError` for a bad
     ``client_name`` (empty, longer than 100 characters, or holding a character that is not
     printable: a newline or a terminal escape would be printed by ``promptreg fleet``, and readers
     skip such a record) or ``report_interval``.
@@ -293,7 +293,7 @@ class FleetPresence:
         self.reporter: PresenceReporter | None = None
 
     def start(self, registry: object, probe: StateProbe, label: str, *, started: bool = False) -> None:
-        """Start reporting if enabled and ``registry`` is a :class:`~registry.RedisPromptRegistry`.
+        """Start reporting if enabled and ``registry`` is a :class:`~promptreg.RedisPromptRegistry`.
 
         The first report waits for the client to be ``live``, or for :meth:`client_started` (at once
         with ``started=True``).

@@ -11,27 +11,32 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, cast
 
-from client.cache import Cache, ChangeEvent
-from client.feeds import FeedContext
-from client.forking import LIVE_CLIENTS, ForkedParentCache
-from client.presence import FleetPresence
-from client.rendering import Rendering
-from client.snapshot import LastKnownGood
-from client.sources import open_source, registry_from_environment
-from client.status import ClientState, ClientStatus, StatusTracker
-from client.subset import PromptSubset
-from registry.errors import (
+from promptreg.client.cache import Cache, ChangeEvent
+from promptreg.client.feeds import FeedContext
+from promptreg.client.forking import LIVE_CLIENTS, ForkedParentCache
+from promptreg.client.presence import FleetPresence
+from promptreg.client.rendering import Rendering
+from promptreg.client.snapshot import LastKnownGood
+from promptreg.client.sources import open_source, registry_from_environment
+from promptreg.client.status import ClientState, ClientStatus, StatusTracker
+from promptreg.client.subset import PromptSubset
+from promptreg.registry.errors import (
     InvalidInputError,
     LabelNotFoundError,
     PromptNotFoundError,
     RegistryUnavailableError,
 )
-from registry.factory import NAMESPACE_ENV, redact_url
-from registry.fleet import DEFAULT_REPORT_INTERVAL
-from registry.keys import DEFAULT_NAMESPACE
-from registry.models import PromptVersion, utcnow
-from registry.topology import RedisClient
-from registry.validation import validate_label, validate_name, validate_namespace, validate_version_number
+from promptreg.registry.factory import NAMESPACE_ENV, redact_url
+from promptreg.registry.fleet import DEFAULT_REPORT_INTERVAL
+from promptreg.registry.models import PromptVersion, utcnow
+from promptreg.registry.redis.topology import RedisClient
+from promptreg.registry.validation import (
+    DEFAULT_NAMESPACE,
+    validate_label,
+    validate_name,
+    validate_namespace,
+    validate_version_number,
+)
 
 logger = logging.getLogger("promptreg.client")
 
@@ -46,11 +51,12 @@ class PromptClient(Rendering):
     """Resolves prompt labels in-process, with no I/O on lookup, kept current by the registry's pushes.
 
     ``url`` is a registry URL as the factory takes it (``redis://``, ``rediss://``, ``unix://``,
-    ``redis+sentinel://``, ``redis+cluster://``, ``postgresql://``, ``file://``; :mod:`registry.topology`), or a
+    ``redis+sentinel://``, ``redis+cluster://``, ``postgresql://``, ``file://``;
+    :mod:`promptreg.registry.redis.topology`), or a
     redis-py client the application configured (see :meth:`from_redis`). Without ``url``, the client
     follows the registry the environment names, as
-    :meth:`~registry.PromptRegistryFactory.create_from_config` does: ``$PROMPTREG_URL``, else
-    :data:`~registry.factory.DEFAULT_URL` (``./.promptreg/registry.json``), and for a Redis or
+    :meth:`~promptreg.PromptRegistryFactory.create_from_config` does: ``$PROMPTREG_URL``, else
+    :data:`~promptreg.registry.factory.DEFAULT_URL` (``./.promptreg/registry.json``), and for a Redis or
     PostgreSQL URL ``$PROMPTREG_NAMESPACE`` unless ``namespace`` is given (a file has no namespace).
     ``read_from="replica"`` (or ``?read_from=replica`` in a Sentinel URL) reads and subscribes on a
     replica Sentinel names (``slave_for``) instead of the primary. ``default_label`` (else
@@ -64,18 +70,18 @@ class PromptClient(Rendering):
     ``prompts`` (default ``None``: every prompt) is an iterable of the prompt names the client serves,
     exact or ``"prefix/*"`` patterns: it reads, caches and applies changes only for those, so its
     start-up and memory scale with what the service uses; a lookup of any other prompt raises
-    :class:`~registry.PromptNotFoundError` saying the client does not serve it.
+    :class:`~promptreg.PromptNotFoundError` saying the client does not serve it.
     On Redis it reports its presence (:attr:`client_id`, ``client_name``, state, revision served) every
     ``report_interval`` s and after each change, off the lookup path; ``fleet_report=False``: no report.
     When the constructor (or :meth:`wait_ready`) returns with the client ``live``, its first report
-    is written: :meth:`~registry.PromptRegistry.fleet` lists it.
+    is written: :meth:`~promptreg.PromptRegistry.fleet` lists it.
 
     The client is safe to share between threads and survives ``os.fork()``: a child gets its own
     connections, listener and fleet id. A process counts in the fleet only while it serves: after a
     fork the parent's client stops reporting (its record is removed) until the parent serves a lookup
     through it again, so a pre-fork master (``gunicorn --preload``) that only forks workers is not
-    waited for by :meth:`~registry.PromptRegistry.wait_for_fleet`; the child reports as a new member.
-    Raises :class:`~registry.InvalidInputError` for an unsupported URL or a malformed label or
+    waited for by :meth:`~promptreg.PromptRegistry.wait_for_fleet`; the child reports as a new member.
+    Raises :class:`~promptreg.InvalidInputError` for an unsupported URL or a malformed label or
     namespace.
     """
 
@@ -108,7 +114,7 @@ class PromptClient(Rendering):
         self._url = url if isinstance(url, str) else repr(url)  # redis-py's repr shows no password
         self._cache = Cache(self._default_label, None if prompts is None else PromptSubset(prompts))
         # What lookups read: the cache itself, or (in a parent after a fork) the tripwire that puts it
-        # back at the first lookup (client.forking.ForkedParentCache). The rest of the client reads _cache.
+        # back at the first lookup (promptreg.client.forking.ForkedParentCache). The rest of the client reads _cache.
         self._lookup_cache = self._cache
         self._status = StatusTracker(rev=lambda: self._cache.rev)
         self._callbacks: tuple[ChangeCallback, ...] = ()
@@ -146,20 +152,20 @@ class PromptClient(Rendering):
 
         ``label="latest"`` is the newest version. Labelled lookups never do I/O: they read the cache
         and take no lock. A pinned ``version`` not cached yet is read from the registry once, then
-        cached for ever. Raises :class:`~registry.PromptNotFoundError`,
-        :class:`~registry.LabelNotFoundError`, :class:`~registry.VersionNotFoundError`,
-        :class:`~registry.InvalidNameError` for a malformed name or label, and
-        :class:`~registry.RegistryUnavailableError` when the answer needs the registry and it
+        cached for ever. Raises :class:`~promptreg.PromptNotFoundError`,
+        :class:`~promptreg.LabelNotFoundError`, :class:`~promptreg.VersionNotFoundError`,
+        :class:`~promptreg.InvalidNameError` for a malformed name or label, and
+        :class:`~promptreg.RegistryUnavailableError` when the answer needs the registry and it
         cannot be reached (a pinned version not cached; any miss before the first state arrived).
 
         ``fallback`` is the last resort for that last case only: instead of raising
-        :class:`~registry.RegistryUnavailableError`, the text is returned as a
-        :class:`~registry.PromptVersion` with ``version == 0`` and ``metadata == {"fallback": True}``
+        :class:`~promptreg.RegistryUnavailableError`, the text is returned as a
+        :class:`~promptreg.PromptVersion` with ``version == 0`` and ``metadata == {"fallback": True}``
         (counted in :attr:`ClientStatus.fallbacks_served`). A prompt or label the client's state
         says does not exist still raises: a typo is never masked.
 
         A lookup never checks for a fork: the fleet rule after a fork costs it nothing
-        (:mod:`client.forking`).
+        (:mod:`promptreg.client.forking`).
         """
         # After a fork, in the parent, _lookup_cache is a one-shot tripwire: its first use puts the
         # cache back and resumes the fleet reports; from then on this is the same two subscripts.
@@ -269,7 +275,7 @@ class PromptClient(Rendering):
         """Wait until the client is ``live``; ``False`` if ``timeout`` passed first or it was closed.
 
         On Redis with fleet reports, ``True`` also means the client's first report as ``live`` was
-        written (or failed and was logged): :meth:`~registry.PromptRegistry.fleet` lists it (within
+        written (or failed and was logged): :meth:`~promptreg.PromptRegistry.fleet` lists it (within
         ``timeout``; a report that takes longer does not turn the answer into ``False``).
         """
         started = time.monotonic()

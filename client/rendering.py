@@ -1,8 +1,8 @@
-"""The render methods of :class:`~client.PromptClient`: a lookup, then its template filled.
+"""The render methods of :class:`~promptreg.PromptClient`: a lookup, then its template filled.
 
 :class:`Rendering` is a base class of the client, on top of its ``get()``: ``render`` returns what
 the version is (text or messages), ``render_text`` and ``render_chat`` return one type, typed as
-such, and raise :class:`~registry.PromptTypeError` for the other. Each takes the template's values as
+such, and raise :class:`~promptreg.PromptTypeError` for the other. Each takes the template's values as
 keywords, or as a mapping after the prompt's name: that form takes any name, those of ``render``'s
 own arguments (``label``, ``version``, ``fallback``) included.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol, cast
 
-from registry.errors import InvalidInputError, PromptTypeError
-from registry.models import PromptVersion
+from promptreg.registry.errors import InvalidInputError, PromptTypeError
+from promptreg.registry.models import PromptVersion
 
 
 class _Lookups(Protocol):
@@ -23,7 +23,7 @@ class _Lookups(Protocol):
 
 
 class Rendering:
-    """``render``, ``render_text`` and ``render_chat`` of a class with :meth:`~client.PromptClient.get`."""
+    """``render``, ``render_text`` and ``render_chat`` of a class with :meth:`~promptreg.PromptClient.get`."""
 
     def render(
         self: _Lookups,
@@ -45,8 +45,8 @@ class Rendering:
         included: ``render("critic", {"label": "x", "version": 3}, label="production")`` fills the
         template's ``{{label}}`` and ``{{version}}`` and resolves the ``production`` label. A name
         given both ways takes the keyword's value. Raises what :meth:`get` raises,
-        :class:`~registry.MissingVariableError` naming every template variable (and placeholder) not
-        given (a ``fallback`` text is a template too), and :class:`~registry.InvalidInputError` when
+        :class:`~promptreg.MissingVariableError` naming every template variable (and placeholder) not
+        given (a ``fallback`` text is a template too), and :class:`~promptreg.InvalidInputError` when
         ``variables`` is not a mapping with ``str`` keys.
         """
         found = self.get(name, label, version=version, fallback=fallback)
@@ -68,7 +68,7 @@ class Rendering:
         """:meth:`render` for a text prompt: always a ``str``, typed as one.
 
         Takes what :meth:`render` takes and raises what it raises, and
-        :class:`~registry.PromptTypeError` (a ``TypeError``) when the version found is a chat version,
+        :class:`~promptreg.PromptTypeError` (a ``TypeError``) when the version found is a chat version,
         before rendering anything. A ``fallback`` text renders as text.
         """
         found = self.get(name, label, version=version, fallback=fallback)
@@ -91,9 +91,9 @@ class Rendering:
         """:meth:`render` for a chat prompt: always a list of ``{"role", "content"}`` messages.
 
         Takes what :meth:`render` takes and raises what it raises, and
-        :class:`~registry.PromptTypeError` (a ``TypeError``) when the version found is a text version,
+        :class:`~promptreg.PromptTypeError` (a ``TypeError``) when the version found is a text version,
         before rendering anything. A ``fallback`` (inline text, served only when the registry cannot
-        be reached) renders as one ``user`` message, as :meth:`~registry.PromptVersion.render_messages`
+        be reached) renders as one ``user`` message, as :meth:`~promptreg.PromptVersion.render_messages`
         does.
         """
         found = self.get(name, label, version=version, fallback=fallback)
@@ -107,7 +107,7 @@ class Rendering:
 
 def _merged(variables: Mapping[str, Any], keywords: dict[str, Any]) -> dict[str, Any]:
     """A render call's template values: the ``variables`` mapping, the keywords over it. Raises
-    :class:`~registry.InvalidInputError` for a mapping that is not one, or a name that is not a ``str``."""
+    :class:`~promptreg.InvalidInputError` for a mapping that is not one, or a name that is not a ``str``."""
     if not isinstance(variables, Mapping):
         raise InvalidInputError(f"template variables must be a mapping of names, got {type(variables).__name__}")
     merged = dict(variables)

@@ -28,11 +28,11 @@ from typing import Any
 
 import msgpack
 
-from client.cache import Cache
-from client.status import ClientState, StatusTracker
-from registry.atomic_file import write_atomically
-from registry.errors import RegistryCorruptError
-from registry.models import PromptVersion
+from promptreg.client.cache import Cache
+from promptreg.client.status import ClientState, StatusTracker
+from promptreg.registry.atomic_file import write_atomically
+from promptreg.registry.errors import RegistryCorruptError
+from promptreg.registry.models import PromptVersion
 
 logger = logging.getLogger("promptreg.client")
 
@@ -85,7 +85,7 @@ def save_snapshot(
 def load_snapshot(path: Path, namespace: str) -> LoadedSnapshot | None:
     """Read a snapshot written by :func:`save_snapshot` for ``namespace``; ``None`` if there is no file.
 
-    Raises :class:`~registry.RegistryCorruptError` if the file cannot be read as one (corrupt,
+    Raises :class:`~promptreg.RegistryCorruptError` if the file cannot be read as one (corrupt,
     truncated, another format or another namespace). The file is never modified.
     """
     try:

@@ -1,11 +1,11 @@
-"""Where a :class:`~client.PromptClient` gets its state: a registry and the feed that follows it.
+"""Where a :class:`~promptreg.PromptClient` gets its state: a registry and the feed that follows it.
 
-A Redis URL in any form of :mod:`registry.topology` or a redis-py client the application built gives
-a :class:`~registry.RedisPromptRegistry` and a :class:`~client.redis_feed.RedisFeed`; a file URL
-gives a :class:`~registry.JsonFilePromptRegistry` and a :class:`~client.feeds.FileFeed`; a
-``postgresql://`` URL a :class:`~registry.PostgresPromptRegistry` and a
-:class:`~client.postgres_feed.PostgresFeed` (LISTEN/NOTIFY). Without a URL, the environment names
-the registry as it does for :meth:`~registry.PromptRegistryFactory.create_from_config`
+A Redis URL in any form of :mod:`promptreg.registry.redis.topology` or a redis-py client the application built gives
+a :class:`~promptreg.RedisPromptRegistry` and a :class:`~promptreg.client.redis.feed.RedisFeed`; a file URL
+gives a :class:`~promptreg.JsonFilePromptRegistry` and a :class:`~promptreg.client.feeds.FileFeed`; a
+``postgresql://`` URL a :class:`~promptreg.PostgresPromptRegistry` and a
+:class:`~promptreg.client.postgres.feed.PostgresFeed` (LISTEN/NOTIFY). Without a URL, the environment names
+the registry as it does for :meth:`~promptreg.PromptRegistryFactory.create_from_config`
 (:func:`registry_from_environment`).
 """
 
@@ -18,12 +18,12 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from client.feeds import Feed, FeedContext, FileFeed
-from client.postgres_feed import PostgresFeed
-from client.redis_feed import RedisFeed
-from registry.base import PromptRegistry
-from registry.errors import InvalidInputError
-from registry.factory import (
+from promptreg.client.feeds import Feed, FeedContext, FileFeed
+from promptreg.client.postgres.feed import PostgresFeed
+from promptreg.client.redis.feed import RedisFeed
+from promptreg.registry.base import PromptRegistry
+from promptreg.registry.errors import InvalidInputError
+from promptreg.registry.factory import (
     DEFAULT_URL,
     NAMESPACE_ENV,
     POSTGRES_SCHEMES,
@@ -32,18 +32,18 @@ from registry.factory import (
     PromptRegistryFactory,
     redact_url,
 )
-from registry.file_store import JsonFilePromptRegistry
-from registry.postgres_store import PostgresPromptRegistry
-from registry.redis_store import RedisPromptRegistry
-from registry.topology import RedisClient
-from registry.urls import url_scheme
+from promptreg.registry.file_store import JsonFilePromptRegistry
+from promptreg.registry.postgres.store import PostgresPromptRegistry
+from promptreg.registry.redis.store import RedisPromptRegistry
+from promptreg.registry.redis.topology import RedisClient
+from promptreg.registry.urls import url_scheme
 
 
 def open_source(
     url: str | RedisClient, namespace: str, context: FeedContext, poll_interval: float, read_from: str | None
 ) -> tuple[PromptRegistry, Feed]:
     """The registry and its feed for ``url`` (a URL or a redis-py client). Raises
-    :class:`~registry.InvalidInputError` for an unsupported URL or option."""
+    :class:`~promptreg.InvalidInputError` for an unsupported URL or option."""
     if isinstance(url, redis.Redis | RedisCluster):
         if read_from not in (None, "primary"):
             raise InvalidInputError("read_from='replica' with a client: pass one from Sentinel.slave_for")
@@ -78,8 +78,8 @@ def open_source(
 
 
 def registry_from_environment(namespace: str | None) -> tuple[str, str | None]:
-    """``(url, namespace)`` as :meth:`~registry.PromptRegistryFactory.create_from_config` reads them:
-    ``$PROMPTREG_URL`` or :data:`~registry.factory.DEFAULT_URL`; ``namespace`` if given, else a set
+    """``(url, namespace)`` as :meth:`~promptreg.PromptRegistryFactory.create_from_config` reads them:
+    ``$PROMPTREG_URL`` or :data:`~promptreg.registry.factory.DEFAULT_URL`; ``namespace`` if given, else a set
     ``$PROMPTREG_NAMESPACE`` for a Redis or PostgreSQL URL (``None``: the default)."""
     url = os.environ.get(URL_ENV) or DEFAULT_URL
     if not namespace:

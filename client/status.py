@@ -1,7 +1,7 @@
 """The client's status: what state the change feed is in, since when, and the last error.
 
 Modelled on LaunchDarkly's data source status: the feed reports, the client exposes a frozen
-snapshot of it through :meth:`client.PromptClient.status`, and :meth:`~client.PromptClient.wait_ready`
+snapshot of it through :meth:`promptreg.PromptClient.status`, and :meth:`~promptreg.PromptClient.wait_ready`
 waits on it.
 """
 
@@ -14,6 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from promptreg.registry.errors import (
+    ConfigurationError,
+    RegistryAuthError,
+    RegistryCorruptError,
+    RegistryUnavailableError,
+)
+
 logger = logging.getLogger("promptreg.client")
 
 
@@ -22,7 +29,7 @@ class ClientState(StrEnum):
 
     INITIALIZING = "initializing"
     """No state read from the registry yet. Lookups of a prompt not cached raise
-    :class:`~registry.RegistryUnavailableError` (not a not-found error) because the client cannot
+    :class:`~promptreg.RegistryUnavailableError` (not a not-found error) because the client cannot
     know yet."""
 
     LIVE = "live"
@@ -38,6 +45,55 @@ class ClientState(StrEnum):
     """``close()`` was called: the feed is stopped; lookups still serve the last state."""
 
 
+class ErrorKind(StrEnum):
+    """What kind of problem ``last_error`` describes, for alerts and dashboards that should not parse
+    the text."""
+
+    NETWORK = "network"
+    """The registry could not be reached, or the connection was lost or timed out."""
+
+    AUTH = "auth"
+    """The registry refused the credentials, or the user's ACL / grants forbid a command."""
+
+    PROTOCOL = "protocol"
+    """A change message or a stored record could not be decoded (ignored; counted in
+    ``malformed_messages``)."""
+
+    UNTRUSTED = "untrusted"
+    """The registry answers but is not trusted as current: empty, still loading, a replica cut off
+    from its primary, a failover under way, or a history other than the one the client followed."""
+
+    CONFIGURATION = "configuration"
+    """The installation or the settings cannot work (e.g. psycopg not installed)."""
+
+    NOTICE = "notice"
+    """Worth an operator's attention while the client stays ``live`` (a registry not migrated,
+    forged notifications ignored)."""
+
+    INTERNAL = "internal"
+    """An unexpected exception inside the client (a bug: please report it)."""
+
+
+_AUTH_NAMES = frozenset({"AuthenticationError", "AuthenticationWrongNumberOfArgsError", "NoPermissionError"})
+_NETWORK_WORDS = ("Connection", "Timeout", "Operational", "BusyLoading", "ReadOnly")
+
+
+def error_kind(error: BaseException) -> ErrorKind:
+    """The :class:`ErrorKind` of an exception the feed caught: promptreg's own errors by class, the
+    drivers' (redis-py, psycopg) and the builtins' by what they are."""
+    if isinstance(error, RegistryAuthError) or type(error).__name__ in _AUTH_NAMES:
+        return ErrorKind.AUTH
+    if isinstance(error, ConfigurationError | ImportError):
+        return ErrorKind.CONFIGURATION
+    if isinstance(error, RegistryCorruptError):
+        return ErrorKind.PROTOCOL
+    if isinstance(error, RegistryUnavailableError | OSError | TimeoutError):
+        return ErrorKind.NETWORK
+    if any(word in cls.__name__ for cls in type(error).__mro__ for word in _NETWORK_WORDS):
+        return ErrorKind.NETWORK
+    return ErrorKind.INTERNAL
+
+
 @dataclass(frozen=True, slots=True)
 class ClientStatus:
     """A snapshot of the client's status.
@@ -46,7 +102,8 @@ class ClientStatus:
     holds (0 before anything was loaded). ``last_error`` describes the most recent failure (kept after
     recovery, with ``last_error_at``). ``malformed_messages`` counts change messages that could not be
     decoded and were ignored; ``resyncs`` counts full reloads of the state; ``fallbacks_served``
-    counts lookups answered with their inline ``fallback=`` text.
+    counts lookups answered with their inline ``fallback=`` text. ``last_error_kind`` says what kind
+    of problem ``last_error`` is (:class:`ErrorKind`; ``None`` while there was none).
     """
 
     state: ClientState
@@ -57,6 +114,7 @@ class ClientStatus:
     malformed_messages: int
     resyncs: int
     fallbacks_served: int = 0
+    last_error_kind: ErrorKind | None = None
 
 
 class StatusTracker:
@@ -72,6 +130,7 @@ class StatusTracker:
         self._since = time.time()
         self._last_error: str | None = None
         self._last_error_at: float | None = None
+        self._last_error_kind: ErrorKind | None = None
         self._malformed = 0
         self._resyncs = 0
         self._fallbacks = 0
@@ -93,6 +152,7 @@ class StatusTracker:
                 self._malformed,
                 self._resyncs,
                 self._fallbacks,
+                self._last_error_kind,
             )
 
     def _enter(self, state: ClientState) -> None:
@@ -143,11 +203,11 @@ class StatusTracker:
         with self._cond:
             self._resyncs += 1
 
-    def stale(self, reason: str | None = None) -> None:
+    def stale(self, reason: str | None = None, kind: ErrorKind = ErrorKind.UNTRUSTED) -> None:
         """Serving state the feed cannot currently confirm. Before any data, stays ``initializing``."""
         with self._cond:
             if reason is not None:
-                self._record(reason)
+                self._record(reason, kind)
             if self._state is not ClientState.INITIALIZING:
                 self._enter(ClientState.STALE)
         self._announce()
@@ -160,26 +220,29 @@ class StatusTracker:
 
     def error(self, error: BaseException | str) -> None:
         """Record a failure of the feed and leave ``live`` (an initializing client stays initializing)."""
-        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        self.stale(text)
+        if isinstance(error, str):
+            self.stale(error, ErrorKind.NETWORK)
+        else:
+            self.stale(f"{type(error).__name__}: {error}", error_kind(error))
 
     def note(self, text: str) -> bool:
         """Record a condition worth an operator's attention in ``last_error`` without leaving ``live``
         (e.g. a registry not migrated); returns whether it differs from the last one recorded."""
         with self._cond:
             new = text != self._last_error
-            self._record(text)
+            self._record(text, ErrorKind.NOTICE)
             return new
 
-    def _record(self, text: str) -> None:
+    def _record(self, text: str, kind: ErrorKind) -> None:
         self._last_error = text
         self._last_error_at = time.time()
+        self._last_error_kind = kind
 
     def malformed(self, detail: str) -> int:
         """Count one change message that could not be decoded; returns the count so far."""
         with self._cond:
             self._malformed += 1
-            self._record(detail)
+            self._record(detail, ErrorKind.PROTOCOL)
             return self._malformed
 
     def fallback_served(self) -> int:
@@ -213,4 +276,4 @@ class StatusTracker:
         if self._state is ClientState.LIVE:
             self._state = ClientState.STALE
             self._since = time.time()
-        self._record(reason)
+        self._record(reason, ErrorKind.NOTICE)

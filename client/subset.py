@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from registry.errors import InvalidInputError, PromptNotFoundError
-from registry.validation import validate_name
+from promptreg.registry.errors import InvalidInputError, PromptNotFoundError
+from promptreg.registry.validation import validate_name
 
 
 class PromptSubset:
@@ -13,7 +13,7 @@ class PromptSubset:
 
     Each item is an exact prompt name (``"checkout/welcome"``) or a pattern ending in ``*``
     (``"checkout/*"``: every name starting with ``checkout/``). Raises
-    :class:`~registry.InvalidInputError` for a string that is neither, or a bare string given
+    :class:`~promptreg.InvalidInputError` for a string that is neither, or a bare string given
     instead of an iterable of them (``prompts="a"`` would otherwise mean ``{"a"}`` by accident).
     """
 

@@ -3,10 +3,10 @@
 The public API is exactly ``__all__``; every other module is an implementation detail.
 """
 
-from registry.base import PromptRegistry
-from registry.compatibility import CompatibilityReport
-from registry.errors import (
-    DemoError,
+from promptreg.registry.base import PromptRegistry
+from promptreg.registry.compatibility import CompatibilityReport
+from promptreg.registry.errors import (
+    ConfigurationError,
     ImportConflictError,
     IncompatibleVersionError,
     InvalidInputError,
@@ -29,18 +29,18 @@ from registry.errors import (
     StateReadError,
     VersionNotFoundError,
 )
-from registry.factory import PromptRegistryFactory
-from registry.file_store import JsonFilePromptRegistry
-from registry.fleet import FleetMember, FleetWait
-from registry.migration import MigrationResult
-from registry.models import AuditEvent, Prompt, PromptVersion
-from registry.postgres_store import PostgresPromptRegistry
-from registry.redis_store import RedisPromptRegistry
+from promptreg.registry.factory import PromptRegistryFactory
+from promptreg.registry.file_store import JsonFilePromptRegistry
+from promptreg.registry.fleet import FleetMember, FleetWait
+from promptreg.registry.migration import MigrationResult
+from promptreg.registry.models import AuditEvent, Prompt, PromptVersion
+from promptreg.registry.postgres.store import PostgresPromptRegistry
+from promptreg.registry.redis.store import RedisPromptRegistry
 
 __all__ = [
     "AuditEvent",
     "CompatibilityReport",
-    "DemoError",
+    "ConfigurationError",
     "FleetMember",
     "FleetWait",
     "ImportConflictError",

@@ -33,14 +33,14 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from registry.base import PromptRegistry
-from registry.batch import apply_in_batch
-from registry.chat import validate_messages
-from registry.compatibility import CompatibilityReport, check, deleted_labels, refusal_error
-from registry.errors import ImportConflictError, InvalidInputError
-from registry.models import Prompt, PromptVersion, utcnow
-from registry.sync import describe_refusal, describe_write
-from registry.validation import (
+from promptreg.registry.base import PromptRegistry
+from promptreg.registry.batch import apply_in_batch
+from promptreg.registry.chat import validate_messages
+from promptreg.registry.compatibility import CompatibilityReport, check, deleted_labels, refusal_error
+from promptreg.registry.errors import ImportConflictError, InvalidInputError
+from promptreg.registry.models import Prompt, PromptVersion, utcnow
+from promptreg.registry.sync import describe_refusal, describe_write
+from promptreg.registry.validation import (
     refuse_nul,
     validate_label,
     validate_metadata,
@@ -86,7 +86,7 @@ class ImportPlan:
 
     def check_compatible(self, *, force: bool = False) -> None:
         """Raise what :func:`apply_import` would raise before writing anything: an
-        :class:`~registry.IncompatibleVersionError` for the first label move the target prompt's
+        :class:`~promptreg.IncompatibleVersionError` for the first label move the target prompt's
         compatibility mode refuses (:attr:`ImportStep.refusal`), unless ``force``. A dry run calls
         it to fail as the real import would."""
         if force:
@@ -121,7 +121,7 @@ def export_registry(registry: PromptRegistry) -> dict[str, Any]:
 def parse_export(data: object, *, max_text_bytes: int, max_metadata_bytes: int) -> tuple[Prompt, ...]:
     """Validate an export document; returns its prompts.
 
-    Raises :class:`~registry.InvalidInputError` for anything that is not a complete, valid export:
+    Raises :class:`~promptreg.InvalidInputError` for anything that is not a complete, valid export:
     wrong format, malformed prompt, non-contiguous version numbers, a label pointing nowhere,
     text or metadata over the limits, a NUL character in a text field (no backend stores it), a
     name twice.
@@ -153,7 +153,7 @@ def parse_export(data: object, *, max_text_bytes: int, max_metadata_bytes: int) 
 def plan_import(registry: PromptRegistry, data: object) -> ImportPlan:
     """Validate ``data`` (a parsed export) and compare it with ``registry``; writes nothing.
 
-    Raises :class:`~registry.InvalidInputError` for an invalid export (anything the target would
+    Raises :class:`~promptreg.InvalidInputError` for an invalid export (anything the target would
     refuse) and :class:`ImportConflictError` when an existing prompt has different content under the
     same version number. A label move the target prompt's compatibility mode refuses is marked in
     the plan (:attr:`ImportStep.refusal`, :meth:`ImportPlan.check_compatible`).
@@ -180,10 +180,10 @@ def apply_import(
     """Carry out ``plan``; returns the steps made. ``author``/``reason`` go on the label moves.
 
     Before anything is written: a label move the target's compatibility mode refuses raises
-    :class:`~registry.IncompatibleVersionError` (:meth:`ImportPlan.check_compatible`; ``force``
+    :class:`~promptreg.IncompatibleVersionError` (:meth:`ImportPlan.check_compatible`; ``force``
     makes the moves anyway, recorded as forced), an invalid ``author`` or ``reason``
-    :class:`~registry.InvalidInputError`. Label moves are compare-and-set against the plan
-    (:class:`~registry.LabelConflictError` if a label moved meanwhile); a version that gets another
+    :class:`~promptreg.InvalidInputError`. Label moves are compare-and-set against the plan
+    (:class:`~promptreg.LabelConflictError` if a label moved meanwhile); a version that gets another
     number than planned (a concurrent writer) raises :class:`ImportConflictError`.
 
     On PostgreSQL the whole import is one transaction: an error leaves nothing written. On Redis and

@@ -16,19 +16,19 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
-from registry.chat import validate_messages
-from registry.compatibility import CompatibilityReport, check, deleted_labels, validate_mode
-from registry.errors import (
+from promptreg.registry.chat import validate_messages
+from promptreg.registry.compatibility import CompatibilityReport, check, deleted_labels, validate_mode
+from promptreg.registry.errors import (
     InvalidInputError,
     LabelNotFoundError,
     PromptNotFoundError,
     RollbackUnavailableError,
     VersionNotFoundError,
 )
-from registry.fleet import FleetMember, FleetWait
-from registry.migration import MigrationResult
-from registry.models import AuditEvent, CompatibilityMode, Prompt, PromptVersion, utcnow
-from registry.validation import (
+from promptreg.registry.fleet import FleetMember, FleetWait
+from promptreg.registry.migration import MigrationResult
+from promptreg.registry.models import AuditEvent, CompatibilityMode, Prompt, PromptVersion, utcnow
+from promptreg.registry.validation import (
     LATEST,
     MAX_METADATA_BYTES,
     MAX_TEXT_BYTES,
@@ -65,8 +65,8 @@ class PromptRegistry(ABC):
     ) -> Prompt:
         """Create an empty prompt; ``compatibility`` (``none``, ``backward``, ``full``) is its mode.
 
-        Raises :class:`~registry.PromptExistsError` if the name is taken,
-        :class:`~registry.InvalidNameError` if it is malformed and :class:`~registry.InvalidInputError`
+        Raises :class:`~promptreg.PromptExistsError` if the name is taken,
+        :class:`~promptreg.InvalidNameError` if it is malformed and :class:`~promptreg.InvalidInputError`
         for an unknown mode.
         """
         validate_name(name)
@@ -90,9 +90,9 @@ class PromptRegistry(ABC):
 
         Give exactly one of ``prompt_text`` (a text version) or ``messages`` (a chat version: a list
         of ``{"role", "content"}`` messages and ``{"placeholder": name}`` slots, see
-        :mod:`registry.chat`). ``config`` is the model configuration (JSON-compatible, bounded like
-        metadata). Raises :class:`~registry.PromptNotFoundError`, :class:`~registry.PromptTooLargeError`
-        (text, messages, metadata or config over the limit) or :class:`~registry.InvalidInputError`
+        :mod:`promptreg.registry.chat`). ``config`` is the model configuration (JSON-compatible, bounded like
+        metadata). Raises :class:`~promptreg.PromptNotFoundError`, :class:`~promptreg.PromptTooLargeError`
+        (text, messages, metadata or config over the limit) or :class:`~promptreg.InvalidInputError`
         naming the field (both or neither of text and messages, a malformed message, metadata or config
         not JSON-compatible, a NUL character in the text, author or message: :func:`refuse_nul`).
         """
@@ -129,11 +129,11 @@ class PromptRegistry(ABC):
         it points now or, for a deleted label, where it pointed when it was deleted (deleting a label
         and setting it again is one move, checked the same way; only a label's first assignment is
         never checked). ``force=True`` moves anyway and records ``AuditEvent.forced``. Raises
-        :class:`~registry.InvalidInputError` for a NUL character in ``author`` or ``reason``,
-        :class:`~registry.LabelConflictError` when the compare-and-set fails,
-        :class:`~registry.IncompatibleVersionError` when the mode refuses the move,
-        :class:`~registry.VersionNotFoundError` for a missing version, and
-        :class:`~registry.InvalidNameError` for a malformed or reserved (``latest``) label.
+        :class:`~promptreg.InvalidInputError` for a NUL character in ``author`` or ``reason``,
+        :class:`~promptreg.LabelConflictError` when the compare-and-set fails,
+        :class:`~promptreg.IncompatibleVersionError` when the mode refuses the move,
+        :class:`~promptreg.VersionNotFoundError` for a missing version, and
+        :class:`~promptreg.InvalidNameError` for a malformed or reserved (``latest``) label.
         """
         validate_name(name)
         validate_label(label, settable=True)
@@ -154,8 +154,8 @@ class PromptRegistry(ABC):
         author: str | None = None,
         reason: str | None = None,
     ) -> AuditEvent:
-        """Remove ``label``. Raises :class:`~registry.LabelNotFoundError` if it does not exist and
-        :class:`~registry.LabelConflictError` if ``expected_version`` does not match."""
+        """Remove ``label``. Raises :class:`~promptreg.LabelNotFoundError` if it does not exist and
+        :class:`~promptreg.LabelConflictError` if ``expected_version`` does not match."""
         validate_name(name)
         validate_label(label, settable=True)
         if expected_version is not None:
@@ -176,9 +176,9 @@ class PromptRegistry(ABC):
 
         Rolling back twice returns to where it started; a deleted label comes back. The move is
         checked like :meth:`set_label` (``force=True`` moves anyway). Raises
-        :class:`~registry.PromptNotFoundError`, :class:`~registry.LabelNotFoundError` when the label
-        does not exist and never did, :class:`~registry.RollbackUnavailableError` when it exists
-        but never pointed anywhere else, and :class:`~registry.IncompatibleVersionError`.
+        :class:`~promptreg.PromptNotFoundError`, :class:`~promptreg.LabelNotFoundError` when the label
+        does not exist and never did, :class:`~promptreg.RollbackUnavailableError` when it exists
+        but never pointed anywhere else, and :class:`~promptreg.IncompatibleVersionError`.
         """
         validate_name(name)
         validate_label(label, settable=True)
@@ -197,8 +197,8 @@ class PromptRegistry(ABC):
         self, name: str, mode: CompatibilityMode, *, author: str | None = None, reason: str | None = None
     ) -> AuditEvent:
         """Set the prompt's compatibility mode (``none``, ``backward``, ``full``; see
-        :mod:`registry.compatibility`); audited like every write. Raises
-        :class:`~registry.PromptNotFoundError` and :class:`~registry.InvalidInputError`."""
+        :mod:`promptreg.registry.compatibility`); audited like every write. Raises
+        :class:`~promptreg.PromptNotFoundError` and :class:`~promptreg.InvalidInputError`."""
         validate_name(name)
         clean = validate_mode(mode)
         return self._set_compatibility(
@@ -210,7 +210,7 @@ class PromptRegistry(ABC):
         (inputs added and removed, a change of version type or of an input's kind); writes nothing.
         A deleted label is checked against where it pointed when it was deleted, as :meth:`set_label`
         checks it; a label never set is always compatible. Raises
-        :class:`~registry.PromptNotFoundError` and :class:`~registry.VersionNotFoundError`."""
+        :class:`~promptreg.PromptNotFoundError` and :class:`~promptreg.VersionNotFoundError`."""
         validate_name(name)
         validate_label(label, settable=True)
         validate_version_number(version)
@@ -235,8 +235,8 @@ class PromptRegistry(ABC):
     def get_version(self, name: str, *, label: str | None = None, version: int | None = None) -> PromptVersion:
         """One version, by ``label`` or by ``version`` number; with neither, the newest.
 
-        Raises :class:`~registry.PromptNotFoundError`, :class:`~registry.LabelNotFoundError` or
-        :class:`~registry.VersionNotFoundError`.
+        Raises :class:`~promptreg.PromptNotFoundError`, :class:`~promptreg.LabelNotFoundError` or
+        :class:`~promptreg.VersionNotFoundError`.
         """
         validate_name(name)
         if label is not None and version is not None:
@@ -253,17 +253,17 @@ class PromptRegistry(ABC):
         return sorted(self._list_prompts())
 
     def history(self, name: str) -> list[AuditEvent]:
-        """The prompt's audit trail, oldest first. Raises :class:`~registry.PromptNotFoundError`."""
+        """The prompt's audit trail, oldest first. Raises :class:`~promptreg.PromptNotFoundError`."""
         validate_name(name)
         return self._history(name)
 
     # -- the fleet: which client serves which revision ---------------------------------------------
 
     def fleet(self) -> list[FleetMember]:
-        """Every :class:`client.PromptClient` reporting its presence, by name, host and pid.
+        """Every :class:`promptreg.PromptClient` reporting its presence, by name, host and pid.
 
         Only the Redis backend keeps presence; the JSON file and PostgreSQL return ``[]`` (their
-        clients do not report). Raises :class:`~registry.RegistryUnavailableError` when the store
+        clients do not report). Raises :class:`~promptreg.RegistryUnavailableError` when the store
         cannot be reached.
         """
         return []
@@ -276,8 +276,8 @@ class PromptRegistry(ABC):
         Returns after ``timeout`` seconds at most, with the clients that reached ``rev``, those
         still lagging, and those gone meanwhile (record expired or removed).
         With no client reporting the wait is complete at once, with nobody reached. Raises
-        :class:`~registry.InvalidInputError` for a negative ``rev`` or ``timeout`` and
-        :class:`~registry.RegistryUnavailableError`.
+        :class:`~promptreg.InvalidInputError` for a negative ``rev`` or ``timeout`` and
+        :class:`~promptreg.RegistryUnavailableError`.
         """
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
             raise InvalidInputError(f"timeout must be >= 0 seconds, got {timeout!r}")
@@ -320,7 +320,7 @@ class PromptRegistry(ABC):
 
         The base implementation has nothing to migrate and says so (the JSON file backend). The
         Redis backend builds the index a 0.1.0 registry lacks; ``rebuild`` rebuilds it even when it
-        is there. Raises :class:`~registry.RegistryUnavailableError` when the store is unreachable.
+        is there. Raises :class:`~promptreg.RegistryUnavailableError` when the store is unreachable.
         """
         return MigrationResult(False, 0, f"nothing to migrate: {type(self).__name__} keeps no index")
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from registry.base import PromptRegistry
-from registry.errors import PromptRegistryError, RegistryUnavailableError, ReplicationTimeoutError
+from promptreg.registry.base import PromptRegistry
+from promptreg.registry.errors import PromptRegistryError, RegistryUnavailableError, ReplicationTimeoutError
 
 StepT = TypeVar("StepT")
 
 MAX_WRITES_NAMED = 20
-"""How many of the writes already made an error during :func:`~registry.sync.apply_sync` or
-:func:`~registry.backup.apply_import` names (then it says how many more)."""
+"""How many of the writes already made an error during :func:`~promptreg.registry.sync.apply_sync` or
+:func:`~promptreg.registry.backup.apply_import` names (then it says how many more)."""
 
 
 def name_what_was_written(error: BaseException, operation: str, written: Sequence[str], *, atomic: bool) -> None:

@@ -2,7 +2,7 @@
 
 A chat version's ``messages`` is a tuple of plain dicts, each either a message (``role`` matches
 ``[a-z][a-z0-9_-]*``, ``content`` is a ``{{variable}}`` template) or a placeholder
-(``{"placeholder": "history"}``) that :meth:`~registry.PromptVersion.render` fills with a list of
+(``{"placeholder": "history"}``) that :meth:`~promptreg.PromptVersion.render` fills with a list of
 messages passed by name. :class:`ChatTemplate` parses every message once, when the version is
 built; :func:`validate_messages` is the one input check every write and import runs.
 """
@@ -13,9 +13,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from registry.errors import InvalidInputError, MissingVariableError, PromptTooLargeError
-from registry.template import Template, render_format
-from registry.validation import validate_unicode
+from promptreg.registry.errors import InvalidInputError, MissingVariableError, PromptTooLargeError
+from promptreg.registry.template import Template, render_format
+from promptreg.registry.validation import validate_unicode
 
 ROLE_PATTERN = re.compile(r"[a-z][a-z0-9_-]*")
 PLACEHOLDER_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -44,8 +44,8 @@ def validate_messages(messages: object, max_bytes: int) -> tuple[Message, ...]:
     Every entry is ``{"role": str, "content": str}`` or ``{"placeholder": name}``; roles match
     :data:`ROLE_PATTERN`, placeholder names are identifiers used by no ``{{variable}}``; at most
     :data:`MAX_MESSAGES` entries, and the UTF-8 size of every role, content and placeholder together
-    within ``max_bytes``. Raises :class:`~registry.InvalidInputError` naming the entry
-    (``messages[2].role``) or :class:`~registry.PromptTooLargeError`.
+    within ``max_bytes``. Raises :class:`~promptreg.InvalidInputError` naming the entry
+    (``messages[2].role``) or :class:`~promptreg.PromptTooLargeError`.
     """
     if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
         raise InvalidInputError(f"messages must be a list of messages, got {type(messages).__name__}")
@@ -130,7 +130,7 @@ class ChatTemplate:
         """The rendered messages; a placeholder becomes the messages passed under its name.
 
         Raises :class:`MissingVariableError` naming every variable and placeholder not given, and
-        :class:`~registry.InvalidInputError` when a placeholder's value is not a list of messages.
+        :class:`~promptreg.InvalidInputError` when a placeholder's value is not a list of messages.
         """
         out: list[Message] = []
         try:
@@ -152,7 +152,7 @@ class ChatTemplate:
 def placeholder_messages(name: str, value: object) -> list[Message]:
     """``value`` (what was passed for placeholder ``name``) as a list of ``{"role", "content"}`` dicts.
 
-    Raises :class:`~registry.InvalidInputError` naming the placeholder when it is not a list of
+    Raises :class:`~promptreg.InvalidInputError` naming the placeholder when it is not a list of
     mappings with string ``role`` and ``content``.
     """
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):

@@ -25,15 +25,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from registry.errors import IncompatibleVersionError, InvalidInputError
-from registry.models import AuditEvent, CompatibilityMode, PromptVersion, VersionType
+from promptreg.registry.errors import IncompatibleVersionError, InvalidInputError
+from promptreg.registry.models import AuditEvent, CompatibilityMode, PromptVersion, VersionType
 
 MODES: tuple[CompatibilityMode, ...] = ("none", "backward", "full")
 
 
 @dataclass(frozen=True, slots=True)
 class CompatibilityReport:
-    """What :meth:`~registry.PromptRegistry.check_compatibility` found, without writing.
+    """What :meth:`~promptreg.PromptRegistry.check_compatibility` found, without writing.
 
     ``added`` are the inputs (variables and placeholders) the target version needs that the label's
     version does not have; ``removed`` those it no longer takes (both sorted). ``type_change`` is
@@ -154,7 +154,7 @@ def reasons(report: CompatibilityReport) -> list[str]:
 
 
 def refusal_error(name: str, label: str, report: CompatibilityReport) -> IncompatibleVersionError:
-    """The :class:`~registry.IncompatibleVersionError` of a refused move, saying every reason."""
+    """The :class:`~promptreg.IncompatibleVersionError` of a refused move, saying every reason."""
     error = IncompatibleVersionError(
         name, label, int(report.version or 0), report.current_version, report.mode, report.added, report.removed
     )
@@ -174,7 +174,7 @@ def enforce(
 
     ``current`` is the version the label last pointed at (where it points, or where it pointed when
     it was deleted; ``None``: never set, never checked). Raises
-    :class:`~registry.IncompatibleVersionError` when ``mode`` refuses moving from ``current`` to
+    :class:`~promptreg.IncompatibleVersionError` when ``mode`` refuses moving from ``current`` to
     ``target`` and ``force`` is false.
     """
     if mode == "none" or current is None or current.version == target.version:

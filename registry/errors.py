@@ -21,7 +21,7 @@ everything with one class. Where a builtin fits, the error also derives from it,
     ├── PromptTypeError            (TypeError)  render_text() on a chat version, render_chat() on a text one
     ├── RegistryCorruptError                    stored data that cannot be read (left untouched)
     ├── StateReadError                          the client's state read never settled (writes kept racing it)
-    ├── DemoError                               ``promptreg demo`` could not run (no server, a worker failed)
+    ├── ConfigurationError                      the installation or settings cannot work (a missing extra, no such file)
     └── RegistryUnavailableError   (ConnectionError) the store cannot be reached
         ├── RegistryAuthError                   the store refused the credentials or their rights
         └── ReplicationTimeoutError             a write applied, but fewer replicas confirmed it than asked
@@ -185,8 +185,12 @@ class StateReadError(PromptRegistryError):
     layout's read); the client retries later and reports it in ``status().last_error``."""
 
 
-class DemoError(PromptRegistryError):
-    """``promptreg demo`` could not run: no server could be started, or a worker failed."""
+class ConfigurationError(PromptRegistryError):
+    """The installation or the settings cannot work, and retrying will not help: an optional
+    dependency that is not installed (psycopg for PostgreSQL), a server binary the command needs, or
+    a registry file that does not exist where a command only reads (a mistyped ``--url``). Not a
+    :class:`RegistryUnavailableError`: code that retries while the store is down must not retry this.
+    """
 
 
 class RegistryUnavailableError(PromptRegistryError, ConnectionError):
@@ -203,8 +207,8 @@ class ReplicationTimeoutError(RegistryUnavailableError):
     within ``wait_timeout`` (Redis ``WAIT``): a failover now could lose it.
 
     ``event`` is the applied write, as the method would have returned it (an
-    :class:`~registry.AuditEvent` for label writes, a :class:`~registry.PromptVersion` for
-    ``add_version``, a :class:`~registry.Prompt` for ``create_prompt``); ``confirmed`` is how many
+    :class:`~promptreg.AuditEvent` for label writes, a :class:`~promptreg.PromptVersion` for
+    ``add_version``, a :class:`~promptreg.Prompt` for ``create_prompt``); ``confirmed`` is how many
     replicas had it, ``wanted`` how many were asked for. Do not blindly retry: the write is there.
     """
 
@@ -243,7 +247,7 @@ class PrimaryChangedError(ReplicationTimeoutError):
 
 class PromptTypeError(PromptRegistryError, TypeError):
     """A typed render found the other type of version: ``render_text`` a chat version, or
-    ``render_chat`` a text version (:class:`client.PromptClient`). Nothing was rendered.
+    ``render_chat`` a text version (:class:`promptreg.PromptClient`). Nothing was rendered.
 
     ``name`` and ``version`` say which version; ``expected`` is the type the method renders
     (``"text"`` or ``"chat"``), ``actual`` the type of the version found.

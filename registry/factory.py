@@ -3,18 +3,18 @@
 ==============================================  ==========================================
 URL                                             backend
 ==============================================  ==========================================
-``redis://[user:password@]host:port/db``        :class:`~registry.RedisPromptRegistry`
-``rediss://...`` (TLS), ``unix:///path.sock``   :class:`~registry.RedisPromptRegistry`
-``redis+sentinel://h:p[,h:p]/SERVICE[/DB]``     :class:`~registry.RedisPromptRegistry` (Sentinel)
-``redis+cluster://h:p[,h:p]/``                  :class:`~registry.RedisPromptRegistry` (Cluster)
-``postgresql://user@host/db?namespace=ns``      :class:`~registry.PostgresPromptRegistry`
-``postgres://...`` (the same)                   :class:`~registry.PostgresPromptRegistry`
-``file://./relative.json``, ``file:///abs.json``  :class:`~registry.JsonFilePromptRegistry`
-``./relative.json``, ``/abs.json`` (no scheme)  :class:`~registry.JsonFilePromptRegistry`
+``redis://[user:password@]host:port/db``        :class:`~promptreg.RedisPromptRegistry`
+``rediss://...`` (TLS), ``unix:///path.sock``   :class:`~promptreg.RedisPromptRegistry`
+``redis+sentinel://h:p[,h:p]/SERVICE[/DB]``     :class:`~promptreg.RedisPromptRegistry` (Sentinel)
+``redis+cluster://h:p[,h:p]/``                  :class:`~promptreg.RedisPromptRegistry` (Cluster)
+``postgresql://user@host/db?namespace=ns``      :class:`~promptreg.PostgresPromptRegistry`
+``postgres://...`` (the same)                   :class:`~promptreg.PostgresPromptRegistry`
+``file://./relative.json``, ``file:///abs.json``  :class:`~promptreg.JsonFilePromptRegistry`
+``./relative.json``, ``/abs.json`` (no scheme)  :class:`~promptreg.JsonFilePromptRegistry`
 ==============================================  ==========================================
 
 Anything else (``127.0.0.1:6379``, ``redis//host:6379/0``, ``notes.txt``) is refused with a one-line
-:class:`~registry.InvalidInputError` saying what was expected, with a "did you mean" where it looks
+:class:`~promptreg.InvalidInputError` saying what was expected, with a "did you mean" where it looks
 like a mistyped URL: never a JSON file named after the typo. A file URL's folder must exist (the
 registry creates the file, never a folder), except for :data:`DEFAULT_URL`'s ``./.promptreg/``.
 
@@ -30,13 +30,20 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
-from registry.base import PromptRegistry
-from registry.errors import InvalidInputError
-from registry.file_store import JsonFilePromptRegistry
-from registry.postgres_store import PostgresPromptRegistry
-from registry.redis_store import RedisPromptRegistry
-from registry.urls import FILE_SCHEME, POSTGRES_SCHEMES, REDIS_SCHEMES, redact_url, registry_url_scheme, url_scheme
-from registry.validation import validate_unicode
+from promptreg.registry.base import PromptRegistry
+from promptreg.registry.errors import InvalidInputError
+from promptreg.registry.file_store import JsonFilePromptRegistry
+from promptreg.registry.postgres.store import PostgresPromptRegistry
+from promptreg.registry.redis.store import RedisPromptRegistry
+from promptreg.registry.urls import (
+    FILE_SCHEME,
+    POSTGRES_SCHEMES,
+    REDIS_SCHEMES,
+    redact_url,
+    registry_url_scheme,
+    url_scheme,
+)
+from promptreg.registry.validation import validate_unicode
 
 __all__ = [
     "DEFAULT_URL",
@@ -64,7 +71,7 @@ def file_path_from_url(url: str) -> str:
 
     ``file://./x.json`` -> ``./x.json``, ``file:///abs/x.json`` -> ``/abs/x.json``,
     ``file://x.json`` -> ``x.json``. Percent escapes are decoded. Raises
-    :class:`~registry.InvalidInputError` for an empty path.
+    :class:`~promptreg.InvalidInputError` for an empty path.
     """
     prefix = url[:7].lower()
     if prefix.startswith("file://"):
@@ -80,25 +87,25 @@ def file_path_from_url(url: str) -> str:
 
 
 class PromptRegistryFactory:
-    """Builds a :class:`~registry.PromptRegistry` from a URL or from the environment."""
+    """Builds a :class:`~promptreg.PromptRegistry` from a URL or from the environment."""
 
     @staticmethod
     def from_url(url: str, **options: Any) -> PromptRegistry:
         """A registry for ``url``; ``options`` go to the backend's constructor.
 
         ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``, ``rediss+sentinel://``,
-        ``redis+cluster://`` and ``rediss+cluster://`` give a :class:`~registry.RedisPromptRegistry`
+        ``redis+cluster://`` and ``rediss+cluster://`` give a :class:`~promptreg.RedisPromptRegistry`
         (options such as ``namespace``, ``max_text_bytes``, ``wait_replicas``, redis-py keyword
-        arguments; URL forms in :mod:`registry.topology`);
-        ``postgresql://`` and ``postgres://`` give a :class:`~registry.PostgresPromptRegistry`
+        arguments; URL forms in :mod:`promptreg.registry.redis.topology`);
+        ``postgresql://`` and ``postgres://`` give a :class:`~promptreg.PostgresPromptRegistry`
         (``namespace=`` in the query or as an option, ``max_text_bytes``, ``auto_migrate``, psycopg
         connection arguments; needs the ``[postgres]`` extra);
         ``file://PATH`` or a bare path ending in ``.json`` gives a
-        :class:`~registry.JsonFilePromptRegistry` (``max_text_bytes``, ``max_metadata_bytes``,
+        :class:`~promptreg.JsonFilePromptRegistry` (``max_text_bytes``, ``max_metadata_bytes``,
         ``lock_timeout``, ``create_parent``) whose folder must exist, except for :data:`DEFAULT_URL`
         (``create_parent=True``: the first write creates ``./.promptreg/``).
 
-        Raises :class:`~registry.InvalidInputError` for an empty URL, a scheme it does not know, a
+        Raises :class:`~promptreg.InvalidInputError` for an empty URL, a scheme it does not know, a
         value that is neither a URL nor a ``.json`` path (one line saying what was expected, with a
         "did you mean redis://HOST:PORT/0" for ``HOST:PORT``), and a file URL whose folder does not
         exist (nothing is created); the message never contains the URL's password.

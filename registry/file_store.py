@@ -15,9 +15,9 @@ Writes take an exclusive ``fcntl.flock`` on the sidecar file ``PATH.lock``, re-r
 the lock, apply the change, write a temp file in the same directory, fsync it, ``os.replace`` it over
 the old file and fsync the directory. Concurrent processes therefore never lose a write, and a reader
 (which takes no lock) always sees a whole old or a whole new file. A file that cannot be read as a
-promptreg registry raises :class:`~registry.RegistryCorruptError` and is never overwritten; so does a
+promptreg registry raises :class:`~promptreg.RegistryCorruptError` and is never overwritten; so does a
 file over :data:`MAX_FILE_BYTES` (refused before it is read) or nested deeper than
-:data:`~registry.validation.MAX_JSON_DEPTH` levels (refused without a recursive parse).
+:data:`~promptreg.registry.validation.MAX_JSON_DEPTH` levels (refused without a recursive parse).
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from registry.atomic_file import write_atomically
-from registry.base import PromptRegistry
-from registry.compatibility import enforce
-from registry.errors import (
+from promptreg.registry.atomic_file import write_atomically
+from promptreg.registry.base import PromptRegistry
+from promptreg.registry.compatibility import enforce
+from promptreg.registry.errors import (
     InvalidInputError,
     LabelConflictError,
     LabelNotFoundError,
@@ -49,8 +49,8 @@ from registry.errors import (
     RollbackUnavailableError,
     VersionNotFoundError,
 )
-from registry.models import AuditAction, AuditEvent, CompatibilityMode, Prompt, PromptVersion
-from registry.validation import (
+from promptreg.registry.models import AuditAction, AuditEvent, CompatibilityMode, Prompt, PromptVersion
+from promptreg.registry.validation import (
     MAX_METADATA_BYTES,
     MAX_TEXT_BYTES,
     check_json_depth,
@@ -108,13 +108,13 @@ class JsonFilePromptRegistry(PromptRegistry):
     """A prompt registry stored in one JSON file (``file://PATH``), for local development.
 
     A missing file is an empty registry; the first write creates it. Its folder must exist: a
-    mistyped path is refused, not created (:class:`~registry.InvalidInputError` here, or
-    :class:`~registry.RegistryUnavailableError` on a write if the folder has gone since), unless
+    mistyped path is refused, not created (:class:`~promptreg.InvalidInputError` here, or
+    :class:`~promptreg.RegistryUnavailableError` on a write if the folder has gone since), unless
     ``create_parent=True``, which lets the first write create the missing folders (the factory sets it
     for its default, ``./.promptreg/registry.json``, only). ``lock_timeout`` (seconds) bounds the
     wait for the write lock. Every call reads the file, so several processes can share it. Raises
-    :class:`~registry.RegistryCorruptError` (the file is not a readable promptreg registry; it is
-    left untouched) and :class:`~registry.RegistryUnavailableError` (the file or its lock cannot be
+    :class:`~promptreg.RegistryCorruptError` (the file is not a readable promptreg registry; it is
+    left untouched) and :class:`~promptreg.RegistryUnavailableError` (the file or its lock cannot be
     used in time).
     """
 
@@ -167,7 +167,7 @@ class JsonFilePromptRegistry(PromptRegistry):
 
         One read of the file, so the result is consistent even while other processes write. A
         file watcher calls this after the file changed; ``rev`` tells whether anything is new.
-        Raises :class:`~registry.RegistryCorruptError` and :class:`~registry.RegistryUnavailableError`.
+        Raises :class:`~promptreg.RegistryCorruptError` and :class:`~promptreg.RegistryUnavailableError`.
         """
         state = self._read()
         return FileState(state.rev, {name: stored.to_prompt(name) for name, stored in state.prompts.items()})

@@ -1,16 +1,16 @@
 """The fleet view: which client process serves which revision (presence), and confirming a write.
 
-Each :class:`client.PromptClient` on Redis reports one small record (its *presence*) off the lookup
+Each :class:`promptreg.PromptClient` on Redis reports one small record (its *presence*) off the lookup
 path: at start, right after it applies a change (the acknowledgement), and every
 ``report_interval`` seconds; the record expires after :data:`EXPIRY_INTERVALS` intervals without a
-report. :meth:`registry.PromptRegistry.fleet` lists the records as :class:`FleetMember`;
-:meth:`registry.PromptRegistry.wait_for_fleet` waits until every member serves a revision and
-returns a :class:`FleetWait`. The Redis layout is in :mod:`registry.keys` and
-:mod:`registry.redis_fleet`; this module holds the models and the record's wire form (msgpack, one
+report. :meth:`promptreg.PromptRegistry.fleet` lists the records as :class:`FleetMember`;
+:meth:`promptreg.PromptRegistry.wait_for_fleet` waits until every member serves a revision and
+returns a :class:`FleetWait`. The Redis layout is in :mod:`promptreg.registry.redis.keys` and
+:mod:`promptreg.registry.redis.fleet`; this module holds the models and the record's wire form (msgpack, one
 map), shared by the writer (the client) and the readers (the registry, the CLI).
 
 **A record is untrusted input.** Every service holds the ``reader`` ACL user, which may write any
-presence key (:mod:`registry.acl`), so a record read back may have been written by anyone of them.
+presence key (:mod:`promptreg.registry.redis.acl`), so a record read back may have been written by anyone of them.
 :func:`decode_member` therefore accepts only what a client of this library writes: at most
 :data:`MAX_RECORD_BYTES`, one msgpack map with every field of the right type (no coercion), a valid
 client id, printable one-line strings within their limits, finite times, an interval a client may
@@ -30,8 +30,8 @@ from typing import Any
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
-from registry.errors import InvalidInputError
-from registry.validation import validate_label
+from promptreg.registry.errors import InvalidInputError
+from promptreg.registry.validation import validate_label
 
 EXPIRY_INTERVALS = 3
 """A member whose client has not reported for this many ``report_interval`` s disappears."""
@@ -148,7 +148,7 @@ class FleetMember(BaseModel):
 
 
 class FleetWait(BaseModel):
-    """What :meth:`~registry.PromptRegistry.wait_for_fleet` saw.
+    """What :meth:`~promptreg.PromptRegistry.wait_for_fleet` saw.
 
     ``reached``: the ``client_id`` s serving ``rev`` or newer; ``lagging``: those still behind when
     the wait ended; ``gone``: members that were behind and whose record expired or was removed
@@ -178,7 +178,7 @@ class FleetRead:
     ``malformed``: index entries and records that are not a client's report (wrong size, type or
     fields, an invalid id, a record without a server-side expiry or with one its own interval does
     not allow, an index of the wrong type); they were skipped. ``truncated``: the index held more
-    entries than a read takes (:data:`registry.redis_fleet.MAX_FLEET`), so some members may be
+    entries than a read takes (:data:`promptreg.registry.redis.fleet.MAX_FLEET`), so some members may be
     missing. ``promptreg fleet`` prints both; ``label --wait`` does not confirm a truncated fleet.
     """
 
@@ -193,14 +193,14 @@ def is_client_id(value: object) -> bool:
 
 
 def validate_client_id(client_id: str) -> str:
-    """Return ``client_id`` if it can name a presence key, else raise :class:`~registry.InvalidInputError`."""
+    """Return ``client_id`` if it can name a presence key, else raise :class:`~promptreg.InvalidInputError`."""
     if not is_client_id(client_id):
         raise InvalidInputError(f"invalid client id {client_id!r}: letters, digits and . _ : - (at most 200)")
     return client_id
 
 
 def validate_client_name(name: str | None) -> str | None:
-    """A printable one-line name of at most 100 characters, or ``None``; else :class:`~registry.InvalidInputError`."""
+    """A printable one-line name of at most 100 characters, or ``None``; else :class:`~promptreg.InvalidInputError`."""
     if name is None:
         return None
     if not isinstance(name, str) or not name or len(name) > MAX_CLIENT_NAME or not name.isprintable():
@@ -209,7 +209,7 @@ def validate_client_name(name: str | None) -> str | None:
 
 
 def validate_report_interval(seconds: float) -> float:
-    """``seconds`` as a float between 0.05 and 3600; else :class:`~registry.InvalidInputError`."""
+    """``seconds`` as a float between 0.05 and 3600; else :class:`~promptreg.InvalidInputError`."""
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise InvalidInputError(f"report_interval must be a number of seconds, got {seconds!r}")
     if not MIN_REPORT_INTERVAL <= seconds <= MAX_REPORT_INTERVAL:

@@ -1,4 +1,4 @@
-"""The result of :meth:`registry.PromptRegistry.migrate` (``promptreg migrate``)."""
+"""The result of :meth:`promptreg.PromptRegistry.migrate` (``promptreg migrate``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class MigrationResult:
-    """What :meth:`registry.PromptRegistry.migrate` did.
+    """What :meth:`promptreg.PromptRegistry.migrate` did.
 
     ``changed`` is whether anything was written; ``prompts`` how many prompts' index entries were
     (re)built; ``message`` one line for people.

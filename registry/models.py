@@ -11,14 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from registry.chat import ChatTemplate, Message, check_shape
-from registry.template import compile_template, render_format, text_variables
-from registry.validation import LATEST
+from promptreg.registry.chat import ChatTemplate, Message, check_shape
+from promptreg.registry.template import compile_template, render_format, text_variables
+from promptreg.registry.validation import LATEST
 
 AuditAction = Literal["create_prompt", "add_version", "set_label", "delete_label", "rollback", "set_compatibility"]
 """What an :class:`AuditEvent` records."""
 CompatibilityMode = Literal["none", "backward", "full"]
-"""A prompt's compatibility mode (see :mod:`registry.compatibility`)."""
+"""A prompt's compatibility mode (see :mod:`promptreg.registry.compatibility`)."""
 VersionType = Literal["text", "chat"]
 """A text version holds ``prompt_text``; a chat version holds ``messages``."""
 _NO_NAMES: frozenset[str] = frozenset()
@@ -51,7 +51,7 @@ class PromptVersion(BaseModel):
     """One immutable version of a prompt: a text template, or a list of chat messages.
 
     A ``"text"`` version holds ``prompt_text``; a ``"chat"`` version holds ``messages`` (a tuple of
-    ``{"role", "content"}`` dicts and ``{"placeholder": name}`` slots, see :mod:`registry.chat`) and
+    ``{"role", "content"}`` dicts and ``{"placeholder": name}`` slots, see :mod:`promptreg.registry.chat`) and
     an empty ``prompt_text``. ``config`` is the model configuration (model name, temperature, ...).
     ``variables`` is the set of ``{{name}}`` variables in the text or in every message;
     ``placeholders`` the placeholder names; ``render`` fills both.
@@ -122,7 +122,7 @@ class PromptVersion(BaseModel):
         For readers of a registry (the client's cache): ``created_at`` must be timezone-aware UTC
         and every value of the type its field declares. The template is parsed as in the
         constructor, unless ``format_string`` is the text's, compiled by
-        :func:`~registry.template.compile_formats` (then :attr:`variables` is found on first use).
+        :func:`~promptreg.registry.template.compile_formats` (then :attr:`variables` is found on first use).
         Use the constructor for anything else.
         """
         fields = {
@@ -185,8 +185,8 @@ class PromptVersion(BaseModel):
 
         A chat version: the list of ``{"role", "content"}`` messages, every content rendered and each
         placeholder replaced by the list of messages passed under its name. Raises
-        :class:`~registry.MissingVariableError` naming every variable and placeholder not given, and
-        :class:`~registry.InvalidInputError` for a placeholder value that is not a list of messages.
+        :class:`~promptreg.MissingVariableError` naming every variable and placeholder not given, and
+        :class:`~promptreg.InvalidInputError` for a placeholder value that is not a list of messages.
         Extra variables are ignored.
         """
         try:  # the floor: one C call; the parsed template only when a variable is missing
@@ -212,7 +212,7 @@ _ALL_FIELDS_SET = set(_VERSION_FIELDS)
 
 class Prompt(BaseModel):
     """A named prompt: its versions (oldest first), the labels that point at them, and its
-    ``compatibility`` mode (which label moves it accepts, see :mod:`registry.compatibility`)."""
+    ``compatibility`` mode (which label moves it accepts, see :mod:`promptreg.registry.compatibility`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -15,7 +15,7 @@ one. This module reads such a folder as hostile input:
   beyond the JSON types (no timestamps, sets, binary), string keys only, integers in 64 bits,
   finite floats, bounded nesting. Every refusal names the file's line.
 
-Every problem raises :class:`~registry.errors.PromptFileError` naming the file (and line).
+Every problem raises :class:`~promptreg.registry.errors.PromptFileError` naming the file (and line).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import Any
 
 import yaml
 
-from registry.errors import PromptFileError
-from registry.validation import INT64_MAX, INT64_MIN, MAX_METADATA_DEPTH, MAX_NAME_LENGTH
+from promptreg.registry.errors import PromptFileError
+from promptreg.registry.validation import INT64_MAX, INT64_MIN, MAX_METADATA_DEPTH, MAX_NAME_LENGTH
 
 _FENCE = "---"
 FRONT_MATTER_DEPTH = MAX_METADATA_DEPTH + 2

@@ -18,7 +18,7 @@ leading UTF-8 byte order mark is dropped and Windows line ends read as ``\n``.
 Dotprompt's chat form is understood too: ``model:`` and ``config:`` in the front matter become the
 version's ``config`` (``{"model": ..., **config}``), ``{{role "system"}}`` markers in the body make a
 chat version (one message per marker; text before the first one is a ``user`` message) and
-``{{history}}`` in such a body is the history placeholder (see :func:`registry.chat.dotprompt_messages`).
+``{{history}}`` in such a body is the history placeholder (see :func:`promptreg.registry.chat.dotprompt_messages`).
 
 A version's identity is its text (or messages) plus its config and metadata. A file equal to an
 existing version reuses that version: no new version is added, and the file's labels move to it
@@ -35,7 +35,7 @@ field) stops the sync before anything is written, with a :class:`PromptFileError
 a dry run fails the same way. On PostgreSQL the whole sync is one transaction (all or nothing); on
 Redis and the JSON file each write is atomic on its own, and an error during the sync (a label
 someone moved meanwhile) says which writes were already made. The folder is read as hostile input
-(it comes from pull requests): see :mod:`registry.prompt_files` for links, size bounds and the
+(it comes from pull requests): see :mod:`promptreg.registry.prompt_files` for links, size bounds and the
 strict YAML loader.
 """
 
@@ -46,23 +46,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from registry.base import PromptRegistry
-from registry.batch import apply_in_batch
-from registry.chat import dotprompt_messages, validate_messages
-from registry.compatibility import CompatibilityReport, compare, deleted_labels, interface_of, refusal_error
-from registry.errors import (
+from promptreg.registry.base import PromptRegistry
+from promptreg.registry.batch import apply_in_batch
+from promptreg.registry.chat import dotprompt_messages, validate_messages
+from promptreg.registry.compatibility import CompatibilityReport, compare, deleted_labels, interface_of, refusal_error
+from promptreg.registry.errors import (
     InvalidInputError,
     PromptFileError,
 )
-from registry.models import Prompt, PromptVersion, describe_label_move
-from registry.prompt_files import (
+from promptreg.registry.models import Prompt, PromptVersion, describe_label_move
+from promptreg.registry.prompt_files import (
     file_size_limit,
     front_matter_limit,
     read_bounded,
     split_front_matter,
     walk_prompt_files,
 )
-from registry.validation import (
+from promptreg.registry.validation import (
     MAX_METADATA_BYTES,
     MAX_TEXT_BYTES,
     refuse_nul,
@@ -178,7 +178,7 @@ class SyncPlan:
 
     def check_compatible(self, *, force: bool = False) -> None:
         """Raise what :func:`apply_sync` would raise before writing anything: an
-        :class:`~registry.IncompatibleVersionError` for the first label move the prompt's compatibility
+        :class:`~promptreg.IncompatibleVersionError` for the first label move the prompt's compatibility
         mode refuses (:attr:`SyncStep.refusal`), unless ``force``. A dry run calls it to fail as the
         real run would."""
         if force:
@@ -201,7 +201,7 @@ def parse_prompt_file(
     ``real_path`` is the file to read when ``path`` is a link inside the folder (see
     :func:`read_prompt_files`); ``path`` itself is never followed if it is a link. The file size
     and the front-matter size are bounded before anything is parsed (see
-    :mod:`registry.prompt_files`). Raises :class:`PromptFileError` (naming ``path``) for an
+    :mod:`promptreg.registry.prompt_files`). Raises :class:`PromptFileError` (naming ``path``) for an
     unreadable, oversized, non-regular or non-UTF-8 file, bad, unterminated or non-JSON front matter
     (naming the line), unknown front-matter keys, an invalid name, label or metadata, a NUL
     character in the text, description or message (no backend stores it), or an empty body.
@@ -277,7 +277,7 @@ def plan_sync(registry: PromptRegistry, directory: Path | str, *, labels: Iterab
     """Read ``directory`` and compare it with ``registry``; writes nothing.
 
     ``labels`` are added to every file's own labels (e.g. ``staging`` for a staging pipeline).
-    Raises :class:`PromptFileError` for any invalid file, :class:`~registry.InvalidNameError` for
+    Raises :class:`PromptFileError` for any invalid file, :class:`~promptreg.InvalidNameError` for
     an invalid extra label, and whatever the registry raises when it is read.
     """
     extra = tuple(validate_label(label, settable=True) for label in labels)
@@ -302,11 +302,11 @@ def apply_sync(
     """Carry out ``plan``; returns the steps as made (with the version numbers actually added).
 
     Everything a backend would refuse was checked when the plan was made (:func:`plan_sync`); a
-    plan with a move the compatibility mode refuses raises :class:`~registry.IncompatibleVersionError`
-    and an invalid ``author`` :class:`~registry.InvalidInputError`, both before anything is written
+    plan with a move the compatibility mode refuses raises :class:`~promptreg.IncompatibleVersionError`
+    and an invalid ``author`` :class:`~promptreg.InvalidInputError`, both before anything is written
     (the moves are made anyway with ``force``, recorded as forced); each move is checked again inside
     its write. Label moves are compare-and-set against the plan, so a label someone moved since the
-    plan was made raises :class:`~registry.LabelConflictError` instead of being overwritten.
+    plan was made raises :class:`~promptreg.LabelConflictError` instead of being overwritten.
 
     On PostgreSQL the whole sync is one transaction: an error leaves nothing written. On Redis and
     the JSON file each step is its own atomic write: steps made before an error stay made, the

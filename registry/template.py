@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from registry.errors import MissingVariableError
+from promptreg.registry.errors import MissingVariableError
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _TIGHT = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")

@@ -2,7 +2,7 @@
 
 URLs come from the environment, command-line arguments and configuration files, so they are
 checked here before redis-py sees them: a malformed URL is an
-:class:`~registry.InvalidInputError` naming the problem, and no message ever holds the password
+:class:`~promptreg.InvalidInputError` naming the problem, and no message ever holds the password
 (:func:`redact_url`).
 
 Where a password starts and ends is decided here, once (:func:`split_url`): the user info ends at
@@ -19,20 +19,20 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, unquote_plus, unquote_to_bytes, urlsplit
 
-from registry.errors import InvalidInputError
-from registry.validation import validate_unicode
+from promptreg.registry.errors import InvalidInputError
+from promptreg.registry.validation import validate_unicode
 
 SINGLE_SERVER_SCHEMES = frozenset({"redis", "rediss", "unix"})
 """URL schemes naming one Redis server (redis-py's own URLs)."""
 REDIS_SCHEMES = SINGLE_SERVER_SCHEMES | {"redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"}
-"""URL schemes served by :class:`~registry.RedisPromptRegistry` (one server, Sentinel, Cluster:
-:mod:`registry.topology`)."""
+"""URL schemes served by :class:`~promptreg.RedisPromptRegistry` (one server, Sentinel, Cluster:
+:mod:`promptreg.registry.redis.topology`)."""
 POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
-"""URL schemes served by :class:`~registry.PostgresPromptRegistry` (libpq URLs)."""
+"""URL schemes served by :class:`~promptreg.PostgresPromptRegistry` (libpq URLs)."""
 FILE_SCHEME = "file"
-"""The URL scheme of :class:`~registry.JsonFilePromptRegistry` (a bare path means it too)."""
+"""The URL scheme of :class:`~promptreg.JsonFilePromptRegistry` (a bare path means it too)."""
 REGISTRY_SCHEMES = REDIS_SCHEMES | POSTGRES_SCHEMES | {FILE_SCHEME}
-"""Every URL scheme :meth:`~registry.PromptRegistryFactory.from_url` accepts."""
+"""Every URL scheme :meth:`~promptreg.PromptRegistryFactory.from_url` accepts."""
 
 # A query parameter's name: where a query (or its next parameter) may start.
 _PARAMETER = r"[A-Za-z_][A-Za-z0-9_.-]*="
@@ -277,12 +277,12 @@ EXPECTED_URLS = (
 
 
 def registry_url_scheme(url: str) -> str:
-    """The lower-case scheme of a registry URL :class:`~registry.PromptRegistryFactory` accepts;
+    """The lower-case scheme of a registry URL :class:`~promptreg.PromptRegistryFactory` accepts;
     ``""`` for a bare path ending in ``.json``.
 
     Accepted: ``SCHEME://...`` with a scheme of :data:`REGISTRY_SCHEMES`, ``file:PATH``, and a bare
     path ending in ``.json``. Anything else (``127.0.0.1:6379``, ``redis//host:6379/0``, ``ftp://x``)
-    raises :class:`~registry.InvalidInputError`: one line saying what was expected, with a "did you
+    raises :class:`~promptreg.InvalidInputError`: one line saying what was expected, with a "did you
     mean" where the value looks like a mistyped URL; so is a file URL or path holding a password
     (``file://user:pw@/srv/x.json``, ``?password=``), which a file registry does not take and a
     path would show. The message never holds the password. A value that is not refused here may
@@ -349,7 +349,7 @@ def check_redis_url(url: str) -> str:
 
     Checks what redis-py would otherwise report as a bare ``ValueError`` (or only at connect
     time): valid Unicode, a parsable host (``[::1`` is not), a port in 1-65535, a database number.
-    Raises :class:`~registry.InvalidInputError` naming the problem and the redacted URL. redis-py
+    Raises :class:`~promptreg.InvalidInputError` naming the problem and the redacted URL. redis-py
     reads the user info up to the first ``/``: give it :meth:`UrlParts.with_encoded_userinfo`.
     """
     if not isinstance(url, str):

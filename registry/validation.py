@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from itertools import accumulate
 from typing import Any
 
-from registry.errors import InvalidInputError, InvalidNameError, PromptTooLargeError
+from promptreg.registry.errors import InvalidInputError, InvalidNameError, PromptTooLargeError
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -34,6 +34,8 @@ INT64_MAX = 2**63 - 1
 """Metadata integers must fit a signed 64-bit integer: every store and wire format holds them."""
 
 LATEST = "latest"
+DEFAULT_NAMESPACE = "promptreg"
+"""The namespace of a registry opened without one (every backend: Redis key prefix, PostgreSQL rows)."""
 """The reserved label that always resolves to the newest version; it cannot be set."""
 
 
@@ -107,7 +109,7 @@ def validate_unicode(value: str, what: str) -> str:
 
     Python strings may hold lone surrogates (from ``surrogateescape``-decoded command-line
     arguments or file names, or from a JSON ``"\\ud800"`` escape); no store and no wire format
-    can hold them, so they are refused with an :class:`~registry.InvalidInputError` naming ``what``.
+    can hold them, so they are refused with an :class:`~promptreg.InvalidInputError` naming ``what``.
     """
     _utf8(value, what)
     return value
@@ -130,7 +132,7 @@ _BRACKET_STEP = tuple(1 if b in b"[{" else -1 if b in b"]}" else 0 for b in rang
 
 
 def check_json_depth(data: bytes, what: str, max_depth: int = MAX_JSON_DEPTH) -> None:
-    """Raise :class:`~registry.InvalidInputError` if the JSON text ``data`` nests arrays and objects
+    """Raise :class:`~promptreg.InvalidInputError` if the JSON text ``data`` nests arrays and objects
     deeper than ``max_depth`` levels.
 
     Call it before a recursive parser (``json.loads``) sees hostile bytes: it counts the brackets
@@ -155,8 +157,8 @@ def validate_metadata(
     64-bit range, finite floats, lists/tuples and mappings with string keys, nested at most
     :data:`MAX_METADATA_DEPTH` levels. The walk stops as soon as the input is known to be over
     ``max_bytes``, so an oversized value costs no more than the limit to refuse. Raises
-    :class:`~registry.InvalidInputError` naming the offending path (``metadata.a.b[2]``), or
-    :class:`~registry.PromptTooLargeError`. ``what`` names the field in errors (``config`` for a
+    :class:`~promptreg.InvalidInputError` naming the offending path (``metadata.a.b[2]``), or
+    :class:`~promptreg.PromptTooLargeError`. ``what`` names the field in errors (``config`` for a
     version's model configuration, which follows the same rules).
     """
     if metadata is None:
@@ -219,7 +221,7 @@ class _JsonCheck:
 
 
 def refuse_nul(value: str | None, what: str) -> None:
-    """Raise :class:`~registry.InvalidInputError` when ``value`` holds a NUL character (U+0000).
+    """Raise :class:`~promptreg.InvalidInputError` when ``value`` holds a NUL character (U+0000).
 
     For the text fields every backend stores as text (prompt text, description, author, message,
     reason): PostgreSQL text cannot hold U+0000, so no backend takes it, and ``sync`` / ``import``

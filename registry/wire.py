@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from registry.errors import RegistryCorruptError
+from promptreg.registry.errors import RegistryCorruptError
 
 OPERATIONS = frozenset({"create_prompt", "add_version", "set_label", "delete_label", "rollback", "set_compatibility"})
 _LUA_FIELDS = 6  # rev, version, prev, sha, hid, phid: appended by the Lua script

@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 
-from client import PromptClient
+from promptreg.client import PromptClient
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 
-from client import PromptClient
+from promptreg.client import PromptClient
 
 
 def main() -> None:

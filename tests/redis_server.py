@@ -1,10 +1,10 @@
-"""The tests' real ``redis-server``: :class:`registry.cli.local_server.LocalRedisServer` plus helpers."""
+"""The tests' real ``redis-server``: :class:`promptreg.registry.cli.local_server.LocalRedisServer` plus helpers."""
 
 from __future__ import annotations
 
 import shutil
 
-from registry.cli.local_server import LocalRedisServer, free_port, wait_until
+from promptreg.registry.cli.local_server import LocalRedisServer, free_port, wait_until
 
 REDIS_SERVER = shutil.which("redis-server")
 

@@ -1,4 +1,4 @@
-"""The ACL roles of :mod:`registry.acl`, proven on a real redis-server, and ``promptreg acl``'s output.
+"""The ACL roles of :mod:`promptreg.registry.redis.acl`, proven on a real redis-server, and ``promptreg acl``'s output.
 
 The three users are created from ``acl_setuser_args`` (the same source ``promptreg acl`` prints), then:
 the client goes live as ``reader``, reports its fleet presence, and the server logs no refusal for it;
@@ -30,9 +30,12 @@ import redis
 from click.testing import CliRunner
 
 from benchmarks._harness import drop_namespace
-from client import PromptClient
-from registry import InvalidInputError, InvalidNameError, PromptRegistryError, RedisPromptRegistry
-from registry.acl import (
+from promptreg.client import PromptClient
+from promptreg.registry import InvalidInputError, InvalidNameError, PromptRegistryError, RedisPromptRegistry
+from promptreg.registry.cli import cli
+from promptreg.registry.fleet import FleetMember
+from promptreg.registry.models import utcnow
+from promptreg.registry.redis.acl import (
     ADMIN_COMMANDS,
     PASSWORD_PLACEHOLDER,
     PRESENCE_COMMANDS,
@@ -44,15 +47,12 @@ from registry.acl import (
     parse_server_version,
     role_rules,
 )
-from registry.cli import cli
-from registry.fleet import FleetMember
-from registry.keys import Keyspace
-from registry.models import utcnow
-from registry.redis_fleet import read_fleet, remove, report
+from promptreg.registry.redis.fleet import read_fleet, remove, report
+from promptreg.registry.redis.keys import Keyspace
 from tests.conftest import need_binaries
 from tests.redis_server import RedisServer, free_port, wait_until
 
-LUA_DIR = Path(__file__).resolve().parent.parent / "registry" / "lua"
+LUA_DIR = Path(__file__).resolve().parent.parent / "registry" / "redis" / "lua"
 REFUSED = re.compile(r"(?i)noperm|permission|not allowed")
 
 
@@ -253,7 +253,7 @@ def test_roles_hold_no_command_the_server_calls_write_scripting_or_dangerous(use
     assert reader & category("write") == set(PRESENCE_COMMANDS) & category("write") == {"set", "zadd", "del", "zrem",
                                                                                         "zremrangebyscore"}  # fmt: skip
     assert reader & {"publish", "spublish", "eval", "evalsha", "fcall", "function", "script|load"} == set()
-    # The writer calls the functions an admin loaded, and runs no code of its own (issue 21).
+    # The writer calls the functions an admin loaded, and runs no code of its own.
     assert writer & category("scripting") == {"fcall"}
     assert writer & {"eval", "evalsha", "script|load", "function|load"} == set()
     assert (reader | writer) & category("dangerous") == {"info", "role"} & category("dangerous")

@@ -1,4 +1,4 @@
-"""``registry.backup``: export/import validation, idempotence and conflicts (fakeredis and JSON file)."""
+"""``promptreg.registry.backup``: export/import validation, idempotence and conflicts (fakeredis and JSON file)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import Any
 import fakeredis
 import pytest
 
-from registry import ImportConflictError
-from registry.backup import apply_import, export_registry, plan_import
-from registry.base import PromptRegistry
-from registry.errors import InvalidInputError, PromptTooLargeError
-from registry.file_store import JsonFilePromptRegistry
-from registry.redis_store import RedisPromptRegistry
+from promptreg.registry import ImportConflictError
+from promptreg.registry.backup import apply_import, export_registry, plan_import
+from promptreg.registry.base import PromptRegistry
+from promptreg.registry.errors import InvalidInputError, PromptTooLargeError
+from promptreg.registry.file_store import JsonFilePromptRegistry
+from promptreg.registry.redis.store import RedisPromptRegistry
 
 
 @pytest.fixture(params=["fakeredis", "file"])

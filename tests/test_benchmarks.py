@@ -20,7 +20,7 @@ import redis
 
 from benchmarks import _baselines, _report, propagation
 from benchmarks.propagation import ttl_staleness
-from registry.models import PromptVersion
+from promptreg.registry.models import PromptVersion
 from tests.conftest import _need_redis_server, need_binaries
 from tests.postgres_server import need_postgres
 from tests.redis_server import RedisServer, wait_until

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from registry.cli import cli
+from promptreg.registry.cli import cli
 from tests.redis_server import RedisServer, free_port
 
 PROMPTREG = Path(sys.executable).with_name("promptreg")
@@ -306,7 +306,7 @@ def test_subprocess_workflow(proc: Cli) -> None:
 
 def test_python_dash_m_and_default_url(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTREG_")}
-    args = [sys.executable, "-m", "registry.cli"]
+    args = [sys.executable, "-m", "promptreg.registry.cli"]
     created = subprocess.run([*args, "create", "x"], capture_output=True, env=env, cwd=tmp_path, timeout=60)
     assert created.returncode == 0, created
     # the default URL is ./.promptreg/registry.json in the current directory
@@ -399,7 +399,7 @@ def test_subprocess_errors_have_no_traceback(proc: Cli) -> None:
 
 
 def _open_registry(env: dict[str, str]) -> Any:
-    from registry.factory import PromptRegistryFactory
+    from promptreg.registry.factory import PromptRegistryFactory
 
     return PromptRegistryFactory.create_from_config(env)
 

@@ -1,4 +1,4 @@
-"""The first hour without traps (issue 20), through the ``promptreg`` command on a JSON file and real Redis.
+"""The first hour without traps, through the ``promptreg`` command on a JSON file and real Redis.
 
 - ``sync --dry-run`` exits as the real sync would: 1, with the same refusal line, when a label move
   would be refused; nothing is written either way.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.validation import MAX_TEXT_BYTES
+from promptreg.registry.validation import MAX_TEXT_BYTES
 from tests.redis_server import RedisServer
 from tests.test_cli import Cli
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from client import ClientState, PromptClient
-from registry import (
+from promptreg.client import ClientState, PromptClient
+from promptreg.registry import (
     InvalidInputError,
     InvalidNameError,
     JsonFilePromptRegistry,
@@ -23,7 +23,7 @@ from registry import (
     PromptTypeError,
     RedisPromptRegistry,
 )
-from registry.factory import DEFAULT_URL
+from promptreg.registry.factory import DEFAULT_URL
 from tests.redis_server import RedisServer, free_port, wait_until
 
 LABEL = "production"

@@ -12,10 +12,10 @@ import fakeredis
 import pytest
 import redis
 
-from client.cache import Action, Cache, ChangeEvent
-from client.redis_state import fetch_versions, read_state
-from registry import PromptVersion, RedisPromptRegistry, RegistryCorruptError
-from registry.wire import ChangeMessage, decode
+from promptreg.client.cache import Action, Cache, ChangeEvent
+from promptreg.client.redis.state import fetch_versions, read_state
+from promptreg.registry import PromptVersion, RedisPromptRegistry, RegistryCorruptError
+from promptreg.registry.wire import ChangeMessage, decode
 
 
 def _version(number: int, text: str | None = None) -> PromptVersion:

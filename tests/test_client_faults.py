@@ -20,9 +20,9 @@ import msgpack
 import pytest
 import redis
 
-from client import ClientState, PromptClient
-from client.snapshot import load_snapshot
-from registry import RedisPromptRegistry, RegistryCorruptError, RegistryUnavailableError
+from promptreg.client import ClientState, ErrorKind, PromptClient
+from promptreg.client.snapshot import load_snapshot
+from promptreg.registry import RedisPromptRegistry, RegistryCorruptError, RegistryUnavailableError
 from tests.redis_server import RedisServer, free_port, wait_until
 from tests.test_client_live import LABEL, NAME, PUSH_BOUND, Reader, assert_converged, registry_rev, seed
 
@@ -131,6 +131,7 @@ def test_garbage_on_the_channel_is_ignored_and_counted(
             private_registry.set_label(NAME, LABEL, version)
         assert_converged(prompts, private_registry)
         assert prompts.status().malformed_messages == len(garbage)
+        assert prompts.status().last_error_kind is ErrorKind.PROTOCOL
         assert prompts.status().resyncs == 1  # garbage never forced a reload
     reader.assert_clean()
     warnings = [r for r in caplog.records if "malformed" in r.getMessage() and r.levelno == logging.WARNING]

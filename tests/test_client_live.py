@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-import client
-from client import ChangeEvent, ClientState, PromptClient
-from registry import (
+from promptreg import client
+from promptreg.client import ChangeEvent, ClientState, PromptClient
+from promptreg.registry import (
     InvalidInputError,
     InvalidNameError,
     JsonFilePromptRegistry,
@@ -141,13 +141,13 @@ def prompts(redis_server: RedisServer, namespace: str, registry: RedisPromptRegi
 
 
 def test_all_is_exactly_the_public_api() -> None:
-    assert client.__all__ == ["ChangeEvent", "ClientState", "ClientStatus", "PromptClient"]
+    assert client.__all__ == ["ChangeEvent", "ClientState", "ClientStatus", "ErrorKind", "PromptClient"]
     for name in client.__all__:
         assert getattr(client, name).__doc__
 
 
 def test_client_modules_never_print_and_stay_small() -> None:
-    for path in sorted(Path(client.__file__).parent.glob("*.py")):
+    for path in sorted(Path(client.__file__).parent.rglob("*.py")):
         source = path.read_text("utf-8")
         assert len(source.splitlines()) < 400, path.name
         for node in ast.walk(ast.parse(source)):

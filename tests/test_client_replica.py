@@ -1,4 +1,4 @@
-"""``PromptClient`` on a replica, under an ACL, and coming back after an outage (issue 9).
+"""``PromptClient`` on a replica, under an ACL, and coming back after an outage.
 
 A replica cut off from its primary (or still syncing) keeps answering reads: the client must say
 ``stale`` and keep serving, then go ``live`` again once the link is up and the state re-read. A
@@ -16,9 +16,9 @@ from contextlib import ExitStack
 
 import pytest
 
-from client import ClientState, PromptClient
-from registry import RedisPromptRegistry
-from registry.acl import Role, acl_setuser_args, parse_server_version
+from promptreg.client import ClientState, PromptClient
+from promptreg.registry import RedisPromptRegistry
+from promptreg.registry.redis.acl import Role, acl_setuser_args, parse_server_version
 from tests.redis_server import RedisServer, free_port, wait_until
 from tests.test_client_live import LABEL, NAME, assert_converged, seed
 from tests.test_client_truth import client_matches
@@ -134,7 +134,7 @@ def test_a_reader_acl_user_with_exactly_the_client_commands_works(
 ) -> None:
     admin = private_redis_server.client()
     version = parse_server_version(str(admin.info("server")["redis_version"]))
-    # The reader role exactly as `promptreg acl` prints it (the one list, registry/acl.py), with or
+    # The reader role exactly as `promptreg acl` prints it (the one list, registry/redis/acl.py), with or
     # without ROLE (the client's replica check degrades when it may not run it).
     setuser = acl_setuser_args(Role.READER, namespace, password="s3cret", user="reader", server_version=version)
     admin.execute_command(*setuser, *([] if role_allowed else ["-role"]))  # type: ignore[no-untyped-call]

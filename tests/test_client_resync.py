@@ -1,6 +1,6 @@
-"""The full state read at scale (issue 12): streamed version fetch, and resync events only for listeners.
+"""The full state read at scale: streamed version fetch, and resync events only for listeners.
 
-On a real redis-server: :func:`~client.redis_state.fetch_versions` streams its ``HMGET`` chunks on one
+On a real redis-server: :func:`~promptreg.client.redis.state.fetch_versions` streams its ``HMGET`` chunks on one
 connection and must return exactly what the plain pipelines return, leave the pool usable after an
 error reply, and survive a dropped connection; a resync computes the difference between the old and
 new state only when an ``on_change`` callback is registered, and a callback registered after the
@@ -15,13 +15,13 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-import client.cache
-import client.redis_state
-from client import ChangeEvent, PromptClient
-from client.feeds import collector_paused
-from client.redis_state import CHUNK, fetch_versions
-from registry import PromptVersion, RedisPromptRegistry, RegistryCorruptError
-from registry.keys import Keyspace
+import promptreg.client.cache
+import promptreg.client.redis.state
+from promptreg.client import ChangeEvent, PromptClient
+from promptreg.client.feeds import collector_paused
+from promptreg.client.redis.state import CHUNK, fetch_versions
+from promptreg.registry import PromptVersion, RedisPromptRegistry, RegistryCorruptError
+from promptreg.registry.redis.keys import Keyspace
 from tests.redis_server import RedisServer, wait_until
 from tests.test_client_live import LABEL, NAME, PUSH_BOUND, assert_converged, seed
 
@@ -64,7 +64,9 @@ def test_streamed_fetch_equals_the_pipelined_one_across_chunks(
     streamed = fetch_versions(conn, keys, [*pairs, *missing, pairs[0]])  # a duplicate is read once
     assert set(streamed) == {*pairs, *missing}
     assert streamed[missing[0]] is None and streamed[missing[1]] is None
-    monkeypatch.setattr(client.redis_state, "streams", lambda _client: False)  # the path a cluster client takes
+    monkeypatch.setattr(
+        promptreg.client.redis.state, "streams", lambda _client: False
+    )  # the path a cluster client takes
     assert streamed == fetch_versions(conn, keys, [*pairs, *missing])
     first = streamed[pairs[0]]
     assert isinstance(first, PromptVersion)
@@ -136,13 +138,13 @@ def test_no_difference_is_computed_without_a_callback_and_one_registered_later_g
     redis_server: RedisServer, namespace: str, registry: RedisPromptRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     diffs: list[int] = []
-    real_diff = client.cache.diff_pointers
+    real_diff = promptreg.client.cache.diff_pointers
 
     def counted(*args: object) -> list[ChangeEvent]:
         diffs.append(1)
         return real_diff(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(client.feeds, "diff_pointers", counted)
+    monkeypatch.setattr(promptreg.client.feeds, "diff_pointers", counted)
     seed(registry)
     with PromptClient(redis_server.url, namespace=namespace, poll_interval=0.3) as prompts:
         assert prompts.wait_ready(PUSH_BOUND)

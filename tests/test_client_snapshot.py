@@ -8,8 +8,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from client.snapshot import FORMAT, SCHEMA, load_snapshot, save_snapshot
-from registry import PromptVersion, RegistryCorruptError
+from promptreg.client.snapshot import FORMAT, SCHEMA, load_snapshot, save_snapshot
+from promptreg.registry import PromptVersion, RegistryCorruptError
 
 POINTERS = {"movie-critic": {"production": 1, "latest": 2}, "empty": {}}
 

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
+import redis
 
-from client import ClientState, ClientStatus, PromptClient
-from registry import JsonFilePromptRegistry, RedisPromptRegistry
+from promptreg.client import ClientState, ClientStatus, ErrorKind, PromptClient
+from promptreg.client.status import error_kind
+from promptreg.registry import (
+    ConfigurationError,
+    JsonFilePromptRegistry,
+    RedisPromptRegistry,
+    RegistryAuthError,
+    RegistryCorruptError,
+    RegistryUnavailableError,
+)
 from tests.redis_server import RedisServer, wait_until
 
 
@@ -77,9 +88,47 @@ def test_an_outage_is_reported_stale_then_live(private_redis_server: RedisServer
         assert wait_until(lambda: any(s.state is ClientState.STALE for s in seen), timeout=10)
         stale = next(s for s in seen if s.state is ClientState.STALE)
         assert stale.last_error and stale.rev >= 3
+        assert stale.last_error_kind is ErrorKind.NETWORK, stale
         assert client.get("p").prompt_text == "v1"  # still serving while stale
         private_redis_server.start()
         assert wait_until(lambda: seen[-1].state is ClientState.LIVE, timeout=10)
     assert seen[-1].state is ClientState.CLOSED
     assert lock_free.is_set()
     registry.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (RegistryUnavailableError("redis is unreachable"), ErrorKind.NETWORK),
+        (redis.exceptions.ConnectionError("Connection refused"), ErrorKind.NETWORK),
+        (redis.exceptions.TimeoutError("Timeout reading"), ErrorKind.NETWORK),
+        (redis.exceptions.BusyLoadingError("LOADING"), ErrorKind.NETWORK),
+        (psycopg.OperationalError("server closed the connection"), ErrorKind.NETWORK),
+        (ConnectionResetError(104, "reset"), ErrorKind.NETWORK),
+        (RegistryAuthError("authentication failed"), ErrorKind.AUTH),
+        (redis.exceptions.AuthenticationError("WRONGPASS"), ErrorKind.AUTH),
+        (redis.exceptions.NoPermissionError("NOPERM"), ErrorKind.AUTH),
+        (RegistryCorruptError("bad record"), ErrorKind.PROTOCOL),
+        (ConfigurationError("psycopg is not installed"), ErrorKind.CONFIGURATION),
+        (ValueError("a bug"), ErrorKind.INTERNAL),
+        (KeyError("a bug"), ErrorKind.INTERNAL),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else str(value),
+)
+def test_every_caught_error_has_a_kind(error: BaseException, kind: ErrorKind) -> None:
+    assert error_kind(error) is kind
+
+
+@pytest.mark.redis
+def test_a_refused_password_is_reported_as_auth(redis_server: RedisServer) -> None:
+    url = f"redis://nobody-{uuid.uuid4().hex[:8]}:not-the-password@127.0.0.1:{redis_server.port}/0"
+    client = PromptClient(url, start_timeout=0)
+    try:
+        assert wait_until(lambda: client.status().last_error is not None, timeout=10)
+        status = client.status()
+        assert status.state is ClientState.INITIALIZING
+        assert status.last_error_kind is ErrorKind.AUTH, status
+        assert "not-the-password" not in (status.last_error or "")
+    finally:
+        client.close()

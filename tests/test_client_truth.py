@@ -1,4 +1,4 @@
-"""The client never says ``live`` while it serves a state the registry does not hold (issue 9).
+"""The client never says ``live`` while it serves a state the registry does not hold.
 
 Restores in place (DUMP/RESTORE REPLACE, no change message) to an earlier revision, to the same
 revision number with another history, restores followed by writes; an empty registry (FLUSHALL, a
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from client import ClientState, PromptClient
-from registry import (
+from promptreg.client import ClientState, PromptClient
+from promptreg.registry import (
     InvalidNameError,
     JsonFilePromptRegistry,
     LabelNotFoundError,
@@ -29,7 +29,7 @@ from registry import (
     RegistryUnavailableError,
     VersionNotFoundError,
 )
-from registry.backup import apply_import, export_registry, plan_import
+from promptreg.registry.backup import apply_import, export_registry, plan_import
 from tests.redis_server import RedisServer, free_port, wait_until
 from tests.test_client_live import LABEL, NAME, assert_converged, registry_rev, seed
 

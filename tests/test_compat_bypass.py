@@ -1,4 +1,4 @@
-"""A compatibility mode cannot be bypassed (issue 21, item 5), on every backend of the contract suite:
+"""A compatibility mode cannot be bypassed, on every backend of the contract suite:
 fakeredis, a real redis-server, the JSON file, a Redis Cluster and PostgreSQL.
 
 - A label is checked against the version it last pointed at, also after a delete: delete + set is
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from registry import (
+from promptreg.registry import (
     IncompatibleVersionError,
     PromptRegistry,
     RedisPromptRegistry,

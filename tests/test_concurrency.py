@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from registry import LabelConflictError, PromptRegistry, PromptRegistryFactory
+from promptreg.registry import LabelConflictError, PromptRegistry, PromptRegistryFactory
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from typing import Any
 import fakeredis
 import pytest
 
-from registry import (
+from promptreg.registry import (
     InvalidInputError,
     InvalidNameError,
     JsonFilePromptRegistry,
@@ -380,7 +380,7 @@ ERROR_CASES: list[tuple[str, type[Exception], Callable[[PromptRegistry], object]
     ("cas delete", LabelConflictError, lambda r: r.delete_label(NAME, "staging", expected_version=1)),
     ("rollback never moved", RollbackUnavailableError, lambda r: r.rollback(NAME, "staging")),
     ("rollback never set", LabelNotFoundError, lambda r: r.rollback(NAME, "qa")),
-    # PostgreSQL text cannot hold U+0000, so no backend takes it in a text field (issue 21).
+    # PostgreSQL text cannot hold U+0000, so no backend takes it in a text field.
     ("NUL in text", InvalidInputError, lambda r: r.add_version(NAME, "a\x00b")),
     ("NUL in author", InvalidInputError, lambda r: r.add_version(NAME, "t", author="a\x00")),
     ("NUL in message", InvalidInputError, lambda r: r.add_version(NAME, "t", message="\x00")),

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from client import PromptClient
-from registry import (
+from promptreg.client import PromptClient
+from promptreg.registry import (
     IncompatibleVersionError,
     InvalidInputError,
     JsonFilePromptRegistry,
@@ -25,7 +25,7 @@ from registry import (
     RedisPromptRegistry,
     RegistryCorruptError,
 )
-from registry.backup import apply_import, export_registry, plan_import
+from promptreg.registry.backup import apply_import, export_registry, plan_import
 from tests import test_contract
 from tests.test_contract import Backend, refused
 
@@ -124,7 +124,7 @@ def test_client_cache_and_last_known_good_hold_chat_versions(reg: PromptRegistry
         _wait(lambda: client.get(NAME).version == 2)
         assert client.get(NAME).config == {"model": "m2"}
         _wait(snapshot.exists)
-    from client.snapshot import load_snapshot
+    from promptreg.client.snapshot import load_snapshot
 
     namespace = reg.keys.namespace if isinstance(reg, RedisPromptRegistry) else getattr(reg, "namespace", "promptreg")
     _wait(lambda: (s := load_snapshot(snapshot, namespace)) is not None and (NAME, 2) in s.versions)
@@ -312,7 +312,7 @@ You are a {{tone}} support agent.
 
 
 def test_dotprompt_chat_files_sync_to_chat_versions_idempotently(reg: PromptRegistry, tmp_path: Path) -> None:
-    from registry.sync import apply_sync, plan_sync
+    from promptreg.registry.sync import apply_sync, plan_sync
 
     folder = tmp_path / "prompts"
     folder.mkdir()
@@ -334,7 +334,7 @@ def test_dotprompt_chat_files_sync_to_chat_versions_idempotently(reg: PromptRegi
 def test_sync_shows_incompatible_moves_and_refuses_them_without_force(
     backend: Backend, reg: PromptRegistry, tmp_path: Path
 ) -> None:
-    from registry.sync import apply_sync, plan_sync
+    from promptreg.registry.sync import apply_sync, plan_sync
 
     folder = tmp_path / "prompts"
     folder.mkdir()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from registry import PostgresPromptRegistry
+from promptreg.registry import PostgresPromptRegistry
 from tests.postgres_server import PostgresServer
 from tests.redis_server import RedisServer, free_port, wait_until
 

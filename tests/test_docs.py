@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from client import PromptClient
+from promptreg.client import PromptClient
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "CONTRIBUTING.md"]

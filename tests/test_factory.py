@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from registry import (
+from promptreg.registry import (
     InvalidInputError,
     JsonFilePromptRegistry,
     PromptRegistryFactory,
     RedisPromptRegistry,
     RegistryUnavailableError,
 )
-from registry.factory import DEFAULT_URL, redact_url
+from promptreg.registry.factory import DEFAULT_URL, redact_url
 from tests.redis_server import RedisServer, free_port
 
 SECRET = "hunter2-s3cret"
@@ -215,6 +215,6 @@ def test_redact_url(url: str, shown: str) -> None:
     ],
 )
 def test_url_secrets_are_what_messages_must_not_show(url: str, secrets: list[str]) -> None:
-    from registry.urls import url_secrets
+    from promptreg.registry.urls import url_secrets
 
     assert url_secrets(url) == secrets

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from registry import (
+from promptreg.registry import (
     InvalidInputError,
     JsonFilePromptRegistry,
     PromptRegistry,
     RegistryCorruptError,
     RegistryUnavailableError,
 )
-from registry.file_store import FORMAT, FORMAT_VERSION
+from promptreg.registry.file_store import FORMAT, FORMAT_VERSION
 from tests.redis_server import wait_until
 
 NAME = "movie-critic"

@@ -23,18 +23,18 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from client import PromptClient
-from registry import (
+from promptreg.client import PromptClient
+from promptreg.registry import (
     FleetMember,
     FleetWait,
     InvalidInputError,
     JsonFilePromptRegistry,
     RedisPromptRegistry,
 )
-from registry.cli import cli
-from registry.fleet import decode_member, encode_member, validate_client_id
-from registry.keys import Keyspace
-from registry.redis_fleet import report
+from promptreg.registry.cli import cli
+from promptreg.registry.fleet import decode_member, encode_member, validate_client_id
+from promptreg.registry.redis.fleet import report
+from promptreg.registry.redis.keys import Keyspace
 from tests.redis_server import RedisServer, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

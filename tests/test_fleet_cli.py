@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from client import PromptClient
-from registry import FleetMember, RedisPromptRegistry
-from registry.cli import cli
-from registry.models import utcnow
-from registry.redis_fleet import report
+from promptreg.client import PromptClient
+from promptreg.registry import FleetMember, RedisPromptRegistry
+from promptreg.registry.cli import cli
+from promptreg.registry.models import utcnow
+from promptreg.registry.redis.fleet import report
 from tests.redis_server import RedisServer, wait_until
 
 NAME, LABEL = "movie-critic", "production"

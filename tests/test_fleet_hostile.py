@@ -1,7 +1,7 @@
-"""A hostile ``reader`` against the fleet view, on a real redis-server (issue 21, item 8).
+"""A hostile ``reader`` against the fleet view, on a real redis-server.
 
 Every service holds the ``reader`` ACL user, which may write ``{ns}:fleet`` and ``{ns}:fleet:*``
-(SET, ZADD, DEL, ZREM, ZREMRANGEBYSCORE). The users are created from :mod:`registry.acl` on the
+(SET, ZADD, DEL, ZREM, ZREMRANGEBYSCORE). The users are created from :mod:`promptreg.registry.redis.acl` on the
 server; each attack below connects as that reader, and the label moves and waits run as the
 ``writer`` (what ``promptreg label --wait`` uses). What each test proves:
 
@@ -12,7 +12,7 @@ server; each attack below connects as that reader, and the label moves and waits
 - garbage records (not msgpack, wrong types, missing fields, non-finite times, control characters,
   a key of another type, a record under another client's key, invalid ids in the index) are
   skipped and counted; ``fleet()`` and ``wait_for_fleet`` never raise;
-- a record larger than :data:`registry.fleet.MAX_RECORD_BYTES` is never read whole;
+- a record larger than :data:`promptreg.registry.fleet.MAX_RECORD_BYTES` is never read whole;
 - a newline or a terminal escape in any field cannot add a row to ``promptreg fleet``, and the
   printer escapes control characters even in a record that got past the checks;
 - a ``client_name`` with a control character is refused when the client is built;
@@ -37,14 +37,14 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from client import PromptClient
-from registry import FleetMember, FleetWait, InvalidInputError, RedisPromptRegistry
-from registry.acl import Role, acl_setuser_args, parse_server_version
-from registry.cli import cli
-from registry.cli.fleet import describe_wait, render_table
-from registry.fleet import MAX_RECORD_BYTES, escape_control
-from registry.keys import Keyspace
-from registry.redis_fleet import MAX_FLEET, scan_fleet
+from promptreg.client import PromptClient
+from promptreg.registry import FleetMember, FleetWait, InvalidInputError, RedisPromptRegistry
+from promptreg.registry.cli import cli
+from promptreg.registry.cli.fleet import describe_wait, render_table
+from promptreg.registry.fleet import MAX_RECORD_BYTES, escape_control
+from promptreg.registry.redis.acl import Role, acl_setuser_args, parse_server_version
+from promptreg.registry.redis.fleet import MAX_FLEET, scan_fleet
+from promptreg.registry.redis.keys import Keyspace
 from tests.redis_server import RedisServer, wait_until
 
 NAME, LABEL = "movie-critic", "production"
@@ -88,7 +88,7 @@ class Fleet:
 
 
 def record(client_id: str, **fields: Any) -> dict[str, Any]:
-    """What an honest client writes (see ``registry.fleet.encode_member``), with ``fields`` changed."""
+    """What an honest client writes (see ``promptreg.registry.fleet.encode_member``), with ``fields`` changed."""
     now = time.time()
     data: dict[str, Any] = {
         "client_id": client_id, "client_name": "forged", "host": "evil", "pid": 66, "label": LABEL,

@@ -28,9 +28,9 @@ from typing import Any
 import pytest
 import redis
 
-from client import ClientState, PromptClient
-from client.cache import Cache
-from registry import RedisPromptRegistry
+from promptreg.client import ClientState, PromptClient
+from promptreg.client.cache import Cache
+from promptreg.registry import RedisPromptRegistry
 from tests.redis_server import RedisServer, wait_until
 
 pytestmark = pytest.mark.redis
@@ -213,7 +213,7 @@ def test_watch_serves_nothing_and_reports_nothing(
 ) -> None:
     env = {**os.environ, "PROMPTREG_URL": redis_server.url, "PROMPTREG_NAMESPACE": namespace, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "registry.cli", "watch", NAME],
+        [sys.executable, "-m", "promptreg.registry.cli", "watch", NAME],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, cwd=REPO_ROOT,
     )  # fmt: skip
     lines: queue.SimpleQueue[str] = queue.SimpleQueue()

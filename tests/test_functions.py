@@ -1,6 +1,6 @@
-"""The write scripts as a Redis Functions library (issue 21, item 8): the writer runs no code of its own.
+"""The write scripts as a Redis Functions library: the writer runs no code of its own.
 
-On a real redis-server with the ACL users of :mod:`registry.acl`: the writer's SCRIPT LOAD, EVAL,
+On a real redis-server with the ACL users of :mod:`promptreg.registry.redis.acl`: the writer's SCRIPT LOAD, EVAL,
 EVALSHA and FUNCTION LOAD are refused and change nothing; before the library is loaded a writer's
 write is a typed error naming the admin command, and changes nothing; after ``promptreg migrate`` as
 admin the writer does every write by FCALL; the default user loads a missing library itself; two
@@ -20,10 +20,10 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from registry import RedisPromptRegistry, RegistryAuthError, ReplicationTimeoutError
-from registry.acl import Role, acl_setuser_args, parse_server_version
-from registry.cli import cli
-from registry.redis_scripts import SCRIPTS, FunctionLibrary, WriteFunctions, load_library, write_library
+from promptreg.registry import RedisPromptRegistry, RegistryAuthError, ReplicationTimeoutError
+from promptreg.registry.cli import cli
+from promptreg.registry.redis.acl import Role, acl_setuser_args, parse_server_version
+from promptreg.registry.redis.scripts import SCRIPTS, FunctionLibrary, WriteFunctions, load_library, write_library
 from tests.ha_servers import ClusterDeployment
 from tests.redis_server import RedisServer
 

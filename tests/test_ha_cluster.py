@@ -1,4 +1,4 @@
-"""Redis Cluster (issue 11): 3 masters the tests start; sharded pub/sub; a slot migrated under writes.
+"""Redis Cluster: 3 masters the tests start; sharded pub/sub; a slot migrated under writes.
 
 The contract suite also runs over ``redis+cluster://`` (tests/test_contract.py, backend ``cluster``).
 """
@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from client import PromptClient
-from registry import (
+from promptreg.client import PromptClient
+from promptreg.registry import (
     Prompt,
     PromptRegistryError,
     RedisPromptRegistry,

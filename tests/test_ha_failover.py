@@ -1,4 +1,4 @@
-"""Sentinel failovers as the clients see them (issue 21, item 4), on a real deployment.
+"""Sentinel failovers as the clients see them, on a real deployment.
 
 After a graceful ``SENTINEL FAILOVER`` the old primary stays up and answers ``master`` for about
 10 s, until Sentinel turns it into a replica; the new primary takes the writes meanwhile. A
@@ -30,8 +30,8 @@ from typing import Any
 import pytest
 import redis
 
-from client import ClientState, PromptClient
-from registry import RedisPromptRegistry, RegistryUnavailableError
+from promptreg.client import ClientState, PromptClient
+from promptreg.registry import RedisPromptRegistry, RegistryUnavailableError
 from tests.conftest import need_binaries
 from tests.ha_servers import SERVICE, SentinelDeployment
 from tests.redis_server import wait_until

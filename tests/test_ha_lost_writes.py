@@ -1,11 +1,11 @@
-"""A Sentinel failover that loses writes, then writes that reuse their version numbers (issue 21, item 1).
+"""A Sentinel failover that loses writes, then writes that reuse their version numbers.
 
 The replicas are stopped (SIGSTOP) and cut off, the primary takes a new version and a label move, and is
 killed; the replicas go on, one is promoted without those writes, and the writer adds a version
 that gets the lost one's number with another text. Clients of the primary and of a replica must
 serve the new text and never the lost one while ``live``, also through their safety polls. Without
 ``wait_replicas`` the lost write was acknowledged and announced (the primary's clients served it);
-with ``wait_replicas=2`` it raised :class:`~registry.ReplicationTimeoutError` and was never
+with ``wait_replicas=2`` it raised :class:`~promptreg.ReplicationTimeoutError` and was never
 announced. Real redis-server and redis-sentinel only.
 """
 
@@ -18,8 +18,8 @@ from typing import TypeVar
 
 import pytest
 
-from client import PromptClient
-from registry import RedisPromptRegistry, RegistryUnavailableError, ReplicationTimeoutError
+from promptreg.client import PromptClient
+from promptreg.registry import RedisPromptRegistry, RegistryUnavailableError, ReplicationTimeoutError
 from tests.conftest import need_binaries
 from tests.ha_servers import SentinelDeployment
 from tests.redis_server import wait_until

@@ -1,4 +1,4 @@
-"""Sentinel (issue 11): a primary, two replicas and three sentinels the tests start on loopback ports.
+"""Sentinel: a primary, two replicas and three sentinels the tests start on loopback ports.
 
 Failovers are fast here (``down-after-milliseconds`` 1000): ``SENTINEL FAILOVER`` and ``kill -9`` of
 the primary, with 4 client processes doing ``get()`` in a loop and a writer with ``wait_replicas=2``
@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from client import PromptClient
-from client.cache import ChangeEvent
-from registry import AuditEvent, RedisPromptRegistry, RegistryUnavailableError
+from promptreg.client import PromptClient
+from promptreg.client.cache import ChangeEvent
+from promptreg.registry import AuditEvent, RedisPromptRegistry, RegistryUnavailableError
 from tests.ha_servers import SentinelDeployment
 from tests.redis_server import RedisServer, wait_until
 from tests.test_client_live import LABEL, NAME, assert_converged, seed
@@ -152,7 +152,7 @@ def _failover_under_load(deployment: SentinelDeployment, namespace: str, how: st
     # The registry is what the primary the sentinels name holds. Not what redis-py's master_for
     # reads: after a graceful failover it keeps its connections on the old primary, which stays a
     # primary (and takes writes) until Sentinel turns it into a replica ~10 s later; the writer asks
-    # the sentinels before and after each write instead (registry.sentinel.WriteRoute).
+    # the sentinels before and after each write instead (promptreg.registry.redis.sentinel.WriteRoute).
     new = deployment.master_address()
     assert new is not None and new != old
     registry = RedisPromptRegistry.from_url(f"redis://{new[0]}:{new[1]}/0", namespace=namespace)

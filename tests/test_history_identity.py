@@ -1,4 +1,4 @@
-"""Content identity and history identity (issue 21, items 1 and 3; DESIGN.md section 3, rule 2b).
+"""Content identity and history identity (DESIGN.md section 3, rule 2b).
 
 A restore from an older backup followed by new writes brings version numbers back with other
 texts: a client must serve the registry's new text, never the lost one while ``live`` (connected
@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from client import ClientState, PromptClient
-from registry import RedisPromptRegistry, ReplicationTimeoutError
+from promptreg.client import ClientState, PromptClient
+from promptreg.registry import RedisPromptRegistry, ReplicationTimeoutError
 from tests.redis_server import RedisServer, wait_until
 
 pytestmark = pytest.mark.redis

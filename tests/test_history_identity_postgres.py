@@ -1,4 +1,4 @@
-"""Content identity on PostgreSQL (issue 21, item 1; DESIGN.md section 3, rule 2b).
+"""Content identity on PostgreSQL (DESIGN.md section 3, rule 2b).
 
 A restore of saved rows (TRUNCATE + COPY in one transaction, as ``pg_restore`` does, with the audit
 id sequence set back) brings revisions, audit row ids and version numbers back; new writes then
@@ -20,10 +20,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from client import ClientState, PromptClient
-from client.postgres_readback import read_changes
-from registry import PostgresPromptRegistry
-from registry.backup import apply_import, export_registry, plan_import
+from promptreg.client import ClientState, PromptClient
+from promptreg.client.postgres.readback import read_changes
+from promptreg.registry import PostgresPromptRegistry
+from promptreg.registry.backup import apply_import, export_registry, plan_import
 from tests.postgres_server import PostgresServer
 from tests.redis_server import wait_until
 

@@ -21,7 +21,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from registry import (
+from promptreg.registry import (
     InvalidInputError,
     JsonFilePromptRegistry,
     PromptFileError,
@@ -32,9 +32,9 @@ from registry import (
     RegistryAuthError,
     RegistryUnavailableError,
 )
-from registry.backup import apply_import, export_registry, plan_import
-from registry.cli import cli
-from registry.sync import apply_sync, plan_sync
+from promptreg.registry.backup import apply_import, export_registry, plan_import
+from promptreg.registry.cli import cli
+from promptreg.registry.sync import apply_sync, plan_sync
 from tests.redis_server import RedisServer, free_port
 
 PROMPTREG = Path(sys.executable).with_name("promptreg")
@@ -361,7 +361,7 @@ def test_undecodable_arguments_get_one_line(tmp_path: Path, argv: list[bytes]) -
     ],
 )
 def test_malformed_urls_are_input_errors_everywhere(url: str, reason: str) -> None:
-    from client import PromptClient
+    from promptreg.client import PromptClient
 
     for build in (PromptRegistryFactory.from_url, RedisPromptRegistry.from_url, PromptClient):
         with pytest.raises(InvalidInputError) as info:

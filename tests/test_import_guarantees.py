@@ -1,4 +1,4 @@
-"""``import`` validates everything the target would refuse before its first write (issue 21, item 6).
+"""``import`` validates everything the target would refuse before its first write.
 
 On every backend of the contract suite (fakeredis, a real redis-server, the JSON file, a Redis
 Cluster, PostgreSQL):
@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import pytest
 
-from registry import (
+from promptreg.registry import (
     IncompatibleVersionError,
     InvalidInputError,
     JsonFilePromptRegistry,
@@ -26,8 +26,8 @@ from registry import (
     PostgresPromptRegistry,
     PromptRegistry,
 )
-from registry.backup import ImportPlan, apply_import, export_registry, plan_import
-from registry.errors import ImportConflictError
+from promptreg.registry.backup import ImportPlan, apply_import, export_registry, plan_import
+from promptreg.registry.errors import ImportConflictError
 from tests import test_cli, test_contract
 from tests.test_cli import Cli
 from tests.test_contract import Backend, dump, refused

@@ -18,12 +18,13 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from client import ClientState, PromptClient, index_read
-from client.index_read import read_client_state, read_indexed
-from client.redis_feed import UNMIGRATED
-from client.redis_state import read_registry
-from client.subset import PromptSubset
-from registry import (
+from promptreg.client import ClientState, PromptClient
+from promptreg.client.redis import index_read
+from promptreg.client.redis.feed import UNMIGRATED
+from promptreg.client.redis.index_read import read_client_state, read_indexed
+from promptreg.client.redis.state import read_registry
+from promptreg.client.subset import PromptSubset
+from promptreg.registry import (
     InvalidInputError,
     JsonFilePromptRegistry,
     LabelConflictError,
@@ -33,8 +34,8 @@ from registry import (
     RollbackUnavailableError,
     VersionNotFoundError,
 )
-from registry.cli.main import cli
-from registry.keys import Keyspace
+from promptreg.registry.cli.main import cli
+from promptreg.registry.redis.keys import Keyspace
 from tests.redis_server import RedisServer, wait_until
 
 

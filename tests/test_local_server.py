@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from registry import RegistryUnavailableError
-from registry.cli.local_server import LocalRedisServer
+from promptreg.registry import RegistryUnavailableError
+from promptreg.registry.cli.local_server import LocalRedisServer
 from tests.redis_server import RedisServer
 
 

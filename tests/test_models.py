@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from registry import (
+from promptreg.registry import (
     AuditEvent,
     InvalidInputError,
     InvalidNameError,
@@ -19,9 +19,9 @@ from registry import (
     PromptTooLargeError,
     PromptVersion,
 )
-from registry import template as template_module
-from registry.template import Template, variables
-from registry.validation import (
+from promptreg.registry import template as template_module
+from promptreg.registry.template import Template, variables
+from promptreg.registry.validation import (
     LATEST,
     MAX_FIELD_LENGTH,
     MAX_LABEL_LENGTH,

@@ -1,4 +1,4 @@
-"""Nesting and size bounds on hostile input (issue 21, item 8): a JSON registry file nested 100,000
+"""Nesting and size bounds on hostile input: a JSON registry file nested 100,000
 deep, a prompt folder 1,100 folders deep, YAML front matter nested past its bound and a PostgreSQL
 host name no resolver takes each raise a typed one-line error, never a ``RecursionError`` or a bare
 ``UnicodeError``, and nothing stored changes.
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from registry import (
+from promptreg.registry import (
     InvalidInputError,
     JsonFilePromptRegistry,
     PromptFileError,
@@ -28,11 +28,11 @@ from registry import (
     RegistryCorruptError,
     file_store,
 )
-from registry.cli import cli
-from registry.postgres_conn import connect, parse_postgres_url
-from registry.prompt_files import FRONT_MATTER_DEPTH, MAX_FOLDER_DEPTH
-from registry.sync import apply_sync, plan_sync
-from registry.validation import MAX_JSON_DEPTH, MAX_METADATA_DEPTH, check_json_depth, validate_metadata
+from promptreg.registry.cli import cli
+from promptreg.registry.postgres.conn import connect, parse_postgres_url
+from promptreg.registry.prompt_files import FRONT_MATTER_DEPTH, MAX_FOLDER_DEPTH
+from promptreg.registry.sync import apply_sync, plan_sync
+from promptreg.registry.validation import MAX_JSON_DEPTH, MAX_METADATA_DEPTH, check_json_depth, validate_metadata
 
 SECRET = "s3cr3t-nesting-password"
 DEEP = 100_000
@@ -331,7 +331,7 @@ LONG_LABEL_URLS = {
 @pytest.mark.parametrize("case", list(LONG_LABEL_URLS))
 def test_a_host_name_no_resolver_takes_is_an_input_error_without_the_password(case: str) -> None:
     pytest.importorskip("psycopg")
-    from client import PromptClient
+    from promptreg.client import PromptClient
 
     url = LONG_LABEL_URLS[case]
     for build in (parse_postgres_url, PromptRegistryFactory.from_url, PromptClient):
@@ -389,8 +389,8 @@ def test_an_export_nested_100k_deep_is_refused_in_one_line(tmp_path: Path) -> No
 
 
 def test_a_notification_nested_past_the_recursion_limit_is_a_typed_error() -> None:
-    from registry.errors import RegistryCorruptError
-    from registry.postgres_schema import decode_payload
+    from promptreg.registry.errors import RegistryCorruptError
+    from promptreg.registry.postgres.schema import decode_payload
 
     payload = '{"rev": ' + "[" * 3000 + "]" * 3000 + "}"
     assert len(payload) < 8000  # fits PostgreSQL's NOTIFY payload limit: any role can send it

@@ -11,8 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from client import ClientState, PromptClient
-from registry import PostgresPromptRegistry, RegistryUnavailableError
+from promptreg.client import ClientState, PromptClient
+from promptreg.registry import PostgresPromptRegistry, RegistryUnavailableError
 from tests.postgres_server import PostgresServer
 from tests.redis_server import wait_until
 
@@ -149,7 +149,7 @@ def test_an_emptied_registry_never_replaces_the_cache(reg: PostgresPromptRegistr
 
 
 def test_unreachable_at_start_never_raises(tmp_path: Path) -> None:
-    from registry.cli.local_server import free_port
+    from promptreg.registry.cli.local_server import free_port
 
     with PromptClient(f"postgresql://postgres@127.0.0.1:{free_port()}/x", start_timeout=0.5) as client:
         assert client.status().state is not ClientState.LIVE

@@ -1,4 +1,4 @@
-"""PostgreSQL: a NOTIFY is only a doorbell (DESIGN.md 3, note 2b; issue 21, item 2).
+"""PostgreSQL: a NOTIFY is only a doorbell (DESIGN.md 3, note 2b).
 
 PostgreSQL has no privilege for ``NOTIFY``: any role that can connect may notify on the registry's
 channel. These tests forge notifications (copies of a real payload with another revision, label,
@@ -22,9 +22,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from client import ClientState, PromptClient, postgres_feed
-from client.cache import ChangeEvent
-from registry import (
+from promptreg.client import ClientState, PromptClient
+from promptreg.client.cache import ChangeEvent
+from promptreg.client.postgres import feed as postgres_feed
+from promptreg.registry import (
     LabelNotFoundError,
     PostgresPromptRegistry,
     PromptNotFoundError,

@@ -20,7 +20,8 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from registry import (
+from promptreg.registry import (
+    ConfigurationError,
     InvalidInputError,
     JsonFilePromptRegistry,
     LabelConflictError,
@@ -33,11 +34,11 @@ from registry import (
     RegistryUnavailableError,
     RollbackUnavailableError,
     VersionNotFoundError,
-    postgres_conn,
 )
-from registry.backup import apply_import, export_registry, plan_import
-from registry.cli import cli
-from registry.postgres_schema import LATEST_SCHEMA, channel_for, decode_payload
+from promptreg.registry.backup import apply_import, export_registry, plan_import
+from promptreg.registry.cli import cli
+from promptreg.registry.postgres import conn as postgres_conn
+from promptreg.registry.postgres.schema import LATEST_SCHEMA, channel_for, decode_payload
 from tests.postgres_server import PostgresServer, postgres_raw
 
 pytestmark = pytest.mark.postgres
@@ -291,7 +292,7 @@ def test_factory_and_namespace_from_url_or_environment(postgres_server: Postgres
 
 
 def test_unreachable_server_is_a_typed_error_without_the_password() -> None:
-    from registry.cli.local_server import free_port
+    from promptreg.registry.cli.local_server import free_port
 
     reg = PostgresPromptRegistry(f"postgresql://u:s3cret-pw@127.0.0.1:{free_port()}/x", connect_timeout=2)
     with pytest.raises(RegistryUnavailableError) as caught:
@@ -302,7 +303,7 @@ def test_unreachable_server_is_a_typed_error_without_the_password() -> None:
 def test_missing_psycopg_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(postgres_conn, "_psycopg", None)
     monkeypatch.setitem(sys.modules, "psycopg", None)  # `import psycopg` now fails, as without the extra
-    with pytest.raises(RegistryUnavailableError, match=r"psycopg\[binary\].*the \[postgres\] extra"):
+    with pytest.raises(ConfigurationError, match=r"psycopg\[binary\].*the \[postgres\] extra"):
         PostgresPromptRegistry("postgresql://localhost/x")
 
 

@@ -7,7 +7,7 @@
    the model says or raise exactly the error type the model expects; after every step the whole
    visible state (prompt list, versions, labels) must equal the model's.
 2. Random bytes, and msgpack maps that look like change messages, published on the events channel
-   of a live :class:`~client.PromptClient` on a real redis-server: the client never leaves ``live``,
+   of a live :class:`~promptreg.PromptClient` on a real redis-server: the client never leaves ``live``,
    lookups never raise and keep serving the registry's state, and a genuine label move afterwards is
    applied. (A well-formed message carrying the next revision is a *forgery*, which a client cannot
    tell from the truth; the ACL roles keep PUBLISH from services, see docs/security.md. Such
@@ -42,9 +42,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from client import PromptClient
-from client.status import ClientState
-from registry import (
+from promptreg.client import PromptClient
+from promptreg.client.status import ClientState
+from promptreg.registry import (
     InvalidInputError,
     InvalidNameError,
     JsonFilePromptRegistry,
@@ -57,9 +57,9 @@ from registry import (
     RollbackUnavailableError,
     VersionNotFoundError,
 )
-from registry.errors import RegistryCorruptError
-from registry.keys import Keyspace
-from registry.wire import OPERATIONS, decode
+from promptreg.registry.errors import RegistryCorruptError
+from promptreg.registry.redis.keys import Keyspace
+from promptreg.registry.wire import OPERATIONS, decode
 from tests.redis_server import RedisServer, wait_until
 
 EXAMPLES = int(os.environ.get("PROMPTREG_PROPERTY_EXAMPLES", "30"))

@@ -21,7 +21,7 @@ state compared with the model after every step) with
 Each example snapshots once right after its first prompt, so a restore may come at any step; the
 last :data:`MAX_SNAPSHOTS` snapshots are kept and a restore picks one (an older or a newer one).
 
-One :class:`~client.PromptClient` per example follows the registry (``fleet_report=False``). The
+One :class:`~promptreg.PromptClient` per example follows the registry (``fleet_report=False``). The
 quiescence check waits (bounded, :data:`SETTLE_WITHIN`) until, read through the registry API, for
 every prompt name ever used: every label (``latest`` included) the registry holds is served by
 ``client.get`` with the same version number and text, a label it does not hold is not served, a
@@ -60,9 +60,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, precondition, rule, run_state_machine_as_test
 
-from client import PromptClient
-from client.status import ClientState
-from registry import (
+from promptreg.client import PromptClient
+from promptreg.client.status import ClientState
+from promptreg.registry import (
     JsonFilePromptRegistry,
     LabelNotFoundError,
     PromptNotFoundError,
@@ -162,7 +162,7 @@ class PostgresBackend(Backend):
     restore sets it back (every id above the snapshot's is this example's, written after it)."""
 
     def __init__(self, server: Any, owner: Any) -> None:
-        from registry import PostgresPromptRegistry
+        from promptreg.registry import PostgresPromptRegistry
 
         self.server, self.owner = server, owner
         self.namespace = "g" + uuid.uuid4().hex[:12]

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-import registry
+from promptreg import registry
 
 PUBLIC_NAMES = [
     "AuditEvent",
     "CompatibilityReport",
-    "DemoError",
+    "ConfigurationError",
     "FleetMember",
     "FleetWait",
     "ImportConflictError",
@@ -58,16 +58,16 @@ def test_all_is_exactly_the_public_api() -> None:
 
 @pytest.mark.parametrize("name", PUBLIC_NAMES)
 def test_every_public_name_imports(name: str) -> None:
-    module = importlib.import_module("registry")
+    module = importlib.import_module("promptreg.registry")
     assert getattr(module, name) is getattr(registry, name)
     namespace: dict[str, object] = {}
-    exec(f"from registry import {name}", namespace)
+    exec(f"from promptreg.registry import {name}", namespace)
     assert namespace[name] is getattr(registry, name)
 
 
 def test_star_import_gives_exactly_all() -> None:
     namespace: dict[str, object] = {}
-    exec("from registry import *", namespace)
+    exec("from promptreg.registry import *", namespace)
     assert sorted(k for k in namespace if not k.startswith("__")) == PUBLIC_NAMES
 
 
@@ -79,7 +79,7 @@ def test_every_error_is_in_the_one_tree(name: str) -> None:
 
 
 def test_every_error_class_in_the_errors_module_is_exported() -> None:
-    from registry import errors
+    from promptreg.registry import errors
 
     defined = {
         name
@@ -166,14 +166,65 @@ def _library_modules() -> list[Path]:
     return sorted(p for p in PACKAGE_DIR.rglob("*.py") if cli_dir not in p.parents)
 
 
-def _imported_top_packages(path: Path) -> set[str]:
+def _imported_modules(path: Path) -> set[str]:
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text("utf-8"))):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            names.add((node.module or "").split(".")[0])
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"relative import in {path}:{node.lineno}"
+            names.add(node.module or "")
     return names
+
+
+def _imported_top_packages(path: Path) -> set[str]:
+    """The top-level packages ``path`` imports; ``promptreg.X`` counts as ``X`` (registry, client)."""
+    tops: set[str] = set()
+    for name in _imported_modules(path):
+        parts = name.split(".")
+        tops.add(parts[1] if parts[0] == "promptreg" and len(parts) > 1 else parts[0])
+    return tops
+
+
+REPO = Path(__file__).resolve().parent.parent
+BACKENDS = {
+    REPO / "registry" / "redis": ("promptreg.registry.postgres", "promptreg.client"),
+    REPO / "registry" / "postgres": ("promptreg.registry.redis", "promptreg.client", "redis"),
+    REPO / "client" / "redis": ("promptreg.client.postgres", "promptreg.registry.postgres"),
+    REPO / "client" / "postgres": ("promptreg.client.redis", "promptreg.registry.redis", "redis"),
+}
+
+
+@pytest.mark.parametrize("folder", sorted(BACKENDS), ids=lambda p: str(p.relative_to(REPO)))
+def test_no_backend_folder_imports_another_backend(folder: Path) -> None:
+    forbidden = BACKENDS[folder]
+    modules = sorted(folder.rglob("*.py"))
+    assert len(modules) >= 2, folder
+    for path in modules:
+        for name in _imported_modules(path):
+            assert not any(name == bad or name.startswith(bad + ".") for bad in forbidden), (path.name, name)
+
+
+def test_everything_is_imported_through_the_one_root() -> None:
+    # The repository's registry/ and client/ are installed as promptreg.registry and promptreg.client:
+    # an import of a bare `registry` or `client` works in the checkout only, and would find an
+    # application's own client.py once installed.
+    files = [
+        p for top in ("registry", "client", "promptreg", "tests", "benchmarks") for p in (REPO / top).rglob("*.py")
+    ]
+    assert len(files) > 100
+    for path in files:
+        for name in _imported_modules(path):
+            assert name.split(".")[0] not in ("registry", "client"), f"{path.relative_to(REPO)} imports {name}"
+
+
+def test_the_root_exports_the_registry_and_the_client() -> None:
+    import promptreg
+    from promptreg import client
+
+    assert sorted(promptreg.__all__) == sorted([*PUBLIC_NAMES, *client.__all__])
+    for name in promptreg.__all__:
+        assert getattr(promptreg, name) is getattr(registry if name in PUBLIC_NAMES else client, name)
 
 
 def test_only_the_cli_package_imports_client() -> None:

@@ -26,14 +26,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.sentinel import MasterNotFoundError
 
-from registry import (
+from promptreg.registry import (
     PromptRegistryError,
     PromptRegistryFactory,
     RegistryAuthError,
     RegistryUnavailableError,
 )
-from registry.cli import cli
-from registry.redis_errors import translate_redis_error
+from promptreg.registry.cli import cli
+from promptreg.registry.redis.errors import translate_redis_error
 from tests.conftest import need_binaries
 from tests.redis_server import RedisServer, free_port, wait_until
 

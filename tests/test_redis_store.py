@@ -6,11 +6,7 @@ scripts run as Redis Functions on both: FCALL).
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import zipfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -19,7 +15,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from registry import (
+from promptreg.registry import (
     IncompatibleVersionError,
     InvalidInputError,
     LabelConflictError,
@@ -30,8 +26,8 @@ from registry import (
     RollbackUnavailableError,
     VersionNotFoundError,
 )
-from registry.redis_store import RedisPromptRegistry
-from registry.wire import decode
+from promptreg.registry.redis.store import RedisPromptRegistry
+from promptreg.registry.wire import decode
 from tests.redis_server import free_port, wait_until
 
 
@@ -284,21 +280,6 @@ def test_server_killed_mid_session_is_unavailable_then_recovers(private_redis_se
     with pytest.raises(LabelConflictError):
         reg.set_label("p", "production", 1, expected_version=0)
     reg.close()
-
-
-@pytest.mark.slow
-def test_lua_scripts_ship_in_the_wheel(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parent.parent
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(root)],
-        check=True,
-        timeout=300,
-    )
-    (wheel,) = tmp_path.glob("promptreg_live-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
-    lua = {p.name for p in (root / "registry" / "lua").glob("*.lua")}
-    assert lua and {f"registry/lua/{n}" for n in lua} <= names
-    assert {"registry/py.typed", "client/py.typed"} <= names
 
 
 def test_registry_made_from_a_url_never_retries_a_write_on_its_own() -> None:

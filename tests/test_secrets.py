@@ -25,18 +25,18 @@ from click.testing import CliRunner
 from psycopg import sql
 from redis.connection import parse_url
 
-from client import PromptClient
-from registry import (
+from promptreg.client import PromptClient
+from promptreg.registry import (
     InvalidInputError,
     PromptRegistryError,
     PromptRegistryFactory,
     RegistryAuthError,
     RegistryUnavailableError,
 )
-from registry.cli import cli
-from registry.postgres_conn import connect, parse_postgres_url
-from registry.topology import parse_redis_url
-from registry.urls import redact_url, split_url, url_secrets
+from promptreg.registry.cli import cli
+from promptreg.registry.postgres.conn import connect, parse_postgres_url
+from promptreg.registry.redis.topology import parse_redis_url
+from promptreg.registry.urls import redact_url, split_url, url_secrets
 from tests.postgres_server import PostgresServer, need_postgres
 from tests.redis_server import RedisServer, free_port
 

@@ -1,4 +1,4 @@
-"""Prompts as code: ``registry.sync`` on every backend (fakeredis, real Redis, JSON file, PostgreSQL)."""
+"""Prompts as code: ``promptreg.registry.sync`` on every backend (fakeredis, real Redis, JSON file, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from registry.base import PromptRegistry
-from registry.errors import (
+from promptreg.registry.base import PromptRegistry
+from promptreg.registry.errors import (
     IncompatibleVersionError,
     InvalidInputError,
     InvalidNameError,
     LabelConflictError,
     PromptFileError,
 )
-from registry.postgres_store import PostgresPromptRegistry
-from registry.redis_store import RedisPromptRegistry
-from registry.sync import SyncPlan, apply_sync, parse_prompt_file, plan_sync, read_prompt_files
+from promptreg.registry.postgres.store import PostgresPromptRegistry
+from promptreg.registry.redis.store import RedisPromptRegistry
+from promptreg.registry.sync import SyncPlan, apply_sync, parse_prompt_file, plan_sync, read_prompt_files
 from tests.postgres_server import PostgresServer, postgres_raw
 from tests.redis_server import RedisServer
 from tests.test_cli import Cli
@@ -43,7 +43,7 @@ def registry(request: pytest.FixtureRequest, namespace: str, tmp_path: Path) -> 
         pg: PostgresServer = request.getfixturevalue("postgres_server")
         reg = PostgresPromptRegistry(pg.url(), namespace=namespace)
     else:
-        from registry.file_store import JsonFilePromptRegistry
+        from promptreg.registry.file_store import JsonFilePromptRegistry
 
         reg = JsonFilePromptRegistry(tmp_path / "registry.json")
     try:
@@ -367,13 +367,13 @@ def _revision(registry: PromptRegistry) -> object:
         return registry.redis.get(registry.keys.rev)
     if isinstance(registry, PostgresPromptRegistry):
         return registry._revision()
-    from registry.file_store import JsonFilePromptRegistry
+    from promptreg.registry.file_store import JsonFilePromptRegistry
 
     assert isinstance(registry, JsonFilePromptRegistry)
     return registry.load_state().rev
 
 
-# -- issue 20: a dry run refuses as the sync would; a byte order mark hides no front matter ------------
+# -- a dry run refuses as the sync would; a byte order mark hides no front matter ------------
 
 
 def test_plan_check_compatible_raises_what_apply_sync_raises(registry: PromptRegistry, tmp_path: Path) -> None:
@@ -416,7 +416,7 @@ def test_byte_order_mark_does_not_hide_the_front_matter(registry: PromptRegistry
 def test_file_growing_past_its_size_names_the_limit(tmp_path: Path) -> None:
     """A file whose size says less than it holds (a /proc file says 0) is still cut at the limit, and the
     message says what the limit is."""
-    from registry.prompt_files import read_bounded
+    from promptreg.registry.prompt_files import read_bounded
 
     with pytest.raises(PromptFileError) as caught:
         read_bounded(Path("/proc/self/status"), 10)
@@ -424,7 +424,7 @@ def test_file_growing_past_its_size_names_the_limit(tmp_path: Path) -> None:
     assert str(caught.value) == "/proc/self/status: file is over 10 bytes, the limit is 10"
 
 
-# -- issue 21: everything a backend would refuse is refused before the first write -----------------------
+# -- everything a backend would refuse is refused before the first write -----------------------
 
 
 def _nul_folder(tmp_path: Path) -> tuple[Path, Path]:
@@ -517,7 +517,7 @@ def test_an_error_during_the_sync_says_what_was_written(registry: PromptRegistry
 
 def test_sync_checks_a_deleted_label_and_a_change_of_type(registry: PromptRegistry, tmp_path: Path) -> None:
     """Deleting the label first does not open a way round the mode, nor does turning the file into a
-    chat file whose history placeholder replaces the {{history}} variable (issue 21)."""
+    chat file whose history placeholder replaces the {{history}} variable."""
     registry.create_prompt("support", compatibility="backward")
     registry.add_version("support", "History: {{history}}\nQuestion: {{question}}\n")
     registry.set_label("support", "production", 1)

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from client import PromptClient
-from registry import PromptRegistryFactory, RegistryUnavailableError
-from registry.cli.local_server import free_port
+from promptreg.client import PromptClient
+from promptreg.registry import PromptRegistryFactory, RegistryUnavailableError
+from promptreg.registry.cli.local_server import free_port
 from tests.conftest import REQUIRE_REDIS
 from tests.redis_server import RedisServer, wait_until
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from registry import InvalidInputError, JsonFilePromptRegistry, PromptRegistryFactory, RedisPromptRegistry
-from registry.cli import cli
-from registry.factory import DEFAULT_URL
-from registry.urls import UrlParts, query_pairs, redact_url, split_url, url_secrets, without_query_parameter
+from promptreg.registry import InvalidInputError, JsonFilePromptRegistry, PromptRegistryFactory, RedisPromptRegistry
+from promptreg.registry.cli import cli
+from promptreg.registry.factory import DEFAULT_URL
+from promptreg.registry.urls import UrlParts, query_pairs, redact_url, split_url, url_secrets, without_query_parameter
 
 SECRET = "hunter2-s3cret"
 

@@ -1,5 +1,5 @@
-"""``python -m registry.cli``: the same as the ``promptreg`` command."""
+"""``python -m promptreg.registry.cli``: the same as the ``promptreg`` command."""
 
-from registry.cli.main import main
+from promptreg.registry.cli.main import main
 
 main()

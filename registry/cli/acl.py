@@ -1,7 +1,7 @@
 """``promptreg acl``: print the Redis ACL users of the three roles (reader, writer, admin).
 
-The rules come from :mod:`registry.acl`; this module only prints them. It never prints a password:
-every line carries :data:`~registry.acl.PASSWORD_PLACEHOLDER`. By default it prints the rules every
+The rules come from :mod:`promptreg.registry.redis.acl`; this module only prints them. It never prints a password:
+every line carries :data:`~promptreg.registry.redis.acl.PASSWORD_PLACEHOLDER`. By default it prints the rules every
 Redis >= 7.0 accepts and connects to nothing; only ``--url`` given on the command line (before or
 after ``acl``) makes it read that server's version (``INFO server``) and add the grants the server
 knows. ``PROMPTREG_URL`` alone never makes it connect.
@@ -14,7 +14,8 @@ import shlex
 import click
 from click.core import ParameterSource
 
-from registry.acl import (
+from promptreg.registry.cli.options import current_settings, json_option, print_json
+from promptreg.registry.redis.acl import (
     DEFAULT_SERVER_VERSION,
     PASSWORD_PLACEHOLDER,
     SETINFO_SERVER_VERSION,
@@ -22,9 +23,8 @@ from registry.acl import (
     read_server_version,
     role_rules,
 )
-from registry.cli.options import current_settings, json_option, print_json
-from registry.keys import DEFAULT_NAMESPACE
-from registry.urls import redact_url
+from promptreg.registry.redis.keys import DEFAULT_NAMESPACE
+from promptreg.registry.urls import redact_url
 
 
 def _dotted(version: tuple[int, int]) -> str:

@@ -1,5 +1,5 @@
 """The ``promptreg`` commands on compatibility modes: ``check`` (would a label move pass?) and
-``compatibility`` (set a prompt's mode). :mod:`registry.cli` registers them on its command group."""
+``compatibility`` (set a prompt's mode). :mod:`promptreg.registry.cli` registers them on its command group."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from registry.cli.options import author_option, current_registry, json_option, print_json
+from promptreg.registry.cli.options import author_option, current_registry, json_option, print_json
 
 
 @click.command()

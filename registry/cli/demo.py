@@ -1,7 +1,7 @@
 """``promptreg demo``: the seed's movie-critic scenario, live, with several client processes.
 
 The demo creates ``movie-critic`` with three versions in a fresh namespace, starts worker processes
-that each hold a :class:`client.PromptClient` and serve ``get()`` + ``render()`` in a loop, then
+that each hold a :class:`promptreg.PromptClient` and serve ``get()`` + ``render()`` in a loop, then
 moves ``production`` 3 -> 2 -> 3 and runs a rollback. For every move it reports how long it took
 until every worker served the new version, and at the end the workers' lookup rate.
 
@@ -28,12 +28,12 @@ from typing import Any
 
 import redis
 
-from registry.base import PromptRegistry
-from registry.cli.local_server import LocalRedisServer
-from registry.errors import DemoError, PromptRegistryError, RegistryUnavailableError
-from registry.factory import PromptRegistryFactory
-from registry.redis_store import RedisPromptRegistry
-from registry.urls import POSTGRES_SCHEMES, redact_url, url_scheme, without_query_parameter
+from promptreg.registry.base import PromptRegistry
+from promptreg.registry.cli.local_server import LocalRedisServer
+from promptreg.registry.errors import ConfigurationError, PromptRegistryError, RegistryUnavailableError
+from promptreg.registry.factory import PromptRegistryFactory
+from promptreg.registry.redis.store import RedisPromptRegistry
+from promptreg.registry.urls import POSTGRES_SCHEMES, redact_url, url_scheme, without_query_parameter
 
 PROMPT = "movie-critic"
 LABEL = "production"
@@ -45,6 +45,11 @@ VERSIONS = (
 SERVER_CHOICES = ("auto", "redis-server", "fakeredis")
 _BATCH = 500  # lookups between two checks of the stop flag
 _MOVE_TIMEOUT = 15.0  # seconds a move may take to reach every worker before the demo gives up
+
+
+class DemoError(PromptRegistryError):
+    """``promptreg demo`` could not run: no server could be started, or a worker failed. The CLI's
+    own error (printed as one line like every other), not part of the library's error tree."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +112,7 @@ def private_redis_server(executable: str) -> Iterator[str]:
     """
     try:
         server = LocalRedisServer(executable).start()
-    except RegistryUnavailableError as exc:
+    except (RegistryUnavailableError, ConfigurationError) as exc:
         raise DemoError(str(exc)) from exc
     try:
         yield server.url
@@ -186,7 +191,7 @@ def _worker(
     logging.getLogger("promptreg").addHandler(logging.NullHandler())
     served, counts, cpu = shared
     try:
-        from client import PromptClient
+        from promptreg.client import PromptClient
 
         with PromptClient(url, namespace=namespace, default_label=LABEL, start_timeout=timeout) as client:
             if not client.wait_ready(timeout):
@@ -293,7 +298,7 @@ def run_demo(
     ``seconds`` is how long the workers serve between moves. The prompt lives in a fresh namespace
     (``demo-<random>``), deleted at the end unless ``keep``. ``writer``, when given, is the Redis
     client the demo writes through (the workers always connect to ``url``). Raises :class:`DemoError` and
-    :class:`~registry.RegistryUnavailableError`.
+    :class:`~promptreg.RegistryUnavailableError`.
     """
     namespace = "demo-" + uuid.uuid4().hex[:8]
     # The demo's own namespace, always: a namespace= in a PostgreSQL URL would otherwise win, and the

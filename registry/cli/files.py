@@ -1,7 +1,7 @@
 """The ``promptreg`` commands that bring prompts in and out: ``sync``, ``export``, ``import``.
 
 ``sync`` makes the registry match a folder of prompt files; ``export`` / ``import`` move the
-whole registry through a JSON file. :mod:`registry.cli` registers them on its command group,
+whole registry through a JSON file. :mod:`promptreg.registry.cli` registers them on its command group,
 whose error handling turns every library error into one ``error: ...`` line.
 """
 
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import click
 
-from registry.backup import MAX_EXPORT_BYTES, apply_import, export_registry, plan_import
-from registry.cli.options import author_option, current_registry, json_option, print_json, read_input
-from registry.errors import InvalidInputError
-from registry.sync import apply_sync, plan_sync
-from registry.validation import validate_text_field
+from promptreg.registry.backup import MAX_EXPORT_BYTES, apply_import, export_registry, plan_import
+from promptreg.registry.cli.options import author_option, current_registry, json_option, print_json, read_input
+from promptreg.registry.errors import InvalidInputError
+from promptreg.registry.sync import apply_sync, plan_sync
+from promptreg.registry.validation import validate_text_field
 
 _STEP_FIELDS = ("action", "prompt", "version", "label", "previous_version")
 

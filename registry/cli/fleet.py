@@ -1,16 +1,16 @@
 """``promptreg fleet`` and the ``--wait`` of ``label`` / ``rollback``: which process serves what.
 
-``fleet`` prints :meth:`~registry.PromptRegistry.fleet` as a table; with ``--prompt NAME`` it adds
+``fleet`` prints :meth:`~promptreg.PromptRegistry.fleet` as a table; with ``--prompt NAME`` it adds
 the version each client serves for its label, worked out from the prompt's audit trail at the
 client's revision (a client reports only its revision, so reports stay small whatever the registry
-holds). ``--wait [SECONDS]`` runs :meth:`~registry.PromptRegistry.wait_for_fleet` for the write's
+holds). ``--wait [SECONDS]`` runs :meth:`~promptreg.PromptRegistry.wait_for_fleet` for the write's
 revision and exits with :data:`EXIT_INCOMPLETE` when some client did not confirm it in time.
 
 Every service may write presence records (the ``reader`` ACL user), so what is printed here is
 untrusted: the readers skip records that are not a client's report and say how many
-(:class:`~registry.fleet.FleetRead`), every cell is escaped (:func:`~registry.fleet.escape_control`:
+(:class:`~promptreg.registry.fleet.FleetRead`), every cell is escaped (:func:`~promptreg.registry.fleet.escape_control`:
 no newline or terminal escape reaches the terminal), and ``--wait`` does not confirm a fleet whose
-index was too large to read whole (:data:`~registry.redis_fleet.MAX_FLEET`).
+index was too large to read whole (:data:`~promptreg.registry.redis.fleet.MAX_FLEET`).
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from typing import Any, TypeVar
 
 import click
 
-from registry.base import PromptRegistry
-from registry.cli.options import current_registry, json_option, print_json
-from registry.fleet import FleetMember, FleetRead, FleetWait, escape_control
-from registry.models import AuditEvent
-from registry.redis_errors import map_redis_errors
-from registry.redis_fleet import MAX_FLEET, scan_fleet
-from registry.redis_store import RedisPromptRegistry
-from registry.validation import LATEST
+from promptreg.registry.base import PromptRegistry
+from promptreg.registry.cli.options import current_registry, json_option, print_json
+from promptreg.registry.fleet import FleetMember, FleetRead, FleetWait, escape_control
+from promptreg.registry.models import AuditEvent
+from promptreg.registry.redis.errors import map_redis_errors
+from promptreg.registry.redis.fleet import MAX_FLEET, scan_fleet
+from promptreg.registry.redis.store import RedisPromptRegistry
+from promptreg.registry.validation import LATEST
 
 EXIT_INCOMPLETE = 3
 """Exit code of ``label``/``rollback --wait`` when some client still serves an older revision."""
@@ -72,9 +72,9 @@ def describe_wait(result: FleetWait) -> str:
 
 
 def read_fleet_view(registry: PromptRegistry) -> FleetRead:
-    """:meth:`~registry.PromptRegistry.fleet`, with what the read skipped or cut on Redis.
+    """:meth:`~promptreg.PromptRegistry.fleet`, with what the read skipped or cut on Redis.
 
-    Raises :class:`~registry.RegistryUnavailableError` (and what ``fleet()`` raises).
+    Raises :class:`~promptreg.RegistryUnavailableError` (and what ``fleet()`` raises).
     """
     if isinstance(registry, RedisPromptRegistry):
         with map_redis_errors():
@@ -86,7 +86,7 @@ def confirm(registry: PromptRegistry, event: AuditEvent, timeout: float | None, 
     """Print ``event`` (and, with a ``timeout``, the fleet's confirmation); exit 3 if incomplete.
 
     The fleet is read once before the wait to say what it skipped (on stderr; in JSON as
-    ``fleet.malformed``). An index holding more than :data:`~registry.redis_fleet.MAX_FLEET` entries
+    ``fleet.malformed``). An index holding more than :data:`~promptreg.registry.redis.fleet.MAX_FLEET` entries
     is read in part, so the wait cannot confirm every client: that is incomplete too (exit 3).
     """
     if timeout is None:

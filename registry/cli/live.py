@@ -1,6 +1,6 @@
 """The two commands that run the read-side client: ``watch`` and ``demo``.
 
-They are why :mod:`registry.cli` is the one part of ``registry`` allowed to import :mod:`client`.
+They are why :mod:`promptreg.registry.cli` is the one part of ``registry`` allowed to import :mod:`client`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from registry.cli.demo import SERVER_CHOICES, demo_server, run_demo
-from registry.cli.options import current_settings, json_option
-from registry.errors import RegistryUnavailableError
-from registry.models import describe_label_move
-from registry.urls import POSTGRES_SCHEMES, REDIS_SCHEMES, redact_url, url_scheme
+from promptreg.registry.cli.demo import SERVER_CHOICES, demo_server, run_demo
+from promptreg.registry.cli.options import current_settings, json_option
+from promptreg.registry.errors import RegistryUnavailableError
+from promptreg.registry.models import describe_label_move
+from promptreg.registry.urls import POSTGRES_SCHEMES, REDIS_SCHEMES, redact_url, url_scheme
 
 
 @click.command()
@@ -33,7 +33,11 @@ def watch(name: str | None, timeout: float, as_json: bool) -> None:
 
     With --json, one JSON object per line (the client's ChangeEvent fields).
     """
-    from client import ChangeEvent, ClientStatus, PromptClient  # the CLI is the one part of registry/ that uses client/
+    from promptreg.client import (  # the CLI is the one part of registry/ that uses client/
+        ChangeEvent,
+        ClientStatus,
+        PromptClient,
+    )
 
     settings = current_settings()
     # One queue, fed by the client's listener thread: changes and status transitions, in order.

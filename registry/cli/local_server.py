@@ -18,7 +18,7 @@ from typing import Self
 
 import redis
 
-from registry.errors import RegistryUnavailableError
+from promptreg.registry.errors import ConfigurationError, RegistryUnavailableError
 
 
 def free_port() -> int:
@@ -45,8 +45,8 @@ class LocalRedisServer:
     ``appendonly=True`` turns on AOF with ``appendfsync always``, so a ``kill -9`` and a
     :meth:`start` on the same port and dir keep every acknowledged write. ``preexec_fn`` runs in the
     server's process before exec (e.g. to make it die with its parent). Raises
-    :class:`~registry.RegistryUnavailableError` when no ``redis-server`` is installed or it does not
-    answer within ``start_timeout`` seconds.
+    :class:`~promptreg.ConfigurationError` when no ``redis-server`` is installed, and
+    :class:`~promptreg.RegistryUnavailableError` when it does not answer within ``start_timeout`` seconds.
     """
 
     def __init__(
@@ -60,7 +60,7 @@ class LocalRedisServer:
     ) -> None:
         found = executable or shutil.which("redis-server")
         if found is None:
-            raise RegistryUnavailableError("redis-server is not installed (apt-get install redis-server)")
+            raise ConfigurationError("redis-server is not installed (apt-get install redis-server)")
         self.executable = found
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="promptreg-redis-"))

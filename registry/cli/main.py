@@ -1,8 +1,8 @@
 """``promptreg``: the command line (thin: it parses, calls the library, prints).
 
 This module holds the group (global options, the one place errors become a line) and ``main``; the
-commands live in :mod:`registry.cli.prompts`, :mod:`registry.cli.files`, :mod:`registry.cli.acl`
-and :mod:`registry.cli.live` (``watch``, ``demo``).
+commands live in :mod:`~promptreg.registry.cli.prompts`, :mod:`~promptreg.registry.cli.files`,
+:mod:`~promptreg.registry.cli.acl` and :mod:`~promptreg.registry.cli.live` (``watch``, ``demo``).
 
 Every command that shows data takes ``--json`` and then prints the models' own fields
 (``model_dump(mode="json")``). Errors print one line, ``error: ...``, on stderr and exit 1; usage
@@ -24,17 +24,17 @@ from typing import Any, NoReturn
 import click
 import redis
 
-from registry.base import PromptRegistry
-from registry.cli.acl import acl_command
-from registry.cli.compat import check, compatibility
-from registry.cli.files import export_command, import_command, sync
-from registry.cli.fleet import fleet
-from registry.cli.live import demo, watch
-from registry.cli.maintenance import migrate
-from registry.cli.prompts import create, diff, history, label, list_prompts, push, render, rollback, show
-from registry.errors import LabelNotFoundError, PromptNotFoundError, PromptRegistryError
-from registry.factory import DEFAULT_URL, NAMESPACE_ENV, URL_ENV, PromptRegistryFactory
-from registry.urls import redact_url, url_secrets
+from promptreg.registry.base import PromptRegistry
+from promptreg.registry.cli.acl import acl_command
+from promptreg.registry.cli.compat import check, compatibility
+from promptreg.registry.cli.files import export_command, import_command, sync
+from promptreg.registry.cli.fleet import fleet
+from promptreg.registry.cli.live import demo, watch
+from promptreg.registry.cli.maintenance import migrate
+from promptreg.registry.cli.prompts import create, diff, history, label, list_prompts, push, render, rollback, show
+from promptreg.registry.errors import LabelNotFoundError, PromptNotFoundError, PromptRegistryError
+from promptreg.registry.factory import DEFAULT_URL, NAMESPACE_ENV, URL_ENV, PromptRegistryFactory
+from promptreg.registry.urls import redact_url, url_secrets
 
 
 @dataclass

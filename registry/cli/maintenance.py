@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from registry.cli.options import current_registry, json_option, print_json
+from promptreg.registry.cli.options import current_registry, json_option, print_json
 
 
 @click.command(name="migrate")

@@ -1,6 +1,6 @@
 """Pieces every ``promptreg`` command shares: the registry of the invocation, ``--json``, ``--author``.
 
-:mod:`registry.cli` builds the command group and puts its settings object on the root click
+:mod:`promptreg.registry.cli` builds the command group and puts its settings object on the root click
 context; the command modules reach the registry through :func:`current_registry`, so they need not
 import the group (which imports them).
 """
@@ -16,15 +16,15 @@ from typing import Any, Protocol, TypeVar
 
 import click
 
-from registry.base import PromptRegistry
-from registry.errors import InvalidInputError, PromptTooLargeError, RegistryUnavailableError
-from registry.file_store import JsonFilePromptRegistry
+from promptreg.registry.base import PromptRegistry
+from promptreg.registry.errors import ConfigurationError, InvalidInputError, PromptTooLargeError
+from promptreg.registry.file_store import JsonFilePromptRegistry
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class CliSettings(Protocol):
-    """What the global options chose (see :class:`registry.cli.Settings`)."""
+    """What the global options chose (see :class:`promptreg.registry.cli.Settings`)."""
 
     url: str
     namespace: str | None
@@ -45,12 +45,12 @@ def current_registry(*, reading: bool = False) -> PromptRegistry:
     """The registry the running ``promptreg`` invocation works on (opened on first use).
 
     ``reading=True`` is for commands that only read: a JSON-file registry whose file does not exist
-    then raises :class:`~registry.RegistryUnavailableError` saying so (a mistyped path would
+    then raises :class:`~promptreg.ConfigurationError` saying so (a mistyped path would
     otherwise read as an empty registry), instead of answering "nothing".
     """
     registry = current_settings().registry()
     if reading and isinstance(registry, JsonFilePromptRegistry) and not registry.path.exists():
-        raise RegistryUnavailableError(
+        raise ConfigurationError(
             f"no registry file at {registry.path} (check --url / PROMPTREG_URL; the first write creates it)"
         )
     return registry
@@ -85,7 +85,7 @@ def read_input(source: str, max_bytes: int, what: str) -> str:
 
     A leading UTF-8 byte order mark (what Windows editors and PowerShell write) is dropped, and not
     counted against the limit: it is no part of the text. Raises
-    :class:`~registry.PromptTooLargeError` over the limit, :class:`~registry.InvalidInputError`
+    :class:`~promptreg.PromptTooLargeError` over the limit, :class:`~promptreg.InvalidInputError`
     for bytes that are not UTF-8, and ``OSError`` for a file that cannot be read (the command group
     prints it as one line). ``what`` names the input in messages.
     """

@@ -1,7 +1,7 @@
 """The ``promptreg`` commands on prompts: create, push, label, rollback, show, render, list, history, diff.
 
-Each is thin: it parses, calls the :class:`~registry.PromptRegistry`, and prints text or, with
-``--json``, the models' own fields. Errors propagate to the group in :mod:`registry.cli`, which
+Each is thin: it parses, calls the :class:`~promptreg.PromptRegistry`, and prints text or, with
+``--json``, the models' own fields. Errors propagate to the group in :mod:`promptreg.registry.cli`, which
 prints them as one line.
 """
 
@@ -16,13 +16,13 @@ from typing import Any
 
 import click
 
-from registry.base import PromptRegistry
-from registry.chat import readable
-from registry.cli.fleet import confirm, wait_option
-from registry.cli.options import author_option, current_registry, json_option, print_json, read_input
-from registry.errors import InvalidInputError
-from registry.models import AuditEvent, Prompt, PromptVersion, describe_label_move
-from registry.validation import validate_label
+from promptreg.registry.base import PromptRegistry
+from promptreg.registry.chat import readable
+from promptreg.registry.cli.fleet import confirm, wait_option
+from promptreg.registry.cli.options import author_option, current_registry, json_option, print_json, read_input
+from promptreg.registry.errors import InvalidInputError
+from promptreg.registry.models import AuditEvent, Prompt, PromptVersion, describe_label_move
+from promptreg.registry.validation import validate_label
 
 
 def _pairs(values: Iterable[str], what: str, *, parse_json: bool) -> dict[str, Any]:

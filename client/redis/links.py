@@ -1,15 +1,15 @@
 """The Redis connections of one client listener: where it subscribes and where it reads the state.
 
 - One server: SUBSCRIBE on a client of its own (no retries, RESP2,
-  :func:`~registry.topology.subscriber_for`); the state is read through the registry's client.
+  :func:`~promptreg.registry.redis.topology.subscriber_for`); the state is read through the registry's client.
 - Sentinel (``Sentinel.master_for``, or ``Sentinel.slave_for`` with ``read_from="replica"``): the
   subscriber goes to the primary or a replica Sentinel names, and the state is read from *that same*
   node (a client pinned to its address), so the messages and the state come from one server, the
-  backlog marker holds, and the node the listener checks (:class:`~client.replica.TrustCheck`) is
+  backlog marker holds, and the node the listener checks (:class:`~promptreg.client.redis.replica.TrustCheck`) is
   the one it reads. The registry's own pool may still hold connections to a primary Sentinel
   replaced (redis-py asks Sentinel only when it opens a connection). :attr:`FeedLinks.sentinels`
   are the service's sentinels, asked by the listener and watched for failovers; a client of the
-  primary subscribes on the node they name (:meth:`~registry.sentinel.SentinelService.view`),
+  primary subscribes on the node they name (:meth:`~promptreg.registry.redis.sentinel.SentinelService.view`),
   through ``master_for`` only when no sentinel answers.
 - Redis Cluster: sharded pub/sub. SSUBSCRIBE on the node that owns the channel's slot (the
   channel has the registry's hash tag, so it lives with the keys), through redis-py's client for
@@ -25,9 +25,9 @@ from typing import Any
 import redis
 from redis.sentinel import SentinelConnectionPool
 
-from registry.redis_store import RedisPromptRegistry
-from registry.sentinel import SentinelService, sentinel_service
-from registry.topology import pinned_client, subscriber_for
+from promptreg.registry.redis.sentinel import SentinelService, sentinel_service
+from promptreg.registry.redis.store import RedisPromptRegistry
+from promptreg.registry.redis.topology import pinned_client, subscriber_for
 
 SUBSCRIBED = frozenset({"subscribe", "ssubscribe"})
 """Message types confirming a subscription."""

@@ -1,9 +1,9 @@
 """``RedisPromptRegistry``: Redis is the source of truth.
 
-Each version is an immutable hash, each label its own string key (layout in :mod:`registry.keys`).
-Every write is one Lua script from ``registry/lua/`` that validates, writes, appends the audit entry,
+Each version is an immutable hash, each label its own string key (layout in :mod:`promptreg.registry.redis.keys`).
+Every write is one Lua script from ``registry/redis/lua/`` that validates, writes, appends the audit entry,
 bumps the revision and publishes the change message, atomically; the scripts run as Redis Functions
-(FCALL, :mod:`registry.redis_scripts`). This module only packs arguments, calls the functions and
+(FCALL, :mod:`promptreg.registry.redis.scripts`). This module only packs arguments, calls the functions and
 turns their result codes and Redis errors into typed exceptions.
 """
 
@@ -21,23 +21,23 @@ import msgpack
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from registry.base import PromptRegistry
-from registry.errors import (
+from promptreg.registry.base import PromptRegistry
+from promptreg.registry.errors import (
     InvalidInputError,
     LabelNotFoundError,
     PromptNotFoundError,
     RegistryCorruptError,
     VersionNotFoundError,
 )
-from registry.fleet import FleetMember
-from registry.keys import DEFAULT_NAMESPACE, Keyspace
-from registry.migration import MigrationResult
-from registry.models import AuditEvent, CompatibilityMode, Prompt, PromptVersion
-from registry.redis_chat import check_refusal, content_args, fill_inputs
-from registry.redis_errors import map_redis_errors
-from registry.redis_fleet import read_fleet, read_members
-from registry.redis_index import build_index
-from registry.redis_records import (
+from promptreg.registry.fleet import FleetMember
+from promptreg.registry.migration import MigrationResult
+from promptreg.registry.models import AuditEvent, CompatibilityMode, Prompt, PromptVersion
+from promptreg.registry.redis.chat import check_refusal, content_args, fill_inputs
+from promptreg.registry.redis.errors import map_redis_errors
+from promptreg.registry.redis.fleet import read_fleet, read_members
+from promptreg.registry.redis.index import build_index
+from promptreg.registry.redis.keys import DEFAULT_NAMESPACE, Keyspace
+from promptreg.registry.redis.records import (
     ADD_VERSION_ATTEMPTS,
     REFUSALS,
     Refusal,
@@ -45,12 +45,12 @@ from registry.redis_records import (
     text_field,
     version_from_hash,
 )
-from registry.redis_scripts import WriteFunctions
-from registry.replication import durable, run_and_wait
-from registry.sentinel import write_route
-from registry.topology import RedisClient, connect, is_cluster, parse_redis_url
-from registry.validation import LATEST, MAX_METADATA_BYTES, MAX_TEXT_BYTES
-from registry.wire import pack_static_part
+from promptreg.registry.redis.replication import durable, run_and_wait
+from promptreg.registry.redis.scripts import WriteFunctions
+from promptreg.registry.redis.sentinel import write_route
+from promptreg.registry.redis.topology import RedisClient, connect, is_cluster, parse_redis_url
+from promptreg.registry.validation import LATEST, MAX_METADATA_BYTES, MAX_TEXT_BYTES
+from promptreg.registry.wire import pack_static_part
 
 
 class RedisPromptRegistry(PromptRegistry):
@@ -58,20 +58,20 @@ class RedisPromptRegistry(PromptRegistry):
 
     Pass a redis-py client (``redis.Redis``, one from ``Sentinel.master_for``, or a
     ``redis.cluster.RedisCluster``; without ``decode_responses``) or a ``url`` in any form of
-    :mod:`registry.topology` (``redis://``, ``redis+sentinel://``, ``redis+cluster://``, ...); extra
+    :mod:`promptreg.registry.redis.topology` (``redis://``, ``redis+sentinel://``, ``redis+cluster://``, ...); extra
     keyword arguments go to redis-py. ``namespace`` prefixes every key, inside one hash tag.
 
     ``wait_replicas``/``wait_timeout`` (URL query ``wait_replicas=N&wait_timeout=S``): after each
     write, ``WAIT N`` on the write's own connection; if fewer than ``N`` replicas confirmed it within
-    ``wait_timeout`` seconds, :class:`~registry.ReplicationTimeoutError` (its ``event`` is the applied
+    ``wait_timeout`` seconds, :class:`~promptreg.ReplicationTimeoutError` (its ``event`` is the applied
     write). ``read_from="replica"`` (Sentinel URLs only) reads from a replica: writes are then
     refused (read-only). Connection failures and the server's refusals (read-only replica, loading,
-    cluster down, ...) raise :class:`~registry.RegistryUnavailableError` saying which.
+    cluster down, ...) raise :class:`~promptreg.RegistryUnavailableError` saying which.
 
-    Writes call this release's Redis Functions library (:mod:`registry.redis_scripts`). With a user
+    Writes call this release's Redis Functions library (:mod:`promptreg.registry.redis.scripts`). With a user
     that may ``FUNCTION LOAD`` (the default user, the ACL ``admin``) the first write loads it when it
     is missing; with one that may not (``writer``) a write on a server without it raises
-    :class:`~registry.RegistryAuthError` saying to run ``promptreg migrate`` as admin
+    :class:`~promptreg.RegistryAuthError` saying to run ``promptreg migrate`` as admin
     (:meth:`load_functions`).
     """
 
@@ -125,7 +125,7 @@ class RedisPromptRegistry(PromptRegistry):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisPromptRegistry:
-        """A registry on the Redis at ``url`` (any form of :mod:`registry.topology`)."""
+        """A registry on the Redis at ``url`` (any form of :mod:`promptreg.registry.redis.topology`)."""
         return cls(url=url, **options)
 
     def close(self) -> None:
@@ -159,7 +159,7 @@ class RedisPromptRegistry(PromptRegistry):
 
     @contextmanager
     def _translate(self) -> Iterator[None]:
-        """Turn redis-py errors into promptreg errors at this one boundary (:mod:`registry.redis_errors`)."""
+        """Turn redis-py errors into promptreg errors at this one boundary (:mod:`promptreg.registry.redis.errors`)."""
         with map_redis_errors(self._target):
             yield
 
@@ -430,8 +430,8 @@ class RedisPromptRegistry(PromptRegistry):
         return version_from_hash(name, version, fields)
 
     def fleet(self) -> list[FleetMember]:
-        """The clients reporting presence (``{ns}:fleet``, :mod:`registry.redis_fleet`); expired ones
-        are left out (and dropped from the index). Raises :class:`~registry.RegistryUnavailableError`."""
+        """The clients reporting presence (``{ns}:fleet``, :mod:`promptreg.registry.redis.fleet`); expired ones
+        are left out (and dropped from the index). Raises :class:`~promptreg.RegistryUnavailableError`."""
         with self._translate():
             return read_fleet(self.redis, self.keys)
 
@@ -448,8 +448,8 @@ class RedisPromptRegistry(PromptRegistry):
         primary); True when it was missing somewhere. Idempotent: a library already loaded is kept.
 
         Needs a user that may ``FUNCTION LOAD`` (the default user or the ACL ``admin``):
-        ``promptreg migrate`` runs it. Raises :class:`~registry.RegistryAuthError` for a user that
-        may not, :class:`~registry.RegistryUnavailableError`.
+        ``promptreg migrate`` runs it. Raises :class:`~promptreg.RegistryAuthError` for a user that
+        may not, :class:`~promptreg.RegistryUnavailableError`.
         """
         with self._translate():
             return self._functions.load()
@@ -460,8 +460,8 @@ class RedisPromptRegistry(PromptRegistry):
 
         Batched: no command blocks the server for long. With ``rebuild`` the index is rebuilt even
         when it is complete (after a 0.1.0 writer wrote to a migrated registry). Versions written
-        before the compatibility check get their ``inputs`` (:func:`registry.redis_chat.fill_inputs`).
-        Raises :class:`~registry.RegistryUnavailableError` and :class:`~registry.RegistryAuthError`
+        before the compatibility check get their ``inputs`` (:func:`promptreg.registry.redis.chat.fill_inputs`).
+        Raises :class:`~promptreg.RegistryUnavailableError` and :class:`~promptreg.RegistryAuthError`
         (also for a user that may not load the library: run it as admin).
         """
         loaded = self.load_functions()

@@ -2,7 +2,7 @@
 errors translated to promptreg's, by class, in one table (:func:`map_postgres_errors`).
 
 psycopg 3 is an optional dependency (the ``[postgres]`` extra, ``psycopg[binary]>=3.2``); without it every entry
-point raises :class:`~registry.RegistryUnavailableError` naming the extra.
+point raises :class:`~promptreg.ConfigurationError` naming the extra.
 """
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ from functools import cache
 from typing import Any
 from urllib.parse import unquote
 
-from registry.errors import (
+from promptreg.registry.errors import (
+    ConfigurationError,
     InvalidInputError,
     PromptRegistryError,
     RegistryAuthError,
     RegistryCorruptError,
     RegistryUnavailableError,
 )
-from registry.urls import POSTGRES_SCHEMES, encode_component, query_pairs, redact_url, split_url, url_secrets
-from registry.validation import validate_namespace, validate_unicode
+from promptreg.registry.urls import POSTGRES_SCHEMES, encode_component, query_pairs, redact_url, split_url, url_secrets
+from promptreg.registry.validation import validate_namespace, validate_unicode
 
 _psycopg: Any = None
 """The psycopg module once something needed it: imported on first use, not with ``registry`` (it
@@ -67,7 +68,7 @@ def connection_gone(conn: Any) -> bool:
 
 
 def require_psycopg() -> Any:
-    """The psycopg module (imported on first use); raises :class:`~registry.RegistryUnavailableError`
+    """The psycopg module (imported on first use); raises :class:`~promptreg.ConfigurationError`
     naming the extra when it is not installed."""
     global _psycopg
     if _psycopg is None:
@@ -75,7 +76,7 @@ def require_psycopg() -> Any:
             import psycopg
             import psycopg.errors
         except ImportError:  # the extra is not installed
-            raise RegistryUnavailableError(MISSING_EXTRA) from None
+            raise ConfigurationError(MISSING_EXTRA) from None
         _psycopg = psycopg
     return _psycopg
 
@@ -85,10 +86,10 @@ def parse_postgres_url(url: str) -> tuple[str, str | None]:
 
     The ``namespace=`` query parameter is promptreg's (``None`` when absent) and is taken out;
     every other parameter goes to libpq as written (``sslmode=``, ``options=``, ...). The user info
-    is what :class:`~registry.urls.UrlParts` cuts (up to the last ``@`` before the query: a raw
+    is what :class:`~promptreg.registry.urls.UrlParts` cuts (up to the last ``@`` before the query: a raw
     ``@``, ``/``, ``?`` or ``#`` in a password stays in it) and reaches libpq percent-encoded, as
     do the parameters' values; a ``%`` that starts no ``%XX`` escape stands for itself (libpq would
-    refuse it, quoting the password). Raises :class:`~registry.InvalidInputError` for another
+    refuse it, quoting the password). Raises :class:`~promptreg.InvalidInputError` for another
     scheme, a malformed namespace, or a host name no resolver takes (a label over 63 characters, an
     empty label; checked when psycopg is installed); the message never holds the password.
     """
@@ -123,13 +124,13 @@ def parse_postgres_url(url: str) -> tuple[str, str | None]:
 def _psycopg_installed() -> bool:
     try:
         require_psycopg()
-    except RegistryUnavailableError:
+    except ConfigurationError:
         return False
     return True
 
 
 def check_host_names(hosts: object) -> None:
-    """Raise :class:`~registry.InvalidInputError` if a name in ``hosts`` (libpq's ``host``: names,
+    """Raise :class:`~promptreg.InvalidInputError` if a name in ``hosts`` (libpq's ``host``: names,
     addresses or socket folders, comma-separated) cannot be looked up: psycopg resolves names in
     Python, whose IDNA encoding refuses an empty label or one over 63 characters with a bare
     ``UnicodeError``. The message names the host (never a password)."""
@@ -150,7 +151,7 @@ def check_host_names(hosts: object) -> None:
 def connect(conninfo: str, **kwargs: Any) -> Any:
     """A new autocommit psycopg connection (errors translated). The URL's own parameters win over
     :data:`CONNECT_DEFAULTS`; ``kwargs`` win over both. A host name no resolver takes (in the URL,
-    ``kwargs`` or ``PGHOST``) raises :class:`~registry.InvalidInputError` before any connection."""
+    ``kwargs`` or ``PGHOST``) raises :class:`~promptreg.InvalidInputError` before any connection."""
     psycopg = require_psycopg()
     from psycopg.conninfo import conninfo_to_dict
 

@@ -2,8 +2,9 @@
 
 redis-py's ``Sentinel.discover_master`` takes the first sentinel's answer, and during a graceful
 failover the leading sentinel names the old primary until the failover ends; the client's listener
-(:mod:`client.replica`, :mod:`client.redis_links`) asks every sentinel here and lets the newest
-configuration epoch win. The writer (:class:`WriteRoute`) asks them before and after every write.
+(:mod:`promptreg.client.redis.replica`, :mod:`promptreg.client.redis.links`) asks every sentinel
+here and lets the newest configuration epoch win. The writer (:class:`WriteRoute`) asks them before
+and after every write.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from registry.errors import RegistryUnavailableError
-from registry.topology import copyable_kwargs, host_port, pinned_client
+from promptreg.registry.errors import RegistryUnavailableError
+from promptreg.registry.redis.topology import copyable_kwargs, host_port, pinned_client
 
 SENTINEL_OPTIONS: dict[str, Any] = {"socket_timeout": 1.0, "socket_connect_timeout": 0.5, "protocol": 2}
 """Defaults of the client's own sentinel connections (the URL's ``socket_*`` options win): a sentinel

@@ -4,13 +4,13 @@ The rules are derived from what the code really sends (checked against ``ACL LOG
 on a real redis-server by ``tests/test_acl.py``):
 
 ``reader``
-    What :class:`client.PromptClient` needs and nothing more: read-only access (``%R~``) to the
+    What :class:`promptreg.PromptClient` needs and nothing more: read-only access (``%R~``) to the
     namespace's keys, SUBSCRIBE on its events channel only, no PUBLISH, no scripts; the only keys it
     may write are the fleet presence keys ``{ns}:fleet`` and ``{ns}:fleet:*`` (``%W~``), with the
     few commands a presence report sends (:data:`PRESENCE_COMMANDS`).
 ``writer``
     The CLI and CI: the write functions (FCALL of the library an operator loaded,
-    :mod:`registry.redis_scripts`; no EVAL, EVALSHA, SCRIPT LOAD or FUNCTION LOAD, so no code of its
+    :mod:`promptreg.registry.redis.scripts`; no EVAL, EVALSHA, SCRIPT LOAD or FUNCTION LOAD, so no code of its
     own choosing) and every command the functions run (Redis 7 checks those against the caller's ACL
     too, PUBLISH on the events channel included), plus what the CLI reads (history, export, watch).
 ``admin``
@@ -34,10 +34,10 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from registry.errors import InvalidInputError
-from registry.keys import DEFAULT_NAMESPACE, Keyspace
-from registry.redis_errors import map_redis_errors
-from registry.topology import connect, parse_redis_url
+from promptreg.registry.errors import InvalidInputError
+from promptreg.registry.redis.errors import map_redis_errors
+from promptreg.registry.redis.keys import DEFAULT_NAMESPACE, Keyspace
+from promptreg.registry.redis.topology import connect, parse_redis_url
 
 PASSWORD_PLACEHOLDER = "<password>"
 """Printed instead of a password: the user replaces it; promptreg never prints a real secret."""
@@ -66,42 +66,42 @@ SETINFO_COMMANDS: tuple[str, ...] = (
 
 READER_COMMANDS: tuple[str, ...] = (
     "subscribe",  # the feed's change messages (client/feeds.py), on the namespace's channel only
-    "ssubscribe",  # ... the same on a Redis Cluster (sharded pub/sub, client/redis_links.py, issue 11)
-    "multi",  # the state is read in one MULTI/EXEC: one consistent cut (client/redis_state.py)
+    "ssubscribe",  # ... the same on a Redis Cluster (sharded pub/sub, client/redis/links.py)
+    "multi",  # the state is read in one MULTI/EXEC: one consistent cut (client/redis/state.py)
     "exec",
     "get",  # {ns}:rev and label pointers
     "smembers",  # {ns}:prompts and each prompt's label set
     "hget",  # a prompt's `latest`
     "hgetall",  # version hashes (immutable, fetched once)
     "exists",  # a pinned version read through RedisPromptRegistry.get_version
-    "xrevrange",  # the newest audit entry of {ns}:log: the safety poll's history fingerprint (issue 9)
-    "xrange",  # is the audit entry the client last confirmed still there? (a changed history, issue 9)
-    "role",  # replica awareness: a replica cut off from its primary is stale (issue 9)
-    "info",  # `INFO replication` for the same (issue 9); INFO shows server stats, never data
-    "sscan",  # the state from the index in bounded steps: {ns}:prompts (client/index_read.py, issue 12)
+    "xrevrange",  # the newest audit entry of {ns}:log: the safety poll's history fingerprint
+    "xrange",  # is the audit entry the client last confirmed still there? (a changed history)
+    "role",  # replica awareness: a replica cut off from its primary is stale
+    "info",  # `INFO replication` for the same; INFO shows server stats, never data
+    "sscan",  # the state from the index in bounded steps: {ns}:prompts (client/redis/index_read.py)
     "hscan",  # ... and the {ns}:ix:* hashes
     "hmget",  # versions' fields in chunks, and a prompts= subset's entries of the index hashes
     "smismember",  # which names of a prompts= subset exist
 )
-""":class:`client.PromptClient`'s commands (plus :data:`CONNECTION_COMMANDS`): no write, no PUBLISH, no scripts."""
+""":class:`promptreg.PromptClient`'s commands (plus :data:`CONNECTION_COMMANDS`): no write, no PUBLISH, no scripts."""
 
 PRESENCE_COMMANDS: tuple[str, ...] = (
-    "set",  # its presence record, SET ... PX (client/presence.py, registry/redis_fleet.py, issue 14)
+    "set",  # its presence record, SET ... PX (client/presence.py, registry/redis/fleet.py)
     "zadd",  # ... and its entry in the {ns}:fleet index
     "del",  # removing both when the client closes
     "zrem",
     "zremrangebyscore",  # dropping index entries not refreshed for a day, once at start
     "zrange",  # reading the fleet (fleet(), wait_for_fleet(), `promptreg fleet`)
     "mget",
-    "getrange",  # ... each record read up to its size limit, whatever a forger stored (issue 21)
+    "getrange",  # ... each record read up to its size limit, whatever a forger stored
     "pttl",  # ... and its expiry: a record the server would not expire is not a client's report
 )
 """The reader's presence commands: its write grants apply only to the presence keys (see :func:`presence_key_rules`)."""
 
 WRITER_COMMANDS: tuple[str, ...] = (
-    "fcall",  # every write is one function of the library an admin loaded (registry/redis_scripts.py);
-    # no EVAL/EVALSHA/SCRIPT LOAD/FUNCTION LOAD: the writer runs no code of its own choosing (issue 21).
-    # Commands the functions (registry/lua/) run: Redis 7 checks each against the caller's ACL.
+    "fcall",  # every write is one function of the library an admin loaded (registry/redis/scripts.py);
+    # no EVAL/EVALSHA/SCRIPT LOAD/FUNCTION LOAD: the writer runs no code of its own choosing.
+    # Commands the functions (registry/redis/lua/) run: Redis 7 checks each against the caller's ACL.
     "exists",
     "get",
     "hget",
@@ -114,10 +114,10 @@ WRITER_COMMANDS: tuple[str, ...] = (
     "incr",
     "xadd",
     "publish",  # the change message, on the namespace's channel only (the channel rule)
-    "spublish",  # ... the same on a Redis Cluster (sharded pub/sub, issue 11)
-    "wait",  # wait_replicas: WAIT n timeout after a write (registry/replication.py, issue 11)
+    "spublish",  # ... the same on a Redis Cluster (sharded pub/sub)
+    "wait",  # wait_replicas: WAIT n timeout after a write (registry/redis/replication.py)
     "xrange",  # what the CLI reads besides the reader's commands: `history`, `export`
-    "hdel",  # delete_label and index_prompts drop index entries (issue 12)
+    "hdel",  # delete_label and index_prompts drop index entries
     "hlen",  # ... and drop an emptied label from {ns}:ix:labels
 )
 """Added to the reader's commands for the CLI and CI (``promptreg`` create/push/label/rollback/sync...)."""
@@ -134,7 +134,7 @@ class Role(StrEnum):
     """The three roles, from least to most privileged."""
 
     READER = "reader"
-    """Services running :class:`client.PromptClient`."""
+    """Services running :class:`promptreg.PromptClient`."""
     WRITER = "writer"
     """The CLI and CI jobs that change prompts and labels."""
     ADMIN = "admin"
@@ -169,7 +169,7 @@ class RoleRules:
 
         ``reset`` drops every earlier grant of the user; ``resetchannels`` follows it because
         ``reset`` grants every channel on a server configured with ``acl-pubsub-default allchannels``.
-        Raises :class:`~registry.InvalidInputError` for an empty password.
+        Raises :class:`~promptreg.InvalidInputError` for an empty password.
         """
         if not password:
             raise InvalidInputError("an ACL user needs a non-empty password")
@@ -179,7 +179,7 @@ class RoleRules:
 def parse_server_version(text: str) -> tuple[int, int]:
     """``"7.0.15"`` or ``"7.2"`` -> ``(7, 0)`` / ``(7, 2)``.
 
-    Raises :class:`~registry.InvalidInputError` for anything else, or a version older than
+    Raises :class:`~promptreg.InvalidInputError` for anything else, or a version older than
     :data:`MIN_SERVER_VERSION`.
     """
     match = re.fullmatch(r"\s*(\d{1,4})\.(\d{1,4})(?:\.\d{1,6})?\s*", text)
@@ -198,9 +198,9 @@ def read_server_version(url: str, *, timeout: float = 5.0) -> tuple[int, int]:
 
     For a Redis Cluster the oldest node's version. ``url`` is any Redis URL the registry takes
     (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``, ``redis+cluster://``); the user
-    needs ``INFO``. Raises :class:`~registry.InvalidInputError` for a URL that is not a Redis URL or
-    a server older than :data:`MIN_SERVER_VERSION`, :class:`~registry.RegistryAuthError` when the
-    server refuses the credentials or ``INFO``, :class:`~registry.RegistryUnavailableError` when it
+    needs ``INFO``. Raises :class:`~promptreg.InvalidInputError` for a URL that is not a Redis URL or
+    a server older than :data:`MIN_SERVER_VERSION`, :class:`~promptreg.RegistryAuthError` when the
+    server refuses the credentials or ``INFO``, :class:`~promptreg.RegistryUnavailableError` when it
     cannot be reached.
     """
     parsed = parse_redis_url(url)
@@ -232,8 +232,8 @@ def role_rules(
     roles of several namespaces can live on one server. ``server_version`` adds the grants only newer
     servers know (``CLIENT SETINFO`` from 7.2); the default, 7.0, gives rules every Redis >= 7.0
     accepts. Raises
-    :class:`~registry.InvalidNameError` for a malformed namespace and
-    :class:`~registry.InvalidInputError` for a server older than 7.0.
+    :class:`~promptreg.InvalidNameError` for a malformed namespace and
+    :class:`~promptreg.InvalidInputError` for a server older than 7.0.
     """
     if server_version < MIN_SERVER_VERSION:
         raise InvalidInputError("promptreg's ACL roles need Redis 7.0 or newer")
@@ -282,7 +282,7 @@ def acl_setuser_args(
     """The complete ``ACL SETUSER`` command creating (or resetting) ``role``'s user, as arguments.
 
     Ready for ``redis.Redis.execute_command(*args)``. ``user`` overrides the default user name
-    ``<namespace>-<role>``. Raises :class:`~registry.InvalidInputError` for an unknown role, an
+    ``<namespace>-<role>``. Raises :class:`~promptreg.InvalidInputError` for an unknown role, an
     empty password or user name, and what :func:`role_rules` raises.
     """
     try:

@@ -1,6 +1,6 @@
 """Fleet presence in Redis: what a client writes, and how the registry reads it back.
 
-Two kinds of keys, both in the namespace's hash tag (:mod:`registry.keys`):
+Two kinds of keys, both in the namespace's hash tag (:mod:`promptreg.registry.redis.keys`):
 
 - ``{ns}:fleet:<client_id>``: a string, the client's record (msgpack, about 250 bytes), written
   with ``SET ... PX 3*report_interval``: the server expires it by itself when the client stops.
@@ -13,14 +13,14 @@ server's CPU). A client removes both keys when it closes; once at start it also 
 entries not refreshed for :data:`PRUNE_AFTER_MS` (clients that died before any reader saw them gone).
 
 **Reading is bounded, because the keys are writable by every service** (the ``reader`` ACL user may
-write them, :mod:`registry.acl`): a read takes at most :data:`MAX_FLEET` index entries (the most
+write them, :mod:`promptreg.registry.redis.acl`): a read takes at most :data:`MAX_FLEET` index entries (the most
 recently refreshed first, in one ``ZRANGE``: atomic, so no client is skipped while others refresh)
-and at most :data:`~registry.fleet.MAX_RECORD_BYTES` + 1 bytes of each record (``GETRANGE``), with
+and at most :data:`~promptreg.registry.fleet.MAX_RECORD_BYTES` + 1 bytes of each record (``GETRANGE``), with
 the record's remaining time to live (``PTTL``). A record counts only if
-:func:`~registry.fleet.decode_member` accepts it, it is stored under its own id, and the server
+:func:`~promptreg.registry.fleet.decode_member` accepts it, it is stored under its own id, and the server
 expires it no later than 3 of its own report intervals (what :func:`report` sets): a record written
 without ``PX``, or with a longer one, cannot outlive its writer, so it is skipped. Skipped records
-and invalid index entries are counted (:class:`~registry.fleet.FleetRead`), never raised; an index
+and invalid index entries are counted (:class:`~promptreg.registry.fleet.FleetRead`), never raised; an index
 of the wrong type reads as empty, and the next client report replaces it.
 """
 
@@ -33,7 +33,7 @@ from typing import Any
 
 import redis
 
-from registry.fleet import (
+from promptreg.registry.fleet import (
     EXPIRY_INTERVALS,
     MAX_RECORD_BYTES,
     FleetMember,
@@ -42,7 +42,7 @@ from registry.fleet import (
     encode_member,
     is_client_id,
 )
-from registry.keys import Keyspace
+from promptreg.registry.redis.keys import Keyspace
 
 logger = logging.getLogger("promptreg.registry")
 
@@ -50,13 +50,13 @@ READ_CHUNK = 500
 """Records read per round trip (a pipeline of ``GETRANGE`` + ``PTTL`` per record)."""
 MAX_FLEET = 10_000
 """Index entries one read takes at most: a fleet larger than this (or an index flooded with fake
-ids) is read in part, and the read says so (:attr:`~registry.fleet.FleetRead.truncated`)."""
+ids) is read in part, and the read says so (:attr:`~promptreg.registry.fleet.FleetRead.truncated`)."""
 PRUNE_AFTER_MS = 24 * 3600 * 1000
 """An index entry not refreshed for a day is dropped by the next client that starts."""
 
 
 def record_ttl_ms(report_interval: float) -> int:
-    """The ``PX`` of a record: :data:`~registry.fleet.EXPIRY_INTERVALS` report intervals, in ms."""
+    """The ``PX`` of a record: :data:`~promptreg.registry.fleet.EXPIRY_INTERVALS` report intervals, in ms."""
     return max(1, round(report_interval * EXPIRY_INTERVALS * 1000))
 
 

@@ -17,7 +17,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from redis.exceptions import AskError, TryAgainError
 
-from registry.errors import PrimaryChangedError, ReplicationTimeoutError
+from promptreg.registry.errors import PrimaryChangedError, ReplicationTimeoutError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -56,9 +56,9 @@ def _pipelined(
 
 
 def durable(method: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[Any, P], R]:
-    """Wrap a write method: raise :class:`~registry.ReplicationTimeoutError` (holding the applied
+    """Wrap a write method: raise :class:`~promptreg.ReplicationTimeoutError` (holding the applied
     write) when its ``WAIT`` got fewer confirmations than the registry's ``wait_replicas``, and
-    :class:`~registry.PrimaryChangedError` when the sentinels stopped naming the node it ran on."""
+    :class:`~promptreg.PrimaryChangedError` when the sentinels stopped naming the node it ran on."""
 
     @functools.wraps(method)
     def wrapper(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:

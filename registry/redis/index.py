@@ -1,4 +1,4 @@
-"""The Redis index (``{ns}:ix:*``, see :mod:`registry.keys`): building it for a 0.1.0 registry.
+"""The Redis index (``{ns}:ix:*``, see :mod:`promptreg.registry.redis.keys`): building it for a 0.1.0 registry.
 
 The write scripts keep the index equal to the per-prompt keys in the same script. A registry written
 by 0.1.0 has none; :func:`build_index` (``PromptRegistry.migrate()``, ``promptreg migrate``) builds
@@ -18,9 +18,9 @@ from typing import Any
 
 import redis
 
-from registry.errors import RegistryCorruptError
-from registry.keys import Keyspace
-from registry.migration import MigrationResult
+from promptreg.registry.errors import RegistryCorruptError
+from promptreg.registry.migration import MigrationResult
+from promptreg.registry.redis.keys import Keyspace
 
 INDEX_FORMAT = 1
 """The value of ``{ns}:ix:format`` this version writes and reads."""
@@ -42,7 +42,7 @@ def build_index(
 ) -> MigrationResult:
     """Build the index of every prompt; idempotent. Without ``rebuild``, a complete index is left as is.
 
-    Raises redis-py errors (the caller translates them) and :class:`~registry.RegistryCorruptError`
+    Raises redis-py errors (the caller translates them) and :class:`~promptreg.RegistryCorruptError`
     when a prompt's label set keeps changing for :data:`MAX_RETRIES` attempts.
     """
     found = index_format(client, keys)

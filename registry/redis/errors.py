@@ -12,7 +12,7 @@ Every message is one short line: given a :class:`RedisTarget` it names where (th
 sentinels and service, the cluster nodes); redis-py's object dumps (a Sentinel error lists each
 sentinel client with its whole configuration) are left out; a TLS handshake that fails or times out
 says so, and that ``redis://`` is for a server without TLS; a ``RedisClusterException`` is
-translated by its cause (a refused password is a :class:`~registry.RegistryAuthError`).
+translated by its cause (a refused password is a :class:`~promptreg.RegistryAuthError`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from redis.exceptions import (
 )
 from redis.sentinel import MasterNotFoundError, SlaveNotFoundError
 
-from registry.errors import PromptRegistryError, RegistryAuthError, RegistryUnavailableError
+from promptreg.registry.errors import PromptRegistryError, RegistryAuthError, RegistryUnavailableError
 
 REDIS_EXC_MAP: tuple[tuple[type[Exception], type[PromptRegistryError], str], ...] = (
     (redis.AuthenticationError, RegistryAuthError, "redis authentication failed"),

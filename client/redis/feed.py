@@ -12,7 +12,7 @@
    resyncs when it is not the state the cache holds, so a restore that lands on the same revision
    number is caught too; a PING on the subscriber connection must come back in time (half-open
    sockets).
-4. Before every state read, ``ROLE`` (:mod:`client.replica`): a replica cut off from its primary or
+4. Before every state read, ``ROLE`` (:mod:`promptreg.client.redis.replica`): a replica cut off from its primary or
    still syncing, or a server still loading, is not trusted; nor is an empty registry when the cache
    holds a state; nor, on Sentinel, a primary while the sentinels fail it over or see it down. Then
    the cache is *held*: lookups serve it, the status says ``stale`` (or stays ``initializing``) with
@@ -21,7 +21,7 @@
 4b. On Sentinel, the same check asks the sentinels which node is the primary: a subscription on a
    node they no longer name (the old primary after a graceful ``SENTINEL FAILOVER`` stays up and
    hears none of the new primary's writes) is dropped and made again through Sentinel. A thread
-   subscribed to a sentinel's failover events (:class:`~client.replica.SentinelWatch`) asks again at
+   subscribed to a sentinel's failover events (:class:`~promptreg.client.redis.replica.SentinelWatch`) asks again at
    each event and interrupts the listener when the answer changed; the safety poll asks too.
 5. The loop never dies: errors are logged, reported through the status, and followed by a
    reconnect after a full-jitter backoff capped near 1 s.
@@ -35,14 +35,14 @@ from typing import Any
 
 import redis
 
-from client.feeds import Backoff, FeedContext, PushFeed, collector_paused, empty_registry
-from client.index_read import read_client_state
-from client.redis_links import CHANGES, SUBSCRIBED, UNSUBSCRIBED, FeedLinks
-from client.redis_state import LogHead, fetch_versions, read_fingerprint
-from client.replica import NotThePrimary, SentinelWatch, TrustCheck
-from registry.models import PromptVersion
-from registry.redis_store import RedisPromptRegistry
-from registry.wire import decode
+from promptreg.client.feeds import Backoff, FeedContext, PushFeed, collector_paused, empty_registry
+from promptreg.client.redis.index_read import read_client_state
+from promptreg.client.redis.links import CHANGES, SUBSCRIBED, UNSUBSCRIBED, FeedLinks
+from promptreg.client.redis.replica import NotThePrimary, SentinelWatch, TrustCheck
+from promptreg.client.redis.state import LogHead, fetch_versions, read_fingerprint
+from promptreg.registry.models import PromptVersion
+from promptreg.registry.redis.store import RedisPromptRegistry
+from promptreg.registry.wire import decode
 
 logger = logging.getLogger("promptreg.client")
 

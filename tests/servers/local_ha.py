@@ -21,7 +21,7 @@ from typing import Self
 
 import redis
 
-from registry.cli.local_server import LocalRedisServer, free_port, wait_until
+from promptreg.registry.cli.local_server import LocalRedisServer, free_port, wait_until
 
 SERVICE = "promptreg"
 """The Sentinel service name of :class:`LocalSentinelDeployment`."""

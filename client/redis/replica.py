@@ -13,7 +13,7 @@ before (it then cannot tell a cut-off replica from a primary; the README says so
 On Sentinel, ``ROLE`` is not enough: after a graceful ``SENTINEL FAILOVER`` the old primary stays up
 and answers ``master`` until Sentinel turns it into a replica (about 10 s later), while the new
 primary takes the writes; a subscription on it hears none of them. So :class:`TrustCheck` also asks
-the sentinels (:class:`~registry.sentinel.SentinelView`): a node they no longer name as the primary
+the sentinels (:class:`~promptreg.registry.redis.sentinel.SentinelView`): a node they no longer name as the primary
 is left (:class:`NotThePrimary`, the listener subscribes again through Sentinel), and while they are
 failing the primary over (or see it down) the cache is held. :class:`SentinelWatch` makes that
 prompt: a thread subscribed to one sentinel's failover events, which tells the listener when the
@@ -31,8 +31,8 @@ from typing import Any
 import redis
 from redis.exceptions import BusyLoadingError, NoPermissionError, ResponseError
 
-from client.feeds import Backoff
-from registry.sentinel import SentinelService
+from promptreg.client.feeds import Backoff
+from promptreg.registry.redis.sentinel import SentinelService
 
 logger = logging.getLogger("promptreg.client")
 
@@ -113,7 +113,7 @@ class TrustCheck:
         self.role = RoleCheck()
         self.sentinels = sentinels
         self.seen: tuple[tuple[str, int] | None, bool] | None = None
-        """The :attr:`~registry.sentinel.SentinelView.key` the last check acted on (``None``: the
+        """The :attr:`~promptreg.registry.redis.sentinel.SentinelView.key` the last check acted on (``None``: the
         sentinels did not answer)."""
         self.checked = False
         """Whether :meth:`problem` ran since the listener last (re)subscribed (it resets this)."""

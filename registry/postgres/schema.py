@@ -1,4 +1,4 @@
-"""The PostgreSQL schema of :class:`~registry.PostgresPromptRegistry`: versioned migrations, the
+"""The PostgreSQL schema of :class:`~promptreg.PostgresPromptRegistry`: versioned migrations, the
 notification channel and the NOTIFY payload.
 
 Migrations are numbered; ``promptreg_schema_version`` records each one applied. :func:`run_migrations`
@@ -8,7 +8,7 @@ changes nothing. Every namespace shares the tables (the ``namespace`` column); t
 connection's ``search_path`` (``public`` by default).
 
 The change notification (``pg_notify(channel, payload)``) carries the fields of the Redis change
-message (:mod:`registry.wire`) as a compact JSON object::
+message (:mod:`promptreg.registry.wire`) as a compact JSON object::
 
     {"rev": 7, "op": "set_label", "prompt": "movie-critic", "label": "production", "version": 3,
      "prev": 2, "author": "alice", "at": 1718000000.123}
@@ -27,8 +27,8 @@ from typing import Any, Final
 
 import msgpack
 
-from registry.errors import RegistryCorruptError
-from registry.wire import ChangeMessage, decode
+from promptreg.registry.errors import RegistryCorruptError
+from promptreg.registry.wire import ChangeMessage, decode
 
 CHANNEL_PREFIX: Final = "promptreg."
 MAX_PAYLOAD_BYTES: Final = 7999
@@ -198,9 +198,9 @@ def encode_payload(
 
 
 def decode_payload(payload: str) -> ChangeMessage:
-    """Decode and check a payload with the very checks of :func:`registry.wire.decode`.
+    """Decode and check a payload with the very checks of :func:`promptreg.registry.wire.decode`.
 
-    Raises :class:`~registry.RegistryCorruptError` for anything malformed.
+    Raises :class:`~promptreg.RegistryCorruptError` for anything malformed.
     """
     try:
         raw = json.loads(payload)

@@ -16,7 +16,7 @@ field             what
 
 A prompt hash (``{ns}:p:<name>``) gains ``compatibility`` (absent: ``none``). Versions written
 before ``inputs`` (or, for chat versions, ``placeholders``) existed lack it: a checked move involving
-one is refused with :class:`~registry.RegistryCorruptError` until ``promptreg migrate``
+one is refused with :class:`~promptreg.RegistryCorruptError` until ``promptreg migrate``
 (:func:`fill_inputs`) adds it, so the check never passes on data it cannot read.
 """
 
@@ -26,10 +26,10 @@ from typing import Any
 
 import msgpack
 
-from registry.compatibility import CompatibilityReport, encode_inputs, refusal_error, validate_mode
-from registry.errors import PromptRegistryError, RegistryCorruptError
-from registry.keys import Keyspace
-from registry.models import PromptVersion, VersionType
+from promptreg.registry.compatibility import CompatibilityReport, encode_inputs, refusal_error, validate_mode
+from promptreg.registry.errors import PromptRegistryError, RegistryCorruptError
+from promptreg.registry.models import PromptVersion, VersionType
+from promptreg.registry.redis.keys import Keyspace
 
 SCAN_COUNT = 1000
 _TYPES: dict[bytes, VersionType] = {b"text": "text", b"chat": "chat"}

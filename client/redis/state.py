@@ -22,12 +22,12 @@ from typing import Any
 import msgpack
 import redis
 
-from client.cache import StatePointers
-from registry.errors import RegistryCorruptError, StateReadError
-from registry.keys import Keyspace
-from registry.models import PromptVersion
-from registry.template import compile_formats
-from registry.validation import LATEST
+from promptreg.client.cache import StatePointers
+from promptreg.registry.errors import RegistryCorruptError, StateReadError
+from promptreg.registry.models import PromptVersion
+from promptreg.registry.redis.keys import Keyspace
+from promptreg.registry.template import compile_formats
+from promptreg.registry.validation import LATEST
 
 CHUNK = 1000
 """Fields per ``HMGET``, commands per pipeline, ``COUNT`` per scan step: bounded server work each."""
@@ -147,7 +147,7 @@ def read_registry(
     pointers); a correct hint makes this one round trip. ``anchor`` is the id of an audit entry the
     caller saw; :attr:`RegistryState.anchor_found` says whether it is still there. Raises redis-py
     errors on I/O failure, :class:`StateReadError` if the sets never settle,
-    :class:`~registry.RegistryCorruptError` for unreadable values.
+    :class:`~promptreg.RegistryCorruptError` for unreadable values.
     """
     wanted: dict[str, list[str]] = {
         name: sorted(label for label in labels if label != LATEST) for name, labels in (hint or {}).items()
@@ -207,7 +207,7 @@ def fetch_versions(
     for the server (nothing stalls other clients). Other clients (a cluster) use plain pipelines.
     Versions are built with :meth:`PromptVersion.trusted`: the registry validated them when they
     were written. Raises redis-py errors on I/O failure (the connection is then dropped, never reused
-    mid-reply) and :class:`~registry.RegistryCorruptError` for a hash that is not a version.
+    mid-reply) and :class:`~promptreg.RegistryCorruptError` for a hash that is not a version.
     """
     wanted = list(pairs if isinstance(pairs, (set, frozenset)) else dict.fromkeys(pairs))
     build = _VersionBuilder()
@@ -299,7 +299,7 @@ class _VersionBuilder:
     ) -> None:
         """Build the version of each ``(name, number)`` from its reply into ``found`` (``None``: no such hash).
 
-        Raises :class:`~registry.RegistryCorruptError` for a hash that is not a version.
+        Raises :class:`~promptreg.RegistryCorruptError` for a hash that is not a version.
         """
         times = self._times
         trusted = PromptVersion.trusted

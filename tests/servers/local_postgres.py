@@ -23,8 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from registry.cli.local_server import free_port
-from registry.errors import RegistryUnavailableError
+from promptreg.registry.cli.local_server import free_port
+from promptreg.registry.errors import RegistryUnavailableError
 
 
 def postgres_bin_dir() -> Path | None:
@@ -92,7 +92,7 @@ class LocalPostgresServer:
     """A PostgreSQL server of its own: a data dir (a copy of the template), a free port, a process.
 
     ``preexec_fn`` runs in the server process before exec (e.g. to make it die with its parent).
-    Raises :class:`~registry.RegistryUnavailableError` when PostgreSQL or psycopg is not installed,
+    Raises :class:`~promptreg.RegistryUnavailableError` when PostgreSQL or psycopg is not installed,
     or the server does not start.
     """
 

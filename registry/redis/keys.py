@@ -18,7 +18,7 @@ key                                  type        what
                                                  ``author``, ``created_at``, ``message``,
                                                  ``metadata`` (msgpack), ``sha256``; ``inputs``,
                                                  ``type``, ``messages``, ``placeholders``,
-                                                 ``config``: :mod:`registry.redis_chat`
+                                                 ``config``: :mod:`promptreg.registry.redis.chat`
 ``{ns}:p:<name>:label:<label>``      string      the version number the label points at
 ``{ns}:p:<name>:labels``             set         names of the prompt's labels
 ``{ns}:p:<name>:prev:<label>``       string      where the label pointed before its last move; for a
@@ -34,7 +34,7 @@ key                                  type        what
                                                  complete (``migrate``, or a registry created with it)
 ``{ns}:fleet``                       zset        presence index: ``client_id -> last report`` (ms)
 ``{ns}:fleet:<client_id>``           string      one client's presence record (msgpack), with a TTL
-                                                 of 3 report intervals (:mod:`registry.redis_fleet`)
+                                                 of 3 report intervals (:mod:`promptreg.registry.redis.fleet`)
 ===================================  ==========  ==================================================
 
 The ``ix`` keys are the *index*: the write scripts keep it equal to the per-prompt keys in the same
@@ -46,9 +46,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from registry.validation import validate_namespace
+from promptreg.registry.validation import DEFAULT_NAMESPACE, validate_namespace
 
-DEFAULT_NAMESPACE = "promptreg"
+__all__ = ["DEFAULT_NAMESPACE", "Keyspace"]
 
 
 @dataclass(frozen=True, slots=True)

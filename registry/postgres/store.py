@@ -1,4 +1,4 @@
-"""``PostgresPromptRegistry``: PostgreSQL is the source of truth (tables in :mod:`registry.postgres_schema`).
+"""``PostgresPromptRegistry``: PostgreSQL is the source of truth (tables in :mod:`promptreg.registry.postgres.schema`).
 
 Every write is one transaction, the way every Redis write is one Lua script: lock the namespace's
 revision row (``SELECT ... FOR UPDATE``: writers of one namespace take turns, so revisions are
@@ -9,9 +9,9 @@ Reads of more than one row run in one ``REPEATABLE READ`` transaction (one consi
 ``sync`` or ``import`` runs all its writes in one transaction (:meth:`PostgresPromptRegistry._batch`):
 all of them commit, or none.
 
-The schema is created on first use by :func:`~registry.postgres_schema.run_migrations`
+The schema is created on first use by :func:`~promptreg.registry.postgres.schema.run_migrations`
 (``promptreg migrate`` runs it too). psycopg errors are translated at one boundary
-(:mod:`registry.postgres_conn`).
+(:mod:`promptreg.registry.postgres.conn`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from registry.base import PromptRegistry
-from registry.compatibility import enforce
-from registry.errors import (
+from promptreg.registry.base import PromptRegistry
+from promptreg.registry.compatibility import enforce
+from promptreg.registry.errors import (
     LabelConflictError,
     LabelNotFoundError,
     PromptExistsError,
@@ -38,10 +38,9 @@ from registry.errors import (
     RollbackUnavailableError,
     VersionNotFoundError,
 )
-from registry.keys import DEFAULT_NAMESPACE
-from registry.migration import MigrationResult
-from registry.models import AuditAction, AuditEvent, CompatibilityMode, Prompt, PromptVersion
-from registry.postgres_conn import (
+from promptreg.registry.migration import MigrationResult
+from promptreg.registry.models import AuditAction, AuditEvent, CompatibilityMode, Prompt, PromptVersion
+from promptreg.registry.postgres.conn import (
     connect,
     connection_gone,
     is_undefined_table,
@@ -49,9 +48,15 @@ from registry.postgres_conn import (
     parse_postgres_url,
     require_psycopg,
 )
-from registry.postgres_schema import LATEST_SCHEMA, SCHEMA_TABLE, channel_for, encode_payload, run_migrations
-from registry.urls import redact_url
-from registry.validation import LATEST, MAX_METADATA_BYTES, MAX_TEXT_BYTES, validate_namespace
+from promptreg.registry.postgres.schema import LATEST_SCHEMA, SCHEMA_TABLE, channel_for, encode_payload, run_migrations
+from promptreg.registry.urls import redact_url
+from promptreg.registry.validation import (
+    DEFAULT_NAMESPACE,
+    LATEST,
+    MAX_METADATA_BYTES,
+    MAX_TEXT_BYTES,
+    validate_namespace,
+)
 
 _VERSION_COLUMNS = "version, prompt_text, author, message, metadata, created_at, messages, config"
 """The columns :func:`version_from_row` reads, in order (the client's PostgreSQL feed selects them too)."""
@@ -86,9 +91,9 @@ class PostgresPromptRegistry(PromptRegistry):
     ``connect_kwargs`` go to libpq/psycopg. The schema is created on first use unless
     ``auto_migrate=False`` (then run ``promptreg migrate`` with a role allowed to create tables).
     Thread-safe: calls take turns on one connection, reconnected after a failure. Raises
-    :class:`~registry.RegistryUnavailableError` when psycopg is not installed (the ``[postgres]`` extra)
-    or the server cannot be reached, :class:`~registry.RegistryAuthError` when it refuses the role,
-    and :class:`~registry.InvalidInputError` for a malformed URL or namespace.
+    :class:`~promptreg.RegistryUnavailableError` when psycopg is not installed (the ``[postgres]`` extra)
+    or the server cannot be reached, :class:`~promptreg.RegistryAuthError` when it refuses the role,
+    and :class:`~promptreg.InvalidInputError` for a malformed URL or namespace.
     """
 
     def __init__(
@@ -468,8 +473,8 @@ class PostgresPromptRegistry(PromptRegistry):
 
     def migrate(self, *, rebuild: bool = False) -> MigrationResult:
         """Create or upgrade the schema (versioned, idempotent migrations; ``rebuild`` has nothing to
-        rebuild here). Raises :class:`~registry.RegistryUnavailableError` and
-        :class:`~registry.RegistryAuthError` (the role may not create tables)."""
+        rebuild here). Raises :class:`~promptreg.RegistryUnavailableError` and
+        :class:`~promptreg.RegistryAuthError` (the role may not create tables)."""
         with self._lock, map_postgres_errors(self._conninfo):
             conn = self.connect()
             try:

@@ -3,7 +3,7 @@
 1. One short ``MULTI``/``EXEC``: the revision, the newest audit entries (the fingerprint, and the
    write ids that place the cache in the registry's history), the last write's id, whether the
    caller's anchor entry is still there, the index format marker and the label names in use.
-2. Then the set of prompt names in steps of ``SSCAN ... COUNT`` :data:`~client.redis_state.CHUNK`,
+2. Then the set of prompt names in steps of ``SSCAN ... COUNT`` :data:`~promptreg.client.redis.state.CHUNK`,
    each page's entries of the index hashes by ``HMGET`` in the pipeline of the next step (a subset
    client: ``HSCAN ... MATCH`` of its prefixes, ``HMGET`` / ``SMISMEMBER`` of its names): no single
    command or transaction does O(prompts) work, so a 100k-prompt start-up never stalls the server
@@ -33,8 +33,8 @@ from typing import Any
 
 import redis
 
-from client.cache import StatePointers, pointer_change, with_change
-from client.redis_state import (
+from promptreg.client.cache import StatePointers, pointer_change, with_change
+from promptreg.client.redis.state import (
     CHUNK,
     HISTORY_WINDOW,
     LogHead,
@@ -45,12 +45,12 @@ from client.redis_state import (
     streams,
     write_history,
 )
-from client.subset import PromptSubset
-from registry.errors import InvalidInputError, RegistryCorruptError
-from registry.keys import Keyspace
-from registry.redis_index import INDEX_FORMAT
-from registry.validation import LATEST
-from registry.wire import ChangeMessage
+from promptreg.client.subset import PromptSubset
+from promptreg.registry.errors import InvalidInputError, RegistryCorruptError
+from promptreg.registry.redis.index import INDEX_FORMAT
+from promptreg.registry.redis.keys import Keyspace
+from promptreg.registry.validation import LATEST
+from promptreg.registry.wire import ChangeMessage
 
 ATTEMPTS = 3
 """Reads of the index before a read that overlapped writes is taken (and the writes replayed)."""
@@ -61,9 +61,9 @@ def read_indexed(
 ) -> RegistryState | None:
     """The registry's state from its index, or ``None`` when it has no complete index (0.1.0 layout).
 
-    ``anchor`` and the returned :class:`~client.redis_state.RegistryState` are as in
-    :func:`~client.redis_state.read_registry`; ``subset`` limits the read to the prompts it holds.
-    Raises redis-py errors on I/O failure and :class:`~registry.RegistryCorruptError` for
+    ``anchor`` and the returned :class:`~promptreg.client.redis.state.RegistryState` are as in
+    :func:`~promptreg.client.redis.state.read_registry`; ``subset`` limits the read to the prompts it holds.
+    Raises redis-py errors on I/O failure and :class:`~promptreg.RegistryCorruptError` for
     unreadable values or an index format this version does not know.
     """
     for attempt in range(ATTEMPTS):
@@ -123,7 +123,7 @@ def catch_up(
     revision reached, its audit entry)``, or ``None`` when the stream does not hold exactly one entry
     per write since ``rev`` (trimmed, or the registry went back): then the caller reads again.
     ``pointers`` must be the caller's own (it is changed in place); with ``subset``
-    only its prompts are replayed. Raises :class:`~registry.RegistryCorruptError` for an unreadable
+    only its prompts are replayed. Raises :class:`~promptreg.RegistryCorruptError` for an unreadable
     entry and redis-py errors on I/O failure.
     """
     count = 64
@@ -312,7 +312,7 @@ def read_client_state(
 ) -> tuple[RegistryState, bool]:
     """``(state, indexed)``: from the index when the registry has one, else the 0.1.0 way.
 
-    The 0.1.0 way (:func:`~client.redis_state.read_registry`) reads every prompt's keys in one
+    The 0.1.0 way (:func:`~promptreg.client.redis.state.read_registry`) reads every prompt's keys in one
     transaction: correct, but O(prompts) commands that stall the server at scale; ``indexed`` is
     ``False`` then, so the feed can say ``promptreg migrate`` is due. Raises what the readers raise.
     """

@@ -1,7 +1,7 @@
 """What the Redis backend reads back, turned into models and errors: version hashes, audit-stream
 entries, and the result codes of the write scripts (``{"ERR", CODE, detail}``), each mapped once.
 
-:mod:`registry.redis_store` writes and calls; this module only decodes, so a change to the stored
+:mod:`promptreg.registry.redis.store` writes and calls; this module only decodes, so a change to the stored
 format or to a script's refusals is made here.
 """
 
@@ -13,7 +13,7 @@ from datetime import datetime
 
 import msgpack
 
-from registry.errors import (
+from promptreg.registry.errors import (
     LabelConflictError,
     LabelNotFoundError,
     PromptExistsError,
@@ -24,15 +24,15 @@ from registry.errors import (
     RollbackUnavailableError,
     VersionNotFoundError,
 )
-from registry.models import AuditEvent, PromptVersion
-from registry.redis_chat import chat_fields
+from promptreg.registry.models import AuditEvent, PromptVersion
+from promptreg.registry.redis.chat import chat_fields
 
 ADD_VERSION_ATTEMPTS = 1000
 """Tries of a write whose declared key another writer's write made wrong (the script answers RETRY).
 
 Every RETRY means another write landed, so the writers as a whole always progress; one writer can
 lose many races in a row only while others keep writing to the same prompt. When the tries run out,
-:class:`~registry.RegistryUnavailableError` says so (nothing was written by this call)."""
+:class:`~promptreg.RegistryUnavailableError` says so (nothing was written by this call)."""
 
 
 def text_field(value: bytes | None) -> str | None:
@@ -99,7 +99,7 @@ class Refusal:
 
 
 REFUSALS: dict[str, Callable[[Refusal], PromptRegistryError]] = {  # an unknown code: RegistryCorruptError
-    # The result codes of registry/lua/*.lua ({"ERR", CODE, detail}), each mapped to its error once.
+    # The result codes of registry/redis/lua/*.lua ({"ERR", CODE, detail}), each mapped to its error once.
     "NOPROMPT": lambda r: PromptNotFoundError(r.name),
     "EXISTS": lambda r: PromptExistsError(r.name),
     "NOVERSION": lambda r: VersionNotFoundError(r.name, r.version),

@@ -1,6 +1,6 @@
 """What the PostgreSQL listener reads from the tables: the SQL and the decoding of its rows.
 
-A notification is only a doorbell (:mod:`client.postgres_feed`); everything the client applies comes
+A notification is only a doorbell (:mod:`promptreg.client.postgres.feed`); everything the client applies comes
 from here, read on the feed's reader connection: the audit rows after the cache's revision (one
 statement, one snapshot), the registry's fingerprint (revision and newest audit row), the whole
 state (one ``REPEATABLE READ`` transaction) and single versions. No state of its own: the feed owns
@@ -8,11 +8,11 @@ the connection and the cache.
 
 Content identity (DESIGN.md section 3, rule 2b): every audit row written since schema migration 4
 carries its write's random id (``write_id``; ``NULL`` before: ``''``). A row read back becomes a
-:class:`~registry.wire.ChangeMessage` with that id, the id of the write before it (the row at the
+:class:`~promptreg.registry.wire.ChangeMessage` with that id, the id of the write before it (the row at the
 revision below, ``''`` when there is none) and the ``sha`` (16 hex digits of the stored sha256) of
-the version it points at, so :meth:`~client.cache.Cache.apply` applies it with the rules of a Redis
+the version it points at, so :meth:`~promptreg.client.cache.Cache.apply` applies it with the rules of a Redis
 message. A full state carries the write ids of its revision and of the cache's revision
-(:class:`~client.pointers.StatePointers`): a restore that brings audit row ids and version numbers
+(:class:`~promptreg.client.pointers.StatePointers`): a restore that brings audit row ids and version numbers
 back cannot bring a random write id back with another history.
 """
 
@@ -21,11 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from client.cache import Cache, StatePointers
-from registry.models import PromptVersion
-from registry.postgres_conn import is_undefined_table
-from registry.postgres_store import version_from_row
-from registry.wire import ChangeMessage
+from promptreg.client.cache import Cache, StatePointers
+from promptreg.registry.models import PromptVersion
+from promptreg.registry.postgres.conn import is_undefined_table
+from promptreg.registry.postgres.store import version_from_row
+from promptreg.registry.wire import ChangeMessage
 
 _FINGERPRINT = """
     SELECT n.rev, a.id, a.rev, a.action, a.prompt, a.label, a.version, a.write_id

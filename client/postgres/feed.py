@@ -17,8 +17,8 @@ together ring once. A forged one costs one such read and changes nothing.
    random payload) on a channel only this listener listens on: PostgreSQL queues notifications in
    commit order, so the marker arrives after the notification of every write the state holds.
 2. On a ring, the audit rows after the cache's revision apply one by one with the rules of a change
-   message (:meth:`~client.cache.Cache.apply`): each must be the cache's revision plus one and
-   follow the write the cache holds (write ids and the version's sha: :mod:`client.postgres_readback`).
+   message (:meth:`~promptreg.client.cache.Cache.apply`): each must be the cache's revision plus one and
+   follow the write the cache holds (write ids and the version's sha: :mod:`promptreg.client.postgres.readback`).
    A gap, a registry revision below the cache's (a restore), or a row at the cache's revision that
    is not the write the cache holds (a rewritten history, even with the same audit row id) makes a
    full resync.
@@ -28,7 +28,7 @@ together ring once. A forged one costs one such read and changes nothing.
    ``ping_timeout`` (a half-open listener connection is caught that way, and by TCP keepalives).
 4. An empty registry (no revision, no prompt) never replaces a cache that holds prompts: the cache
    is held (served, ``stale``) and the state re-read every :data:`HOLD_RECHECK` seconds, and on a ring.
-5. The loop never dies (:class:`~client.feeds.Feed`): errors are logged, reported through the
+5. The loop never dies (:class:`~promptreg.client.feeds.Feed`): errors are logged, reported through the
    status, and followed by a reconnect after a full-jitter backoff capped near 1 s.
 """
 
@@ -40,14 +40,14 @@ import time
 import uuid
 from typing import Any
 
-from client.cache import Action
-from client.feeds import Backoff, FeedContext, PushFeed, empty_registry
-from client.postgres_readback import Changes, Head, read_changes, read_fingerprint, read_state, read_version
-from registry.errors import RegistryCorruptError
-from registry.models import PromptVersion
-from registry.postgres_conn import map_postgres_errors
-from registry.postgres_schema import decode_payload
-from registry.postgres_store import PostgresPromptRegistry
+from promptreg.client.cache import Action
+from promptreg.client.feeds import Backoff, FeedContext, PushFeed, empty_registry
+from promptreg.client.postgres.readback import Changes, Head, read_changes, read_fingerprint, read_state, read_version
+from promptreg.registry.errors import RegistryCorruptError
+from promptreg.registry.models import PromptVersion
+from promptreg.registry.postgres.conn import map_postgres_errors
+from promptreg.registry.postgres.schema import decode_payload
+from promptreg.registry.postgres.store import PostgresPromptRegistry
 
 logger = logging.getLogger("promptreg.client")
 

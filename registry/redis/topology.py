@@ -13,10 +13,10 @@ before redis-py sees the URL; the rest are redis-py's own, such as ``socket_time
 
 - ``sentinel_password``, ``sentinel_username``: credentials for the sentinels (the user info before
   ``@`` is for the data nodes);
-- ``read_from=primary|replica`` (Sentinel only): where :class:`~client.PromptClient` reads and
+- ``read_from=primary|replica`` (Sentinel only): where :class:`~promptreg.PromptClient` reads and
   subscribes; ``replica`` uses ``Sentinel.slave_for``;
 - ``wait_replicas=N``, ``wait_timeout=S``: after each write, ``WAIT N`` (see
-  :class:`~registry.RedisPromptRegistry`).
+  :class:`~promptreg.RedisPromptRegistry`).
 
 Everything here is redis-py's own machinery (``redis.sentinel.Sentinel``,
 ``redis.cluster.RedisCluster``); this module only parses and checks the URL. One thing redis-py does
@@ -41,9 +41,16 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from registry.errors import InvalidInputError
-from registry.redis_errors import RedisTarget, translate_redis_error
-from registry.urls import check_redis_url, encode_userinfo, query_pairs, redact_url, registry_url_scheme, split_url
+from promptreg.registry.errors import InvalidInputError
+from promptreg.registry.redis.errors import RedisTarget, translate_redis_error
+from promptreg.registry.urls import (
+    check_redis_url,
+    encode_userinfo,
+    query_pairs,
+    redact_url,
+    registry_url_scheme,
+    split_url,
+)
 
 SENTINEL_SCHEMES = frozenset({"redis+sentinel", "rediss+sentinel"})
 """URL schemes naming a Sentinel-managed primary."""
@@ -66,7 +73,7 @@ class RedisUrl:
 
     kind: Kind
     url: str
-    """The URL as given (show it with :func:`~registry.urls.redact_url`)."""
+    """The URL as given (show it with :func:`~promptreg.registry.urls.redact_url`)."""
     hosts: tuple[tuple[str, int], ...] = ()
     """Sentinels (``sentinel``) or startup nodes (``cluster``)."""
     service: str | None = None
@@ -138,7 +145,7 @@ def _hosts(url: str, hostlist: str, default_port: int) -> tuple[tuple[str, int],
 def parse_redis_url(url: str) -> RedisUrl:
     """Parse a ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or ``redis+cluster://`` URL.
 
-    Raises :class:`~registry.InvalidInputError` naming the problem (never the password).
+    Raises :class:`~promptreg.InvalidInputError` naming the problem (never the password).
     """
     if not isinstance(url, str):
         raise InvalidInputError(f"registry URL must be a string, got {type(url).__name__}")
@@ -207,10 +214,10 @@ def connect(parsed: RedisUrl, *, read_from: str | None = None, **kwargs: Any) ->
     """The redis-py client for ``parsed``: the primary, or with ``read_from="replica"`` a replica.
 
     ``kwargs`` are redis-py connection options (the URL's own options win over them). Raises
-    :class:`~registry.InvalidInputError` for options redis-py refuses, and for a cluster (whose
+    :class:`~promptreg.InvalidInputError` for options redis-py refuses, and for a cluster (whose
     client connects at once) the promptreg error of a failed first connection
-    (:class:`~registry.RegistryAuthError` for a refused password,
-    :class:`~registry.RegistryUnavailableError` otherwise).
+    (:class:`~promptreg.RegistryAuthError` for a refused password,
+    :class:`~promptreg.RegistryUnavailableError` otherwise).
     """
     where = read_from or parsed.read_from
     if where not in READ_FROM or (where == "replica" and parsed.kind != "sentinel"):
@@ -279,7 +286,7 @@ def pinned_client(
     """A client to the server at ``host:port`` with ``client``'s options (credentials, TLS, timeouts).
 
     On Sentinel, the listener reads the state from the very node its subscription is on, and the
-    writer writes to the primary the sentinels name (:class:`registry.sentinel.WriteRoute`).
+    writer writes to the primary the sentinels name (:class:`promptreg.registry.redis.sentinel.WriteRoute`).
     ``retries`` retries, no backoff (the listener has its own backoff; the writer takes 0). With
     ``subscriber``: the options of :func:`subscriber_for` (no retries, RESP2), for a subscription
     on the primary the sentinels name (:class:`SentinelService`): redis-py's ``master_for`` takes the

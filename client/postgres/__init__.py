@@ -1,0 +1,1 @@
+"""How the client follows a PostgreSQL registry: the LISTEN feed and the reads of its state."""

@@ -1,0 +1,101 @@
+"""promptreg: prompts as production code — immutable versions, movable labels, and a thin client whose
+in-process cache is kept fresh by push.
+
+::
+
+    from promptreg import PromptClient, PromptRegistryFactory
+
+    registry = PromptRegistryFactory.from_url("redis://localhost:6379/0")
+    registry.create_prompt("movie-critic")
+    registry.add_version("movie-critic", "Review {{movie}} as a {{criticlevel}} critic.", labels=["production"])
+
+    prompts = PromptClient("redis://localhost:6379/0")
+    text = prompts.render("movie-critic", movie="Alien", criticlevel="harsh")  # no I/O
+
+Everything a user writes against is importable from here (exactly ``__all__``). The write side lives
+in :mod:`promptreg.registry` (its backends in ``promptreg.registry.redis`` and
+``promptreg.registry.postgres``, the command line in ``promptreg.registry.cli``), the read side in
+:mod:`promptreg.client`. In the repository these are the top-level folders ``registry/`` and
+``client/``; the packaging maps them under this root, so nothing is installed under a generic
+top-level name such as ``client``.
+"""
+
+from promptreg.client import ChangeEvent, ClientState, ClientStatus, ErrorKind, PromptClient
+from promptreg.registry import (
+    AuditEvent,
+    CompatibilityReport,
+    ConfigurationError,
+    FleetMember,
+    FleetWait,
+    ImportConflictError,
+    IncompatibleVersionError,
+    InvalidInputError,
+    InvalidNameError,
+    JsonFilePromptRegistry,
+    LabelConflictError,
+    LabelNotFoundError,
+    MigrationResult,
+    MissingVariableError,
+    PostgresPromptRegistry,
+    PrimaryChangedError,
+    Prompt,
+    PromptExistsError,
+    PromptFileError,
+    PromptNotFoundError,
+    PromptRegistry,
+    PromptRegistryError,
+    PromptRegistryFactory,
+    PromptTooLargeError,
+    PromptTypeError,
+    PromptVersion,
+    RedisPromptRegistry,
+    RegistryAuthError,
+    RegistryCorruptError,
+    RegistryUnavailableError,
+    ReplicationTimeoutError,
+    RollbackUnavailableError,
+    StateReadError,
+    VersionNotFoundError,
+)
+
+__all__ = [
+    "AuditEvent",
+    "ChangeEvent",
+    "ClientState",
+    "ClientStatus",
+    "CompatibilityReport",
+    "ConfigurationError",
+    "ErrorKind",
+    "FleetMember",
+    "FleetWait",
+    "ImportConflictError",
+    "IncompatibleVersionError",
+    "InvalidInputError",
+    "InvalidNameError",
+    "JsonFilePromptRegistry",
+    "LabelConflictError",
+    "LabelNotFoundError",
+    "MigrationResult",
+    "MissingVariableError",
+    "PostgresPromptRegistry",
+    "PrimaryChangedError",
+    "Prompt",
+    "PromptClient",
+    "PromptExistsError",
+    "PromptFileError",
+    "PromptNotFoundError",
+    "PromptRegistry",
+    "PromptRegistryError",
+    "PromptRegistryFactory",
+    "PromptTooLargeError",
+    "PromptTypeError",
+    "PromptVersion",
+    "RedisPromptRegistry",
+    "RegistryAuthError",
+    "RegistryCorruptError",
+    "RegistryUnavailableError",
+    "ReplicationTimeoutError",
+    "RollbackUnavailableError",
+    "StateReadError",
+    "VersionNotFoundError",
+]
