@@ -13,6 +13,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -20,9 +21,16 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from promptreg.registry import RedisPromptRegistry, RegistryAuthError, ReplicationTimeoutError
+from promptreg.registry import (
+    LabelConflictError,
+    RedisPromptRegistry,
+    RegistryAuthError,
+    RegistryCorruptError,
+    ReplicationTimeoutError,
+)
 from promptreg.registry.cli import cli
 from promptreg.registry.redis.acl import Role, acl_setuser_args, parse_server_version
+from promptreg.registry.redis.records import REFUSALS, refusal
 from promptreg.registry.redis.scripts import SCRIPTS, FunctionLibrary, WriteFunctions, load_library, write_library
 from tests.ha_servers import ClusterDeployment
 from tests.redis_server import RedisServer
@@ -251,3 +259,17 @@ def test_on_a_cluster_the_library_is_loaded_on_every_primary(redis_cluster: Clus
                 conn.function_flush()
         assert _every_write(reg) == EVERY_ACTION  # the first write loaded it again, on every primary
         assert all(write_library().name in libraries(i) for i in range(len(redis_cluster.nodes)))
+
+
+def test_every_refusal_a_script_returns_has_one_typed_error() -> None:
+    lua = Path(__file__).resolve().parent.parent / "registry" / "redis" / "lua"
+    codes = {
+        code.encode()
+        for path in lua.glob("*.lua")
+        for code in re.findall(r"\{'ERR', '([A-Z]+)'", path.read_text("utf-8"))
+    }
+    assert codes == set(REFUSALS)
+    assert isinstance(refusal("p", "production", [b"ERR", b"CONFLICT", 3], expected=2), LabelConflictError)
+    assert refusal("p", "production", [b"ERR", b"CONFLICT", 3], expected=2).actual == 3  # type: ignore[attr-defined]
+    unknown = refusal("p", None, [b"ERR", b"SOMETHING-NEW"])
+    assert isinstance(unknown, RegistryCorruptError) and "SOMETHING-NEW" in str(unknown)

@@ -26,8 +26,7 @@ from typing import Any
 
 import msgpack
 
-from promptreg.registry.compatibility import CompatibilityReport, encode_inputs, refusal_error, validate_mode
-from promptreg.registry.errors import PromptRegistryError, RegistryCorruptError
+from promptreg.registry.compatibility import encode_inputs
 from promptreg.registry.models import PromptVersion, VersionType
 from promptreg.registry.redis.keys import Keyspace
 
@@ -55,26 +54,6 @@ def chat_fields(fields: dict[bytes, bytes]) -> tuple[tuple[dict[str, str], ...] 
     messages = None if raw_messages is None else tuple(msgpack.unpackb(raw_messages, raw=False))
     raw_config = fields.get(b"config")
     return messages, ({} if raw_config is None else msgpack.unpackb(raw_config, raw=False))
-
-
-def check_refusal(name: str, label: str, version: int, result: list[Any]) -> PromptRegistryError | None:
-    """The error of a script's ``INCOMPATIBLE`` / ``NOINPUTS`` result (``check_move`` in _commit.lua)."""
-    code = result[1]
-    if code == b"INCOMPATIBLE":
-        mode, added, removed = (part.decode("utf-8") for part in result[2:5])
-        current_type, target_type = (_TYPES.get(part, "text") for part in result[6:8])
-        report = CompatibilityReport(
-            False, validate_mode(mode), tuple(added.split()), tuple(removed.split()), int(result[5]), version,
-            None if current_type == target_type else (current_type, target_type), tuple(result[8].decode().split()),
-        )  # fmt: skip
-        return refusal_error(name, label, report)
-    if code == b"NOINPUTS":
-        return RegistryCorruptError(
-            f"prompt {name!r}: version {int(result[2])} was written before promptreg stored its variables and "
-            f"placeholders, so the compatibility check of label {label!r} cannot read it: run `promptreg migrate` "
-            "(or force the move)"
-        )
-    return None
 
 
 def fill_inputs(client: Any, keys: Keyspace) -> int:

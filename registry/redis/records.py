@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import msgpack
 
+from promptreg.registry.compatibility import CompatibilityReport, refusal_error, validate_mode
 from promptreg.registry.errors import (
     LabelConflictError,
     LabelNotFoundError,
@@ -24,7 +26,7 @@ from promptreg.registry.errors import (
     RollbackUnavailableError,
     VersionNotFoundError,
 )
-from promptreg.registry.models import AuditEvent, PromptVersion
+from promptreg.registry.models import AuditEvent, PromptVersion, VersionType
 from promptreg.registry.redis.chat import chat_fields
 
 ADD_VERSION_ATTEMPTS = 1000
@@ -89,24 +91,63 @@ def event_from_entry(fields: dict[bytes, bytes]) -> AuditEvent:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """What a refused write was about, for building its exception."""
+    """What a refused write was about, for building its exception: the write's own arguments and the
+    script's reply ``{"ERR", CODE, detail...}`` (``detail`` the parts after the code)."""
 
     name: str
     label: str
     version: int
     expected: int
-    actual: int | None
+    detail: tuple[bytes, ...]
+
+    @property
+    def actual(self) -> int | None:
+        """The label's current version a compare-and-set found (``CONFLICT``)."""
+        return int(self.detail[0]) if self.detail and self.detail[0] is not None else None
 
 
-REFUSALS: dict[str, Callable[[Refusal], PromptRegistryError]] = {  # an unknown code: RegistryCorruptError
-    # The result codes of registry/redis/lua/*.lua ({"ERR", CODE, detail}), each mapped to its error once.
-    "NOPROMPT": lambda r: PromptNotFoundError(r.name),
-    "EXISTS": lambda r: PromptExistsError(r.name),
-    "NOVERSION": lambda r: VersionNotFoundError(r.name, r.version),
-    "NOLABEL": lambda r: LabelNotFoundError(r.name, r.label),
-    "NOROLLBACK": lambda r: RollbackUnavailableError(r.name, r.label),
-    "CONFLICT": lambda r: LabelConflictError(r.name, r.label, r.expected, r.actual),
-    "RETRY": lambda r: RegistryUnavailableError(
+_TYPES: dict[bytes, VersionType] = {b"text": "text", b"chat": "chat"}
+
+
+def _incompatible(r: Refusal) -> PromptRegistryError:
+    # check_move in _commit.lua: mode, added, removed, current version, current type, target type, kinds
+    mode, added, removed = (part.decode("utf-8") for part in r.detail[0:3])
+    current_type, target_type = (_TYPES.get(part, "text") for part in r.detail[4:6])
+    report = CompatibilityReport(
+        False, validate_mode(mode), tuple(added.split()), tuple(removed.split()), int(r.detail[3]), r.version,
+        None if current_type == target_type else (current_type, target_type), tuple(r.detail[6].decode().split()),
+    )  # fmt: skip
+    return refusal_error(r.name, r.label, report)
+
+
+REFUSALS: dict[bytes, Callable[[Refusal], PromptRegistryError]] = {  # an unknown code: RegistryCorruptError
+    # Every result code of registry/redis/lua/*.lua ({"ERR", CODE, detail...}), each mapped to its error once.
+    b"NOPROMPT": lambda r: PromptNotFoundError(r.name),
+    b"EXISTS": lambda r: PromptExistsError(r.name),
+    b"NOVERSION": lambda r: VersionNotFoundError(r.name, r.version),
+    b"NOLABEL": lambda r: LabelNotFoundError(r.name, r.label),
+    b"NOROLLBACK": lambda r: RollbackUnavailableError(r.name, r.label),
+    b"CONFLICT": lambda r: LabelConflictError(r.name, r.label, r.expected, r.actual),
+    b"RETRY": lambda r: RegistryUnavailableError(
         f"prompt {r.name!r}: other writers kept changing it; {ADD_VERSION_ATTEMPTS} tries, nothing written"
     ),
+    b"CORRUPT": lambda r: RegistryCorruptError(f"prompt {r.name!r} is inconsistent in redis (CORRUPT)"),
+    b"INCOMPATIBLE": _incompatible,
+    b"NOINPUTS": lambda r: RegistryCorruptError(
+        f"prompt {r.name!r}: version {int(r.detail[0])} was written before promptreg stored its variables and "
+        f"placeholders, so the compatibility check of label {r.label!r} cannot read it: run `promptreg migrate` "
+        "(or force the move)"
+    ),
 }
+
+
+def refusal(
+    name: str, label: str | None, result: list[Any], expected: int | None = None, version: int = 0
+) -> PromptRegistryError:
+    """The typed error of a script's refusal ``result`` (``{"ERR", CODE, detail...}``), from :data:`REFUSALS`;
+    an unknown code is a :class:`RegistryCorruptError`."""
+    code = result[1] if isinstance(result[1], bytes) else str(result[1]).encode()
+    build = REFUSALS.get(code)
+    if build is None:
+        return RegistryCorruptError(f"prompt {name!r} is inconsistent in redis ({code.decode(errors='replace')})")
+    return build(Refusal(name, str(label), version, int(expected or 0), tuple(result[2:])))

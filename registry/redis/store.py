@@ -32,16 +32,15 @@ from promptreg.registry.errors import (
 from promptreg.registry.fleet import FleetMember
 from promptreg.registry.migration import MigrationResult
 from promptreg.registry.models import AuditEvent, CompatibilityMode, Prompt, PromptVersion
-from promptreg.registry.redis.chat import check_refusal, content_args, fill_inputs
+from promptreg.registry.redis.chat import content_args, fill_inputs
 from promptreg.registry.redis.errors import map_redis_errors
 from promptreg.registry.redis.fleet import read_fleet, read_members
 from promptreg.registry.redis.index import build_index
 from promptreg.registry.redis.keys import DEFAULT_NAMESPACE, Keyspace
 from promptreg.registry.redis.records import (
     ADD_VERSION_ATTEMPTS,
-    REFUSALS,
-    Refusal,
     event_from_entry,
+    refusal,
     text_field,
     version_from_hash,
 )
@@ -221,15 +220,7 @@ class RedisPromptRegistry(PromptRegistry):
     def _fail(
         self, name: str, label: str | None, result: list[Any], expected: int | None = None, version: int = 0
     ) -> NoReturn:
-        checked = check_refusal(name, str(label), version, result)
-        if checked is not None:
-            raise checked
-        code = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
-        refusal = REFUSALS.get(code)
-        if refusal is None:
-            raise RegistryCorruptError(f"prompt {name!r} is inconsistent in redis ({code})")
-        actual = result[2] if len(result) > 2 else None
-        raise refusal(Refusal(name, str(label), version, int(expected or 0), None if actual is None else int(actual)))
+        raise refusal(name, label, result, expected, version)
 
     def _event(self, rev: int, action: str, name: str, label: str | None, version: Any, prev: Any,
                author: str | None, reason: str | None, at: datetime, forced: Any = b"",
