@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 
+# The shared helpers assert too: pytest explains their failures as it does a test module's.
+pytest.register_assert_rewrite("tests.backends", "tests.helpers")
+
+from promptreg.registry import PromptRegistry
+from tests.backends import METADATA_LIMIT, TEXT_LIMIT, Backend, Cli, kinds, open_backend
 from tests.ha_servers import ClusterDeployment, SentinelDeployment
 from tests.postgres_server import postgres_server, private_postgres_server  # noqa: F401 (fixtures)
 from tests.redis_server import REDIS_SERVER, RedisServer
@@ -102,3 +107,41 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from tests.servers.local_postgres import remove_template
 
     remove_template()
+
+
+@pytest.fixture(params=kinds())
+def backend(request: pytest.FixtureRequest, namespace: str, tmp_path: Path) -> Iterator[Backend]:
+    """Every backend (:data:`tests.backends.KINDS`): a test that takes it runs once on each. A module
+    that applies to some only overrides it with ``@pytest.fixture(params=kinds(...))``."""
+    with open_backend(request.param, request, namespace, tmp_path) as opened:
+        yield opened
+
+
+@pytest.fixture
+def any_registry(backend: Backend) -> PromptRegistry:
+    """One registry with default limits on every backend (closed after the test)."""
+    return backend.make()
+
+
+@pytest.fixture
+def reg(backend: Backend) -> PromptRegistry:
+    """A registry on every backend with small limits (texts up to 4 x TEXT_LIMIT bytes), for the contract."""
+    return backend.make(max_text_bytes=TEXT_LIMIT * 4, max_metadata_bytes=METADATA_LIMIT * 4)
+
+
+@pytest.fixture(params=kinds("file", "redis", "postgres"))
+def backend_env(request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> dict[str, str]:
+    """The environment that points ``promptreg`` at one registry, as users set it: the JSON file, a
+    real redis-server, a real PostgreSQL (each test its own file or namespace)."""
+    if request.param == "file":
+        return {"PROMPTREG_URL": f"file://{tmp_path / 'registry.json'}", "PROMPTREG_NAMESPACE": ""}
+    if request.param == "postgres":
+        return {"PROMPTREG_URL": request.getfixturevalue("postgres_server").url(), "PROMPTREG_NAMESPACE": namespace}
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return {"PROMPTREG_URL": server.url, "PROMPTREG_NAMESPACE": namespace}
+
+
+@pytest.fixture
+def run(backend_env: dict[str, str], tmp_path: Path) -> Cli:
+    """``promptreg`` in-process (click's runner) against ``backend_env``'s registry."""
+    return Cli(backend_env, tmp_path)

@@ -3,36 +3,23 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import fakeredis
 import pytest
 
 from promptreg.registry import ImportConflictError
 from promptreg.registry.backup import apply_import, export_registry, plan_import
 from promptreg.registry.base import PromptRegistry
 from promptreg.registry.errors import InvalidInputError, PromptTooLargeError
-from promptreg.registry.file_store import JsonFilePromptRegistry
-from promptreg.registry.redis.store import RedisPromptRegistry
+from tests.backends import Backend
 
 
-@pytest.fixture(params=["fakeredis", "file"])
-def make_registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    made: list[PromptRegistry] = []
-
-    def make(tag: str) -> PromptRegistry:
-        if request.param == "fakeredis":
-            reg: PromptRegistry = RedisPromptRegistry(fakeredis.FakeRedis(), namespace=tag)
-        else:
-            reg = JsonFilePromptRegistry(tmp_path / f"{tag}.json")
-        made.append(reg)
-        return reg
-
-    yield make
-    for reg in made:
-        reg.close()
+@pytest.fixture
+def make_registry(backend: Backend) -> Callable[[str], PromptRegistry]:
+    """Registries on every backend (tests/conftest.py), each tag its own empty one: export from one,
+    import into another."""
+    return backend.other
 
 
 def seed(registry: PromptRegistry) -> None:

@@ -10,100 +10,17 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from promptreg.registry.cli import cli
+from tests.backends import PROMPTREG, Cli
 from tests.redis_server import RedisServer, free_port
 
-PROMPTREG = Path(sys.executable).with_name("promptreg")
 V1 = "As a movie critic, do you like {{movie}}?\n"
 V2 = "As a {{criticlevel}} movie critic, do you like {{movie}}?\n"
 V3 = "You are a {{criticlevel}} movie critic. Write a review for {{movie}}.\n"
-
-
-@dataclass
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-class Cli:
-    """Runs ``promptreg`` against one registry, in-process (CliRunner) or as a subprocess."""
-
-    def __init__(self, env: dict[str, str], cwd: Path, *, subprocess_mode: bool = False) -> None:
-        self.env = env
-        self.cwd = cwd
-        self.subprocess_mode = subprocess_mode
-
-    def __call__(self, *args: str, input: str | bytes | None = None) -> Outcome:
-        if self.subprocess_mode:
-            data = input.encode() if isinstance(input, str) else input
-            proc = subprocess.run(
-                [str(PROMPTREG), *args],
-                input=data if data is not None else b"",
-                capture_output=True,
-                env={**os.environ, **self.env},
-                cwd=self.cwd,
-                timeout=60,
-            )
-            return Outcome(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
-        result = CliRunner().invoke(cli, list(args), input=input, env=self.env, catch_exceptions=False)
-        return Outcome(result.exit_code, result.stdout, result.stderr)
-
-    def ok(self, *args: str, input: str | bytes | None = None) -> Outcome:
-        outcome = self(*args, input=input)
-        assert outcome.code == 0, outcome
-        assert outcome.stderr == "" or args[0] == "export", outcome
-        return outcome
-
-    def fails(self, *args: str, input: str | bytes | None = None, code: int = 1) -> str:
-        """Run a command that must fail; returns its single stderr line."""
-        outcome = self(*args, input=input)
-        assert outcome.code == code, outcome
-        assert "Traceback" not in outcome.stdout + outcome.stderr
-        lines = outcome.stderr.strip().splitlines()
-        if code == 1:
-            assert len(lines) == 1 and lines[0].startswith("error: "), outcome
-            return lines[0]
-        assert any(line.startswith("Error: ") for line in lines), outcome  # click's usage errors
-        return outcome.stderr
-
-    def state(self) -> Any:
-        outcome = self("export", "-")
-        if outcome.code == 1 and "no registry file at" in outcome.stderr:
-            return []  # a JSON-file registry not written yet (export says so rather than export nothing)
-        assert outcome.code == 0, outcome
-        return json.loads(outcome.stdout)["prompts"]
-
-
-@pytest.fixture(
-    params=[
-        "file",
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("postgres", marks=pytest.mark.postgres),
-    ]
-)
-def backend_env(request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> dict[str, str]:
-    if request.param == "file":
-        return {"PROMPTREG_URL": f"file://{tmp_path / 'registry.json'}", "PROMPTREG_NAMESPACE": ""}
-    if request.param == "postgres":  # the same commands on PostgreSQL (tests/postgres_server.py)
-        return {"PROMPTREG_URL": request.getfixturevalue("postgres_server").url(), "PROMPTREG_NAMESPACE": namespace}
-    server: RedisServer = request.getfixturevalue("redis_server")
-    return {"PROMPTREG_URL": server.url, "PROMPTREG_NAMESPACE": namespace}
-
-
-@pytest.fixture
-def run(backend_env: dict[str, str], tmp_path: Path) -> Cli:
-    return Cli(backend_env, tmp_path)
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from promptreg.registry.validation import MAX_TEXT_BYTES
+from tests.backends import Cli
 from tests.redis_server import RedisServer
-from tests.test_cli import Cli
 
 BOM = codecs.BOM_UTF8
 

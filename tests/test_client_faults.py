@@ -23,8 +23,8 @@ import redis
 from promptreg.client import ClientState, ErrorKind, PromptClient
 from promptreg.client.snapshot import load_snapshot
 from promptreg.registry import RedisPromptRegistry, RegistryCorruptError, RegistryUnavailableError
+from tests.helpers import LABEL, NAME, PUSH_BOUND, Reader, assert_converged, registry_rev, seed
 from tests.redis_server import RedisServer, free_port, wait_until
-from tests.test_client_live import LABEL, NAME, PUSH_BOUND, Reader, assert_converged, registry_rev, seed
 
 pytestmark = pytest.mark.redis
 

@@ -1,15 +1,10 @@
-"""``PromptClient`` against a real redis-server and a JSON file: push, lookups, errors, status.
-
-The helpers at the top (:func:`assert_converged`, :class:`Reader`) are shared with
-``test_client_faults.py``.
-"""
+"""``PromptClient`` against a real redis-server and a JSON file: push, lookups, errors, status."""
 
 from __future__ import annotations
 
 import ast
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,103 +19,14 @@ from promptreg.registry import (
     LabelNotFoundError,
     MissingVariableError,
     PromptNotFoundError,
-    PromptRegistry,
     RedisPromptRegistry,
     RegistryUnavailableError,
     VersionNotFoundError,
 )
+from tests.helpers import LABEL, NAME, PUSH_BOUND, assert_converged, registry_rev, seed
 from tests.redis_server import RedisServer, free_port, wait_until
 
-NAME = "movie-critic"
-LABEL = "production"
-PUSH_BOUND = 5.0
-"""Seconds a pushed change may take to show (generous: the machine is shared; speed is benchmarked)."""
-
-
-# -- shared helpers --------------------------------------------------------------------------------
-
-
-def registry_rev(registry: PromptRegistry) -> int:
-    """The registry's revision (Redis counter or the JSON file's ``rev``)."""
-    if isinstance(registry, RedisPromptRegistry):
-        return int(registry.redis.get(registry.keys.rev) or 0)
-    assert isinstance(registry, JsonFilePromptRegistry)
-    return registry.load_state().rev
-
-
-def assert_converged(prompts: PromptClient, registry: PromptRegistry, timeout: float = 15.0) -> None:
-    """The client is live at the registry's revision and resolves every label and ``latest`` as it does."""
-    assert wait_until(
-        lambda: prompts.status().state is ClientState.LIVE and prompts.status().rev == registry_rev(registry),
-        timeout,
-    ), f"client did not converge: {prompts.status()} vs registry rev {registry_rev(registry)}"
-    for name in registry.list_prompts():
-        prompt = registry.get_prompt(name)
-        assert prompt is not None
-        for label, number in prompt.labels.items():
-            assert prompts.get(name, label).version == number, (name, label)
-        if prompt.latest is None:
-            with pytest.raises(LabelNotFoundError):
-                prompts.get(name, "latest")
-        else:
-            assert prompts.get(name, "latest") == prompt.latest
-
-
-def seed(registry: PromptRegistry, versions: int = 3, label_at: int = 1) -> None:
-    """``movie-critic`` with ``versions`` versions and ``production`` at ``label_at``."""
-    registry.create_prompt(NAME, description="reviews", author="alice")
-    for n in range(1, versions + 1):
-        registry.add_version(NAME, f"v{n}: as a {{{{level}}}} critic, review {{{{movie}}}}", author="alice")
-    registry.set_label(NAME, LABEL, label_at)
-
-
-class Reader:
-    """A thread calling ``get(name, label)`` in a loop while a test does something nasty.
-
-    Records any exception and any time the version number (only ever moved up by these tests) or
-    the status revision went down. Use as a context manager; check :meth:`assert_clean` after.
-    """
-
-    def __init__(self, prompts: PromptClient, name: str = NAME, label: str = LABEL) -> None:
-        self.prompts = prompts
-        self.name = name
-        self.label = label
-        self.errors: list[BaseException] = []
-        self.backwards: list[str] = []
-        self.reads = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="test-reader", daemon=True)
-
-    def _run(self) -> None:
-        last_version = 0
-        last_rev = 0
-        while not self._stop.is_set():
-            try:
-                version = self.prompts.get(self.name, self.label).version
-                rev = self.prompts.status().rev
-            except BaseException as exc:
-                self.errors.append(exc)
-                return
-            if version < last_version:
-                self.backwards.append(f"version {last_version} -> {version}")
-            if rev < last_rev:
-                self.backwards.append(f"rev {last_rev} -> {rev}")
-            last_version, last_rev = version, rev
-            self.reads += 1
-            time.sleep(0.0005)  # leave the GIL to the listener; not a synchronisation
-
-    def __enter__(self) -> Reader:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def assert_clean(self) -> None:
-        assert not self.errors, self.errors
-        assert not self.backwards, self.backwards[:5]
-        assert self.reads > 0
+# -- fixtures --------------------------------------------------------------------------------------
 
 
 @pytest.fixture

@@ -19,9 +19,8 @@ import pytest
 from promptreg.client import ClientState, PromptClient
 from promptreg.registry import RedisPromptRegistry
 from promptreg.registry.redis.acl import Role, acl_setuser_args, parse_server_version
+from tests.helpers import LABEL, NAME, assert_converged, client_matches, seed
 from tests.redis_server import RedisServer, free_port, wait_until
-from tests.test_client_live import LABEL, NAME, assert_converged, seed
-from tests.test_client_truth import client_matches
 
 pytestmark = pytest.mark.redis
 

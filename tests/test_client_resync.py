@@ -22,8 +22,8 @@ from promptreg.client.feeds import collector_paused
 from promptreg.client.redis.state import CHUNK, fetch_versions
 from promptreg.registry import PromptVersion, RedisPromptRegistry, RegistryCorruptError
 from promptreg.registry.redis.keys import Keyspace
+from tests.helpers import LABEL, NAME, PUSH_BOUND, assert_converged, seed
 from tests.redis_server import RedisServer, wait_until
-from tests.test_client_live import LABEL, NAME, PUSH_BOUND, assert_converged, seed
 
 pytestmark = pytest.mark.redis
 

@@ -30,44 +30,10 @@ from promptreg.registry import (
     VersionNotFoundError,
 )
 from promptreg.registry.backup import apply_import, export_registry, plan_import
+from tests.helpers import LABEL, NAME, assert_converged, client_matches, registry_rev, seed
 from tests.redis_server import RedisServer, free_port, wait_until
-from tests.test_client_live import LABEL, NAME, assert_converged, registry_rev, seed
-
-LABELS = (LABEL, "staging", "latest")
-
 
 # -- helpers --------------------------------------------------------------------------------------
-
-
-def client_matches(prompts: PromptClient, registry: PromptRegistry) -> bool:
-    """The client is ``live`` at the registry's revision and resolves every prompt and label of
-    :data:`LABELS` to the registry's very version (text, time, author...), including labels the
-    registry does not have."""
-    status = prompts.status()
-    if status.state is not ClientState.LIVE or status.rev != registry_rev(registry):
-        return False
-    names = registry.list_prompts()
-    for name in names:
-        prompt = registry.get_prompt(name)
-        assert prompt is not None
-        for label in LABELS:
-            expected = prompt.get_version_by_label(label)
-            try:
-                got = prompts.get(name, label)
-            except LabelNotFoundError:
-                got = None
-            if got != expected:  # the whole version: a restore may give a number another text
-                return False
-    for extra in ("other", "third"):
-        if extra not in names:
-            try:
-                prompts.get(extra, "latest")
-                return False
-            except PromptNotFoundError:
-                pass
-            except LabelNotFoundError:
-                return False
-    return True
 
 
 def dump_namespace(conn: redis.Redis, namespace: str) -> dict[bytes, bytes]:

@@ -24,12 +24,7 @@ from promptreg.registry import (
     RedisPromptRegistry,
     RegistryCorruptError,
 )
-from tests import test_cli, test_contract
-from tests.test_cli import Cli
-from tests.test_contract import Backend, refused
-
-backend = test_contract.backend  # the contract suite's fixtures: every backend
-reg = test_contract.reg
+from tests.backends import Backend, Cli, refused
 
 NAME = "support-bot"
 MODES = ["backward", "full"]
@@ -239,9 +234,6 @@ def test_redis_chat_versions_without_stored_placeholders_are_never_passed_silent
 
 
 # -- the command line: file, real Redis, PostgreSQL ------------------------------------------------------
-
-backend_env = test_cli.backend_env
-run = test_cli.run
 
 
 def test_cli_delete_then_label_is_refused_and_check_says_why(run: Cli) -> None:

@@ -1,4 +1,4 @@
-"""The contract every backend keeps: one suite, run on fakeredis, a real redis-server and a JSON file.
+"""The contract every backend keeps: one suite, run on every backend (``backend``, tests/conftest.py).
 
 Every refused call is checked twice: through the public reads (every prompt, its history, the list)
 and through the raw store (every Redis key of the namespace, or the file's bytes and directory).
@@ -6,34 +6,26 @@ and through the raw store (every Redis key of the namespace, or the file's bytes
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
-import fakeredis
 import pytest
 
 from promptreg.registry import (
     InvalidInputError,
     InvalidNameError,
-    JsonFilePromptRegistry,
     LabelConflictError,
     LabelNotFoundError,
     MissingVariableError,
-    PostgresPromptRegistry,
     PromptExistsError,
     PromptNotFoundError,
     PromptRegistry,
     PromptRegistryError,
     PromptTooLargeError,
-    RedisPromptRegistry,
     RollbackUnavailableError,
     VersionNotFoundError,
 )
-from tests.postgres_server import postgres_raw
+from tests.backends import METADATA_LIMIT, TEXT_LIMIT, Backend, dump, refused
 
 NAME = "movie-critic"
 TEXTS = (
@@ -41,82 +33,6 @@ TEXTS = (
     ("As a {{criticlevel}} movie critic, do you like {{movie}}?", "bob"),
     ("You are a {{criticlevel}} movie critic. Write a review for {{movie}}.", "alice"),
 )
-TEXT_LIMIT = 100
-METADATA_LIMIT = 32
-
-
-@dataclass
-class Backend:
-    kind: str
-    make: Callable[..., PromptRegistry]
-    """A new registry on this test's store; keyword arguments go to the constructor."""
-    raw: Callable[[], Any]
-    """Everything the store holds, byte for byte."""
-
-
-def _redis_raw(conn: Any, namespace: str) -> dict[bytes, Any]:
-    out: dict[bytes, Any] = {}
-    for key in conn.scan_iter(match="{" + namespace + "}*"):
-        kind = conn.type(key)
-        readers: dict[bytes, Callable[[bytes], Any]] = {
-            b"string": conn.get,
-            b"hash": conn.hgetall,
-            b"set": conn.smembers,
-            b"stream": conn.xrange,
-        }
-        reader = readers.get(kind if isinstance(kind, bytes) else kind.encode())
-        out[key] = (kind, None if reader is None else reader(key))
-    return out
-
-
-def _file_raw(path: Path) -> tuple[list[str], bytes | None]:
-    return sorted(os.listdir(path.parent)), path.read_bytes() if path.exists() else None
-
-
-@pytest.fixture(
-    params=[
-        "fakeredis",
-        pytest.param("redis", marks=pytest.mark.redis),
-        "file",
-        pytest.param("cluster", marks=pytest.mark.redis),
-        pytest.param("postgres", marks=pytest.mark.postgres),
-    ]
-)
-def backend(request: pytest.FixtureRequest, namespace: str, tmp_path: Path) -> Iterator[Backend]:
-    if request.param == "file":
-        path = tmp_path / "store" / "registry.json"
-        path.parent.mkdir()
-        yield Backend("file", lambda **kw: JsonFilePromptRegistry(path, **kw), lambda: _file_raw(path))
-        return
-    if request.param == "postgres":  # a real PostgreSQL (tests/postgres_server.py)
-        pg_url = request.getfixturevalue("postgres_server").url()
-        yield Backend(
-            "postgres",
-            lambda **kw: PostgresPromptRegistry(pg_url, namespace=namespace, **kw),
-            lambda: postgres_raw(pg_url, namespace),
-        )
-        return
-    conn: Any
-    if request.param == "redis":
-        conn = request.getfixturevalue("redis_server").client()
-    elif request.param == "cluster":  # redis+cluster:// on a 3-master cluster (SPUBLISH, every key in KEYS)
-        url = request.getfixturevalue("redis_cluster").url()
-        conn = RedisPromptRegistry.from_url(url, namespace=namespace).redis
-    else:
-        conn = fakeredis.FakeRedis()
-    try:
-        yield Backend(
-            request.param,
-            lambda **kw: RedisPromptRegistry(conn, namespace=namespace, **kw),
-            lambda: _redis_raw(conn, namespace),
-        )
-    finally:
-        conn.close()
-
-
-@pytest.fixture
-def reg(backend: Backend) -> PromptRegistry:
-    return backend.make(max_text_bytes=TEXT_LIMIT * 4, max_metadata_bytes=METADATA_LIMIT * 4)
 
 
 def seed(reg: PromptRegistry) -> None:
@@ -126,27 +42,6 @@ def seed(reg: PromptRegistry) -> None:
         reg.add_version(NAME, text, author=author)
     reg.set_label(NAME, "staging", 2)
     reg.set_label(NAME, "production", 3)
-
-
-def dump(reg: PromptRegistry) -> dict[str, Any]:
-    """Everything the public reads show: every prompt in full, its history, the list."""
-    names = reg.list_prompts()
-    prompts = {}
-    for name in names:
-        prompt = reg.get_prompt(name)
-        assert prompt is not None
-        prompts[name] = (prompt.model_dump(), [event.model_dump() for event in reg.history(name)])
-    return {"names": names, "prompts": prompts}
-
-
-def refused(backend: Backend, reg: PromptRegistry, error: type[Exception], call: Callable[[], object]) -> Exception:
-    """Run ``call``, expect ``error``, and prove the store did not change at all."""
-    raw_before, seen_before = backend.raw(), dump(reg)
-    with pytest.raises(error) as caught:
-        call()
-    assert backend.raw() == raw_before
-    assert dump(reg) == seen_before
-    return caught.value
 
 
 # -- the seed workflow -----------------------------------------------------------------------------

@@ -26,11 +26,7 @@ from promptreg.registry import (
     RegistryCorruptError,
 )
 from promptreg.registry.backup import apply_import, export_registry, plan_import
-from tests import test_contract
-from tests.test_contract import Backend, refused
-
-backend = test_contract.backend  # the contract suite's fixtures: every backend
-reg = test_contract.reg
+from tests.backends import Backend, refused
 
 NAME = "support-bot"
 MESSAGES: list[dict[str, str]] = [

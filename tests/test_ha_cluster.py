@@ -19,8 +19,8 @@ from promptreg.registry import (
     ReplicationTimeoutError,
 )
 from tests.ha_servers import ClusterDeployment
+from tests.helpers import LABEL, NAME, assert_converged, seed
 from tests.redis_server import wait_until
-from tests.test_client_live import LABEL, NAME, assert_converged, seed
 
 pytestmark = pytest.mark.redis
 

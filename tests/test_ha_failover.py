@@ -34,8 +34,8 @@ from promptreg.client import ClientState, PromptClient
 from promptreg.registry import RedisPromptRegistry, RegistryUnavailableError
 from tests.conftest import need_binaries
 from tests.ha_servers import SERVICE, SentinelDeployment
+from tests.helpers import LABEL, NAME, seed
 from tests.redis_server import wait_until
-from tests.test_client_live import LABEL, NAME, seed
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent

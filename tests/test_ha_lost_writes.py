@@ -22,8 +22,9 @@ from promptreg.client import PromptClient
 from promptreg.registry import RedisPromptRegistry, RegistryUnavailableError, ReplicationTimeoutError
 from tests.conftest import need_binaries
 from tests.ha_servers import SentinelDeployment
+from tests.helpers import HISTORY_NAME as NAME
+from tests.helpers import LABEL, Watch, serves
 from tests.redis_server import wait_until
-from tests.test_history_identity import LABEL, NAME, Watch, serves
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 T = TypeVar("T")

@@ -21,8 +21,8 @@ from promptreg.client import PromptClient
 from promptreg.client.cache import ChangeEvent
 from promptreg.registry import AuditEvent, RedisPromptRegistry, RegistryUnavailableError
 from tests.ha_servers import SentinelDeployment
+from tests.helpers import LABEL, NAME, assert_converged, seed
 from tests.redis_server import RedisServer, wait_until
-from tests.test_client_live import LABEL, NAME, assert_converged, seed
 
 pytestmark = pytest.mark.redis
 ROOT = Path(__file__).resolve().parent.parent

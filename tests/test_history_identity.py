@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Iterator
 
@@ -18,36 +17,11 @@ import pytest
 
 from promptreg.client import ClientState, PromptClient
 from promptreg.registry import RedisPromptRegistry, ReplicationTimeoutError
+from tests.helpers import HISTORY_NAME as NAME
+from tests.helpers import LABEL, Watch, serves
 from tests.redis_server import RedisServer, wait_until
 
 pytestmark = pytest.mark.redis
-
-NAME = "greeting"
-LABEL = "production"
-
-
-class Watch:
-    """Samples a client on a thread; records every lookup that served ``lost`` while ``live``."""
-
-    def __init__(self, prompts: PromptClient, lost: str) -> None:
-        self.prompts, self.lost = prompts, lost
-        self.wrong: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            status = self.prompts.status()
-            text = self.prompts.get(NAME, LABEL).prompt_text
-            if text == self.lost and status.state is ClientState.LIVE and self.prompts.status().state is status.state:
-                self.wrong.append(f"rev {status.rev}: {text!r}")
-            time.sleep(0.002)
-
-    def stop(self) -> list[str]:
-        self._stop.set()
-        self._thread.join(5)
-        return self.wrong
 
 
 @pytest.fixture
@@ -62,10 +36,6 @@ def rdb_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.cleanup()
-
-
-def serves(prompts: PromptClient, text: str) -> bool:
-    return prompts.status().state is ClientState.LIVE and prompts.get(NAME, LABEL).prompt_text == text
 
 
 def test_restore_from_rdb_then_writes_reusing_numbers(rdb_server: RedisServer, namespace: str) -> None:

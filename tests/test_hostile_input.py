@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import fakeredis
 import pytest
 import redis
 from click.testing import CliRunner
@@ -39,22 +38,12 @@ from tests.redis_server import RedisServer, free_port
 
 PROMPTREG = Path(sys.executable).with_name("promptreg")
 SECRET = "s3cr3t-" + uuid.uuid4().hex
-BACKENDS = ["fakeredis", pytest.param("redis", marks=pytest.mark.redis), "file"]
 
 
-@pytest.fixture(params=BACKENDS)
-def registry(request: pytest.FixtureRequest, namespace: str, tmp_path: Path) -> Iterator[PromptRegistry]:
-    if request.param == "fakeredis":
-        reg: PromptRegistry = RedisPromptRegistry(fakeredis.FakeRedis(), namespace=namespace)
-    elif request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        reg = RedisPromptRegistry.from_url(server.url, namespace=namespace)
-    else:
-        reg = JsonFilePromptRegistry(tmp_path / "registry.json")
-    try:
-        yield reg
-    finally:
-        reg.close()
+@pytest.fixture
+def registry(any_registry: PromptRegistry) -> PromptRegistry:
+    """Every backend (tests/conftest.py): the JSON file, fakeredis, redis-server, a Cluster, PostgreSQL."""
+    return any_registry
 
 
 def everything(registry: PromptRegistry) -> dict[str, object]:

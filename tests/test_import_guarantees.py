@@ -28,14 +28,7 @@ from promptreg.registry import (
 )
 from promptreg.registry.backup import ImportPlan, apply_import, export_registry, plan_import
 from promptreg.registry.errors import ImportConflictError
-from tests import test_cli, test_contract
-from tests.test_cli import Cli
-from tests.test_contract import Backend, dump, refused
-
-backend = test_contract.backend  # the contract suite's fixtures: every backend
-reg = test_contract.reg
-backend_env = test_cli.backend_env  # the CLI suite's: the file, real Redis, PostgreSQL
-run = test_cli.run
+from tests.backends import Backend, Cli, dump, refused
 
 V1 = "Do you like {{movie}}?\n"
 V2 = "As a {{level}} critic, do you like {{movie}}?\n"  # needs level: backward refuses 1 -> 2

@@ -71,7 +71,7 @@ from promptreg.registry import (
     VersionNotFoundError,
 )
 from tests.redis_server import RedisServer, wait_until
-from tests.test_properties import MAX_VERSION, NAMES, PHASES, Model, RegistryMachine, names, texts
+from tests.registry_model import MAX_VERSION, NAMES, PHASES, Model, RegistryMachine, names, texts
 
 EXAMPLES = int(os.environ.get("PROMPTREG_RESTORE_EXAMPLES", "12"))
 STEPS = 30

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
-import fakeredis
 import pytest
 
 from promptreg.registry.base import PromptRegistry
@@ -20,36 +18,14 @@ from promptreg.registry.errors import (
 from promptreg.registry.postgres.store import PostgresPromptRegistry
 from promptreg.registry.redis.store import RedisPromptRegistry
 from promptreg.registry.sync import SyncPlan, apply_sync, parse_prompt_file, plan_sync, read_prompt_files
+from tests.backends import Cli
 from tests.postgres_server import PostgresServer, postgres_raw
-from tests.redis_server import RedisServer
-from tests.test_cli import Cli
-
-BACKENDS = [
-    "fakeredis",
-    pytest.param("redis", marks=pytest.mark.redis),
-    "file",
-    pytest.param("postgres", marks=pytest.mark.postgres),
-]
 
 
-@pytest.fixture(params=BACKENDS)
-def registry(request: pytest.FixtureRequest, namespace: str, tmp_path: Path) -> Iterator[PromptRegistry]:
-    if request.param == "fakeredis":
-        reg: PromptRegistry = RedisPromptRegistry(fakeredis.FakeRedis(), namespace=namespace)
-    elif request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        reg = RedisPromptRegistry.from_url(server.url, namespace=namespace)
-    elif request.param == "postgres":
-        pg: PostgresServer = request.getfixturevalue("postgres_server")
-        reg = PostgresPromptRegistry(pg.url(), namespace=namespace)
-    else:
-        from promptreg.registry.file_store import JsonFilePromptRegistry
-
-        reg = JsonFilePromptRegistry(tmp_path / "registry.json")
-    try:
-        yield reg
-    finally:
-        reg.close()
+@pytest.fixture
+def registry(any_registry: PromptRegistry) -> PromptRegistry:
+    """Every backend (tests/conftest.py): the JSON file, fakeredis, redis-server, a Cluster, PostgreSQL."""
+    return any_registry
 
 
 def write(folder: Path, relative: str, content: str) -> Path:
