@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +23,6 @@ from typing import Generic, TypeVar
 from promptreg.client.cache import Action, Cache, ChangeEvent, Pointers, diff_pointers
 from promptreg.client.status import StatusTracker
 from promptreg.registry.errors import RegistryCorruptError
-from promptreg.registry.file_store import JsonFilePromptRegistry
 from promptreg.registry.models import PromptVersion
 from promptreg.registry.wire import ChangeMessage
 
@@ -187,8 +186,19 @@ class PushFeed(Feed, Generic[EntryId]):
     one message, and for telling whether the registry's history is still the one the cache holds,
     are the same on every store, here once. ``EntryId`` is the store's audit-entry id type."""
 
-    def __init__(self, context: FeedContext, name: str) -> None:
+    wait_step = 1.0
+    """The longest single wait for a message: how often the loop checks the stop flag and its clocks."""
+    silence = "the listener connection did not answer"
+    """What a connection that stayed silent past ``ping_timeout`` after a ping is called in the error."""
+
+    def __init__(self, context: FeedContext, name: str, *, poll_interval: float = 30.0) -> None:
         super().__init__(context, name)
+        self.poll_interval = poll_interval
+        self.ping_timeout = max(1.0, min(10.0, poll_interval))
+        self._pong_deadline: float | None = None
+        """When the answer to the last ping (PING, a NOTIFY marker) is overdue; ``None``: none pending."""
+        self._recheck_at = 0.0
+        """While the cache is held: when to read the registry's state again."""
         # The fingerprint the cache is known to match: (rev, newest audit entry id). None after a
         # message was applied (its entry id is not in the message): the next poll confirms the
         # newest entry against ``_last_applied`` instead.
@@ -240,6 +250,39 @@ class PushFeed(Feed, Generic[EntryId]):
         if result.events:
             self.context.notify(list(result.events))
 
+    def _listen(self) -> None:
+        """The loop every push feed runs once subscribed, until stopped or its connection fails:
+        deliver what arrives (:meth:`_receive`), re-read a held registry when its recheck is due, and
+        after ``poll_interval`` without a message run the safety poll and ping the connection
+        (:meth:`_quiet`); a ping unanswered for ``ping_timeout`` is a dead connection (raises)."""
+        idle = self.context.idle
+        self._pong_deadline = None  # a new connection: no ping pending on it
+        next_poll = time.monotonic() + self.poll_interval
+        while not self._stop.is_set():
+            now = time.monotonic()
+            wake = next_poll if self.holding is None else min(next_poll, self._recheck_at)
+            heard = self._receive(max(0.0, min(self.wait_step, wake - now)))
+            if heard:
+                self._pong_deadline = None  # any data proves the connection alive
+            idle()
+            now = time.monotonic()
+            if self._pong_deadline is not None and now > self._pong_deadline:
+                raise TimeoutError(f"{self.silence} within {self.ping_timeout:g} s")
+            if self.holding is not None and now >= self._recheck_at:
+                self._resync(f"recheck: {self.holding}")
+            if not heard and now >= next_poll:
+                self._quiet()
+                next_poll = time.monotonic() + self.poll_interval
+
+    def _receive(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for messages and handle them; whether any came."""
+        raise NotImplementedError
+
+    def _quiet(self) -> None:
+        """No message for ``poll_interval``: run the safety poll, then ping the connection (setting
+        ``_pong_deadline`` unless a ping is already pending)."""
+        raise NotImplementedError
+
     def _fetch_one(self, name: str, number: int) -> PromptVersion | None:
         """One version from the store (``None``: it does not exist); errors propagate."""
         raise NotImplementedError
@@ -286,68 +329,3 @@ def empty_registry(rev: int, pointers: dict[str, dict[str, int]], cache: Cache) 
     if (rev == 0 or not pointers) and cache.pointers:
         return f"the registry is empty (rev {rev}, {len(pointers)} prompts): serving the last state (rev {cache.rev})"
     return None
-
-
-class FileFeed(Feed):
-    """Watches a ``file://`` registry: stat every ``interval`` seconds, reload the whole file on change."""
-
-    kind = "file"
-
-    def __init__(self, registry: JsonFilePromptRegistry, context: FeedContext, *, interval: float = 0.2) -> None:
-        super().__init__(context, registry.path.name)
-        self.registry = registry
-        self.interval = interval
-        self._seen: tuple[int, int, int] | None = None
-
-    def forked(self, context: FeedContext) -> FileFeed:
-        """A new watcher for a forked child."""
-        return FileFeed(self.registry, context, interval=self.interval)
-
-    def fetch_version(self, name: str, number: int) -> PromptVersion:
-        """Read one version from the file."""
-        return self.registry.get_version(name, version=number)
-
-    def _signature(self) -> tuple[int, int, int]:
-        try:
-            st = os.stat(self.registry.path)
-        except FileNotFoundError:
-            return (0, 0, 0)
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-    def _run_once(self, backoff: Backoff) -> None:
-        while not self._stop.is_set():
-            signature = self._signature()
-            if signature != self._seen:
-                self._reload()
-                self._seen = signature
-                backoff.reset()
-            self.first_attempt.set()
-            self.context.idle()
-            self._stop.wait(self.interval)
-
-    def _reload(self) -> None:
-        state = self.registry.load_state()
-        cache = self.context.cache
-        pointers: dict[str, dict[str, int]] = {}
-        # Every version afresh: the file may have been replaced by another history (a restore), so
-        # a version number cached before may now stand for another text.
-        versions: dict[tuple[str, int], PromptVersion] = {}
-        for name, prompt in state.prompts.items():
-            labels = dict(prompt.labels)
-            if prompt.versions:
-                labels["latest"] = prompt.versions[-1].version
-            for number in set(labels.values()):
-                found = prompt.get_version_by_number(number)
-                if found is not None:
-                    versions[name, number] = found
-            pointers[name] = labels
-        empty = empty_registry(state.rev, pointers, cache)
-        if empty is not None:
-            self._hold(empty)
-            return
-        before = cache.pointers
-        cache.replace(state.rev, pointers, versions=versions, events=False)
-        self._trusted()
-        self.context.status.resynced()
-        self.context.status.live()
-        self._replaced(before)

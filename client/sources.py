@@ -2,7 +2,7 @@
 
 A Redis URL in any form of :mod:`promptreg.registry.redis.topology` or a redis-py client the application built gives
 a :class:`~promptreg.RedisPromptRegistry` and a :class:`~promptreg.client.redis.feed.RedisFeed`; a file URL
-gives a :class:`~promptreg.JsonFilePromptRegistry` and a :class:`~promptreg.client.feeds.FileFeed`; a
+gives a :class:`~promptreg.JsonFilePromptRegistry` and a :class:`~promptreg.client.file_feed.FileFeed`; a
 ``postgresql://`` URL a :class:`~promptreg.PostgresPromptRegistry` and a
 :class:`~promptreg.client.postgres.feed.PostgresFeed` (LISTEN/NOTIFY). Without a URL, the environment names
 the registry as it does for :meth:`~promptreg.PromptRegistryFactory.create_from_config`
@@ -18,7 +18,8 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from promptreg.client.feeds import Feed, FeedContext, FileFeed
+from promptreg.client.feeds import Feed, FeedContext
+from promptreg.client.file_feed import FileFeed
 from promptreg.client.postgres.feed import PostgresFeed
 from promptreg.client.redis.feed import RedisFeed
 from promptreg.registry.base import PromptRegistry

@@ -67,18 +67,14 @@ class PostgresFeed(PushFeed[int]):
     kind = "postgres"
 
     def __init__(self, registry: PostgresPromptRegistry, context: FeedContext, *, poll_interval: float = 30.0) -> None:
-        super().__init__(context, registry.namespace)
+        super().__init__(context, registry.namespace, poll_interval=poll_interval)
         self.registry = registry
-        self.poll_interval = poll_interval
-        self.ping_timeout = max(1.0, min(10.0, poll_interval))
         self._listener: Any = None
         self._reader: Any = None
         self._pid = os.getpid()
         self._marker_channel = f"promptreg-m-{uuid.uuid4().hex}"
         self._marker = ""
         self._unfounded = 0
-        self._pong_deadline: float | None = None
-        self._recheck_at = 0.0
 
     def forked(self, context: FeedContext) -> PostgresFeed:
         """A new feed with new connections for a forked child (psycopg leaves the parent's alone)."""
@@ -123,22 +119,11 @@ class PostgresFeed(PushFeed[int]):
         finally:
             self._disconnect()
 
-    def _listen(self) -> None:
-        idle = self.context.idle
-        next_poll = time.monotonic() + self.poll_interval
-        while not self._stop.is_set():
-            now = time.monotonic()
-            wake = next_poll if self.holding is None else min(next_poll, self._recheck_at)
-            heard = self._receive(max(0.0, min(WAIT_STEP, wake - now)))
-            idle()
-            now = time.monotonic()
-            if self._pong_deadline is not None and now > self._pong_deadline:
-                raise TimeoutError(f"the listener connection did not deliver a marker within {self.ping_timeout:g} s")
-            if self.holding is not None and now >= self._recheck_at:
-                self._resync(f"recheck: {self.holding}")
-            if not heard and now >= next_poll:
-                self._safety_poll()
-                next_poll = time.monotonic() + self.poll_interval
+    wait_step = WAIT_STEP
+    silence = "the listener connection did not deliver a marker"
+
+    def _quiet(self) -> None:
+        self._safety_poll()  # ends with a marker NOTIFY: the connection's ping
 
     def _receive(self, timeout: float) -> bool:
         """Wait up to ``timeout`` for notifications and handle them; whether any came."""

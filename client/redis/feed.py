@@ -66,11 +66,9 @@ class RedisFeed(PushFeed[bytes]):
     kind = "redis"
 
     def __init__(self, registry: RedisPromptRegistry, context: FeedContext, *, poll_interval: float = 30.0) -> None:
-        super().__init__(context, registry.keys.namespace)
+        super().__init__(context, registry.keys.namespace, poll_interval=poll_interval)
         self.registry = registry
         self.keys = registry.keys
-        self.poll_interval = poll_interval
-        self.ping_timeout = max(1.0, min(10.0, poll_interval))
         # The subscriber connection never reconnects by itself (retries=0): every reconnect must go
         # through this loop, because every reconnect needs a resync. RESP2: redis-py 8's RESP3 push
         # path formats every message for a debug log line, ~12 us of CPU per message here.
@@ -85,7 +83,6 @@ class RedisFeed(PushFeed[bytes]):
         """Set by the sentinel watch before it interrupts the listener: why it must subscribe again."""
         self._marker = b""
         self._markers = 0
-        self._recheck_at = 0.0
 
     def forked(self, context: FeedContext) -> RedisFeed:
         """A new feed with new connections for a forked child."""
@@ -141,7 +138,7 @@ class RedisFeed(PushFeed[bytes]):
                 )
             backoff.reset()
             self.first_attempt.set()
-            self._listen(pubsub)
+            self._listen()
         except Exception as exc:
             moved = self._moved
             if moved is not None and not self._stop.is_set():  # interrupted by the sentinel watch
@@ -161,30 +158,21 @@ class RedisFeed(PushFeed[bytes]):
             if message is not None and message["type"] in SUBSCRIBED:
                 return
 
-    def _listen(self, pubsub: Any) -> None:
-        idle = self.context.idle
-        next_poll = time.monotonic() + self.poll_interval
-        pong_deadline: float | None = None
-        while not self._stop.is_set():
-            now = time.monotonic()
-            wake = next_poll if self.holding is None else min(next_poll, self._recheck_at)
-            message = pubsub.get_message(timeout=max(0.0, min(1.0, wake - now)))
-            if message is not None:
-                pong_deadline = None  # any data proves the connection alive
-                self._handle(message)
-            idle()
-            now = time.monotonic()
-            if pong_deadline is not None and now > pong_deadline:
-                raise TimeoutError(f"no PONG on the subscriber connection within {self.ping_timeout:g} s")
-            if self.holding is not None and now >= self._recheck_at:
-                self._resync(f"recheck: {self.holding}")
-            if message is None and now >= next_poll:
-                if self._safety_poll(pubsub):
-                    pong_deadline = None
-                if pong_deadline is None:  # one PING at a time: its deadline must not move
-                    pubsub.ping()
-                    pong_deadline = now + self.ping_timeout
-                next_poll = now + self.poll_interval
+    silence = "no PONG on the subscriber connection"
+
+    def _receive(self, timeout: float) -> bool:
+        message = self._pubsub.get_message(timeout=timeout)
+        if message is None:
+            return False
+        self._handle(message)
+        return True
+
+    def _quiet(self) -> None:
+        if self._safety_poll(self._pubsub):
+            self._pong_deadline = None
+        if self._pong_deadline is None:  # one PING at a time: its deadline must not move
+            self._pubsub.ping()
+            self._pong_deadline = time.monotonic() + self.ping_timeout
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]

@@ -1,0 +1,74 @@
+"""The ``file://`` feed: the JSON-file registry watched by its stat, reloaded whole on a change."""
+
+from __future__ import annotations
+
+import os
+
+from promptreg.client.feeds import Backoff, Feed, FeedContext, empty_registry
+from promptreg.registry.file_store import JsonFilePromptRegistry
+from promptreg.registry.models import PromptVersion
+
+
+class FileFeed(Feed):
+    """Watches a ``file://`` registry: stat every ``interval`` seconds, reload the whole file on change."""
+
+    kind = "file"
+
+    def __init__(self, registry: JsonFilePromptRegistry, context: FeedContext, *, interval: float = 0.2) -> None:
+        super().__init__(context, registry.path.name)
+        self.registry = registry
+        self.interval = interval
+        self._seen: tuple[int, int, int] | None = None
+
+    def forked(self, context: FeedContext) -> FileFeed:
+        """A new watcher for a forked child."""
+        return FileFeed(self.registry, context, interval=self.interval)
+
+    def fetch_version(self, name: str, number: int) -> PromptVersion:
+        """Read one version from the file."""
+        return self.registry.get_version(name, version=number)
+
+    def _signature(self) -> tuple[int, int, int]:
+        try:
+            st = os.stat(self.registry.path)
+        except FileNotFoundError:
+            return (0, 0, 0)
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _run_once(self, backoff: Backoff) -> None:
+        while not self._stop.is_set():
+            signature = self._signature()
+            if signature != self._seen:
+                self._reload()
+                self._seen = signature
+                backoff.reset()
+            self.first_attempt.set()
+            self.context.idle()
+            self._stop.wait(self.interval)
+
+    def _reload(self) -> None:
+        state = self.registry.load_state()
+        cache = self.context.cache
+        pointers: dict[str, dict[str, int]] = {}
+        # Every version afresh: the file may have been replaced by another history (a restore), so
+        # a version number cached before may now stand for another text.
+        versions: dict[tuple[str, int], PromptVersion] = {}
+        for name, prompt in state.prompts.items():
+            labels = dict(prompt.labels)
+            if prompt.versions:
+                labels["latest"] = prompt.versions[-1].version
+            for number in set(labels.values()):
+                found = prompt.get_version_by_number(number)
+                if found is not None:
+                    versions[name, number] = found
+            pointers[name] = labels
+        empty = empty_registry(state.rev, pointers, cache)
+        if empty is not None:
+            self._hold(empty)
+            return
+        before = cache.pointers
+        cache.replace(state.rev, pointers, versions=versions, events=False)
+        self._trusted()
+        self.context.status.resynced()
+        self.context.status.live()
+        self._replaced(before)
