@@ -50,6 +50,8 @@ from typing import Any
 
 from redis.exceptions import NoPermissionError
 
+from promptreg.client.cache import Cache
+from promptreg.client.status import StatusTracker
 from promptreg.registry.fleet import (
     MAX_HOST,
     MAX_LIBRARY_VERSION,
@@ -79,6 +81,12 @@ _HOST = reportable(socket.gethostname(), MAX_HOST)
 
 StateProbe = Callable[[], tuple[str, int]]
 """Returns the client's ``(state, revision served)``; called on the reporter's thread."""
+
+
+def served_probe(status: StatusTracker, cache: Cache) -> StateProbe:
+    """What a report says, read from the status and the cache themselves: acknowledgements flow one
+    way (feed -> cache and status -> reporter), never back through the client."""
+    return lambda: (status.state.value, cache.rev)
 
 
 def new_client_id() -> str:

@@ -14,7 +14,7 @@ from typing import Any, Self, cast
 from promptreg.client.cache import Cache, ChangeEvent
 from promptreg.client.feeds import FeedContext
 from promptreg.client.forking import LIVE_CLIENTS, ForkedParentCache
-from promptreg.client.presence import FleetPresence
+from promptreg.client.presence import FleetPresence, served_probe
 from promptreg.client.rendering import Rendering
 from promptreg.client.snapshot import LastKnownGood
 from promptreg.client.sources import open_source, registry_from_environment
@@ -125,7 +125,7 @@ class PromptClient(Rendering):
         self._registry, self._feed = open_source(url, self._namespace, self._context(), poll_interval, read_from)
         self._status.add_listener(self._status_changed)
         # The reporter connects while the state is read, so the first report is one round trip after live.
-        self._presence.start(self._registry, self._probe, self._default_label)
+        self._presence.start(self._registry, served_probe(self._status, self._cache), self._default_label)
         LIVE_CLIENTS.add(self)
         self._start(start_timeout)
         self._presence.client_started()
@@ -357,9 +357,6 @@ class PromptClient(Rendering):
                 redact_url(self._url), start_timeout,
             )  # fmt: skip
 
-    def _probe(self) -> tuple[str, int]:  # what a presence report says: the state and the revision served
-        return self._status.state.value, self._cache.rev
-
     def _status_changed(self, status: ClientStatus) -> None:
         self._presence.poke()  # live (or stale) is reported at once, not at the listener's next message
 
@@ -377,7 +374,9 @@ class PromptClient(Rendering):
         self._status.after_fork("process forked: reconnecting")
         self._feed = self._feed.forked(self._context())
         self._feed.start()
-        self._presence = self._presence.forked(self._registry, self._probe, self._default_label)
+        self._presence = self._presence.forked(
+            self._registry, served_probe(self._status, self._cache), self._default_label
+        )
 
     def _after_fork_in_parent(self) -> None:
         # Flags only (no I/O, no lock): the reporter removes the record on its own thread, and the
