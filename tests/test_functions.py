@@ -30,6 +30,18 @@ from promptreg.registry import (
 )
 from promptreg.registry.cli import cli
 from promptreg.registry.redis.acl import Role, acl_setuser_args, parse_server_version
+from promptreg.registry.redis.calls import (
+    AddVersion,
+    CreatePrompt,
+    DeleteLabel,
+    IndexPrompts,
+    Reply,
+    RollbackLabel,
+    ScriptCall,
+    SetCompatibility,
+    SetLabel,
+)
+from promptreg.registry.redis.keys import Keyspace
 from promptreg.registry.redis.records import REFUSALS, refusal
 from promptreg.registry.redis.scripts import SCRIPTS, FunctionLibrary, WriteFunctions, load_library, write_library
 from tests.ha_servers import ClusterDeployment
@@ -273,3 +285,36 @@ def test_every_refusal_a_script_returns_has_one_typed_error() -> None:
     assert refusal("p", "production", [b"ERR", b"CONFLICT", 3], expected=2).actual == 3  # type: ignore[attr-defined]
     unknown = refusal("p", None, [b"ERR", b"SOMETHING-NEW"])
     assert isinstance(unknown, RegistryCorruptError) and "SOMETHING-NEW" in str(unknown)
+
+
+def _documented(script: str) -> tuple[int, int]:
+    """How many KEYS and ARGV the script's header documents by number."""
+    source = (Path(__file__).resolve().parent.parent / "registry" / "redis" / "lua" / f"{script}.lua").read_text()
+    keys = {int(n) for n in re.findall(r"^-- KEYS\[(\d+)\]", source, re.M)}
+    args = {int(n) for n in re.findall(r"^-- ARGV\[(\d+)\]", source, re.M)}
+    return max(keys), max(args)
+
+
+def test_every_typed_call_passes_what_its_script_documents() -> None:
+    ks = Keyspace("t")
+    head = b"h"
+    calls: list[ScriptCall] = [
+        CreatePrompt(ks, "p", None, None, "2026-01-01T00:00:00+00:00", head, "none"),
+        AddVersion(ks, "p", 1, "text", None, "at", None, b"\x80", "0" * 64, head, ("", "", "", "")),
+        SetLabel(ks, "p", "production", 1, None, "at", None, None, head, False, 0),
+        DeleteLabel(ks, "p", "production", None, "at", None, None, head),
+        RollbackLabel(ks, "p", "production", "at", None, None, head, False, 1, 2),
+        SetCompatibility(ks, "p", "full", "at", None, None, head),
+    ]
+    assert {call.script for call in calls} | {IndexPrompts.script} == set(SCRIPTS)
+    for call in calls:
+        keys, args = _documented(call.script)
+        # + {ns}:revid in KEYS, + the write id and the publish command in ARGV (_commit.lua)
+        assert (len(call.script_keys()) + 1, len(call.script_args()) + 2) == (keys, args), call.script
+        assert all(key.startswith("{t}:") for key in call.script_keys()), call.script  # one slot: the hash tag
+    assert SetLabel.reply([b"OK", 7, 2, b"1"]) == Reply(7, previous=2, forced=True)
+    assert RollbackLabel.reply([b"OK", 8, 1, 2, b""]) == Reply(8, version=1, previous=2)
+    assert AddVersion.reply([b"OK", 9, 4]).version == 4
+    index = IndexPrompts(ks, {"a": ["production"], "b": []}, ["production", "staging"])
+    assert index.script_args() == [2, 2, "production", "staging", "a", 1, "production", "b", 0]
+    assert len(index.script_keys()) == 2 + (2 + 1) + 2 + 2

@@ -20,6 +20,7 @@ import redis
 
 from promptreg.registry.errors import RegistryCorruptError
 from promptreg.registry.migration import MigrationResult
+from promptreg.registry.redis.calls import IndexPrompts
 from promptreg.registry.redis.keys import Keyspace
 
 INDEX_FORMAT = 1
@@ -75,14 +76,8 @@ def _index_batch(client: redis.Redis, keys: Keyspace, script: Callable[..., Any]
             name: sorted(raw.decode("utf-8") for raw in found) for name, found in zip(pending, label_sets, strict=True)
         }
         index_labels = sorted({raw.decode("utf-8") for raw in indexed}.union(*labels.values()))
-        script_keys = [keys.index_latest, keys.index_labels]
-        args: list[Any] = [len(pending), len(index_labels), *index_labels]
-        for name in pending:
-            script_keys += [keys.prompt(name), keys.labels(name), *(keys.label(name, lb) for lb in labels[name])]
-            args += [name, len(labels[name]), *labels[name]]
-        script_keys += [keys.index_label(label) for label in index_labels]
-        retry = script(keys=script_keys, args=args, client=client)
-        if not retry:
+        call = IndexPrompts(keys, labels, index_labels)
+        pending = call.changed(script(keys=call.script_keys(), args=call.script_args(), client=client))
+        if not pending:
             return len(names)
-        pending = [raw.decode("utf-8") for raw in retry]
     raise RegistryCorruptError(f"the labels of {pending[:5]} kept changing while they were indexed")

@@ -32,6 +32,16 @@ from promptreg.registry.errors import (
 from promptreg.registry.fleet import FleetMember
 from promptreg.registry.migration import MigrationResult
 from promptreg.registry.models import AuditEvent, CompatibilityMode, Prompt, PromptVersion
+from promptreg.registry.redis.calls import (
+    AddVersion,
+    CreatePrompt,
+    DeleteLabel,
+    Reply,
+    RollbackLabel,
+    ScriptCall,
+    SetCompatibility,
+    SetLabel,
+)
 from promptreg.registry.redis.chat import content_args, fill_inputs
 from promptreg.registry.redis.errors import map_redis_errors
 from promptreg.registry.redis.fleet import read_fleet, read_members
@@ -166,16 +176,16 @@ class RedisPromptRegistry(PromptRegistry):
         # Typed as Any: redis-py's stubs type chained pipeline calls as command results.
         return self.redis.pipeline(transaction=transaction)
 
-    def _run(self, script: str, keys: list[str], args: list[Any]) -> list[Any]:
+    def _run(self, script_call: ScriptCall) -> list[Any]:
         # The last KEYS of every write script is {ns}:revid, its last two ARGV this write's id and
         # the publish command (_commit.lua). With wait_replicas, or on Sentinel, the script does not
         # publish: the message comes back last in its reply and is published here once WAIT
         # confirmed the write and the sentinels still name the node it ran on (WriteRoute), so no
         # client applies a change a failover can still take back (docs/operations.md).
-        keys = [*keys, self.keys.revid]
+        keys = [*script_call.script_keys(), self.keys.revid]
         defer = bool(self.wait_replicas) or self._route is not None
-        args = [*args, secrets.token_hex(8), "DEFER" if defer else self._publish]
-        call = self._functions.script(script)
+        args = [*script_call.script_args(), secrets.token_hex(8), "DEFER" if defer else self._publish]
+        call = self._functions.script(script_call.script)
         with self._translate():
             client, primary = (self.redis, None) if self._route is None else self._route.before()
             if not defer:
@@ -207,152 +217,122 @@ class RedisPromptRegistry(PromptRegistry):
     def _head(self, op: str, name: str, label: str | None, author: str | None, at: datetime) -> bytes:
         return pack_static_part(op, name, label, author, at.timestamp())
 
-    def _label_keys(self, name: str, label: str) -> list[str]:
-        k = self.keys
-        return [k.prompt(name), k.label(name, label), k.labels(name), k.previous(name, label)]
-
-    def _index_keys(self, label: str) -> list[str]:
-        return [self.keys.index_label(label), self.keys.index_labels]
-
-    def _audit_keys(self, name: str) -> list[str]:
-        return [self.keys.rev, self.keys.log, self.keys.history(name)]
-
     def _fail(
         self, name: str, label: str | None, result: list[Any], expected: int | None = None, version: int = 0
     ) -> NoReturn:
         raise refusal(name, label, result, expected, version)
 
-    def _event(self, rev: int, action: str, name: str, label: str | None, version: Any, prev: Any,
-               author: str | None, reason: str | None, at: datetime, forced: Any = b"",
+    def _event(self, reply: Reply, action: str, name: str, label: str | None, version: int | None,
+               author: str | None, reason: str | None, at: datetime,
                compatibility: CompatibilityMode | None = None) -> AuditEvent:  # fmt: skip
         return AuditEvent(
-            forced=forced == b"1",
+            forced=reply.forced,
             compatibility=compatibility,
-            rev=int(rev),
+            rev=reply.rev,
             at=at,
             action=action,  # type: ignore[arg-type]
             prompt=name,
             label=label,
-            version=None if version is None else int(version),
-            previous_version=None if prev is None else int(prev),
+            version=version,
+            previous_version=reply.previous,
             author=author,
             reason=reason,
         )
 
     # -- writes ---------------------------------------------------------------------------------
 
+    def _write(self, name: str, call: ScriptCall, label: str | None = None, expected: int | None = None) -> Reply:
+        result = self._run(call)
+        if result[0] != b"OK":
+            self._fail(name, label, result, expected)
+        return call.reply(result)
+
     @durable
     def _create_prompt(self, name: str, description: str | None, author: str | None, at: datetime, *,
                        compatibility: CompatibilityMode = "none") -> Prompt:  # fmt: skip
-        k = self.keys
-        result = self._run(
-            "create_prompt",
-            [k.prompts, k.prompt(name), *self._audit_keys(name), k.index_format],
-            [name, description or "", author or "", at.isoformat(),
-             self._head("create_prompt", name, None, author, at), k.channel, compatibility],
-        )  # fmt: skip
-        if result[0] != b"OK":
-            self._fail(name, None, result)
+        head = self._head("create_prompt", name, None, author, at)
+        self._write(name, CreatePrompt(self.keys, name, description, author, at.isoformat(), head, compatibility))
         return Prompt(name=name, description=description, author=author, created_at=at, compatibility=compatibility)
 
     @durable
     def _add_version(self, name: str, prompt_text: str, author: str | None, metadata: dict[str, Any],
                      message: str | None, at: datetime, *, messages: tuple[dict[str, str], ...] | None = None,
                      config: dict[str, Any] | None = None) -> PromptVersion:  # fmt: skip
-        k = self.keys
         built = PromptVersion(version=1, prompt_text=prompt_text, created_at=at, author=author, message=message,
                               metadata=metadata, messages=messages, config=config or {})  # fmt: skip
-        args = [name, k.version_prefix(name), prompt_text, author or "", at.isoformat(), message or "",
-                msgpack.packb(metadata), hashlib.sha256(prompt_text.encode("utf-8")).hexdigest(),
-                self._head("add_version", name, None, author, at), k.channel,
-                *content_args(messages, built.config, built.variables | built.placeholders,
-                              built.placeholders)]  # fmt: skip
         with self._translate():
-            number = int(self.redis.hget(k.prompt(name), "latest") or 0) + 1
+            number = int(self.redis.hget(self.keys.prompt(name), "latest") or 0) + 1
+        call = AddVersion(
+            self.keys, name, number, prompt_text, author, at.isoformat(), message, msgpack.packb(metadata),
+            hashlib.sha256(prompt_text.encode("utf-8")).hexdigest(), self._head("add_version", name, None, author, at),
+            tuple(content_args(messages, built.config, built.variables | built.placeholders, built.placeholders)),
+        )  # fmt: skip
         # The script must be given the new version's key; it says so when another write took it.
         for _attempt in range(ADD_VERSION_ATTEMPTS):
-            keys = [k.prompt(name), *self._audit_keys(name), k.index_latest, k.version(name, number)]
-            result = self._run("add_version", keys, args)
+            result = self._run(call)
             if result[0] == b"OK" or result[1] != b"RETRY":
                 break
-            number = int(result[2])
+            call = call.retried(result)
         if result[0] != b"OK":
             self._fail(name, None, result)
-        return built.model_copy(update={"version": int(result[2])})
+        return built.model_copy(update={"version": call.reply(result).version})
 
     @durable
     def _set_label(self, name: str, label: str, version: int, expected_version: int | None,
                    author: str | None, reason: str | None, at: datetime, *,
                    force: bool = False) -> AuditEvent:  # fmt: skip
-        k = self.keys
-        prompt_key, label_key, labels_key, prev_key = self._label_keys(name, label)
-        args = [name, label, version, "" if expected_version is None else expected_version, at.isoformat(),
-                author or "", reason or "", self._head("set_label", name, label, author, at), k.channel,
-                k.version_prefix(name), "1" if force else ""]  # fmt: skip
         # The compatibility check reads the version the label last pointed at (where it points, or
         # where it pointed when it was deleted), so the script must be given its key. No GET first (a
         # round trip before every move is published): the guess is the expected version, and the
         # script answers RETRY with that version only when a compatibility mode needs its hash and
         # the guess was wrong.
-        current = expected_version or 0
+        call = SetLabel(self.keys, name, label, version, expected_version, at.isoformat(), author, reason,
+                        self._head("set_label", name, label, author, at), force, expected_version or 0)  # fmt: skip
         for _attempt in range(ADD_VERSION_ATTEMPTS):
-            keys = [prompt_key, k.version(name, version), label_key, labels_key, prev_key, *self._audit_keys(name),
-                    *self._index_keys(label), k.version(name, current)]  # fmt: skip
-            result = self._run("set_label", keys, args)
+            result = self._run(call)
             if result[0] == b"OK" or result[1] != b"RETRY":
                 break
-            current = int(result[2])
+            call = call.retried(result)
         if result[0] != b"OK":
             self._fail(name, label, result, expected_version, version)
-        return self._event(result[1], "set_label", name, label, version, result[2], author, reason, at, result[3])
+        return self._event(call.reply(result), "set_label", name, label, version, author, reason, at)
 
     @durable
     def _delete_label(self, name: str, label: str, expected_version: int | None, author: str | None,
                       reason: str | None, at: datetime) -> AuditEvent:  # fmt: skip
-        result = self._run(
-            "delete_label",
-            [*self._label_keys(name, label), *self._audit_keys(name), *self._index_keys(label)],
-            [name, label, "" if expected_version is None else expected_version, at.isoformat(), author or "",
-             reason or "", self._head("delete_label", name, label, author, at), self.keys.channel],
+        head = self._head("delete_label", name, label, author, at)
+        reply = self._write(
+            name,
+            DeleteLabel(self.keys, name, label, expected_version, at.isoformat(), author, reason, head),
+            label, expected_version,
         )  # fmt: skip
-        if result[0] != b"OK":
-            self._fail(name, label, result, expected_version)
-        return self._event(result[1], "delete_label", name, label, None, result[2], author, reason, at)
+        return self._event(reply, "delete_label", name, label, None, author, reason, at)
 
     @durable
     def _rollback(self, name: str, label: str, author: str | None, reason: str | None, at: datetime, *,
                   force: bool = False) -> AuditEvent:  # fmt: skip
-        args = [name, label, self.keys.version_prefix(name), at.isoformat(), author or "", reason or "",
-                self._head("rollback", name, label, author, at), self.keys.channel, "1" if force else ""]  # fmt: skip
         with self._translate():
             raw_target, raw_current = self.redis.mget(self.keys.previous(name, label), self.keys.label(name, label))
-        target, current = int(raw_target or 0), int(raw_current or 0)
         # The script must be given the target's and the current version's keys; it says when they moved.
+        call = RollbackLabel(self.keys, name, label, at.isoformat(), author, reason,
+                             self._head("rollback", name, label, author, at), force, int(raw_target or 0),
+                             int(raw_current or 0))  # fmt: skip
         for _attempt in range(ADD_VERSION_ATTEMPTS):
-            keys = [*self._label_keys(name, label), *self._audit_keys(name), *self._index_keys(label),
-                    self.keys.version(name, target), self.keys.version(name, current)]  # fmt: skip
-            result = self._run("rollback_label", keys, args)
+            result = self._run(call)
             if result[0] == b"OK" or result[1] != b"RETRY":
                 break
-            target, current = int(result[2]), int(result[3])
+            call = call.retried(result)
         if result[0] != b"OK":
-            self._fail(name, label, result, version=target)
-        return self._event(result[1], "rollback", name, label, result[2], result[3], author, reason, at, result[4])
+            self._fail(name, label, result, version=call.target)
+        reply = call.reply(result)
+        return self._event(reply, "rollback", name, label, reply.version, author, reason, at)
 
     @durable
     def _set_compatibility(self, name: str, mode: CompatibilityMode, author: str | None, reason: str | None,
                            at: datetime) -> AuditEvent:  # fmt: skip
-        k = self.keys
-        result = self._run(
-            "set_compatibility",
-            [k.prompt(name), *self._audit_keys(name)],
-            [name, mode, at.isoformat(), author or "", reason or "",
-             self._head("set_compatibility", name, None, author, at), k.channel],
-        )  # fmt: skip
-        if result[0] != b"OK":
-            self._fail(name, None, result)
-        return self._event(result[1], "set_compatibility", name, None, None, None, author, reason, at,
-                           compatibility=mode)  # fmt: skip
+        head = self._head("set_compatibility", name, None, author, at)
+        reply = self._write(name, SetCompatibility(self.keys, name, mode, at.isoformat(), author, reason, head))
+        return self._event(reply, "set_compatibility", name, None, None, author, reason, at, compatibility=mode)
 
     # -- reads ----------------------------------------------------------------------------------
 
