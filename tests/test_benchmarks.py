@@ -53,6 +53,7 @@ def _positive_stats(stats: dict[str, float]) -> None:
 
 @pytest.mark.redis
 @pytest.mark.slow
+@pytest.mark.bench
 def test_writes_benchmark_by_path(tmp_path: Path) -> None:
     data = _run(["benchmarks/writes.py"], tmp_path / "writes.json")
     results = data["results"]
@@ -79,6 +80,7 @@ def test_apply_benchmark_by_path(tmp_path: Path) -> None:
 
 @pytest.mark.redis
 @pytest.mark.slow
+@pytest.mark.bench
 def test_lookup_benchmark(tmp_path: Path) -> None:
     data = _run(["-m", "benchmarks.lookup"], tmp_path / "lookup.json")
     csc = data["client_side_cache"]
@@ -109,6 +111,7 @@ def test_lookup_benchmark(tmp_path: Path) -> None:
 
 @pytest.mark.redis
 @pytest.mark.slow
+@pytest.mark.bench
 def test_propagation_benchmark_on_a_given_url(tmp_path: Path, redis_server: RedisServer) -> None:
     namespace = "benchtest" + os.urandom(4).hex()
     plot = tmp_path / "cdf.png"
@@ -156,6 +159,7 @@ def _check_propagation_run(run: dict[str, Any], clients: int, moves: int) -> Non
 
 @pytest.mark.redis
 @pytest.mark.slow
+@pytest.mark.bench
 @pytest.mark.parametrize(("topology", "floor"), [("replicas", "publish"), ("cluster", "spublish")])
 def test_propagation_benchmark_per_topology(tmp_path: Path, topology: str, floor: str) -> None:
     need_binaries("redis-server", "redis-sentinel" if topology == "replicas" else "redis-cli")
@@ -169,6 +173,7 @@ def test_propagation_benchmark_per_topology(tmp_path: Path, topology: str, floor
 @pytest.mark.redis
 @pytest.mark.postgres
 @pytest.mark.slow
+@pytest.mark.bench
 def test_propagation_benchmark_postgres_and_redis_side_by_side(tmp_path: Path) -> None:
     need_postgres()
     data = _run(["benchmarks/propagation.py", "--backend", "both"], tmp_path / "p.json", timeout=240)
@@ -181,6 +186,7 @@ def test_propagation_benchmark_postgres_and_redis_side_by_side(tmp_path: Path) -
 @pytest.mark.redis
 @pytest.mark.postgres
 @pytest.mark.slow
+@pytest.mark.bench
 def test_writes_benchmark_postgres_and_redis_side_by_side(tmp_path: Path) -> None:
     need_postgres()
     data = _run(["-m", "benchmarks.writes", "--backend", "both"], tmp_path / "w.json", timeout=240)

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.redis
 @pytest.mark.slow
+@pytest.mark.bench
 def test_client_speed_quick_run(tmp_path: Path, redis_server: object) -> None:
     out = tmp_path / "client_speed.json"
     done = subprocess.run(

@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.redis
+@pytest.mark.slow
+@pytest.mark.bench
 def test_fleet_benchmark_quick(tmp_path: Path) -> None:
     out = tmp_path / "fleet.json"
     done = subprocess.run(

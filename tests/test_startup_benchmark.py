@@ -14,7 +14,7 @@ from tests.conftest import _need_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = [pytest.mark.redis, pytest.mark.slow]
+pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.bench]
 
 
 def test_startup_benchmark_with_and_without_hiredis_subset_and_0_1_0(tmp_path: Path) -> None:
