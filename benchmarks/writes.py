@@ -194,7 +194,7 @@ def _side_by_side(results: list[dict[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _harness.parse_args(__doc__.splitlines()[0], argv, extra=_options)
     backends = _harness.backends(args)
-    seconds, rounds = (1.0, 1) if args.quick else (3.0, 2)
+    seconds, rounds = (0.3, 1) if args.quick else (3.0, 2)  # --quick: the smoke run
     wall = time.perf_counter()
     results: list[dict[str, Any]] = []
     versions: dict[str, str] = {}

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import pytest
 
-from promptreg.client import PromptClient
+from promptreg.client import ClientState, PromptClient
 from promptreg.registry import RedisPromptRegistry, RegistryUnavailableError, ReplicationTimeoutError
 from tests.conftest import need_binaries
 from tests.ha_servers import SentinelDeployment
@@ -108,6 +108,9 @@ def test_failover_losing_writes_then_numbers_reused(
         for replica in deployment.replicas:
             assert replica.process is not None
             replica.process.send_signal(signal.SIGCONT)
+        # Until its listener sees the connection drop (milliseconds; longer on a loaded machine), the
+        # primary's client is rightly live on the state that primary held: watch from then on.
+        assert wait_until(lambda: on_primary.status().state is not ClientState.LIVE, 10), on_primary.status()
         watches = {name: Watch(prompts, "lost") for name, prompts in clients.items()}
         deployment.wait_new_primary(old, 30)
 

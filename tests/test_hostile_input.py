@@ -348,6 +348,7 @@ def test_undecodable_arguments_get_one_line(tmp_path: Path, argv: list[bytes]) -
         (f"redis://user:{SECRET}@[::1:6379/0", "Invalid IPv6 URL"),
         ("redis://h\udcff:6379/0", "registry URL is not valid Unicode"),
     ],
+    ids=lambda value: str(value).replace(SECRET, "SECRET"),  # the same ids in every xdist worker
 )
 def test_malformed_urls_are_input_errors_everywhere(url: str, reason: str) -> None:
     from promptreg.client import PromptClient
