@@ -20,43 +20,49 @@ in :mod:`promptreg.registry` (its backends in ``promptreg.registry.redis`` and
 top-level name such as ``client``.
 """
 
-from promptreg.client import ChangeEvent, ClientState, ClientStatus, ErrorKind, PromptClient
-from promptreg.registry import (
-    AuditEvent,
-    CompatibilityReport,
-    ConfigurationError,
-    FleetMember,
-    FleetWait,
-    ImportConflictError,
-    IncompatibleVersionError,
-    InvalidInputError,
-    InvalidNameError,
-    JsonFilePromptRegistry,
-    LabelConflictError,
-    LabelNotFoundError,
-    MigrationResult,
-    MissingVariableError,
-    PostgresPromptRegistry,
-    PrimaryChangedError,
-    Prompt,
-    PromptExistsError,
-    PromptFileError,
-    PromptNotFoundError,
-    PromptRegistry,
-    PromptRegistryError,
-    PromptRegistryFactory,
-    PromptTooLargeError,
-    PromptTypeError,
-    PromptVersion,
-    RedisPromptRegistry,
-    RegistryAuthError,
-    RegistryCorruptError,
-    RegistryUnavailableError,
-    ReplicationTimeoutError,
-    RollbackUnavailableError,
-    StateReadError,
-    VersionNotFoundError,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from promptreg.client import ChangeEvent, ClientState, ClientStatus, ErrorKind, PromptClient
+    from promptreg.registry import (
+        AuditEvent,
+        CompatibilityReport,
+        ConfigurationError,
+        FleetMember,
+        FleetWait,
+        ImportConflictError,
+        IncompatibleVersionError,
+        InvalidInputError,
+        InvalidNameError,
+        JsonFilePromptRegistry,
+        LabelConflictError,
+        LabelNotFoundError,
+        MigrationResult,
+        MissingVariableError,
+        PostgresPromptRegistry,
+        PrimaryChangedError,
+        Prompt,
+        PromptExistsError,
+        PromptFileError,
+        PromptNotFoundError,
+        PromptRegistry,
+        PromptRegistryError,
+        PromptRegistryFactory,
+        PromptTooLargeError,
+        PromptTypeError,
+        PromptVersion,
+        RedisPromptRegistry,
+        RegistryAuthError,
+        RegistryCorruptError,
+        RegistryUnavailableError,
+        ReplicationTimeoutError,
+        RollbackUnavailableError,
+        StateReadError,
+        VersionNotFoundError,
+    )
 
 __all__ = [
     "AuditEvent",
@@ -99,3 +105,20 @@ __all__ = [
     "StateReadError",
     "VersionNotFoundError",
 ]
+
+_CLIENT_NAMES = frozenset({"ChangeEvent", "ClientState", "ClientStatus", "ErrorKind", "PromptClient"})
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use (PEP 562), so `import promptreg.registry.cli` (the command line) does not
+    # also import the client, and an application that only reads pays nothing for the CLI.
+    if name not in __all__:
+        raise AttributeError(f"module 'promptreg' has no attribute {name!r}")
+    module = importlib.import_module("promptreg.client" if name in _CLIENT_NAMES else "promptreg.registry")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
