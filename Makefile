@@ -9,6 +9,10 @@ BIN := $(VENV)/bin
 LOCK := requirements.lock
 PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CONSTRAINT=$(abspath $(LOCK)) $(BIN)/python -m pip install -q
 LOCK_EXTRAS := dev,demo
+# Test workers (pytest-xdist): the suite spends much of its time waiting on servers it started, so
+# 3 workers on this 2-core machine finish sooner than 2 (5:53 against 7:09 measured); -n 0 runs it
+# in one process.
+TEST_WORKERS ?= 3
 
 .PHONY: test demo lint bench clean lock
 
@@ -27,7 +31,7 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 demo: $(VENV)/.installed-demo
 	$(BIN)/promptreg demo
