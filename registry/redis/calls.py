@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from promptreg.registry.redis.keys import Keyspace
 
@@ -281,3 +281,7 @@ class IndexPrompts:
     def changed(result: list[Any] | None) -> list[str]:
         """The prompts to read again (empty: the batch is indexed)."""
         return [raw.decode("utf-8") for raw in result or []]
+
+
+Placed = TypeVar("Placed", AddVersion, SetLabel, RollbackLabel)
+"""The calls whose KEYS include a key the caller guessed, which the script names again on ``RETRY``."""

@@ -36,6 +36,7 @@ from promptreg.registry.redis.calls import (
     AddVersion,
     CreatePrompt,
     DeleteLabel,
+    Placed,
     Reply,
     RollbackLabel,
     ScriptCall,
@@ -241,6 +242,16 @@ class RedisPromptRegistry(PromptRegistry):
 
     # -- writes ---------------------------------------------------------------------------------
 
+    def _run_placed(self, call: Placed) -> tuple[Placed, list[Any]]:
+        """Run a call whose keys depend on a value the caller guessed (a version number): when the
+        script answers ``RETRY``, run it again with what it named, a bounded number of times."""
+        for _attempt in range(ADD_VERSION_ATTEMPTS):
+            result = self._run(call)
+            if result[0] == b"OK" or result[1] != b"RETRY":
+                break
+            call = call.retried(result)
+        return call, result
+
     def _write(self, name: str, call: ScriptCall, label: str | None = None, expected: int | None = None) -> Reply:
         result = self._run(call)
         if result[0] != b"OK":
@@ -268,11 +279,7 @@ class RedisPromptRegistry(PromptRegistry):
             tuple(content_args(messages, built.config, built.variables | built.placeholders, built.placeholders)),
         )  # fmt: skip
         # The script must be given the new version's key; it says so when another write took it.
-        for _attempt in range(ADD_VERSION_ATTEMPTS):
-            result = self._run(call)
-            if result[0] == b"OK" or result[1] != b"RETRY":
-                break
-            call = call.retried(result)
+        call, result = self._run_placed(call)
         if result[0] != b"OK":
             self._fail(name, None, result)
         return built.model_copy(update={"version": call.reply(result).version})
@@ -288,11 +295,7 @@ class RedisPromptRegistry(PromptRegistry):
         # the guess was wrong.
         call = SetLabel(self.keys, name, label, version, expected_version, at.isoformat(), author, reason,
                         self._head("set_label", name, label, author, at), force, expected_version or 0)  # fmt: skip
-        for _attempt in range(ADD_VERSION_ATTEMPTS):
-            result = self._run(call)
-            if result[0] == b"OK" or result[1] != b"RETRY":
-                break
-            call = call.retried(result)
+        call, result = self._run_placed(call)
         if result[0] != b"OK":
             self._fail(name, label, result, expected_version, version)
         return self._event(call.reply(result), "set_label", name, label, version, author, reason, at)
@@ -317,11 +320,7 @@ class RedisPromptRegistry(PromptRegistry):
         call = RollbackLabel(self.keys, name, label, at.isoformat(), author, reason,
                              self._head("rollback", name, label, author, at), force, int(raw_target or 0),
                              int(raw_current or 0))  # fmt: skip
-        for _attempt in range(ADD_VERSION_ATTEMPTS):
-            result = self._run(call)
-            if result[0] == b"OK" or result[1] != b"RETRY":
-                break
-            call = call.retried(result)
+        call, result = self._run_placed(call)
         if result[0] != b"OK":
             self._fail(name, label, result, version=call.target)
         reply = call.reply(result)
