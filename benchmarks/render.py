@@ -96,7 +96,7 @@ def contenders_for(text: str, values: dict[str, Any]) -> dict[str, Callable[[], 
 
 def time_contenders(contenders: dict[str, Callable[[], object]], quick: bool) -> dict[str, float]:
     """Median ns per call of each contender, timed in interleaved repeats."""
-    number, repeats = (20_000, 5) if quick else (100_000, 15)
+    number, repeats = (4_000, 3) if quick else (100_000, 15)  # quick: the smoke run
     assert len({str(f()) for f in contenders.values()}) == 1  # the same text from all
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):  # interleaved: drift on a shared machine hits every contender alike

@@ -54,8 +54,9 @@ def _positive_stats(stats: dict[str, float]) -> None:
 @pytest.mark.redis
 @pytest.mark.slow
 @pytest.mark.bench
-def test_writes_benchmark_by_path(tmp_path: Path) -> None:
-    data = _run(["benchmarks/writes.py"], tmp_path / "writes.json")
+def test_writes_benchmark_by_path_through_sentinel(tmp_path: Path) -> None:
+    need_binaries("redis-server", "redis-sentinel")
+    data = _run(["benchmarks/writes.py", "--sentinel"], tmp_path / "writes.json", timeout=180)
     results = data["results"]
     assert {(r["operation"], r["writers"]) for r in results} == {
         (op, w) for op in ("ping", "add_version", "set_label") for w in (1, 4)

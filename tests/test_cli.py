@@ -203,9 +203,15 @@ def test_export_to_stdout_is_the_json(seeded: Cli) -> None:
 # -- real subprocesses -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def proc(backend_env: dict[str, str], tmp_path: Path) -> Cli:
-    return Cli(backend_env, tmp_path, subprocess_mode=True)
+@pytest.fixture(params=["file", pytest.param("redis", marks=pytest.mark.redis)])
+def proc(request: pytest.FixtureRequest, tmp_path: Path, namespace: str) -> Cli:
+    """``promptreg`` as a real process (exit codes, stdin, stderr), on the file and on Redis: what a
+    process adds does not depend on the backend, which the in-process runs cover on each."""
+    if request.param == "file":
+        env = {"PROMPTREG_URL": f"file://{tmp_path / 'registry.json'}", "PROMPTREG_NAMESPACE": ""}
+    else:
+        env = {"PROMPTREG_URL": request.getfixturevalue("redis_server").url, "PROMPTREG_NAMESPACE": namespace}
+    return Cli(env, tmp_path, subprocess_mode=True)
 
 
 def test_subprocess_workflow(proc: Cli) -> None:
