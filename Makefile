@@ -10,7 +10,7 @@ LOCK := requirements.lock
 PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CONSTRAINT=$(abspath $(LOCK)) $(BIN)/python -m pip install -q
 LOCK_EXTRAS := dev,demo
 # Test workers (pytest-xdist): the suite spends much of its time waiting on servers it started, so
-# 3 workers on this 2-core machine finish sooner than 2 (5:53 against 7:09 measured); -n 0 runs it
+# 3 workers on this 2-core machine finish sooner than 2 (5:53 against 7:09 measured); TEST_WORKERS=0 runs it
 # in one process.
 TEST_WORKERS ?= 3
 

@@ -1,7 +1,13 @@
 """promptreg's registry: prompts with immutable versions and movable labels.
 
-The public API is exactly ``__all__``; every other module is an implementation detail.
+The public API is exactly ``__all__``; every other module is an implementation detail. The two
+server backends load on first use (PEP 562), so a program on the JSON file (the command line's
+default) does not import redis-py or psycopg.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from promptreg.registry.base import PromptRegistry
 from promptreg.registry.compatibility import CompatibilityReport
@@ -34,8 +40,6 @@ from promptreg.registry.file_store import JsonFilePromptRegistry
 from promptreg.registry.fleet import FleetMember, FleetWait
 from promptreg.registry.migration import MigrationResult
 from promptreg.registry.models import AuditEvent, Prompt, PromptVersion
-from promptreg.registry.postgres.store import PostgresPromptRegistry
-from promptreg.registry.redis.store import RedisPromptRegistry
 
 __all__ = [
     "AuditEvent",
@@ -73,3 +77,23 @@ __all__ = [
     "StateReadError",
     "VersionNotFoundError",
 ]
+
+if TYPE_CHECKING:
+    from promptreg.registry.postgres.store import PostgresPromptRegistry
+    from promptreg.registry.redis.store import RedisPromptRegistry
+
+_BACKENDS = {
+    "PostgresPromptRegistry": "promptreg.registry.postgres.store",
+    "RedisPromptRegistry": "promptreg.registry.redis.store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _BACKENDS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'promptreg.registry' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -33,8 +33,6 @@ from urllib.parse import unquote
 from promptreg.registry.base import PromptRegistry
 from promptreg.registry.errors import InvalidInputError
 from promptreg.registry.file_store import JsonFilePromptRegistry
-from promptreg.registry.postgres.store import PostgresPromptRegistry
-from promptreg.registry.redis.store import RedisPromptRegistry
 from promptreg.registry.urls import (
     FILE_SCHEME,
     POSTGRES_SCHEMES,
@@ -115,8 +113,12 @@ class PromptRegistryFactory:
         url = validate_unicode(url.strip(), "registry URL")
         scheme = registry_url_scheme(url)
         if scheme in REDIS_SCHEMES:
+            from promptreg.registry.redis.store import RedisPromptRegistry  # loaded only when used
+
             return RedisPromptRegistry.from_url(url, **options)
         if scheme in POSTGRES_SCHEMES:
+            from promptreg.registry.postgres.store import PostgresPromptRegistry  # loaded only when used
+
             return PostgresPromptRegistry.from_url(url, **options)
         if url == DEFAULT_URL:
             options.setdefault("create_parent", True)

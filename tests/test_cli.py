@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 
 from tests.backends import PROMPTREG, Cli
@@ -423,3 +424,22 @@ def test_cli_consistency(run: Cli, tmp_path: Path) -> None:
     assert shown.json()["version"] == 1
     # A rollback of a label that does not exist says so.
     assert run.fails("rollback", "movie-critic", "canary") == "error: prompt 'movie-critic' has no label 'canary'"
+
+
+def test_the_command_line_loads_no_driver_until_a_backend_needs_it() -> None:
+    # `promptreg` on the JSON file (the default) and `--help` start without redis-py, psycopg or the
+    # client: each process of a CI job or a shell loop pays only for what it uses.
+    script = (
+        "import sys, promptreg.registry.cli\n"
+        "print(sorted(m for m in ('redis', 'psycopg', 'promptreg.client') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_the_demo_server_choices_are_the_demos() -> None:
+    from promptreg.registry.cli.demo import SERVER_CHOICES
+    from promptreg.registry.cli.live import demo
+
+    server = next(p for p in demo.params if p.name == "server")
+    assert isinstance(server.type, click.Choice) and tuple(server.type.choices) == SERVER_CHOICES

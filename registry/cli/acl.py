@@ -23,8 +23,8 @@ from promptreg.registry.redis.acl import (
     read_server_version,
     role_rules,
 )
-from promptreg.registry.redis.keys import DEFAULT_NAMESPACE
 from promptreg.registry.urls import redact_url
+from promptreg.registry.validation import DEFAULT_NAMESPACE
 
 
 def _dotted(version: tuple[int, int]) -> str:

@@ -26,9 +26,6 @@ from promptreg.registry.base import PromptRegistry
 from promptreg.registry.cli.options import current_registry, json_option, print_json
 from promptreg.registry.fleet import FleetMember, FleetRead, FleetWait, escape_control
 from promptreg.registry.models import AuditEvent
-from promptreg.registry.redis.errors import map_redis_errors
-from promptreg.registry.redis.fleet import MAX_FLEET, scan_fleet
-from promptreg.registry.redis.store import RedisPromptRegistry
 from promptreg.registry.validation import LATEST
 
 EXIT_INCOMPLETE = 3
@@ -54,10 +51,14 @@ def wait_option(function: _F) -> _F:
     )(function)
 
 
-TRUNCATED = (
-    f"the fleet index holds more than {MAX_FLEET:,} entries (a fleet that large, or fake ids written with "
-    f"a service's credentials): only the {MAX_FLEET:,} most recent were read"
-)
+def truncated_notice() -> str:
+    """What ``fleet`` says when the index held more entries than one read takes."""
+    from promptreg.registry.redis.fleet import MAX_FLEET
+
+    return (
+        f"the fleet index holds more than {MAX_FLEET:,} entries (a fleet that large, or fake ids written with "
+        f"a service's credentials): only the {MAX_FLEET:,} most recent were read"
+    )
 
 
 def describe_wait(result: FleetWait) -> str:
@@ -76,6 +77,11 @@ def read_fleet_view(registry: PromptRegistry) -> FleetRead:
 
     Raises :class:`~promptreg.RegistryUnavailableError` (and what ``fleet()`` raises).
     """
+    # Redis modules only here: every other command of the CLI runs without redis-py on a file.
+    from promptreg.registry.redis.errors import map_redis_errors
+    from promptreg.registry.redis.fleet import scan_fleet
+    from promptreg.registry.redis.store import RedisPromptRegistry
+
     if isinstance(registry, RedisPromptRegistry):
         with map_redis_errors():
             return scan_fleet(registry.redis, registry.keys)
@@ -164,7 +170,7 @@ def fleet(prompt_name: str | None, as_json: bool) -> None:
 
 def _notices(read: FleetRead, *, err: bool) -> None:
     if read.truncated:
-        click.echo(TRUNCATED, err=err)
+        click.echo(truncated_notice(), err=err)
     if read.malformed:
         records = "record" if read.malformed == 1 else "records"
         click.echo(

@@ -17,12 +17,12 @@ import contextlib
 import difflib
 import functools
 import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import click
-import redis
 
 from promptreg.registry.base import PromptRegistry
 from promptreg.registry.cli.acl import acl_command
@@ -75,14 +75,15 @@ class _Group(click.Group):
             _fail(ctx, str(exc) + _did_you_mean(exc.label, functools.partial(_labels_of, name=exc.name)))
         except PromptRegistryError as exc:
             _fail(ctx, str(exc))
-        except redis.RedisError as exc:  # the backends translate these; this is the safety net
-            _fail(ctx, f"redis: {exc}")
         except OSError as exc:
             reason = exc.strerror or str(exc)
             _fail(ctx, f"{exc.filename}: {reason}" if exc.filename else reason)
         except UnicodeError as exc:  # e.g. an argument that is not valid UTF-8
             _fail(ctx, f"input is not valid UTF-8 text: {getattr(exc, 'reason', exc)}")
         except Exception as exc:  # a bug, not bad input: still one line, never a traceback
+            redis = sys.modules.get("redis")  # only a program that loaded redis-py can get its errors
+            if redis is not None and isinstance(exc, redis.RedisError):  # the backends translate these
+                _fail(ctx, f"redis: {exc}")
             if os.environ.get("PROMPTREG_DEBUG") == "1":
                 raise
             _fail(ctx, f"unexpected {type(exc).__name__}: {exc} (set PROMPTREG_DEBUG=1 for a traceback)")

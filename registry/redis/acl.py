@@ -35,9 +35,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from promptreg.registry.errors import InvalidInputError
-from promptreg.registry.redis.errors import map_redis_errors
 from promptreg.registry.redis.keys import DEFAULT_NAMESPACE, Keyspace
-from promptreg.registry.redis.topology import connect, parse_redis_url
 
 PASSWORD_PLACEHOLDER = "<password>"
 """Printed instead of a password: the user replaces it; promptreg never prints a real secret."""
@@ -203,6 +201,10 @@ def read_server_version(url: str, *, timeout: float = 5.0) -> tuple[int, int]:
     server refuses the credentials or ``INFO``, :class:`~promptreg.RegistryUnavailableError` when it
     cannot be reached.
     """
+    # redis-py only here: printing the rules (`promptreg acl`) needs no connection.
+    from promptreg.registry.redis.errors import map_redis_errors
+    from promptreg.registry.redis.topology import connect, parse_redis_url
+
     parsed = parse_redis_url(url)
     with map_redis_errors():
         client = connect(parsed, socket_timeout=timeout, socket_connect_timeout=timeout)
