@@ -26,14 +26,14 @@ from typing import Any
 
 import redis
 
+from devservers.local_ha import LocalRedisCluster, LocalSentinelDeployment, missing_binaries
+from devservers.local_postgres import LocalPostgresServer, remove_template
 from promptreg.registry.cli.local_server import LocalRedisServer
 from promptreg.registry.errors import ConfigurationError, RegistryUnavailableError
 from promptreg.registry.redis.keys import Keyspace
 from promptreg.registry.redis.store import RedisPromptRegistry
 from promptreg.registry.redis.topology import connect, parse_redis_url
 from promptreg.registry.urls import url_scheme
-from tests.servers.local_ha import LocalRedisCluster, LocalSentinelDeployment, missing_binaries
-from tests.servers.local_postgres import LocalPostgresServer, remove_template
 
 BACKENDS = ("redis", "postgres")
 POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})

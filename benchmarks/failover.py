@@ -18,9 +18,9 @@ import time
 import uuid
 from typing import Any
 
+from devservers.local_ha import LocalSentinelDeployment as SentinelDeployment
 from promptreg.client import PromptClient
 from promptreg.registry import AuditEvent, RedisPromptRegistry, RegistryUnavailableError
-from tests.servers.local_ha import LocalSentinelDeployment as SentinelDeployment
 
 NAME, LABEL = "bench-failover", "production"
 

@@ -104,7 +104,7 @@ def registry_file(tmp_path: Path) -> Path:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """The PostgreSQL ``initdb`` template of this run is removed with it (its servers are stopped)."""
-    from tests.servers.local_postgres import remove_template
+    from devservers.local_postgres import remove_template
 
     remove_template()
 

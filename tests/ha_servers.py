@@ -1,4 +1,4 @@
-"""Real Sentinel and Cluster deployments for the tests: the launchers of :mod:`tests.servers.local_ha`.
+"""Real Sentinel and Cluster deployments for the tests: the launchers of :mod:`devservers.local_ha`.
 
 :class:`SentinelDeployment`: a primary, two replicas and three sentinels, fast failover.
 :class:`ClusterDeployment`: three masters. Every process is started by the test and stopped by it
@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from tests.servers.local_ha import (
+from devservers.local_ha import (
     DOWN_AFTER_MS,
     FAILOVER_TIMEOUT_MS,
     SERVICE,

@@ -1,4 +1,4 @@
-"""The tests' real PostgreSQL: :class:`tests.servers.local_postgres.LocalPostgresServer` plus fixtures.
+"""The tests' real PostgreSQL: :class:`devservers.local_postgres.LocalPostgresServer` plus fixtures.
 
 ``initdb`` once per session, then ``postgres`` on a free loopback port per server (trust auth, as the
 ``postgres`` user when the tests run as root), stopped by its process handle, also on failure.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers.local_postgres import LocalPostgresServer, postgres_bin_dir
+from devservers.local_postgres import LocalPostgresServer, postgres_bin_dir
 
 REQUIRE_POSTGRES = "1" in (os.environ.get("PROMPTREG_REQUIRE_POSTGRES"), os.environ.get("PROMPTREG_REQUIRE_REDIS"))
 

@@ -210,7 +210,9 @@ def test_everything_is_imported_through_the_one_root() -> None:
     # an import of a bare `registry` or `client` works in the checkout only, and would find an
     # application's own client.py once installed.
     files = [
-        p for top in ("registry", "client", "promptreg", "tests", "benchmarks") for p in (REPO / top).rglob("*.py")
+        p
+        for top in ("registry", "client", "promptreg", "tests", "benchmarks", "devservers")
+        for p in (REPO / top).rglob("*.py")
     ]
     assert len(files) > 100
     for path in files:
