@@ -43,6 +43,34 @@ def test_a_writer_on_a_replica_gets_unavailable_saying_read_only(namespace: str)
         on_replica.close()
 
 
+def test_back_to_back_writes_reuse_the_last_check_and_a_failed_write_asks_again(
+    sentinel_deployment: SentinelDeployment, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = RedisPromptRegistry.from_url(sentinel_deployment.url(), namespace=namespace)
+    route = writer._route
+    assert route is not None
+    asked: list[float] = []
+    view = route.service.view
+
+    def counted() -> Any:
+        asked.append(time.monotonic())
+        return view()
+
+    monkeypatch.setattr(route.service, "view", counted)
+    seed(writer)
+    asked.clear()
+    writer.set_label(NAME, LABEL, 2)  # right after the seed's writes: routed by their last after-check
+    assert len(asked) == 1
+    time.sleep(route.reuse + 0.1)
+    writer.set_label(NAME, LABEL, 3)  # the last answer is too old: asked before and after
+    assert len(asked) == 3
+    route.forget()  # what a write that failed on its way does
+    writer.set_label(NAME, LABEL, 1)
+    assert len(asked) == 5
+    assert writer.get_version(NAME, label=LABEL).version == 1
+    writer.close()
+
+
 def test_sentinel_urls_write_on_the_primary_and_read_from_replicas_without_missing_a_move(
     sentinel_deployment: SentinelDeployment, namespace: str
 ) -> None:

@@ -162,6 +162,11 @@ SETTLE_SECONDS = 5.0
 primary down) before it is refused with nothing written."""
 
 
+REUSE_SECONDS = 0.5
+"""How long the sentinels' answer after one write (that the primary had not changed) also routes the
+next write, which then asks them only after it: the after-check is what acknowledges a write."""
+
+
 class WriteRoute:
     """Where a write on a Sentinel-managed registry goes, and whether it stayed there.
 
@@ -172,18 +177,30 @@ class WriteRoute:
     :data:`SETTLE_SECONDS`, then refuses with nothing written), and it runs on a connection to the
     node they name. After the write (:meth:`after`) it asks them again: a write is acknowledged only
     if that node is still the primary they name and no failover is under way. Two rounds of one
-    pipelined request per sentinel per write; lookups are not affected (clients read their cache).
-    When no sentinel answers, writes go where redis-py sends them, as before.
+    pipelined request per sentinel per write, one when writes follow each other within
+    :data:`REUSE_SECONDS` (the previous write's after-check then routes the next: a write sent to a
+    node that stopped being the primary meanwhile is still caught by its own after-check). Lookups are
+    not affected (clients read their cache). When no sentinel answers, writes go where redis-py sends
+    them, as before.
     """
 
-    def __init__(self, client: redis.Redis, service: SentinelService, *, settle: float = SETTLE_SECONDS) -> None:
+    def __init__(
+        self, client: redis.Redis, service: SentinelService, *, settle: float = SETTLE_SECONDS,
+        reuse: float = REUSE_SECONDS,
+    ) -> None:  # fmt: skip
         self._client = client
         self.service = service
         self.settle = settle
+        self.reuse = reuse
         self._pinned: dict[tuple[str, int], redis.Redis] = {}
+        self._confirmed: tuple[tuple[str, int], float] | None = None
+        """The primary the last after-check confirmed, and when."""
 
     def before(self) -> tuple[redis.Redis, tuple[str, int] | None]:
         """The client to write with and the primary it is pinned to (``None``: no sentinel answered)."""
+        confirmed = self._confirmed
+        if confirmed is not None and time.monotonic() - confirmed[1] < self.reuse:
+            return self._pinned_to(confirmed[0]), confirmed[0]
         deadline = time.monotonic() + self.settle
         while True:
             view = self.service.view()
@@ -204,10 +221,16 @@ class WriteRoute:
             return None
         view = self.service.view()
         if view.primary == primary:
+            self._confirmed = (primary, time.monotonic())
             return None
+        self._confirmed = None
         if view.answered == 0:
             return "no sentinel answered after the write"
         return view.unsettled or f"the sentinels now name {host_port(*view.primary or primary)} the primary"
+
+    def forget(self) -> None:
+        """A write failed on its way (connection lost, refused): the next one asks the sentinels first."""
+        self._confirmed = None
 
     def _pinned_to(self, address: tuple[str, int]) -> redis.Redis:
         client = self._pinned.get(address)

@@ -187,7 +187,7 @@ class RedisPromptRegistry(PromptRegistry):
         defer = bool(self.wait_replicas) or self._route is not None
         args = [*script_call.script_args(), secrets.token_hex(8), "DEFER" if defer else self._publish]
         call = self._functions.script(script_call.script)
-        with self._translate():
+        with self._translate(), self._forgetting():
             client, primary = (self.redis, None) if self._route is None else self._route.before()
             if not defer:
                 result: list[Any] = self._functions.retrying(lambda: call(keys=keys, args=args))
@@ -214,6 +214,17 @@ class RedisPromptRegistry(PromptRegistry):
                 else:
                     client.publish(self.keys.channel, message)
         return result
+
+    @contextmanager
+    def _forgetting(self) -> Iterator[None]:
+        # A write that failed on its way (connection lost, refused) makes the next one ask the
+        # sentinels before it instead of reusing the last answer (WriteRoute.before).
+        try:
+            yield
+        except Exception:
+            if self._route is not None:
+                self._route.forget()
+            raise
 
     def _head(self, op: str, name: str, label: str | None, author: str | None, at: datetime) -> bytes:
         return pack_static_part(op, name, label, author, at.timestamp())
