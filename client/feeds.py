@@ -4,8 +4,10 @@
 failures through the status and retries after a :class:`Backoff` with full jitter, capped at
 :data:`RECONNECT_CAP`. A feed *holds* the cache (keeps serving it, status ``stale``) while the registry
 answers but cannot be trusted: empty, still loading, a replica cut off from its primary.
-:class:`~promptreg.client.redis.feed.RedisFeed` is the Redis listener (its module has the algorithm);
-:class:`FileFeed` watches a ``file://`` registry's stat and reloads it whole when it changes.
+:class:`PushFeed` adds the loop of a feed told about every write by a message;
+:class:`~promptreg.client.redis.feed.RedisFeed` and :class:`~promptreg.client.postgres.feed.PostgresFeed`
+are its two listeners (each module has its algorithm). :class:`~promptreg.client.file_feed.FileFeed`
+watches a ``file://`` registry's stat and reloads it whole when it changes.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ waits on it.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -74,22 +75,37 @@ class ErrorKind(StrEnum):
     """An unexpected exception inside the client (a bug: please report it)."""
 
 
-_AUTH_NAMES = frozenset({"AuthenticationError", "AuthenticationWrongNumberOfArgsError", "NoPermissionError"})
-_NETWORK_WORDS = ("Connection", "Timeout", "Operational", "BusyLoading", "ReadOnly")
+def _as_registry_error(error: BaseException) -> BaseException:
+    """A driver's exception as the promptreg error its backend's one table makes of it
+    (:func:`~promptreg.registry.redis.errors.translate_redis_error`,
+    :func:`~promptreg.registry.postgres.conn.translate_postgres_error`); any other as it is. Only a
+    driver already imported can have raised one, so nothing is imported for the check."""
+    redis_exceptions = sys.modules.get("redis.exceptions")
+    if redis_exceptions is not None and isinstance(
+        error, redis_exceptions.RedisError | redis_exceptions.RedisClusterException
+    ):
+        from promptreg.registry.redis.errors import translate_redis_error
+
+        return translate_redis_error(error)
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(error, psycopg.Error):
+        from promptreg.registry.postgres.conn import translate_postgres_error
+
+        return translate_postgres_error(error)
+    return error
 
 
 def error_kind(error: BaseException) -> ErrorKind:
-    """The :class:`ErrorKind` of an exception the feed caught: promptreg's own errors by class, the
-    drivers' (redis-py, psycopg) and the builtins' by what they are."""
-    if isinstance(error, RegistryAuthError) or type(error).__name__ in _AUTH_NAMES:
+    """The :class:`ErrorKind` of an exception the feed caught, from its class: a driver's (redis-py,
+    psycopg) as its backend translates it, promptreg's own, and the builtins'."""
+    error = _as_registry_error(error)
+    if isinstance(error, RegistryAuthError):
         return ErrorKind.AUTH
     if isinstance(error, ConfigurationError | ImportError):
         return ErrorKind.CONFIGURATION
     if isinstance(error, RegistryCorruptError):
         return ErrorKind.PROTOCOL
     if isinstance(error, RegistryUnavailableError | OSError | TimeoutError):
-        return ErrorKind.NETWORK
-    if any(word in cls.__name__ for cls in type(error).__mro__ for word in _NETWORK_WORDS):
         return ErrorKind.NETWORK
     return ErrorKind.INTERNAL
 

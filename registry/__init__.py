@@ -7,6 +7,7 @@ default) does not import redis-py or psycopg.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from promptreg.registry.base import PromptRegistry
@@ -92,8 +93,6 @@ def __getattr__(name: str) -> Any:
     module = _BACKENDS.get(name)
     if module is None:
         raise AttributeError(f"module 'promptreg.registry' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

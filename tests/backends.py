@@ -15,7 +15,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +57,6 @@ class Backend:
     url: str
     """The registry URL of this test's store (``PROMPTREG_URL`` with ``PROMPTREG_NAMESPACE`` = ``namespace``)."""
     namespace: str
-    _opened: list[PromptRegistry] = field(default_factory=list)
-
-    def close(self) -> None:
-        for registry in self._opened:
-            registry.close()
 
 
 def _redis_raw(conn: Any, namespace: str) -> dict[bytes, Any]:
