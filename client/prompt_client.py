@@ -224,6 +224,12 @@ class PromptClient(Rendering):
             )
         raise PromptNotFoundError(name)
 
+    def pointers(self) -> tuple[int, dict[str, dict[str, int]]]:
+        """``(rev, {name: {label: version}})``: the revision the cache holds and every cached
+        prompt's labels (``latest``: its newest version), copied; for listing what the client serves."""
+        rev, pointers = self._cache.pointers_copy()
+        return rev, {name: dict(labels) for name, labels in pointers.items()}
+
     # -- change notification ---------------------------------------------------------------------
 
     def on_change(self, callback: ChangeCallback) -> Callable[[], None]:

@@ -257,6 +257,35 @@ class PromptRegistry(ABC):
         validate_name(name)
         return self._history(name)
 
+    def revision(self) -> int:
+        """The registry's current revision (every write adds one). Raises
+        :class:`~promptreg.RegistryUnavailableError`."""
+        return self._revision()
+
+    def changes_since(self, rev: int, *, limit: int = 1000) -> list[AuditEvent] | None:
+        """Every write after revision ``rev``, registry-wide, oldest first (at most ``limit``).
+
+        ``None`` when they cannot all be given: more than ``limit`` of them, or the registry's log
+        no longer holds the first one (the Redis log keeps about the last 100,000 writes), or the
+        registry's history is older than ``rev`` (a restore): the reader must read the state anew.
+        What ``promptreg serve``'s change stream replays on resume. Raises
+        :class:`~promptreg.InvalidInputError` and :class:`~promptreg.RegistryUnavailableError`.
+        """
+        for value, what, low in ((rev, "rev", 0), (limit, "limit", 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InvalidInputError(f"{what} must be an integer >= {low}, got {value!r:.40}")
+        current = self._revision()
+        if rev > current:
+            return None
+        if rev == current:
+            return []
+        if current - rev > limit:
+            return None
+        events = self._changes_since(rev, limit)
+        if events is None or not events or events[0].rev != rev + 1:
+            return None
+        return events
+
     # -- the fleet: which client serves which revision ---------------------------------------------
 
     def fleet(self) -> list[FleetMember]:
@@ -428,6 +457,12 @@ class PromptRegistry(ABC):
     def _revision(self) -> int:
         """The registry's current revision; backends read it directly (this walks every history)."""
         return max((e.rev for name in self._list_prompts() for e in self._history(name)), default=0)
+
+    def _changes_since(self, rev: int, limit: int) -> list[AuditEvent] | None:
+        """The audit entries after ``rev``, oldest first, at most ``limit`` (``None``: cannot tell);
+        backends read their registry-wide log (this walks every history)."""
+        events = [e for name in self._list_prompts() for e in self._history(name) if e.rev > rev]
+        return sorted(events, key=lambda e: e.rev)[:limit]
 
     def _fleet_members(self, client_ids: Iterable[str]) -> dict[str, FleetMember | None]:
         """The current record of each client (``None``: gone); backends may read only those."""

@@ -32,6 +32,7 @@ from promptreg.registry.cli.fleet import fleet
 from promptreg.registry.cli.live import demo, watch
 from promptreg.registry.cli.maintenance import migrate
 from promptreg.registry.cli.prompts import create, diff, history, label, list_prompts, push, render, rollback, show
+from promptreg.registry.cli.serve import serve, token
 from promptreg.registry.errors import LabelNotFoundError, PromptNotFoundError, PromptRegistryError
 from promptreg.registry.factory import DEFAULT_URL, NAMESPACE_ENV, URL_ENV, PromptRegistryFactory
 from promptreg.registry.urls import redact_url, url_secrets
@@ -170,7 +171,7 @@ def _after_the_command(name: str, help: str) -> click.Option:
 
 for command in (create, push, label, rollback, show, render, list_prompts, history, diff, check, compatibility):
     cli.add_command(command)
-for command in (sync, export_command, import_command, watch, demo, acl_command, migrate, fleet):
+for command in (sync, export_command, import_command, watch, demo, acl_command, migrate, fleet, serve, token):
     cli.add_command(command)
 for command in cli.commands.values():
     taken = {flag for param in command.params for flag in getattr(param, "opts", ())}

@@ -469,6 +469,17 @@ class PostgresPromptRegistry(PromptRegistry):
         except ValueError as exc:
             raise RegistryCorruptError(f"unreadable audit row of prompt {name!r}: {exc}") from exc
 
+    def _changes_since(self, rev: int, limit: int) -> list[AuditEvent] | None:
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_AUDIT_COLUMNS} FROM promptreg_audit WHERE namespace = %s AND rev > %s ORDER BY rev LIMIT %s",
+                (self.namespace, rev, limit),
+            ).fetchall()
+        try:
+            return [_event_from_row(row) for row in rows]
+        except ValueError as exc:
+            raise RegistryCorruptError(f"unreadable audit row after rev {rev}: {exc}") from exc
+
     # -- operations -------------------------------------------------------------------------------
 
     def migrate(self, *, rebuild: bool = False) -> MigrationResult:

@@ -473,3 +473,21 @@ class RedisPromptRegistry(PromptRegistry):
         if not exists:
             raise PromptNotFoundError(name)
         return [event_from_entry(fields) for _id, fields in entries]
+
+    def _changes_since(self, rev: int, limit: int) -> list[AuditEvent] | None:
+        # The registry-wide log is keyed by time, not revision: read back from the end, one page at
+        # a time, until an entry at or before ``rev`` (the caller bounds how far: ``limit``).
+        newer: list[AuditEvent] = []
+        end = "+"
+        with self._translate():
+            while len(newer) <= limit:
+                page = self.redis.xrevrange(self.keys.log, end, "-", count=min(limit + 1, 500))
+                for _entry_id, fields in page:
+                    event = event_from_entry(fields)
+                    if event.rev <= rev:
+                        return newer[::-1]
+                    newer.append(event)
+                if len(page) < min(limit + 1, 500):
+                    return None  # the log ends (trimmed) before the entry after ``rev``
+                end = "(" + page[-1][0].decode()
+        return None

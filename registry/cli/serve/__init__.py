@@ -1,0 +1,96 @@
+"""``promptreg serve``: the HTTP API, the change stream and the web console (docs/serve.md).
+
+The application is :func:`promptreg.registry.cli.serve.app.create_app` (Starlette, run by uvicorn:
+the ``[serve]`` extra). This module holds the two commands, ``serve`` and ``token``, and loads the
+web framework only when ``serve`` runs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+import click
+
+from promptreg.registry.cli.options import current_settings
+from promptreg.registry.errors import ConfigurationError
+from promptreg.registry.urls import redact_url
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``)."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command()
+@click.option("--url", "url", default=None, help="The registry (default: the global --url / PROMPTREG_URL).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0: any free one).")
+@click.option(
+    "--tokens",
+    "tokens_file",
+    default=None,
+    help="Token file (NAME ROLE sha256:HEX per line; also PROMPTREG_SERVE_TOKENS_FILE / PROMPTREG_SERVE_TOKENS).",
+)
+@click.option("--heartbeat", type=click.FloatRange(0.05, 3600), default=15.0, show_default=True,
+              help="Seconds between the change stream's heartbeats.")  # fmt: skip
+@click.option("--no-console", is_flag=True, help="Serve the API only, no web console.")
+def serve(url: str | None, host: str, port: int, tokens_file: str | None, heartbeat: float, no_console: bool) -> None:
+    """Serve the registry over HTTP: the API (/api/v1, /openapi.json), the change stream
+    (/api/v1/events) and the web console (/), until interrupted.
+
+    With no tokens configured the server is read-only and listens on loopback only.
+    """
+    try:
+        import uvicorn
+
+        from promptreg.registry.cli.serve.app import create_app
+        from promptreg.registry.cli.serve.auth import TokenStore
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in ("uvicorn", "starlette", "anyio", "h11"):
+            raise
+        raise ConfigurationError(
+            f"promptreg serve needs the [serve] extra ({exc.name} is missing): pip install 'promptreg-live[serve]'"
+        ) from None
+    settings = current_settings()
+    url = url or settings.url
+    tokens = TokenStore.load(tokens_file)
+    if not tokens and not is_loopback(host):
+        raise ConfigurationError(
+            f"--host {host}: with no tokens configured the server listens on loopback only "
+            "(configure tokens, docs/serve.md)"
+        )
+    app = create_app(url, namespace=settings.namespace or None, tokens=tokens, heartbeat=heartbeat,
+                     console=not no_console)  # fmt: skip
+    mode = f"{len(tokens)} token(s)" if tokens else "no tokens: read-only"
+    click.echo(f"promptreg serve: {redact_url(url)} on http://{host}:{port} ({mode}); Ctrl-C to stop", err=True)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="info", lifespan="on", timeout_graceful_shutdown=2,
+        server_header=False, proxy_headers=False,
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise ConfigurationError("promptreg serve did not start (see the lines above)")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--role", type=click.Choice(["reader", "writer", "admin"]), default="reader", show_default=True)
+def token(name: str, role: str) -> None:
+    """Make a token for promptreg serve: prints the token (once; keep it secret) on stdout and the
+    line to add to the token file (its hash) on stderr."""
+    from promptreg.registry.cli.serve.auth import new_token, token_line
+
+    secret = new_token()
+    line = token_line(name, role, secret)
+    click.echo(secret)
+    click.echo(f"add this line to the token file (PROMPTREG_SERVE_TOKENS_FILE):\n{line}", err=True)
