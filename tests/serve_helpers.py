@@ -146,9 +146,15 @@ class Stream:
     def next(self, timeout: float = 10.0) -> Event:
         """The next event (comments counted as heartbeats); raises TimeoutError after ``timeout``."""
         assert self.conn.sock is not None
-        self.conn.sock.settimeout(timeout)
-        kind, event_id, data = "message", None, []
+        deadline = time.monotonic() + timeout
+        kind: str = "message"
+        event_id: str | None = None
+        data: list[str] = []
         while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no event in time")
+            self.conn.sock.settimeout(remaining)
             line = self.response.readline()
             if not line:
                 raise EOFError("the stream ended")

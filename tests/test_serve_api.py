@@ -88,7 +88,8 @@ def test_write_read_and_resolve_through_the_api(server: ServeProcess, registry: 
 
     # Labels: compare-and-set, rollback, delete; each returns its audit entry.
     put = server.call("PUT", prompt_path(name, "labels", "staging"), {"version": 1, "expect": 0, "reason": "try"})
-    assert put.status == 200 and put.json()["event"]["author"] == "writer-bot" and put.json()["event"]["reason"] == "try"
+    assert put.status == 200
+    assert (put.json()["event"]["author"], put.json()["event"]["reason"]) == ("writer-bot", "try")
     back = server.call("POST", prompt_path(name, "labels", "production", "rollback"), {"reason": "bad", "force": True})
     assert back.status == 200 and back.json()["event"]["version"] == 1
     gone = server.call("DELETE", prompt_path(name, "labels", "staging"), {"expect": 1})
@@ -121,7 +122,9 @@ def test_listing_pages_by_prefix_and_cursor(server: ServeProcess, registry: Prom
     assert second["prompts"][0]["labels"] == {"production": 1}  # type: ignore[index]
 
 
-def test_a_name_whose_segment_is_a_route_word_is_reached_encoded(server: ServeProcess, registry: PromptRegistry) -> None:
+def test_a_name_whose_segment_is_a_route_word_is_reached_encoded(
+    server: ServeProcess, registry: PromptRegistry
+) -> None:
     registry.create_prompt("x/history")
     registry.add_version("x/history", V1)
     registry.create_prompt("x")

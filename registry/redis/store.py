@@ -488,6 +488,6 @@ class RedisPromptRegistry(PromptRegistry):
                         return newer[::-1]
                     newer.append(event)
                 if len(page) < min(limit + 1, 500):
-                    return None  # the log ends (trimmed) before the entry after ``rev``
+                    return newer[::-1]  # the log's start: the caller sees whether it follows ``rev``
                 end = "(" + page[-1][0].decode()
         return None
