@@ -37,6 +37,8 @@ def test_the_only_top_level_package_is_promptreg(wheel: Path) -> None:
     lua = {p.name for p in (ROOT / "registry" / "redis" / "lua").glob("*.lua")}
     assert lua and {f"promptreg/registry/redis/lua/{n}" for n in lua} <= set(names)
     assert {"promptreg/py.typed", "promptreg/registry/py.typed", "promptreg/client/py.typed"} <= set(names)
+    console = {"promptreg/registry/cli/serve/static/console.js", "promptreg/registry/cli/serve/static/console.css"}
+    assert console | {"promptreg/registry/cli/serve/app.py"} <= set(names)  # promptreg serve and its console
     modules = {name for name in names if name.endswith(".py")}
     assert "promptreg/registry/redis/store.py" in modules
     assert "promptreg/client/postgres/feed.py" in modules

@@ -1,12 +1,488 @@
-"""The web console of ``promptreg serve`` (placeholder until the console lands)."""
+"""The web console of ``promptreg serve``: the prompt list at ``/`` and one prompt at ``/p/<name>``.
+
+Pages are built here, from the same reads as the API, and work without the script for reading;
+``static/console.js`` adds what needs it: signing in and out, the label moves (through the API, with
+the session cookie and the ``X-Promptreg-Console`` header), and live updates (it follows
+``/api/v1/events`` and swaps the sections marked ``data-live`` with the same page fetched anew, so
+each section has one rendering, this one). Every value reaches the markup through :func:`html`,
+which escapes it unless it is :class:`Html` built here already. A page needs the identity an API
+read needs: without one, on a server with tokens, the page is the sign-in form (401).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
 
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
+from promptreg.registry.cli.serve import api
+from promptreg.registry.cli.serve.auth import ANONYMOUS, AuthenticationRequiredError, Identity
+from promptreg.registry.errors import InvalidInputError, PromptNotFoundError, PromptRegistryError, VersionNotFoundError
+from promptreg.registry.models import AuditEvent, Prompt, PromptVersion
 
-def console_routes(server: Any) -> list[Route]:
-    """The console's routes."""
-    return []
+if TYPE_CHECKING:
+    from promptreg.registry.cli.serve.app import Server
+
+STATIC = Path(__file__).parent / "static"
+ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
+"""The files served at ``/static/`` (no other path under the folder is)."""
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+"""Every page: nothing but this server's own script, style and requests; never framed or cached."""
+MODES = {
+    "none": "every move is accepted",
+    "backward": "a label moves only to a version its callers can render: no new inputs, same type",
+    "full": "a label moves only to a version with exactly the same inputs and type",
+}
+MOVES = ("set_label", "rollback", "delete_label")
+"""The history actions that move a label."""
+
+
+# -- markup ---------------------------------------------------------------------------------------
+
+
+class Html(str):
+    """Markup built by this module: :func:`html` inserts it as it is."""
+
+    __slots__ = ()
+
+
+def html(template: str, **values: object) -> Html:
+    """``template`` with each ``{name}`` replaced by its value: escaped text (``None``: nothing),
+    or :class:`Html` as it is. The one place where values meet markup."""
+    safe = {k: v if isinstance(v, Html) else escape("" if v is None else str(v)) for k, v in values.items()}
+    return Html(template.format_map(safe))
+
+
+def join(parts: Iterable[Html]) -> Html:
+    """Pieces of markup, one after the other."""
+    return Html("".join(parts))
+
+
+def prompt_url(name: str, **query: object) -> str:
+    """The console page of ``name`` (its slashes kept), with ``query``."""
+    params = {k: v for k, v in query.items() if v is not None}
+    return "/p/" + quote(name, safe="/") + ("?" + urlencode(params) if params else "")
+
+
+def when(moment: datetime) -> Html:
+    return html('<time datetime="{iso}">{text}</time>', iso=moment.isoformat(), text=f"{moment:%Y-%m-%d %H:%M:%S}")
+
+
+def chips(labels: Mapping[str, int]) -> Html:
+    return join(html('<span class="chip">{label}: {v}</span>', label=k, v=v) for k, v in sorted(labels.items()))
+
+
+def table(columns: Sequence[str], rows: Iterable[Html], empty: str) -> Html:
+    head = join(html('<th scope="col">{c}</th>', c=c) for c in columns)
+    body = join(rows) or html('<tr><td colspan="{n}" class="empty">{e}</td></tr>', n=len(columns), e=empty)
+    return html('<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>',
+                head=head, body=body)  # fmt: skip
+
+
+def options(values: Iterable[int], selected: int | None) -> Html:
+    return join(html('<option value="{v}"{s}>{v}</option>', v=v, s=Html(" selected" * (v == selected))) for v in values)
+
+
+def pretty(data: object) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+# -- who is looking -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who a page is for: the identity, whether it came by the console's cookie, whether the server
+    has tokens at all (without any it is read-only)."""
+
+    identity: Identity
+    by_cookie: bool
+    tokens: bool
+
+    @property
+    def can_write(self) -> bool:
+        return self.identity is not ANONYMOUS and self.identity.may("writer")
+
+
+def who(viewer: Viewer | None) -> Html:
+    if viewer is None:
+        return Html("")
+    if not viewer.tokens:
+        return Html('<p class="who"><span class="badge">read-only</span> this server has no tokens configured</p>')
+    out = html('<p class="who">Signed in as <strong>{n}</strong> ({r})', n=viewer.identity.name, r=viewer.identity.role)
+    if not viewer.can_write:
+        out = html('{o} <span class="badge">read-only</span>', o=out)
+    if viewer.by_cookie:
+        out = html('{o} <button type="button" id="sign-out" class="link">Sign out</button>', o=out)
+    return html("{o}</p>", o=out)
+
+
+def page(
+    title: str, body: Html, viewer: Viewer | None, *, kind: str, prompt: str = "", rev: int = 0, error: str = ""
+) -> Html:
+    """A whole page: the header (who is signed in), the message areas and ``body``; ``rev`` is the
+    registry revision it shows (the script follows the change stream from there)."""
+    return html(
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title} · promptreg</title>'
+        '<link rel="stylesheet" href="/static/console.css"><script src="/static/console.js" defer></script></head>'
+        '<body data-page="{kind}" data-prompt="{prompt}" data-write="{write}" data-rev="{rev}">'
+        '<a class="skip" href="#main">Skip to the content</a>'
+        '<header class="top"><a class="brand" href="/">promptreg</a>{who}'
+        '<span id="live" class="live" hidden></span></header>'
+        '<div id="messages" class="messages" role="alert">{error}</div>'
+        '<div id="notices" class="notices" role="status" aria-live="polite"></div>'
+        '<main id="main">{body}</main><noscript><p class="messages">Without JavaScript the console is read-only '
+        "and does not update itself.</p></noscript></body></html>",
+        title=title, kind=kind, prompt=prompt, rev=rev, write="1" if viewer and viewer.can_write else "0",
+        who=who(viewer), error=html('<p class="error">{e}</p>', e=error) if error else "", body=body,
+    )  # fmt: skip
+
+
+def sign_in_page() -> Html:
+    form = Html(
+        '<section class="card narrow"><h1>Sign in</h1><p>This server needs a token: paste the one '
+        "<code>promptreg token NAME --role ROLE</code> printed. The console keeps a session cookie, never the token."
+        '</p><form id="sign-in" class="stack"><label for="token">Token</label>'
+        '<input id="token" name="token" type="password" autocomplete="off" required autofocus>'
+        '<button type="submit">Sign in</button></form></section>'
+    )
+    return page("Sign in", form, None, kind="sign-in")
+
+
+# -- the prompt list ------------------------------------------------------------------------------
+
+
+def prompt_row(p: dict[str, Any]) -> Html:
+    return html(
+        '<tr data-search="{search}"><th scope="row"><a href="{url}">{name}</a></th><td>{desc}</td>'
+        '<td class="chips">{chips}</td><td class="num">{latest}</td></tr>',
+        search=p["name"].lower(), url=prompt_url(p["name"]), name=p["name"],
+        desc=p["description"], chips=chips(p["labels"]), latest=p["latest"],
+    )  # fmt: skip
+
+
+def list_body(data: dict[str, Any], query: str, cursor: str | None) -> Html:
+    rows = [prompt_row(p) for p in data["prompts"]]
+    empty = f"No prompt matches “{query}”." if query else "No prompts yet: promptreg create NAME."
+    pager = []
+    if cursor:
+        pager.append(html('<a href="/?{q}">First page</a>', q=urlencode({"q": query})))
+    if data["next_cursor"]:
+        pager.append(html('<a href="/?{q}">Next page</a>', q=urlencode({"q": query, "cursor": data["next_cursor"]})))
+    count = f"{data['total']} prompt{'' if data['total'] == 1 else 's'}" + (f" matching “{query}”" if query else "")
+    return html(
+        '<h1>Prompts</h1><form class="search" role="search" method="get" action="/">'
+        '<label for="q">Search prompts</label><input id="q" name="q" type="search" value="{query}" '
+        'autocomplete="off" maxlength="128"><button type="submit">Search</button></form>'
+        '<section id="prompt-list" data-live><p class="count">{count}</p>{table}'
+        '<p id="filter-empty" class="empty" hidden>No prompt on this page matches the filter.</p>'
+        '<nav class="pager" aria-label="Pages">{pager}</nav></section>',
+        query=query, count=count, table=table(("Name", "Description", "Labels", "Latest"), rows, empty),
+        pager=join(pager),
+    )  # fmt: skip
+
+
+# -- one prompt -----------------------------------------------------------------------------------
+
+
+def serving(label: str, fleet: dict[str, Any]) -> str:
+    total = fleet["clients"]
+    count = fleet["labels"].get(label, {}).get("serving", 0)
+    return f"{count} of {total} client{'' if total == 1 else 's'}" if total else "no reporting clients"
+
+
+def rollback_targets(history: list[AuditEvent]) -> dict[str, int | None]:
+    """Per label, where a rollback takes it: where it pointed before its last move."""
+    targets: dict[str, int | None] = {}
+    for event in history:
+        if event.label is not None and event.action in MOVES:
+            targets[event.label] = event.previous_version
+    return targets
+
+
+def label_row(prompt: Prompt, label: str, version: int, target: int | None, fleet: dict[str, Any],
+              viewer: Viewer) -> Html:  # fmt: skip
+    action = (
+        Html("") if not viewer.can_write
+        else Html('<td><span class="muted">nothing to roll back to</span></td>') if target is None
+        else html('<td><button type="button" class="rollback" data-label="{l}">Roll back to {t}</button></td>',
+                  l=label, t=target)
+    )  # fmt: skip
+    return html(
+        '<tr data-label="{l}" data-version="{v}" data-rollback-to="{t}"><th scope="row">{l}</th>'
+        '<td class="num"><a href="{url}">{v}</a></td><td class="serving">{serving}</td>{action}</tr>',
+        l=label, v=version, t=target, url=prompt_url(prompt.name, v=version), serving=serving(label, fleet),
+        action=action,
+    )  # fmt: skip
+
+
+def labels_section(prompt: Prompt, history: list[AuditEvent], fleet: dict[str, Any], viewer: Viewer) -> Html:
+    targets = rollback_targets(history)
+    rows = [label_row(prompt, k, v, targets.get(k), fleet, viewer) for k, v in sorted(prompt.labels.items())]
+    if prompt.latest is not None:
+        rows.append(html(
+            '<tr class="latest"><th scope="row">latest <span class="muted">(the newest)</span></th><td class="num">'
+            '<a href="{url}">{v}</a></td><td class="serving">{serving}</td>{action}</tr>',
+            url=prompt_url(prompt.name, v=prompt.latest.version), v=prompt.latest.version,
+            serving=serving("latest", fleet), action=Html("<td></td>" if viewer.can_write else ""),
+        ))  # fmt: skip
+    columns = ("Label", "Version", "Fleet serving it") + (("Roll back",) if viewer.can_write else ())
+    return html(
+        '<section id="labels" class="card" data-live aria-labelledby="labels-title"><h2 id="labels-title">Labels</h2>'
+        "{table}</section>",
+        table=table(columns, rows, "No labels yet."),
+    )
+
+
+def no_move_section(viewer: Viewer) -> Html:
+    """In place of the move form: why there is none."""
+    why = (
+        "Nothing to promote: the prompt has no versions yet." if viewer.can_write
+        else "Moving labels needs a writer or admin token; " + (
+            f"{viewer.identity.name} is a {viewer.identity.role}." if viewer.tokens
+            else "this server has no tokens configured.")
+    )  # fmt: skip
+    return html('<section id="move" class="card"><h2>Promote or roll back</h2><p>{why}</p></section>', why=why)
+
+
+def move_section(prompt: Prompt) -> Html:
+    numbers = [v.version for v in prompt.versions]
+    label = "production" if "production" in prompt.labels else next(iter(sorted(prompt.labels)), "production")
+    names = join(html('<option value="{l}"></option>', l=name) for name in sorted(prompt.labels))
+    return html(
+        '<section id="move" class="card" aria-labelledby="move-title"><h2 id="move-title">Promote or roll back</h2>'
+        '<form id="move-form" class="stack"><div class="row"><div class="field"><label for="move-label">Label</label>'
+        '<input id="move-label" name="label" list="label-names" value="{label}" required autocomplete="off" '
+        'maxlength="64"><datalist id="label-names" data-live-options>{names}</datalist></div>'
+        '<div class="field"><label for="move-version">Version</label><select id="move-version" name="version" '
+        "data-live-options>{versions}</select></div></div>"
+        '<div class="field"><label for="move-reason">Reason (kept in the history)</label>'
+        '<input id="move-reason" name="reason" maxlength="500" autocomplete="off"></div>'
+        '<div class="actions"><button type="submit" id="move-preview">Preview</button></div>'
+        '<div id="move-check" class="check" role="status" tabindex="-1" hidden></div>'
+        '<div id="move-force-row" class="force" hidden><input type="checkbox" id="move-force">'
+        '<label for="move-force">Force this incompatible move (recorded as forced)</label></div>'
+        '<div class="actions"><button type="button" id="move-confirm" class="primary" disabled>Confirm</button></div>'
+        '<div id="move-result" class="result" role="status"></div></form></section>',
+        label=label, names=names, versions=options(reversed(numbers), numbers[-1] if numbers else None),
+    )  # fmt: skip
+
+
+def version_row(prompt: Prompt, v: PromptVersion, shown: int | None) -> Html:
+    labels = [label for label, number in sorted(prompt.labels.items()) if number == v.version]
+    return html(
+        '<tr{cur}><th scope="row" class="num"><a href="{url}">{n}</a></th><td>{type}</td><td>{chips}</td>'
+        "<td>{author}</td><td>{message}</td><td>{at}</td></tr>",
+        cur=Html(' aria-current="true"' if v.version == shown else ""), url=prompt_url(prompt.name, v=v.version),
+        n=v.version, type=v.type, chips=join(html('<span class="chip">{l}</span>', l=label) for label in labels),
+        author=v.author, message=v.message, at=when(v.created_at),
+    )  # fmt: skip
+
+
+def versions_section(prompt: Prompt, shown: int | None) -> Html:
+    return html(
+        '<section id="versions" class="card" data-live aria-labelledby="versions-title">'
+        '<h2 id="versions-title">Versions</h2>{table}</section>',
+        table=table(("Version", "Type", "Labels", "Author", "Message", "Created (UTC)"),
+                    [version_row(prompt, v, shown) for v in reversed(prompt.versions)], "No versions yet."),
+    )  # fmt: skip
+
+
+def message_item(message: Mapping[str, str]) -> Html:
+    if "placeholder" in message:
+        return html('<li class="placeholder">placeholder: <code>{p}</code></li>', p=message["placeholder"])
+    return html('<li><span class="role">{r}</span><pre class="text">{c}</pre></li>', r=message.get("role"),
+                c=message.get("content"))  # fmt: skip
+
+
+def version_section(version: PromptVersion | None) -> Html:
+    if version is None:
+        return Html('<section id="version" class="card"><h2>Version</h2><p class="empty">No versions.</p></section>')
+    inputs = sorted(version.variables) + [f"{p} (placeholder)" for p in sorted(version.placeholders)]
+    body = (
+        html('<pre class="text">{t}</pre>', t=version.prompt_text)
+        if version.messages is None
+        else html('<ol class="chat">{items}</ol>', items=join(message_item(m) for m in version.messages))
+    )
+    return html(
+        '<section id="version" class="card" aria-labelledby="version-title">'
+        '<h2 id="version-title">Version {n} <span class="muted">{type}</span></h2>'
+        '<dl class="meta"><dt>Author</dt><dd>{author}</dd><dt>Created</dt><dd>{at} UTC</dd><dt>Message</dt>'
+        "<dd>{message}</dd><dt>Inputs</dt><dd>{inputs}</dd><dt>sha256</dt><dd><code>{sha}</code></dd></dl>"
+        '{body}<h3>Config</h3><pre class="json">{config}</pre><h3>Metadata</h3><pre class="json">{metadata}</pre>'
+        "</section>",
+        n=version.version, type=version.type, author=version.author or "—", at=when(version.created_at),
+        message=version.message or "—", inputs=", ".join(inputs) or "none", sha=api.content_sha256(version)[:16],
+        body=body, config=pretty(version.config), metadata=pretty(version.metadata),
+    )  # fmt: skip
+
+
+DIFF_KINDS = (("+++", "file"), ("---", "file"), ("@@", "hunk"), ("+", "add"), ("-", "del"), ("\\", "note"))
+"""A unified diff line's first characters and its class (the style colours ``add`` and ``del``)."""
+
+
+def diff_result(prompt: Prompt, old: int, new: int) -> Html:
+    data = api.diff_json(prompt.name, version_of(prompt, old), version_of(prompt, new))
+    lines = join(
+        html('<span class="{k}">{line}</span>', k=next((k for p, k in DIFF_KINDS if line.startswith(p)), "same"),
+             line=line)
+        for line in data["diff"].splitlines()
+    )  # fmt: skip
+    changed = [
+        html("<p><strong>{what}</strong>: <code>{a}</code> → <code>{b}</code></p>", what=what,
+             a=json.dumps(data[what]["from"], sort_keys=True), b=json.dumps(data[what]["to"], sort_keys=True))
+        for what in ("config", "metadata") if data[what]["from"] != data[what]["to"]
+    ]  # fmt: skip
+    note = "Identical." if data["identical"] else f"{old} → {new}" + ("" if data["diff"] else ": the same content")
+    return html('<p class="muted">{note}</p>{diff}{changed}', note=note, changed=join(changed),
+                diff=html('<pre class="diff">{lines}</pre>', lines=lines) if data["diff"] else "")  # fmt: skip
+
+
+def diff_section(prompt: Prompt, pair: tuple[int, int] | None, shown: int | None) -> Html:
+    numbers = [v.version for v in prompt.versions] or [0]
+    old, new = pair or (numbers[-2] if len(numbers) > 1 else numbers[0], numbers[-1])
+    return html(
+        '<section id="diff" class="card" aria-labelledby="diff-title"><h2 id="diff-title">Compare versions</h2>'
+        '<form id="diff-form" class="row" method="get" action="{action}">{hidden}'
+        '<div class="field"><label for="diff-from">From</label><select id="diff-from" name="from" data-live-options>'
+        '{old}</select></div><div class="field"><label for="diff-to">To</label><select id="diff-to" name="to" '
+        'data-live-options>{new}</select></div><div class="actions"><button type="submit">Show diff</button></div>'
+        '</form><div id="diff-result">{result}</div></section>',
+        action=prompt_url(prompt.name), old=options(numbers, old), new=options(numbers, new),
+        hidden=html('<input type="hidden" name="v" value="{v}">', v=shown) if shown is not None else "",
+        result=diff_result(prompt, *pair) if pair else "",
+    )  # fmt: skip
+
+
+def moved(e: AuditEvent) -> str:
+    if e.action == "set_compatibility":
+        return f"mode {e.compatibility}"
+    if e.previous_version is None and e.version is None:
+        return ""
+    return f"{'—' if e.previous_version is None else e.previous_version} → {'—' if e.version is None else e.version}"
+
+
+def history_section(history: list[AuditEvent]) -> Html:
+    rows = [
+        html('<tr><td class="num">{rev}</td><td>{at}</td><td>{action}</td><td>{label}</td><td>{moved}</td>'
+             "<td>{who}</td><td>{why}</td><td>{forced}</td></tr>", rev=e.rev, at=when(e.at), action=e.action,
+             label=e.label, moved=moved(e), who=e.author, why=e.reason, forced="forced" if e.forced else "")
+        for e in reversed(history)
+    ]  # fmt: skip
+    columns = ("Rev", "When (UTC)", "Action", "Label", "From → to", "Who", "Why", "Forced")
+    return html(
+        '<section id="history" class="card" data-live aria-labelledby="history-title">'
+        '<h2 id="history-title">History</h2>{table}</section>',
+        table=table(columns, rows, "No history."),
+    )
+
+
+def version_of(prompt: Prompt, number: int) -> PromptVersion:
+    found = prompt.get_version_by_number(number)
+    if found is None:
+        raise VersionNotFoundError(prompt.name, number)
+    return found
+
+
+def prompt_body(prompt: Prompt, history: list[AuditEvent], fleet: dict[str, Any], viewer: Viewer,
+                shown: int | None, pair: tuple[int, int] | None) -> Html:  # fmt: skip
+    version = version_of(prompt, shown) if shown is not None else prompt.latest
+    return html(
+        '<nav class="crumbs" aria-label="Breadcrumb"><a href="/">Prompts</a> /</nav><h1>{name}</h1>'
+        '<p class="description">{desc}</p><p>Compatibility: <strong>{mode}</strong> <span class="muted">({explain})'
+        '</span></p><div class="cols">{labels}{move}</div>{versions}<div id="version-slot">{version}</div>{diff}'
+        "{history}",
+        name=prompt.name, desc=prompt.description or "", mode=prompt.compatibility, explain=MODES[prompt.compatibility],
+        labels=labels_section(prompt, history, fleet, viewer), versions=versions_section(prompt, shown),
+        move=move_section(prompt) if viewer.can_write and prompt.versions else no_move_section(viewer),
+        version=version_section(version), diff=diff_section(prompt, pair, shown),
+        history=history_section(history),
+    )  # fmt: skip
+
+
+def number_param(request: Request, key: str) -> int | None:
+    raw = request.query_params.get(key)
+    return None if raw is None or raw == "" else int(api.version_number(raw, key))
+
+
+# -- routes ---------------------------------------------------------------------------------------
+
+Build = Callable[[Request, Viewer], Awaitable[tuple[str, Html, str, int]]]
+"""A page's builder: its title, body, the prompt it shows ("" on the list) and the revision it shows."""
+
+
+def console_routes(server: Server) -> list[Route]:
+    """The console's routes: ``/`` (the prompt list), ``/p/<name>`` (one prompt) and ``/static/<file>``."""
+    from promptreg.registry.cli.serve.app import status_of
+
+    def guarded(build: Build, kind: str) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                identity, by_cookie = server.identify(request)
+                server.require(request, "reader")
+            except AuthenticationRequiredError:
+                return HTMLResponse(sign_in_page(), 401, headers=HEADERS)
+            viewer = Viewer(identity, by_cookie, bool(server.tokens))
+            try:
+                title, body, prompt, rev = await build(request, viewer)
+            except PromptRegistryError as exc:
+                failed = page("Error", Html('<p><a href="/">Back to the prompts</a></p>'), viewer, kind=kind,
+                              error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+                return HTMLResponse(failed, status_of(exc), headers=HEADERS)
+            return HTMLResponse(page(title, body, viewer, kind=kind, prompt=prompt, rev=rev), headers=HEADERS)
+
+        return endpoint
+
+    async def list_page(request: Request, viewer: Viewer) -> tuple[str, Html, str, int]:
+        query = request.query_params.get("q", "").strip()
+        cursor = request.query_params.get("cursor") or None
+        if len(query) > 128 or (cursor is not None and len(cursor) > 128):
+            raise InvalidInputError("the search and the cursor are at most 128 characters")
+        rev, pointers = server.client.pointers()
+        matching = {name: labels for name, labels in pointers.items() if query.lower() in name.lower()}
+        data = await api.blocking(api.prompt_page, matching, server.descriptions, "", api.DEFAULT_PAGE, cursor)
+        return "Prompts", list_body(data, query, cursor), "", rev
+
+    async def prompt_page(request: Request, viewer: Viewer) -> tuple[str, Html, str, int]:
+        name = request.path_params["name"]
+        shown, old, new = (number_param(request, key) for key in ("v", "from", "to"))
+        pair = (old, new) if old is not None and new is not None else None
+
+        def read() -> tuple[int, Prompt, list[AuditEvent], dict[str, Any]]:
+            rev = server.registry.revision()  # first: a write after it is replayed to the page's stream
+            prompt = server.registry.get_prompt(name)
+            if prompt is None:
+                raise PromptNotFoundError(name)
+            history = server.registry.history(name)
+            return rev, prompt, history, api.label_fleet(prompt, history, server.registry.fleet())
+
+        rev, prompt, history, fleet = await api.blocking(read)
+        return prompt.name, prompt_body(prompt, history, fleet, viewer, shown, pair), prompt.name, rev
+
+    async def static(request: Request) -> Response:
+        file = request.path_params["file"]
+        if file not in ASSETS:
+            return Response("not found", 404, media_type="text/plain")
+        return FileResponse(STATIC / file, media_type=ASSETS[file], headers={"Cache-Control": "no-cache"})
+
+    return [
+        Route("/", guarded(list_page, "list"), methods=["GET"]),
+        Route("/p/{name:path}", guarded(prompt_page, "prompt"), methods=["GET"]),
+        Route("/static/{file}", static, methods=["GET"]),
+    ]
