@@ -79,3 +79,15 @@ def test_dockerfile_installs_the_demo_extra() -> None:
         if line.startswith("COPY "):
             for source in line.split()[1:-1]:
                 assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
+
+
+def test_serve_needs_tokens_and_publishes_on_loopback_only(compose: dict[str, Any]) -> None:
+    serve = compose["services"]["serve"]
+    assert serve["depends_on"]["redis"]["condition"] == "service_healthy"
+    words = _words(serve["command"])
+    assert words[:2] == ["promptreg", "serve"] and words[words.index("--host") + 1] == "0.0.0.0"
+    # Listening on every address needs tokens (the server refuses otherwise): compose demands them.
+    assert _environment(serve)["PROMPTREG_SERVE_TOKENS"].startswith("${PROMPTREG_SERVE_TOKENS:?")
+    assert serve["ports"] == ["127.0.0.1:8080:8080"]
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "serve]" in dockerfile  # the image has the [serve] extra
