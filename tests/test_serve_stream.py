@@ -92,6 +92,14 @@ def test_the_stream_sends_each_write_and_resumes_where_it_stopped(
         registry.set_label("critic", "staging", 1)
         live = resumed.changes(1)[0]
         assert live.data["label"] == "staging" and int(live.id or 0) == last_seen + 3
+        # A write that moves no pointer (the client applies it silently) reaches the stream too.
+        registry.set_compatibility("critic", "full", author="carol")
+        mode = resumed.changes(1)[0]
+        assert (mode.data["action"], mode.data["compatibility"], mode.data["author"]) == (
+            "set_compatibility",
+            "full",
+            "carol",
+        )
     finally:
         resumed.close()
     # A revision the log cannot continue from (here: never reached): resync at the current one.

@@ -38,6 +38,9 @@ REPLAY_LIMIT = 10_000
 QUEUE_LIMIT = 10_000
 """Events waiting for one subscriber; past it the subscriber is closed (it resumes on reconnect)."""
 
+SAFETY_POLL_SECONDS = 1.0
+"""How often the hub reads the log when nothing woke it."""
+
 _CLOSE = b""
 
 
@@ -97,32 +100,38 @@ class ChangeHub:
 
     def _follow(self) -> None:
         while not self._closed:
-            self._wake.wait()
+            # Woken by the client on every change it applies; a change that moves no pointer (a
+            # compatibility mode) wakes nobody, so the log is also read once a second (one read of
+            # the revision when nothing happened).
+            self._wake.wait(SAFETY_POLL_SECONDS)
             self._wake.clear()
             if self._closed:
                 return
             try:
-                events = self._registry.changes_since(self._rev, limit=REPLAY_LIMIT)
+                self._read_log()
             except PromptRegistryError as exc:  # the client's own status reports the outage
                 logger.warning("promptreg serve: cannot read the change log: %s", exc)
-                self._wake.set()
+                self._wake.clear()
                 threading.Event().wait(0.5)
-                continue
-            if events is None:  # the log cannot fill the gap: everyone reads the state anew
-                current = self._registry.revision()
-                self._rev = current
-                self._loop.call_soon_threadsafe(self._fan_out, [(current, control_event("resync", current), True)])
-                continue
-            if not events:
-                continue
-            for event in events:
-                for listener in self._listeners:
-                    try:
-                        listener(event)
-                    except Exception:  # a listener's bug must not stop the stream
-                        logger.exception("promptreg serve: change listener failed")
-            self._rev = events[-1].rev
-            self._loop.call_soon_threadsafe(self._fan_out, [(e.rev, encode_event(e), False) for e in events])
+                self._wake.set()
+
+    def _read_log(self) -> None:
+        events = self._registry.changes_since(self._rev, limit=REPLAY_LIMIT)
+        if events is None:  # the log cannot fill the gap: everyone reads the state anew
+            current = self._registry.revision()
+            self._rev = current
+            self._loop.call_soon_threadsafe(self._fan_out, [(current, control_event("resync", current), True)])
+            return
+        if not events:
+            return
+        for event in events:
+            for listener in self._listeners:
+                try:
+                    listener(event)
+                except Exception:  # a listener's bug must not stop the stream
+                    logger.exception("promptreg serve: change listener failed")
+        self._rev = events[-1].rev
+        self._loop.call_soon_threadsafe(self._fan_out, [(e.rev, encode_event(e), False) for e in events])
 
     def _fan_out(self, items: list[tuple[int, bytes, bool]]) -> None:
         for subscriber in list(self._subscribers):
