@@ -170,12 +170,22 @@ class PromptRegistry(ABC):
         )
 
     def rollback(
-        self, name: str, label: str, *, author: str | None = None, reason: str | None = None, force: bool = False
+        self,
+        name: str,
+        label: str,
+        *,
+        expected_version: int | None = None,
+        author: str | None = None,
+        reason: str | None = None,
+        force: bool = False,
     ) -> AuditEvent:
         """Move ``label`` back to where it pointed before its last move.
 
         Rolling back twice returns to where it started; a deleted label comes back. The move is
-        checked like :meth:`set_label` (``force=True`` moves anyway). Raises
+        checked like :meth:`set_label` (``force=True`` moves anyway). ``expected_version`` is
+        compare-and-set as in :meth:`set_label` (``0``: only if the label is deleted now), so a
+        rollback previewed against one position never undoes a move made since
+        (:class:`~promptreg.LabelConflictError`). Raises
         :class:`~promptreg.PromptNotFoundError`, :class:`~promptreg.LabelNotFoundError` when the label
         does not exist and never did, :class:`~promptreg.RollbackUnavailableError` when it exists
         but never pointed anywhere else, and :class:`~promptreg.IncompatibleVersionError`.
@@ -183,9 +193,11 @@ class PromptRegistry(ABC):
         validate_name(name)
         validate_label(label, settable=True)
         _validate_force(force)
+        if expected_version is not None:
+            validate_version_number(expected_version, allow_zero=True)
         args = (name, label, validate_text_field(author, "author"), validate_text_field(reason, "reason"), utcnow())
         try:
-            return self._rollback(*args, force=force)
+            return self._rollback(*args, force=force, expected_version=expected_version)
         except RollbackUnavailableError:
             # Only on the refusal path: say "no such label" rather than "nothing to roll back to".
             prompt = self._get_prompt(name)
@@ -423,7 +435,15 @@ class PromptRegistry(ABC):
 
     @abstractmethod
     def _rollback(
-        self, name: str, label: str, author: str | None, reason: str | None, at: datetime, *, force: bool = False
+        self,
+        name: str,
+        label: str,
+        author: str | None,
+        reason: str | None,
+        at: datetime,
+        *,
+        force: bool = False,
+        expected_version: int | None = None,
     ) -> AuditEvent: ...
 
     @abstractmethod

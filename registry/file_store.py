@@ -271,7 +271,15 @@ class JsonFilePromptRegistry(PromptRegistry):
         return self._write(apply)
 
     def _rollback(
-        self, name: str, label: str, author: str | None, reason: str | None, at: datetime, *, force: bool = False
+        self,
+        name: str,
+        label: str,
+        author: str | None,
+        reason: str | None,
+        at: datetime,
+        *,
+        force: bool = False,
+        expected_version: int | None = None,
     ) -> AuditEvent:
         def apply(state: _StoredState) -> AuditEvent:
             stored = _prompt(state, name)
@@ -279,6 +287,7 @@ class JsonFilePromptRegistry(PromptRegistry):
             if target is None:
                 raise RollbackUnavailableError(name, label)
             current = stored.labels.get(label)
+            _compare(name, label, expected_version, current)
             forced = _check(stored, name, label, current, target, force)
             if current is None:
                 del stored.previous[label]

@@ -171,6 +171,22 @@ def test_rollback_goes_back_and_forth(backend: Backend, reg: PromptRegistry) -> 
     assert reg.rollback(NAME, "production").version == 3
 
 
+def test_rollback_with_compare_and_set(backend: Backend, reg: PromptRegistry) -> None:
+    # A rollback previewed against one position never undoes a move made since.
+    seed(reg)
+    reg.set_label(NAME, "production", 1)  # 3 -> 1: rolling back would go to 3
+    error = refused(backend, reg, LabelConflictError, lambda: reg.rollback(NAME, "production", expected_version=3))
+    assert isinstance(error, LabelConflictError) and (error.expected, error.actual) == (3, 1)
+    refused(backend, reg, LabelConflictError, lambda: reg.rollback(NAME, "production", expected_version=0))
+    event = reg.rollback(NAME, "production", expected_version=1)
+    assert (event.version, event.previous_version) == (3, 1)
+    reg.delete_label(NAME, "production")
+    refused(backend, reg, LabelConflictError, lambda: reg.rollback(NAME, "production", expected_version=3))
+    assert reg.rollback(NAME, "production", expected_version=0).version == 3  # deleted: 0 matches
+    with pytest.raises(InvalidInputError):
+        reg.rollback(NAME, "production", expected_version=-1)
+
+
 def test_setting_a_label_to_where_it_points_keeps_the_rollback_target(reg: PromptRegistry) -> None:
     seed(reg)
     reg.set_label(NAME, "production", 1)

@@ -90,7 +90,11 @@ def test_write_read_and_resolve_through_the_api(server: ServeProcess, registry: 
     put = server.call("PUT", prompt_path(name, "labels", "staging"), {"version": 1, "expect": 0, "reason": "try"})
     assert put.status == 200
     assert (put.json()["event"]["author"], put.json()["event"]["reason"]) == ("writer-bot", "try")
-    back = server.call("POST", prompt_path(name, "labels", "production", "rollback"), {"reason": "bad", "force": True})
+    stale = server.call("POST", prompt_path(name, "labels", "production", "rollback"), {"expect": 1, "force": True})
+    assert (stale.status, stale.error_type, stale.json()["error"]["actual"]) == (409, "LabelConflictError", 2)
+    back = server.call(
+        "POST", prompt_path(name, "labels", "production", "rollback"), {"reason": "bad", "force": True, "expect": 2}
+    )
     assert back.status == 200 and back.json()["event"]["version"] == 1
     gone = server.call("DELETE", prompt_path(name, "labels", "staging"), {"expect": 1})
     assert gone.status == 200 and gone.json()["event"]["version"] is None

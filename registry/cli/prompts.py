@@ -200,18 +200,21 @@ def label(
 @click.argument("label")
 @author_option
 @click.option("--reason", help="Why (kept in the audit trail).")
+@click.option("--expect", type=click.IntRange(0), default=None,
+              help="Compare-and-set: roll back only if LABEL points at this version now (0: is deleted).")  # fmt: skip
 @wait_option
 @click.option("--force", is_flag=True, help="Move even if the prompt's compatibility mode refuses it (audited).")
 @json_option
 def rollback(
-    name: str, label: str, author: str | None, reason: str | None, force: bool, wait: float | None, as_json: bool
-) -> None:
+    name: str, label: str, author: str | None, reason: str | None, expect: int | None, force: bool,
+    wait: float | None, as_json: bool,
+) -> None:  # fmt: skip
     """Move LABEL of NAME back to where it pointed before its last move.
 
     --wait [SECONDS]: then wait until every client in `promptreg fleet` serves it (exit 3 if not).
     """
     registry = current_registry()
-    event = registry.rollback(name, label, author=author, reason=reason, force=force)
+    event = registry.rollback(name, label, expected_version=expect, author=author, reason=reason, force=force)
     if as_json and wait is None:
         print_json(event.model_dump(mode="json"))
     elif not as_json:

@@ -364,12 +364,13 @@ class PostgresPromptRegistry(PromptRegistry):
             return self._commit(conn, rev, "delete_label", name, at, label, None, current, author, reason)
 
     def _rollback(self, name: str, label: str, author: str | None, reason: str | None, at: datetime, *,
-                  force: bool = False) -> AuditEvent:  # fmt: skip
+                  force: bool = False, expected_version: int | None = None) -> AuditEvent:  # fmt: skip
         with self._write() as (conn, rev):
             self._lock_prompt(conn, name)
             current, target = self._lock_label(conn, name, label)
             if target is None:
                 raise RollbackUnavailableError(name, label)
+            _compare(name, label, expected_version, current)
             forced = self._check(conn, name, label, current, target, force)
             self._put_label(conn, name, label, target, current)
             return self._commit(conn, rev, "rollback", name, at, label, target, current, author, reason, forced)

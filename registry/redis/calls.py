@@ -210,6 +210,7 @@ class RollbackLabel(ScriptCall):
     force: bool
     target: int
     current: int
+    expected: int | None = None
 
     def script_keys(self) -> list[str]:
         k, name, label = self.ks, self.name, self.label
@@ -219,7 +220,8 @@ class RollbackLabel(ScriptCall):
 
     def script_args(self) -> list[Any]:
         return [self.name, self.label, self.ks.version_prefix(self.name), self.at, _text(self.author),
-                _text(self.reason), self.head, self.ks.channel, "1" if self.force else ""]  # fmt: skip
+                _text(self.reason), self.head, self.ks.channel, "1" if self.force else "",
+                "" if self.expected is None else str(self.expected)]  # fmt: skip
 
     @staticmethod
     def reply(result: list[Any]) -> Reply:

@@ -324,16 +324,16 @@ class RedisPromptRegistry(PromptRegistry):
 
     @durable
     def _rollback(self, name: str, label: str, author: str | None, reason: str | None, at: datetime, *,
-                  force: bool = False) -> AuditEvent:  # fmt: skip
+                  force: bool = False, expected_version: int | None = None) -> AuditEvent:  # fmt: skip
         with self._translate():
             raw_target, raw_current = self.redis.mget(self.keys.previous(name, label), self.keys.label(name, label))
         # The script must be given the target's and the current version's keys; it says when they moved.
         call = RollbackLabel(self.keys, name, label, at.isoformat(), author, reason,
                              self._head("rollback", name, label, author, at), force, int(raw_target or 0),
-                             int(raw_current or 0))  # fmt: skip
+                             int(raw_current or 0), expected_version)  # fmt: skip
         call, result = self._run_placed(call)
         if result[0] != b"OK":
-            self._fail(name, label, result, version=call.target)
+            self._fail(name, label, result, expected=expected_version, version=call.target)
         reply = call.reply(result)
         return self._event(reply, "rollback", name, label, reply.version, author, reason, at)
 

@@ -61,6 +61,7 @@ def _op(
     body: dict[str, Any] | None = None,
     role: str = "reader",
     status: str = "200",
+    body_required: bool = True,
 ) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": summary,
@@ -69,7 +70,7 @@ def _op(
         "responses": {status: ok, **_ERRORS},
     }
     if body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        operation["requestBody"] = {"required": body_required, "content": {"application/json": {"schema": body}}}
     return operation
 
 
@@ -248,14 +249,23 @@ def openapi_document() -> dict[str, Any]:
                 role="writer",
                 body=_object({"version": _INT, "expect": _INT, "force": _BOOL, "reason": _STR}, ["version"]),
             ),
-            "delete": _op("Delete a label", _json(_ref("LabelWrite")), params=[_NAME, _LABEL, _WAIT], role="writer"),
-        },
-        "/api/v1/prompts/{name}/labels/{label}/rollback": {
-            "post": _op(
-                "Move a label back to where it pointed before",
+            "delete": _op(
+                "Delete a label",
                 _json(_ref("LabelWrite")),
                 params=[_NAME, _LABEL, _WAIT],
                 role="writer",
+                body=_object({"expect": _INT, "reason": _STR}),
+                body_required=False,
+            ),
+        },
+        "/api/v1/prompts/{name}/labels/{label}/rollback": {
+            "post": _op(
+                "Move a label back to where it pointed before ('expect': compare-and-set)",
+                _json(_ref("LabelWrite")),
+                params=[_NAME, _LABEL, _WAIT],
+                role="writer",
+                body=_object({"expect": _INT, "force": _BOOL, "reason": _STR}),
+                body_required=False,
             )
         },
         "/api/v1/prompts/{name}/history": {

@@ -177,10 +177,12 @@ def build_routes(server: Server) -> list[Route]:
                 author=identity.name, reason=body.get("reason"),
             )  # fmt: skip
         else:  # rollback
-            body = await json_body(request, {"force": bool, "reason": str}, empty_ok=True)
+            body = await json_body(request, {"expect": int, "force": bool, "reason": str}, empty_ok=True)
+            expect = body.get("expect")
             event = await blocking(
                 server.registry.rollback, t.name, label, author=identity.name, reason=body.get("reason"),
                 force=bool(body.get("force")),
+                expected_version=None if expect is None else version_number(expect, "expect", zero=True),
             )  # fmt: skip
         await server.caught_up(event.rev)
         data: dict[str, Any] = {"event": api.event_json(event)}

@@ -21,10 +21,12 @@
 -- ARGV[7] message head (msgpack, packed by Python)
 -- ARGV[8] channel
 -- ARGV[9] force ('1' = move even if the compatibility mode refuses it; recorded as forced)
--- ARGV[10] this write's id (16 hex digits, random)
--- ARGV[11] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
+-- ARGV[10] expected version ('' = no check, '0' = the label must be deleted now)
+-- ARGV[11] this write's id (16 hex digits, random)
+-- ARGV[12] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- Returns {'OK', rev, version, previous or false, forced} or {'ERR', 'NOPROMPT' | 'NOROLLBACK' |
--- 'CORRUPT'}, a check_move refusal (_commit.lua), or {'ERR', 'RETRY', target, current or 0} when
+-- 'CORRUPT'}, {'ERR', 'CONFLICT', current or false}, a check_move refusal (_commit.lua), or
+-- {'ERR', 'RETRY', target, current or 0} when
 -- KEYS[10] or KEYS[11] is not the key the script needs (the label moved): call again with those.
 -- KEYS[12] {ns}:revid                  the id of the registry's last write (_commit.lua)
 
@@ -39,6 +41,12 @@ target = tonumber(target)
 local current = redis.call('GET', KEYS[2])
 if current then
   current = tonumber(current)
+end
+if ARGV[10] ~= '' then
+  local expected = tonumber(ARGV[10])
+  if (expected == 0 and current) or (expected ~= 0 and current ~= expected) then
+    return {'ERR', 'CONFLICT', current or false}
+  end
 end
 local mode = redis.call('HGET', KEYS[1], 'compatibility') or 'none'
 local checked = mode ~= 'none' and current and current ~= target

@@ -418,7 +418,10 @@
       try {
         const answer =
           p.mode === "rollback"
-            ? await call("POST", `${promptPath(promptName, "labels", p.label, "rollback")}?wait=5`, data)
+            ? await call("POST", `${promptPath(promptName, "labels", p.label, "rollback")}?wait=5`, {
+                expect: p.expect,
+                ...data,
+              })
             : await call("PUT", `${promptPath(promptName, "labels", p.label)}?wait=5`, {
                 version: p.version,
                 expect: p.expect,
