@@ -152,9 +152,9 @@ def parse_prompt_path(raw_path: bytes) -> Target:
     prefix = b"/api/v1/prompts/"
     try:
         rest = raw_path[len(prefix) :].decode("ascii")
+        segments = [unquote(part, errors="strict") for part in rest.split("/")]
     except UnicodeDecodeError:
-        raise InvalidInputError("the path must be ASCII (percent-encode the rest)") from None
-    segments = [unquote(part, errors="strict") for part in rest.split("/")]
+        raise InvalidInputError("the path must be ASCII, percent-encoding UTF-8") from None
     resource, argument = "", None
     if len(segments) >= 2 and segments[-1] in ("versions", "history", "diff", "check", "resolve", "compatibility"):
         resource = segments.pop()
