@@ -256,9 +256,7 @@ def build_routes(server: Server) -> list[Route]:
         last = None if raw is None or raw == "" else version_number(raw, "Last-Event-ID", zero=True)
         assert server.hub is not None
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return StreamingResponse(
-            server.hub.subscribe(last, server.heartbeat), media_type="text/event-stream", headers=headers
-        )
+        return StreamingResponse(server.hub.subscribe(last), media_type="text/event-stream", headers=headers)
 
     async def session(request: Request) -> Response:
         if request.method == "DELETE":

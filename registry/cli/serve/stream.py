@@ -42,6 +42,7 @@ SAFETY_POLL_SECONDS = 1.0
 """How often the hub reads the log when nothing woke it."""
 
 _CLOSE = b""
+_HEARTBEAT = b": heartbeat\n\n"
 
 
 def encode_event(event: AuditEvent) -> bytes:
@@ -67,16 +68,21 @@ class _Subscriber:
 class ChangeHub:
     """Follows the registry's log and fans each write out to every stream subscriber."""
 
-    def __init__(self, registry: PromptRegistry, start_rev: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, registry: PromptRegistry, start_rev: int, loop: asyncio.AbstractEventLoop, heartbeat: float = 15.0
+    ) -> None:
         self._registry = registry
         self._rev = start_rev
         self._loop = loop
+        self._heartbeat = heartbeat
         self._subscribers: set[_Subscriber] = set()
         self._wake = threading.Event()
         self._closed = False
         self._listeners: list[Callable[[AuditEvent], None]] = []
         self._thread = threading.Thread(target=self._follow, name="promptreg-serve-hub", daemon=True)
         self._thread.start()
+        # One timer beats for every stream (a timeout per stream and event would cost a task each).
+        loop.call_soon_threadsafe(self._beat_all)
 
     @property
     def rev(self) -> int:
@@ -90,6 +96,12 @@ class ChangeHub:
     def add_listener(self, listener: Callable[[AuditEvent], None]) -> None:
         """Call ``listener(event)`` on the hub's thread for every write it reads (before fan-out)."""
         self._listeners.append(listener)
+
+    def _beat_all(self) -> None:
+        if self._closed:
+            return
+        self._fan_out([(0, _HEARTBEAT, True)])
+        self._loop.call_later(self._heartbeat, self._beat_all)
 
     def close(self) -> None:
         """Stop following and end every stream."""
@@ -145,7 +157,7 @@ class ChangeHub:
                     subscriber.queue.get_nowait()
                 subscriber.queue.put_nowait((0, _CLOSE, True))
 
-    async def subscribe(self, last_event_id: int | None, heartbeat: float) -> AsyncIterator[bytes]:
+    async def subscribe(self, last_event_id: int | None) -> AsyncIterator[bytes]:
         """The events of one stream: a replay after ``last_event_id`` (or ``ready``), then live ones."""
         subscriber = _Subscriber(self._rev)
         self._subscribers.add(subscriber)  # first, so nothing written during the replay is missed
@@ -165,10 +177,9 @@ class ChangeHub:
                         subscriber.after = max(subscriber.after, rev)
                     subscriber.after = max(subscriber.after, last_event_id)
             while True:
-                try:
-                    rev, data, control = await asyncio.wait_for(subscriber.queue.get(), heartbeat)
-                except TimeoutError:
-                    yield b": heartbeat\n\n"
+                rev, data, control = await subscriber.queue.get()
+                if data is _HEARTBEAT:
+                    yield data
                     continue
                 if data == _CLOSE:
                     return
