@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from promptreg.client import ChangeEvent, ClientState, ClientStatus, ErrorKind, PromptClient
     from promptreg.registry import (
         AuditEvent,
+        AuthenticationRequiredError,
         CompatibilityReport,
         ConfigurationError,
         FleetMember,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
         LabelNotFoundError,
         MigrationResult,
         MissingVariableError,
+        PermissionDeniedError,
         PostgresPromptRegistry,
         PrimaryChangedError,
         Prompt,
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuditEvent",
+    "AuthenticationRequiredError",
     "ChangeEvent",
     "ClientState",
     "ClientStatus",
@@ -83,6 +86,7 @@ __all__ = [
     "LabelNotFoundError",
     "MigrationResult",
     "MissingVariableError",
+    "PermissionDeniedError",
     "PostgresPromptRegistry",
     "PrimaryChangedError",
     "Prompt",

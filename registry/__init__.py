@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from promptreg.registry.base import PromptRegistry
 from promptreg.registry.compatibility import CompatibilityReport
 from promptreg.registry.errors import (
+    AuthenticationRequiredError,
     ConfigurationError,
     ImportConflictError,
     IncompatibleVersionError,
@@ -21,6 +22,7 @@ from promptreg.registry.errors import (
     LabelConflictError,
     LabelNotFoundError,
     MissingVariableError,
+    PermissionDeniedError,
     PrimaryChangedError,
     PromptExistsError,
     PromptFileError,
@@ -44,6 +46,7 @@ from promptreg.registry.models import AuditEvent, Prompt, PromptVersion
 
 __all__ = [
     "AuditEvent",
+    "AuthenticationRequiredError",
     "CompatibilityReport",
     "ConfigurationError",
     "FleetMember",
@@ -57,6 +60,7 @@ __all__ = [
     "LabelNotFoundError",
     "MigrationResult",
     "MissingVariableError",
+    "PermissionDeniedError",
     "PostgresPromptRegistry",
     "PrimaryChangedError",
     "Prompt",

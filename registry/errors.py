@@ -22,6 +22,8 @@ everything with one class. Where a builtin fits, the error also derives from it,
     ├── RegistryCorruptError                    stored data that cannot be read (left untouched)
     ├── StateReadError                          the client's state read never settled (writes kept racing it)
     ├── ConfigurationError                      the installation or settings cannot work (a missing extra, no such file)
+    ├── AuthenticationRequiredError             promptreg serve: no valid token (HTTP 401)
+    ├── PermissionDeniedError                   promptreg serve: the token's role may not do this (HTTP 403)
     └── RegistryUnavailableError   (ConnectionError) the store cannot be reached
         ├── RegistryAuthError                   the store refused the credentials or their rights
         └── ReplicationTimeoutError             a write applied, but fewer replicas confirmed it than asked
@@ -262,3 +264,11 @@ class PromptTypeError(PromptRegistryError, TypeError):
         self.version = version
         self.expected = expected
         self.actual = actual
+
+
+class AuthenticationRequiredError(PromptRegistryError):
+    """``promptreg serve``: the request carries no valid token (HTTP 401)."""
+
+
+class PermissionDeniedError(PromptRegistryError):
+    """``promptreg serve``: the token's role may not do this (HTTP 403)."""

@@ -13,6 +13,7 @@ from promptreg import registry
 
 PUBLIC_NAMES = [
     "AuditEvent",
+    "AuthenticationRequiredError",
     "CompatibilityReport",
     "ConfigurationError",
     "FleetMember",
@@ -26,6 +27,7 @@ PUBLIC_NAMES = [
     "LabelNotFoundError",
     "MigrationResult",
     "MissingVariableError",
+    "PermissionDeniedError",
     "PostgresPromptRegistry",
     "PrimaryChangedError",
     "Prompt",

@@ -24,8 +24,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from promptreg.registry.errors import ConfigurationError, PromptRegistryError
+from promptreg.registry.errors import AuthenticationRequiredError, ConfigurationError, PermissionDeniedError
 from promptreg.registry.validation import LABEL_PATTERN
+
+__all__ = ["ANONYMOUS", "ROLES", "AuthenticationRequiredError", "Identity", "PermissionDeniedError", "Sessions",
+           "TokenStore", "hash_token", "new_token", "token_line"]  # fmt: skip
 
 ROLES = ("reader", "writer", "admin")
 """Each role may do what the ones before it may: read; write prompts, versions and labels; and set
@@ -40,14 +43,6 @@ SESSION_COOKIE = "promptreg_session"
 CONSOLE_HEADER = "x-promptreg-console"
 SESSION_SECONDS = 12 * 3600
 MAX_SESSIONS = 10_000
-
-
-class AuthenticationRequiredError(PromptRegistryError):
-    """The request carries no valid token (HTTP 401)."""
-
-
-class PermissionDeniedError(PromptRegistryError):
-    """The token's role may not do this (HTTP 403)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -37,11 +37,9 @@ from promptreg.registry.cli.serve.markup import (
     table,
     when,
 )
+from promptreg.registry.cli.serve.server import Server, status_of
 from promptreg.registry.errors import InvalidInputError, PromptNotFoundError, PromptRegistryError, VersionNotFoundError
 from promptreg.registry.models import AuditEvent, Prompt, PromptVersion
-
-if TYPE_CHECKING:
-    from promptreg.registry.cli.serve.app import Server
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
@@ -327,7 +325,6 @@ Build = Callable[[Request, Viewer], Awaitable[tuple[str, Html, str, int]]]
 
 def console_routes(server: Server) -> list[Route]:
     """The console's routes: ``/`` (the prompt list), ``/p/<name>`` (one prompt) and ``/static/<file>``."""
-    from promptreg.registry.cli.serve.app import status_of
 
     def guarded(build: Build, kind: str) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
