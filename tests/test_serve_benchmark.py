@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.serve import StreamSubscriber
+from benchmarks._serve_stream import StreamSubscriber
 
 ROOT = Path(__file__).resolve().parent.parent
 

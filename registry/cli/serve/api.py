@@ -13,6 +13,7 @@ slashes as ``%2F`` (``/prompts/team%2Fhistory``), which every route accepts.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import hashlib
 import json
@@ -249,23 +250,49 @@ def error_body(kind: str, message: str, **extra: Any) -> dict[str, Any]:
 # -- the page of prompts -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """Every prompt the server's client serves at one revision: labels by name, and the names sorted
+    (built once per revision, so a page is two binary searches and a slice)."""
+
+    rev: int
+    pointers: Mapping[str, Mapping[str, int]]
+    names: list[str]
+
+    def matching(self, prefix: str) -> tuple[int, int]:
+        """The range of :attr:`names` that start with ``prefix``."""
+        start = bisect.bisect_left(self.names, prefix)
+        end = bisect.bisect_left(self.names, prefix + "\U0010ffff", start) if prefix else len(self.names)
+        return start, end
+
+
 def prompt_page(
-    pointers: Mapping[str, Mapping[str, int]],
+    catalog: Catalog,
     descriptions: Callable[[list[str]], Mapping[str, str | None]],
     prefix: str,
     limit: int,
     cursor: str | None,
+    names: list[str] | None = None,
 ) -> dict[str, Any]:
-    """``GET /api/v1/prompts``: names after ``cursor`` starting with ``prefix``, sorted."""
-    names = sorted(name for name in pointers if name.startswith(prefix) and (cursor is None or name > cursor))
-    page = names[:limit]
+    """``GET /api/v1/prompts``: up to ``limit`` names after ``cursor`` starting with ``prefix``, sorted;
+    ``total`` counts every name with the prefix. ``names`` (sorted) replaces the catalog's (a search)."""
+    if names is None:
+        start, end = catalog.matching(prefix)
+        names = catalog.names
+    else:
+        start, end = 0, len(names)
+    total = end - start
+    if cursor is not None:
+        start = max(start, bisect.bisect_right(names, cursor, start, end))
+    page = names[start : min(end, start + limit)]
     described = descriptions(page)
     prompts = []
     for name in page:
-        labels = dict(pointers[name])
+        labels = dict(catalog.pointers[name])
         latest = labels.pop("latest", None)
         prompts.append({"name": name, "description": described.get(name), "labels": labels, "latest": latest})
-    return {"prompts": prompts, "next_cursor": page[-1] if len(names) > limit else None, "total": len(names)}
+    more = start + limit < end
+    return {"prompts": prompts, "next_cursor": page[-1] if more and page else None, "total": total}
 
 
 Handler = Callable[[Request, Identity], Awaitable[Response]]

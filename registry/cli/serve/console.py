@@ -349,10 +349,11 @@ def console_routes(server: Server) -> list[Route]:
         cursor = request.query_params.get("cursor") or None
         if len(query) > 128 or (cursor is not None and len(cursor) > 128):
             raise InvalidInputError("the search and the cursor are at most 128 characters")
-        rev, pointers = server.client.pointers()
-        matching = {name: labels for name, labels in pointers.items() if query.lower() in name.lower()}
-        data = await api.blocking(api.prompt_page, matching, server.descriptions, "", api.DEFAULT_PAGE, cursor)
-        return "Prompts", list_body(data, query, cursor), "", rev
+        catalog = await api.blocking(server.catalog)
+        needle = query.lower()
+        names = [name for name in catalog.names if needle in name.lower()] if needle else None
+        data = await api.blocking(api.prompt_page, catalog, server.descriptions, "", api.DEFAULT_PAGE, cursor, names)
+        return "Prompts", list_body(data, query, cursor), "", catalog.rev
 
     async def prompt_page(request: Request, viewer: Viewer) -> tuple[str, Html, str, int]:
         name = request.path_params["name"]

@@ -81,8 +81,8 @@ def build_routes(server: Server) -> list[Route]:
         prefix, cursor = query.get("prefix", ""), query.get("cursor") or None
         if len(prefix) > 128 or (cursor is not None and len(cursor) > 128):
             raise InvalidInputError("prefix and cursor are at most 128 characters")
-        _rev, pointers = server.client.pointers()
-        page = await blocking(api.prompt_page, pointers, server.descriptions, prefix, int(limit), cursor)
+        catalog = await blocking(server.catalog)
+        page = await blocking(api.prompt_page, catalog, server.descriptions, prefix, int(limit), cursor)
         return json_response(page)
 
     async def prompt_routes(request: Request) -> Response:

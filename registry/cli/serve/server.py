@@ -83,6 +83,16 @@ class Server:
         self._descriptions: dict[str, str | None] = {}
         self._descriptions_lock = threading.Lock()
         self._resolved: dict[tuple[str, str], tuple[object, str, bytes]] = {}
+        self._catalog: api.Catalog | None = None
+
+    def catalog(self) -> api.Catalog:
+        """What the client serves, names sorted: rebuilt only when its revision moved."""
+        known = self._catalog
+        if known is not None and known.rev == self.client.status().rev:
+            return known
+        rev, pointers = self.client.pointers()
+        self._catalog = fresh = api.Catalog(rev, pointers, sorted(pointers))
+        return fresh
 
     # -- auth -------------------------------------------------------------------------------------
 
