@@ -52,6 +52,7 @@ bench: $(VENV)/.installed-dev  # every benchmark, full size (docs/performance.md
 	$(BIN)/python -m benchmarks.writes --backend both
 	$(BIN)/python -m benchmarks.fleet
 	$(BIN)/python -m benchmarks.failover
+	$(BIN)/python -m benchmarks.serve
 
 lock:  # the newest releases pyproject.toml allows, resolved in a throwaway venv; review the diff, then make test
 	rm -rf .lock-venv
