@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pytest
+
+from promptreg.registry import PromptRegistry, PromptRegistryFactory
 from promptreg.registry.cli.local_server import free_port
 from promptreg.registry.cli.serve.auth import new_token, token_line
 from tests.backends import PROMPTREG
@@ -79,6 +82,21 @@ class ServeProcess:
 def prompt_path(name: str, *rest: str) -> str:
     """``/api/v1/prompts/<name>/...`` with the name's slashes kept (the API accepts them)."""
     return "/api/v1/prompts/" + quote(name, safe="/") + "".join("/" + quote(part, safe="") for part in rest)
+
+
+@pytest.fixture(name="registry")
+def registry_fixture(backend_env: dict[str, str]) -> Iterator[PromptRegistry]:
+    """The registry ``backend_env`` names (import it into a test module to use it as ``registry``)."""
+    registry = PromptRegistryFactory.create_from_config(backend_env)
+    yield registry
+    registry.close()
+
+
+@pytest.fixture(name="server")
+def server_fixture(backend_env: dict[str, str], tmp_path: Path) -> Iterator[ServeProcess]:
+    """``promptreg serve`` on ``backend_env``'s registry, with tokens (used as ``server``)."""
+    with serve_process(backend_env, tmp_path) as running:
+        yield running
 
 
 @contextlib.contextmanager

@@ -9,32 +9,24 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from promptreg.registry import PromptRegistry, PromptRegistryFactory
 from tests.backends import dump
-from tests.serve_helpers import ServeProcess, prompt_path, serve_process
+from tests.serve_helpers import (
+    ServeProcess,
+    prompt_path,
+    registry_fixture,  # noqa: F401 (a fixture)
+    serve_process,
+    server_fixture,  # noqa: F401 (a fixture)
+)
 
 pytestmark = pytest.mark.slow
 
 V1 = "Do you like {{movie}}?"
 V2 = "As a {{level}} critic, do you like {{movie}}?"  # needs level: backward refuses 1 -> 2
-
-
-@pytest.fixture
-def registry(backend_env: dict[str, str]) -> Iterator[PromptRegistry]:
-    reg = PromptRegistryFactory.create_from_config(backend_env)
-    yield reg
-    reg.close()
-
-
-@pytest.fixture
-def server(backend_env: dict[str, str], tmp_path: Path) -> Iterator[ServeProcess]:
-    with serve_process(backend_env, tmp_path) as running:
-        yield running
 
 
 def _wait_for(predicate: object, timeout: float = 10.0) -> None:

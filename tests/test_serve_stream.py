@@ -13,14 +13,20 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from promptreg.registry import InvalidInputError, PromptRegistry, PromptRegistryFactory
 from tests.backends import Backend
-from tests.serve_helpers import ServeProcess, Stream, prompt_path, serve_process
+from tests.serve_helpers import (
+    ServeProcess,
+    Stream,
+    prompt_path,
+    registry_fixture,  # noqa: F401 (a fixture)
+    serve_process,
+    server_fixture,  # noqa: F401 (a fixture)
+)
 
 V1 = "Do you like {{movie}}?"
 
@@ -45,19 +51,6 @@ def test_changes_since_gives_the_writes_after_a_revision(backend: Backend, reg: 
     for bad in (-1, True, "1"):
         with pytest.raises(InvalidInputError):
             reg.changes_since(bad)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def registry(backend_env: dict[str, str]) -> Iterator[PromptRegistry]:
-    reg = PromptRegistryFactory.create_from_config(backend_env)
-    yield reg
-    reg.close()
-
-
-@pytest.fixture
-def server(backend_env: dict[str, str], tmp_path: Path) -> Iterator[ServeProcess]:
-    with serve_process(backend_env, tmp_path) as running:
-        yield running
 
 
 @pytest.mark.slow

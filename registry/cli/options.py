@@ -8,6 +8,7 @@ import the group (which imports them).
 from __future__ import annotations
 
 import codecs
+import difflib
 import json
 import os
 import sys
@@ -17,8 +18,10 @@ from typing import Any, Protocol, TypeVar
 import click
 
 from promptreg.registry.base import PromptRegistry
+from promptreg.registry.chat import readable
 from promptreg.registry.errors import ConfigurationError, InvalidInputError, PromptTooLargeError
 from promptreg.registry.file_store import JsonFilePromptRegistry
+from promptreg.registry.models import PromptVersion
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -123,3 +126,19 @@ def _human(nbytes: int) -> str:
         if nbytes >= unit and nbytes % unit == 0:
             return f" ({nbytes // unit} {name})"
     return ""
+
+
+def version_body(version: PromptVersion) -> str:
+    """The text of a version for people: the template, or a chat version's messages."""
+    return version.prompt_text if version.messages is None else readable(version.messages) + "\n"
+
+
+def unified_diff(name: str, old: PromptVersion, new: PromptVersion) -> str:
+    """The unified diff of two versions' :func:`version_body` (``diff`` and ``promptreg serve``'s)."""
+    lines = difflib.unified_diff(
+        version_body(old).splitlines(keepends=True),
+        version_body(new).splitlines(keepends=True),
+        fromfile=f"{name}@{old.version}",
+        tofile=f"{name}@{new.version}",
+    )
+    return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)

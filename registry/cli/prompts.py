@@ -7,7 +7,6 @@ prints them as one line.
 
 from __future__ import annotations
 
-import difflib
 import json
 import sys
 from collections.abc import Iterable
@@ -19,7 +18,15 @@ import click
 from promptreg.registry.base import PromptRegistry
 from promptreg.registry.chat import readable
 from promptreg.registry.cli.fleet import confirm, wait_option
-from promptreg.registry.cli.options import author_option, current_registry, json_option, print_json, read_input
+from promptreg.registry.cli.options import (
+    author_option,
+    current_registry,
+    json_option,
+    print_json,
+    read_input,
+    unified_diff,
+    version_body,
+)
 from promptreg.registry.errors import InvalidInputError
 from promptreg.registry.models import AuditEvent, Prompt, PromptVersion, describe_label_move
 from promptreg.registry.validation import validate_label
@@ -55,11 +62,6 @@ def _when(moment: datetime) -> str:
 
 def _move(event: AuditEvent) -> str:
     return describe_label_move(event.label, event.previous_version, event.version)
-
-
-def _body(version: PromptVersion) -> str:
-    """The text of a version for people: the template, or a chat version's messages."""
-    return version.prompt_text if version.messages is None else readable(version.messages) + "\n"
 
 
 _MODE = click.Choice(["none", "backward", "full"])
@@ -240,7 +242,7 @@ def show(name: str, label: str | None, version: int | None, text_only: bool, as_
     if as_json:
         print_json(found.model_dump(mode="json"))
         return
-    body = _body(found)
+    body = version_body(found)
     if text_only:
         click.echo(body, nl=False)
         return
@@ -349,15 +351,7 @@ def diff(name: str, a: str, b: str, as_json: bool) -> None:
     """Unified diff of NAME between A and B (version numbers or labels)."""
     registry = current_registry(reading=True)
     old, new = _version_ref(registry, name, a), _version_ref(registry, name, b)
-    lines = list(
-        difflib.unified_diff(
-            _body(old).splitlines(keepends=True),
-            _body(new).splitlines(keepends=True),
-            fromfile=f"{name}@{old.version}",
-            tofile=f"{name}@{new.version}",
-        )
-    )
-    text = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+    text = unified_diff(name, old, new)
     if as_json:
         print_json(
             {

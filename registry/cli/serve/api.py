@@ -14,7 +14,6 @@ slashes as ``%2F`` (``/prompts/team%2Fhistory``), which every route accepts.
 from __future__ import annotations
 
 import bisect
-import difflib
 import hashlib
 import json
 import math
@@ -27,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from promptreg.registry.chat import readable
+from promptreg.registry.cli.options import unified_diff
 from promptreg.registry.cli.serve.auth import Identity
 from promptreg.registry.errors import InvalidInputError, PromptNotFoundError
 from promptreg.registry.fleet import FleetMember, FleetWait
@@ -113,13 +112,7 @@ def label_fleet(prompt: Prompt, history: list[AuditEvent], members: list[FleetMe
 
 def diff_json(name: str, old: PromptVersion, new: PromptVersion) -> dict[str, Any]:
     """A unified diff of two versions' content, and their config and metadata side by side."""
-    lines = difflib.unified_diff(
-        _body(old).splitlines(keepends=True),
-        _body(new).splitlines(keepends=True),
-        fromfile=f"{name}@{old.version}",
-        tofile=f"{name}@{new.version}",
-    )
-    text = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+    text = unified_diff(name, old, new)
     return {
         "name": name,
         "from": old.version,
@@ -129,10 +122,6 @@ def diff_json(name: str, old: PromptVersion, new: PromptVersion) -> dict[str, An
         "metadata": {"from": old.metadata, "to": new.metadata},
         "identical": not text and old.config == new.config and old.metadata == new.metadata,
     }
-
-
-def _body(version: PromptVersion) -> str:
-    return version.prompt_text if version.messages is None else readable(version.messages) + "\n"
 
 
 # -- request parsing -----------------------------------------------------------------------------
