@@ -264,6 +264,13 @@ class PromptRegistry(ABC):
         """Every prompt name, sorted."""
         return sorted(self._list_prompts())
 
+    def describe(self, names: Iterable[str]) -> dict[str, str | None]:
+        """Each named prompt's description (``None``: it has none), in one read; names with no
+        prompt are left out. What ``promptreg serve`` lists beside the labels. Raises
+        :class:`~promptreg.InvalidNameError` and :class:`~promptreg.RegistryUnavailableError`."""
+        wanted = list(dict.fromkeys(validate_name(name) for name in names))
+        return self._describe(wanted) if wanted else {}
+
     def history(self, name: str) -> list[AuditEvent]:
         """The prompt's audit trail, oldest first. Raises :class:`~promptreg.PromptNotFoundError`."""
         validate_name(name)
@@ -477,6 +484,11 @@ class PromptRegistry(ABC):
     def _revision(self) -> int:
         """The registry's current revision; backends read it directly (this walks every history)."""
         return max((e.rev for name in self._list_prompts() for e in self._history(name)), default=0)
+
+    def _describe(self, names: list[str]) -> dict[str, str | None]:
+        """Descriptions of the prompts that exist among ``names``; backends read only those."""
+        found = {name: self._get_prompt(name) for name in names}
+        return {name: prompt.description for name, prompt in found.items() if prompt is not None}
 
     def _changes_since(self, rev: int, limit: int) -> list[AuditEvent] | None:
         """The audit entries after ``rev``, oldest first, at most ``limit`` (``None``: cannot tell);

@@ -319,6 +319,10 @@ class JsonFilePromptRegistry(PromptRegistry):
     def _list_prompts(self) -> list[str]:
         return list(self._read().prompts)
 
+    def _describe(self, names: list[str]) -> dict[str, str | None]:
+        prompts = self._read().prompts
+        return {name: prompts[name].description for name in names if name in prompts}
+
     def _revision(self) -> int:
         # No fleet here: clients of a file do not report presence (fleet() is [], documented).
         return self._read().rev

@@ -171,6 +171,20 @@ def test_rollback_goes_back_and_forth(backend: Backend, reg: PromptRegistry) -> 
     assert reg.rollback(NAME, "production").version == 3
 
 
+def test_describe_reads_the_descriptions_of_the_prompts_that_exist(reg: PromptRegistry) -> None:
+    reg.create_prompt("a/one", description="the first")
+    reg.create_prompt("b", description=None)
+    reg.create_prompt("c", description="ünïcode & <markup>")
+    assert reg.describe(["c", "a/one", "missing", "b", "a/one"]) == {
+        "a/one": "the first",
+        "b": None,
+        "c": "ünïcode & <markup>",
+    }
+    assert reg.describe([]) == {}
+    with pytest.raises(InvalidNameError):
+        reg.describe(["bad name"])
+
+
 def test_rollback_with_compare_and_set(backend: Backend, reg: PromptRegistry) -> None:
     # A rollback previewed against one position never undoes a move made since.
     seed(reg)

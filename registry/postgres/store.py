@@ -470,6 +470,14 @@ class PostgresPromptRegistry(PromptRegistry):
         except ValueError as exc:
             raise RegistryCorruptError(f"unreadable audit row of prompt {name!r}: {exc}") from exc
 
+    def _describe(self, names: list[str]) -> dict[str, str | None]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT name, description FROM promptreg_prompts WHERE namespace = %s AND name = ANY(%s)",
+                (self.namespace, names),
+            ).fetchall()
+        return {name: description for name, description in rows}
+
     def _changes_since(self, rev: int, limit: int) -> list[AuditEvent] | None:
         with self._read() as conn:
             rows = conn.execute(

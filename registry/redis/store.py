@@ -474,6 +474,15 @@ class RedisPromptRegistry(PromptRegistry):
             raise PromptNotFoundError(name)
         return [event_from_entry(fields) for _id, fields in entries]
 
+    def _describe(self, names: list[str]) -> dict[str, str | None]:
+        with self._translate():
+            pipe = self._pipeline(transaction=False)
+            for name in names:
+                pipe.hmget(self.keys.prompt(name), "description", "created_at")
+            rows = pipe.execute()
+        # created_at is set by every create: without it there is no prompt of that name.
+        return {name: text_field(row[0]) for name, row in zip(names, rows, strict=True) if row[1] is not None}
+
     def _changes_since(self, rev: int, limit: int) -> list[AuditEvent] | None:
         # The registry-wide log is keyed by time, not revision: read back from the end, one page at
         # a time, until an entry at or before ``rev`` (the caller bounds how far: ``limit``).

@@ -131,16 +131,17 @@ class Server:
     # -- cached reads -----------------------------------------------------------------------------
 
     def descriptions(self, names: list[str]) -> dict[str, str | None]:
-        """Each prompt's description (read once; a description never changes)."""
+        """Each prompt's description (read once, all missing ones in one read: a description never
+        changes; a prompt created anew is read again, :meth:`forget`)."""
         with self._descriptions_lock:
             missing = [name for name in names if name not in self._descriptions]
-        for name in missing:
+        if missing:
             try:
-                prompt = self.registry.get_prompt(name)
+                found = self.registry.describe(missing)
             except PromptRegistryError:
-                continue
+                found = {}
             with self._descriptions_lock:
-                self._descriptions[name] = None if prompt is None else prompt.description
+                self._descriptions.update(found)
         with self._descriptions_lock:
             return {name: self._descriptions.get(name) for name in names}
 
