@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from promptreg.registry import PromptRegistry, PromptRegistryFactory
+from promptreg.registry.cli.serve.auth import Identity
 from tests.backends import dump
 from tests.serve_helpers import (
     ServeProcess,
@@ -288,3 +289,20 @@ def test_token_command_prints_a_token_and_its_hash_line(run: object) -> None:
 
     identity = TokenStore.parse(line, "test").authenticate(token)
     assert identity is not None and identity.name == "ci-bot" and json.dumps(digest)
+
+
+def test_token_file_option_appends_the_hash_line_readable_by_its_owner_only(run: object, tmp_path: Path) -> None:
+    from promptreg.registry.cli.serve.auth import TokenStore
+
+    path = tmp_path / "tokens.txt"
+    first = run("token", "alice", "--role", "admin", "--file", str(path))  # type: ignore[operator]
+    second = run("token", "ci-bot", "--role", "writer", "--file", str(path))  # type: ignore[operator]
+    assert first.code == second.code == 0
+    tokens = [first.stdout.strip(), second.stdout.strip()]
+    assert (path.stat().st_mode & 0o777) == 0o600
+    text = path.read_text()
+    assert all(token not in text for token in tokens) and len(text.splitlines()) == 2
+    store = TokenStore.load(str(path), environ={})
+    assert [store.authenticate(t) for t in tokens] == [Identity("alice", "admin"), Identity("ci-bot", "writer")]
+    again = run.fails("token", "alice", "--file", str(path))  # type: ignore[attr-defined]
+    assert "already" in again and path.read_text() == text

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
+from pathlib import Path
 
 import click
 
@@ -85,12 +87,25 @@ def serve(url: str | None, host: str, port: int, tokens_file: str | None, heartb
 @click.command()
 @click.argument("name")
 @click.option("--role", type=click.Choice(["reader", "writer", "admin"]), default="reader", show_default=True)
-def token(name: str, role: str) -> None:
-    """Make a token for promptreg serve: prints the token (once; keep it secret) on stdout and the
-    line to add to the token file (its hash) on stderr."""
-    from promptreg.registry.cli.serve.auth import new_token, token_line
+@click.option("--file", "token_file", default=None,
+              help="Append the token's line to this token file (created readable by you only).")  # fmt: skip
+def token(name: str, role: str, token_file: str | None) -> None:
+    """Make a token for promptreg serve: prints the token (once; keep it secret) on stdout, and adds
+    its line (NAME ROLE sha256:HEX: a hash, never the token) to --file, or prints it on stderr."""
+    from promptreg.registry.cli.serve.auth import TokenStore, new_token, token_line
 
     secret = new_token()
     line = token_line(name, role, secret)
+    if token_file is None:
+        click.echo(secret)
+        click.echo(f"add this line to the token file (PROMPTREG_SERVE_TOKENS_FILE):\n{line}", err=True)
+        return
+    path = Path(token_file)
+    existing = TokenStore.load(str(path), environ={}) if path.exists() else TokenStore()
+    if name in existing.names():
+        raise ConfigurationError(f"{token_file}: a token named {name!r} is there already")
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
     click.echo(secret)
-    click.echo(f"add this line to the token file (PROMPTREG_SERVE_TOKENS_FILE):\n{line}", err=True)
+    click.echo(f"added {name} ({role}) to {token_file}", err=True)

@@ -145,6 +145,10 @@ class TokenStore:
             raise ConfigurationError("a token name appears both in the token file and in " + TOKENS_ENV)
         return cls(entries)
 
+    def names(self) -> list[str]:
+        """The token names (identities), in file order."""
+        return [name for name, _, _ in self._entries]
+
     def __bool__(self) -> bool:
         return bool(self._entries)
 
