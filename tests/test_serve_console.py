@@ -5,9 +5,9 @@ a move made from the command line appearing on the open page without a reload, a
 conflict, and a server without tokens being read-only.
 
 Needs Debian's ``chromium`` and ``chromium-driver``; without them the tests are skipped, unless
-``PROMPTREG_REQUIRE_BROWSER=1`` (CI), which makes them fail. Screenshots of each step go to the
-test's ``tmp_path``; the whole prompt page's is copied to ``docs/serve-console.png`` when that file is
-missing or ``PROMPTREG_UPDATE_SCREENSHOTS=1``.
+``PROMPTREG_REQUIRE_BROWSER=1`` (CI), which makes them fail. Screenshots of each step are kept in
+``test-artifacts/console/`` (``PROMPTREG_TEST_ARTIFACTS``, ignored by git); the whole prompt page's
+is copied to ``docs/serve-console.png`` when that file is missing or ``PROMPTREG_UPDATE_SCREENSHOTS=1``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 DOCS_SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "serve-console.png"
+ARTIFACTS = Path(os.environ.get("PROMPTREG_TEST_ARTIFACTS") or DOCS_SCREENSHOT.parent.parent / "test-artifacts")
+"""Where the screenshots are kept after the run (``test-artifacts/console/``, ignored by git)."""
 NAME = "team/critic"
 V1 = "Do you like {{movie}}?\n"
 V2 = "As a {{level}} critic, do you like {{movie}}?\n"  # needs level: backward refuses production 1 -> 2
@@ -337,6 +339,7 @@ def _screenshots(driver: WebDriver, folder: Path) -> Callable[[str], Path]:
     def shot(step: str) -> Path:
         path = folder / f"console-{next(counter):02d}-{step}.png"
         assert driver.save_screenshot(str(path)), f"no screenshot at {step}"
+        _keep(path)
         return path
 
     return shot
@@ -350,9 +353,17 @@ def _document(driver: WebDriver, folder: Path) -> None:
         driver.set_window_size(1280, min(max(height, 900), 2400))
         path = folder / "serve-console.png"
         assert driver.save_screenshot(str(path))
+        _keep(path)
         # Each run's picture differs (times, revisions): the docs' copy is made when it is missing or asked for.
         if not DOCS_SCREENSHOT.exists() or os.environ.get("PROMPTREG_UPDATE_SCREENSHOTS") == "1":
             with contextlib.suppress(OSError):  # a read-only checkout: the copy in tmp_path is enough
                 shutil.copyfile(path, DOCS_SCREENSHOT)
     finally:
         driver.set_window_size(size["width"], size["height"])
+
+
+def _keep(path: Path) -> None:
+    """A copy of a screenshot in :data:`ARTIFACTS` (CI keeps the folder); never fails a test."""
+    with contextlib.suppress(OSError):
+        (ARTIFACTS / "console").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, ARTIFACTS / "console" / path.name)
