@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,29 @@ def test_a_node_service_follows_the_stream(redis_server: object, tmp_path: Path,
             assert lines[-1].endswith("critic production -> 1"), out
     finally:
         registry.close()
+
+
+@pytest.mark.slow
+def test_streams_past_the_limit_are_refused_until_one_closes(tmp_path: Path) -> None:
+    # The limit is the server's own, whatever the store: the JSON file shows it.
+    env = {"PROMPTREG_URL": f"file://{tmp_path / 'registry.json'}", "PROMPTREG_NAMESPACE": ""}
+    with serve_process(env, tmp_path, extra=("--max-streams", "2")) as server:
+        first, second = Stream(server), Stream(server)
+        try:
+            assert first.next().kind == second.next().kind == "ready"  # both counted by now
+            refused = server.call("GET", "/api/v1/events", role="reader")
+            assert (refused.status, refused.error_type) == (503, "RegistryUnavailableError")
+            assert "--max-streams" in refused.json()["error"]["message"]
+        finally:
+            first.close()
+        deadline = time.monotonic() + 10
+        while True:  # the server notices the closed connection at its next write (a heartbeat, 0.5 s)
+            again = Stream(server)
+            if again.status == 200:
+                assert again.next().kind == "ready"
+                again.close()
+                break
+            again.close()
+            assert time.monotonic() < deadline, "the closed stream was never released"
+            time.sleep(0.2)
+        second.close()

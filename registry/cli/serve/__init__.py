@@ -43,8 +43,13 @@ def is_loopback(host: str) -> bool:
 )
 @click.option("--heartbeat", type=click.FloatRange(0.05, 3600), default=15.0, show_default=True,
               help="Seconds between the change stream's heartbeats.")  # fmt: skip
+@click.option("--max-streams", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True,
+              help="Change streams open at once; more are refused with 503 until one closes.")  # fmt: skip
 @click.option("--no-console", is_flag=True, help="Serve the API only, no web console.")
-def serve(url: str | None, host: str, port: int, tokens_file: str | None, heartbeat: float, no_console: bool) -> None:
+def serve(
+    url: str | None, host: str, port: int, tokens_file: str | None, heartbeat: float, max_streams: int,
+    no_console: bool,
+) -> None:  # fmt: skip
     """Serve the registry over HTTP: the API (/api/v1, /openapi.json), the change stream
     (/api/v1/events) and the web console (/), until interrupted.
 
@@ -70,7 +75,7 @@ def serve(url: str | None, host: str, port: int, tokens_file: str | None, heartb
             "(configure tokens, docs/serve.md)"
         )
     app = create_app(url, namespace=settings.namespace or None, tokens=tokens, heartbeat=heartbeat,
-                     console=not no_console)  # fmt: skip
+                     max_streams=max_streams, console=not no_console)  # fmt: skip
     mode = f"{len(tokens)} token(s)" if tokens else "no tokens: read-only"
     click.echo(f"promptreg serve: {redact_url(url)} on http://{host}:{port} ({mode}); Ctrl-C to stop", err=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -43,6 +43,7 @@ def create_app(
     namespace: str | None = None,
     tokens: TokenStore | None = None,
     heartbeat: float = 15.0,
+    max_streams: int = 10_000,
     start_timeout: float = 10.0,
     console: bool = True,
 ) -> Starlette:
@@ -85,7 +86,7 @@ def create_app(
             client.close()
             registry.close()
 
-    server = Server(None, None, tokens, heartbeat=heartbeat)  # type: ignore[arg-type]
+    server = Server(None, None, tokens, heartbeat=heartbeat, max_streams=max_streams)  # type: ignore[arg-type]
     holder["server"] = server
     routes = build_routes(server)
     if console:

@@ -24,6 +24,7 @@ from promptreg.registry.errors import (
     LabelConflictError,
     PromptNotFoundError,
     PromptRegistryError,
+    RegistryUnavailableError,
 )
 from promptreg.registry.validation import validate_label
 
@@ -255,6 +256,11 @@ def build_routes(server: Server) -> list[Route]:
         raw = request.headers.get("last-event-id") or request.query_params.get("after")
         last = None if raw is None or raw == "" else version_number(raw, "Last-Event-ID", zero=True)
         assert server.hub is not None
+        if server.hub.subscribers >= server.max_streams:
+            raise RegistryUnavailableError(
+                f"promptreg serve has {server.hub.subscribers} change streams open, its limit (--max-streams); "
+                "try again later"
+            )
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(server.hub.subscribe(last), media_type="text/event-stream", headers=headers)
 

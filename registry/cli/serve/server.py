@@ -71,6 +71,7 @@ class Server:
         tokens: TokenStore,
         *,
         heartbeat: float = 15.0,
+        max_streams: int = 10_000,
         fleet_wait_default: float | None = None,
     ) -> None:
         self.registry = registry
@@ -78,6 +79,7 @@ class Server:
         self.tokens = tokens
         self.sessions = Sessions()
         self.heartbeat = heartbeat
+        self.max_streams = max_streams
         self.fleet_wait_default = fleet_wait_default
         self.hub: ChangeHub | None = None
         self._descriptions: dict[str, str | None] = {}
