@@ -146,6 +146,16 @@ def test_a_dead_redis_makes_writes_503_while_resolve_is_served_from_memory(
         assert served.status == 200 and served.json()["prompt_text"] == V1
         status = server.call("GET", "/api/v1/status", role="reader")
         assert status.status == 200
+        # The stream's reader says so once per outage, not at every retry (every 0.5 s).
+        warning = "cannot read the change log"
+        deadline = time.monotonic() + 10
+        while warning not in server.log_text():
+            assert time.monotonic() < deadline, server.log_text()
+            time.sleep(0.1)
+        until = time.monotonic() + 1.6
+        while time.monotonic() < until:
+            assert server.log_text().count(warning) == 1, server.log_text()
+            time.sleep(0.2)
 
 
 NODE_EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "follow-changes.mjs"

@@ -78,6 +78,7 @@ class ChangeHub:
         self._subscribers: set[_Subscriber] = set()
         self._wake = threading.Event()
         self._closed = False
+        self._failing = False
         self._listeners: list[Callable[[AuditEvent], None]] = []
         self._thread = threading.Thread(target=self._follow, name="promptreg-serve-hub", daemon=True)
         self._thread.start()
@@ -121,11 +122,17 @@ class ChangeHub:
                 return
             try:
                 self._read_log()
-            except PromptRegistryError as exc:  # the client's own status reports the outage
-                logger.warning("promptreg serve: cannot read the change log: %s", exc)
+            except PromptRegistryError as exc:  # logged once per outage; retried every 0.5 s
+                if not self._failing:
+                    logger.warning("promptreg serve: cannot read the change log (retrying): %s", exc)
+                self._failing = True
                 self._wake.clear()
                 threading.Event().wait(0.5)
                 self._wake.set()
+            else:
+                if self._failing:
+                    logger.warning("promptreg serve: reading the change log again")
+                self._failing = False
 
     def _read_log(self) -> None:
         events = self._registry.changes_since(self._rev, limit=REPLAY_LIMIT)
