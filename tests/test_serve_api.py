@@ -181,6 +181,15 @@ def test_refusals_are_typed_and_change_nothing(server: ServeProcess, registry: P
     assert dump(registry) == before
     forced = server.call("PUT", path, {"version": 2, "force": True, "reason": "on purpose"})
     assert forced.status == 200 and forced.json()["event"]["forced"] is True
+    # A version added with a label its mode refuses: the version stays (versions are never removed), the
+    # answer says which one, and the label does not move.
+    body = {"prompt_text": V2 + " {{extra}}", "labels": ["production"]}
+    added = server.call("POST", prompt_path("critic", "versions"), body)
+    assert (added.status, added.error_type, added.json()["error"]["created_version"]) == (
+        409, "IncompatibleVersionError", 3
+    )  # fmt: skip
+    assert registry.get_version("critic", label="latest").version == 3
+    assert registry.get_version("critic", label="production").version == 2
 
 
 def test_auth_roles_and_tokens_never_logged(server: ServeProcess, registry: PromptRegistry) -> None:

@@ -34,24 +34,27 @@ logger = logging.getLogger("promptreg.serve")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+def error_response(exc: PromptRegistryError, **extra: Any) -> Response:
+    """A promptreg error in the API's shape, with its status and the details it carries."""
+    status = status_of(exc)
+    if status == 500:
+        logger.error("promptreg serve: %s: %s", type(exc).__name__, exc)
+    if isinstance(exc, IncompatibleVersionError):
+        extra.update(added=sorted(exc.added), removed=sorted(exc.removed), mode=exc.mode)
+    if isinstance(exc, LabelConflictError):
+        extra.update(expected=exc.expected, actual=exc.actual)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return json_response(api.error_body(type(exc).__name__, str(exc), **extra), status, headers)
+
+
 def errors(server: Server, endpoint: Endpoint) -> Endpoint:
+    """``endpoint`` with every error answered in the API's shape (a bug: 500, logged)."""
+
     async def wrapped(request: Request) -> Response:
         try:
             return await endpoint(request)
         except PromptRegistryError as exc:
-            status = status_of(exc)
-            if status == 500:
-                logger.error("promptreg serve: %s: %s", type(exc).__name__, exc)
-            extra: dict[str, Any] = {}
-            if isinstance(exc, IncompatibleVersionError):
-                extra = {"added": sorted(exc.added), "removed": sorted(exc.removed), "mode": exc.mode}
-            if isinstance(exc, LabelConflictError):
-                extra = {"expected": exc.expected, "actual": exc.actual}
-            created = getattr(exc, "created_version", None)
-            if created is not None:
-                extra["created_version"] = created
-            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-            return json_response(api.error_body(type(exc).__name__, str(exc), **extra), status, headers)
+            return error_response(exc)
         except Exception as exc:  # a bug: one line in the log, no traceback to the caller
             logger.exception("promptreg serve: unexpected error on %s %s", request.method, request.url.path)
             return json_response(api.error_body("InternalError", f"unexpected {type(exc).__name__}"), 500)
@@ -140,9 +143,8 @@ def build_routes(server: Server) -> list[Route]:
                 events.append(
                     await blocking(server.registry.set_label, t.name, label, version.version, author=identity.name)
                 )
-            except PromptRegistryError as exc:
-                exc.created_version = version.version  # type: ignore[attr-defined]
-                raise
+            except PromptRegistryError as exc:  # the version stays: say which one was added
+                return error_response(exc, created_version=version.version)
         await server.caught_up(events[-1].rev if events else await blocking(server.registry.revision))
         data = {"name": t.name, **api.version_json(version), "label_events": [api.event_json(e) for e in events]}
         return json_response(data, 201)
