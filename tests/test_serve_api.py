@@ -183,8 +183,8 @@ def test_refusals_are_typed_and_change_nothing(server: ServeProcess, registry: P
     assert forced.status == 200 and forced.json()["event"]["forced"] is True
     # A version added with a label its mode refuses: the version stays (versions are never removed), the
     # answer says which one, and the label does not move.
-    body = {"prompt_text": V2 + " {{extra}}", "labels": ["production"]}
-    added = server.call("POST", prompt_path("critic", "versions"), body)
+    new_version: dict[str, object] = {"prompt_text": V2 + " {{extra}}", "labels": ["production"]}
+    added = server.call("POST", prompt_path("critic", "versions"), new_version)
     assert (added.status, added.error_type, added.json()["error"]["created_version"]) == (
         409, "IncompatibleVersionError", 3
     )  # fmt: skip

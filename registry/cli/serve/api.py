@@ -17,7 +17,7 @@ import bisect
 import hashlib
 import json
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -27,8 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from promptreg.registry.cli.options import unified_diff
-from promptreg.registry.cli.serve.auth import Identity
-from promptreg.registry.errors import InvalidInputError, PromptNotFoundError
+from promptreg.registry.errors import InvalidInputError
 from promptreg.registry.fleet import FleetMember, FleetWait
 from promptreg.registry.models import AuditEvent, Prompt, PromptVersion
 from promptreg.registry.validation import validate_label, validate_name
@@ -40,6 +39,7 @@ MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
 SUFFIXES = ("versions", "labels", "history", "diff", "check", "resolve", "compatibility")
+"""The route words after a prompt's name (a name with one of them as a segment is written with %2F)."""
 
 
 # -- JSON shapes ---------------------------------------------------------------------------------
@@ -146,7 +146,7 @@ def parse_prompt_path(raw_path: bytes) -> Target:
     except UnicodeDecodeError:
         raise InvalidInputError("the path must be ASCII, percent-encoding UTF-8") from None
     resource, argument = "", None
-    if len(segments) >= 2 and segments[-1] in ("versions", "history", "diff", "check", "resolve", "compatibility"):
+    if len(segments) >= 2 and segments[-1] in SUFFIXES and segments[-1] != "labels":
         resource = segments.pop()
     elif len(segments) >= 3 and segments[-2] in ("versions", "labels"):
         argument = segments.pop()
@@ -284,18 +284,10 @@ def prompt_page(
     return {"prompts": prompts, "next_cursor": page[-1] if more and page else None, "total": total}
 
 
-Handler = Callable[[Request, Identity], Awaitable[Response]]
-
-
 def as_dict(report: Any) -> dict[str, Any]:
     """A dataclass report (compatibility) as JSON."""
     data = asdict(report)
     return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
-
-
-def not_found(name: str) -> PromptNotFoundError:
-    """The 404 of a prompt."""
-    return PromptNotFoundError(name)
 
 
 async def blocking(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
