@@ -65,6 +65,7 @@ def test_write_read_and_resolve_through_the_api(server: ServeProcess, registry: 
     resolved = server.call("GET", prompt_path(name, "resolve") + "?label=production", role="reader")
     assert resolved.status == 200 and resolved.json()["prompt_text"] == V1
     etag = resolved.headers["etag"]
+    assert resolved.headers["x-promptreg-state"] == "live" and int(resolved.headers["x-promptreg-rev"]) >= 4
     again = server.call("GET", prompt_path(name, "resolve") + "?label=production", role="reader",
                         headers={"If-None-Match": etag})  # fmt: skip
     assert again.status == 304 and again.body == b""

@@ -144,6 +144,10 @@ def test_a_dead_redis_makes_writes_503_while_resolve_is_served_from_memory(
         assert (write.status, write.error_type) == (503, "RegistryUnavailableError")
         served = server.call("GET", resolve, role="reader")
         assert served.status == 200 and served.json()["prompt_text"] == V1
+        deadline = time.monotonic() + 10  # and says how fresh it is
+        while server.call("GET", resolve, role="reader").headers["x-promptreg-state"] != "stale":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         status = server.call("GET", "/api/v1/status", role="reader")
         assert status.status == 200
         # The stream's reader says so once per outage, not at every retry (every 0.5 s).

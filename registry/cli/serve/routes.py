@@ -153,7 +153,9 @@ def build_routes(server: Server) -> list[Route]:
         server.require(request, "reader")
         label = validate_label(request.query_params.get("label") or server.client.default_label)
         etag, body = server.resolved(t.name, label)
-        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        state = server.client.status()  # how fresh the answer is: "stale" while the registry is unreachable
+        headers = {"ETag": etag, "Cache-Control": "no-cache", "X-Promptreg-State": state.state.value,
+                   "X-Promptreg-Rev": str(state.rev)}  # fmt: skip
         if etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
         return Response(body, 200, headers=headers, media_type="application/json")
