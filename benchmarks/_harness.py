@@ -100,7 +100,9 @@ def child_setup() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _EXIT_SIGNALS)
 
 
-def _server_child_setup() -> None:
+def server_child_setup() -> None:
+    """In a server the benchmark starts, before it execs: die with the benchmark, and unblock the
+    exit signals that :func:`exit_signals_deferred` held."""
     die_with_parent()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _EXIT_SIGNALS)
 
@@ -120,7 +122,7 @@ def start_private_server() -> LocalRedisServer:
     It dies with the benchmark even on ``kill -9``; exits with a message when none is installed.
     """
     try:
-        server = LocalRedisServer(preexec_fn=_server_child_setup)
+        server = LocalRedisServer(preexec_fn=server_child_setup)
     except ConfigurationError as exc:
         raise SystemExit(f"{exc}: install it or pass --url redis://...") from exc
     with exit_signals_deferred():
@@ -243,7 +245,7 @@ def start_private_postgres() -> LocalPostgresServer:
     It dies with the benchmark even on ``kill -9``; exits with a message when none is installed.
     """
     try:
-        server = LocalPostgresServer(preexec_fn=_server_child_setup)
+        server = LocalPostgresServer(preexec_fn=server_child_setup)
         with exit_signals_deferred():
             return server.start()
     except RegistryUnavailableError as exc:
@@ -269,7 +271,7 @@ def sentinel_deployment() -> Iterator[LocalSentinelDeployment]:
     missing = missing_binaries("redis-server", "redis-sentinel")
     if missing:
         raise SystemExit(f"{', '.join(missing)} not installed: install it or pass --url redis+sentinel://...")
-    deployment = LocalSentinelDeployment(min_replicas_to_write=0, appendonly=False, preexec_fn=_server_child_setup)
+    deployment = LocalSentinelDeployment(min_replicas_to_write=0, appendonly=False, preexec_fn=server_child_setup)
     with exit_signals_deferred():
         deployment.start()
     try:
@@ -284,7 +286,7 @@ def redis_cluster() -> Iterator[LocalRedisCluster]:
     missing = missing_binaries("redis-server", "redis-cli")
     if missing:
         raise SystemExit(f"{', '.join(missing)} not installed: install it or pass --url redis+cluster://...")
-    cluster = LocalRedisCluster(preexec_fn=_server_child_setup)
+    cluster = LocalRedisCluster(preexec_fn=server_child_setup)
     with exit_signals_deferred():
         cluster.start()
     try:

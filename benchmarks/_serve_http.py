@@ -14,7 +14,6 @@ import contextlib
 import http.client
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,12 +28,6 @@ from promptreg.registry.cli.local_server import free_port
 from promptreg.registry.cli.serve.auth import token_line
 
 _HOP_HEADERS = frozenset({"content-length", "content-type", "date", "server", "transfer-encoding", "set-cookie"})
-
-
-def _server_preexec() -> None:
-    """In the server, before it execs: die with the benchmark; unblock what ``exit_signals_deferred`` held."""
-    _harness.die_with_parent()
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 @dataclass
@@ -86,8 +79,9 @@ class HttpServer:
         self.log = log
         with open(log, "wb") as out, _harness.exit_signals_deferred():
             self.proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent, preexec_fn=_server_preexec
-            )
+                argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent,
+                preexec_fn=_harness.server_child_setup,
+            )  # fmt: skip
 
     def wait_ready(self, path: str, headers: dict[str, str], timeout: float) -> None:
         """Until ``GET path`` answers 200; raises with the log's tail when the process exits or times out."""
