@@ -25,7 +25,7 @@ from promptreg.registry.errors import (
     RollbackUnavailableError,
     VersionNotFoundError,
 )
-from promptreg.registry.fleet import FleetMember, FleetWait
+from promptreg.registry.fleet import FleetMember, FleetWait, await_fleet
 from promptreg.registry.migration import MigrationResult
 from promptreg.registry.models import AuditEvent, CompatibilityMode, Prompt, PromptVersion, utcnow
 from promptreg.registry.validation import (
@@ -301,9 +301,7 @@ class PromptRegistry(ABC):
         if current - rev > limit:
             return None
         events = self._changes_since(rev, limit)
-        if events is None or not events or events[0].rev != rev + 1:
-            return None
-        return events
+        return events if events and events[0].rev == rev + 1 else None  # else: trimmed or rewritten
 
     # -- the fleet: which client serves which revision ---------------------------------------------
 
@@ -334,34 +332,7 @@ class PromptRegistry(ABC):
             rev = self._revision()  # read before the fleet: an acknowledgement seen after it counts
         elif isinstance(rev, bool) or not isinstance(rev, int) or rev < 0:
             raise InvalidInputError(f"rev must be an integer >= 0, got {rev!r}")
-        reached: list[str] = []
-        pending: list[str] = []
-        for present in self.fleet():
-            (reached if present.rev >= rev else pending).append(present.client_id)
-        gone: list[str] = []
-        delay = 0.001
-        while pending:
-            remaining = timeout - (time.monotonic() - started)
-            if remaining <= 0:
-                break
-            time.sleep(min(delay, remaining))
-            # Acknowledgements come within milliseconds, or 25 ms in a burst: poll closely, then gently.
-            delay = min(delay * 2, 0.01 if time.monotonic() - started < 0.25 else 0.05)
-            fresh = self._fleet_members(pending)
-            still: list[str] = []
-            for client_id in pending:
-                member = fresh.get(client_id)
-                if member is None:
-                    gone.append(client_id)
-                elif member.rev >= rev:
-                    reached.append(client_id)
-                else:
-                    still.append(client_id)
-            pending = still
-        return FleetWait(
-            rev=rev, reached=sorted(reached), lagging=sorted(pending), gone=sorted(gone),
-            elapsed=time.monotonic() - started,
-        )  # fmt: skip
+        return await_fleet(rev, self.fleet(), self._fleet_members, timeout, started)
 
     def migrate(self, *, rebuild: bool = False) -> MigrationResult:
         """Bring stored data up to this version's layout; idempotent (``promptreg migrate``).
@@ -490,8 +461,8 @@ class PromptRegistry(ABC):
         found = {name: self._get_prompt(name) for name in names}
         return {name: prompt.description for name, prompt in found.items() if prompt is not None}
 
-    def _changes_since(self, rev: int, limit: int) -> list[AuditEvent] | None:
-        """The audit entries after ``rev``, oldest first, at most ``limit`` (``None``: cannot tell);
+    def _changes_since(self, rev: int, limit: int) -> list[AuditEvent]:
+        """The audit entries after ``rev`` the log still holds, oldest first, at most ``limit``;
         backends read their registry-wide log (this walks every history)."""
         events = [e for name in self._list_prompts() for e in self._history(name) if e.rev > rev]
         return sorted(events, key=lambda e: e.rev)[:limit]

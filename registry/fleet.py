@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import math
 import re
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -253,3 +255,43 @@ def decode_member(raw: bytes) -> FleetMember | None:
         return FleetMember.model_validate(data, strict=True)
     except (ValueError, TypeError, KeyError, OverflowError, OSError, msgpack.UnpackException):
         return None  # pydantic's ValidationError and InvalidInputError are ValueErrors
+
+
+def await_fleet(
+    rev: int,
+    present: Iterable[FleetMember],
+    read: Callable[[list[str]], dict[str, FleetMember | None]],
+    timeout: float,
+    started: float,
+) -> FleetWait:
+    """The fleet confirmation of a write (:meth:`~promptreg.PromptRegistry.wait_for_fleet`): poll
+    ``read`` (the current record of each client still behind; ``None``: gone) until every member
+    ``present`` at the start serves ``rev``, or ``timeout`` seconds after ``started`` (monotonic)."""
+    reached: list[str] = []
+    pending: list[str] = []
+    for member in present:
+        (reached if member.rev >= rev else pending).append(member.client_id)
+    gone: list[str] = []
+    delay = 0.001
+    while pending:
+        remaining = timeout - (time.monotonic() - started)
+        if remaining <= 0:
+            break
+        time.sleep(min(delay, remaining))
+        # Acknowledgements come within milliseconds, or 25 ms in a burst: poll closely, then gently.
+        delay = min(delay * 2, 0.01 if time.monotonic() - started < 0.25 else 0.05)
+        fresh = read(pending)
+        still: list[str] = []
+        for client_id in pending:
+            found = fresh.get(client_id)
+            if found is None:
+                gone.append(client_id)
+            elif found.rev >= rev:
+                reached.append(client_id)
+            else:
+                still.append(client_id)
+        pending = still
+    return FleetWait(
+        rev=rev, reached=sorted(reached), lagging=sorted(pending), gone=sorted(gone),
+        elapsed=time.monotonic() - started,
+    )  # fmt: skip

@@ -478,7 +478,7 @@ class PostgresPromptRegistry(PromptRegistry):
             ).fetchall()
         return {name: description for name, description in rows}
 
-    def _changes_since(self, rev: int, limit: int) -> list[AuditEvent] | None:
+    def _changes_since(self, rev: int, limit: int) -> list[AuditEvent]:
         with self._read() as conn:
             rows = conn.execute(
                 f"SELECT {_AUDIT_COLUMNS} FROM promptreg_audit WHERE namespace = %s AND rev > %s ORDER BY rev LIMIT %s",

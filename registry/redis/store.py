@@ -483,20 +483,20 @@ class RedisPromptRegistry(PromptRegistry):
         # created_at is set by every create: without it there is no prompt of that name.
         return {name: text_field(row[0]) for name, row in zip(names, rows, strict=True) if row[1] is not None}
 
-    def _changes_since(self, rev: int, limit: int) -> list[AuditEvent] | None:
+    def _changes_since(self, rev: int, limit: int) -> list[AuditEvent]:
         # The registry-wide log is keyed by time, not revision: read back from the end, one page at
-        # a time, until an entry at or before ``rev`` (the caller bounds how far: ``limit``).
+        # a time, until an entry at or before ``rev``, the log's start (trimmed), or ``limit`` entries.
         newer: list[AuditEvent] = []
-        end = "+"
+        end, page_size = "+", min(limit, 500)
         with self._translate():
-            while len(newer) <= limit:
-                page = self.redis.xrevrange(self.keys.log, end, "-", count=min(limit + 1, 500))
+            while len(newer) < limit:
+                page = self.redis.xrevrange(self.keys.log, end, "-", count=page_size)
                 for _entry_id, fields in page:
                     event = event_from_entry(fields)
                     if event.rev <= rev:
                         return newer[::-1]
                     newer.append(event)
-                if len(page) < min(limit + 1, 500):
-                    return newer[::-1]  # the log's start: the caller sees whether it follows ``rev``
+                if len(page) < page_size:
+                    break
                 end = "(" + page[-1][0].decode()
-        return None
+        return newer[::-1][:limit]
