@@ -20,6 +20,7 @@ from promptreg.registry.chat import validate_messages
 from promptreg.registry.compatibility import CompatibilityReport, check, deleted_labels, validate_mode
 from promptreg.registry.errors import (
     InvalidInputError,
+    LabelConflictError,
     LabelNotFoundError,
     PromptNotFoundError,
     RollbackUnavailableError,
@@ -482,3 +483,13 @@ class PromptRegistry(ABC):
 def _validate_force(force: object) -> None:
     if not isinstance(force, bool):
         raise InvalidInputError(f"force must be True or False, got {force!r:.80}")
+
+
+def check_expected(name: str, label: str, expected: int | None, current: int | None) -> None:
+    """A label move's compare-and-set, for backends that check it in Python: raise
+    :class:`~promptreg.LabelConflictError` unless ``expected`` is ``None``, or is where the label
+    points (``current``), or is ``0`` and the label is unset."""
+    if expected is None:
+        return
+    if (current is None and expected != 0) or (current is not None and current != expected):
+        raise LabelConflictError(name, label, expected, current)

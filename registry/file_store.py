@@ -24,22 +24,18 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, Literal, NamedTuple, TypeVar
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Any, Final, NamedTuple, TypeVar
 
 from promptreg.registry.atomic_file import write_atomically
-from promptreg.registry.base import PromptRegistry
+from promptreg.registry.base import PromptRegistry, check_expected
 from promptreg.registry.compatibility import enforce
 from promptreg.registry.errors import (
     InvalidInputError,
-    LabelConflictError,
     LabelNotFoundError,
     PromptExistsError,
     PromptNotFoundError,
@@ -49,50 +45,18 @@ from promptreg.registry.errors import (
     RollbackUnavailableError,
     VersionNotFoundError,
 )
+from promptreg.registry.file_format import StoredPrompt, StoredState, parse_state
 from promptreg.registry.models import AuditAction, AuditEvent, CompatibilityMode, Prompt, PromptVersion
 from promptreg.registry.validation import (
     MAX_METADATA_BYTES,
     MAX_TEXT_BYTES,
-    check_json_depth,
-    validate_label,
-    validate_name,
 )
 
-FORMAT: Final = "promptreg"
-"""The value of the file's ``format`` marker."""
-FORMAT_VERSION: Final = 1
-"""The file layout version this module reads and writes."""
 MAX_FILE_BYTES: Final = 1024**3
 """The largest registry file this backend reads (1 GiB, as ``promptreg import`` reads exports): a
 larger file is refused before it is read, and a write that would make the file larger is refused."""
 
 _T = TypeVar("_T")
-
-
-class _StoredPrompt(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    description: str | None = None
-    author: str | None = None
-    created_at: datetime
-    versions: list[PromptVersion] = Field(default_factory=list)
-    labels: dict[str, int] = Field(default_factory=dict)
-    previous: dict[str, int] = Field(default_factory=dict)
-    history: list[AuditEvent] = Field(default_factory=list)
-    compatibility: CompatibilityMode = "none"
-
-    def to_prompt(self, name: str) -> Prompt:
-        header = self.model_dump(include={"description", "author", "created_at", "compatibility"})
-        return Prompt(name=name, versions=list(self.versions), labels=dict(self.labels), **header)
-
-
-class _StoredState(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    format: Literal["promptreg"] = FORMAT
-    format_version: Literal[1] = FORMAT_VERSION
-    rev: int = Field(default=0, ge=0)
-    prompts: dict[str, _StoredPrompt] = Field(default_factory=dict)
 
 
 class FileState(NamedTuple):
@@ -178,10 +142,10 @@ class JsonFilePromptRegistry(PromptRegistry):
         self, name: str, description: str | None, author: str | None, at: datetime, *,
         compatibility: CompatibilityMode = "none",
     ) -> Prompt:  # fmt: skip
-        def apply(state: _StoredState) -> Prompt:
+        def apply(state: StoredState) -> Prompt:
             if name in state.prompts:
                 raise PromptExistsError(name)
-            stored = _StoredPrompt(description=description, author=author, created_at=at, compatibility=compatibility)
+            stored = StoredPrompt(description=description, author=author, created_at=at, compatibility=compatibility)
             state.prompts[name] = stored
             _audit(state, stored, "create_prompt", name, at, author=author)
             return stored.to_prompt(name)
@@ -200,7 +164,7 @@ class JsonFilePromptRegistry(PromptRegistry):
         messages: tuple[dict[str, str], ...] | None = None,
         config: dict[str, Any] | None = None,
     ) -> PromptVersion:
-        def apply(state: _StoredState) -> PromptVersion:
+        def apply(state: StoredState) -> PromptVersion:
             stored = _prompt(state, name)
             version = PromptVersion(
                 version=len(stored.versions) + 1,
@@ -230,12 +194,12 @@ class JsonFilePromptRegistry(PromptRegistry):
         *,
         force: bool = False,
     ) -> AuditEvent:
-        def apply(state: _StoredState) -> AuditEvent:
+        def apply(state: StoredState) -> AuditEvent:
             stored = _prompt(state, name)
             if version > len(stored.versions):
                 raise VersionNotFoundError(name, version)
             current = stored.labels.get(label)
-            _compare(name, label, expected_version, current)
+            check_expected(name, label, expected_version, current)
             # A deleted label is checked against where it pointed (kept in `previous`): delete + set
             # is one move. Only a label never set has neither.
             last = current if current is not None else stored.previous.get(label)
@@ -258,12 +222,12 @@ class JsonFilePromptRegistry(PromptRegistry):
         reason: str | None,
         at: datetime,
     ) -> AuditEvent:
-        def apply(state: _StoredState) -> AuditEvent:
+        def apply(state: StoredState) -> AuditEvent:
             stored = _prompt(state, name)
             current = stored.labels.get(label)
             if current is None:
                 raise LabelNotFoundError(name, label)
-            _compare(name, label, expected_version, current)
+            check_expected(name, label, expected_version, current)
             del stored.labels[label]
             stored.previous[label] = current
             return _audit(state, stored, "delete_label", name, at, label, None, current, author, reason)
@@ -281,13 +245,13 @@ class JsonFilePromptRegistry(PromptRegistry):
         force: bool = False,
         expected_version: int | None = None,
     ) -> AuditEvent:
-        def apply(state: _StoredState) -> AuditEvent:
+        def apply(state: StoredState) -> AuditEvent:
             stored = _prompt(state, name)
             target = stored.previous.get(label)
             if target is None:
                 raise RollbackUnavailableError(name, label)
             current = stored.labels.get(label)
-            _compare(name, label, expected_version, current)
+            check_expected(name, label, expected_version, current)
             forced = _check(stored, name, label, current, target, force)
             if current is None:
                 del stored.previous[label]
@@ -301,7 +265,7 @@ class JsonFilePromptRegistry(PromptRegistry):
     def _set_compatibility(
         self, name: str, mode: CompatibilityMode, author: str | None, reason: str | None, at: datetime
     ) -> AuditEvent:
-        def apply(state: _StoredState) -> AuditEvent:
+        def apply(state: StoredState) -> AuditEvent:
             stored = _prompt(state, name)
             stored.compatibility = mode
             return _audit(
@@ -332,7 +296,7 @@ class JsonFilePromptRegistry(PromptRegistry):
 
     # -- the file --------------------------------------------------------------------------------
 
-    def _read(self) -> _StoredState:
+    def _read(self) -> StoredState:
         try:
             with open(self.path, "rb") as handle:
                 size = os.fstat(handle.fileno()).st_size
@@ -343,7 +307,7 @@ class JsonFilePromptRegistry(PromptRegistry):
                     )
                 data = handle.read(MAX_FILE_BYTES + 1)  # a file that grew since fstat is still cut
         except FileNotFoundError:
-            return _StoredState()
+            return StoredState()
         except OSError as exc:
             raise RegistryUnavailableError(f"cannot read registry file {self.path}: {exc}") from exc
         if len(data) > MAX_FILE_BYTES:
@@ -351,9 +315,9 @@ class JsonFilePromptRegistry(PromptRegistry):
                 f"{self.path}: the file is over the {MAX_FILE_BYTES}-byte limit of a registry file "
                 "(the file was left untouched)"
             )
-        return _parse(data, self.path)
+        return parse_state(data, self.path)
 
-    def _write(self, apply: Callable[[_StoredState], _T]) -> _T:
+    def _write(self, apply: Callable[[StoredState], _T]) -> _T:
         # Every refusal is raised by ``apply`` before anything touches the disk.
         target = self._target()
         lock_path = target.with_name(target.name + ".lock")
@@ -407,30 +371,23 @@ class JsonFilePromptRegistry(PromptRegistry):
             raise RegistryUnavailableError(f"cannot write registry file {self.path}: {exc}") from exc
 
 
-def _prompt(state: _StoredState, name: str) -> _StoredPrompt:
+def _prompt(state: StoredState, name: str) -> StoredPrompt:
     stored = state.prompts.get(name)
     if stored is None:
         raise PromptNotFoundError(name)
     return stored
 
 
-def _check(stored: _StoredPrompt, name: str, label: str, current: int | None, target: int, force: bool) -> bool:
+def _check(stored: StoredPrompt, name: str, label: str, current: int | None, target: int, force: bool) -> bool:
     """The compatibility check, under the lock, of a move from ``current`` (where the label last
     pointed; ``None``: never set); whether the move goes through only by ``force``."""
     before = None if current is None else stored.versions[current - 1]
     return enforce(name, label, stored.compatibility, before, stored.versions[target - 1], force)
 
 
-def _compare(name: str, label: str, expected: int | None, current: int | None) -> None:
-    if expected is None:
-        return
-    if (current is None and expected != 0) or (current is not None and current != expected):
-        raise LabelConflictError(name, label, expected, current)
-
-
 def _audit(
-    state: _StoredState,
-    stored: _StoredPrompt,
+    state: StoredState,
+    stored: StoredPrompt,
     action: AuditAction,
     name: str,
     at: datetime,
@@ -459,59 +416,3 @@ def _audit(
     )
     stored.history.append(event)
     return event
-
-
-def _parse(data: bytes, path: Path) -> _StoredState:
-    """Read and check a registry file; anything unreadable raises RegistryCorruptError."""
-    untouched = "the file was left untouched"
-    if not data.strip():
-        raise RegistryCorruptError(f"{path}: the file is empty, not a promptreg registry ({untouched})")
-    try:
-        state = _StoredState.model_validate_json(data, strict=True)
-    except ValidationError as exc:
-        raise RegistryCorruptError(f"{path}: {_diagnose(data, exc)} ({untouched})") from exc
-    problem = _inconsistency(state)
-    if problem:
-        raise RegistryCorruptError(f"{path}: {problem} ({untouched})")
-    return state
-
-
-def _diagnose(data: bytes, exc: ValidationError) -> str:
-    try:
-        check_json_depth(data, "the file")  # json.loads recurses: bound the depth first
-    except InvalidInputError as depth_exc:
-        return f"{depth_exc}, not a promptreg registry"
-    try:
-        raw = json.loads(data)
-    except ValueError as json_exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
-        return f"not valid JSON, truncated or corrupt ({json_exc})"
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        return f'not a promptreg registry file (no "format": "{FORMAT}" marker)'
-    if raw.get("format_version") != FORMAT_VERSION:
-        return f"unsupported format_version {raw.get('format_version')!r} (this version reads {FORMAT_VERSION})"
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "<top>"
-    return f"malformed registry data at {where}: {first['msg']} ({exc.error_count()} problem(s) in all)"
-
-
-def _inconsistency(state: _StoredState) -> str | None:
-    """What breaks the registry's invariants, or ``None``."""
-    for name, stored in state.prompts.items():
-        try:
-            validate_name(name)
-            for label in (*stored.labels, *stored.previous):
-                validate_label(label, settable=True)
-        except InvalidInputError as exc:
-            return f"prompt {name!r}: {exc}"
-        for index, version in enumerate(stored.versions, 1):
-            if version.version != index:
-                return f"prompt {name!r}: version #{index} is numbered {version.version}"
-        count = len(stored.versions)
-        for what, pointers in (("label", stored.labels), ("previous position of label", stored.previous)):
-            for label, number in pointers.items():
-                if not 1 <= number <= count:
-                    return f"prompt {name!r}: {what} {label!r} points at missing version {number}"
-        for event in stored.history:
-            if event.prompt != name or event.rev > state.rev:
-                return f"prompt {name!r}: audit entry rev {event.rev} does not belong here"
-    return None

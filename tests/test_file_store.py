@@ -21,7 +21,7 @@ from promptreg.registry import (
     RegistryCorruptError,
     RegistryUnavailableError,
 )
-from promptreg.registry.file_store import FORMAT, FORMAT_VERSION
+from promptreg.registry.file_format import FORMAT, FORMAT_VERSION
 from tests.redis_server import wait_until
 
 NAME = "movie-critic"

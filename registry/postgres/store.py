@@ -26,10 +26,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from promptreg.registry.base import PromptRegistry
+from promptreg.registry.base import PromptRegistry, check_expected
 from promptreg.registry.compatibility import enforce
 from promptreg.registry.errors import (
-    LabelConflictError,
     LabelNotFoundError,
     PromptExistsError,
     PromptNotFoundError,
@@ -342,7 +341,7 @@ class PostgresPromptRegistry(PromptRegistry):
             if version > self._lock_prompt(conn, name):
                 raise VersionNotFoundError(name, version)
             current, previous = self._lock_label(conn, name, label)
-            _compare(name, label, expected_version, current)
+            check_expected(name, label, expected_version, current)
             # A deleted label's row keeps where it pointed (`previous`): delete + set is one move.
             forced = self._check(conn, name, label, current if current is not None else previous, version, force)
             if current is None:
@@ -359,7 +358,7 @@ class PostgresPromptRegistry(PromptRegistry):
             current, _previous = self._lock_label(conn, name, label)
             if current is None:
                 raise LabelNotFoundError(name, label)
-            _compare(name, label, expected_version, current)
+            check_expected(name, label, expected_version, current)
             self._put_label(conn, name, label, None, current)
             return self._commit(conn, rev, "delete_label", name, at, label, None, current, author, reason)
 
@@ -370,7 +369,7 @@ class PostgresPromptRegistry(PromptRegistry):
             current, target = self._lock_label(conn, name, label)
             if target is None:
                 raise RollbackUnavailableError(name, label)
-            _compare(name, label, expected_version, current)
+            check_expected(name, label, expected_version, current)
             forced = self._check(conn, name, label, current, target, force)
             self._put_label(conn, name, label, target, current)
             return self._commit(conn, rev, "rollback", name, at, label, target, current, author, reason, forced)
@@ -520,10 +519,3 @@ class PostgresPromptRegistry(PromptRegistry):
                           "promptreg_namespaces"):  # fmt: skip
                 deleted += conn.execute(f"DELETE FROM {table} WHERE namespace = %s", (self.namespace,)).rowcount
         return deleted
-
-
-def _compare(name: str, label: str, expected: int | None, current: int | None) -> None:
-    if expected is None:
-        return
-    if (current is None and expected != 0) or (current is not None and current != expected):
-        raise LabelConflictError(name, label, expected, current)
