@@ -195,6 +195,32 @@ class LocalSentinelDeployment:
             raise AssertionError(f"no new primary within {timeout} s (old {old})")
         return found[0]
 
+    def wait_failover_settled(self, primary: tuple[str, int], timeout: float = 20.0) -> None:
+        """Wait until every sentinel names ``primary`` and every other running data node replicates
+        from it with its link up: the failover has reconfigured the replicas. Writes made before that
+        can be lost to a second failover, which a sentinel starts when the first one times out."""
+
+        def settled() -> bool:
+            try:
+                for sentinel in self.sentinels:
+                    with sentinel.client() as c:
+                        host, port = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+                        if (str(host), int(port)) != primary:
+                            return False
+                for node in self.data_nodes:
+                    if node.port == primary[1] or node.process is None or node.process.poll() is not None:
+                        continue
+                    with redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=1) as c:
+                        role = c.execute_command("ROLE")
+                    if role[0] != b"slave" or int(role[2]) != primary[1] or role[3] != b"connected":
+                        return False
+            except (redis.RedisError, TypeError, ValueError):
+                return False
+            return True
+
+        if not wait_until(settled, timeout, 0.05):
+            raise AssertionError(f"the failover to {primary} did not settle within {timeout} s")
+
     def cleanup(self) -> None:
         """Stop every process and remove the temp dirs. Idempotent."""
         for sentinel in self.sentinels:

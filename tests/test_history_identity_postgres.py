@@ -133,10 +133,12 @@ def test_restore_of_saved_rows_then_writes_reusing_numbers(private_postgres_serv
         registry.set_label(NAME, LABEL, 3)  # rev 6: the lost history's end
         assert wait_until(lambda: serves(connected, "lost") and serves(cut_off, "lost"), 5)
 
+        # Cut off until after the new writes: NOLOGIN committed first, or the client could log in again
+        # while the restore's transaction is open and rightly serve "lost", still the committed state.
+        owner.execute("ALTER ROLE late NOLOGIN")
+        owner.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'late'")
+        assert wait_until(lambda: cut_off.status().state is not ClientState.LIVE, 5)
         with owner.transaction():
-            owner.execute("ALTER ROLE late NOLOGIN")  # cut off until after the new writes
-            owner.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'late'")
-            assert wait_until(lambda: cut_off.status().state is not ClientState.LIVE, 5)
             watches = [Watch(connected, "lost"), Watch(cut_off, "lost")]
             restore_rows(owner, saved, sequence)
 
