@@ -300,7 +300,7 @@ def test_every_typed_call_passes_what_its_script_documents() -> None:
     head = b"h"
     calls: list[ScriptCall] = [
         CreatePrompt(ks, "p", None, None, "2026-01-01T00:00:00+00:00", head, "none"),
-        AddVersion(ks, "p", 1, "text", None, "at", None, b"\x80", "0" * 64, head, ("", "", "", "")),
+        AddVersion(ks, "p", 1, "text", None, "at", None, b"\x80", "0" * 64, head, ("", "", "", ""), b"\x90"),
         SetLabel(ks, "p", "production", 1, None, "at", None, None, head, False, 0),
         DeleteLabel(ks, "p", "production", None, "at", None, None, head),
         RollbackLabel(ks, "p", "production", "at", None, None, head, False, 1, 2),

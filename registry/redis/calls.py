@@ -102,6 +102,8 @@ class AddVersion(ScriptCall):
     head: bytes
     content: tuple[Any, ...]
     """inputs, messages, config, placeholders (:func:`promptreg.registry.redis.chat.content_args`)."""
+    packed: bytes
+    """The version's packed record (:func:`promptreg.registry.redis.packed.pack_fields`)."""
 
     def script_keys(self) -> list[str]:
         k = self.ks
@@ -112,11 +114,13 @@ class AddVersion(ScriptCall):
             k.history(self.name),
             k.index_latest,
             k.version(self.name, self.number),
+            k.packed(self.name, self.number),
         ]
 
     def script_args(self) -> list[Any]:
         return [self.name, self.ks.version_prefix(self.name), self.prompt_text, _text(self.author), self.created_at,
-                _text(self.message), self.metadata, self.sha256, self.head, self.ks.channel, *self.content]  # fmt: skip
+                _text(self.message), self.metadata, self.sha256, self.head, self.ks.channel, *self.content,
+                self.packed, self.ks.packed_prefix(self.name)]  # fmt: skip
 
     @staticmethod
     def reply(result: list[Any]) -> Reply:

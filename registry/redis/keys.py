@@ -19,6 +19,8 @@ key                                  type        what
                                                  ``metadata`` (msgpack), ``sha256``; ``inputs``,
                                                  ``type``, ``messages``, ``placeholders``,
                                                  ``config``: :mod:`promptreg.registry.redis.chat`
+``{ns}:p:<name>:vp:<n>``             string      the same version packed in one msgpack record,
+                                                 written with the hash (:mod:`promptreg.registry.redis.packed`)
 ``{ns}:p:<name>:label:<label>``      string      the version number the label points at
 ``{ns}:p:<name>:labels``             set         names of the prompt's labels
 ``{ns}:p:<name>:prev:<label>``       string      where the label pointed before its last move; for a
@@ -106,6 +108,19 @@ class Keyspace:
     def version(self, name: str, version: int) -> str:
         """One immutable version hash."""
         return f"{self.version_prefix(name)}{version}"
+
+    def packed_prefix(self, name: str) -> str:
+        """Prefix of the prompt's packed version records; the version number is appended to it."""
+        return f"{self.prefix}:p:{name}:vp:"
+
+    def packed(self, name: str, version: int) -> str:
+        """One version's packed record (:mod:`promptreg.registry.redis.packed`), beside its hash."""
+        return f"{self.packed_prefix(name)}{version}"
+
+    def packed_keys(self, pairs: list[tuple[str, int]]) -> list[str]:
+        """:meth:`packed` of every ``(name, version)``, built in one pass (a start-up builds 200k)."""
+        head = f"{self.prefix}:p:"
+        return [f"{head}{name}:vp:{version}" for name, version in pairs]
 
     def label(self, name: str, label: str) -> str:
         """The string key holding the version a label points at."""

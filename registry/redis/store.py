@@ -48,6 +48,7 @@ from promptreg.registry.redis.errors import map_redis_errors
 from promptreg.registry.redis.fleet import read_fleet, read_members
 from promptreg.registry.redis.index import build_index
 from promptreg.registry.redis.keys import DEFAULT_NAMESPACE, Keyspace
+from promptreg.registry.redis.packed import fill_packed, pack_fields
 from promptreg.registry.redis.records import (
     ADD_VERSION_ATTEMPTS,
     event_from_entry,
@@ -288,6 +289,7 @@ class RedisPromptRegistry(PromptRegistry):
             self.keys, name, number, prompt_text, author, at.isoformat(), message, msgpack.packb(metadata),
             hashlib.sha256(prompt_text.encode("utf-8")).hexdigest(), self._head("add_version", name, None, author, at),
             tuple(content_args(messages, built.config, built.variables | built.placeholders, built.placeholders)),
+            pack_fields(prompt_text, at, author, message, metadata, messages, built.config),
         )  # fmt: skip
         # The script must be given the new version's key; it says so when another write took it.
         call, result = self._run_placed(call)
@@ -441,7 +443,8 @@ class RedisPromptRegistry(PromptRegistry):
 
         Batched: no command blocks the server for long. With ``rebuild`` the index is rebuilt even
         when it is complete (after a 0.1.0 writer wrote to a migrated registry). Versions written
-        before the compatibility check get their ``inputs`` (:func:`promptreg.registry.redis.chat.fill_inputs`).
+        before the compatibility check get their ``inputs`` (:func:`promptreg.registry.redis.chat.fill_inputs`),
+        and versions written before packed records get theirs (:func:`promptreg.registry.redis.packed.fill_packed`).
         Raises :class:`~promptreg.RegistryUnavailableError` and :class:`~promptreg.RegistryAuthError`
         (also for a user that may not load the library: run it as admin).
         """
@@ -449,13 +452,16 @@ class RedisPromptRegistry(PromptRegistry):
         with self._translate():
             result = build_index(self.redis, self.keys, self._functions.script("index_prompts"), rebuild=rebuild)
             filled = fill_inputs(self.redis, self.keys)
+            packed = fill_packed(self.redis, self.keys)
         notes = [f"loaded the Redis functions library {self._functions.library.name}"] if loaded else []
         if filled:
             notes.append(f"stored the variables of {filled} version(s) written before compatibility checks")
+        if packed:
+            notes.append(f"packed {packed} version(s) written before packed records, for one read per version")
         if not notes:
             return result
         message = "; ".join([result.message, *notes])
-        return MigrationResult(result.changed or bool(filled), result.prompts, message)
+        return MigrationResult(result.changed or bool(filled or packed), result.prompts, message)
 
     def _list_prompts(self) -> list[str]:
         with self._translate():
