@@ -11,7 +11,8 @@ The public API is exactly ``__all__``; every other module is an implementation d
 """
 
 from promptreg.client.cache import ChangeEvent
+from promptreg.client.cached_version import CachedVersion
 from promptreg.client.prompt_client import PromptClient
 from promptreg.client.status import ClientState, ClientStatus, ErrorKind
 
-__all__ = ["ChangeEvent", "ClientState", "ClientStatus", "ErrorKind", "PromptClient"]
+__all__ = ["CachedVersion", "ChangeEvent", "ClientState", "ClientStatus", "ErrorKind", "PromptClient"]

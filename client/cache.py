@@ -1,7 +1,7 @@
 """The cache lookups read: one mapping, swapped whole for a full state, and the rules that update it.
 
 Lookups read :attr:`Cache.view`, a two-level dict keyed label first: ``label -> {name:
-PromptVersion}``, with the client's default label also under the key ``None`` (the very same inner
+CachedVersion}``, with the client's default label also under the key ``None`` (the very same inner
 dict), so ``get(name, label)`` is two dict subscripts with keys the caller already has: no tuple to
 build, no ``label or default`` and no branch on the lookup path. ``latest`` is an ordinary label.
 Label first, because the outer dict holds a handful of labels and stays in the CPU cache: with very
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from enum import Enum
 from sys import intern
 
+from promptreg.client.cached_version import CachedVersion
 from promptreg.client.pointers import (
     ChangeEvent,
     Pointers,
@@ -38,7 +39,6 @@ from promptreg.client.pointers import (
 )
 from promptreg.client.subset import PromptSubset
 from promptreg.registry.errors import InvalidInputError, RegistryCorruptError
-from promptreg.registry.models import PromptVersion
 from promptreg.registry.wire import ChangeMessage
 
 __all__ = [
@@ -46,10 +46,10 @@ __all__ = [
     "diff_pointers", "pointer_change", "with_change",
 ]  # fmt: skip
 
-LookupView = dict[str | None, dict[str, PromptVersion]]
-"""``label -> {name: PromptVersion}``, plus the default label's dict under ``None``."""
+LookupView = dict[str | None, dict[str, CachedVersion]]
+"""``label -> {name: CachedVersion}``, plus the default label's dict under ``None``."""
 
-VersionFetch = Callable[[str, int], PromptVersion | None]
+VersionFetch = Callable[[str, int], CachedVersion | None]
 """Reads one version from the registry (``None`` if it does not exist); may raise on I/O."""
 
 
@@ -76,7 +76,7 @@ class Cache:
     """The client's state: the lookup view, the revision it reflects, and every version seen.
 
     One thread (the feed) writes; any thread reads :attr:`view`, :attr:`rev` and :attr:`versions`
-    without a lock. ``versions`` maps ``(name, number)`` to a :class:`PromptVersion` and only grows:
+    without a lock. ``versions`` maps ``(name, number)`` to a :class:`~promptreg.CachedVersion` and only grows:
     versions are immutable, so each is read from the registry at most once.
     """
 
@@ -95,7 +95,7 @@ class Cache:
         self.view: LookupView = {}
         self.rev = 0
         self.pointers: Pointers = {}
-        self.versions: dict[tuple[str, int], PromptVersion] = {}
+        self.versions: dict[tuple[str, int], CachedVersion] = {}
         self._identities: dict[tuple[str, int], str] = {}
         self.write_id: str | None = None
         """The id of the registry write that made :attr:`rev` (``''``: none recorded; ``None``:
@@ -108,7 +108,7 @@ class Cache:
 
     # -- versions ----------------------------------------------------------------------------
 
-    def add_version(self, name: str, version: PromptVersion) -> PromptVersion:
+    def add_version(self, name: str, version: CachedVersion) -> CachedVersion:
         """Remember ``version`` for ever; returns the instance kept (the first one seen)."""
         return self.versions.setdefault((name, version.version), version)
 
@@ -132,13 +132,14 @@ class Cache:
         write the cache is at, hence the whole history the cache followed."""
         return self.write_id is not None and history.get(self.rev) == self.write_id
 
-    def identity(self, name: str, version: PromptVersion) -> str:
+    def identity(self, name: str, version: CachedVersion) -> str:
         """The content identity of a cached version: the first 16 hex digits of its text's sha256
         (what the registry stores, and change messages carry as ``sha``); computed once."""
         pair = (name, version.version)
         known = self._identities.get(pair)
         if known is None:
-            known = self._identities[pair] = hashlib.sha256(version.prompt_text.encode("utf-8")).hexdigest()[:16]
+            text = version.text_once()
+            known = self._identities[pair] = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
         return known
 
     def pointers_copy(self) -> tuple[int, Pointers]:
@@ -155,7 +156,7 @@ class Cache:
         pointers: Pointers,
         *,
         only_if_empty: bool = False,
-        versions: dict[tuple[str, int], PromptVersion] | None = None,
+        versions: dict[tuple[str, int], CachedVersion] | None = None,
         events: bool = True,
     ) -> list[ChangeEvent] | None:
         """Replace the whole state with the registry's state at revision ``rev``.
@@ -199,7 +200,7 @@ class Cache:
             self._held = False
         return diff_pointers(old_pointers, pointers, rev) if events else []
 
-    def _view(self, pointers: Pointers, versions: Mapping[tuple[str, int], PromptVersion]) -> LookupView:
+    def _view(self, pointers: Pointers, versions: Mapping[tuple[str, int], CachedVersion]) -> LookupView:
         """The lookup view of ``pointers``; raises :class:`~promptreg.RegistryCorruptError` when a
         label points at a version not in ``versions``."""
         view: LookupView = {}
@@ -351,9 +352,10 @@ class Cache:
                     view.pop(None, None)
 
 
-def _same_or(old: PromptVersion | None, new: PromptVersion) -> PromptVersion:
+def _same_or(old: CachedVersion | None, new: CachedVersion) -> CachedVersion:
     """``old`` if it is the same version as ``new`` (same content, time, author, message, metadata)."""
-    fields = ("prompt_text", "created_at", "author", "message", "metadata", "messages", "config")
-    if old is not None and all(getattr(old, f) == getattr(new, f) for f in fields):
+    fields = ("created_at", "author", "message", "metadata", "messages", "config")
+    same = old is not None and all(getattr(old, f) == getattr(new, f) for f in fields)
+    if old is not None and same and old.text_once() == new.text_once():  # no text kept twice to compare
         return old
     return new

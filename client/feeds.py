@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from promptreg.client.cache import Action, Cache, ChangeEvent, Pointers, diff_pointers
+from promptreg.client.cached_version import CachedVersion
 from promptreg.client.status import StatusTracker
 from promptreg.registry.errors import RegistryCorruptError
-from promptreg.registry.models import PromptVersion
 from promptreg.registry.wire import ChangeMessage
 
 logger = logging.getLogger("promptreg.client")
@@ -56,6 +57,28 @@ class FeedContext:
     notify: Callable[[list[ChangeEvent]], None]
     idle: Callable[[], None]
     listening: Callable[[], bool] = lambda: True
+
+
+_listener = threading.local()
+"""On a thread running a push feed's listen loop: ``deadline``, the time by which a callee asked for
+the feed's ``idle`` hook to run again (``math.inf``: none asked); ``None`` on any other thread."""
+
+
+def call_idle_by(deadline: float) -> bool:
+    """On a push feed's listener thread (inside its ``idle`` hook, or anything else the listener
+    runs): have the listener call the hook again by ``deadline`` (``time.monotonic()``) even if no
+    message comes (its next wait ends then). Returns ``False`` on any other thread, where nobody
+    would: the caller arranges its own wake-up.
+
+    For work the listener does itself a little later, without another thread woken for it: the
+    fleet acknowledgement at the end of a coalescing window (:mod:`promptreg.client.presence`).
+    """
+    asked = getattr(_listener, "deadline", None)
+    if asked is None:
+        return False
+    if deadline < asked:
+        _listener.deadline = deadline
+    return True
 
 
 class Backoff:
@@ -117,7 +140,7 @@ class Feed:
         would succeed now, e.g. Sentinel named a new primary); otherwise the next wait is skipped."""
         self._retry.set()
 
-    def fetch_version(self, name: str, number: int) -> PromptVersion:
+    def fetch_version(self, name: str, number: int) -> CachedVersion:
         """Read one version from the registry (for pinned lookups not cached).
 
         Raises :class:`~promptreg.PromptNotFoundError`, :class:`~promptreg.VersionNotFoundError` or
@@ -209,6 +232,7 @@ class PushFeed(Feed, Generic[EntryId]):
         # The newest audit entry of a state the cache was confirmed to hold: while it is still
         # there, the registry's history only grew and the versions cached are still valid.
         self._anchor: EntryId | None = None
+        self._fetch = self._fetch_one  # bound once, not once per message (_on_message)
 
     def _loaded(self, rev: int, head_id: EntryId | None) -> None:
         """A full state at ``rev`` whose newest audit entry is ``head_id`` replaced the cache."""
@@ -233,17 +257,18 @@ class PushFeed(Feed, Generic[EntryId]):
             return None
         return f"safety poll: the audit head {head_id!r} at rev {rev} is not the last change applied"
 
-    def _on_message(self, decode: Callable[[], ChangeMessage], what: str) -> None:
-        """Decode one change message and apply it, resync on a gap or a step back, or count it as
-        malformed (logged at the first and every 100th, so a flood cannot flood the log)."""
+    def _on_message(self, data: Any, decode: Callable[[Any], ChangeMessage], what: str) -> None:
+        """Decode one change message (``decode(data)``: no closure built per message) and apply it,
+        resync on a gap or a step back, or count it as malformed (logged at the first and every
+        100th, so a flood cannot flood the log)."""
         try:
-            change = decode()
+            change = decode(data)
         except RegistryCorruptError as exc:
             count = self.context.status.malformed(str(exc))
             if count == 1 or count % 100 == 0:
                 logger.warning("promptreg: ignored a malformed change %s (%d so far): %s", what, count, exc)
             return
-        result = self.context.cache.apply(change, self._fetch_one)
+        result = self.context.cache.apply(change, self._fetch)
         if result.action is Action.RESYNC:
             self._resync(result.reason or "resync")
             return
@@ -254,16 +279,25 @@ class PushFeed(Feed, Generic[EntryId]):
 
     def _listen(self) -> None:
         """The loop every push feed runs once subscribed, until stopped or its connection fails:
-        deliver what arrives (:meth:`_receive`), re-read a held registry when its recheck is due, and
+        deliver what arrives (:meth:`_receive`), call the ``idle`` hook after each wait (again by the
+        time it asked for, :func:`call_idle_by`), re-read a held registry when its recheck is due, and
         after ``poll_interval`` without a message run the safety poll and ping the connection
         (:meth:`_quiet`); a ping unanswered for ``ping_timeout`` is a dead connection (raises)."""
-        idle = self.context.idle
+        idle, local = self.context.idle, _listener
         self._pong_deadline = None  # a new connection: no ping pending on it
         next_poll = time.monotonic() + self.poll_interval
+        local.deadline = math.inf  # from now on call_idle_by() is honoured on this thread
+        try:
+            self._listen_on(idle, local, next_poll)
+        finally:
+            local.deadline = None
+
+    def _listen_on(self, idle: Callable[[], None], local: threading.local, next_poll: float) -> None:
         while not self._stop.is_set():
             now = time.monotonic()
             wake = next_poll if self.holding is None else min(next_poll, self._recheck_at)
-            heard = self._receive(max(0.0, min(self.wait_step, wake - now)))
+            again, local.deadline = local.deadline, math.inf  # asked for since the last wait
+            heard = self._receive(max(0.0, min(self.wait_step, wake - now, again - now)))
             if heard:
                 self._pong_deadline = None  # any data proves the connection alive
             idle()
@@ -285,7 +319,7 @@ class PushFeed(Feed, Generic[EntryId]):
         ``_pong_deadline`` unless a ping is already pending)."""
         raise NotImplementedError
 
-    def _fetch_one(self, name: str, number: int) -> PromptVersion | None:
+    def _fetch_one(self, name: str, number: int) -> CachedVersion | None:
         """One version from the store (``None``: it does not exist); errors propagate."""
         raise NotImplementedError
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
+from promptreg.client.cached_version import CachedVersion, VersionRow, cached_batch, cached_from_model
 from promptreg.client.feeds import Backoff, Feed, FeedContext, empty_registry
 from promptreg.registry.file_store import JsonFilePromptRegistry
-from promptreg.registry.models import PromptVersion
 
 
 class FileFeed(Feed):
@@ -24,9 +24,9 @@ class FileFeed(Feed):
         """A new watcher for a forked child."""
         return FileFeed(self.registry, context, interval=self.interval)
 
-    def fetch_version(self, name: str, number: int) -> PromptVersion:
+    def fetch_version(self, name: str, number: int) -> CachedVersion:
         """Read one version from the file."""
-        return self.registry.get_version(name, version=number)
+        return cached_from_model(self.registry.get_version(name, version=number))
 
     def _signature(self) -> tuple[int, int, int]:
         try:
@@ -52,7 +52,8 @@ class FileFeed(Feed):
         pointers: dict[str, dict[str, int]] = {}
         # Every version afresh: the file may have been replaced by another history (a restore), so
         # a version number cached before may now stand for another text.
-        versions: dict[tuple[str, int], PromptVersion] = {}
+        pairs: list[tuple[str, int]] = []
+        rows: list[VersionRow] = []
         for name, prompt in state.prompts.items():
             labels = dict(prompt.labels)
             if prompt.versions:
@@ -60,8 +61,11 @@ class FileFeed(Feed):
             for number in set(labels.values()):
                 found = prompt.get_version_by_number(number)
                 if found is not None:
-                    versions[name, number] = found
+                    pairs.append((name, number))
+                    rows.append((number, found.prompt_text, found.created_at, found.author, found.message,
+                                 found.metadata, found.messages, found.config))  # fmt: skip
             pointers[name] = labels
+        versions = dict(zip(pairs, cached_batch(rows), strict=True))
         empty = empty_registry(state.rev, pointers, cache)
         if empty is not None:
             self._hold(empty)

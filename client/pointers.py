@@ -8,8 +8,9 @@ change message (or an audit entry replayed) follows; :func:`diff_pointers` turns
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from promptreg.registry.errors import InvalidInputError
 from promptreg.registry.validation import LATEST, validate_label, validate_name
@@ -109,3 +110,27 @@ def diff_pointers(
         if before != after:
             events.extend(_diff_prompt(name, before, after, rev))
     return events
+
+
+SHARED_MAX = 4096
+"""The most distinct label maps :func:`share_equal_maps` remembers during one read."""
+
+
+def share_equal_maps(
+    pointers: dict[str, dict[str, int]], names: Iterable[str], shared: dict[Any, dict[str, int]]
+) -> None:
+    """Give the prompts ``names`` whose label maps are equal one dict between them (``shared``: the
+    maps seen so far in this read, kept by the caller across calls).
+
+    Most prompts of a registry point the same labels at the same numbers (``production`` at 1,
+    ``latest`` at 1): one dict each cost 200 bytes, 20 MB at 100k prompts. Sharing is safe because a
+    prompt's label map is never changed in place once read, only replaced (:func:`with_change`).
+    """
+    for name in names:
+        labels = pointers[name]
+        key = tuple(labels.items())
+        found = shared.get(key)
+        if found is not None:
+            pointers[name] = found
+        elif len(shared) < SHARED_MAX:
+            shared[key] = labels

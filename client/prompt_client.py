@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any, Self, cast
 
 from promptreg.client.cache import Cache, ChangeEvent
+from promptreg.client.cached_version import CachedVersion, cached_text
 from promptreg.client.feeds import FeedContext
 from promptreg.client.forking import LIVE_CLIENTS, ForkedParentCache
 from promptreg.client.presence import FleetPresence, served_probe
@@ -28,8 +29,9 @@ from promptreg.registry.errors import (
 )
 from promptreg.registry.factory import NAMESPACE_ENV, redact_url
 from promptreg.registry.fleet import DEFAULT_REPORT_INTERVAL
-from promptreg.registry.models import PromptVersion, utcnow
+from promptreg.registry.models import utcnow
 from promptreg.registry.redis.topology import RedisClient
+from promptreg.registry.template import compile_template
 from promptreg.registry.validation import (
     DEFAULT_NAMESPACE,
     validate_label,
@@ -147,7 +149,7 @@ class PromptClient(Rendering):
 
     def get(
         self, name: str, label: str | None = None, *, version: int | None = None, fallback: str | None = None
-    ) -> PromptVersion:
+    ) -> CachedVersion:
         """The version ``label`` (default: the client's default label) of prompt ``name`` points at.
 
         ``label="latest"`` is the newest version. Labelled lookups never do I/O: they read the cache
@@ -160,7 +162,7 @@ class PromptClient(Rendering):
 
         ``fallback`` is the last resort for that last case only: instead of raising
         :class:`~promptreg.RegistryUnavailableError`, the text is returned as a
-        :class:`~promptreg.PromptVersion` with ``version == 0`` and ``metadata == {"fallback": True}``
+        :class:`~promptreg.CachedVersion` with ``version == 0`` and ``metadata == {"fallback": True}``
         (counted in :attr:`ClientStatus.fallbacks_served`). A prompt or label the client's state
         says does not exist still raises: a typo is never masked.
 
@@ -181,17 +183,16 @@ class PromptClient(Rendering):
         except RegistryUnavailableError as exc:
             return self._fallback(name, fallback, exc)
 
-    def _fallback(self, name: str, text: str, cause: RegistryUnavailableError) -> PromptVersion:
+    def _fallback(self, name: str, text: str, cause: RegistryUnavailableError) -> CachedVersion:
         if not isinstance(text, str):
             raise InvalidInputError(f"fallback must be a str, got {type(text).__name__}") from cause
         if self._status.fallback_served() == 1:
             logger.warning("promptreg: serving the inline fallback for %r (and maybe others): %s", name, cause)
         # Built without validation: version 0 is what marks it as not from the registry.
-        return PromptVersion.model_construct(
-            version=0, prompt_text=text, created_at=utcnow(), author=None, message=None, metadata={"fallback": True}
-        )
+        format_string, names = compile_template(text)
+        return cached_text(0, text, format_string, names, utcnow(), None, None, {"fallback": True}, None)
 
-    def _lookup_miss(self, name: str, label: str | None, version: int | None) -> PromptVersion:
+    def _lookup_miss(self, name: str, label: str | None, version: int | None) -> CachedVersion:
         cache = self._lookup_cache
         if label is None and type(version) is int:  # a pinned version seen before: no validation needed
             try:

@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol, cast
 
+from promptreg.client.cached_version import CachedVersion
 from promptreg.registry.errors import InvalidInputError, PromptTypeError
-from promptreg.registry.models import PromptVersion
 
 
 class _Lookups(Protocol):
     def get(
         self, name: str, label: str | None = None, *, version: int | None = None, fallback: str | None = None
-    ) -> PromptVersion: ...
+    ) -> CachedVersion: ...
 
 
 class Rendering:

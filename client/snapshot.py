@@ -29,10 +29,11 @@ from typing import Any
 import msgpack
 
 from promptreg.client.cache import Cache
+from promptreg.client.cached_version import CachedVersion, cached_from_model
 from promptreg.client.status import ClientState, StatusTracker
 from promptreg.registry.atomic_file import write_atomically
 from promptreg.registry.errors import RegistryCorruptError
-from promptreg.registry.models import PromptVersion
+from promptreg.registry.models import PromptVersion, PromptVersionLike
 
 logger = logging.getLogger("promptreg.client")
 
@@ -50,7 +51,7 @@ class LoadedSnapshot:
     rev: int
     written_at: float
     pointers: dict[str, dict[str, int]]
-    versions: dict[tuple[str, int], PromptVersion]
+    versions: dict[tuple[str, int], CachedVersion]
 
 
 def save_snapshot(
@@ -58,7 +59,7 @@ def save_snapshot(
     namespace: str,
     rev: int,
     pointers: Mapping[str, Mapping[str, int]],
-    versions: Mapping[tuple[str, int], PromptVersion],
+    versions: Mapping[tuple[str, int], PromptVersionLike],
 ) -> None:
     """Write the state atomically to ``path`` (temp file, fsync, rename, folder fsync). Raises ``OSError``."""
     needed = sorted({(name, number) for name, labels in pointers.items() for number in labels.values()})
@@ -66,7 +67,8 @@ def save_snapshot(
     for name, number in needed:
         v = versions[name, number]
         messages = None if v.messages is None else list(v.messages)
-        rows.append([name, number, v.prompt_text, v.created_at.isoformat(), v.author, v.message, v.metadata,
+        text = v.text_once() if isinstance(v, CachedVersion) else v.prompt_text  # no second copy kept
+        rows.append([name, number, text, v.created_at.isoformat(), v.author, v.message, v.metadata,
                      messages, v.config])  # fmt: skip
     payload = msgpack.packb(
         {
@@ -122,21 +124,23 @@ def _parse(raw: Any, namespace: str) -> LoadedSnapshot:
             if not isinstance(label, str) or not isinstance(number, int):
                 raise TypeError(f"bad label {label!r} of {name!r}")
         pointers[name] = dict(labels)
-    versions: dict[tuple[str, int], PromptVersion] = {}
+    versions: dict[tuple[str, int], CachedVersion] = {}
     for row in raw["versions"]:
         name, number, text, created_at, author, message, metadata, *chat = row
         if len(chat) > 2:
             raise ValueError(f"version row of {len(row)} fields")
         messages, config = [*chat, None, None][:2]
-        versions[name, number] = PromptVersion(
-            version=number,
-            prompt_text=text,
-            created_at=datetime.fromisoformat(created_at),
-            author=author,
-            message=message,
-            metadata=metadata,
-            messages=messages,
-            config=config or {},
+        versions[name, number] = cached_from_model(  # validated: a file is input
+            PromptVersion(
+                version=number,
+                prompt_text=text,
+                created_at=datetime.fromisoformat(created_at),
+                author=author,
+                message=message,
+                metadata=metadata,
+                messages=messages,
+                config=config or {},
+            )
         )
     missing = {(n, v) for n, labels in pointers.items() for v in labels.values()} - versions.keys()
     if missing:

@@ -7,7 +7,8 @@ in-process cache is kept fresh by push.
 
     registry = PromptRegistryFactory.from_url("redis://localhost:6379/0")
     registry.create_prompt("movie-critic")
-    registry.add_version("movie-critic", "Review {{movie}} as a {{criticlevel}} critic.", labels=["production"])
+    registry.add_version("movie-critic", "Review {{movie}} as a {{criticlevel}} critic.")
+    registry.set_label("movie-critic", "production", 1)
 
     prompts = PromptClient("redis://localhost:6379/0")
     text = prompts.render("movie-critic", movie="Alien", criticlevel="harsh")  # no I/O
@@ -26,7 +27,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from promptreg.client import ChangeEvent, ClientState, ClientStatus, ErrorKind, PromptClient
+    from promptreg.client import CachedVersion, ChangeEvent, ClientState, ClientStatus, ErrorKind, PromptClient
     from promptreg.registry import (
         AuditEvent,
         AuthenticationRequiredError,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
         PromptTooLargeError,
         PromptTypeError,
         PromptVersion,
+        PromptVersionLike,
         RedisPromptRegistry,
         RegistryAuthError,
         RegistryCorruptError,
@@ -69,6 +71,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuditEvent",
     "AuthenticationRequiredError",
+    "CachedVersion",
     "ChangeEvent",
     "ClientState",
     "ClientStatus",
@@ -100,6 +103,7 @@ __all__ = [
     "PromptTooLargeError",
     "PromptTypeError",
     "PromptVersion",
+    "PromptVersionLike",
     "RedisPromptRegistry",
     "RegistryAuthError",
     "RegistryCorruptError",
@@ -110,7 +114,7 @@ __all__ = [
     "VersionNotFoundError",
 ]
 
-_CLIENT_NAMES = frozenset({"ChangeEvent", "ClientState", "ClientStatus", "ErrorKind", "PromptClient"})
+_CLIENT_NAMES = frozenset({"CachedVersion", "ChangeEvent", "ClientState", "ClientStatus", "ErrorKind", "PromptClient"})
 
 
 def __getattr__(name: str) -> Any:

@@ -42,7 +42,7 @@ from promptreg.registry.factory import PromptRegistryFactory
 from promptreg.registry.file_store import JsonFilePromptRegistry
 from promptreg.registry.fleet import FleetMember, FleetWait
 from promptreg.registry.migration import MigrationResult
-from promptreg.registry.models import AuditEvent, Prompt, PromptVersion
+from promptreg.registry.models import AuditEvent, Prompt, PromptVersion, PromptVersionLike
 
 __all__ = [
     "AuditEvent",
@@ -73,6 +73,7 @@ __all__ = [
     "PromptTooLargeError",
     "PromptTypeError",
     "PromptVersion",
+    "PromptVersionLike",
     "RedisPromptRegistry",
     "RegistryAuthError",
     "RegistryCorruptError",

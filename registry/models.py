@@ -6,8 +6,9 @@ is built, so :meth:`PromptVersion.render` only joins strings.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -47,7 +48,108 @@ def _as_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-class PromptVersion(BaseModel):
+class _Compiled(Protocol):
+    """What :class:`VersionRendering` needs of the class it is mixed into."""
+
+    _format: Any
+    messages: tuple[dict[str, str], ...] | None
+
+    @property
+    def variables(self) -> frozenset[str]: ...
+
+
+class VersionRendering:
+    """``render`` and ``render_messages`` of a version whose template was compiled when it was built:
+    :class:`PromptVersion` (the registry's model) and :class:`~promptreg.CachedVersion` (the client's)."""
+
+    __slots__ = ()
+
+    def render(self: _Compiled, /, **variables: Any) -> str | list[Message]:
+        """A text version: the text with every ``{{name}}`` replaced by ``str(variables[name])``.
+
+        A chat version: the list of ``{"role", "content"}`` messages, every content rendered and each
+        placeholder replaced by the list of messages passed under its name. Raises
+        :class:`~promptreg.MissingVariableError` naming every variable and placeholder not given, and
+        :class:`~promptreg.InvalidInputError` for a placeholder value that is not a list of messages.
+        Extra variables are ignored.
+        """
+        try:  # the floor: one C call; the parsed template only when a variable is missing
+            text: str | list[Message] = self._format.format_map(variables)
+            return text
+        except KeyError:
+            if self.messages is not None:
+                raise
+            return render_format(self._format, self.variables, variables)
+
+    def render_messages(self: _Compiled, /, **variables: Any) -> list[Message]:
+        """Always a list of messages: a chat version's :meth:`render`, or a text version as one
+        ``user`` message. Raises what :meth:`render` raises."""
+        if self.messages is not None:
+            rendered: list[Message] = self._format.format_map(variables)
+            return rendered
+        return [{"role": "user", "content": str(VersionRendering.render(self, **variables))}]
+
+
+class PromptVersionLike(Protocol):
+    """What every version object offers: :class:`PromptVersion` (the registry's API) and
+    :class:`~promptreg.CachedVersion` (what :meth:`promptreg.PromptClient.get` returns).
+
+    Annotate with it code that reads versions from either. ``metadata`` and ``config`` are read-only
+    mappings here (a version is immutable).
+    """
+
+    @property
+    def version(self) -> int:
+        """1-based, contiguous per prompt."""
+
+    @property
+    def prompt_text(self) -> str:
+        """The template text (empty for a chat version)."""
+
+    @property
+    def created_at(self) -> datetime:
+        """When the version was written (timezone-aware UTC)."""
+
+    @property
+    def author(self) -> str | None:
+        """Who wrote it."""
+
+    @property
+    def message(self) -> str | None:
+        """Why (the commit message of the version)."""
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        """Free-form metadata (read-only)."""
+
+    @property
+    def type(self) -> VersionType:
+        """``"text"`` or ``"chat"``."""
+
+    @property
+    def messages(self) -> tuple[dict[str, str], ...] | None:
+        """A chat version's messages and placeholders (``None``: text)."""
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """The model configuration (read-only)."""
+
+    @property
+    def variables(self) -> frozenset[str]:
+        """The ``{{variable}}`` names of the text or of every message."""
+
+    @property
+    def placeholders(self) -> frozenset[str]:
+        """A chat version's placeholder names (empty for text)."""
+
+    def render(self, /, **variables: Any) -> str | list[Message]:
+        """The text (or the messages) with every variable filled in: see :meth:`PromptVersion.render`."""
+
+    def render_messages(self, /, **variables: Any) -> list[Message]:
+        """Always a list of messages: see :meth:`PromptVersion.render_messages`."""
+
+
+class PromptVersion(VersionRendering, BaseModel):
     """One immutable version of a prompt: a text template, or a list of chat messages.
 
     A ``"text"`` version holds ``prompt_text``; a ``"chat"`` version holds ``messages`` (a tuple of
@@ -115,15 +217,12 @@ class PromptVersion(BaseModel):
         metadata: dict[str, Any],
         messages: tuple[dict[str, str], ...] | None = None,
         config: dict[str, Any] | None = None,
-        format_string: str | None = None,
     ) -> PromptVersion:
         """A version built from values the registry validated when it was written: no validation.
 
         For readers of a registry (the client's cache): ``created_at`` must be timezone-aware UTC
         and every value of the type its field declares. The template is parsed as in the
-        constructor, unless ``format_string`` is the text's, compiled by
-        :func:`~promptreg.registry.template.compile_formats` (then :attr:`variables` is found on first use).
-        Use the constructor for anything else.
+        constructor. Use the constructor for anything else.
         """
         fields = {
             "version": version,
@@ -144,19 +243,11 @@ class PromptVersion(BaseModel):
         object.__setattr__(obj, "__pydantic_fields_set__", _ALL_FIELDS_SET)
         object.__setattr__(obj, "__pydantic_extra__", None)
         object.__setattr__(obj, "__pydantic_private__", None)
-        if messages is None:  # model_post_init of a text version, inlined: a 100k start-up builds 200k
-            if format_string is None:
-                format_string, names = compile_template(prompt_text)
-                object.__setattr__(obj, "_variables", names)
-            object.__setattr__(obj, "_format", format_string)
-            object.__setattr__(obj, "_chat", None)
-        else:
-            obj.model_post_init(None)
+        obj.model_post_init(None)
         return obj
 
     def __getattr__(self, item: str) -> Any:
-        # A copy made by pickle, copy or model_copy has empty slots: parse again, once. A text
-        # version built with a precompiled format string finds its variable names here, once.
+        # A copy made by pickle, copy or model_copy has empty slots: parse again, once.
         if item == "_variables" and self.messages is None:
             names = text_variables(self.prompt_text)
             object.__setattr__(self, "_variables", names)
@@ -180,30 +271,9 @@ class PromptVersion(BaseModel):
         parsed: ChatTemplate = self._chat
         return parsed.placeholders
 
-    def render(self, /, **variables: Any) -> str | list[Message]:
-        """A text version: the text with every ``{{name}}`` replaced by ``str(variables[name])``.
-
-        A chat version: the list of ``{"role", "content"}`` messages, every content rendered and each
-        placeholder replaced by the list of messages passed under its name. Raises
-        :class:`~promptreg.MissingVariableError` naming every variable and placeholder not given, and
-        :class:`~promptreg.InvalidInputError` for a placeholder value that is not a list of messages.
-        Extra variables are ignored.
-        """
-        try:  # the floor: one C call; the parsed template only when a variable is missing
-            text: str | list[Message] = self._format.format_map(variables)
-            return text
-        except KeyError:
-            if self.messages is not None:
-                raise
-            return render_format(self._format, self._variables, variables)
-
-    def render_messages(self, /, **variables: Any) -> list[Message]:
-        """Always a list of messages: a chat version's :meth:`render`, or a text version as one
-        ``user`` message. Raises what :meth:`render` raises."""
-        if self.messages is not None:
-            rendered: list[Message] = self._format.format_map(variables)
-            return rendered
-        return [{"role": "user", "content": str(self.render(**variables))}]
+    def to_model(self) -> PromptVersion:
+        """This version itself (what :meth:`promptreg.CachedVersion.to_model` gives for a cached one)."""
+        return self
 
 
 _VERSION_FIELDS = frozenset(PromptVersion.model_fields)

@@ -98,25 +98,41 @@ def compile_template(text: str) -> tuple[str, frozenset[str]]:
     return "".join(pieces), _variable_set(names)
 
 
-def compile_formats(texts: list[str]) -> list[str] | None:
-    """The format string of every text in ``texts`` at once, or ``None`` when any text needs
-    :func:`compile_template` (a brace outside a ``{{name}}`` written without spaces).
+def compile_batch(texts: list[str]) -> tuple[list[str], list[str | None]]:
+    """``(formats, kept)``: the format string of every text (:func:`compile_template`'s), and the text
+    to keep beside it.
 
-    A few C-level passes over the texts joined, instead of a regex and two replaces per text: what a
-    reader building thousands of versions at start-up uses. The variable names are not computed (a
-    version finds them on first use; rendering does not need them). A text with no brace is its own
-    format string (the same object).
+    ``kept[i]`` is ``None`` when the text follows from its format string (:func:`untight_format`:
+    every brace is in a ``{{name}}`` written without spaces), else the text itself (the same object as
+    ``formats[i]`` when it has no brace). What a reader building thousands of versions at start-up
+    uses: a few C-level passes over the texts joined, instead of a regex and two replaces per text; a
+    text with any other brace (one in a thousand) is compiled alone. The variable names are not
+    computed (a version finds them on first use; rendering does not need them).
     """
     joined = _SEPARATOR.join(texts)
     if joined.count(_SEPARATOR) != len(texts) - 1:  # a text holds the separator itself
-        return None
+        return [compile_template(text)[0] for text in texts], list(texts)
     if "{" not in joined and "}" not in joined:
-        return texts
-    rest = _TIGHT.sub("", joined)
+        return texts, list(texts)
+    rest = _TIGHT.sub("", joined)  # what is left once every tight placeholder is gone
+    odd: list[int] = []
     if "{" in rest or "}" in rest:
-        return None
-    formats = _tight_format(joined).split(_SEPARATOR)
-    return [text if "{" not in text else compiled for text, compiled in zip(texts, formats, strict=True)]
+        odd = [i for i, piece in enumerate(rest.split(_SEPARATOR)) if "{" in piece or "}" in piece]
+    compiled = _tight_format(joined).split(_SEPARATOR)
+    formats = [text if "{" not in text else format_string for text, format_string in zip(texts, compiled, strict=True)]
+    kept: list[str | None] = [text if "{" not in text else None for text in texts]
+    for i in odd:
+        formats[i] = compile_template(texts[i])[0]
+        kept[i] = texts[i]
+    return formats, kept
+
+
+def untight_format(format_string: str) -> str:
+    """The text whose format string is ``format_string``, for a text whose every brace is in a
+    ``{{name}}`` written without spaces (:func:`compile_batch` says which): the inverse of that
+    compilation, exact because such a format string has ``{`` only before a name and ``}`` only
+    after ``!s``."""
+    return format_string.replace("{", "{{").replace("!s}", "}}")
 
 
 def text_variables(text: str) -> frozenset[str]:

@@ -13,13 +13,15 @@ import pytest
 import redis
 
 from promptreg.client.cache import Action, Cache, ChangeEvent
-from promptreg.client.redis.state import fetch_versions, read_state
+from promptreg.client.cached_version import CachedVersion, cached_from_model
+from promptreg.client.redis.state import read_state
+from promptreg.client.redis.versions import fetch_versions
 from promptreg.registry import PromptVersion, RedisPromptRegistry, RegistryCorruptError
 from promptreg.registry.wire import ChangeMessage, decode
 
 
-def _version(number: int, text: str | None = None) -> PromptVersion:
-    return PromptVersion(version=number, prompt_text=text or f"text {number}")
+def _version(number: int, text: str | None = None) -> CachedVersion:
+    return cached_from_model(PromptVersion(version=number, prompt_text=text or f"text {number}"))
 
 
 def _message(rev: int, op: str, prompt: str = "p", label: str | None = None, version: int | None = None,
@@ -36,7 +38,7 @@ def _loaded_cache(rev: int = 10) -> Cache:
     return cache
 
 
-def _no_fetch(name: str, number: int) -> PromptVersion | None:
+def _no_fetch(name: str, number: int) -> CachedVersion | None:
     raise AssertionError(f"unexpected fetch of {name} v{number}")
 
 
@@ -199,7 +201,7 @@ def test_a_version_not_cached_is_fetched_once() -> None:
     cache = _loaded_cache()
     fetched: list[tuple[str, int]] = []
 
-    def fetch(name: str, number: int) -> PromptVersion | None:
+    def fetch(name: str, number: int) -> CachedVersion | None:
         fetched.append((name, number))
         return _version(number, "four")
 
@@ -278,7 +280,7 @@ def _load(cache: Cache, registry: RedisPromptRegistry) -> None:
 
 
 def _fetcher(registry: RedisPromptRegistry):  # type: ignore[no-untyped-def]
-    def fetch(name: str, number: int) -> PromptVersion | None:
+    def fetch(name: str, number: int) -> CachedVersion | None:
         return fetch_versions(registry.redis, registry.keys, [(name, number)])[name, number]
 
     return fetch

@@ -47,7 +47,14 @@ def prompts(redis_server: RedisServer, namespace: str, registry: RedisPromptRegi
 
 
 def test_all_is_exactly_the_public_api() -> None:
-    assert client.__all__ == ["ChangeEvent", "ClientState", "ClientStatus", "ErrorKind", "PromptClient"]
+    assert client.__all__ == [
+        "CachedVersion",
+        "ChangeEvent",
+        "ClientState",
+        "ClientStatus",
+        "ErrorKind",
+        "PromptClient",
+    ]
     for name in client.__all__:
         assert getattr(client, name).__doc__
 

@@ -1,6 +1,6 @@
 """The full state read at scale: streamed version fetch, and resync events only for listeners.
 
-On a real redis-server: :func:`~promptreg.client.redis.state.fetch_versions` streams its ``HMGET`` chunks on one
+On a real redis-server: :func:`~promptreg.client.redis.versions.fetch_versions` streams its chunks on one
 connection and must return exactly what the plain pipelines return, leave the pool usable after an
 error reply, and survive a dropped connection; a resync computes the difference between the old and
 new state only when an ``on_change`` callback is registered, and a callback registered after the
@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 
 import promptreg.client.cache
-import promptreg.client.redis.state
+import promptreg.client.redis.versions
 from promptreg.client import ChangeEvent, PromptClient
+from promptreg.client.cached_version import CachedVersion
 from promptreg.client.feeds import collector_paused
-from promptreg.client.redis.state import CHUNK, fetch_versions
+from promptreg.client.redis.state import CHUNK
+from promptreg.client.redis.versions import fetch_versions
 from promptreg.registry import PromptVersion, RedisPromptRegistry, RegistryCorruptError
 from promptreg.registry.redis.keys import Keyspace
+from promptreg.registry.redis.packed import pack_fields
 from tests.helpers import LABEL, NAME, PUSH_BOUND, assert_converged, seed
 from tests.redis_server import RedisServer, wait_until
 
@@ -39,7 +43,8 @@ def registry(redis_server: RedisServer, namespace: str) -> Iterator[RedisPromptR
 
 
 def _write_versions(conn: redis.Redis, keys: Keyspace, count: int) -> list[tuple[str, int]]:
-    """``count`` version hashes written directly (as the registry lays them out), some with metadata."""
+    """``count`` version hashes written directly (as the registry lays them out), some with metadata;
+    two in three also with their packed record (the others as an earlier release wrote them)."""
     pipe = conn.pipeline(transaction=False)
     pairs = []
     for i in range(count):
@@ -50,6 +55,11 @@ def _write_versions(conn: redis.Redis, keys: Keyspace, count: int) -> list[tuple
         if i % 5 == 0:
             fields |= {"author": "ann", "message": f"m{i}", "metadata": b"\x81\xa1k\x01"}  # msgpack {"k": 1}
         pipe.hset(keys.version(name, number), mapping=fields)  # type: ignore[arg-type]
+        if i % 3:
+            metadata = {"k": 1} if i % 5 == 0 else {}
+            author, message = ("ann", f"m{i}") if i % 5 == 0 else (None, None)
+            record = pack_fields(str(fields["prompt_text"]), at, author, message, metadata, None, {})
+            pipe.set(keys.packed(name, number), record)
         pairs.append((name, number))
     pipe.execute()
     return pairs
@@ -65,17 +75,18 @@ def test_streamed_fetch_equals_the_pipelined_one_across_chunks(
     assert set(streamed) == {*pairs, *missing}
     assert streamed[missing[0]] is None and streamed[missing[1]] is None
     monkeypatch.setattr(
-        promptreg.client.redis.state, "streams", lambda _client: False
+        promptreg.client.redis.versions, "streams", lambda _client: False
     )  # the path a cluster client takes
     assert streamed == fetch_versions(conn, keys, [*pairs, *missing])
     first = streamed[pairs[0]]
-    assert isinstance(first, PromptVersion)
+    assert isinstance(first, CachedVersion)
     assert (first.author, first.message, first.metadata) == ("ann", "m0", {"k": 1})
     assert first.variables == {"who"}
     assert first.render(who="A") == "A 0 {x}"
     assert first.created_at.utcoffset() is not None
     # Versions written at the same instant share one datetime (immutable): parsed once.
     assert streamed[pairs[0]].created_at is streamed[pairs[3]].created_at  # type: ignore[union-attr]
+    assert first.to_model() == first and isinstance(first.to_model(), PromptVersion)
 
 
 def test_an_error_reply_mid_stream_raises_and_the_pool_stays_usable(registry: RedisPromptRegistry) -> None:
@@ -106,17 +117,17 @@ def test_a_connection_dropped_mid_stream_raises_and_the_next_fetch_works(
     pairs = _write_versions(conn, keys, 3 * CHUNK)
     admin = redis.Redis.from_url(private_redis_server.url)
     calls = 0
-    real_build = PromptVersion.trusted
+    real_build = promptreg.client.redis.versions._Fields  # type: ignore[attr-defined]
 
-    def kill_once(*args: object, **kwargs: object) -> PromptVersion:
+    def kill_once(*args: Any, **kwargs: Any) -> Any:
         nonlocal calls
         calls += 1
         if calls == CHUNK // 2:  # mid-stream: the other chunks are in flight
             admin.client_kill_filter(_type="normal", skipme=True)
-        return real_build(*args, **kwargs)  # type: ignore[arg-type]
+        return real_build(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(PromptVersion, "trusted", kill_once)
+        patch.setattr(promptreg.client.redis.versions, "_Fields", kill_once)
         with pytest.raises(redis.ConnectionError):
             fetch_versions(conn, keys, pairs)
     assert len(fetch_versions(conn, keys, pairs)) == len(pairs)

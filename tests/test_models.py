@@ -119,37 +119,25 @@ def test_every_compile_path_equals_the_one_split_compile_on_random_texts() -> No
 
 
 def test_compiling_a_chunk_at_once_equals_compiling_each_text() -> None:
-    # What the client's reader does for every 1,000 versions: None (compile each) or the same strings.
+    # What the client's reader does for every 1,000 versions: the same strings, each text kept only
+    # when its format string cannot give it back.
     rng = random.Random(13)
     alphabet = ["{", "}", "{{", "}}", " ", "a", "b1", "_", "x y", "{{a}}", "{{ b }}", "{{b1}}", "{{1}}", "é", "\x00"]
-    compiled_together = 0
+    derived = 0
     for _ in range(3_000):
         texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6))) for _ in range(rng.randint(1, 4))]
-        formats = template_module.compile_formats(texts)
-        if formats is not None:
-            compiled_together += 1
-            assert formats == [Template(text).format_string for text in texts], texts
-        for text in texts:
+        formats, kept = template_module.compile_batch(texts)
+        assert formats == [Template(text).format_string for text in texts], texts
+        for text, format_string, keep in zip(texts, formats, kept, strict=True):
+            assert (template_module.untight_format(format_string) if keep is None else keep) == text
+            derived += keep is None
             assert template_module.text_variables(text) == Template(text).variables, text
-    assert compiled_together > 100  # the fast path is taken, not only the fallback
+    assert derived > 100  # the one-copy path is taken, not only the fallback
     plain = ["no brace", "{{tight}} only"]
-    formats = template_module.compile_formats(plain)
-    assert formats is not None and formats[0] is plain[0]  # a text without braces is its own format string
-    assert template_module.compile_formats(["{{ spaced }}"]) is None
-    assert template_module.compile_formats(["a\x00b"]) is None  # the separator inside a text
-
-
-def test_a_version_given_its_format_string_finds_its_variables_on_first_use() -> None:
-    at = datetime(2024, 5, 1, tzinfo=UTC)
-    text = "Hi {{who}}, {{what}}?"
-    (compiled,) = template_module.compile_formats([text]) or [""]
-    version = PromptVersion.trusted(1, text, at, None, None, {}, format_string=compiled)
-    assert version.render(who="A", what="B") == "Hi A, B?"
-    with pytest.raises(MissingVariableError) as caught:
-        version.render(who="A")
-    assert caught.value.missing == ("what",)
-    assert version.variables == {"who", "what"}
-    assert version == PromptVersion(version=1, prompt_text=text, created_at=at)
+    formats, kept = template_module.compile_batch(plain)
+    assert formats[0] is plain[0] and kept == [plain[0], None]  # a text without braces is its own format string
+    assert template_module.compile_batch(["{{ spaced }}"]) == (["{spaced!s}"], ["{{ spaced }}"])
+    assert template_module.compile_batch(["a\x00b", "{{x}}"]) == (["a\x00b", "{x!s}"], ["a\x00b", "{{x}}"])
 
 
 def test_templates_share_what_they_can() -> None:

@@ -40,6 +40,7 @@ PUBLIC_NAMES = [
     "PromptTooLargeError",
     "PromptTypeError",
     "PromptVersion",
+    "PromptVersionLike",
     "RedisPromptRegistry",
     "RegistryAuthError",
     "RegistryCorruptError",

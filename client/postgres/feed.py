@@ -41,10 +41,10 @@ import uuid
 from typing import Any
 
 from promptreg.client.cache import Action
+from promptreg.client.cached_version import CachedVersion, cached_from_model
 from promptreg.client.feeds import Backoff, FeedContext, PushFeed, empty_registry
 from promptreg.client.postgres.readback import Changes, Head, read_changes, read_fingerprint, read_state, read_version
 from promptreg.registry.errors import RegistryCorruptError
-from promptreg.registry.models import PromptVersion
 from promptreg.registry.postgres.conn import map_postgres_errors
 from promptreg.registry.postgres.schema import decode_payload
 from promptreg.registry.postgres.store import PostgresPromptRegistry
@@ -81,9 +81,9 @@ class PostgresFeed(PushFeed[int]):
         self._listener = self._reader = None
         return PostgresFeed(self.registry, context, poll_interval=self.poll_interval)
 
-    def fetch_version(self, name: str, number: int) -> PromptVersion:
+    def fetch_version(self, name: str, number: int) -> CachedVersion:
         """Read one version through the registry (typed errors, connection errors translated)."""
-        return self.registry.get_version(name, version=number)
+        return cached_from_model(self.registry.get_version(name, version=number))
 
     def close(self) -> None:
         """Close the feed's connections (the registry's own connection is closed by its owner)."""
@@ -199,7 +199,7 @@ class PostgresFeed(PushFeed[int]):
         context = self.context
         texts = read.texts
 
-        def fetch(name: str, number: int) -> PromptVersion | None:
+        def fetch(name: str, number: int) -> CachedVersion | None:
             found = texts.get((name, number))
             return found if found is not None else self._fetch_one(name, number)
 
@@ -245,7 +245,7 @@ class PostgresFeed(PushFeed[int]):
                 status.note(text)
                 logger.warning("promptreg: %s", text)
 
-    def _fetch_one(self, name: str, number: int) -> PromptVersion | None:
+    def _fetch_one(self, name: str, number: int) -> CachedVersion | None:
         with map_postgres_errors():
             return read_version(self._reader, self.registry.namespace, name, number)
 

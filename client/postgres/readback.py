@@ -19,12 +19,13 @@ back cannot bring a random write id back with another history.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from promptreg.client.cache import Cache, StatePointers
-from promptreg.registry.models import PromptVersion
+from promptreg.client.cached_version import CachedVersion, VersionRow, cached_batch
+from promptreg.client.pointers import share_equal_maps
 from promptreg.registry.postgres.conn import is_undefined_table
-from promptreg.registry.postgres.store import version_from_row
 from promptreg.registry.wire import ChangeMessage
 
 _FINGERPRINT = """
@@ -92,7 +93,7 @@ class State:
     rev: int
     head: Head | None
     pointers: StatePointers
-    versions: dict[tuple[str, int], PromptVersion]
+    versions: dict[tuple[str, int], CachedVersion]
     same_history: bool
     """Whether the registry still holds the write the cache is at: the versions cached are valid."""
 
@@ -106,7 +107,7 @@ class Changes:
     base: tuple[int, int, str] | None
     """``(audit row id, rev, write id)`` of the newest row at or below the cache's revision."""
     changes: list[tuple[int, ChangeMessage]]
-    texts: dict[tuple[str, int], PromptVersion]
+    texts: dict[tuple[str, int], CachedVersion]
 
 
 def read_changes(conn: Any, namespace: str, after: int, limit: int, texts: bool) -> Changes:
@@ -115,7 +116,7 @@ def read_changes(conn: Any, namespace: str, after: int, limit: int, texts: bool)
     server_rev = int(rows[0][0]) if rows else 0
     base: tuple[int, int, str] | None = None
     changes: list[tuple[int, ChangeMessage]] = []
-    found: dict[tuple[str, int], PromptVersion] = {}
+    found: dict[tuple[str, int], CachedVersion] = {}
     previous: tuple[int, str] | None = None  # (rev, write id) of the row read before
     for row in rows:
         entry_id, rev, action, prompt, label, version, prev, author, at, write_id, sha = row[1:12]
@@ -130,7 +131,7 @@ def read_changes(conn: Any, namespace: str, after: int, limit: int, texts: bool)
             changes.append((entry_id, ChangeMessage(rev, action, prompt, label, version, prev, author,
                                                     at.timestamp(), sha, write_id, phid)))  # fmt: skip
             if row[12] is not None:
-                found[prompt, version] = version_from_row((version, *row[12:]))
+                found[prompt, version] = cached_rows([(version, *row[12:])])[0]
         previous = (rev, write_id)
     return Changes(server_rev, base, changes, found)
 
@@ -184,6 +185,7 @@ def read_state(conn: Any, namespace: str, cache: Cache, anchor: int | None) -> S
             ):
                 if name in pointers:
                     pointers[name][label] = version
+            share_equal_maps(pointers, list(pointers), {})
             state_pointers = StatePointers(pointers, history)
             same = anchor_found and cache.continues(history)
             wanted = (
@@ -199,26 +201,64 @@ def read_state(conn: Any, namespace: str, cache: Cache, anchor: int | None) -> S
     return State(rev, head, state_pointers, versions, same)
 
 
-def read_versions(conn: Any, namespace: str, wanted: set[tuple[str, int]]) -> dict[tuple[str, int], PromptVersion]:
-    """The versions ``wanted`` that exist, in one statement."""
+FETCH = 2000
+"""Rows per ``FETCH`` of :func:`read_versions`' server-side cursor."""
+
+
+def read_versions(conn: Any, namespace: str, wanted: set[tuple[str, int]]) -> dict[tuple[str, int], CachedVersion]:
+    """The versions ``wanted`` that exist, in one statement, inside the caller's transaction.
+
+    Read through a server-side cursor :data:`FETCH` rows at a time, each batch built (its templates
+    compiled together) before the next is fetched: a 100k-prompt start-up never holds the 200k rows
+    at once, only the versions built from them.
+    """
+    found: dict[tuple[str, int], CachedVersion] = {}
     if not wanted:
-        return {}
+        return found
     names, numbers = zip(*sorted(wanted), strict=True)
-    rows = conn.execute(
-        "SELECT v.name, v.version, v.prompt_text, v.author, v.message, v.metadata, v.created_at, v.messages, "
-        "v.config "
-        "FROM promptreg_versions v JOIN unnest(%s::text[], %s::int[]) AS w(name, version) "
-        "ON v.name = w.name AND v.version = w.version WHERE v.namespace = %s",
-        (list(names), list(numbers), namespace),
-    )
-    return {(row[0], row[1]): version_from_row(row[1:]) for row in rows}
+    with conn.cursor(name="promptreg_versions") as cursor:
+        cursor.execute(
+            # NULLIF: an empty map is not sent to json.loads (most versions have none), it is read as None.
+            "SELECT v.name, v.version, v.prompt_text, v.author, v.message, NULLIF(v.metadata::text, '{}')::json, "
+            "v.created_at, v.messages, NULLIF(v.config::text, '{}')::json "
+            "FROM promptreg_versions v JOIN unnest(%s::text[], %s::int[]) AS w(name, version) "
+            "ON v.name = w.name AND v.version = w.version WHERE v.namespace = %s",
+            (list(names), list(numbers), namespace),
+        )
+        del names, numbers
+        while rows := cursor.fetchmany(FETCH):
+            found.update(zip([(row[0], row[1]) for row in rows], cached_rows([row[1:] for row in rows]), strict=True))
+    return found
 
 
-def read_version(conn: Any, namespace: str, name: str, number: int) -> PromptVersion | None:
+def read_version(conn: Any, namespace: str, name: str, number: int) -> CachedVersion | None:
     """One version (``None``: it does not exist)."""
     row = conn.execute(
         "SELECT version, prompt_text, author, message, metadata, created_at, messages, config "
         "FROM promptreg_versions WHERE namespace = %s AND name = %s AND version = %s",
         (namespace, name, number),
     ).fetchone()
-    return None if row is None else version_from_row(row)
+    return None if row is None else cached_rows([row])[0]
+
+
+def cached_rows(rows: list[tuple[Any, ...]]) -> list[CachedVersion]:
+    """Cached versions from rows of ``version, prompt_text, author, message, metadata, created_at,
+    messages, config`` (the registry validated them when they were written)."""
+    ordered: list[VersionRow] = [
+        (
+            number,
+            text,
+            _utc(created_at),
+            author,
+            message,
+            metadata,
+            None if messages is None else tuple(messages),
+            config,
+        )
+        for number, text, author, message, metadata, created_at, messages, config in rows
+    ]
+    return cached_batch(ordered)
+
+
+def _utc(at: datetime) -> datetime:
+    return at if at.tzinfo is UTC else at.astimezone(UTC)

@@ -35,12 +35,14 @@ from typing import Any
 
 import redis
 
+from promptreg.client.cached_version import CachedVersion, cached_from_model
 from promptreg.client.feeds import Backoff, FeedContext, PushFeed, collector_paused, empty_registry
 from promptreg.client.redis.index_read import read_client_state
 from promptreg.client.redis.links import CHANGES, SUBSCRIBED, UNSUBSCRIBED, FeedLinks
 from promptreg.client.redis.replica import NotThePrimary, SentinelWatch, TrustCheck
-from promptreg.client.redis.state import LogHead, fetch_versions, read_fingerprint
-from promptreg.registry.models import PromptVersion
+from promptreg.client.redis.state import LogHead, read_fingerprint
+from promptreg.client.redis.subscriber_reads import CHANGE_KINDS, SubscriberReads
+from promptreg.client.redis.versions import fetch_versions
 from promptreg.registry.redis.store import RedisPromptRegistry
 from promptreg.registry.wire import decode
 
@@ -75,6 +77,7 @@ class RedisFeed(PushFeed[bytes]):
         # Where it subscribes and reads (server, Sentinel primary or replica, cluster slot owner):
         self._links = FeedLinks(registry)
         self._pubsub: Any = None
+        self._reads: SubscriberReads | None = None
         self._trust = TrustCheck(self._links.sentinels)
         self._trust.role.supported = not registry.cluster  # cluster nodes: routing, not ROLE, says who serves
         sentinels = self._links.sentinels
@@ -107,9 +110,9 @@ class RedisFeed(PushFeed[bytes]):
             self._watch.stop(timeout)
         super().stop(timeout)
 
-    def fetch_version(self, name: str, number: int) -> PromptVersion:
+    def fetch_version(self, name: str, number: int) -> CachedVersion:
         """Read one version through the registry (typed errors, connection errors translated)."""
-        return self.registry.get_version(name, version=number)
+        return cached_from_model(self.registry.get_version(name, version=number))
 
     def close(self) -> None:
         """Close the subscriber connection pool (the registry's own pool is closed by its owner)."""
@@ -130,6 +133,7 @@ class RedisFeed(PushFeed[bytes]):
         self._pubsub = pubsub
         try:
             self._await_subscription(pubsub)
+            self._reads = SubscriberReads.of(pubsub)
             self._links.subscribed(pubsub)
             self._resync("subscribed")
             if backoff.failures and self.holding is None:
@@ -145,7 +149,7 @@ class RedisFeed(PushFeed[bytes]):
                 raise NotThePrimary(moved) from exc
             raise
         finally:
-            self._pubsub = None
+            self._pubsub = self._reads = None
             pubsub.close()
 
     def _await_subscription(self, pubsub: Any) -> None:
@@ -161,11 +165,38 @@ class RedisFeed(PushFeed[bytes]):
     silence = "no PONG on the subscriber connection"
 
     def _receive(self, timeout: float) -> bool:
-        message = self._pubsub.get_message(timeout=timeout)
-        if message is None:
-            return False
-        self._handle(message)
+        reads = self._reads
+        if reads is None:  # TLS, no hiredis: redis-py's own read
+            message = self._pubsub.get_message(timeout=timeout)
+            if message is None:
+                return False
+            self._handle(message)
+            return True
+        reader, nothing = reads.reader, reads.nothing
+        reply = reader.gets()
+        if reply is nothing:  # nothing parsed and waiting: one poll(), one recv()
+            if not reads.wait(timeout):
+                return False
+            reply = reader.gets()
+        while reply is not nothing:
+            if type(reply) is list and reply[0] in CHANGE_KINDS:
+                self._on_message(reply[2], decode, "message")
+            else:
+                self._other_reply(reply)
+            reply = reader.gets()
         return True
+
+    def _other_reply(self, reply: Any) -> None:
+        """A reply read directly that is no change message: a PONG, a (un)subscription, an error."""
+        if isinstance(reply, Exception):
+            raise reply
+        pubsub = self._pubsub
+        if pubsub.is_health_check_response(reply):  # the answer to a PING of redis-py's own get_message
+            pubsub.health_check_response_counter -= 1
+            return
+        message = pubsub.handle_message(reply)  # parsed as redis-py parses it
+        if message is not None:
+            self._handle(message)
 
     def _quiet(self) -> None:
         if self._safety_poll(self._pubsub):
@@ -189,9 +220,9 @@ class RedisFeed(PushFeed[bytes]):
             raise ConnectionError("the server ended the subscription")
 
     def _on_change_message(self, data: bytes) -> None:
-        self._on_message(lambda: decode(data), "message")
+        self._on_message(data, decode, "message")
 
-    def _fetch_one(self, name: str, number: int) -> PromptVersion | None:
+    def _fetch_one(self, name: str, number: int) -> CachedVersion | None:
         return fetch_versions(self._links.reader, self.keys, [(name, number)])[name, number]
 
     def _safety_poll(self, pubsub: Any) -> bool:

@@ -25,7 +25,6 @@ index: :func:`read_indexed` returns ``None`` and the caller reads it the old way
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from sys import intern
@@ -34,6 +33,7 @@ from typing import Any
 import redis
 
 from promptreg.client.cache import StatePointers, pointer_change, with_change
+from promptreg.client.pointers import share_equal_maps
 from promptreg.client.redis.state import (
     CHUNK,
     HISTORY_WINDOW,
@@ -189,44 +189,61 @@ def _scan_names(client: redis.Redis, names_key: str, hashes: list[str], labels: 
 
     The ``HMGET`` s of a page go in the round trip of the next ``SSCAN`` step, and each name is
     decoded once: reading the hashes by name costs the client a quarter of ``HSCAN`` ing them (which
-    returns, and decodes, every name once per hash). On one server the ``HMGET`` s are packed by
-    hand and sent on one connection (:func:`_exchanger`): redis-py's packer checks every argument
-    in Python, which was a third of a 100k-prompt index read.
+    returns, and decodes, every name once per hash). Each round trip is sent as soon as the previous
+    one's reply is in, before that reply's values are turned into pointers, so the server works
+    while this thread does. On one server the commands are packed by hand and sent on one
+    connection (:func:`_exchanger`): redis-py's packer checks every argument in Python, which was a
+    third of a 100k-prompt index read.
     """
     pointers: dict[str, dict[str, int]] = {}
-    cursor: int | None = 0  # None: the scan is over
-    page: list[str] = []  # names whose HMGETs go in the next round trip
-    raw_page: list[bytes] = []
-    with _exchanger(client, names_key, hashes) as exchange:
-        while cursor is not None or page:
-            step, columns = exchange(cursor, raw_page)
+    shared: dict[tuple[tuple[str, int], ...], dict[str, int]] = {}
+    with _exchanger(client, names_key, hashes) as (send, receive):
+        in_flight = send(0, [])
+        page: list[str] = []  # the names whose HMGETs are in flight
+        while in_flight:
+            step, columns = receive()
+            cursor, raw_page = None, []
+            if step is not None:
+                following, items = step
+                raw_page = list(items)
+                cursor = int(following) or None
+            in_flight = send(cursor, raw_page) if cursor is not None or raw_page else False
             for label, column in zip(labels if page else (), columns, strict=True):
-                for name, value in zip(page, column, strict=True):
-                    if value is not None:
-                        pointers[name][label] = int(value)
-            if step is None:
-                cursor, page, raw_page = None, [], []
-                continue
-            following, items = step
-            raw_page = list(items)
+                if None in column:  # a prompt without this label (or without versions)
+                    for name, value in zip(page, column, strict=True):
+                        if value is not None:
+                            pointers[name][label] = int(value)
+                else:
+                    for name, number in zip(page, map(int, column), strict=True):
+                        pointers[name][label] = number
+            share_equal_maps(pointers, page, shared)
             page = [intern(raw.decode("utf-8")) for raw in raw_page]  # interned: the lookup view's keys
-            for name in page:
-                pointers.setdefault(name, {})  # SSCAN may return a name twice
-            cursor = int(following) or None
+            # A name SSCAN returns twice gets a fresh dict: the HMGETs of its second page fill it again.
+            pointers.update({name: {} for name in page})
     return pointers
 
 
-Exchange = Callable[[int | None, list[bytes]], tuple[Any, list[Any]]]
-"""One round trip of :func:`_scan_names`: ``(cursor or None, names)`` -> ``(SSCAN reply or None, HMGET replies)``."""
+Send = Callable[[int | None, list[bytes]], bool]
+"""Sends one round trip of :func:`_scan_names`: ``SSCAN`` from the cursor (``None``: none) and the
+``HMGET`` s of the names; ``True``."""
+Receive = Callable[[], tuple[Any, list[Any]]]
+"""Reads the replies of the round trip sent last: ``(SSCAN reply or None, HMGET replies)``."""
 
 
 @contextmanager
-def _exchanger(client: redis.Redis, names_key: str, hashes: list[str]) -> Iterator[Exchange]:
-    """The round trips of one index read: pipelines on a cluster; on one server, commands packed by
-    hand on one connection held for the read (dropped, not reused, if anything fails mid-reply)."""
+def _exchanger(client: redis.Redis, names_key: str, hashes: list[str]) -> Iterator[tuple[Send, Receive]]:
+    """The round trips of one index read: pipelines on a cluster (sent when received); on one server,
+    commands packed by hand on one connection held for the read (dropped, not reused, if anything
+    fails mid-reply)."""
+    sent: list[tuple[int | None, list[bytes]]] = []
     if not streams(client):  # a cluster client: plain pipelines
 
-        def exchange(cursor: int | None, names: list[bytes]) -> tuple[Any, list[Any]]:
+        def send_later(cursor: int | None, names: list[bytes]) -> bool:
+            sent.append((cursor, names))
+            return True
+
+        def execute() -> tuple[Any, list[Any]]:
+            cursor, names = sent.pop()
             pipe: Any = client.pipeline(transaction=False)
             if cursor is not None:
                 pipe.sscan(names_key, cursor, count=CHUNK)
@@ -235,23 +252,29 @@ def _exchanger(client: redis.Redis, names_key: str, hashes: list[str]) -> Iterat
             results = pipe.execute()
             return (results.pop(0) if cursor is not None else None), results
 
-        yield exchange
+        yield send_later, execute
         return
     heads = [b"$%d\r\n%b\r\n" % (len(key), key) for key in (k.encode() for k in hashes)]
 
-    def exchange_on(conn: Any, cursor: int | None, names: list[bytes]) -> tuple[Any, list[Any]]:
-        packed: list[bytes] = []
-        if cursor is not None:
-            packed.extend(conn.pack_command("SSCAN", names_key, cursor, "COUNT", CHUNK))
-        if names:
-            fields = b"".join([b"$%d\r\n%b\r\n" % (len(name), name) for name in names])
-            packed.extend(b"*%d\r\n$5\r\nHMGET\r\n%b%b" % (len(names) + 2, head, fields) for head in heads)
-        conn.send_packed_command(packed)
-        step = conn.read_response() if cursor is not None else None
-        return step, [conn.read_response() for _ in heads] if names else []
-
     with held_connection(client) as conn:
-        yield functools.partial(exchange_on, conn)
+
+        def send(cursor: int | None, names: list[bytes]) -> bool:
+            packed: list[bytes] = []
+            if cursor is not None:
+                packed.extend(conn.pack_command("SSCAN", names_key, cursor, "COUNT", CHUNK))
+            if names:
+                fields = b"".join([b"$%d\r\n%b\r\n" % (len(name), name) for name in names])
+                packed.extend(b"*%d\r\n$5\r\nHMGET\r\n%b%b" % (len(names) + 2, head, fields) for head in heads)
+            conn.send_packed_command(packed)
+            sent.append((cursor, names))
+            return True
+
+        def receive() -> tuple[Any, list[Any]]:
+            cursor, names = sent.pop()
+            step = conn.read_response() if cursor is not None else None
+            return step, [conn.read_response() for _ in heads] if names else []
+
+        yield send, receive
 
 
 def _scan(

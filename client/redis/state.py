@@ -16,17 +16,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-import msgpack
 import redis
 
 from promptreg.client.cache import StatePointers
 from promptreg.registry.errors import RegistryCorruptError, StateReadError
-from promptreg.registry.models import PromptVersion
 from promptreg.registry.redis.keys import Keyspace
-from promptreg.registry.template import compile_formats
 from promptreg.registry.validation import LATEST
 
 CHUNK = 1000
@@ -195,34 +191,6 @@ def read_registry(
     raise StateReadError(f"prompts or labels kept changing during {MAX_ROUNDS} reads of the state")
 
 
-def fetch_versions(
-    client: redis.Redis, keys: Keyspace, pairs: Iterable[tuple[str, int]]
-) -> dict[tuple[str, int], PromptVersion | None]:
-    """Read versions by ``(name, number)``; ``None`` for a version that does not exist.
-
-    One ``HMGET`` per version of the fields it is built from (the ``sha256`` is not sent), in
-    chunks of :data:`CHUNK` commands. On a single server (or a Sentinel-managed one) the chunks are
-    *streamed* on one connection: chunk ``k + 1`` is sent before the replies of chunk ``k`` are read
-    and built, so the server works while this thread builds versions, and each command stays O(1)
-    for the server (nothing stalls other clients). Other clients (a cluster) use plain pipelines.
-    Versions are built with :meth:`PromptVersion.trusted`: the registry validated them when they
-    were written. Raises redis-py errors on I/O failure (the connection is then dropped, never reused
-    mid-reply) and :class:`~promptreg.RegistryCorruptError` for a hash that is not a version.
-    """
-    wanted = list(pairs if isinstance(pairs, (set, frozenset)) else dict.fromkeys(pairs))
-    build = _VersionBuilder()
-    if isinstance(client, redis.Redis) and streams(client):
-        return _stream(client, keys, wanted, build)
-    found: dict[tuple[str, int], PromptVersion | None] = {}
-    for start in range(0, len(wanted), CHUNK):
-        chunk = wanted[start : start + CHUNK]
-        pipe: Any = client.pipeline(transaction=False)
-        for name, number in chunk:
-            pipe.hmget(keys.version(name, number), _VERSION_FIELDS)
-        build.chunk(chunk, pipe.execute(), found)
-    return found
-
-
 def streams(client: redis.Redis) -> bool:
     """Whether ``client`` hands out plain connections (``send_packed_command`` / ``read_response``)."""
     return isinstance(getattr(client, "connection_pool", None), redis.ConnectionPool)
@@ -244,106 +212,3 @@ def held_connection(client: redis.Redis) -> Iterator[Any]:
         raise
     finally:
         pool.release(conn)
-
-
-def _stream(
-    client: redis.Redis, keys: Keyspace, wanted: list[tuple[str, int]], build: _VersionBuilder
-) -> dict[tuple[str, int], PromptVersion | None]:
-    found: dict[tuple[str, int], PromptVersion | None] = {}
-    if not wanted:
-        return found
-    chunks = [wanted[start : start + CHUNK] for start in range(0, len(wanted), CHUNK)]
-    key_of = keys.version
-    with held_connection(client) as conn:
-        encoding, errors = conn.encoder.encoding, conn.encoder.encoding_errors
-
-        def packed(chunk: list[tuple[str, int]]) -> list[bytes]:
-            # RESP by hand: every command is HMGET <key> <the same fields>; redis-py's packer costs
-            # more per command than building the version.
-            keys_ = [key_of(name, number).encode(encoding, errors) for name, number in chunk]
-            return [b"".join([b"%b$%d\r\n%b\r\n%b" % (_HMGET_HEAD, len(key), key, _HMGET_TAIL) for key in keys_])]
-
-        conn.send_packed_command(packed(chunks[0]))
-        read = conn.read_response
-        for index, chunk in enumerate(chunks):
-            if index + 1 < len(chunks):  # keep the server busy while this chunk is built
-                conn.send_packed_command(packed(chunks[index + 1]))
-            build.chunk(chunk, [read() for _ in chunk], found)
-    return found
-
-
-_VERSION_FIELDS = ("prompt_text", "created_at", "author", "message", "metadata", "messages", "config")
-_EMPTY_MAP = msgpack.packb({})
-_HMGET_HEAD = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(_VERSION_FIELDS))
-_HMGET_TAIL = b"".join(b"$%d\r\n%b\r\n" % (len(field), field.encode()) for field in _VERSION_FIELDS)
-
-
-class _VersionBuilder:
-    """Builds :class:`PromptVersion` s from ``HMGET`` replies; parses each distinct ``created_at`` once.
-
-    Versions written together (an import, a migration) share their timestamp: one immutable
-    ``datetime`` serves them all, which saves the parse and the memory. A chunk is built in one loop
-    with its names bound locally: at 100k prompts the call per version cost as much as the decoding.
-    """
-
-    __slots__ = ("_times",)
-
-    def __init__(self) -> None:
-        self._times: dict[bytes, datetime] = {}
-
-    def chunk(
-        self,
-        pairs: list[tuple[str, int]],
-        replies: list[list[bytes | None]],
-        found: dict[tuple[str, int], PromptVersion | None],
-    ) -> None:
-        """Build the version of each ``(name, number)`` from its reply into ``found`` (``None``: no such hash).
-
-        Raises :class:`~promptreg.RegistryCorruptError` for a hash that is not a version.
-        """
-        times = self._times
-        trusted = PromptVersion.trusted
-        unpack = msgpack.unpackb
-        empty = _EMPTY_MAP
-        texts = _texts(replies)  # decoded, and compiled together: a few C-level passes per chunk
-        formats = None if texts is None else compile_formats(texts)
-        for index, (pair, (text, created, author, message, metadata, chat, config)) in enumerate(
-            zip(pairs, replies, strict=True)
-        ):
-            if text is None or created is None:
-                if text is None and created is None:
-                    found[pair] = None  # no such hash
-                    continue
-                raise RegistryCorruptError(
-                    f"version {pair[1]} of prompt {pair[0]!r} is not readable: a field is missing"
-                )
-            try:
-                at = times.get(created)
-                if at is None:
-                    at = times[created] = _utc(datetime.fromisoformat(created.decode("ascii")))
-                found[pair] = trusted(
-                    pair[1],
-                    text.decode("utf-8") if texts is None else texts[index],
-                    at,
-                    None if author is None else author.decode("utf-8"),
-                    None if message is None else message.decode("utf-8"),
-                    {} if metadata is None or metadata == empty else unpack(metadata, raw=False),
-                    None if chat is None else tuple(unpack(chat, raw=False)),
-                    None if config is None else unpack(config, raw=False),
-                    None if formats is None else formats[index],
-                )
-            except (AttributeError, ValueError, TypeError, msgpack.UnpackException) as exc:
-                raise RegistryCorruptError(f"version {pair[1]} of prompt {pair[0]!r} is not readable: {exc!r}") from exc
-
-
-def _texts(replies: list[list[bytes | None]]) -> list[str] | None:
-    """Every reply's ``prompt_text`` decoded (``""`` where there is none), or ``None`` when one does not
-    decode: then each version decodes its own, and the one that fails says which it is."""
-    try:
-        return ["" if reply[0] is None else reply[0].decode("utf-8") for reply in replies]
-    except (UnicodeDecodeError, AttributeError, IndexError, TypeError):
-        return None
-
-
-def _utc(at: datetime) -> datetime:
-    return at if at.tzinfo is UTC else at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)

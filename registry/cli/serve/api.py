@@ -29,7 +29,7 @@ from starlette.responses import Response
 from promptreg.registry.cli.options import unified_diff
 from promptreg.registry.errors import InvalidInputError
 from promptreg.registry.fleet import FleetMember, FleetWait
-from promptreg.registry.models import AuditEvent, Prompt, PromptVersion
+from promptreg.registry.models import AuditEvent, Prompt, PromptVersion, PromptVersionLike
 from promptreg.registry.validation import validate_label, validate_name
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -45,7 +45,7 @@ SUFFIXES = ("versions", "labels", "history", "diff", "check", "resolve", "compat
 # -- JSON shapes ---------------------------------------------------------------------------------
 
 
-def content_sha256(version: PromptVersion) -> str:
+def content_sha256(version: PromptVersionLike) -> str:
     """The sha256 of a version's content: its text, or a chat version's messages as compact JSON."""
     if version.messages is None:
         data = version.prompt_text
@@ -54,7 +54,7 @@ def content_sha256(version: PromptVersion) -> str:
     return hashlib.sha256(data.encode("utf-8")).hexdigest()
 
 
-def version_json(version: PromptVersion) -> dict[str, Any]:
+def version_json(version: PromptVersionLike) -> dict[str, Any]:
     """One version as the API shows it."""
     return {
         "version": version.version,
@@ -72,7 +72,7 @@ def version_json(version: PromptVersion) -> dict[str, Any]:
     }
 
 
-def version_summary(version: PromptVersion) -> dict[str, Any]:
+def version_summary(version: PromptVersionLike) -> dict[str, Any]:
     """A version in a list: everything but the content."""
     return {
         "version": version.version,
