@@ -10,18 +10,27 @@ parent over its pipe. Both kinds stamp an arrival with ``time.monotonic_ns()`` (
 the stamps in a list, and release a shared semaphore so the parent knows when every process has the
 change. They send their stamps only at the end, so nothing but the stamp and the release happens
 while a move is in flight.
+
+The parent's side: :class:`RawPublisher` sends the floor's messages, and :class:`PublishClock`
+starts both fleets' clocks at the same point, the moment the command that publishes is handed to
+the driver (see its docstring).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Semaphore
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
+
+from promptreg.registry.redis.topology import connect, parse_redis_url
 
 RAW_STOP = b"stop"
 RAW_KINDS = ("publish", "spublish", "notify")
@@ -41,7 +50,8 @@ def client_worker(conn: Connection, url: str, namespace: str, name: str, label: 
     once after each ``on_change``, and every 50 ms regardless) until it returns ``version``, and keep
     the time; it is sent (``("served", monotonic_ns or None)``) only when ``("report",)`` comes, so
     no pipe traffic competes with the other processes while the change is still in flight.
-    ``("finish",)``: reply ``("events", {...})`` with every stamp, the final version and status.
+    ``("finish",)``: reply ``("events", {...})`` with every stamp, the final version and status, and
+    how many fleet reports (acknowledgements included) the client wrote.
     """
     from promptreg.client import PromptClient
 
@@ -77,9 +87,10 @@ def client_worker(conn: Connection, url: str, namespace: str, name: str, label: 
                 conn.send(("served", served))
             elif command[0] == "finish":
                 status = client.status()
+                reporter = client._presence.reporter
                 conn.send(("events", {
                     "stamps": stamps, "final_version": client.get(name).version, "state": status.state.value,
-                    "rev": status.rev, "pid": os.getpid(),
+                    "rev": status.rev, "pid": os.getpid(), "reports": None if reporter is None else reporter.reports,
                 }))  # fmt: skip
                 return
             else:
@@ -176,3 +187,92 @@ def await_all(sem: Semaphore, count: int, timeout: float) -> int:
         if not sem.acquire(timeout=max(0.0, deadline - time.monotonic())):
             return count - taken
     return 0
+
+
+class RawPublisher:
+    """The parent's side of the floor: ``PUBLISH``, ``SPUBLISH`` (RedisCluster) or ``NOTIFY``."""
+
+    def __init__(self, kind: str, writer_url: str, conninfo: str, channel: str) -> None:
+        self.kind = kind
+        self.channel = channel
+        self.conn: Any
+        if self.kind == "notify":
+            from promptreg.registry.postgres.conn import connect as pg_connect
+
+            self.conn = pg_connect(conninfo)
+        else:
+            self.conn = connect(parse_redis_url(writer_url))
+
+    def publish(self, payload: bytes) -> None:
+        if self.kind == "notify":
+            self.conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload.decode()))
+        elif self.kind == "spublish":
+            self.conn.spublish(self.channel, payload)
+        else:
+            self.conn.publish(self.channel, payload)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+_PUBLISHING = frozenset({"PUBLISH", "SPUBLISH"})
+
+
+def _publishes(args: tuple[Any, ...]) -> bool:
+    """Whether a redis-py command publishes: ``PUBLISH``/``SPUBLISH``, or a write script's ``FCALL``
+    told to publish (its last argument; ``DEFER`` leaves the publish to a later command)."""
+    name = str(args[0]).upper() if args else ""
+    return name in _PUBLISHING or (name == "FCALL" and str(args[-1]).upper() in _PUBLISHING)
+
+
+class PublishClock:
+    """The start of a move's clock, the same for both fleets: ``time.monotonic_ns()`` as the command
+    that publishes is handed to the driver.
+
+    For a promptreg write that is the write script's ``FCALL`` on Redis (the script writes, then
+    publishes; or, on Sentinel and with ``wait_replicas``, the ``PUBLISH`` the registry sends once the
+    write is confirmed), and on PostgreSQL the statement calling ``pg_notify`` (the transaction's
+    ``COMMIT``, when the notification leaves, follows it: one more round trip, counted against the
+    client). For the floor, its ``PUBLISH``/``SPUBLISH``/``pg_notify``. So what a write does in Python
+    before its command (building the call, the write's id) is left out of both, and what the
+    server does for the write before it publishes counts against the client. While
+    :meth:`installed`, every ``execute_command`` of redis-py's clients (and psycopg's
+    ``Connection.execute``) of this process stamps :attr:`stamp` when it publishes; the stamp is
+    taken at the driver's entry for both fleets alike.
+    """
+
+    def __init__(self) -> None:
+        self.stamp: int | None = None
+
+    def start(self) -> int:
+        """Before a move: forget the last stamp; returns the time now (the fallback start)."""
+        self.stamp = None
+        return time.monotonic_ns()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[PublishClock]:
+        """Stamp every publishing command of this process (in the parent only: install after forking)."""
+        targets: list[tuple[type, str, Callable[[tuple[Any, ...]], bool]]] = [
+            (redis.Redis, "execute_command", _publishes),
+            (RedisCluster, "execute_command", _publishes),
+        ]
+        with contextlib.suppress(ImportError):
+            import psycopg
+
+            targets.append((psycopg.Connection, "execute", lambda args: bool(args) and "pg_notify" in str(args[0])))
+        originals = [(cls, name, cls.__dict__[name]) for cls, name, _ in targets]
+        for cls, name, test in targets:
+            setattr(cls, name, self._stamping(cls.__dict__[name], test))
+        try:
+            yield self
+        finally:
+            for cls, name, original in originals:
+                setattr(cls, name, original)
+
+    def _stamping(self, original: Callable[..., Any], test: Callable[[tuple[Any, ...]], bool]) -> Callable[..., Any]:
+        def stamped(this: Any, *args: Any, **kwargs: Any) -> Any:
+            if test(args):
+                self.stamp = time.monotonic_ns()
+            return original(this, *args, **kwargs)
+
+        return stamped

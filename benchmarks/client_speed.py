@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as ``python benchmarks/client_speed.py``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import _harness, _report, propagation
-from promptreg.registry import PromptVersion, RedisPromptRegistry
+from promptreg.registry import PromptVersionLike, RedisPromptRegistry
 
 LABEL = "production"
 PROMPTS = 100
@@ -44,10 +44,10 @@ def _options(parser: argparse.ArgumentParser) -> None:
 class PlainDict:
     """The floor: a plain method doing one dict lookup, same call shape as ``PromptClient.get``."""
 
-    def __init__(self, versions: dict[str, PromptVersion]) -> None:
+    def __init__(self, versions: dict[str, PromptVersionLike]) -> None:
         self._versions = versions
 
-    def get(self, name: str, label: str | None = None) -> PromptVersion:
+    def get(self, name: str, label: str | None = None) -> PromptVersionLike:
         return self._versions[name]
 
 
@@ -79,7 +79,7 @@ def lookups(url: str, namespace: str, repeats: int) -> dict[str, Any]:
             raise RuntimeError(f"client not ready: {client.status()}")
         # Fresh str objects, as names arriving in a request would be (no identity shortcut).
         queries = [name.encode().decode() for name in names]
-        floor = PlainDict({name: client.get(name) for name in names})
+        floor = PlainDict({name: client.get(name) for name in names})  # the very objects get() returns
         contenders: dict[str, tuple[Callable[..., object], str | None]] = {
             "plain method, one dict lookup (floor)": (floor.get, None),
             "PromptClient.get(name)": (client.get, None),

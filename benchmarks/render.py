@@ -3,7 +3,8 @@
 The same template and variables for every contender: ``str.format`` with the equivalent format
 string (the floor users compare with), ``format_map`` of that string with the variables' dict
 already built (the template engine's floor: what ``render`` calls, without the call itself),
-``PromptVersion.render`` (this version: one ``format_map`` on a string kept in a slot), and the
+``PromptVersion.render`` (the registry's model: one ``format_map`` on a string kept in a slot),
+``CachedVersion.render`` (what ``PromptClient.get`` returns: the same call on a slotted object), and the
 0.1.0 render (the template read through a pydantic private attribute, parts joined in a loop),
 rebuilt here as the baseline. Each is timed with ``timeit`` in interleaved repeats; the figure is
 the median per call, the ratio is against ``str.format`` in the same run. ``benchmarks/lookup.py``
@@ -29,6 +30,7 @@ if __package__ in (None, ""):  # run as ``python benchmarks/render.py``
 from pydantic import BaseModel, PrivateAttr
 
 from benchmarks import _report
+from promptreg.client.cached_version import cached_from_model
 from promptreg.registry.models import PromptVersion
 from promptreg.registry.template import _PLACEHOLDER, Template
 
@@ -90,6 +92,7 @@ def contenders_for(text: str, values: dict[str, Any]) -> dict[str, Callable[[], 
         "str.format": functools.partial(fmt.format, **values),
         "format_map (engine floor)": functools.partial(fmt.format_map, values),
         "PromptVersion.render": functools.partial(version.render, **values),
+        "CachedVersion.render (get()'s)": functools.partial(cached_from_model(version).render, **values),
         "0.1.0 render": functools.partial(old.render, **values),
     }
 
