@@ -187,10 +187,8 @@ def cached_text(
     ``variables`` ``None`` when not computed yet (found on first use); empty ``metadata`` / ``config``
     (or ``None``) become :data:`EMPTY`.
     """
-    built = _Fields(version, text, created_at, author, message, metadata or EMPTY, None, config or EMPTY,
-                    format_string, variables, None)  # fmt: skip
-    built.__class__ = CachedVersion  # same layout: from now on every set is refused
-    return built  # type: ignore[return-value]
+    return _sealed(_Fields(version, text, created_at, author, message, metadata or EMPTY, None, config or EMPTY,
+                           format_string, variables, None))  # fmt: skip
 
 
 def cached_chat(
@@ -204,9 +202,12 @@ def cached_chat(
 ) -> CachedVersion:
     """A chat version from values the registry validated when it was written (no validation)."""
     parsed = ChatTemplate(messages)
-    built = _Fields(version, "", created_at, author, message, metadata or EMPTY, messages, config or EMPTY,
-                    parsed, parsed.variables, parsed)  # fmt: skip
-    built.__class__ = CachedVersion
+    return _sealed(_Fields(version, "", created_at, author, message, metadata or EMPTY, messages, config or EMPTY,
+                           parsed, parsed.variables, parsed))  # fmt: skip
+
+
+def _sealed(built: _Fields) -> CachedVersion:
+    built.__class__ = CachedVersion  # same layout: from now on every set is refused
     return built  # type: ignore[return-value]
 
 

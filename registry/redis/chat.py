@@ -22,6 +22,7 @@ one is refused with :class:`~promptreg.RegistryCorruptError` until ``promptreg m
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -56,6 +57,16 @@ def chat_fields(fields: dict[bytes, bytes]) -> tuple[tuple[dict[str, str], ...] 
     return messages, ({} if raw_config is None else msgpack.unpackb(raw_config, raw=False))
 
 
+def version_chunks(client: Any, keys: Keyspace) -> Iterator[tuple[str, range]]:
+    """``(name, numbers)`` for every prompt's versions, at most :data:`SCAN_COUNT` numbers at a time
+    (what ``promptreg migrate``'s version passes walk: bounded reads, one prompt at a time)."""
+    for raw in client.sscan_iter(keys.prompts, count=SCAN_COUNT):
+        name = raw.decode("utf-8")
+        latest = int(client.hget(keys.prompt(name), "latest") or 0)
+        for start in range(1, latest + 1, SCAN_COUNT):
+            yield name, range(start, min(latest, start + SCAN_COUNT - 1) + 1)
+
+
 def fill_inputs(client: Any, keys: Keyspace) -> int:
     """Add ``inputs`` (and, to a chat version, ``placeholders``) to every version hash written without
     them; returns how many versions it completed. Idempotent.
@@ -64,29 +75,25 @@ def fill_inputs(client: Any, keys: Keyspace) -> int:
     runs write the same values. Reads and writes in bounded pipelines, one prompt at a time.
     """
     filled = 0
-    for raw in client.sscan_iter(keys.prompts, count=SCAN_COUNT):
-        name = raw.decode("utf-8")
-        latest = int(client.hget(keys.prompt(name), "latest") or 0)
-        for start in range(1, latest + 1, SCAN_COUNT):
-            numbers = range(start, min(latest, start + SCAN_COUNT - 1) + 1)
-            pipe = client.pipeline(transaction=False)
-            for number in numbers:
-                pipe.hgetall(keys.version(name, number))
-            todo = pipe.execute()
-            pipe = client.pipeline(transaction=False)
-            count = 0
-            for number, fields in zip(numbers, todo, strict=True):
-                chat = fields.get(b"type") == b"chat"
-                if fields and (b"inputs" not in fields or (chat and b"placeholders" not in fields)):
-                    version = _version(number, fields)
-                    derived = {"inputs": encode_inputs(version.variables | version.placeholders)}
-                    if chat:
-                        derived["placeholders"] = encode_inputs(version.placeholders)
-                    pipe.hset(keys.version(name, number), mapping=derived)
-                    count += 1
-            if count:
-                pipe.execute()
-                filled += count
+    for name, numbers in version_chunks(client, keys):
+        pipe = client.pipeline(transaction=False)
+        for number in numbers:
+            pipe.hgetall(keys.version(name, number))
+        todo = pipe.execute()
+        pipe = client.pipeline(transaction=False)
+        count = 0
+        for number, fields in zip(numbers, todo, strict=True):
+            chat = fields.get(b"type") == b"chat"
+            if fields and (b"inputs" not in fields or (chat and b"placeholders" not in fields)):
+                version = _version(number, fields)
+                derived = {"inputs": encode_inputs(version.variables | version.placeholders)}
+                if chat:
+                    derived["placeholders"] = encode_inputs(version.placeholders)
+                pipe.hset(keys.version(name, number), mapping=derived)
+                count += 1
+        if count:
+            pipe.execute()
+            filled += count
     return filled
 
 

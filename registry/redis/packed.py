@@ -31,14 +31,12 @@ from typing import Any
 
 import msgpack
 
+from promptreg.registry.redis.chat import version_chunks
 from promptreg.registry.redis.keys import Keyspace
 from promptreg.registry.redis.records import version_from_hash
 
 PACKED_FORMAT = 1
 """The first element of every packed record this release writes and reads."""
-
-SCAN_COUNT = 1000
-"""Versions per round trip of :func:`fill_packed`."""
 
 
 def pack_fields(
@@ -74,34 +72,29 @@ def fill_packed(client: Any, keys: Keyspace) -> int:
 
     Versions are immutable, so the record is built from the hash once and written with ``SET NX``:
     a concurrent run, or the write script of a new version, writes the same bytes or nothing.
-    Reads and writes in bounded pipelines, :data:`SCAN_COUNT` versions at a time.
+    Reads and writes in bounded pipelines (:func:`~promptreg.registry.redis.chat.version_chunks`).
     """
     filled = 0
-    for raw in client.sscan_iter(keys.prompts, count=SCAN_COUNT):
-        name = raw.decode("utf-8")
-        latest = int(client.hget(keys.prompt(name), "latest") or 0)
-        for start in range(1, latest + 1, SCAN_COUNT):
-            numbers = range(start, min(latest, start + SCAN_COUNT - 1) + 1)
-            present = client.exists(*(keys.packed(name, n) for n in numbers)) if numbers else 0
-            if present == len(numbers):
+    for name, numbers in version_chunks(client, keys):
+        if client.exists(*(keys.packed(name, n) for n in numbers)) == len(numbers):
+            continue
+        pipe = client.pipeline(transaction=False)
+        for number in numbers:
+            pipe.exists(keys.packed(name, number))
+            pipe.hgetall(keys.version(name, number))
+        replies = pipe.execute()
+        pipe = client.pipeline(transaction=False)
+        count = 0
+        for number, exists, fields in zip(numbers, replies[0::2], replies[1::2], strict=True):
+            if exists or not fields:
                 continue
-            pipe = client.pipeline(transaction=False)
-            for number in numbers:
-                pipe.exists(keys.packed(name, number))
-                pipe.hgetall(keys.version(name, number))
-            replies = pipe.execute()
-            pipe = client.pipeline(transaction=False)
-            count = 0
-            for number, exists, fields in zip(numbers, replies[0::2], replies[1::2], strict=True):
-                if exists or not fields:
-                    continue
-                version = version_from_hash(name, number, fields)
-                record = pack_fields(
-                    version.prompt_text, fields[b"created_at"].decode("ascii"), version.author, version.message,
-                    version.metadata, version.messages, version.config,
-                )  # fmt: skip
-                pipe.set(keys.packed(name, number), record, nx=True)
-                count += 1
-            if count:
-                filled += sum(1 for written in pipe.execute() if written)
+            version = version_from_hash(name, number, fields)
+            record = pack_fields(
+                version.prompt_text, fields[b"created_at"].decode("ascii"), version.author, version.message,
+                version.metadata, version.messages, version.config,
+            )  # fmt: skip
+            pipe.set(keys.packed(name, number), record, nx=True)
+            count += 1
+        if count:
+            filled += sum(1 for written in pipe.execute() if written)
     return filled
