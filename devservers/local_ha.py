@@ -256,6 +256,7 @@ class LocalRedisCluster:
         self.nodes = [RedisNode(extra_args=cluster_args, preexec_fn=preexec_fn) for _ in range(masters)]
         for node in self.nodes:
             node.port = _cluster_port()
+            node.choose_port = _cluster_port
 
     def start(self) -> Self:
         """Start the nodes, create the cluster and wait for ``cluster_state:ok``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -57,5 +58,21 @@ def test_a_second_start_leaks_no_server_and_a_foreign_one_on_the_port_is_an_erro
         with pytest.raises(RegistryUnavailableError, match="exited with code"):
             squatter.start()  # its own process cannot bind: the other server answering is no success
         squatter.cleanup()
+    finally:
+        server.cleanup()
+
+
+def test_a_port_taken_before_the_first_start_moves_the_server_to_another(redis_server: RedisServer) -> None:
+    # (redis_server only makes sure redis-server is installed, or skips with the usual message)
+    server = LocalRedisServer()
+    picked = server.port
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+            taken.bind(("127.0.0.1", picked))  # another process got it between the pick and the bind
+            taken.listen()
+            server.start()
+            assert server.port != picked
+            with redis.Redis.from_url(server.url) as conn:
+                assert conn.ping()
     finally:
         server.cleanup()

@@ -69,6 +69,11 @@ class LocalRedisServer:
         self.preexec_fn = preexec_fn
         self.start_timeout = start_timeout
         self.process: subprocess.Popen[bytes] | None = None
+        self.choose_port: Callable[[], int] | None = None
+        """Picks another port when the first start finds the port taken; ``None``: :func:`free_port`,
+        and only while :attr:`port` is the one the constructor picked (a port the caller set is kept)."""
+        self._picked = self.port
+        self._started = False
 
     @property
     def url(self) -> str:
@@ -88,10 +93,30 @@ class LocalRedisServer:
         """Start the server (again, after :meth:`kill` or :meth:`stop`) and wait until it answers.
 
         A server of this object's that is running already is left as it is (``with server:`` on a
-        started server does not start a second one, whose handle would be lost).
+        started server does not start a second one, whose handle would be lost). The first start
+        moves to another free port when the one picked is taken by the time the server binds it
+        (another process can get it in between, as an outgoing connection's port); a restart keeps
+        its port, which clients know.
         """
         if self.process is not None and self.process.poll() is None:
             return self
+        for _ in range(4):
+            try:
+                return self._start()
+            except RegistryUnavailableError:
+                movable = self.choose_port is not None or self.port == self._picked
+                if self._started or not movable or "already in use" not in self._log_tail():
+                    raise
+                self.port = self._picked = (self.choose_port or free_port)()
+        return self._start()
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log_path.read_text("utf-8", errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    def _start(self) -> Self:
         args = [
             self.executable,
             "--port", str(self.port),
@@ -121,6 +146,7 @@ class LocalRedisServer:
                 self.stop()
                 raise RegistryUnavailableError(f"redis-server did not answer on port {self.port} in time")
             time.sleep(0.02)
+        self._started = True
         return self
 
     def _answering_pid(self) -> int | None:
