@@ -188,12 +188,13 @@ def read_state(conn: Any, namespace: str, cache: Cache, anchor: int | None) -> S
             share_equal_maps(pointers, list(pointers), {})
             state_pointers = StatePointers(pointers, history)
             same = anchor_found and cache.continues(history)
-            wanted = (
-                cache.missing_versions(state_pointers)
-                if same
-                else {(n, v) for n, labels in pointers.items() for v in labels.values()}
-            )
-            versions = read_versions(conn, namespace, wanted)
+            if same:
+                versions = read_versions(conn, namespace, cache.missing_versions(state_pointers))
+            elif subset is None:  # every version a label points at: the server joins, no 200k-pair array
+                versions = _read_pointed(conn, namespace)
+            else:
+                wanted = {(n, v) for n, labels in pointers.items() for v in labels.values()}
+                versions = read_versions(conn, namespace, wanted)
     except Exception as exc:
         if is_undefined_table(exc):  # no schema yet: an empty registry
             return State(0, None, StatePointers({}, {0: ""}), {}, False)
@@ -205,30 +206,49 @@ FETCH = 2000
 """Rows per ``FETCH`` of :func:`read_versions`' server-side cursor."""
 
 
-def read_versions(conn: Any, namespace: str, wanted: set[tuple[str, int]]) -> dict[tuple[str, int], CachedVersion]:
-    """The versions ``wanted`` that exist, in one statement, inside the caller's transaction.
+_COLUMNS = (
+    # NULLIF: an empty map is not sent to json.loads (most versions have none), it is read as None.
+    "v.name, v.version, v.prompt_text, v.author, v.message, NULLIF(v.metadata::text, '{}')::json, "
+    "v.created_at, v.messages, NULLIF(v.config::text, '{}')::json"
+)
 
-    Read through a server-side cursor :data:`FETCH` rows at a time, each batch built (its templates
-    compiled together) before the next is fetched: a 100k-prompt start-up never holds the 200k rows
-    at once, only the versions built from them.
-    """
+
+def _read_pointed(conn: Any, namespace: str) -> dict[tuple[str, int], CachedVersion]:
+    """Every version a label (or ``latest``) points at, in the caller's transaction: the rows the
+    label and prompt tables name at that snapshot, which are the pointers the caller read in it."""
+    return _fetch_built(
+        conn,
+        f"SELECT {_COLUMNS} FROM promptreg_versions v WHERE v.namespace = %s AND (v.name, v.version) IN ("
+        "SELECT name, version FROM promptreg_labels WHERE namespace = %s AND version IS NOT NULL "
+        "UNION SELECT name, latest FROM promptreg_prompts WHERE namespace = %s AND latest > 0)",
+        (namespace, namespace, namespace),
+    )
+
+
+def _fetch_built(conn: Any, query: str, params: tuple[Any, ...]) -> dict[tuple[str, int], CachedVersion]:
+    """Run ``query`` (rows of :data:`_COLUMNS`) through a server-side cursor, :data:`FETCH` rows at a
+    time, each batch built (its templates compiled together) before the next is fetched: a
+    100k-prompt start-up never holds the 200k rows at once, only the versions built from them."""
     found: dict[tuple[str, int], CachedVersion] = {}
-    if not wanted:
-        return found
-    names, numbers = zip(*sorted(wanted), strict=True)
     with conn.cursor(name="promptreg_versions") as cursor:
-        cursor.execute(
-            # NULLIF: an empty map is not sent to json.loads (most versions have none), it is read as None.
-            "SELECT v.name, v.version, v.prompt_text, v.author, v.message, NULLIF(v.metadata::text, '{}')::json, "
-            "v.created_at, v.messages, NULLIF(v.config::text, '{}')::json "
-            "FROM promptreg_versions v JOIN unnest(%s::text[], %s::int[]) AS w(name, version) "
-            "ON v.name = w.name AND v.version = w.version WHERE v.namespace = %s",
-            (list(names), list(numbers), namespace),
-        )
-        del names, numbers
+        cursor.execute(query, params)
         while rows := cursor.fetchmany(FETCH):
             found.update(zip([(row[0], row[1]) for row in rows], cached_rows([row[1:] for row in rows]), strict=True))
     return found
+
+
+def read_versions(conn: Any, namespace: str, wanted: set[tuple[str, int]]) -> dict[tuple[str, int], CachedVersion]:
+    """The versions ``wanted`` that exist, in one statement, inside the caller's transaction
+    (:func:`_fetch_built`)."""
+    if not wanted:
+        return {}
+    names, numbers = zip(*sorted(wanted), strict=True)
+    return _fetch_built(
+        conn,
+        f"SELECT {_COLUMNS} FROM promptreg_versions v JOIN unnest(%s::text[], %s::int[]) AS w(name, version) "
+        "ON v.name = w.name AND v.version = w.version WHERE v.namespace = %s",
+        (list(names), list(numbers), namespace),
+    )
 
 
 def read_version(conn: Any, namespace: str, name: str, number: int) -> CachedVersion | None:
