@@ -139,7 +139,7 @@ def test_the_batch_compiler_equals_the_one_text_compiler(batch: list[str]) -> No
         assert (untight_format(format_string) if keep is None else keep) == text
 
 
-@pytest.fixture(params=kinds("file", "redis", "postgres"))
+@pytest.fixture(params=kinds("file", "redis", "cluster", "postgres"))
 def backend(request: pytest.FixtureRequest, namespace: str, tmp_path: Path) -> Iterator[Backend]:
     """The backends a client follows (fakeredis has no URL a client opens)."""
     with open_backend(request.param, request, namespace, tmp_path) as opened:
