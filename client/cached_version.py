@@ -18,7 +18,6 @@ without braces is its own format string (one object). Only a text with other bra
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -212,16 +211,19 @@ def _sealed(built: _Fields) -> CachedVersion:
 
 
 def cached_from_model(model: PromptVersion | CachedVersion) -> CachedVersion:
-    """The cached form of a registry's :class:`~promptreg.PromptVersion` (a :class:`CachedVersion` as is)."""
+    """The cached form of a registry's :class:`~promptreg.PromptVersion` (a :class:`CachedVersion` as is).
+
+    The model parsed its template when it was built: its compiled form is taken, not compiled again.
+    """
     if isinstance(model, CachedVersion):
         return model
-    metadata: Mapping[str, Any] = model.metadata
-    if model.messages is not None:
-        return cached_chat(model.version, model.messages, model.created_at, model.author, model.message,
-                           dict(metadata), model.config)  # fmt: skip
-    format_string, names = compile_template(model.prompt_text)
-    return cached_text(model.version, model.prompt_text, format_string, names, model.created_at, model.author,
-                       model.message, dict(metadata), model.config)  # fmt: skip
+    chat: ChatTemplate | None = model._chat  # the model's own parse (a slot, or parsed again once by a copy)
+    metadata, config = dict(model.metadata), dict(model.config)
+    if chat is not None:
+        return _sealed(_Fields(model.version, "", model.created_at, model.author, model.message, metadata or EMPTY,
+                               model.messages, config or EMPTY, chat, chat.variables, chat))  # fmt: skip
+    return cached_text(model.version, model.prompt_text, model._format, model.variables, model.created_at,
+                       model.author, model.message, metadata, config)  # fmt: skip
 
 
 VersionRow = tuple[int, str, datetime, "str | None", "str | None", "dict[str, Any] | None",
