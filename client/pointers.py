@@ -18,6 +18,9 @@ from promptreg.registry.wire import ChangeMessage
 
 Pointers = dict[str, dict[str, int]]
 """``name -> {label: version number}``; ``latest`` is present when the prompt has a version."""
+Rollouts = dict[str, dict[str, tuple[int, int]]]
+"""``name -> {label: (candidate version, share in basis points)}``: the rollouts running (the label's
+stable version is in :data:`Pointers`)."""
 
 
 class StatePointers(dict[str, dict[str, int]]):
@@ -26,11 +29,13 @@ class StatePointers(dict[str, dict[str, int]]):
     is unknown). :meth:`Cache.missing_versions` and :meth:`Cache.replace` use it to tell whether the
     registry's history is still the one the cache followed (DESIGN.md section 3, rule 2b)."""
 
-    __slots__ = ("history",)
+    __slots__ = ("history", "rollouts")
 
-    def __init__(self, pointers: Pointers, history: dict[int, str]) -> None:
+    def __init__(self, pointers: Pointers, history: dict[int, str], rollouts: Rollouts | None = None) -> None:
         super().__init__(pointers)
         self.history = history
+        self.rollouts: Rollouts = {} if rollouts is None else rollouts
+        """The rollouts running at the state's revision (:data:`Rollouts`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +45,11 @@ class ChangeEvent:
     ``label`` is the label that moved (``latest`` when a version was added), or ``None`` when a prompt
     appeared. ``version`` is where the label points now (``None``: deleted) and ``previous_version``
     where it pointed before (``None``: it did not exist). ``rev`` is the registry revision the cache
-    holds after the change.
+    holds after the change. ``rollout`` is the label's running rollout after the change,
+    ``(candidate, percent)`` (``None``: none); a rollout started or changed is an event whose
+    ``version`` and ``previous_version`` are both the label's (stable) version. ``at`` is when the
+    registry made the write (seconds since the Unix epoch; ``None`` for the events of a full state
+    read, which say what changed, not when).
     """
 
     name: str
@@ -48,6 +57,8 @@ class ChangeEvent:
     version: int | None
     previous_version: int | None
     rev: int
+    at: float | None = None
+    rollout: tuple[int, float] | None = None
 
 
 def with_change(labels: Mapping[str, int] | None, label: str | None, number: int | None) -> dict[str, int]:

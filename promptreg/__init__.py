@@ -64,6 +64,9 @@ if TYPE_CHECKING:
         RegistryUnavailableError,
         ReplicationTimeoutError,
         RollbackUnavailableError,
+        Rollout,
+        RolloutActiveError,
+        RolloutNotFoundError,
         StateReadError,
         VersionNotFoundError,
     )
@@ -110,6 +113,9 @@ __all__ = [
     "RegistryUnavailableError",
     "ReplicationTimeoutError",
     "RollbackUnavailableError",
+    "Rollout",
+    "RolloutActiveError",
+    "RolloutNotFoundError",
     "StateReadError",
     "VersionNotFoundError",
 ]

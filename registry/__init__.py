@@ -35,6 +35,8 @@ from promptreg.registry.errors import (
     RegistryUnavailableError,
     ReplicationTimeoutError,
     RollbackUnavailableError,
+    RolloutActiveError,
+    RolloutNotFoundError,
     StateReadError,
     VersionNotFoundError,
 )
@@ -42,7 +44,7 @@ from promptreg.registry.factory import PromptRegistryFactory
 from promptreg.registry.file_store import JsonFilePromptRegistry
 from promptreg.registry.fleet import FleetMember, FleetWait
 from promptreg.registry.migration import MigrationResult
-from promptreg.registry.models import AuditEvent, Prompt, PromptVersion, PromptVersionLike
+from promptreg.registry.models import AuditEvent, Prompt, PromptVersion, PromptVersionLike, Rollout
 
 __all__ = [
     "AuditEvent",
@@ -80,6 +82,9 @@ __all__ = [
     "RegistryUnavailableError",
     "ReplicationTimeoutError",
     "RollbackUnavailableError",
+    "Rollout",
+    "RolloutActiveError",
+    "RolloutNotFoundError",
     "StateReadError",
     "VersionNotFoundError",
 ]

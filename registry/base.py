@@ -29,6 +29,7 @@ from promptreg.registry.errors import (
 from promptreg.registry.fleet import FleetMember, FleetWait, await_fleet
 from promptreg.registry.migration import MigrationResult
 from promptreg.registry.models import AuditEvent, CompatibilityMode, Prompt, PromptVersion, utcnow
+from promptreg.registry.rollouts import RolloutWrites
 from promptreg.registry.validation import (
     LATEST,
     MAX_METADATA_BYTES,
@@ -43,7 +44,7 @@ from promptreg.registry.validation import (
 )
 
 
-class PromptRegistry(ABC):
+class PromptRegistry(RolloutWrites, ABC):
     """A store of prompts: unique names, immutable versions, mutable labels, an audit trail.
 
     ``max_text_bytes`` and ``max_metadata_bytes`` bound what ``add_version`` accepts (UTF-8 text,
@@ -354,7 +355,7 @@ class PromptRegistry(ABC):
         JSON file, each write stays its own atomic write: a failure leaves the earlier ones made."""
         yield
 
-    def close(self) -> None:  # noqa: B027 (optional hook: backends without resources keep it)
+    def close(self) -> None:
         """Release connections and file handles. Idempotent."""
 
     def __enter__(self) -> Self:

@@ -102,6 +102,28 @@ class RollbackUnavailableError(PromptRegistryError):
         self.label = label
 
 
+class RolloutActiveError(PromptRegistryError):
+    """A rollout is running on the label: a plain move (``set_label``, ``rollback``,
+    ``delete_label``) or a second ``start_rollout`` is refused until it is promoted or aborted;
+    nothing was written. ``candidate`` is the rollout's candidate version (``None``: unknown)."""
+
+    def __init__(self, name: str, label: str, candidate: int | None) -> None:
+        which = "" if candidate is None else f" (candidate version {candidate})"
+        super().__init__(f"label {label!r} of prompt {name!r} has a rollout running{which}: promote or abort it first")
+        self.name = name
+        self.label = label
+        self.candidate = candidate
+
+
+class RolloutNotFoundError(PromptRegistryError, _KeyErrorMessage):
+    """``set_rollout``, ``promote_rollout`` or ``abort_rollout`` of a label with no rollout running."""
+
+    def __init__(self, name: str, label: str) -> None:
+        super().__init__(f"label {label!r} of prompt {name!r} has no rollout running")
+        self.name = name
+        self.label = label
+
+
 class IncompatibleVersionError(PromptRegistryError):
     """A label move (``set_label``, ``rollback``, ``sync``) the prompt's compatibility mode refuses;
     nothing was written.

@@ -17,7 +17,7 @@ from typing import Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from promptreg.registry.errors import InvalidInputError, RegistryCorruptError
-from promptreg.registry.models import AuditEvent, CompatibilityMode, Prompt, PromptVersion
+from promptreg.registry.models import AuditEvent, CompatibilityMode, Prompt, PromptVersion, Rollout
 from promptreg.registry.validation import check_json_depth, validate_label, validate_name
 
 FORMAT: Final = "promptreg"
@@ -39,10 +39,13 @@ class StoredPrompt(BaseModel):
     previous: dict[str, int] = Field(default_factory=dict)
     history: list[AuditEvent] = Field(default_factory=list)
     compatibility: CompatibilityMode = "none"
+    rollouts: dict[str, Rollout] = Field(default_factory=dict)
 
     def to_prompt(self, name: str) -> Prompt:
         header = self.model_dump(include={"description", "author", "created_at", "compatibility"})
-        return Prompt(name=name, versions=list(self.versions), labels=dict(self.labels), **header)
+        return Prompt(
+            name=name, versions=list(self.versions), labels=dict(self.labels), rollouts=dict(self.rollouts), **header
+        )
 
 
 class StoredState(BaseModel):
@@ -106,6 +109,11 @@ def _inconsistency(state: StoredState) -> str | None:
             for label, number in pointers.items():
                 if not 1 <= number <= count:
                     return f"prompt {name!r}: {what} {label!r} points at missing version {number}"
+        for label, rollout in stored.rollouts.items():
+            if label not in stored.labels or not 1 <= rollout.version <= count:
+                return f"prompt {name!r}: the rollout of label {label!r} has no label or no candidate version"
+            if round(rollout.percent * 100) != rollout.percent * 100:
+                return f"prompt {name!r}: the rollout of label {label!r} has a percentage with over two decimals"
         for event in stored.history:
             if event.prompt != name or event.rev > state.rev:
                 return f"prompt {name!r}: audit entry rev {event.rev} does not belong here"

@@ -33,12 +33,10 @@ from typing import Any, Final, NamedTuple, TypeVar
 
 from promptreg.registry.atomic_file import write_atomically
 from promptreg.registry.base import PromptRegistry, check_expected
-from promptreg.registry.compatibility import enforce
 from promptreg.registry.errors import (
     InvalidInputError,
     LabelNotFoundError,
     PromptExistsError,
-    PromptNotFoundError,
     PromptTooLargeError,
     RegistryCorruptError,
     RegistryUnavailableError,
@@ -46,7 +44,16 @@ from promptreg.registry.errors import (
     VersionNotFoundError,
 )
 from promptreg.registry.file_format import StoredPrompt, StoredState, parse_state
-from promptreg.registry.models import AuditAction, AuditEvent, CompatibilityMode, Prompt, PromptVersion
+from promptreg.registry.file_writes import (
+    audit,
+    check_move,
+    end_rollout,
+    no_rollout,
+    prompt_of,
+    set_rollout,
+    start_rollout,
+)
+from promptreg.registry.models import AuditEvent, CompatibilityMode, Prompt, PromptVersion
 from promptreg.registry.validation import (
     MAX_METADATA_BYTES,
     MAX_TEXT_BYTES,
@@ -147,7 +154,7 @@ class JsonFilePromptRegistry(PromptRegistry):
                 raise PromptExistsError(name)
             stored = StoredPrompt(description=description, author=author, created_at=at, compatibility=compatibility)
             state.prompts[name] = stored
-            _audit(state, stored, "create_prompt", name, at, author=author)
+            audit(state, stored, "create_prompt", name, at, author=author)
             return stored.to_prompt(name)
 
         return self._write(apply)
@@ -165,7 +172,7 @@ class JsonFilePromptRegistry(PromptRegistry):
         config: dict[str, Any] | None = None,
     ) -> PromptVersion:
         def apply(state: StoredState) -> PromptVersion:
-            stored = _prompt(state, name)
+            stored = prompt_of(state, name)
             version = PromptVersion(
                 version=len(stored.versions) + 1,
                 prompt_text=prompt_text,
@@ -177,7 +184,7 @@ class JsonFilePromptRegistry(PromptRegistry):
                 config=config or {},
             )
             stored.versions.append(version)
-            _audit(state, stored, "add_version", name, at, version=version.version, author=author, reason=message)
+            audit(state, stored, "add_version", name, at, version=version.version, author=author, reason=message)
             return version
 
         return self._write(apply)
@@ -195,21 +202,22 @@ class JsonFilePromptRegistry(PromptRegistry):
         force: bool = False,
     ) -> AuditEvent:
         def apply(state: StoredState) -> AuditEvent:
-            stored = _prompt(state, name)
+            stored = prompt_of(state, name)
             if version > len(stored.versions):
                 raise VersionNotFoundError(name, version)
+            no_rollout(stored, name, label)
             current = stored.labels.get(label)
             check_expected(name, label, expected_version, current)
             # A deleted label is checked against where it pointed (kept in `previous`): delete + set
             # is one move. Only a label never set has neither.
             last = current if current is not None else stored.previous.get(label)
-            forced = _check(stored, name, label, last, version, force)
+            forced = check_move(stored, name, label, last, version, force)
             if current is None:
                 stored.previous.pop(label, None)
             elif current != version:
                 stored.previous[label] = current
             stored.labels[label] = version
-            return _audit(state, stored, "set_label", name, at, label, version, current, author, reason, forced=forced)
+            return audit(state, stored, "set_label", name, at, label, version, current, author, reason, forced=forced)
 
         return self._write(apply)
 
@@ -223,14 +231,15 @@ class JsonFilePromptRegistry(PromptRegistry):
         at: datetime,
     ) -> AuditEvent:
         def apply(state: StoredState) -> AuditEvent:
-            stored = _prompt(state, name)
+            stored = prompt_of(state, name)
             current = stored.labels.get(label)
             if current is None:
                 raise LabelNotFoundError(name, label)
+            no_rollout(stored, name, label)
             check_expected(name, label, expected_version, current)
             del stored.labels[label]
             stored.previous[label] = current
-            return _audit(state, stored, "delete_label", name, at, label, None, current, author, reason)
+            return audit(state, stored, "delete_label", name, at, label, None, current, author, reason)
 
         return self._write(apply)
 
@@ -246,19 +255,20 @@ class JsonFilePromptRegistry(PromptRegistry):
         expected_version: int | None = None,
     ) -> AuditEvent:
         def apply(state: StoredState) -> AuditEvent:
-            stored = _prompt(state, name)
+            stored = prompt_of(state, name)
             target = stored.previous.get(label)
             if target is None:
                 raise RollbackUnavailableError(name, label)
+            no_rollout(stored, name, label)
             current = stored.labels.get(label)
             check_expected(name, label, expected_version, current)
-            forced = _check(stored, name, label, current, target, force)
+            forced = check_move(stored, name, label, current, target, force)
             if current is None:
                 del stored.previous[label]
             else:
                 stored.previous[label] = current
             stored.labels[label] = target
-            return _audit(state, stored, "rollback", name, at, label, target, current, author, reason, forced=forced)
+            return audit(state, stored, "rollback", name, at, label, target, current, author, reason, forced=forced)
 
         return self._write(apply)
 
@@ -266,13 +276,27 @@ class JsonFilePromptRegistry(PromptRegistry):
         self, name: str, mode: CompatibilityMode, author: str | None, reason: str | None, at: datetime
     ) -> AuditEvent:
         def apply(state: StoredState) -> AuditEvent:
-            stored = _prompt(state, name)
+            stored = prompt_of(state, name)
             stored.compatibility = mode
-            return _audit(
-                state, stored, "set_compatibility", name, at, author=author, reason=reason, compatibility=mode
-            )
+            return audit(state, stored, "set_compatibility", name, at, author=author, reason=reason, compatibility=mode)
 
         return self._write(apply)
+
+    def _start_rollout(
+        self, name: str, label: str, version: int, points: int, author: str | None, reason: str | None,
+        at: datetime, *, force: bool,
+    ) -> AuditEvent:  # fmt: skip
+        return self._write(lambda state: start_rollout(state, name, label, version, points, author, reason, at, force))
+
+    def _set_rollout(
+        self, name: str, label: str, points: int, author: str | None, reason: str | None, at: datetime
+    ) -> AuditEvent:
+        return self._write(lambda state: set_rollout(state, name, label, points, author, reason, at))
+
+    def _end_rollout(
+        self, name: str, label: str, promote: bool, author: str | None, reason: str | None, at: datetime
+    ) -> AuditEvent:
+        return self._write(lambda state: end_rollout(state, name, label, promote, author, reason, at))
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -292,7 +316,7 @@ class JsonFilePromptRegistry(PromptRegistry):
         return self._read().rev
 
     def _history(self, name: str) -> list[AuditEvent]:
-        return list(_prompt(self._read(), name).history)
+        return list(prompt_of(self._read(), name).history)
 
     # -- the file --------------------------------------------------------------------------------
 
@@ -369,50 +393,3 @@ class JsonFilePromptRegistry(PromptRegistry):
             write_atomically(target, data)
         except OSError as exc:
             raise RegistryUnavailableError(f"cannot write registry file {self.path}: {exc}") from exc
-
-
-def _prompt(state: StoredState, name: str) -> StoredPrompt:
-    stored = state.prompts.get(name)
-    if stored is None:
-        raise PromptNotFoundError(name)
-    return stored
-
-
-def _check(stored: StoredPrompt, name: str, label: str, current: int | None, target: int, force: bool) -> bool:
-    """The compatibility check, under the lock, of a move from ``current`` (where the label last
-    pointed; ``None``: never set); whether the move goes through only by ``force``."""
-    before = None if current is None else stored.versions[current - 1]
-    return enforce(name, label, stored.compatibility, before, stored.versions[target - 1], force)
-
-
-def _audit(
-    state: StoredState,
-    stored: StoredPrompt,
-    action: AuditAction,
-    name: str,
-    at: datetime,
-    label: str | None = None,
-    version: int | None = None,
-    previous: int | None = None,
-    author: str | None = None,
-    reason: str | None = None,
-    *,
-    forced: bool = False,
-    compatibility: CompatibilityMode | None = None,
-) -> AuditEvent:
-    state.rev += 1
-    event = AuditEvent(
-        rev=state.rev,
-        at=at,
-        action=action,
-        prompt=name,
-        label=label,
-        version=version,
-        previous_version=previous,
-        author=author,
-        reason=reason,
-        forced=forced,
-        compatibility=compatibility,
-    )
-    stored.history.append(event)
-    return event

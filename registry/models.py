@@ -16,7 +16,18 @@ from promptreg.registry.chat import ChatTemplate, Message, check_shape
 from promptreg.registry.template import compile_template, render_format, text_variables
 from promptreg.registry.validation import LATEST
 
-AuditAction = Literal["create_prompt", "add_version", "set_label", "delete_label", "rollback", "set_compatibility"]
+AuditAction = Literal[
+    "create_prompt",
+    "add_version",
+    "set_label",
+    "delete_label",
+    "rollback",
+    "set_compatibility",
+    "start_rollout",
+    "set_rollout",
+    "promote_rollout",
+    "abort_rollout",
+]
 """What an :class:`AuditEvent` records."""
 CompatibilityMode = Literal["none", "backward", "full"]
 """A prompt's compatibility mode (see :mod:`promptreg.registry.compatibility`)."""
@@ -280,6 +291,26 @@ _VERSION_FIELDS = frozenset(PromptVersion.model_fields)
 _ALL_FIELDS_SET = set(_VERSION_FIELDS)
 
 
+class Rollout(BaseModel):
+    """A rollout running on a label: the label keeps its version (the *stable* one) and
+    ``version`` (the *candidate*) gets ``percent`` of the lookups (``0 < percent < 100``, at most two
+    decimals). A client given a ``key`` picks by a stable hash of it (the same key gets the same
+    variant everywhere, and raising the percentage only moves keys to the candidate); without a key,
+    at random. ``started_at`` and ``author`` are those of ``start_rollout``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: int = Field(ge=1, description="the candidate version")
+    percent: float = Field(gt=0, lt=100)
+    started_at: datetime = Field(default_factory=utcnow)
+    author: str | None = None
+
+    @field_validator("started_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return _as_utc(value)
+
+
 class Prompt(BaseModel):
     """A named prompt: its versions (oldest first), the labels that point at them, and its
     ``compatibility`` mode (which label moves it accepts, see :mod:`promptreg.registry.compatibility`)."""
@@ -293,6 +324,8 @@ class Prompt(BaseModel):
     versions: list[PromptVersion] = Field(default_factory=list)
     labels: dict[str, int] = Field(default_factory=dict)
     compatibility: CompatibilityMode = "none"
+    rollouts: dict[str, Rollout] = Field(default_factory=dict)
+    """The rollouts running, by label (each label is also in ``labels``: its stable version)."""
 
     @field_validator("created_at")
     @classmethod
@@ -325,7 +358,11 @@ class AuditEvent(BaseModel):
 
     ``rev`` is the registry-wide revision the write produced. For label moves ``version`` is where
     the label points after the write (``None`` after a delete) and ``previous_version`` where it
-    pointed before (``None`` if it did not exist). ``forced`` marks a move the prompt's compatibility
+    pointed before (``None`` if it did not exist). Rollouts: ``start_rollout`` and ``set_rollout``
+    have the candidate in ``version``, the label's (stable) version in ``previous_version`` and the
+    new share in ``percent``; ``promote_rollout`` is a label move to the candidate (``version``) from
+    the stable one; ``abort_rollout`` has the label's version in ``version`` and the dropped candidate
+    in ``previous_version``. ``forced`` marks a move the prompt's compatibility
     mode refused (or could not check) that was made anyway (``force=True``); ``compatibility`` is the
     mode a ``set_compatibility`` write set.
     """
@@ -343,6 +380,7 @@ class AuditEvent(BaseModel):
     reason: str | None = None
     forced: bool = False
     compatibility: CompatibilityMode | None = None
+    percent: float | None = None
 
     @field_validator("at")
     @classmethod

@@ -79,6 +79,24 @@ def validate_version_number(version: object, *, allow_zero: bool = False) -> int
     return version
 
 
+PERCENT_SCALE = 100
+"""A rollout's percentage is kept in hundredths of a percent (basis points): ``10.25`` is ``1025``."""
+
+
+def validate_percent(percent: object) -> int:
+    """A rollout percentage (``0 < percent < 100``, at most two decimals) as basis points (1..9999).
+
+    Raises :class:`InvalidInputError` for anything else (a bool, NaN, ``100``, ``10.125``)."""
+    if isinstance(percent, bool) or not isinstance(percent, int | float):
+        raise InvalidInputError(f"percent must be a number, got {type(percent).__name__}")
+    if not 0 < percent < 100:
+        raise InvalidInputError(f"percent must be above 0 and below 100, got {percent!r}")
+    points = round(percent * PERCENT_SCALE)
+    if abs(points - percent * PERCENT_SCALE) > 1e-6 or not 1 <= points < 100 * PERCENT_SCALE:
+        raise InvalidInputError(f"percent takes at most two decimals, got {percent!r}")
+    return points
+
+
 def validate_text(text: object, max_bytes: int = MAX_TEXT_BYTES) -> str:
     """Return ``text`` if it is a string within ``max_bytes`` when UTF-8 encoded."""
     if not isinstance(text, str):

@@ -18,7 +18,14 @@ field       type     meaning
                      version number stands for in this history
 ``hid``     str      this write's id (16 hex digits, random per write)
 ``phid``    str      the id of the write before it (``''``: none recorded)
+``pct``     float    rollouts only: the candidate's share (``start_rollout``,
+                     ``set_rollout``; ``None`` when the rollout ends)
 ==========  =======  =============================================================
+
+A rollout's messages (``start_rollout``, ``set_rollout``, ``promote_rollout``, ``abort_rollout``)
+carry the same fields as its audit entry (:class:`~promptreg.AuditEvent`): ``version`` is the
+candidate (``start``/``set``), the label's new version (``promote``) or the label's version
+(``abort``); ``sha`` is always that of ``version``.
 
 ``hid`` and ``phid`` identify the history: a write runs once, on one state, so every copy of the
 data holding a write id holds the whole history up to it. A client applies a message only when its
@@ -40,7 +47,10 @@ import msgpack
 
 from promptreg.registry.errors import RegistryCorruptError
 
-OPERATIONS = frozenset({"create_prompt", "add_version", "set_label", "delete_label", "rollback", "set_compatibility"})
+ROLLOUT_OPERATIONS = frozenset({"start_rollout", "set_rollout", "promote_rollout", "abort_rollout"})
+OPERATIONS = frozenset(
+    {"create_prompt", "add_version", "set_label", "delete_label", "rollback", "set_compatibility", *ROLLOUT_OPERATIONS}
+)
 _LUA_FIELDS = 6  # rev, version, prev, sha, hid, phid: appended by the Lua script
 
 
@@ -65,11 +75,18 @@ class ChangeMessage(NamedTuple):
     """This write's id (``None``: a writer older than write ids, or not a Redis message)."""
     previous_write_id: str | None = None
     """The id of the write before this one (``''``: none recorded; ``None``: not sent)."""
+    percent: float | None = None
+    """A rollout's share of the candidate after this write (``None``: not a rollout, or it ended)."""
 
 
-def pack_static_part(op: str, prompt: str, label: str | None, author: str | None, at: float) -> bytes:
-    """The message's head: a map header counting every field, then the fields Python knows."""
-    fields = {"op": op, "prompt": prompt, "label": label, "author": author, "at": at}
+def pack_static_part(
+    op: str, prompt: str, label: str | None, author: str | None, at: float, percent: float | None = None
+) -> bytes:
+    """The message's head: a map header counting every field, then the fields Python knows
+    (``pct`` only in a rollout's message)."""
+    fields: dict[str, Any] = {"op": op, "prompt": prompt, "label": label, "author": author, "at": at}
+    if op in ROLLOUT_OPERATIONS:
+        fields["pct"] = percent
     packer = msgpack.Packer()
     head: bytes = packer.pack_map_header(len(fields) + _LUA_FIELDS)
     return head + b"".join(packer.pack(key) + packer.pack(value) for key, value in fields.items())
@@ -91,7 +108,7 @@ def decode(data: bytes) -> ChangeMessage:
     rev, op, prompt, label, version, prev, author, at = (
         get("rev"), get("op"), get("prompt"), get("label"), get("version"), get("prev"), get("author"), get("at"),
     )  # fmt: skip
-    sha, hid, phid = get("sha"), get("hid"), get("phid")
+    sha, hid, phid, pct = get("sha"), get("hid"), get("phid"), get("pct")
     if (
         type(rev) is not int
         or type(op) is not str
@@ -104,10 +121,12 @@ def decode(data: bytes) -> ChangeMessage:
         or (sha is not None and type(sha) is not str)
         or (hid is not None and type(hid) is not str)
         or (phid is not None and type(phid) is not str)
+        or (pct is not None and ((type(pct) is not float and type(pct) is not int) or not 0 < pct < 100))
     ):
         fields = {"rev": rev, "op": op, "prompt": prompt, "label": label, "version": version, "prev": prev}
         shown = {key: type(value).__name__ for key, value in fields.items()}
         raise RegistryCorruptError(f"malformed change message: field types {shown}, author {type(author).__name__}")
     if op not in OPERATIONS or rev < 1:
         raise RegistryCorruptError(f"malformed change message: op={op!r} rev={rev}")
-    return ChangeMessage(rev, op, prompt, label, version, prev, author, float(at or 0.0), sha, hid, phid)
+    percent = None if pct is None else float(pct)
+    return ChangeMessage(rev, op, prompt, label, version, prev, author, float(at or 0.0), sha, hid, phid, percent)

@@ -47,6 +47,9 @@ PUBLIC_NAMES = [
     "RegistryUnavailableError",
     "ReplicationTimeoutError",
     "RollbackUnavailableError",
+    "Rollout",
+    "RolloutActiveError",
+    "RolloutNotFoundError",
     "StateReadError",
     "VersionNotFoundError",
 ]

@@ -1,0 +1,115 @@
+"""The steps of the JSON file's writes that run on the state read under the lock: finding the prompt,
+the compatibility check, the audit entry, and the rollout writes (:mod:`promptreg.registry.rollouts`).
+Every refusal is raised before the state is changed, so nothing is written."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from promptreg.registry.compatibility import enforce
+from promptreg.registry.errors import PromptNotFoundError, RolloutActiveError
+from promptreg.registry.file_format import StoredPrompt, StoredState
+from promptreg.registry.models import AuditAction, AuditEvent, CompatibilityMode, Rollout
+from promptreg.registry.rollouts import check_start, percent_of, running
+
+
+def prompt_of(state: StoredState, name: str) -> StoredPrompt:
+    """The stored prompt ``name``, or :class:`~promptreg.PromptNotFoundError`."""
+    stored = state.prompts.get(name)
+    if stored is None:
+        raise PromptNotFoundError(name)
+    return stored
+
+
+def no_rollout(stored: StoredPrompt, name: str, label: str) -> None:
+    """A plain move of ``label`` is refused while a rollout runs on it."""
+    found = stored.rollouts.get(label)
+    if found is not None:
+        raise RolloutActiveError(name, label, found.version)
+
+
+def check_move(stored: StoredPrompt, name: str, label: str, current: int | None, target: int, force: bool) -> bool:
+    """The compatibility check, under the lock, of a move from ``current`` (where the label last
+    pointed; ``None``: never set); whether the move goes through only by ``force``."""
+    before = None if current is None else stored.versions[current - 1]
+    return enforce(name, label, stored.compatibility, before, stored.versions[target - 1], force)
+
+
+def audit(
+    state: StoredState,
+    stored: StoredPrompt,
+    action: AuditAction,
+    name: str,
+    at: datetime,
+    label: str | None = None,
+    version: int | None = None,
+    previous: int | None = None,
+    author: str | None = None,
+    reason: str | None = None,
+    *,
+    forced: bool = False,
+    compatibility: CompatibilityMode | None = None,
+    percent: float | None = None,
+) -> AuditEvent:
+    """Bump the registry's revision and append the audit entry of this write."""
+    state.rev += 1
+    event = AuditEvent(
+        rev=state.rev,
+        at=at,
+        action=action,
+        prompt=name,
+        label=label,
+        version=version,
+        previous_version=previous,
+        author=author,
+        reason=reason,
+        forced=forced,
+        compatibility=compatibility,
+        percent=percent,
+    )
+    stored.history.append(event)
+    return event
+
+
+def start_rollout(
+    state: StoredState, name: str, label: str, version: int, points: int, author: str | None,
+    reason: str | None, at: datetime, force: bool,
+) -> AuditEvent:  # fmt: skip
+    """``start_rollout`` on the state read under the lock."""
+    stored = state.prompts.get(name)
+    stable, forced, _ = check_start(
+        None if stored is None else stored.to_prompt(name), name, label, version, force=force
+    )
+    assert stored is not None  # check_start raised otherwise
+    percent = percent_of(points)
+    stored.rollouts[label] = Rollout(version=version, percent=percent, started_at=at, author=author)
+    return audit(state, stored, "start_rollout", name, at, label, version, stable, author, reason, forced=forced,
+                 percent=percent)  # fmt: skip
+
+
+def set_rollout(
+    state: StoredState, name: str, label: str, points: int, author: str | None, reason: str | None, at: datetime
+) -> AuditEvent:
+    """``set_rollout`` on the state read under the lock."""
+    stored = prompt_of(state, name)
+    found = running(stored.to_prompt(name), name, label)
+    percent = percent_of(points)
+    stored.rollouts[label] = found.model_copy(update={"percent": percent})
+    return audit(state, stored, "set_rollout", name, at, label, found.version, stored.labels[label], author, reason,
+                 percent=percent)  # fmt: skip
+
+
+def end_rollout(
+    state: StoredState, name: str, label: str, promote: bool, author: str | None, reason: str | None, at: datetime
+) -> AuditEvent:
+    """``promote_rollout`` (the label moves to the candidate) or ``abort_rollout`` on the state read
+    under the lock."""
+    stored = prompt_of(state, name)
+    found = running(stored.to_prompt(name), name, label)
+    stable = stored.labels[label]
+    del stored.rollouts[label]
+    if not promote:
+        return audit(state, stored, "abort_rollout", name, at, label, stable, found.version, author, reason)
+    stored.previous[label] = stable
+    stored.labels[label] = found.version
+    return audit(state, stored, "promote_rollout", name, at, label, found.version, stable, author, reason)
