@@ -32,14 +32,17 @@ from promptreg.client.cached_version import CachedVersion
 from promptreg.client.pointers import (
     ChangeEvent,
     Pointers,
+    Rollouts,
     StatePointers,
     diff_pointers,
+    diff_rollouts,
     pointer_change,
     with_change,
 )
 from promptreg.client.subset import PromptSubset
-from promptreg.registry.errors import InvalidInputError, RegistryCorruptError
-from promptreg.registry.wire import ChangeMessage
+from promptreg.client.views import KeyedView, Split, build_view, end_split, move, split_views, start_split
+from promptreg.registry.errors import InvalidInputError
+from promptreg.registry.wire import ROLLOUT_OPERATIONS, ChangeMessage
 
 __all__ = [
     "Action", "ApplyResult", "Cache", "ChangeEvent", "LookupView", "Pointers", "StatePointers", "VersionFetch",
@@ -47,7 +50,8 @@ __all__ = [
 ]  # fmt: skip
 
 LookupView = dict[str | None, dict[str, CachedVersion]]
-"""``label -> {name: CachedVersion}``, plus the default label's dict under ``None``."""
+"""``label -> {name: CachedVersion}``, plus the default label's dict under ``None``; a (prompt,
+label) with a rollout is not in it (it is in :attr:`Cache.keyed`, :mod:`promptreg.client.views`)."""
 
 VersionFetch = Callable[[str, int], CachedVersion | None]
 """Reads one version from the registry (``None`` if it does not exist); may raise on I/O."""
@@ -81,8 +85,8 @@ class Cache:
     """
 
     __slots__ = (
-        "_default_label", "_held", "_identities", "_lock", "_settled", "generation", "loaded", "pointers", "rev",
-        "subset", "versions", "view", "write_id",
+        "_default_label", "_held", "_identities", "_lock", "_settled", "generation", "keyed", "loaded", "pointers",
+        "rev", "rollouts", "subset", "versions", "view", "write_id",
     )  # fmt: skip
 
     def __init__(self, default_label: str, subset: PromptSubset | None = None) -> None:
@@ -93,8 +97,12 @@ class Cache:
         self._settled = False
         self._held = False
         self.view: LookupView = {}
+        self.keyed: KeyedView = {}
+        """What a lookup with a ``key`` reads: the view, with each rollout as a :class:`Split`."""
         self.rev = 0
         self.pointers: Pointers = {}
+        self.rollouts: Rollouts = {}
+        """``name -> {label: (candidate, basis points)}``: the rollouts running (copied on change)."""
         self.versions: dict[tuple[str, int], CachedVersion] = {}
         self._identities: dict[tuple[str, int], str] = {}
         self.write_id: str | None = None
@@ -125,7 +133,10 @@ class Cache:
             self.versions = {}
             self._identities = {}
         versions = self.versions
-        return {(n, v) for n, labels in pointers.items() for v in labels.values() if (n, v) not in versions}
+        missing = {(n, v) for n, labels in pointers.items() for v in labels.values() if (n, v) not in versions}
+        rollouts: Rollouts = getattr(pointers, "rollouts", None) or {}
+        missing.update((n, c) for n, labels in rollouts.items() for c, _ in labels.values() if (n, c) not in versions)
+        return missing
 
     def continues(self, history: Mapping[int, str]) -> bool:
         """Whether a registry whose writes have the ids ``history`` (``rev -> write id``) holds the
@@ -158,6 +169,7 @@ class Cache:
         only_if_empty: bool = False,
         versions: dict[tuple[str, int], CachedVersion] | None = None,
         events: bool = True,
+        rollouts: Rollouts | None = None,
     ) -> list[ChangeEvent] | None:
         """Replace the whole state with the registry's state at revision ``rev``.
 
@@ -167,7 +179,9 @@ class Cache:
         so a version number may now stand for another text; the cache may keep that very dict. A
         full state is authoritative and is taken even when its revision is lower (the registry was
         restored). With ``only_if_empty`` nothing happens if a state was loaded before (returns
-        ``None``). Returns the changes as events (:func:`diff_pointers`), or ``[]`` without computing
+        ``None``). ``rollouts`` are the state's rollouts (default: ``pointers.rollouts`` of a
+        :class:`StatePointers`, else none). Returns the changes as events (:func:`diff_pointers`), or
+        ``[]`` without computing
         them when ``events`` is false (no one listens: at 100k prompts the difference costs more than
         the swap).
         """
@@ -179,17 +193,23 @@ class Cache:
                 store = {pair: _same_or(store.get(pair), version) for pair, version in versions.items()}
             else:  # a first load: the dict is taken as it is (the caller built it for this call)
                 store = versions
+        if rollouts is None:
+            rollouts = getattr(pointers, "rollouts", None) or {}
         subset = self.subset
         if subset is not None:  # a file, a snapshot or the 0.1.0 read may hold more than the client serves
             pointers = {name: labels for name, labels in pointers.items() if name in subset}
-        view = self._view(pointers, store)  # outside the lock: lookups never wait for it
+            rollouts = {name: labels for name, labels in rollouts.items() if name in subset}
+        view = build_view(pointers, store, self._default_label)  # outside the lock: lookups never wait for it
+        keyed = split_views(view, rollouts, store, self._default_label) if rollouts else dict(view)
         with self._lock:
             if only_if_empty and self.loaded:
                 return None
-            old_pointers = self.pointers
+            old_pointers, old_rollouts = self.pointers, self.rollouts
             self.versions = store
+            self.keyed = keyed  # type: ignore[assignment]  # without rollouts: the view itself
             self.view = view
             self.pointers = pointers
+            self.rollouts = rollouts
             self.rev = rev
             self.write_id = write_id
             if versions is not None:
@@ -198,33 +218,9 @@ class Cache:
             self.loaded = True
             self._settled = False
             self._held = False
-        return diff_pointers(old_pointers, pointers, rev) if events else []
-
-    def _view(self, pointers: Pointers, versions: Mapping[tuple[str, int], CachedVersion]) -> LookupView:
-        """The lookup view of ``pointers``; raises :class:`~promptreg.RegistryCorruptError` when a
-        label points at a version not in ``versions``."""
-        view: LookupView = {}
-        try:
-            for name, labels in pointers.items():
-                # Interned keys: a label given as a literal ("production") is interned by the
-                # compiler, so the lookup matches by identity and skips comparing the strings.
-                name = intern(name)
-                for label, number in labels.items():
-                    try:  # subscripts, not view.get(): this runs once per label of every prompt
-                        view[label][name] = versions[name, number]
-                    except KeyError:
-                        if label in view:
-                            raise
-                        view[intern(label)] = {name: versions[name, number]}
-        except KeyError:
-            missing = sorted(
-                {(n, v) for n, labels in pointers.items() for v in labels.values() if (n, v) not in versions}
-            )
-            raise RegistryCorruptError(f"labels point at versions that do not exist: {missing[:5]}") from None
-        default = view.get(self._default_label)
-        if default is not None:
-            view[None] = default
-        return view
+        if not events:
+            return []
+        return diff_pointers(old_pointers, pointers, rev) + diff_rollouts(old_rollouts, rollouts, pointers, rev)
 
     def settle(self) -> None:
         """The messages buffered while the last full state was read are drained.
@@ -315,41 +311,56 @@ class Cache:
             if after is not None and after != self.write_id:
                 return ApplyResult(Action.RESYNC, "the state was replaced while fetching")
             old = self.pointers.get(name)
-            self.pointers[name] = with_change(old, label, number)
-            if label is not None:
-                self._move(intern(name), intern(label), number)
+            if message.op in ROLLOUT_OPERATIONS:
+                refused = self._rollout(message, intern(name), intern(label or ""), old)
+                if refused is not None:
+                    return ApplyResult(Action.RESYNC, f"cannot apply message rev {message.rev}: {refused}")
+            else:
+                self.pointers[name] = with_change(old, label, number)
+                if label is not None:
+                    found = None if number is None else self.versions[name, number]
+                    move(self.view, self.keyed, self._default_label, intern(name), intern(label), found)
             self.rev = message.rev
             self.write_id = message.write_id
             self.generation += 1
             self._settled = True
-        events = [ChangeEvent(name, None, None, None, message.rev)] if old is None else []
-        before = None if old is None or label is None else old.get(label)
-        if label is not None and before != number:
-            events.append(ChangeEvent(name, label, number, before, message.rev))
-        return ApplyResult(Action.APPLIED, None, tuple(events))
+        return ApplyResult(Action.APPLIED, None, tuple(_events(message, old, label, number, self.rollouts)))
+
+    def _rollout(self, message: ChangeMessage, name: str, label: str, labels: dict[str, int] | None) -> str | None:
+        """Apply a rollout's message (under the lock); a reason to resync instead, or ``None``."""
+        stable = None if labels is None else labels.get(label)
+        if stable is None or message.version is None:
+            return f"a rollout of {name} {label!r}, a label the cache does not hold"
+        running = dict(self.rollouts.get(name, {}))
+        if message.op in ("start_rollout", "set_rollout"):
+            if message.percent is None:
+                return "a rollout without a percentage"
+            points = min(max(round(message.percent * 100), 1), 9999)
+            split = Split(name, label, self.versions[name, stable], self.versions[name, message.version], points)
+            start_split(self.view, self.keyed, self._default_label, label, name, split)
+            running[label] = (message.version, points)
+        else:
+            running.pop(label, None)
+            now = stable
+            if message.op == "promote_rollout":
+                now = message.version
+                self.pointers[name] = with_change(labels, label, now)
+            last = not any(label in others for other, others in self.rollouts.items() if other != name)
+            end_split(self.view, self.keyed, self._default_label, label, name, self.versions[name, now], last)
+        rollouts = {other: others for other, others in self.rollouts.items() if other != name}
+        if running:
+            rollouts[name] = running
+        self.rollouts = rollouts  # copied on change: a reader iterating the old one is not disturbed
+        return None
+
+    def split(self, name: str, label: str | None = None) -> Split | None:
+        """The rollout ``name`` has at ``label`` (``None``: the default label) as lookups serve it."""
+        hit = self.keyed.get(label, {}).get(name)
+        return hit if type(hit) is Split else None
 
     def after_fork(self) -> None:
         """In a forked child: a fresh lock (the parent's feed may have held it at fork time)."""
         self._lock = threading.Lock()
-
-    def _move(self, name: str, label: str, number: int | None) -> None:
-        """Point ``label`` of ``name`` at version ``number`` (``None``: delete it) in the view, in place."""
-        view = self.view
-        by_name = view.get(label)
-        if number is not None:
-            version = self.versions[name, number]
-            if by_name is None:  # the label's first prompt: its dict is complete before it is published
-                view[label] = {name: version}
-                if label == self._default_label:
-                    view[None] = view[label]
-            else:
-                by_name[name] = version  # the default label's dict is the same object under None
-        elif by_name is not None:
-            by_name.pop(name, None)
-            if not by_name:
-                view.pop(label, None)
-                if label == self._default_label:
-                    view.pop(None, None)
 
 
 def _same_or(old: CachedVersion | None, new: CachedVersion) -> CachedVersion:
@@ -359,3 +370,20 @@ def _same_or(old: CachedVersion | None, new: CachedVersion) -> CachedVersion:
     if old is not None and same and old.text_once() == new.text_once():  # no text kept twice to compare
         return old
     return new
+
+
+def _events(
+    message: ChangeMessage, old: dict[str, int] | None, label: str | None, number: int | None, rollouts: Rollouts
+) -> list[ChangeEvent]:
+    """The :class:`ChangeEvent` s of one applied message (``old``: the prompt's labels before it)."""
+    name, rev, at = message.prompt, message.rev, message.at
+    events = [ChangeEvent(name, None, None, None, rev, at)] if old is None else []
+    before = None if old is None or label is None else old.get(label)
+    if message.op in ROLLOUT_OPERATIONS and label is not None:
+        running = rollouts.get(name, {}).get(label)
+        now = number if message.op == "promote_rollout" else before
+        rollout = None if running is None else (running[0], running[1] / 100)
+        events.append(ChangeEvent(name, label, now, before, rev, at, rollout))
+    elif label is not None and before != number:
+        events.append(ChangeEvent(name, label, number, before, rev, at))
+    return events

@@ -50,6 +50,7 @@ class FileFeed(Feed):
         state = self.registry.load_state()
         cache = self.context.cache
         pointers: dict[str, dict[str, int]] = {}
+        rollouts: dict[str, dict[str, tuple[int, int]]] = {}
         # Every version afresh: the file may have been replaced by another history (a restore), so
         # a version number cached before may now stand for another text.
         pairs: list[tuple[str, int]] = []
@@ -58,7 +59,9 @@ class FileFeed(Feed):
             labels = dict(prompt.labels)
             if prompt.versions:
                 labels["latest"] = prompt.versions[-1].version
-            for number in set(labels.values()):
+            if prompt.rollouts:
+                rollouts[name] = {label: (r.version, round(r.percent * 100)) for label, r in prompt.rollouts.items()}
+            for number in {*labels.values(), *(r.version for r in prompt.rollouts.values())}:
                 found = prompt.get_version_by_number(number)
                 if found is not None:
                     pairs.append((name, number))
@@ -71,7 +74,7 @@ class FileFeed(Feed):
             self._hold(empty)
             return
         before = cache.pointers
-        cache.replace(state.rev, pointers, versions=versions, events=False)
+        cache.replace(state.rev, pointers, versions=versions, events=False, rollouts=rollouts)
         self._trusted()
         self.context.status.resynced()
         self.context.status.live()

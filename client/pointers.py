@@ -145,3 +145,31 @@ def share_equal_maps(
             pointers[name] = found
         elif len(shared) < SHARED_MAX:
             shared[key] = labels
+
+
+def diff_rollouts(
+    old: Rollouts, new: Rollouts, pointers: Mapping[str, Mapping[str, int]], rev: int
+) -> list[ChangeEvent]:
+    """The events of the rollouts that started, changed or ended between two full states (each with
+    the label's version now as ``version`` and ``previous_version``)."""
+    events: list[ChangeEvent] = []
+    for name in sorted(old.keys() | new.keys()):
+        before, after = old.get(name, {}), new.get(name, {})
+        if before == after:
+            continue
+        for label in sorted(before.keys() | after.keys()):
+            now = after.get(label)
+            if before.get(label) != now:
+                stable = pointers.get(name, {}).get(label)
+                rollout = None if now is None else (now[0], now[1] / 100)
+                events.append(ChangeEvent(name, label, stable, stable, rev, None, rollout))
+    return events
+
+
+def referenced_pairs(pointers: Mapping[str, Mapping[str, int]]) -> set[tuple[str, int]]:
+    """Every ``(name, version)`` a state serves: what its labels point at, and the candidate of each
+    rollout (:attr:`StatePointers.rollouts`)."""
+    pairs = {(name, number) for name, labels in pointers.items() for number in labels.values()}
+    rollouts: Rollouts = getattr(pointers, "rollouts", None) or {}
+    pairs.update((name, candidate) for name, labels in rollouts.items() for candidate, _ in labels.values())
+    return pairs

@@ -9,12 +9,14 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import TYPE_CHECKING, Any, Self, cast
+from zlib import crc32
 
 from promptreg.client.cache import Cache, ChangeEvent
-from promptreg.client.cached_version import CachedVersion, cached_text
+from promptreg.client.cached_version import CachedVersion
 from promptreg.client.feeds import FeedContext
 from promptreg.client.forking import LIVE_CLIENTS, ForkedParentCache
+from promptreg.client.lookups import Lookups, keyword_only_after_label
 from promptreg.client.presence import FleetPresence, served_probe
 from promptreg.client.rendering import Rendering
 from promptreg.client.snapshot import LastKnownGood
@@ -23,22 +25,19 @@ from promptreg.client.status import ClientState, ClientStatus, StatusTracker
 from promptreg.client.subset import PromptSubset
 from promptreg.registry.errors import (
     InvalidInputError,
-    LabelNotFoundError,
-    PromptNotFoundError,
     RegistryUnavailableError,
 )
 from promptreg.registry.factory import NAMESPACE_ENV, redact_url
 from promptreg.registry.fleet import DEFAULT_REPORT_INTERVAL
-from promptreg.registry.models import utcnow
 from promptreg.registry.redis.topology import RedisClient
-from promptreg.registry.template import compile_template
 from promptreg.registry.validation import (
     DEFAULT_NAMESPACE,
     validate_label,
-    validate_name,
     validate_namespace,
-    validate_version_number,
 )
+
+if TYPE_CHECKING:
+    from promptreg.client.telemetry import Telemetry
 
 logger = logging.getLogger("promptreg.client")
 
@@ -49,7 +48,7 @@ DEFAULT_LABEL = "production"
 ChangeCallback = Callable[[ChangeEvent], object]
 
 
-class PromptClient(Rendering):
+class PromptClient(Lookups, Rendering):
     """Resolves prompt labels in-process, with no I/O on lookup, kept current by the registry's pushes.
 
     ``url`` is a registry URL as the factory takes it (``redis://``, ``rediss://``, ``unix://``,
@@ -75,6 +74,11 @@ class PromptClient(Rendering):
     :class:`~promptreg.PromptNotFoundError` saying the client does not serve it.
     On Redis it reports its presence (:attr:`client_id`, ``client_name``, state, revision served) every
     ``report_interval`` s and after each change, off the lookup path; ``fleet_report=False``: no report.
+    ``tracing=True`` sets the prompt's name, version, label, content hash and rollout variant on the
+    current OpenTelemetry span at each lookup (``trace_content=True`` adds the variable names and the
+    rendered text); ``metrics=True`` counts lookups and measures how long changes take to arrive
+    (``meter_provider``, else the global one). Both need the ``otel`` extra; off, nothing of
+    OpenTelemetry is imported and lookups cost what they always did (docs/observability.md).
     When the constructor (or :meth:`wait_ready`) returns with the client ``live``, its first report
     is written: :meth:`~promptreg.PromptRegistry.fleet` lists it.
 
@@ -101,8 +105,13 @@ class PromptClient(Rendering):
         fleet_report: bool = True,
         client_name: str | None = None,
         report_interval: float = DEFAULT_REPORT_INTERVAL,
+        tracing: bool = False,
+        metrics: bool = False,
+        trace_content: bool = False,
+        meter_provider: Any = None,
     ) -> None:
         started = time.monotonic()
+        self._telemetry: Telemetry | None = None
         self._presence = FleetPresence(fleet_report, client_name, report_interval)
         label = default_label or os.environ.get(LABEL_ENV) or DEFAULT_LABEL
         self._default_label = validate_label(label)
@@ -131,6 +140,13 @@ class PromptClient(Rendering):
         LIVE_CLIENTS.add(self)
         self._start(start_timeout)
         self._presence.client_started()
+        if tracing or metrics or trace_content:  # only then is OpenTelemetry imported (docs/observability.md)
+            from promptreg.client.telemetry import instrument
+
+            self._telemetry = instrument(
+                self, tracing=tracing or trace_content, metrics=metrics, trace_content=trace_content,
+                meter_provider=meter_provider,
+            )  # fmt: skip
         if self._status.state is ClientState.LIVE:
             self._presence.wait_reported(max(0.0, start_timeout - (time.monotonic() - started)))
 
@@ -147,14 +163,24 @@ class PromptClient(Rendering):
 
     # -- lookups (the hot path) -----------------------------------------------------------------
 
-    def get(
-        self, name: str, label: str | None = None, *, version: int | None = None, fallback: str | None = None
+    def get(  # the parameters after label are keyword-only by contract: see _GET_SIGNATURE
+        self,
+        name: str,
+        label: str | None = None,
+        key: str | None = None,
+        version: int | None = None,
+        fallback: str | None = None,
     ) -> CachedVersion:
         """The version ``label`` (default: the client's default label) of prompt ``name`` points at.
 
         ``label="latest"`` is the newest version. Labelled lookups never do I/O: they read the cache
-        and take no lock. A pinned ``version`` not cached yet is read from the registry once, then
-        cached for ever. Raises :class:`~promptreg.PromptNotFoundError`,
+        and take no lock. While a rollout runs on the label (:meth:`~promptreg.PromptRegistry.start_rollout`),
+        ``key`` (a user or session id, a ``str``) picks the variant: the same key gets the same
+        variant in every process and after restarts, and raising the percentage only moves keys
+        from the stable version to the candidate; without a key each lookup picks at random with
+        the percentage. ``key`` changes nothing when no rollout runs. A pinned ``version`` not
+        cached yet is read from the registry once, then cached for ever. Raises
+        :class:`~promptreg.PromptNotFoundError`,
         :class:`~promptreg.LabelNotFoundError`, :class:`~promptreg.VersionNotFoundError`,
         :class:`~promptreg.InvalidNameError` for a malformed name or label, and
         :class:`~promptreg.RegistryUnavailableError` when the answer needs the registry and it
@@ -166,64 +192,35 @@ class PromptClient(Rendering):
         (counted in :attr:`ClientStatus.fallbacks_served`). A prompt or label the client's state
         says does not exist still raises: a typo is never masked.
 
+        Pass ``key``, ``version`` and ``fallback`` by keyword (declared positional for speed:
+        :func:`~promptreg.client.lookups.keyword_only_after_label`).
         A lookup never checks for a fork: the fleet rule after a fork costs it nothing
         (:mod:`promptreg.client.forking`).
         """
         # After a fork, in the parent, _lookup_cache is a one-shot tripwire: its first use puts the
         # cache back and resumes the fleet reports; from then on this is the same two subscripts.
         if version is None:
-            try:
-                return self._lookup_cache.view[label][name]
-            except (KeyError, TypeError):
-                pass
+            if key is None:
+                try:
+                    return self._lookup_cache.view[label][name]
+                except (KeyError, TypeError):
+                    pass
+            else:  # the keyed view: the plain one, with each rollout as a Split (client/views.py)
+                try:
+                    hit = self._lookup_cache.keyed[label][name]
+                    if hit.__class__ is CachedVersion:
+                        return hit
+                    if crc32(key.encode(), hit.seed) < hit.threshold:  # type: ignore[union-attr]
+                        return hit.candidate  # type: ignore[union-attr]
+                    return hit.stable  # type: ignore[union-attr]
+                except (KeyError, TypeError, AttributeError, ValueError):
+                    pass
         if fallback is None:
-            return self._lookup_miss(name, label, version)
+            return self._lookup_miss(name, label, version, key)
         try:
-            return self._lookup_miss(name, label, version)
+            return self._lookup_miss(name, label, version, key)
         except RegistryUnavailableError as exc:
             return self._fallback(name, fallback, exc)
-
-    def _fallback(self, name: str, text: str, cause: RegistryUnavailableError) -> CachedVersion:
-        if not isinstance(text, str):
-            raise InvalidInputError(f"fallback must be a str, got {type(text).__name__}") from cause
-        if self._status.fallback_served() == 1:
-            logger.warning("promptreg: serving the inline fallback for %r (and maybe others): %s", name, cause)
-        # Built without validation: version 0 is what marks it as not from the registry.
-        format_string, names = compile_template(text)
-        return cached_text(0, text, format_string, names, utcnow(), None, None, {"fallback": True}, None)
-
-    def _lookup_miss(self, name: str, label: str | None, version: int | None) -> CachedVersion:
-        cache = self._lookup_cache
-        if label is None and type(version) is int:  # a pinned version seen before: no validation needed
-            try:
-                found = cache.versions.get((name, version))
-            except TypeError:  # unhashable name: validated below
-                found = None
-            if found is not None:
-                return found
-        validate_name(name)
-        if label is not None:
-            validate_label(label)
-        if version is not None:
-            if label is not None:
-                raise InvalidInputError("give a label or a version, not both")
-            validate_version_number(version)
-            if cache.subset is not None and name not in cache.subset:
-                raise cache.subset.not_served(name)
-            return cache.add_version(name, self._feed.fetch_version(name, version))
-        label = self._default_label if label is None else label
-        hit = cache.view.get(label, {}).get(name)
-        if hit is not None:  # the view was swapped since the fast path looked
-            return hit
-        if cache.subset is not None and name not in cache.subset:
-            raise cache.subset.not_served(name)
-        if name in cache.pointers:
-            raise LabelNotFoundError(name, label)
-        if not cache.loaded:
-            raise RegistryUnavailableError(
-                f"prompt {name!r} is not cached and the client has no state yet ({self._status.state.value})"
-            )
-        raise PromptNotFoundError(name)
 
     def pointers(self) -> tuple[int, dict[str, dict[str, int]]]:
         """``(rev, {name: {label: version}})``: the revision the cache holds and every cached
@@ -313,6 +310,8 @@ class PromptClient(Rendering):
         self._closed = True
         LIVE_CLIENTS.discard(self)
         self._presence.stop()
+        if self._telemetry is not None:
+            self._telemetry.close()
         self._feed.stop()
         self._status.closed()
         if self._last_known_good is not None:
@@ -395,3 +394,6 @@ class PromptClient(Rendering):
         if self._lookup_cache is not self._cache:  # a race between two lookups repeats this harmlessly
             self._lookup_cache = self._cache
             self._presence.resume()
+
+
+PromptClient.get.__signature__ = keyword_only_after_label(PromptClient.get)  # type: ignore[attr-defined]

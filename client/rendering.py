@@ -4,7 +4,7 @@
 the version is (text or messages), ``render_text`` and ``render_chat`` return one type, typed as
 such, and raise :class:`~promptreg.PromptTypeError` for the other. Each takes the template's values as
 keywords, or as a mapping after the prompt's name: that form takes any name, those of ``render``'s
-own arguments (``label``, ``version``, ``fallback``) included.
+own arguments (``label``, ``key``, ``version``, ``fallback``) included.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from promptreg.registry.errors import InvalidInputError, PromptTypeError
 
 class _Lookups(Protocol):
     def get(
-        self, name: str, label: str | None = None, *, version: int | None = None, fallback: str | None = None
-    ) -> CachedVersion: ...
+        self, name: str, label: str | None = None, *, key: str | None = None, version: int | None = None,
+        fallback: str | None = None,
+    ) -> CachedVersion: ...  # fmt: skip
 
 
 class Rendering:
@@ -32,11 +33,12 @@ class Rendering:
         /,
         *,
         label: str | None = None,
+        key: str | None = None,
         version: int | None = None,
         fallback: str | None = None,
         **keyword_variables: Any,
     ) -> str | list[dict[str, str]]:
-        """``get(name, label, version=version, fallback=fallback).render(...)``: a ``str`` for a text
+        """``get(name, label, key=key, version=version, fallback=fallback).render(...)``: a ``str`` for a text
         version, a list of ``{"role", "content"}`` messages for a chat version (placeholders take a
         list of messages passed by name).
 
@@ -49,7 +51,7 @@ class Rendering:
         given (a ``fallback`` text is a template too), and :class:`~promptreg.InvalidInputError` when
         ``variables`` is not a mapping with ``str`` keys.
         """
-        found = self.get(name, label, version=version, fallback=fallback)
+        found = self.get(name, label, key=key, version=version, fallback=fallback)
         if variables is None:
             return found.render(**keyword_variables)
         return found.render(**_merged(variables, keyword_variables))
@@ -61,6 +63,7 @@ class Rendering:
         /,
         *,
         label: str | None = None,
+        key: str | None = None,
         version: int | None = None,
         fallback: str | None = None,
         **keyword_variables: Any,
@@ -71,7 +74,7 @@ class Rendering:
         :class:`~promptreg.PromptTypeError` (a ``TypeError``) when the version found is a chat version,
         before rendering anything. A ``fallback`` text renders as text.
         """
-        found = self.get(name, label, version=version, fallback=fallback)
+        found = self.get(name, label, key=key, version=version, fallback=fallback)
         if found.messages is not None:
             raise PromptTypeError(name, found.version, "text", "chat")
         values = keyword_variables if variables is None else _merged(variables, keyword_variables)
@@ -84,6 +87,7 @@ class Rendering:
         /,
         *,
         label: str | None = None,
+        key: str | None = None,
         version: int | None = None,
         fallback: str | None = None,
         **keyword_variables: Any,
@@ -96,7 +100,7 @@ class Rendering:
         be reached) renders as one ``user`` message, as :meth:`~promptreg.PromptVersion.render_messages`
         does.
         """
-        found = self.get(name, label, version=version, fallback=fallback)
+        found = self.get(name, label, key=key, version=version, fallback=fallback)
         if found.messages is None and found.version != 0:  # version 0: the inline fallback
             raise PromptTypeError(name, found.version, "chat", "text")
         values = keyword_variables if variables is None else _merged(variables, keyword_variables)

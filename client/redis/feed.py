@@ -37,6 +37,7 @@ import redis
 
 from promptreg.client.cached_version import CachedVersion, cached_from_model
 from promptreg.client.feeds import Backoff, FeedContext, PushFeed, collector_paused, empty_registry
+from promptreg.client.pointers import referenced_pairs
 from promptreg.client.redis.index_read import read_client_state
 from promptreg.client.redis.links import CHANGES, SUBSCRIBED, UNSUBSCRIBED, FeedLinks
 from promptreg.client.redis.replica import NotThePrimary, SentinelWatch, TrustCheck
@@ -301,7 +302,7 @@ class RedisFeed(PushFeed[bytes]):
                         cache.add_version(name, version)
                 cache.replace(state.rev, state.pointers, events=False)
             else:  # another history (restore, other data set) or unknown: a version number may be another text
-                pairs = {(n, v) for n, labels in state.pointers.items() for v in labels.values()}
+                pairs = referenced_pairs(state.pointers)
                 found = fetch_versions(client, self.keys, pairs)
                 del pairs  # at 100k prompts each of these is tens of MB: keep one at a time
                 if any(v is None for v in found.values()):  # deleted meanwhile: replace() says which

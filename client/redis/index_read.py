@@ -33,7 +33,7 @@ from typing import Any
 import redis
 
 from promptreg.client.cache import StatePointers, pointer_change, with_change
-from promptreg.client.pointers import share_equal_maps
+from promptreg.client.pointers import Rollouts, share_equal_maps
 from promptreg.client.redis.state import (
     CHUNK,
     HISTORY_WINDOW,
@@ -49,8 +49,9 @@ from promptreg.client.subset import PromptSubset
 from promptreg.registry.errors import InvalidInputError, RegistryCorruptError
 from promptreg.registry.redis.index import INDEX_FORMAT
 from promptreg.registry.redis.keys import Keyspace
+from promptreg.registry.redis.rollouts import parse_rollout_index
 from promptreg.registry.validation import LATEST
-from promptreg.registry.wire import ChangeMessage
+from promptreg.registry.wire import ROLLOUT_OPERATIONS, ChangeMessage
 
 ATTEMPTS = 3
 """Reads of the index before a read that overlapped writes is taken (and the writes replayed)."""
@@ -75,6 +76,7 @@ def read_indexed(
             pipe.xrange(keys.log, min=anchor, max=anchor, count=1)
         pipe.get(keys.index_format)
         pipe.smembers(keys.index_labels)
+        pipe.hgetall(keys.index_rollouts)
         results = iter(pipe.execute())
         try:
             rev = int(next(results) or 0)
@@ -84,6 +86,7 @@ def read_indexed(
             anchor_found = anchor is not None and bool(next(results))
             marker = next(results)
             labels = sorted(raw.decode("utf-8") for raw in next(results))
+            rollouts = read_rollouts(next(results))
             if marker is None:
                 return None
             if int(marker) != INDEX_FORMAT:
@@ -94,15 +97,16 @@ def read_indexed(
         except (ValueError, UnicodeDecodeError) as exc:
             raise RegistryCorruptError(f"unreadable registry index in redis: {exc!r}") from exc
         if int(client.get(keys.rev) or 0) == rev:
-            return RegistryState(rev, StatePointers(pointers, history), head, anchor_found)
+            return RegistryState(rev, StatePointers(pointers, history, rollouts), head, anchor_found)
         caught = catch_up(client, keys, rev, pointers, subset)
         if caught is not None:
             caught_head = caught[1]
             if caught_head is not None and caught_head.write_id is not None:
                 history[caught[0]] = caught_head.write_id
-            return RegistryState(caught[0], StatePointers(pointers, history), caught_head, anchor_found)
+            state = StatePointers(pointers, history, caught[2])
+            return RegistryState(caught[0], state, caught_head, anchor_found)
         if attempt + 1 == ATTEMPTS:
-            return RegistryState(rev, StatePointers(pointers, history), head, anchor_found)
+            return RegistryState(rev, StatePointers(pointers, history, rollouts), head, anchor_found)
     raise AssertionError("unreachable")  # the last attempt always returns
 
 
@@ -116,20 +120,22 @@ def catch_up(
     rev: int,
     pointers: dict[str, dict[str, int]],
     subset: PromptSubset | None = None,
-) -> tuple[int, LogHead | None] | None:
+) -> tuple[int, LogHead | None, Rollouts] | None:
     """Replay onto ``pointers`` (read while writes landed) every write after revision ``rev``.
 
-    Reads the newest entries of ``{ns}:log`` with the revision, in one transaction; returns ``(the
-    revision reached, its audit entry)``, or ``None`` when the stream does not hold exactly one entry
-    per write since ``rev`` (trimmed, or the registry went back): then the caller reads again.
-    ``pointers`` must be the caller's own (it is changed in place); with ``subset``
-    only its prompts are replayed. Raises :class:`~promptreg.RegistryCorruptError` for an unreadable
-    entry and redis-py errors on I/O failure.
+    Reads the newest entries of ``{ns}:log`` with the revision and the rollouts, in one transaction;
+    returns ``(the revision reached, its audit entry, the rollouts then)``, or ``None`` when the stream
+    does not hold exactly one entry per write since ``rev`` (trimmed, or the registry went back): then
+    the caller reads again. ``pointers`` must be the caller's own (it is changed in place); with
+    ``subset`` only its prompts are replayed. Raises :class:`~promptreg.RegistryCorruptError` for an
+    unreadable entry and redis-py errors on I/O failure.
     """
     count = 64
     while True:
         pipe: Any = client.pipeline(transaction=True)
-        now_raw, raw = pipe.get(keys.rev).xrevrange(keys.log, count=count).execute()
+        now_raw, raw, rollouts_raw = (
+            pipe.get(keys.rev).xrevrange(keys.log, count=count).hgetall(keys.index_rollouts).execute()
+        )
         now = int(now_raw or 0)
         writes = now - rev
         if writes <= 0 or writes > CATCH_UP_MAX:
@@ -145,7 +151,15 @@ def catch_up(
     for entry in reversed(entries):
         assert entry is not None  # checked with the revisions above
         _replay(pointers, entry, subset)
-    return now, entries[0]
+    return now, entries[0], read_rollouts(rollouts_raw)
+
+
+def read_rollouts(raw: dict[bytes, bytes]) -> Rollouts:
+    """The rollouts of ``{ns}:ix:rollouts`` as :data:`~promptreg.client.pointers.Rollouts`."""
+    rollouts: Rollouts = {}
+    for name, label, candidate, points in parse_rollout_index(raw):
+        rollouts.setdefault(intern(name), {})[intern(label)] = (candidate, points)
+    return rollouts
 
 
 def _replay(pointers: dict[str, dict[str, int]], entry: LogHead, subset: PromptSubset | None) -> None:
@@ -154,7 +168,10 @@ def _replay(pointers: dict[str, dict[str, int]], entry: LogHead, subset: PromptS
         raise RegistryCorruptError(f"audit entry {entry.entry_id!r} names no prompt or action")
     if subset is not None and entry.prompt not in subset:
         return
-    change = ChangeMessage(entry.rev, entry.action, entry.prompt, entry.label, entry.version, None, None, 0.0)
+    if entry.action in ROLLOUT_OPERATIONS and entry.action != "promote_rollout":
+        return  # the label keeps its version (the rollouts are read at the revision reached)
+    action = "set_label" if entry.action == "promote_rollout" else entry.action
+    change = ChangeMessage(entry.rev, action, entry.prompt, entry.label, entry.version, None, None, 0.0)
     known = pointers.get(entry.prompt)
     try:
         label, number = pointer_change(change, known)

@@ -154,7 +154,7 @@ class SetLabel(ScriptCall):
         k, name, label = self.ks, self.name, self.label
         return [k.prompt(name), k.version(name, self.version), k.label(name, label), k.labels(name),
                 k.previous(name, label), k.rev, k.log, k.history(name), k.index_label(label), k.index_labels,
-                k.version(name, self.current)]  # fmt: skip
+                k.version(name, self.current), k.rollout(name, label)]  # fmt: skip
 
     def script_args(self) -> list[Any]:
         return [self.name, self.label, self.version, _expected(self.expected), self.at, _text(self.author),
@@ -187,7 +187,7 @@ class DeleteLabel(ScriptCall):
     def script_keys(self) -> list[str]:
         k, name, label = self.ks, self.name, self.label
         return [k.prompt(name), k.label(name, label), k.labels(name), k.previous(name, label), k.rev, k.log,
-                k.history(name), k.index_label(label), k.index_labels]  # fmt: skip
+                k.history(name), k.index_label(label), k.index_labels, k.rollout(name, label)]  # fmt: skip
 
     def script_args(self) -> list[Any]:
         return [self.name, self.label, _expected(self.expected), self.at, _text(self.author), _text(self.reason),
@@ -220,7 +220,7 @@ class RollbackLabel(ScriptCall):
         k, name, label = self.ks, self.name, self.label
         return [k.prompt(name), k.label(name, label), k.labels(name), k.previous(name, label), k.rev, k.log,
                 k.history(name), k.index_label(label), k.index_labels, k.version(name, self.target),
-                k.version(name, self.current)]  # fmt: skip
+                k.version(name, self.current), k.rollout(name, label)]  # fmt: skip
 
     def script_args(self) -> list[Any]:
         return [self.name, self.label, self.ks.version_prefix(self.name), self.at, _text(self.author),
@@ -234,6 +234,47 @@ class RollbackLabel(ScriptCall):
     def retried(self, result: list[Any]) -> RollbackLabel:
         """The same call with the target and current versions a ``RETRY`` reply named."""
         return dataclasses.replace(self, target=int(result[2]), current=int(result[3]))
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutCall(ScriptCall):
+    """``rollout.lua``: ``op`` (``start_rollout``, ``set_rollout``, ``promote_rollout`` or
+    ``abort_rollout``) on the rollout of ``label``; ``candidate`` and ``stable`` are the versions the
+    caller read (``RETRY`` names both when they moved)."""
+
+    script: ClassVar[str] = "rollout"
+    ks: Keyspace
+    op: str
+    name: str
+    label: str
+    candidate: int
+    stable: int
+    points: int
+    at: str
+    author: str | None
+    reason: str | None
+    head: bytes
+    force: bool = False
+
+    def script_keys(self) -> list[str]:
+        k, name, label = self.ks, self.name, self.label
+        return [k.prompt(name), k.label(name, label), k.rollout(name, label), k.version(name, self.candidate),
+                k.version(name, self.stable), k.rev, k.log, k.history(name), k.index_label(label), k.index_rollouts,
+                k.previous(name, label)]  # fmt: skip
+
+    def script_args(self) -> list[Any]:
+        return [self.op, self.name, self.label, self.candidate, self.stable, self.points, f"{self.points / 100:g}",
+                self.at, _text(self.author), _text(self.reason), self.head, self.ks.channel,
+                self.ks.version_prefix(self.name), "1" if self.force else ""]  # fmt: skip
+
+    @staticmethod
+    def reply(result: list[Any]) -> Reply:
+        return Reply(int(result[1]), version=_int(result[2]), previous=_int(result[3]), forced=result[4] == b"1")
+
+    def retried(self, result: list[Any]) -> RolloutCall:
+        """The same call with the stable and candidate versions a ``RETRY`` reply named."""
+        candidate = self.candidate if self.op == "start_rollout" else int(result[3])
+        return dataclasses.replace(self, stable=int(result[2]), candidate=candidate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,5 +330,5 @@ class IndexPrompts:
         return [raw.decode("utf-8") for raw in result or []]
 
 
-Placed = TypeVar("Placed", AddVersion, SetLabel, RollbackLabel)
+Placed = TypeVar("Placed", AddVersion, SetLabel, RollbackLabel, RolloutCall)
 """The calls whose KEYS include a key the caller guessed, which the script names again on ``RETRY``."""

@@ -31,6 +31,7 @@ key                                  type        what
 ``{ns}:events``                      channel     one msgpack change message per write
 ``{ns}:ix:latest``                   hash        index: ``name -> latest`` (prompts with a version)
 ``{ns}:ix:label:<label>``            hash        index: ``name -> version`` the label points at
+``{ns}:ix:rollouts``                 hash        index: ``<name>:<label> -> <candidate>:<points>``
 ``{ns}:ix:labels``                   set         index: label names with at least one entry
 ``{ns}:ix:format``                   string      index format (``1``): present once the index is
                                                  complete (``migrate``, or a registry created with it)
@@ -135,6 +136,10 @@ class Keyspace:
         it pointed when deleted, which ``set_label``'s compatibility check compares the next move with."""
         return f"{self.prefix}:p:{name}:prev:{label}"
 
+    def rollout(self, name: str, label: str) -> str:
+        """The hash of the label's running rollout (:mod:`promptreg.registry.rollouts`)."""
+        return f"{self.prefix}:p:{name}:rollout:{label}"
+
     def history(self, name: str) -> str:
         """The prompt's audit stream."""
         return f"{self.prefix}:p:{name}:log"
@@ -149,6 +154,11 @@ class Keyspace:
     def index_label(self, label: str) -> str:
         """Index hash ``name -> version`` for one label."""
         return f"{self.prefix}:ix:label:{label}"
+
+    @property
+    def index_rollouts(self) -> str:
+        """Index hash ``<name>:<label> -> <candidate>:<points>`` of every running rollout."""
+        return f"{self.prefix}:ix:rollouts"
 
     @property
     def index_labels(self) -> str:

@@ -16,6 +16,7 @@ import msgpack
 
 from promptreg.registry.compatibility import CompatibilityReport, refusal_error, validate_mode
 from promptreg.registry.errors import (
+    InvalidInputError,
     LabelConflictError,
     LabelNotFoundError,
     PromptExistsError,
@@ -24,6 +25,8 @@ from promptreg.registry.errors import (
     RegistryCorruptError,
     RegistryUnavailableError,
     RollbackUnavailableError,
+    RolloutActiveError,
+    RolloutNotFoundError,
     VersionNotFoundError,
 )
 from promptreg.registry.models import AuditEvent, PromptVersion, VersionType
@@ -84,6 +87,7 @@ def event_from_entry(fields: dict[bytes, bytes]) -> AuditEvent:
             reason=text_field(fields.get(b"reason")),
             forced=fields.get(b"forced") == b"1",
             compatibility=text_field(fields.get(b"compatibility")),  # type: ignore[arg-type]  # validated by pydantic
+            percent=None if b"percent" not in fields else float(fields[b"percent"]),
         )
     except (KeyError, ValueError) as exc:
         raise RegistryCorruptError(f"unreadable audit entry {fields!r}: {exc!r}") from exc
@@ -128,6 +132,11 @@ REFUSALS: dict[bytes, Callable[[Refusal], PromptRegistryError]] = {  # an unknow
     b"NOLABEL": lambda r: LabelNotFoundError(r.name, r.label),
     b"NOROLLBACK": lambda r: RollbackUnavailableError(r.name, r.label),
     b"CONFLICT": lambda r: LabelConflictError(r.name, r.label, r.expected, r.actual),
+    b"ROLLOUT": lambda r: RolloutActiveError(r.name, r.label, r.actual),
+    b"NOROLLOUT": lambda r: RolloutNotFoundError(r.name, r.label),
+    b"SAMEVERSION": lambda r: InvalidInputError(
+        f"version {r.version} is where label {r.label!r} of {r.name!r} points: nothing to roll out"
+    ),
     b"RETRY": lambda r: RegistryUnavailableError(
         f"prompt {r.name!r}: other writers kept changing it; {ADD_VERSION_ATTEMPTS} tries, nothing written"
     ),

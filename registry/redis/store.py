@@ -57,6 +57,7 @@ from promptreg.registry.redis.records import (
     version_from_hash,
 )
 from promptreg.registry.redis.replication import durable, run_and_wait
+from promptreg.registry.redis.rollouts import RedisRollouts
 from promptreg.registry.redis.scripts import WriteFunctions
 from promptreg.registry.redis.sentinel import write_route
 from promptreg.registry.redis.topology import RedisClient, connect, is_cluster, parse_redis_url
@@ -64,7 +65,7 @@ from promptreg.registry.validation import LATEST, MAX_METADATA_BYTES, MAX_TEXT_B
 from promptreg.registry.wire import pack_static_part
 
 
-class RedisPromptRegistry(PromptRegistry):
+class RedisPromptRegistry(RedisRollouts, PromptRegistry):
     """The production registry on Redis 7 (or anything speaking its protocol with Redis Functions).
 
     Pass a redis-py client (``redis.Redis``, one from ``Sentinel.master_for``, or a
@@ -379,6 +380,7 @@ class RedisPromptRegistry(PromptRegistry):
                 versions=versions,
                 labels={label: int(t) for label, t in zip(labels, targets, strict=True) if t is not None},
                 compatibility=text_field(meta.get(b"compatibility")) or "none",  # type: ignore[arg-type]  # pydantic checks
+                rollouts=self._rollouts_of(name, labels),
             )
         except (KeyError, ValueError) as exc:
             raise RegistryCorruptError(f"prompt {name!r} is not readable: {exc!r}") from exc

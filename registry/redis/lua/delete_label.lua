@@ -10,7 +10,8 @@
 -- KEYS[7] {ns}:p:<name>:log           the prompt's audit stream
 -- KEYS[8] {ns}:ix:label:<label>        index: name -> version for this label
 -- KEYS[9] {ns}:ix:labels               index: label names with entries
--- KEYS[10] {ns}:revid                  the id of the registry's last write (_commit.lua)
+-- KEYS[10] {ns}:p:<name>:rollout:<label>  the label's rollout: a plain move is refused while it runs
+-- KEYS[11] {ns}:revid                  the id of the registry's last write (_commit.lua)
 -- ARGV[1] name
 -- ARGV[2] label
 -- ARGV[3] expected version ('' = no check)
@@ -25,6 +26,10 @@
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'ERR', 'NOPROMPT'}
+end
+local rollout = redis.call('HGET', KEYS[10], 'candidate')
+if rollout then
+  return {'ERR', 'ROLLOUT', tonumber(rollout)}
 end
 local current = redis.call('GET', KEYS[2])
 if not current then

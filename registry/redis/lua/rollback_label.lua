@@ -28,10 +28,15 @@
 -- 'CORRUPT'}, {'ERR', 'CONFLICT', current or false}, a check_move refusal (_commit.lua), or
 -- {'ERR', 'RETRY', target, current or 0} when
 -- KEYS[10] or KEYS[11] is not the key the script needs (the label moved): call again with those.
--- KEYS[12] {ns}:revid                  the id of the registry's last write (_commit.lua)
+-- KEYS[12] {ns}:p:<name>:rollout:<label>  the label's rollout: a plain move is refused while it runs
+-- KEYS[13] {ns}:revid                  the id of the registry's last write (_commit.lua)
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'ERR', 'NOPROMPT'}
+end
+local rollout = redis.call('HGET', KEYS[12], 'candidate')
+if rollout then
+  return {'ERR', 'ROLLOUT', tonumber(rollout)}
 end
 local target = redis.call('GET', KEYS[4])
 if not target then

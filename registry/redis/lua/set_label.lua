@@ -14,7 +14,8 @@
 -- KEYS[11] {ns}:p:<name>:v:<last>     the version the label last pointed at (KEYS[3], else KEYS[5]
 --                                      for a deleted label), as the caller guessed it (any key of
 --                                      the prefix when it guessed none)
--- KEYS[12] {ns}:revid                  the id of the registry's last write (_commit.lua)
+-- KEYS[12] {ns}:p:<name>:rollout:<label>  the label's rollout: a plain move is refused while it runs
+-- KEYS[13] {ns}:revid                  the id of the registry's last write (_commit.lua)
 -- ARGV[1] name
 -- ARGV[2] label
 -- ARGV[3] version
@@ -38,6 +39,10 @@
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'ERR', 'NOPROMPT'}
+end
+local rollout = redis.call('HGET', KEYS[12], 'candidate')
+if rollout then
+  return {'ERR', 'ROLLOUT', tonumber(rollout)}
 end
 if redis.call('EXISTS', KEYS[2]) == 0 then
   return {'ERR', 'NOVERSION'}
