@@ -7,7 +7,9 @@ An export is one JSON document::
      "history": {"<name>": [<AuditEvent as JSON>, ...]}}
 
 An import recreates prompts (with their compatibility mode), versions (text or chat messages, config,
-author, metadata, message) and labels. Timestamps and the audit trail are not replayed: the target
+author, metadata, message), labels and running rollouts (a rollout of the target that the export
+does not have, or has with another candidate, is aborted before its label moves; one with another
+percentage is set to the export's). Timestamps and the audit trail are not replayed: the target
 registry records the import as new writes.
 
 :func:`plan_import` validates the whole document and compares it with the target before anything
@@ -45,6 +47,7 @@ from promptreg.registry.validation import (
     validate_label,
     validate_metadata,
     validate_name,
+    validate_percent,
     validate_text,
     validate_text_field,
 )
@@ -59,12 +62,22 @@ MAX_EXPORT_BYTES = 1024**3
 class ImportStep:
     """One write an import makes: create a prompt, add a version, or move a label."""
 
-    action: Literal["create_prompt", "add_version", "set_label", "set_compatibility"]
+    action: Literal[
+        "create_prompt",
+        "add_version",
+        "set_label",
+        "set_compatibility",
+        "start_rollout",
+        "set_rollout",
+        "abort_rollout",
+    ]
     prompt: str
     version: int | None = None
     label: str | None = None
     previous_version: int | None = None
     compatibility: str | None = None
+    percent: float | None = None
+    """``start_rollout`` and ``set_rollout``: the candidate's share."""
     refusal: CompatibilityReport | None = None
     """For a label move the target prompt's compatibility mode refuses: the report (``None``: the
     move passes); its ``current_version`` is the version the move is checked against."""
@@ -73,6 +86,12 @@ class ImportStep:
         """A one-line human description of the step."""
         if self.action == "set_compatibility":
             return f"{self.prompt}: compatibility {self.compatibility}"
+        if self.action == "abort_rollout":
+            return f"{self.prompt}: abort the rollout of {self.label} (candidate v{self.version})"
+        if self.action in ("start_rollout", "set_rollout"):
+            verb = "start" if self.action == "start_rollout" else "set"
+            line = f"{self.prompt}: {verb} the rollout of {self.label}: v{self.version} at {self.percent:g}%"
+            return line if self.refusal is None else line + describe_refusal(self.refusal, self.previous_version)
         line = describe_write(self.action, self.prompt, self.version, self.label, self.previous_version)
         return line if self.refusal is None else line + describe_refusal(self.refusal, self.previous_version)
 
@@ -215,6 +234,13 @@ def _apply_steps(
             )
         elif step.action == "set_compatibility":
             registry.set_compatibility(step.prompt, prompt.compatibility, author=author, reason=reason)
+        elif step.action == "abort_rollout":
+            registry.abort_rollout(step.prompt, str(step.label), author=author, reason=reason)
+        elif step.action == "start_rollout":
+            registry.start_rollout(step.prompt, str(step.label), int(step.version or 0), float(step.percent or 0),
+                                   author=author, reason=reason, force=force)  # fmt: skip
+        elif step.action == "set_rollout":
+            registry.set_rollout(step.prompt, str(step.label), float(step.percent or 0), author=author, reason=reason)
         elif step.action == "add_version":
             source = _version(prompt, step.version)
             added = registry.add_version(
@@ -275,6 +301,13 @@ def _check_prompt(prompt: Prompt, max_text_bytes: int, max_metadata_bytes: int) 
             validate_label(label, settable=True)
             if prompt.get_version_by_number(number) is None:
                 raise InvalidInputError(f"label {label!r} points at version {number}, which the export lacks")
+        for label, rollout in prompt.rollouts.items():
+            validate_percent(rollout.percent)
+            if (
+                prompt.labels.get(label) in (None, rollout.version)
+                or prompt.get_version_by_number(rollout.version) is None
+            ):
+                raise InvalidInputError(f"the rollout of label {label!r} needs the label and another version it has")
     except InvalidInputError as exc:
         raise type(exc)(f"prompt {name!r}: {exc}") from exc
 
@@ -301,6 +334,11 @@ def _plan_prompt(prompt: Prompt, existing: Prompt | None, deleted: Mapping[str, 
     for version in prompt.versions[len(have) :]:
         steps.append(ImportStep("add_version", name, version=version.version))
     current = {} if existing is None else existing.labels
+    running = {} if existing is None else existing.rollouts
+    for label, target in sorted(running.items()):  # a label with a rollout cannot move: abort it first
+        wanted = prompt.rollouts.get(label)
+        if wanted is None or wanted.version != target.version or prompt.labels.get(label) != current.get(label):
+            steps.append(ImportStep("abort_rollout", name, target.version, label))
     for label, number in sorted(prompt.labels.items()):
         now = current.get(label)
         if now == number:
@@ -312,6 +350,21 @@ def _plan_prompt(prompt: Prompt, existing: Prompt | None, deleted: Mapping[str, 
             report = check(existing.compatibility, existing.get_version_by_number(last), _version(prompt, number))
             refusal = None if report.compatible else report
         steps.append(ImportStep("set_label", name, number, label, now, refusal=refusal))
+    aborted = {step.label for step in steps if step.action == "abort_rollout"}
+    for label, rollout in sorted(prompt.rollouts.items()):
+        kept = running.get(label)
+        if kept is not None and label not in aborted:
+            if kept.percent != rollout.percent:
+                steps.append(ImportStep("set_rollout", name, rollout.version, label, percent=rollout.percent))
+            continue
+        stable = prompt.labels[label]
+        report = check(
+            prompt.compatibility if existing is None else existing.compatibility,
+            _version(prompt, stable), _version(prompt, rollout.version),
+        )  # fmt: skip
+        refusal = None if report.compatible else report
+        steps.append(ImportStep("start_rollout", name, rollout.version, label, stable, percent=rollout.percent,
+                                refusal=refusal))  # fmt: skip
     if existing is not None and existing.compatibility != prompt.compatibility:
         steps.append(ImportStep("set_compatibility", name, compatibility=prompt.compatibility))
     return steps

@@ -256,10 +256,10 @@ class JsonFilePromptRegistry(PromptRegistry):
     ) -> AuditEvent:
         def apply(state: StoredState) -> AuditEvent:
             stored = prompt_of(state, name)
+            no_rollout(stored, name, label)
             target = stored.previous.get(label)
             if target is None:
                 raise RollbackUnavailableError(name, label)
-            no_rollout(stored, name, label)
             current = stored.labels.get(label)
             check_expected(name, label, expected_version, current)
             forced = check_move(stored, name, label, current, target, force)
