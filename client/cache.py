@@ -159,6 +159,11 @@ class Cache:
         with self._lock:
             return self.rev, dict(self.pointers)
 
+    def state_copy(self) -> tuple[int, Pointers, Rollouts]:
+        """``(rev, pointers, rollouts)`` copied under the lock (as :meth:`pointers_copy`)."""
+        with self._lock:
+            return self.rev, dict(self.pointers), self.rollouts
+
     # -- full state ---------------------------------------------------------------------------
 
     def replace(

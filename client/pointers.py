@@ -9,7 +9,7 @@ change message (or an audit entry replayed) follows; :func:`diff_pointers` turns
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from promptreg.registry.errors import InvalidInputError
@@ -49,7 +49,7 @@ class ChangeEvent:
     ``(candidate, percent)`` (``None``: none); a rollout started or changed is an event whose
     ``version`` and ``previous_version`` are both the label's (stable) version. ``at`` is when the
     registry made the write (seconds since the Unix epoch; ``None`` for the events of a full state
-    read, which say what changed, not when).
+    read, which say what changed, not when); it takes no part in comparing events.
     """
 
     name: str
@@ -57,7 +57,7 @@ class ChangeEvent:
     version: int | None
     previous_version: int | None
     rev: int
-    at: float | None = None
+    at: float | None = field(default=None, compare=False)
     rollout: tuple[int, float] | None = None
 
 

@@ -5,7 +5,10 @@ The file is one msgpack map::
     {"format": "promptreg-client-snapshot", "schema": 1, "namespace": str, "rev": int,
      "written_at": float, "pointers": {name: {label: number}},
      "versions": [[name, number, prompt_text, created_at (ISO 8601), author, message, metadata,
-                   messages (None for text), config], ...]}
+                   messages (None for text), config], ...],
+     "rollouts": {name: {label: [candidate, basis points]}}}
+
+``rollouts`` is optional (a file without it, or a reader older than rollouts, serves the labels).
 
 Schema 1 files (rows without the last two columns, written before chat versions) are still read.
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,7 @@ class LoadedSnapshot:
     written_at: float
     pointers: dict[str, dict[str, int]]
     versions: dict[tuple[str, int], CachedVersion]
+    rollouts: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
 
 
 def save_snapshot(
@@ -60,9 +64,14 @@ def save_snapshot(
     rev: int,
     pointers: Mapping[str, Mapping[str, int]],
     versions: Mapping[tuple[str, int], PromptVersionLike],
+    rollouts: Mapping[str, Mapping[str, tuple[int, int]]] | None = None,
 ) -> None:
     """Write the state atomically to ``path`` (temp file, fsync, rename, folder fsync). Raises ``OSError``."""
-    needed = sorted({(name, number) for name, labels in pointers.items() for number in labels.values()})
+    rollouts = rollouts or {}
+    needed = sorted(
+        {(name, number) for name, labels in pointers.items() for number in labels.values()}
+        | {(name, candidate) for name, labels in rollouts.items() for candidate, _ in labels.values()}
+    )
     rows = []
     for name, number in needed:
         v = versions[name, number]
@@ -79,6 +88,9 @@ def save_snapshot(
             "written_at": time.time(),
             "pointers": {name: dict(labels) for name, labels in pointers.items()},
             "versions": rows,
+            "rollouts": {
+                name: {label: list(pair) for label, pair in labels.items()} for name, labels in rollouts.items()
+            },
         }
     )
     write_atomically(path, payload)
@@ -142,10 +154,17 @@ def _parse(raw: Any, namespace: str) -> LoadedSnapshot:
                 config=config or {},
             )
         )
+    rollouts: dict[str, dict[str, tuple[int, int]]] = {}
+    for name, labels in (raw.get("rollouts") or {}).items():
+        for label, (candidate, points) in labels.items():
+            if not (isinstance(candidate, int) and isinstance(points, int) and 0 < points < 10_000):
+                raise TypeError(f"bad rollout of {name!r} {label!r}")
+            rollouts.setdefault(name, {})[label] = (candidate, points)
     missing = {(n, v) for n, labels in pointers.items() for v in labels.values()} - versions.keys()
+    missing |= {(n, c) for n, labels in rollouts.items() for c, _ in labels.values()} - versions.keys()
     if missing:
         raise ValueError(f"labels point at versions not in the file: {sorted(missing)[:5]}")
-    return LoadedSnapshot(rev, float(raw["written_at"]), pointers, versions)
+    return LoadedSnapshot(rev, float(raw["written_at"]), pointers, versions, rollouts)
 
 
 class LastKnownGood:
@@ -170,7 +189,7 @@ class LastKnownGood:
             return False
         for (name, _number), version in loaded.versions.items():
             cache.add_version(name, version)
-        if cache.replace(loaded.rev, loaded.pointers, only_if_empty=True) is None:
+        if cache.replace(loaded.rev, loaded.pointers, only_if_empty=True, rollouts=loaded.rollouts) is None:
             return False  # a state was loaded already
         self._written = cache.generation
         status.serving_snapshot()
@@ -190,7 +209,8 @@ class LastKnownGood:
         if not force and status.state is not ClientState.LIVE:
             return  # only the registry's state is worth keeping as last-known-good
         try:
-            save_snapshot(self.path, self.namespace, *cache.pointers_copy(), cache.versions)
+            rev, pointers, rollouts = cache.state_copy()
+            save_snapshot(self.path, self.namespace, rev, pointers, cache.versions, rollouts)
         except OSError as exc:
             logger.warning("promptreg: cannot write the last-known-good file %s: %s", self.path, exc)
             self._due = time.monotonic() + 10 * SNAPSHOT_INTERVAL

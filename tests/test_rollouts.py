@@ -302,3 +302,22 @@ def test_a_split_reaches_20_processes_none_missed(redis_server: Any, namespace: 
             if proc.stdout is not None:
                 proc.stdout.close()
     assert dump(reg)["prompts"][NAME][0]["labels"]["production"] == 2
+
+
+def test_last_known_good_file_keeps_the_split(tmp_path: Path) -> None:
+    from promptreg.registry import JsonFilePromptRegistry
+    from tests.redis_server import free_port
+
+    reg = JsonFilePromptRegistry(tmp_path / "r.json")
+    seed(reg)
+    reg.start_rollout(NAME, "production", 2, 20)
+    snapshot = tmp_path / "lkg.msgpack"
+    with PromptClient(f"file://{tmp_path}/r.json", snapshot_path=snapshot) as prompts:
+        assert prompts.wait_ready(10) and prompts.rollouts() == {NAME: {"production": (2, 20.0)}}
+        served = [prompts.get(NAME, key=f"user-{i}").version for i in range(1000)]
+    # The registry is away (nothing listens on that port): the client boots from the file, split included.
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    with PromptClient(dead, snapshot_path=snapshot, start_timeout=0.5, fleet_report=False) as booted:
+        assert booted.status().state.value == "stale"
+        assert booted.rollouts() == {NAME: {"production": (2, 20.0)}}
+        assert [booted.get(NAME, key=f"user-{i}").version for i in range(1000)] == served
