@@ -77,7 +77,10 @@ def private_postgres_server() -> Iterator[PostgresServer]:
         server.cleanup()
 
 
-_TABLES = ("promptreg_namespaces", "promptreg_prompts", "promptreg_versions", "promptreg_labels", "promptreg_audit")
+_TABLES = (
+    "promptreg_namespaces", "promptreg_prompts", "promptreg_versions", "promptreg_labels",
+    "promptreg_rollouts", "promptreg_audit",
+)  # fmt: skip
 
 
 def postgres_raw(url: str, namespace: str) -> dict[str, list[tuple[object, ...]]]:

@@ -31,7 +31,10 @@ pytestmark = pytest.mark.postgres
 
 NAME = "greeting"
 LABEL = "production"
-TABLES = ("promptreg_namespaces", "promptreg_prompts", "promptreg_versions", "promptreg_labels", "promptreg_audit")
+TABLES = (
+    "promptreg_namespaces", "promptreg_prompts", "promptreg_versions", "promptreg_labels",
+    "promptreg_rollouts", "promptreg_audit",
+)  # fmt: skip
 """In the order their rows can be copied back (foreign keys)."""
 SEQUENCE = "promptreg_audit_id_seq"
 APPLIED_WITHIN = 1.0

@@ -152,7 +152,10 @@ class RedisBackend(Backend):
         super().close()
 
 
-PG_TABLES = ("promptreg_namespaces", "promptreg_prompts", "promptreg_versions", "promptreg_labels", "promptreg_audit")
+PG_TABLES = (
+    "promptreg_namespaces", "promptreg_prompts", "promptreg_versions", "promptreg_labels",
+    "promptreg_rollouts", "promptreg_audit",
+)  # fmt: skip
 """In the order their rows can be copied back (foreign keys)."""
 PG_SEQUENCE = "promptreg_audit_id_seq"
 

@@ -14,6 +14,11 @@ the version it points at, so :meth:`~promptreg.client.cache.Cache.apply` applies
 message. A full state carries the write ids of its revision and of the cache's revision
 (:class:`~promptreg.client.pointers.StatePointers`): a restore that brings audit row ids and version numbers
 back cannot bring a random write id back with another history.
+
+Rollouts (schema migration 5): a full state carries the rollouts running at its snapshot
+(:attr:`StatePointers.rollouts <promptreg.client.pointers.StatePointers.rollouts>`) and every
+candidate's version; a rollout's audit row becomes a message with its share (``percent``) and, as
+its audit entry defines them, ``version``, ``previous_version`` and the ``sha`` of ``version``.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from typing import Any
 
 from promptreg.client.cache import Cache, StatePointers
 from promptreg.client.cached_version import CachedVersion, VersionRow, cached_batch
-from promptreg.client.pointers import share_equal_maps
+from promptreg.client.pointers import Rollouts, share_equal_maps
 from promptreg.registry.postgres.conn import is_undefined_table
+from promptreg.registry.rollouts import percent_of
 from promptreg.registry.wire import ChangeMessage
 
 _FINGERPRINT = """
@@ -42,20 +48,25 @@ _FINGERPRINT = """
 # serves every prompt: a subset fetches only its own). One statement: one snapshot. Both audit
 # reads walk the UNIQUE (namespace, rev) index; the version is one primary-key probe per row that
 # names one (LIMIT 1 keeps the planner from turning it into a join over every version of the
-# namespace: measured at 1,000 versions, 3 ms a read instead of 0.5).
-_TEXT = "CASE WHEN %(texts)s AND a.action = 'add_version' THEN v.{} END"
+# namespace: measured at 1,000 versions, 3 ms a read instead of 0.5). A rollout's share (``points``,
+# schema migration 5) is read through to_jsonb, so a schema that predates it reads NULL instead of
+# failing: a client works before and after ``promptreg migrate``. A rollout's start sends its
+# candidate's text too.
+_TEXT = "CASE WHEN %(texts)s AND a.action IN ('add_version', 'start_rollout') THEN v.{} END"
+_AUDIT = (
+    "SELECT id, rev, action, prompt, label, version, previous_version, author, at, write_id, "
+    "(to_jsonb(promptreg_audit) ->> 'points')::int AS points FROM promptreg_audit"
+)
 _CHANGES = f"""
     SELECT n.rev, a.id, a.rev, a.action, a.prompt, a.label, a.version, a.previous_version, a.author, a.at,
-           a.write_id, left(v.sha256, 16),
+           a.write_id, left(v.sha256, 16), a.points,
            {", ".join(_TEXT.format(c) for c in ("prompt_text", "author", "message", "metadata", "created_at",
                                                 "messages", "config"))}
     FROM promptreg_namespaces n
     LEFT JOIN LATERAL (
-        (SELECT id, rev, action, prompt, label, version, previous_version, author, at, write_id FROM promptreg_audit
-         WHERE namespace = n.namespace AND rev <= %(rev)s ORDER BY rev DESC LIMIT 1)
+        ({_AUDIT} WHERE namespace = n.namespace AND rev <= %(rev)s ORDER BY rev DESC LIMIT 1)
         UNION ALL
-        (SELECT id, rev, action, prompt, label, version, previous_version, author, at, write_id FROM promptreg_audit
-         WHERE namespace = n.namespace AND rev > %(rev)s ORDER BY rev LIMIT %(limit)s)
+        ({_AUDIT} WHERE namespace = n.namespace AND rev > %(rev)s ORDER BY rev LIMIT %(limit)s)
     ) a ON true
     LEFT JOIN LATERAL (
         SELECT sha256, prompt_text, author, message, metadata, created_at, messages, config FROM promptreg_versions
@@ -119,7 +130,7 @@ def read_changes(conn: Any, namespace: str, after: int, limit: int, texts: bool)
     found: dict[tuple[str, int], CachedVersion] = {}
     previous: tuple[int, str] | None = None  # (rev, write id) of the row read before
     for row in rows:
-        entry_id, rev, action, prompt, label, version, prev, author, at, write_id, sha = row[1:12]
+        entry_id, rev, action, prompt, label, version, prev, author, at, write_id, sha, points = row[1:13]
         if entry_id is None:  # no audit row at all: one row of NULLs
             continue
         write_id = write_id or ""
@@ -128,10 +139,11 @@ def read_changes(conn: Any, namespace: str, after: int, limit: int, texts: bool)
         else:
             # The write before this one is the row at the revision below; none read: none recorded.
             phid = previous[1] if previous is not None and previous[0] == rev - 1 else ""
+            percent = None if points is None else percent_of(points)
             changes.append((entry_id, ChangeMessage(rev, action, prompt, label, version, prev, author,
-                                                    at.timestamp(), sha, write_id, phid)))  # fmt: skip
-            if row[12] is not None:
-                found[prompt, version] = cached_rows([(version, *row[12:])])[0]
+                                                    at.timestamp(), sha, write_id, phid, percent)))  # fmt: skip
+            if row[13] is not None:
+                found[prompt, version] = cached_rows([(version, *row[13:])])[0]
         previous = (rev, write_id)
     return Changes(server_rev, base, changes, found)
 
@@ -186,14 +198,18 @@ def read_state(conn: Any, namespace: str, cache: Cache, anchor: int | None) -> S
                 if name in pointers:
                     pointers[name][label] = version
             share_equal_maps(pointers, list(pointers), {})
-            state_pointers = StatePointers(pointers, history)
+            rollouts = _read_rollouts(conn, namespace, pointers)
+            state_pointers = StatePointers(pointers, history, rollouts)
+            candidates = {(n, candidate) for n, running in rollouts.items() for candidate, _ in running.values()}
             same = anchor_found and cache.continues(history)
             if same:
-                versions = read_versions(conn, namespace, cache.missing_versions(state_pointers))
+                wanted = cache.missing_versions(state_pointers)  # first: it may forget the versions cached
+                wanted |= {pair for pair in candidates if pair not in cache.versions}
+                versions = read_versions(conn, namespace, wanted)
             elif subset is None:  # every version a label points at: the server joins, no 200k-pair array
-                versions = _read_pointed(conn, namespace)
+                versions = _read_pointed(conn, namespace, bool(rollouts))
             else:
-                wanted = {(n, v) for n, labels in pointers.items() for v in labels.values()}
+                wanted = {(n, v) for n, labels in pointers.items() for v in labels.values()} | candidates
                 versions = read_versions(conn, namespace, wanted)
     except Exception as exc:
         if is_undefined_table(exc):  # no schema yet: an empty registry
@@ -213,15 +229,31 @@ _COLUMNS = (
 )
 
 
-def _read_pointed(conn: Any, namespace: str) -> dict[tuple[str, int], CachedVersion]:
-    """Every version a label (or ``latest``) points at, in the caller's transaction: the rows the
-    label and prompt tables name at that snapshot, which are the pointers the caller read in it."""
+def _read_rollouts(conn: Any, namespace: str, pointers: dict[str, dict[str, int]]) -> Rollouts:
+    """The rollouts running on the prompts of ``pointers``, in the caller's transaction (none when
+    the schema predates them: a client may be upgraded before ``promptreg migrate`` runs)."""
+    (exists,) = conn.execute("SELECT to_regclass('promptreg_rollouts') IS NOT NULL").fetchone()
+    rollouts: Rollouts = {}
+    if exists:
+        for name, label, candidate, points in conn.execute(
+            "SELECT name, label, candidate, points FROM promptreg_rollouts WHERE namespace = %s", (namespace,)
+        ):
+            if name in pointers:
+                rollouts.setdefault(name, {})[label] = (candidate, points)
+    return rollouts
+
+
+def _read_pointed(conn: Any, namespace: str, candidates: bool) -> dict[tuple[str, int], CachedVersion]:
+    """Every version a label (or ``latest``) points at, and with ``candidates`` every rollout's
+    candidate, in the caller's transaction: the rows those tables name at that snapshot, which are
+    the pointers the caller read in it."""
+    rollouts = " UNION SELECT name, candidate FROM promptreg_rollouts WHERE namespace = %s" if candidates else ""
     return _fetch_built(
         conn,
         f"SELECT {_COLUMNS} FROM promptreg_versions v WHERE v.namespace = %s AND (v.name, v.version) IN ("
         "SELECT name, version FROM promptreg_labels WHERE namespace = %s AND version IS NOT NULL "
-        "UNION SELECT name, latest FROM promptreg_prompts WHERE namespace = %s AND latest > 0)",
-        (namespace, namespace, namespace),
+        f"UNION SELECT name, latest FROM promptreg_prompts WHERE namespace = %s AND latest > 0{rollouts})",
+        (namespace,) * (4 if candidates else 3),
     )
 
 

@@ -13,6 +13,9 @@ message (:mod:`promptreg.registry.wire`) as a compact JSON object::
     {"rev": 7, "op": "set_label", "prompt": "movie-critic", "label": "production", "version": 3,
      "prev": 2, "author": "alice", "at": 1718000000.123}
 
+A rollout's notification also has ``pct``, the candidate's share after the write (``null`` when the
+rollout ended).
+
 JSON, not base64 msgpack, because a payload is text and an operator can read it with ``LISTEN`` in
 ``psql``. A payload must stay under 8000 bytes: the only field that can make it longer (``author``,
 up to 4096 characters) is then sent as ``null``; the audit row keeps it whole.
@@ -28,7 +31,7 @@ from typing import Any, Final
 import msgpack
 
 from promptreg.registry.errors import RegistryCorruptError
-from promptreg.registry.wire import ChangeMessage, decode
+from promptreg.registry.wire import ROLLOUT_OPERATIONS, ChangeMessage, decode
 
 CHANNEL_PREFIX: Final = "promptreg."
 MAX_PAYLOAD_BYTES: Final = 7999
@@ -144,6 +147,46 @@ MIGRATIONS: Final = (
         ALTER TABLE promptreg_audit ADD COLUMN write_id text;  -- NULL: written before write ids ('')
         """,
     ),
+    Migration(
+        5,
+        "rollouts: a table of the rollouts running, their share in the audit; grants as on promptreg_labels",
+        """
+        CREATE TABLE promptreg_rollouts (
+            namespace   text NOT NULL,
+            name        text NOT NULL,
+            label       text NOT NULL,
+            candidate   integer NOT NULL,
+            points      integer NOT NULL CHECK (points BETWEEN 1 AND 9999),  -- hundredths of a percent
+            started_at  timestamptz NOT NULL,
+            author      text,
+            PRIMARY KEY (namespace, name, label),
+            -- The label row exists (a rollout's label is never deleted: the writes refuse it) and
+            -- the candidate is a version of the prompt.
+            FOREIGN KEY (namespace, name, label) REFERENCES promptreg_labels (namespace, name, label),
+            FOREIGN KEY (namespace, name, candidate) REFERENCES promptreg_versions (namespace, name, version)
+        );
+        ALTER TABLE promptreg_audit ADD COLUMN points integer;  -- a rollout's share after the write
+        -- The roles that exist already keep working: who may read the labels may read the rollouts,
+        -- who may move labels may start and end rollouts.
+        DO $$
+        DECLARE
+            grant_row record;
+        BEGIN
+            FOR grant_row IN
+                SELECT DISTINCT acl.grantee, acl.privilege_type
+                FROM pg_class c, aclexplode(c.relacl) acl
+                WHERE c.oid = 'promptreg_labels'::regclass AND acl.grantee <> c.relowner
+                      AND acl.privilege_type IN ('SELECT', 'UPDATE')
+            LOOP
+                EXECUTE format('GRANT %s ON promptreg_rollouts TO %s',
+                               CASE grant_row.privilege_type WHEN 'SELECT' THEN 'SELECT'
+                                    ELSE 'INSERT, UPDATE, DELETE' END,
+                               CASE grant_row.grantee WHEN 0 THEN 'PUBLIC' ELSE grant_row.grantee::regrole::text END);
+            END LOOP;
+        END;
+        $$;
+        """,
+    ),
 )
 LATEST_SCHEMA: Final = MIGRATIONS[-1].version
 
@@ -185,11 +228,14 @@ def channel_for(namespace: str) -> str:
 
 def encode_payload(
     rev: int, op: str, prompt: str, label: str | None, version: int | None, prev: int | None,
-    author: str | None, at: float,
+    author: str | None, at: float, percent: float | None = None,
 ) -> str:  # fmt: skip
-    """The NOTIFY payload of one write (module docstring); always under :data:`MAX_PAYLOAD_BYTES`."""
-    fields = {"rev": rev, "op": op, "prompt": prompt, "label": label, "version": version, "prev": prev,
-              "author": author, "at": at}  # fmt: skip
+    """The NOTIFY payload of one write (module docstring; a rollout's also has ``pct``, its share);
+    always under :data:`MAX_PAYLOAD_BYTES`."""
+    fields: dict[str, Any] = {"rev": rev, "op": op, "prompt": prompt, "label": label, "version": version,
+                              "prev": prev, "author": author, "at": at}  # fmt: skip
+    if op in ROLLOUT_OPERATIONS:
+        fields["pct"] = percent
     payload = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
     if len(payload.encode("utf-8")) > MAX_PAYLOAD_BYTES:
         fields["author"] = None  # names and labels are bounded; only the author can overflow

@@ -23,7 +23,7 @@ import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from promptreg.registry.base import PromptRegistry, check_expected
@@ -47,7 +47,10 @@ from promptreg.registry.postgres.conn import (
     parse_postgres_url,
     require_psycopg,
 )
+from promptreg.registry.postgres.rollouts import PostgresRollouts
+from promptreg.registry.postgres.rows import AUDIT_COLUMNS, VERSION_COLUMNS, event_from_row, utc, version_from_row
 from promptreg.registry.postgres.schema import LATEST_SCHEMA, SCHEMA_TABLE, channel_for, encode_payload, run_migrations
+from promptreg.registry.rollouts import percent_of
 from promptreg.registry.urls import redact_url
 from promptreg.registry.validation import (
     DEFAULT_NAMESPACE,
@@ -57,32 +60,8 @@ from promptreg.registry.validation import (
     validate_namespace,
 )
 
-_VERSION_COLUMNS = "version, prompt_text, author, message, metadata, created_at, messages, config"
-"""The columns :func:`version_from_row` reads, in order (the client's PostgreSQL feed selects them too)."""
-_AUDIT_COLUMNS = "rev, at, action, prompt, label, version, previous_version, author, reason, forced, compatibility"
 
-
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
-
-
-def version_from_row(row: tuple[Any, ...]) -> PromptVersion:
-    """A :class:`PromptVersion` from a row of ``version, prompt_text, author, message, metadata,
-    created_at, messages, config`` (the last two optional: rows selected before chat versions)."""
-    number, text, author, message, metadata, created_at, *chat = row
-    messages, config = [*chat, None, None][:2]
-    return PromptVersion(version=number, prompt_text=text, created_at=_utc(created_at), author=author,
-                         message=message, metadata=metadata, messages=messages, config=config or {})  # fmt: skip
-
-
-def _event_from_row(row: tuple[Any, ...]) -> AuditEvent:
-    rev, at, action, prompt, label, version, previous, author, reason, forced, compatibility = row
-    return AuditEvent(rev=rev, at=_utc(at), action=action, prompt=prompt, label=label, version=version,
-                      previous_version=previous, author=author, reason=reason, forced=forced,
-                      compatibility=compatibility)  # fmt: skip
-
-
-class PostgresPromptRegistry(PromptRegistry):
+class PostgresPromptRegistry(PostgresRollouts, PromptRegistry):
     """The production registry on PostgreSQL 12 or newer (``postgresql://`` or ``postgres://``).
 
     ``url`` is a libpq URL; its ``namespace=`` query parameter (else the ``namespace`` argument, else
@@ -261,6 +240,7 @@ class PostgresPromptRegistry(PromptRegistry):
         self, conn: Any, rev: int, action: AuditAction, name: str, at: datetime, label: str | None = None,
         version: int | None = None, previous: int | None = None, author: str | None = None,
         reason: str | None = None, forced: bool = False, compatibility: CompatibilityMode | None = None,
+        points: int | None = None,
     ) -> AuditEvent:  # fmt: skip
         """The tail of every write: audit row, revision bump, notification (sent at COMMIT).
 
@@ -270,15 +250,16 @@ class PostgresPromptRegistry(PromptRegistry):
         rev += 1
         conn.execute("UPDATE promptreg_namespaces SET rev = %s WHERE namespace = %s", (rev, self.namespace))
         conn.execute(
-            f"INSERT INTO promptreg_audit (namespace, {_AUDIT_COLUMNS}, write_id) VALUES ({', '.join(['%s'] * 13)})",
+            f"INSERT INTO promptreg_audit (namespace, {AUDIT_COLUMNS}, write_id) VALUES ({', '.join(['%s'] * 14)})",
             (self.namespace, rev, at, action, name, label, version, previous, author, reason, forced, compatibility,
-             secrets.token_hex(8)),
+             points, secrets.token_hex(8)),
         )  # fmt: skip
-        payload = encode_payload(rev, action, name, label, version, previous, author, at.timestamp())
+        percent = None if points is None else percent_of(points)
+        payload = encode_payload(rev, action, name, label, version, previous, author, at.timestamp(), percent)
         conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
         return AuditEvent(rev=rev, at=at, action=action, prompt=name, label=label, version=version,
                           previous_version=previous, author=author, reason=reason, forced=forced,
-                          compatibility=compatibility)  # fmt: skip
+                          compatibility=compatibility, percent=percent)  # fmt: skip
 
     def _check(self, conn: Any, name: str, label: str, current: int | None, target: int, force: bool) -> bool:
         """The compatibility check inside the write (the prompt row is locked, versions are immutable)
@@ -291,7 +272,7 @@ class PostgresPromptRegistry(PromptRegistry):
         if mode == "none":
             return False
         rows = conn.execute(
-            f"SELECT {_VERSION_COLUMNS} FROM promptreg_versions WHERE namespace = %s AND name = %s "
+            f"SELECT {VERSION_COLUMNS} FROM promptreg_versions WHERE namespace = %s AND name = %s "
             "AND version IN (%s, %s)",
             (self.namespace, name, current, target),
         ).fetchall()
@@ -321,7 +302,7 @@ class PostgresPromptRegistry(PromptRegistry):
         with self._write() as (conn, rev):
             number = self._lock_prompt(conn, name) + 1
             conn.execute(
-                f"INSERT INTO promptreg_versions (namespace, name, {_VERSION_COLUMNS}, sha256) "
+                f"INSERT INTO promptreg_versions (namespace, name, {VERSION_COLUMNS}, sha256) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (self.namespace, name, number, prompt_text, author, message, json.dumps(metadata), at, chat,
                  json.dumps(config or {}), digest),
@@ -341,6 +322,7 @@ class PostgresPromptRegistry(PromptRegistry):
             if version > self._lock_prompt(conn, name):
                 raise VersionNotFoundError(name, version)
             current, previous = self._lock_label(conn, name, label)
+            self._no_rollout(conn, name, label)
             check_expected(name, label, expected_version, current)
             # A deleted label's row keeps where it pointed (`previous`): delete + set is one move.
             forced = self._check(conn, name, label, current if current is not None else previous, version, force)
@@ -358,6 +340,7 @@ class PostgresPromptRegistry(PromptRegistry):
             current, _previous = self._lock_label(conn, name, label)
             if current is None:
                 raise LabelNotFoundError(name, label)
+            self._no_rollout(conn, name, label)
             check_expected(name, label, expected_version, current)
             self._put_label(conn, name, label, None, current)
             return self._commit(conn, rev, "delete_label", name, at, label, None, current, author, reason)
@@ -367,6 +350,7 @@ class PostgresPromptRegistry(PromptRegistry):
         with self._write() as (conn, rev):
             self._lock_prompt(conn, name)
             current, target = self._lock_label(conn, name, label)
+            self._no_rollout(conn, name, label)
             if target is None:
                 raise RollbackUnavailableError(name, label)
             check_expected(name, label, expected_version, current)
@@ -398,8 +382,7 @@ class PostgresPromptRegistry(PromptRegistry):
             if head is None:
                 return None
             versions = conn.execute(
-                f"SELECT {_VERSION_COLUMNS} FROM promptreg_versions WHERE namespace = %s AND name = %s "
-                "ORDER BY version",
+                f"SELECT {VERSION_COLUMNS} FROM promptreg_versions WHERE namespace = %s AND name = %s ORDER BY version",
                 (ns, name),
             ).fetchall()
             labels = conn.execute(
@@ -407,10 +390,11 @@ class PostgresPromptRegistry(PromptRegistry):
                 "AND version IS NOT NULL ORDER BY label",
                 (ns, name),
             ).fetchall()
+            rollouts = self._rollouts_of(conn, name)
         description, author, created_at, compatibility = head
-        return Prompt(name=name, description=description, author=author, created_at=_utc(created_at),
+        return Prompt(name=name, description=description, author=author, created_at=utc(created_at),
                       versions=[version_from_row(row) for row in versions], labels=dict(labels),
-                      compatibility=compatibility)  # fmt: skip
+                      compatibility=compatibility, rollouts=rollouts)  # fmt: skip
 
     def _resolve_label(self, name: str, label: str) -> int:
         with self._read() as conn:
@@ -434,8 +418,7 @@ class PostgresPromptRegistry(PromptRegistry):
             ).fetchone() is None:  # fmt: skip
                 raise PromptNotFoundError(name)
             row = conn.execute(
-                f"SELECT {_VERSION_COLUMNS} FROM promptreg_versions WHERE namespace = %s AND name = %s "
-                "AND version = %s",
+                f"SELECT {VERSION_COLUMNS} FROM promptreg_versions WHERE namespace = %s AND name = %s AND version = %s",
                 (self.namespace, name, version),
             ).fetchone()
         if row is None:
@@ -461,11 +444,11 @@ class PostgresPromptRegistry(PromptRegistry):
             ).fetchone() is None:  # fmt: skip
                 raise PromptNotFoundError(name)
             rows = conn.execute(
-                f"SELECT {_AUDIT_COLUMNS} FROM promptreg_audit WHERE namespace = %s AND prompt = %s ORDER BY rev",
+                f"SELECT {AUDIT_COLUMNS} FROM promptreg_audit WHERE namespace = %s AND prompt = %s ORDER BY rev",
                 (self.namespace, name),
             ).fetchall()
         try:
-            return [_event_from_row(row) for row in rows]
+            return [event_from_row(row) for row in rows]
         except ValueError as exc:
             raise RegistryCorruptError(f"unreadable audit row of prompt {name!r}: {exc}") from exc
 
@@ -480,11 +463,11 @@ class PostgresPromptRegistry(PromptRegistry):
     def _changes_since(self, rev: int, limit: int) -> list[AuditEvent]:
         with self._read() as conn:
             rows = conn.execute(
-                f"SELECT {_AUDIT_COLUMNS} FROM promptreg_audit WHERE namespace = %s AND rev > %s ORDER BY rev LIMIT %s",
+                f"SELECT {AUDIT_COLUMNS} FROM promptreg_audit WHERE namespace = %s AND rev > %s ORDER BY rev LIMIT %s",
                 (self.namespace, rev, limit),
             ).fetchall()
         try:
-            return [_event_from_row(row) for row in rows]
+            return [event_from_row(row) for row in rows]
         except ValueError as exc:
             raise RegistryCorruptError(f"unreadable audit row after rev {rev}: {exc}") from exc
 
@@ -515,7 +498,7 @@ class PostgresPromptRegistry(PromptRegistry):
         deleted = 0
         with self._session() as conn, conn.transaction():
             conn.execute("SELECT set_config('promptreg.drop_namespace', %s, true)", (self.namespace,))
-            for table in ("promptreg_labels", "promptreg_versions", "promptreg_prompts", "promptreg_audit",
-                          "promptreg_namespaces"):  # fmt: skip
+            for table in ("promptreg_rollouts", "promptreg_labels", "promptreg_versions", "promptreg_prompts",
+                          "promptreg_audit", "promptreg_namespaces"):  # fmt: skip
                 deleted += conn.execute(f"DELETE FROM {table} WHERE namespace = %s", (self.namespace,)).rowcount
         return deleted
