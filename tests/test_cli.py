@@ -73,6 +73,7 @@ def test_whole_workflow(seeded: Cli, tmp_path: Path) -> None:
             "created_at": listed[0]["created_at"],
             "labels": {"production": 3, "staging": 2},
             "compatibility": "none",
+            "rollouts": {},
             "latest": 3,
         }
     ]

@@ -1,7 +1,8 @@
 """``promptreg fleet`` and the ``--wait`` of ``label`` / ``rollback``: which process serves what.
 
-``fleet`` prints :meth:`~promptreg.PromptRegistry.fleet` as a table; with ``--prompt NAME`` it adds
-the version each client serves for its label, worked out from the prompt's audit trail at the
+``fleet`` prints :meth:`~promptreg.PromptRegistry.fleet` as a table; with ``--prompt NAME`` it first
+prints NAME's labels (a label with a rollout: its split, :func:`render_labels`), then adds the version
+(and rollout) each client serves for its label, worked out from the prompt's audit trail at the
 client's revision (a client reports only its revision, so reports stay small whatever the registry
 holds). ``--wait [SECONDS]`` runs :meth:`~promptreg.PromptRegistry.wait_for_fleet` for the write's
 revision and exits with :data:`EXIT_INCOMPLETE` when some client did not confirm it in time.
@@ -16,7 +17,7 @@ index was too large to read whole (:data:`~promptreg.registry.redis.fleet.MAX_FL
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -24,8 +25,9 @@ import click
 
 from promptreg.registry.base import PromptRegistry
 from promptreg.registry.cli.options import current_registry, json_option, print_json
+from promptreg.registry.errors import PromptNotFoundError
 from promptreg.registry.fleet import FleetMember, FleetRead, FleetWait, escape_control
-from promptreg.registry.models import AuditEvent
+from promptreg.registry.models import AuditEvent, Prompt
 from promptreg.registry.validation import LATEST
 
 EXIT_INCOMPLETE = 3
@@ -124,48 +126,99 @@ def _ago(moment: datetime, now: datetime) -> str:
     return f"{seconds:.1f} s ago" if seconds < 120 else moment.strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _version_at(events: list[AuditEvent], label: str, rev: int) -> int | None:
-    """Where ``label`` pointed at revision ``rev``, from the prompt's audit trail (oldest first)."""
+def _served_at(events: list[AuditEvent], label: str, rev: int) -> tuple[int | None, tuple[int, float] | None]:
+    """Where ``label`` pointed at revision ``rev`` and its rollout then (``(candidate, percent)``, or
+    ``None``), from the prompt's audit trail (oldest first). A rollout's start and change leave the
+    label where it is; its promotion moves the label, and its abort leaves it where it was."""
     found: int | None = None
+    rollout: tuple[int, float] | None = None
     for event in events:
         if event.rev > rev:
             break
-        moved = event.label == label and event.action in ("set_label", "delete_label", "rollback")
+        if event.label == label and event.action in ("start_rollout", "set_rollout"):
+            rollout = (event.version or 0, event.percent or 0.0)
+            continue
+        moved = event.label == label and event.action in _LABEL_MOVES
         if moved or (label == LATEST and event.action == "add_version"):
             found = event.version
-    return found
+            if moved:
+                rollout = None
+    return found, rollout
+
+
+_LABEL_MOVES = frozenset({"set_label", "delete_label", "rollback", "promote_rollout", "abort_rollout"})
+"""The audit actions after which ``AuditEvent.version`` is where the label points."""
 
 
 @click.command()
 @click.option("--prompt", "prompt_name", metavar="NAME", help="Also show which version of NAME each client serves.")
 @json_option
 def fleet(prompt_name: str | None, as_json: bool) -> None:
-    """Which client processes follow this registry, and the revision each one serves."""
+    """Which client processes follow this registry, and the revision each one serves.
+
+    With --prompt NAME: first NAME's labels (a label with a rollout: its split between the stable
+    version and the candidate), then the version of NAME each client serves for its label.
+    """
     registry = current_registry(reading=True)
     _quiet_registry_log()
+    prompt = None
+    if prompt_name is not None:  # an unknown prompt is an error before the fleet is read
+        prompt = registry.get_prompt(prompt_name)
+        if prompt is None:
+            raise PromptNotFoundError(prompt_name)
     read = read_fleet_view(registry)  # first: a read drops the entries it skipped, this one counts them
     members = read.members
     now = registry.wait_for_fleet(timeout=0)  # the registry's revision, and who is behind it
-    versions: dict[str, int | None] = {}
+    served: dict[str, tuple[int | None, tuple[int, float] | None]] = {}
     if prompt_name is not None:
         events = registry.history(prompt_name)
-        versions = {m.client_id: _version_at(events, m.label, m.rev) for m in members}
+        served = {m.client_id: _served_at(events, m.label, m.rev) for m in members}
     if as_json:
         rows = [m.model_dump(mode="json") for m in members]
         if prompt_name is not None:
             for row in rows:
-                row["prompt"], row["version"] = prompt_name, versions[row["client_id"]]
+                version, rollout = served[row["client_id"]]
+                row["prompt"], row["version"] = prompt_name, version
+                row["rollout"] = None if rollout is None else {"version": rollout[0], "percent": rollout[1]}
         print_json(rows)
         _notices(read, err=True)  # the JSON stays a list of members
         return
+    if prompt is not None:
+        click.echo(render_labels(prompt))
     if not members:
         click.echo("no client reports to this registry (clients on Redis do; files and PostgreSQL keep no fleet)")
         _notices(read, err=False)
         return
+    versions = {client: _served_cell(*cell) for client, cell in served.items()}
     click.echo(render_table(members, versions if prompt_name is not None else None))
     behind = f"; {len(now.lagging)} behind" if now.lagging else ""
     click.echo(f"{len(members)} clients; registry at rev {now.rev}{behind}")
     _notices(read, err=False)
+
+
+def render_labels(prompt: Prompt) -> str:
+    """What ``fleet --prompt`` prints above the table: one line per label of the prompt,
+    ``movie-critic production: stable v3 90%, candidate v4 10%`` for a label with a rollout,
+    ``movie-critic staging: v2`` for one without."""
+    from promptreg.registry.cli.rollout import describe_running  # rollout imports this module
+
+    if not prompt.labels:
+        return f"{escape_control(prompt.name)}: no labels"
+    lines = []
+    for label, version in sorted(prompt.labels.items()):
+        running = prompt.rollouts.get(label)
+        text = f"{label}: v{version}" if running is None else describe_running(label, version, running)
+        lines.append(escape_control(f"{prompt.name} {text}"))
+    return "\n".join(lines)
+
+
+def _served_cell(version: int | None, rollout: tuple[int, float] | None) -> int | str | None:
+    """The VERSION cell: the version, or ``3 (v4 10%)`` when a rollout splits the label."""
+    if version is None or rollout is None:
+        return version
+    from promptreg.registry.cli.rollout import format_percent  # rollout imports this module
+
+    return f"{version} (v{rollout[0]} {format_percent(rollout[1])})"
 
 
 def _notices(read: FleetRead, *, err: bool) -> None:
@@ -180,7 +233,7 @@ def _notices(read: FleetRead, *, err: bool) -> None:
         )
 
 
-def render_table(members: list[FleetMember], versions: dict[str, int | None] | None) -> str:
+def render_table(members: list[FleetMember], versions: Mapping[str, int | str | None] | None) -> str:
     """The ``promptreg fleet`` table: one line per member, every cell escaped (no control character
     of a record reaches the terminal, see the module docstring)."""
     now = datetime.now(UTC)

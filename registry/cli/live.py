@@ -17,7 +17,8 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from promptreg.registry.cli.options import current_settings, json_option
+from promptreg.registry.cli.options import CliSettings, current_settings, json_option
+from promptreg.registry.cli.rollout import describe_rollout
 from promptreg.registry.errors import RegistryUnavailableError
 from promptreg.registry.models import describe_label_move
 from promptreg.registry.urls import POSTGRES_SCHEMES, REDIS_SCHEMES, redact_url, url_scheme
@@ -55,6 +56,7 @@ def watch(name: str | None, timeout: float, as_json: bool) -> None:
         if not client.wait_ready(0):
             reason = client.status().last_error or f"no answer within {timeout:g} s"
             raise RegistryUnavailableError(f"cannot watch {redact_url(settings.url)}: {reason}")
+        rollouts = _running_rollouts(settings)  # to tell a rollout's start from its change, and its end
         # Registered once the first state is in, so only what happens after it is printed.
         client.on_change(collect)
         client.on_status(events.put)
@@ -69,7 +71,7 @@ def watch(name: str | None, timeout: float, as_json: bool) -> None:
                     detail = f": {item.last_error}" if item.last_error and item.state.value != "live" else ""
                     click.echo(f"[{item.state.value}{detail}]", err=True)
                 continue
-            click.echo(json.dumps(dataclasses.asdict(item)) if as_json else _describe(item))
+            click.echo(json.dumps(dataclasses.asdict(item)) if as_json else _describe(item, rollouts))
     except KeyboardInterrupt:
         pass
     finally:
@@ -77,13 +79,55 @@ def watch(name: str | None, timeout: float, as_json: bool) -> None:
         client.close()
 
 
-def _describe(event: Any) -> str:
+Rollouts = dict[tuple[str, str], tuple[int, float]]
+"""``(name, label) -> (candidate, percent)``: the rollouts running, as ``watch`` has seen them."""
+
+
+def _running_rollouts(settings: CliSettings) -> Rollouts:
+    """The rollouts running when the watch begins; empty if the registry cannot say (the watch then
+    tells a rollout's start from its change, or its abort, less precisely, and nothing else)."""
+    try:
+        found = settings.registry().list_rollouts()
+    except Exception:  # best effort: watching must not fail on a read it only uses for its wording
+        return {}
+    return {(name, label): (r.version, r.percent) for name, labels in found.items() for label, r in labels.items()}
+
+
+def _describe(event: Any, rollouts: Rollouts) -> str:
+    """One change in words; ``rollouts`` (updated here) tells a rollout's steps apart: the client's
+    change event says only the label's version before and after, and its rollout after."""
     if event.label is None:
         return f"rev {event.rev}  {event.name}: created"
     if event.label == "latest":
         return f"rev {event.rev}  {event.name}: new version {event.version}"
+    key = (event.name, event.label)
+    before, after = rollouts.get(key), getattr(event, "rollout", None)
+    if after is None:
+        rollouts.pop(key, None)
+    else:
+        rollouts[key] = after = (after[0], after[1])
+    step = _rollout_step(event, before, after)
+    if step is not None:
+        return f"rev {event.rev}  {event.name}: {step}"
     move = describe_label_move(event.label, event.previous_version, event.version)
     return f"rev {event.rev}  {event.name}: label {move}"
+
+
+def _rollout_step(event: Any, before: tuple[int, float] | None, after: tuple[int, float] | None) -> str | None:
+    """The rollout step of ``event`` in words (:func:`describe_rollout`), or ``None`` for a plain move."""
+    still = event.version == event.previous_version
+    if after is not None and after != before and still:
+        if before is not None and before[0] == after[0]:
+            return describe_rollout("set_rollout", event.label, stable=event.version, candidate=after[0],
+                                    percent=after[1], before=before[1])  # fmt: skip
+        return describe_rollout(
+            "start_rollout", event.label, stable=event.version, candidate=after[0], percent=after[1]
+        )
+    if after is None and still:  # the rollout ended and the label stayed: an abort
+        return describe_rollout("abort_rollout", event.label, stable=event.version, candidate=before and before[0])
+    if after is None and before is not None and event.version == before[0]:
+        return describe_rollout("promote_rollout", event.label, stable=event.previous_version, candidate=before[0])
+    return None
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -2,7 +2,8 @@
 
 This module holds the group (global options, the one place errors become a line) and ``main``; the
 commands live in :mod:`~promptreg.registry.cli.prompts`, :mod:`~promptreg.registry.cli.files`,
-:mod:`~promptreg.registry.cli.acl` and :mod:`~promptreg.registry.cli.live` (``watch``, ``demo``).
+:mod:`~promptreg.registry.cli.acl`, :mod:`~promptreg.registry.cli.rollout` and :mod:`~promptreg.registry.cli.live`
+(``watch``, ``demo``).
 
 Every command that shows data takes ``--json`` and then prints the models' own fields
 (``model_dump(mode="json")``). Errors print one line, ``error: ...``, on stderr and exit 1; usage
@@ -32,6 +33,7 @@ from promptreg.registry.cli.fleet import fleet
 from promptreg.registry.cli.live import demo, watch
 from promptreg.registry.cli.maintenance import migrate
 from promptreg.registry.cli.prompts import create, diff, history, label, list_prompts, push, render, rollback, show
+from promptreg.registry.cli.rollout import rollout
 from promptreg.registry.cli.serve import serve, token
 from promptreg.registry.errors import LabelNotFoundError, PromptNotFoundError, PromptRegistryError
 from promptreg.registry.factory import DEFAULT_URL, NAMESPACE_ENV, URL_ENV, PromptRegistryFactory
@@ -171,9 +173,17 @@ def _after_the_command(name: str, help: str) -> click.Option:
 
 for command in (create, push, label, rollback, show, render, list_prompts, history, diff, check, compatibility):
     cli.add_command(command)
-for command in (sync, export_command, import_command, watch, demo, acl_command, migrate, fleet, serve, token):
+for command in (sync, export_command, import_command, watch, demo, acl_command, migrate, fleet, serve, token, rollout):
     cli.add_command(command)
-for command in cli.commands.values():
+
+
+def _leaves(group: click.Group) -> Iterable[click.Command]:
+    # A subcommand's group (`rollout`) takes the options after its subcommands (`rollout start ... --url U`).
+    for command in group.commands.values():
+        yield from _leaves(command) if isinstance(command, click.Group) else (command,)
+
+
+for command in _leaves(cli):
     taken = {flag for param in command.params for flag in getattr(param, "opts", ())}
     if "--url" not in taken:
         command.params.append(_after_the_command("url", "Registry URL (as before the command)."))

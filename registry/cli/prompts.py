@@ -27,6 +27,7 @@ from promptreg.registry.cli.options import (
     unified_diff,
     version_body,
 )
+from promptreg.registry.cli.rollout import ROLLOUT_ACTIONS, describe_rollout_event, describe_running
 from promptreg.registry.errors import InvalidInputError
 from promptreg.registry.models import AuditEvent, Prompt, PromptVersion, describe_label_move
 from promptreg.registry.validation import validate_label
@@ -262,6 +263,10 @@ def show(name: str, label: str | None, version: int | None, text_only: bool, as_
         click.echo(f"variables: {', '.join(sorted(found.variables))}")
     if found.placeholders:
         click.echo(f"placeholders: {', '.join(sorted(found.placeholders))}")
+    labels = prompt.labels if prompt else {}
+    for name_of_label, running in sorted((prompt.rollouts if prompt else {}).items()):
+        since = f"started {_when(running.started_at)}" + (f" by {running.author}" if running.author else "")
+        click.echo(f"rollout: {describe_running(name_of_label, labels.get(name_of_label), running)} ({since})")
     click.echo("")
     click.echo(body, nl=not body.endswith("\n"))
 
@@ -327,6 +332,7 @@ def history(name: str, as_json: bool) -> None:
         return
     prompt = registry.get_prompt(name)
     messages = {v.version: v.message for v in prompt.versions} if prompt else {}
+    shares: dict[str | None, float | None] = {}  # the share of each label's rollout, to say "widened"
     for event in events:
         if event.action == "create_prompt":
             what = "created"
@@ -335,6 +341,11 @@ def history(name: str, as_json: bool) -> None:
             what = f"version {event.version}" + (f": {note}" if note else "")
         elif event.action == "set_compatibility":
             what = f"compatibility {event.compatibility}" + (f"  ({event.reason})" if event.reason else "")
+        elif event.action in ROLLOUT_ACTIONS:
+            what = describe_rollout_event(event, shares.get(event.label)) + (" [forced]" if event.forced else "")
+            shares[event.label] = event.percent if event.action in ("start_rollout", "set_rollout") else None
+            if event.reason:
+                what += f"  ({event.reason})"
         else:
             what = f"{event.action} {_move(event)}" + (" [forced]" if event.forced else "")
             if event.reason:
