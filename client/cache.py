@@ -225,7 +225,8 @@ class Cache:
             self._held = False
         if not events:
             return []
-        return diff_pointers(old_pointers, pointers, rev) + diff_rollouts(old_rollouts, rollouts, pointers, rev)
+        moves = diff_pointers(old_pointers, pointers, rev)
+        return moves + diff_rollouts(old_rollouts, rollouts, pointers, rev, moves)
 
     def settle(self) -> None:
         """The messages buffered while the last full state was read are drained.

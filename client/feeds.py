@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from promptreg.client.cache import Action, Cache, ChangeEvent, Pointers, diff_pointers
 from promptreg.client.cached_version import CachedVersion
+from promptreg.client.pointers import Rollouts, diff_rollouts
 from promptreg.client.status import StatusTracker
 from promptreg.registry.errors import RegistryCorruptError
 from promptreg.registry.wire import ChangeMessage
@@ -187,8 +188,9 @@ class Feed:
         if changed:
             logger.warning("promptreg %s %s: %s", self.kind, self._name, reason)
 
-    def _replaced(self, before: Pointers) -> None:
-        """After a full state replaced ``before``: notify what changed, if anyone listens.
+    def _replaced(self, before: Pointers, before_rollouts: Rollouts | None = None) -> None:
+        """After a full state replaced ``before`` (and the rollouts ``before_rollouts``): notify what
+        changed, if anyone listens.
 
         Asked after the swap, so a callback registered before the new state was visible gets it.
         """
@@ -196,6 +198,8 @@ class Feed:
         if context.listening():
             cache = context.cache
             events = diff_pointers(before, cache.pointers, cache.rev)
+            if before_rollouts is not None:
+                events += diff_rollouts(before_rollouts, cache.rollouts, cache.pointers, cache.rev, events)
             if events:
                 context.notify(events)
 

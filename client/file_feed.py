@@ -73,9 +73,9 @@ class FileFeed(Feed):
         if empty is not None:
             self._hold(empty)
             return
-        before = cache.pointers
+        before, before_rollouts = cache.pointers, cache.rollouts
         cache.replace(state.rev, pointers, versions=versions, events=False, rollouts=rollouts)
         self._trusted()
         self.context.status.resynced()
         self.context.status.live()
-        self._replaced(before)
+        self._replaced(before, before_rollouts)

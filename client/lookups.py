@@ -78,6 +78,13 @@ class Lookups:
 
     def _lookup_miss(self, name: str, label: str | None, version: int | None, key: object = None) -> CachedVersion:
         cache = self._lookup_cache
+        if version is None and cache.rollouts:  # a rollout (missing from the plain view): picked at once
+            try:
+                split = cache.split(name, label)
+            except TypeError:  # unhashable name or label: validated below
+                split = None
+            if split is not None:
+                return _pick(split, key)
         if label is None and type(version) is int:  # a pinned version seen before: no validation needed
             try:
                 found = cache.versions.get((name, version))
@@ -95,9 +102,6 @@ class Lookups:
             if cache.subset is not None and name not in cache.subset:
                 raise cache.subset.not_served(name)
             return cache.add_version(name, self._feed.fetch_version(name, version))
-        split = cache.split(name, label)
-        if split is not None:  # a rollout: picked by the key, else at random
-            return _pick(split, key)
         label = self._default_label if label is None else label
         hit = cache.view.get(label, {}).get(name)
         if hit is not None:  # the view was swapped since the fast path looked

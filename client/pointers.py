@@ -9,7 +9,7 @@ change message (or an audit entry replayed) follows; :func:`diff_pointers` turns
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from promptreg.registry.errors import InvalidInputError
@@ -148,21 +148,30 @@ def share_equal_maps(
 
 
 def diff_rollouts(
-    old: Rollouts, new: Rollouts, pointers: Mapping[str, Mapping[str, int]], rev: int
-) -> list[ChangeEvent]:
+    old: Rollouts, new: Rollouts, pointers: Mapping[str, Mapping[str, int]], rev: int,
+    moved: list[ChangeEvent] | None = None,
+) -> list[ChangeEvent]:  # fmt: skip
     """The events of the rollouts that started, changed or ended between two full states (each with
-    the label's version now as ``version`` and ``previous_version``)."""
+    the label's version now as ``version`` and ``previous_version``). ``moved`` are the label moves
+    between the same states (:func:`diff_pointers`): a label that moved gets no event of its own
+    here, its move's event says what runs there now (a promotion is one move)."""
     events: list[ChangeEvent] = []
+    moves = {(e.name, e.label): index for index, e in enumerate(moved or [])}
     for name in sorted(old.keys() | new.keys()):
         before, after = old.get(name, {}), new.get(name, {})
         if before == after:
             continue
         for label in sorted(before.keys() | after.keys()):
             now = after.get(label)
-            if before.get(label) != now:
-                stable = pointers.get(name, {}).get(label)
-                rollout = None if now is None else (now[0], now[1] / 100)
-                events.append(ChangeEvent(name, label, stable, stable, rev, None, rollout))
+            if before.get(label) == now:
+                continue
+            rollout = None if now is None else (now[0], now[1] / 100)
+            index = moves.get((name, label))
+            if index is not None and moved is not None:
+                moved[index] = replace(moved[index], rollout=rollout)
+                continue
+            stable = pointers.get(name, {}).get(label)
+            events.append(ChangeEvent(name, label, stable, stable, rev, None, rollout))
     return events
 
 

@@ -294,7 +294,7 @@ class RedisFeed(PushFeed[bytes]):
                 self._hold(problem)
                 self._recheck_at = time.monotonic() + HOLD_RECHECK
                 return
-            before = cache.pointers
+            before, before_rollouts = cache.pointers, cache.rollouts
             if state.anchor_found:  # the same history, grown: versions cached are still the registry's
                 missing = cache.missing_versions(state.pointers)
                 for (name, _number), version in fetch_versions(client, self.keys, missing).items():
@@ -316,7 +316,7 @@ class RedisFeed(PushFeed[bytes]):
             logger.warning("promptreg: %s", UNMIGRATED)
         logger.debug("promptreg: resynced to rev %d (%s)", state.rev, reason)
         self._mark_backlog()
-        self._replaced(before)
+        self._replaced(before, before_rollouts)
 
     def _sentinels_changed(self, event: str) -> None:
         """On the sentinel watch's thread, after ``event``: if the sentinels' answer is not the one the

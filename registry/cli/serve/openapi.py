@@ -236,9 +236,14 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/v1/prompts/{name}/resolve": {
             "get": _op(
-                "The version a label points at, from the server's push-fed cache; ETag / If-None-Match -> 304",
+                "The version a label points at, from the server's push-fed cache; ETag / If-None-Match -> 304. "
+                "During a rollout, 'key' (a user or session id) picks the variant, as PromptClient.get does",
                 _json(_ref("Version")),
-                params=[_NAME, {"name": "label", "in": "query", "schema": _STR}],
+                params=[
+                    _NAME,
+                    {"name": "label", "in": "query", "schema": _STR},
+                    {"name": "key", "in": "query", "schema": _STR},
+                ],
             )
         },
         "/api/v1/prompts/{name}/labels/{label}": {

@@ -34,6 +34,10 @@ logger = logging.getLogger("promptreg.serve")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+MAX_KEY_CHARS = 256
+"""The longest rollout ``key`` (a user or session id) ``resolve`` takes."""
+
+
 def error_response(exc: PromptRegistryError, **extra: Any) -> Response:
     """A promptreg error in the API's shape, with its status and the details it carries."""
     status = status_of(exc)
@@ -152,7 +156,10 @@ def build_routes(server: Server) -> list[Route]:
     async def resolve(request: Request, t: api.Target) -> Response:
         server.require(request, "reader")
         label = validate_label(request.query_params.get("label") or server.client.default_label)
-        etag, body = server.resolved(t.name, label)
+        key = request.query_params.get("key")
+        if key is not None and len(key) > MAX_KEY_CHARS:
+            raise InvalidInputError(f"key is over {MAX_KEY_CHARS} characters")
+        etag, body = server.resolved(t.name, label, key)
         state = server.client.status()  # how fresh the answer is: "stale" while the registry is unreachable
         headers = {"ETag": etag, "Cache-Control": "no-cache", "X-Promptreg-State": state.state.value,
                    "X-Promptreg-Rev": str(state.rev)}  # fmt: skip
@@ -326,6 +333,7 @@ def _prompt_json(prompt: Any) -> dict[str, Any]:
         "created_at": prompt.created_at.isoformat(),
         "compatibility": prompt.compatibility,
         "labels": dict(prompt.labels),
+        "rollouts": {label: rollout.model_dump(mode="json") for label, rollout in prompt.rollouts.items()},
         "latest": None if latest is None else latest.version,
         "versions": [api.version_summary(v) for v in prompt.versions],
     }

@@ -84,7 +84,7 @@ class Server:
         self.hub: ChangeHub | None = None
         self._descriptions: dict[str, str | None] = {}
         self._descriptions_lock = threading.Lock()
-        self._resolved: dict[tuple[str, str], tuple[object, str, bytes]] = {}
+        self._resolved: dict[tuple[str, str, int], tuple[object, str, bytes]] = {}
         self._catalog: api.Catalog | None = None
 
     def catalog(self) -> api.Catalog:
@@ -165,17 +165,18 @@ class Server:
             delay = min(delay * 2, 0.02)
         return True
 
-    def resolved(self, name: str, label: str) -> tuple[str, bytes]:
-        """``(etag, body)`` of what ``label`` of ``name`` points at, from the client's cache; the
-        body is encoded once per version the label points at, not per request."""
-        version = self.client.get(name, label)
-        known = self._resolved.get((name, label))
+    def resolved(self, name: str, label: str, key: str | None = None) -> tuple[str, bytes]:
+        """``(etag, body)`` of what ``label`` of ``name`` points at, from the client's cache (``key``
+        picks the variant of a running rollout, as ``PromptClient.get`` does); the body is encoded
+        once per version served, not per request."""
+        version = self.client.get(name, label, key=key)
+        known = self._resolved.get((name, label, version.version))
         if known is not None and known[0] is version:
             return known[1], known[2]
         data = {"name": name, "label": label, **api.version_json(version)}
         body = json_response(data).body
         etag = '"' + data["sha256"][:16] + "-" + str(version.version) + '"'
-        self._resolved[(name, label)] = (version, etag, bytes(body))
+        self._resolved[(name, label, version.version)] = (version, etag, bytes(body))
         return etag, bytes(body)
 
 
