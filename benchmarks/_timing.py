@@ -13,8 +13,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-Lookup = Callable[[str], object]
+Lookup = Callable[..., object]
 
 
 @dataclass
@@ -47,12 +48,33 @@ def _blocks(get: Lookup, keys: Sequence[str], block: int, repeats: int, offset: 
     return out
 
 
-def time_lookups(get: Lookup, keys: Sequence[str], block: int, repeats: int, threads: int = 1) -> Samples:
+def _keyed_blocks(get: Lookup, keys: Sequence[str], block: int, repeats: int, offset: int) -> list[float]:
+    """:func:`_blocks` of ``get(name, key=user)`` over ``(name, user)`` pairs: a lookup during a rollout."""
+    clock = time.perf_counter_ns
+    out: list[float] = []
+    position = offset % len(keys)
+    for _ in range(repeats):
+        if position + block > len(keys):
+            position = 0
+        chunk: Any = keys[position : position + block]
+        position += block
+        start = clock()
+        for name, user in chunk:
+            get(name, key=user)
+        out.append((clock() - start) / block)
+    return out
+
+
+def time_lookups(
+    get: Lookup, keys: Sequence[Any], block: int, repeats: int, threads: int = 1, *, keyed: bool = False
+) -> Samples:
     """Time ``get`` over ``keys`` in ``repeats`` blocks of ``block`` calls, in each of ``threads`` threads.
 
     ``keys`` must hold at least ``block`` entries. With several threads they start together (a
-    barrier) and ``wall_ns`` is from the start until the last one finishes.
+    barrier) and ``wall_ns`` is from the start until the last one finishes. ``keyed``: ``keys`` are
+    ``(name, user)`` pairs and each call is ``get(name, key=user)``.
     """
+    blocks = _keyed_blocks if keyed else _blocks
     if len(keys) < block:
         raise ValueError("need at least one block of keys")
     gc_was_enabled = gc.isenabled()
@@ -60,7 +82,7 @@ def time_lookups(get: Lookup, keys: Sequence[str], block: int, repeats: int, thr
     try:
         if threads == 1:
             start = time.perf_counter_ns()
-            per_lookup = _blocks(get, keys, block, repeats, 0)
+            per_lookup = blocks(get, keys, block, repeats, 0)
             return Samples(per_lookup, block * repeats, time.perf_counter_ns() - start)
         results: list[list[float]] = [[] for _ in range(threads)]
         errors: list[BaseException] = []
@@ -69,7 +91,7 @@ def time_lookups(get: Lookup, keys: Sequence[str], block: int, repeats: int, thr
         def worker(index: int) -> None:
             try:
                 barrier.wait()
-                results[index] = _blocks(get, keys, block, repeats, index * (len(keys) // threads))
+                results[index] = blocks(get, keys, block, repeats, index * (len(keys) // threads))
             except BaseException as exc:  # reported below, in the caller's thread
                 errors.append(exc)
 

@@ -5,6 +5,11 @@ doing one dict lookup), a Redis read per lookup (label only, versions cached; an
 one round trip, parsed), a 60 s TTL cache with background refresh (the Langfuse / MLflow pattern) and
 redis-py's client-side caching (RESP3) when the server allows it. 1 and 4 threads; 10, 1,000 and
 100,000 prompts cached; memory per cached version (tracemalloc). Timing method: ``benchmarks/_timing.py``.
+Rollouts (``benchmarks/_rollout_rows.py``): ``get`` of prompts with a 10% rollout running, with a
+``key`` and without, and with a key but no rollout, after the other rows of each size.
+With OpenTelemetry (``benchmarks/lookup.py``'s ``telemetry_contenders``): ``get`` of a client with
+``tracing=True`` under a recording span, and of one with ``metrics=True``; and what counting a lookup
+costs as a dict increment against ``Counter.add`` with an attribute dict (``measure_counting``).
 Then render: ``PromptClient.render`` (lookup and render) on a seeded prompt against ``str.format`` and
 ``format_map`` (the template engine's floor) of the same template, and the rows of ``benchmarks/render.py``.
 
@@ -13,15 +18,18 @@ Then render: ``PromptClient.render`` (lookup and render) on a seeded prompt agai
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import random
 import sys
 import time
 import tracemalloc
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from multiprocessing.connection import Connection
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 if __package__ in (None, ""):  # run as ``python benchmarks/lookup.py``
@@ -29,7 +37,7 @@ if __package__ in (None, ""):  # run as ``python benchmarks/lookup.py``
 
 import redis
 
-from benchmarks import _baselines, _harness, _report, _timing, render
+from benchmarks import _baselines, _harness, _report, _rollout_rows, _timing, render
 from promptreg.registry import RedisPromptRegistry
 from promptreg.registry.redis.keys import Keyspace
 
@@ -44,10 +52,16 @@ TEXT = (
 # going from 1,000 to 100,000 prompts changes only how much is cached, not what is looked up.
 SAMPLE = 1_000
 SEED_WORKERS = 3
-IN_PROCESS = ("floor", "promptreg", "ttl_cache")
+TELEMETRY = {
+    "promptreg_tracing": "PromptClient.get, tracing on (recording span)",
+    "promptreg_metrics": "PromptClient.get, metrics on",
+}
+IN_PROCESS = ("floor", "promptreg", "ttl_cache", *TELEMETRY, *_rollout_rows.ROLLOUT)
 DESCRIPTIONS = {
     "floor": "CPython floor: a method doing one dict lookup",
     "promptreg": "PromptClient.get (push-invalidated in-process cache)",
+    **TELEMETRY,
+    **_rollout_rows.ROLLOUT,
     "ttl_cache": "60 s TTL cache, background refresh (Langfuse/MLflow pattern)",
     "redis_label_get": "Redis read per lookup: GET label, versions cached in-process",
     "redis_full_read": "Redis read per lookup: label + version hash in one EVALSHA, parsed",
@@ -115,6 +129,75 @@ def _contenders(client: Any, keys: Keyspace, ttl: _baselines.TtlCache, conn: red
     return found
 
 
+@contextlib.contextmanager
+def telemetry_contenders(client: Any) -> Iterator[dict[str, Any]]:
+    """``client.get`` as ``PromptClient(..., tracing=True)`` and ``metrics=True`` install it (the
+    wrappers :func:`promptreg.client.telemetry.instrument` builds, not installed, so that ``client``
+    itself stays the plain contender), with the real SDK behind them: a ``TracerProvider`` without a
+    processor, and a recording span current in every thread. (What a lookup of ``metrics=True`` does
+    is counting in a dict; the SDK only reads the counts when a reader collects.)
+
+    Timing threads start with an empty context (Python 3.11 threads do not copy it), so for this block
+    the runtime context's ``ContextVar`` gets a default holding the span: every thread finds it as the
+    current span, through the same ``ContextVar.get`` as always. The threads share that one span (and
+    its lock), where a service has one per request.
+    """
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from promptreg.client.telemetry import _lookup, _LookupCounts
+
+    tracer_provider = TracerProvider()
+    span = tracer_provider.get_tracer("benchmarks.lookup").start_span("lookups")
+    runtime: Any = otel_context._RUNTIME_CONTEXT  # the contextvars runtime context (private: a benchmark only)
+    previous = runtime._current_context
+    # The very wrappers instrument() installs, built without installing them: a client's instance
+    # attributes touched once make CPython give up the specialized reads of the plain contender's
+    # attributes for the rest of the run (client/telemetry.py, Telemetry._replace).
+    traced_get = _lookup(client, client.get, trace.get_current_span, None)
+    counted_get = _lookup(client, client.get, None, _LookupCounts())
+    current = trace.set_span_in_context(span)  # an OpenTelemetry Context: immutable by its API
+    runtime._current_context = ContextVar("current_context", default=current)
+    try:
+        yield {
+            "promptreg_tracing": SimpleNamespace(get=traced_get),
+            "promptreg_metrics": SimpleNamespace(get=counted_get),
+        }
+    finally:
+        runtime._current_context = previous
+        span.end()
+        tracer_provider.shutdown()
+
+
+def measure_counting(quick: bool) -> dict[str, float]:
+    """Median ns per lookup counted: a plain dict increment keyed by a tuple (what ``metrics=True``
+    does), against the OpenTelemetry SDK's ``Counter.add(1, {...})`` with the same four attributes."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    counter = provider.get_meter("benchmarks.lookup").create_counter("lookups")
+    counts: dict[tuple[Any, ...], int] = {}
+    name, label, number, variant = prompt_name(1), LABEL, 1, None
+
+    def dict_increment() -> None:
+        key = (name, label, number, variant)
+        counts[key] = counts.get(key, 0) + 1
+
+    def counter_add() -> None:
+        counter.add(
+            1, {"gen_ai.prompt.name": name, "promptreg.prompt.label": label, "promptreg.prompt.version": number}
+        )
+
+    try:
+        return render.time_contenders(
+            {"dict increment (metrics=True)": dict_increment, "Counter.add with attributes": counter_add}, quick
+        )
+    finally:
+        provider.shutdown()
+
+
 def measure_size(url: str, namespace: str, size: int, plan: dict[str, Any], csc: redis.Redis | None) -> dict[str, Any]:
     """Every contender at one registry size, 1 and 4 threads; memory of the two in-process caches."""
     keys = Keyspace(namespace)
@@ -124,6 +207,7 @@ def measure_size(url: str, namespace: str, size: int, plan: dict[str, Any], csc:
     conn = redis.Redis.from_url(url)
     client, client_bytes = _traced(lambda: _start_client(url, namespace))
     ttl = _baselines.TtlCache(_baselines.redis_fetch(conn, keys))
+    extras = contextlib.ExitStack()  # telemetry_contenders
     try:
         _, ttl_bytes = _traced(lambda: ttl.prefill(_baselines.fetch_pointed_versions(conn, keys, names)))
         # Keys are fresh string objects, as in the client's own dicts (decoded from Redis): a dict
@@ -131,7 +215,8 @@ def measure_size(url: str, namespace: str, size: int, plan: dict[str, Any], csc:
         versions = {name.encode().decode(): client.get(name) for name in names}
         if len(ttl) != size or any(v.version != 1 for v in versions.values()):
             raise RuntimeError("a cache does not hold every seeded prompt")
-        contenders = _contenders(client, keys, ttl, conn, csc, versions)
+        telemetry = extras.enter_context(telemetry_contenders(client))
+        contenders = {**_contenders(client, keys, ttl, conn, csc, versions), **telemetry}
         for get in contenders.values():  # warm: every sampled name once (fills lazy caches)
             for name in sample:
                 if get.get(name).prompt_text != versions[name].prompt_text:
@@ -158,7 +243,12 @@ def measure_size(url: str, namespace: str, size: int, plan: dict[str, Any], csc:
                     "ratio_to_floor_p99": _report.ratio(stats["p99"], floor["p99"]),
                 })  # fmt: skip
         rendered = measure_render(client, sample[0], plan["quick"]) if size == plan["render_size"] else None
+        # Last: half the sampled prompts get a rollout (the other half are the keyed view's plain case).
+        rolled, plain = sample[::2], sample[1::2] or sample[:1]
+        rollout_seconds = _rollout_rows.start_rollouts(url, namespace, rolled, client, LABEL)
+        rows += _rollout_rows.measure(client, versions, rolled, plain, size, plan)
         return {
+            "rollouts_applied_seconds": rollout_seconds,
             "prompts": size,
             "rows": rows,
             "render": rendered,
@@ -169,6 +259,7 @@ def measure_size(url: str, namespace: str, size: int, plan: dict[str, Any], csc:
             },
         }
     finally:
+        extras.close()
         ttl.close()
         client.close()
         conn.close()
@@ -285,8 +376,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 csc.close()
     renders = {f"seeded prompt ({r['prompts']:,} cached)": r["render"] for r in results if r["render"]}
     renders.update(render.measure(plan["quick"]))
+    counting = measure_counting(plan["quick"])
     env["load_average_at_end"] = list(os.getloadavg())
     _print(results, renders, csc_note, csc is not None, plan, env)
+    rows = [(name, _report.fmt(ns)) for name, ns in counting.items()]
+    print(f"\n{_report.table(['counting one lookup', 'median ns'], rows, title='metrics=True: the count')}")
     elapsed = time.perf_counter() - wall
     print(f"\nwall time {elapsed:.1f} s (seeding {sum(seed_seconds.values()):.1f} s of it)")
     _report.write_json(
@@ -300,6 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "client_side_cache": {"available": csc is not None, "note": csc_note},
             "results": results,
             "render": renders,
+            "counting_ns": counting,
             "seed_seconds": seed_seconds,
             "wall_seconds": elapsed,
         },

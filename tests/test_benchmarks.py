@@ -86,7 +86,9 @@ def test_lookup_benchmark(tmp_path: Path) -> None:
     data = _run(["-m", "benchmarks.lookup"], tmp_path / "lookup.json")
     csc = data["client_side_cache"]
     assert isinstance(csc["available"], bool) and csc["note"]
-    expected = {"floor", "promptreg", "ttl_cache", "redis_label_get", "redis_full_read"}
+    expected = {"floor", "promptreg", "ttl_cache", "redis_label_get", "redis_full_read", "promptreg_tracing",
+                "promptreg_metrics", "floor_keyword", "promptreg_rollout_key", "promptreg_rollout_random",
+                "promptreg_key_no_rollout"}  # fmt: skip
     if csc["available"]:
         expected.add("client_side_cache")
     assert [r["prompts"] for r in data["results"]] == data["config"]["sizes"]
@@ -103,6 +105,8 @@ def test_lookup_benchmark(tmp_path: Path) -> None:
         assert result["memory"]["promptreg_bytes_per_version"] > 0
         assert result["memory"]["ttl_cache_bytes_per_version"] > 0
         assert result["ttl_refreshes_while_timing"] == 0  # the TTL cache was timed on fresh entries
+        assert result["rollouts_applied_seconds"] > 0
+    assert set(data["counting_ns"]) == {"dict increment (metrics=True)", "Counter.add with attributes"}
     renders = data["render"]  # PromptClient.render on a seeded prompt, then benchmarks/render.py's templates
     assert "PromptClient.render (get + render)" in renders["seeded prompt (1,000 cached)"]
     for figures in renders.values():
