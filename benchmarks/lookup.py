@@ -146,7 +146,8 @@ def telemetry_contenders(client: Any) -> Iterator[dict[str, Any]]:
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
 
-    from promptreg.client.telemetry import _lookup, _LookupCounts
+    from promptreg.client.telemetry import _lookup
+    from promptreg.client.telemetry_metrics import LookupCounts
 
     tracer_provider = TracerProvider()
     span = tracer_provider.get_tracer("benchmarks.lookup").start_span("lookups")
@@ -156,7 +157,7 @@ def telemetry_contenders(client: Any) -> Iterator[dict[str, Any]]:
     # attributes touched once make CPython give up the specialized reads of the plain contender's
     # attributes for the rest of the run (client/telemetry.py, Telemetry._replace).
     traced_get = _lookup(client, client.get, trace.get_current_span, None)
-    counted_get = _lookup(client, client.get, None, _LookupCounts())
+    counted_get = _lookup(client, client.get, None, LookupCounts())
     current = trace.set_span_in_context(span)  # an OpenTelemetry Context: immutable by its API
     runtime._current_context = ContextVar("current_context", default=current)
     try:

@@ -88,12 +88,13 @@ def _writer(conn: Connection, url: str, namespace: str, name: str) -> None:
                 time.sleep(0.0005)
             latencies: list[int] = []
             first = clock()
-            now = first
-            while now < end_ns:
+            while True:  # at least one call, also when the warm-up ran past the end (a loaded machine)
                 before = clock()
                 call()
                 now = clock()
                 latencies.append(now - before)
+                if now >= end_ns:
+                    break
             conn.send(("done", {"first_ns": first, "last_ns": now, "latencies_ns": latencies}))
 
 

@@ -210,7 +210,7 @@ class PromptClient(Lookups, Rendering):
                     hit = self._lookup_cache.keyed[label][name]
                     if hit.__class__ is CachedVersion:
                         return hit
-                    if crc32(key.encode(), hit.seed) < hit.threshold:  # type: ignore[union-attr]
+                    if crc32(key.encode(), hit.seed) % 10000 < hit.threshold:  # type: ignore[union-attr]
                         return hit.candidate  # type: ignore[union-attr]
                     return hit.stable  # type: ignore[union-attr]
                 except (KeyError, TypeError, AttributeError, ValueError):

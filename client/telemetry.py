@@ -18,18 +18,16 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import threading
 import time
-import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from promptreg.client.cached_version import CachedVersion
-from promptreg.client.status import ClientState
+from promptreg.client.telemetry_metrics import Instruments, LookupCounts, instruments_of
 from promptreg.registry.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
+    from opentelemetry.metrics import MeterProvider
 
     from promptreg.client.prompt_client import PromptClient
 
@@ -56,10 +54,6 @@ RENDERED = "promptreg.prompt.rendered"
 """``trace_content=True`` only: what a render returned (chat: JSON), cut to :data:`RENDERED_MAX_CHARS`."""
 RENDERED_MAX_CHARS = 4096
 """The most characters of :data:`RENDERED` (a longer text is cut and ends with ``…``)."""
-STATE = "promptreg.client.state"  # the attribute of the instrument of that name: a ClientState value
-
-LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-"""Bucket bounds (s) advised for ``promptreg.client.apply_lag``: a push takes ms, a poll up to a minute."""
 
 _DIGESTS: dict[int, tuple[CachedVersion, str]] = {}
 _DIGESTS_MAX = 100_000  # bounds the map for a process that churns through versions; cleared when full
@@ -131,126 +125,6 @@ def _bounded(rendered: object) -> str:
     return text if len(text) <= RENDERED_MAX_CHARS else text[: RENDERED_MAX_CHARS - 1] + "…"
 
 
-# -- metrics: one set of instruments per meter provider, observing every client instrumented on it ---------
-
-
-class _LookupCounts:
-    """Lookups of one client, counted per thread in plain dicts (no lock, no lost increment: each
-    thread writes only its own dict), summed when the metric reader collects."""
-
-    def __init__(self) -> None:
-        self.local = threading.local()
-        self._shards: list[dict[tuple[Any, ...], int]] = []
-        self._lock = threading.Lock()
-
-    def shard(self) -> dict[tuple[Any, ...], int]:
-        """A new dict for this thread's lookups (at its first lookup): ``local.counts``."""
-        counts: dict[tuple[Any, ...], int] = {}
-        self.local.counts = counts
-        with self._lock:
-            self._shards.append(counts)
-        return counts
-
-    def totals(self, into: dict[tuple[Any, ...], int], default_label: str) -> None:
-        """Add every thread's counts to ``into``, as ``(name, label, version number, variant)``
-        (``label``: the one resolved, ``None`` for a pinned version; ``variant``: ``None`` without a
-        rollout)."""
-        with self._lock:
-            shards = list(self._shards)
-        for shard in shards:
-            for counted, count in shard.copy().items():  # copy(): one C call, no lookup thread runs during it
-                name, label, version, number, *rolled = counted
-                resolved = None if version is not None else label or default_label
-                variant = None if not rolled or not rolled[1] else "candidate" if rolled[0] else "stable"
-                key = (name, resolved, number, variant)
-                into[key] = into.get(key, 0) + count
-
-
-class _Instruments:
-    """The instruments of one meter (creating one twice would drop the second's callbacks)."""
-
-    def __init__(self, meter: Meter) -> None:
-        from opentelemetry.metrics import Observation
-
-        self._observation = Observation
-        self._lock = threading.Lock()
-        self.members: list[Telemetry] = []
-        self.retired: dict[tuple[Any, ...], int] = {}  # counts of closed clients: a counter never goes down
-        lookups, states = "Lookups served, by prompt, label, version and variant", "Clients in each state (1 or 0)"
-        meter.create_observable_counter("promptreg.client.lookups", [self._lookups], "{lookup}", lookups)
-        self.apply_lag = meter.create_histogram(
-            "promptreg.client.apply_lag",
-            "s",
-            "Time from a registry write to the client applying it",
-            explicit_bucket_boundaries_advisory=LAG_BUCKETS,
-        )
-        meter.create_observable_up_down_counter("promptreg.client.state", [self._states], "{client}", states)
-        meter.create_observable_counter(
-            "promptreg.client.resyncs", [self._resyncs], "{resync}", "Full state reloads since the client started"
-        )
-        meter.create_observable_gauge(
-            "promptreg.client.revision", [self._revision], "{revision}", "The registry revision the client serves"
-        )
-
-    def join(self, member: Telemetry) -> None:
-        with self._lock:
-            self.members.append(member)
-
-    def leave(self, member: Telemetry) -> None:
-        with self._lock:
-            if member in self.members:
-                self.members.remove(member)
-                if member.counts is not None:
-                    member.counts.totals(self.retired, member.client.default_label)
-
-    def _live(self) -> list[Telemetry]:
-        with self._lock:
-            return list(self.members)
-
-    def _lookups(self, options: CallbackOptions) -> Iterator[Observation]:
-        with self._lock:
-            totals = dict(self.retired)
-            members = list(self.members)
-        for member in members:
-            if member.counts is not None:
-                member.counts.totals(totals, member.client.default_label)
-        for (name, label, number, variant), count in totals.items():
-            attributes: dict[str, str | int] = {PROMPT_NAME: name, VERSION_NUMBER: number}
-            if label is not None:
-                attributes[LABEL] = label
-            if variant is not None:
-                attributes[VARIANT] = variant
-            yield self._observation(count, attributes)
-
-    def _states(self, options: CallbackOptions) -> Iterator[Observation]:
-        states = [member.client.status().state for member in self._live()]
-        if states:
-            for state in ClientState:
-                yield self._observation(states.count(state), {STATE: state.value})
-
-    def _resyncs(self, options: CallbackOptions) -> Iterator[Observation]:
-        members = self._live()
-        if members:
-            yield self._observation(sum(member.client.status().resyncs for member in members))
-
-    def _revision(self, options: CallbackOptions) -> Iterator[Observation]:
-        members = self._live()
-        if members:
-            yield self._observation(min(member.client.status().rev for member in members))
-
-
-_BY_PROVIDER: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
-_BY_PROVIDER_LOCK = threading.Lock()
-
-
-def _instruments(provider: MeterProvider) -> _Instruments:
-    with _BY_PROVIDER_LOCK:
-        found = _BY_PROVIDER.get(provider)
-        if found is None:
-            found = _BY_PROVIDER[provider] = _Instruments(provider.get_meter("promptreg"))
-        return found
-
-
 # -- the hook ------------------------------------------------------------------------------------------------
 
 
@@ -259,9 +133,9 @@ class Telemetry:
 
     def __init__(self, client: PromptClient) -> None:
         self.client = client
-        self.counts: _LookupCounts | None = None
+        self.counts: LookupCounts | None = None
         self._replaced: list[str] = []
-        self._instruments: _Instruments | None = None
+        self._instruments: Instruments | None = None
         self._unregister: Callable[[], None] | None = None
 
     def close(self) -> None:
@@ -314,8 +188,8 @@ def instrument(
         raise InvalidInputError("trace_content=True needs tracing=True")
     telemetry = Telemetry(client)
     if metrics:
-        telemetry.counts = _LookupCounts()
-        instruments = _instruments(meter_provider or otel_metrics.get_meter_provider())
+        telemetry.counts = LookupCounts()
+        instruments = instruments_of(meter_provider or otel_metrics.get_meter_provider())
         telemetry._unregister = client.on_change(_apply_lag_recorder(instruments))
         instruments.join(telemetry)
         telemetry._instruments = instruments
@@ -329,7 +203,7 @@ def instrument(
     return telemetry
 
 
-def _apply_lag_recorder(instruments: _Instruments) -> Callable[[Any], None]:
+def _apply_lag_recorder(instruments: Instruments) -> Callable[[Any], None]:
     histogram = instruments.apply_lag
 
     def record(event: Any) -> None:
@@ -344,7 +218,7 @@ def _lookup(
     client: PromptClient,
     original: Callable[..., CachedVersion],
     current_span: Callable[[], Any] | None,
-    counts: _LookupCounts | None,
+    counts: LookupCounts | None,
 ) -> Callable[..., CachedVersion]:
     """The wrapper of ``get``: one function per configuration, so the lookup path has no branch on
     it. Its parameters are ``get``'s own, positional (no ``*args``/``**kwargs`` dict per call)."""
@@ -372,7 +246,7 @@ def _lookup(
     ) -> CachedVersion:  # fmt: skip
         found = original(name, label, key, version, fallback)
         # Counted by what the caller passed and the object served; labels, numbers and the variant
-        # are worked out when the reader collects (_LookupCounts.totals), not per lookup.
+        # are worked out when the reader collects (LookupCounts.totals), not per lookup.
         if cache.rollouts and version is None:  # a rollout may have picked: note which variant
             running = cache.split(name, label)
             candidate = running is not None and found is running.candidate

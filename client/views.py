@@ -29,7 +29,8 @@ KeyedView = dict[str | None, dict[str, "CachedVersion | Split"]]
 
 class Split:
     """A running rollout as the client serves it: ``stable`` (the label's version) and ``candidate``,
-    which a key whose hash falls below ``threshold`` gets (``percent`` of the keys)."""
+    which a key whose bucket (:func:`~promptreg.registry.rollouts.bucket`) falls below ``threshold``
+    gets (``percent`` of the keys)."""
 
     __slots__ = ("candidate", "percent", "seed", "stable", "threshold")
 
@@ -42,7 +43,7 @@ class Split:
 
     def pick(self, key: str) -> CachedVersion:
         """The variant ``key`` gets: the same in every process (a CRC-32 of the key, seeded)."""
-        if crc32(key.encode("utf-8"), self.seed) < self.threshold:
+        if crc32(key.encode("utf-8"), self.seed) % 10000 < self.threshold:
             return self.candidate
         return self.stable
 

@@ -16,11 +16,13 @@ import pytest
 import redis
 
 from promptreg.registry import PostgresPromptRegistry
+from promptreg.registry.rollouts import picks_candidate
 from tests.postgres_server import PostgresServer
 from tests.redis_server import RedisServer, free_port, wait_until
 
 PROMPTREG = Path(sys.executable).with_name("promptreg")
-EXPECTED_MOVES = [("set_label", 3, 2), ("set_label", 2, 3), ("rollback", 3, 2)]
+LABEL_MOVES = [("set_label", 3, 2), ("set_label", 2, 3), ("rollback", 3, 2)]
+EXPECTED_MOVES = [*LABEL_MOVES, ("start_rollout", 2, 4), ("set_rollout", 2, 4), ("promote_rollout", 2, 4)]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -54,10 +56,19 @@ def test_demo_default_path_runs_to_completion(tmp_path: Path) -> None:
     expected_server = "a private redis-server" if shutil.which("redis-server") else "an in-process fakeredis server"
     assert out.startswith(f"promptreg demo: using {expected_server}")
     assert "all 4 workers serve production = v3" in out
-    for action, before, after in EXPECTED_MOVES:
+    for action, before, after in LABEL_MOVES:
         assert re.search(
             rf"{action} +production {before} -> {after}: all 4 workers served v{after} after [0-9.]+ ms", out
         )
+    # The rollout: each worker serves v4 to exactly the users the assignment rule picks, then to all.
+    for word, percent in (("rollout", 10), ("widen", 50)):
+        expected = sum(picks_candidate("movie-critic", "production", 4, percent, f"user-{i}") for i in range(1000))
+        assert re.search(
+            rf"{word} +production v2 \+ v4 at {percent}%: all 4 workers served v4 to the same {expected} of 1000 "
+            r"users after [0-9.]+ ms",
+            out,
+        ), out
+    assert re.search(r"promote +production 2 -> 4: all 4 workers served v4 after [0-9.]+ ms", out)
     assert re.search(r"lookups: [0-9,]+ get\(\)\+render\(\) in [0-9.]+ s by 4 workers", out)
 
 

@@ -37,6 +37,7 @@ from promptreg.registry.redis.calls import (
     IndexPrompts,
     Reply,
     RollbackLabel,
+    RolloutCall,
     ScriptCall,
     SetCompatibility,
     SetLabel,
@@ -305,6 +306,7 @@ def test_every_typed_call_passes_what_its_script_documents() -> None:
         DeleteLabel(ks, "p", "production", None, "at", None, None, head),
         RollbackLabel(ks, "p", "production", "at", None, None, head, False, 1, 2),
         SetCompatibility(ks, "p", "full", "at", None, None, head),
+        RolloutCall(ks, "start_rollout", "p", "production", 2, 1, 1000, "at", None, None, head, False),
     ]
     assert {call.script for call in calls} | {IndexPrompts.script} == set(SCRIPTS)
     for call in calls:
@@ -315,6 +317,7 @@ def test_every_typed_call_passes_what_its_script_documents() -> None:
     assert SetLabel.reply([b"OK", 7, 2, b"1"]) == Reply(7, previous=2, forced=True)
     assert RollbackLabel.reply([b"OK", 8, 1, 2, b""]) == Reply(8, version=1, previous=2)
     assert AddVersion.reply([b"OK", 9, 4]).version == 4
+    assert RolloutCall.reply([b"OK", 10, 2, 1, b"1"]) == Reply(10, version=2, previous=1, forced=True)
     index = IndexPrompts(ks, {"a": ["production"], "b": []}, ["production", "staging"])
     assert index.script_args() == [2, 2, "production", "staging", "a", 1, "production", "b", 0]
     assert len(index.script_keys()) == 2 + (2 + 1) + 2 + 2

@@ -1,9 +1,12 @@
 """``promptreg demo``: the seed's movie-critic scenario, live, with several client processes.
 
 The demo creates ``movie-critic`` with three versions in a fresh namespace, starts worker processes
-that each hold a :class:`promptreg.PromptClient` and serve ``get()`` + ``render()`` in a loop, then
-moves ``production`` 3 -> 2 -> 3 and runs a rollback. For every move it reports how long it took
-until every worker served the new version, and at the end the workers' lookup rate.
+that each hold a :class:`promptreg.PromptClient` and serve ``get(key=user)`` + ``render()`` in a
+loop (cycling over 1,000 user ids), then moves ``production`` 3 -> 2 -> 3 and runs a rollback; then
+adds version 4, rolls it out to 10% of the users, widens to 50% and promotes it. For every move it
+reports how long it took until every worker served it (for a rollout: the candidate to exactly the
+users the assignment rule picks, in a whole pass over the users), what the registry's fleet view
+confirmed, and at the end the workers' lookup rate.
 
 Which registry: ``PROMPTREG_URL`` (or ``--url``) when it names Redis (any topology) or PostgreSQL;
 else a private ``redis-server`` on a free loopback port in a temp dir, when one is installed; else
@@ -17,9 +20,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import shutil
 import signal
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,11 +30,13 @@ from typing import Any
 import redis
 
 from promptreg.registry.base import PromptRegistry
-from promptreg.registry.cli.local_server import LocalRedisServer
-from promptreg.registry.errors import ConfigurationError, PromptRegistryError, RegistryUnavailableError
+from promptreg.registry.cli.demo_servers import DemoError
+from promptreg.registry.errors import PromptRegistryError
 from promptreg.registry.factory import PromptRegistryFactory
+from promptreg.registry.models import AuditEvent
 from promptreg.registry.redis.store import RedisPromptRegistry
-from promptreg.registry.urls import POSTGRES_SCHEMES, redact_url, url_scheme, without_query_parameter
+from promptreg.registry.rollouts import picks_candidate
+from promptreg.registry.urls import without_query_parameter
 
 PROMPT = "movie-critic"
 LABEL = "production"
@@ -42,14 +45,15 @@ VERSIONS = (
     ("As a {{criticlevel}} movie critic, do you like {{movie}}?", "bob"),
     ("You are a {{criticlevel}} movie critic. Write a review for {{movie}}.", "alice"),
 )
+CANDIDATE = ("You are a {{criticlevel}} movie critic. Review {{movie}} in three sentences.", "carol")
+"""Version 4, rolled out to a share of the users before it is promoted."""
+USERS = tuple(f"user-{i}" for i in range(1000))
+"""The keys the workers look up with (a user id per request), in turn."""
+SHARES = (10, 50)
 SERVER_CHOICES = ("auto", "redis-server", "fakeredis")
 _BATCH = 500  # lookups between two checks of the stop flag
+_VERSIONS_KEPT = 8  # versions 0-7 counted per pass of the users (the demo writes 4)
 _MOVE_TIMEOUT = 15.0  # seconds a move may take to reach every worker before the demo gives up
-
-
-class DemoError(PromptRegistryError):
-    """``promptreg demo`` could not run: no server could be started, or a worker failed. The CLI's
-    own error (printed as one line like every other), not part of the library's error tree."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,76 +105,6 @@ class DemoResult:
         return data
 
 
-# -- servers -----------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def private_redis_server(executable: str) -> Iterator[str]:
-    """Run ``redis-server`` on a free 127.0.0.1 port in a temp dir; yields its URL; always stops it.
-
-    Raises :class:`DemoError` if it does not answer within 10 seconds.
-    """
-    try:
-        server = LocalRedisServer(executable).start()
-    except (RegistryUnavailableError, ConfigurationError) as exc:
-        raise DemoError(str(exc)) from exc
-    try:
-        yield server.url
-    finally:
-        server.cleanup()
-
-
-@contextlib.contextmanager
-def fake_redis_server() -> Iterator[tuple[str, redis.Redis]]:
-    """Serve an in-process fakeredis (RESP, Lua and pub/sub) on a free 127.0.0.1 port.
-
-    Yields its URL and an in-process client of the same server. Write through that client: the
-    TCP server (fakeredis 2.40) drops a connection whose command fails, and a first ``EVALSHA``
-    fails with ``NOSCRIPT`` by design. Raises :class:`DemoError` when fakeredis (the ``demo``
-    extra) is not installed.
-    """
-    try:
-        from fakeredis import FakeRedis, TcpFakeServer
-    except ImportError as exc:
-        raise DemoError(
-            "fakeredis is not installed: pip install 'fakeredis[lua]>=2.26' (the [demo] extra), or install redis-server"
-        ) from exc
-    server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
-    thread = threading.Thread(target=server.serve_forever, name="promptreg-demo-fakeredis", daemon=True)
-    thread.start()
-    try:
-        yield f"redis://127.0.0.1:{server.server_address[1]}/0", FakeRedis(server=server.fake_server)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-@contextlib.contextmanager
-def demo_server(url: str | None, choice: str = "auto") -> Iterator[tuple[str, str, redis.Redis | None]]:
-    """Yields ``(url, description, writer)`` of the Redis the demo uses, starting one if needed.
-
-    ``writer`` is the client the demo must write through (fakeredis only), else ``None``.
-
-    ``url`` given: that one. Else ``choice`` ``auto`` prefers an installed ``redis-server`` and falls
-    back to fakeredis; ``redis-server`` / ``fakeredis`` force one. Raises :class:`DemoError`.
-    """
-    if url:
-        kind = "PostgreSQL" if url_scheme(url) in POSTGRES_SCHEMES else "Redis"
-        yield url, f"the {kind} at {redact_url(url)}", None
-        return
-    executable = shutil.which("redis-server")
-    if choice == "redis-server" and executable is None:
-        raise DemoError("redis-server is not installed (apt-get install redis-server)")
-    if choice != "fakeredis" and executable is not None:
-        with private_redis_server(executable) as private_url:
-            yield private_url, f"a private redis-server ({executable}) on {private_url}", None
-        return
-    why = " (no redis-server installed)" if choice == "auto" else ""
-    with fake_redis_server() as (fake_url, writer):
-        yield fake_url, f"an in-process fakeredis server on {fake_url}{why}", writer
-
-
 # -- workers -------------------------------------------------------------------------------------------
 
 
@@ -178,32 +112,40 @@ def _worker(
     url: str,
     namespace: str,
     index: int,
-    shared: tuple[Any, Any, Any],
+    shared: tuple[Any, Any, Any, Any, Any],
     stop: Any,
     errors: Any,
     parent: int,
     timeout: float,
 ) -> None:
-    """One client process: serve ``get()`` + ``render()`` of movie-critic until told to stop."""
+    """One client process: serve ``get(key=user)`` + ``render()`` of movie-critic until told to stop,
+    counting after each pass over :data:`USERS` how many of them got each version."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us, also on Ctrl-C
     # A worker's troubles reach the parent through ``errors``; its client's reconnect warnings while
     # the demo stops its server would only be noise on the terminal.
     logging.getLogger("promptreg").addHandler(logging.NullHandler())
-    served, counts, cpu = shared
+    served, counts, cpu, passes, tallies = shared
     try:
         from promptreg.client import PromptClient
 
         with PromptClient(url, namespace=namespace, default_label=LABEL, start_timeout=timeout) as client:
             if not client.wait_ready(timeout):
                 raise DemoError(f"no state from the registry within {timeout:g} s ({client.status().last_error})")
-            get = client.get
-            last = 0
+            get, users, last, turn, tally = client.get, USERS, 0, 0, [0] * _VERSIONS_KEPT
             while not stop.is_set() and os.getppid() == parent:
                 for _ in range(_BATCH):
-                    version = get(PROMPT)
+                    version = get(PROMPT, key=users[turn])  # a request of one user: a rollout picks by it
                     version.render(movie="Alien", criticlevel="professional")
-                    if version.version != last:
-                        last = served[index] = version.version
+                    number = version.version
+                    tally[number] += 1
+                    if number != last:
+                        last = served[index] = number
+                    turn += 1
+                    if turn == len(users):  # a pass over every user: which version each one got
+                        turn = 0
+                        tallies[index * _VERSIONS_KEPT : (index + 1) * _VERSIONS_KEPT] = tally
+                        tally = [0] * _VERSIONS_KEPT
+                        passes[index] += 1
                 counts[index] += _BATCH
                 cpu[index] = time.process_time()
                 time.sleep(0)  # let the listener thread take the GIL, as a real service's I/O would
@@ -217,6 +159,8 @@ class _Fleet:
     served: Any
     counts: Any
     cpu: Any
+    passes: Any
+    tallies: Any
     stop: Any
     errors: Any
 
@@ -243,6 +187,21 @@ class _Fleet:
             time.sleep(0.0002)
         return time.perf_counter() - started
 
+    def wait_split(self, version: int, expected: int, timeout: float) -> float:
+        """Seconds until every worker, in a whole pass over :data:`USERS` begun after the call, served
+        ``version`` to exactly ``expected`` of them (raises :class:`DemoError` after ``timeout``)."""
+        started = time.perf_counter()
+        begun = list(self.passes)
+        while True:
+            self.all_serving(0)  # raises for a failed worker
+            done = [self.passes[i] >= begun[i] + 2 for i in range(len(begun))]
+            got = [self.tallies[i * _VERSIONS_KEPT + version] for i in range(len(begun))]
+            if all(done) and all(count == expected for count in got):
+                return time.perf_counter() - started
+            if time.perf_counter() - started > timeout:
+                raise DemoError(f"the workers served v{version} to {got} users, not {expected}, within {timeout:g} s")
+            time.sleep(0.0002)
+
 
 @contextlib.contextmanager
 def _fleet(url: str, namespace: str, workers: int, timeout: float) -> Iterator[_Fleet]:
@@ -250,12 +209,14 @@ def _fleet(url: str, namespace: str, workers: int, timeout: float) -> Iterator[_
     served = context.RawArray("i", workers)
     counts = context.RawArray("q", workers)
     cpu = context.RawArray("d", workers)
+    passes = context.RawArray("q", workers)
+    tallies = context.RawArray("i", workers * _VERSIONS_KEPT)
     stop = context.Event()
     errors = context.SimpleQueue()
     processes = [
         context.Process(
             target=_worker,
-            args=(url, namespace, i, (served, counts, cpu), stop, errors, os.getpid(), timeout),
+            args=(url, namespace, i, (served, counts, cpu, passes, tallies), stop, errors, os.getpid(), timeout),
             name=f"promptreg-demo-worker-{i}",
             daemon=True,
         )
@@ -264,7 +225,7 @@ def _fleet(url: str, namespace: str, workers: int, timeout: float) -> Iterator[_
     try:
         for process in processes:
             process.start()
-        yield _Fleet(processes, served, counts, cpu, stop, errors)
+        yield _Fleet(processes, served, counts, cpu, passes, tallies, stop, errors)
     finally:
         stop.set()
         for process in processes:
@@ -280,6 +241,40 @@ def _fleet(url: str, namespace: str, workers: int, timeout: float) -> Iterator[_
 
 
 # -- the scenario --------------------------------------------------------------------------------------
+
+_WORDS = {"set_label": "set_label", "rollback": "rollback", "start_rollout": "rollout", "set_rollout": "widen",
+          "promote_rollout": "promote"}  # fmt: skip
+
+
+def _plan(registry: PromptRegistry) -> list[tuple[str, Callable[[], AuditEvent]]]:
+    """The moves, in order: two label moves and a rollback; then version 4 rolled out to a share of
+    the users, widened, and promoted."""
+
+    def start() -> AuditEvent:
+        registry.add_version(PROMPT, CANDIDATE[0], author=CANDIDATE[1], message="shorter reviews")
+        return registry.start_rollout(PROMPT, LABEL, 4, SHARES[0], author="demo", reason="try v4 on a few users")
+
+    return [
+        ("set_label", lambda: registry.set_label(PROMPT, LABEL, 2, author="demo", reason="v3 rambles")),
+        ("set_label", lambda: registry.set_label(PROMPT, LABEL, 3, author="demo", reason="fixed")),
+        ("rollback", lambda: registry.rollback(PROMPT, LABEL, author="demo", reason="back to v2")),
+        ("start_rollout", start),
+        ("set_rollout", lambda: registry.set_rollout(PROMPT, LABEL, SHARES[1], author="demo", reason="looks good")),
+        ("promote_rollout", lambda: registry.promote_rollout(PROMPT, LABEL, author="demo", reason="v4 for all")),
+    ]
+
+
+def _served(fleet: _Fleet, event: AuditEvent, begin: float, workers: int) -> tuple[float, str]:
+    """Seconds from ``begin`` (the write) until every worker served ``event``, and the move in words.
+    A rollout is served when each worker gives the candidate to exactly the users the rule picks."""
+    version = event.version or 0
+    if event.percent is None:
+        took = (time.perf_counter() - begin) + fleet.wait_serving(version, _MOVE_TIMEOUT)
+        return took, f"{LABEL} {event.previous_version} -> {version}: all {workers} workers served v{version}"
+    expected = sum(picks_candidate(PROMPT, LABEL, version, event.percent, user) for user in USERS)
+    took = (time.perf_counter() - begin) + fleet.wait_split(version, expected, _MOVE_TIMEOUT)
+    what = f"{LABEL} v{event.previous_version} + v{version} at {event.percent:g}%"
+    return took, f"{what}: all {workers} workers served v{version} to the same {expected} of {len(USERS)} users"
 
 
 def run_demo(
@@ -318,26 +313,25 @@ def run_demo(
         report(f"created {PROMPT!r} in namespace {namespace!r}: versions 1-3, staging -> 2, {LABEL} -> 3")
         for number, (text, _author) in enumerate(VERSIONS, 1):
             report(f"  v{number}: {text}")
+        shares = f"{SHARES[0]}% then {SHARES[1]}% of the users"
+        report(f"  v4 (added later, rolled out to {shares}, then promoted): {CANDIDATE[0]}")
 
-        report(f"starting {workers} worker processes, each a PromptClient serving get() + render() in a loop ...")
+        report(
+            f"starting {workers} worker processes, each a PromptClient serving get(key=user) + render() in a loop ..."
+        )
         with _fleet(url, namespace, workers, timeout=30.0) as fleet:
             fleet.wait_serving(3, timeout=60.0)
             report(f"all {workers} workers serve {LABEL} = v3")
             started, lookups_before, cpu_before = time.perf_counter(), fleet.lookups(), fleet.cpu_seconds()
             moves: list[MoveResult] = []
-            plan: list[tuple[str, Callable[[], Any]]] = [
-                ("set_label", lambda: registry.set_label(PROMPT, LABEL, 2, author="demo", reason="v3 rambles")),
-                ("set_label", lambda: registry.set_label(PROMPT, LABEL, 3, author="demo", reason="fixed")),
-                ("rollback", lambda: registry.rollback(PROMPT, LABEL, author="demo", reason="back to v2")),
-            ]
-            for action, move in plan:
+            for action, move in _plan(registry):
                 time.sleep(seconds)  # the workers serve the current version meanwhile
                 begin = time.perf_counter()
                 event = move()
                 # The workers' own report first (what the move is about), then what an operator
                 # sees: the registry's fleet view confirming it (each client acknowledges the
                 # revision it applied; in a burst one report per 25 ms covers every change).
-                took = (time.perf_counter() - begin) + fleet.wait_serving(event.version or 0, _MOVE_TIMEOUT)
+                took, what = _served(fleet, event, begin, workers)
                 confirmed = registry.wait_for_fleet(event.rev, timeout=_MOVE_TIMEOUT)
                 confirmed_after = time.perf_counter() - begin
                 total = len(confirmed.reached) + len(confirmed.lagging)
@@ -353,10 +347,7 @@ def run_demo(
                     if total
                     else "fleet view: not kept by this backend"
                 )
-                report(
-                    f"{action:<9} {LABEL} {event.previous_version} -> {event.version}: "
-                    f"all {workers} workers served v{event.version} after {took * 1000:.1f} ms; {fleet_line}"
-                )
+                report(f"{_WORDS[action]:<9} {what} after {took * 1000:.1f} ms; {fleet_line}")
             time.sleep(seconds)
             elapsed = time.perf_counter() - started
             lookups = fleet.lookups() - lookups_before

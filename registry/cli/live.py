@@ -160,7 +160,8 @@ def _interrupt(signum: int, frame: object) -> None:
 def demo(ctx: click.Context, workers: int, seconds: float, server: str, keep: bool, as_json: bool) -> None:
     """The movie-critic scenario, live: label moves reaching client processes, timed."""
     # The demo's scenario (redis-py, processes) loads only when it runs: every other command starts faster.
-    from promptreg.registry.cli.demo import demo_server, run_demo
+    from promptreg.registry.cli.demo import run_demo
+    from promptreg.registry.cli.demo_servers import demo_server
 
     report: Callable[[str], None] = (lambda line: None) if as_json else click.echo
     url = _given_url(ctx, report)

@@ -26,7 +26,8 @@
 -- ARGV[12] channel
 -- ARGV[13] version key prefix {ns}:p:<name>:v:
 -- ARGV[14] force ('1' = start even if the compatibility mode refuses the candidate)
--- ARGV[15] this write's id; ARGV[16] the publish command (_commit.lua)
+-- ARGV[15] this write's id (_commit.lua)
+-- ARGV[16] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- Returns {'OK', rev, version, previous, forced} (as the audit entry: see AuditEvent), or
 -- {'ERR', 'NOPROMPT' | 'NOLABEL' | 'NOVERSION' | 'NOROLLOUT'}, {'ERR', 'ROLLOUT', candidate} (one is
 -- running), {'ERR', 'SAMEVERSION', stable}, a check_move refusal, or {'ERR', 'RETRY', stable,
