@@ -199,6 +199,39 @@ def measure_counting(quick: bool) -> dict[str, float]:
         provider.shutdown()
 
 
+def _time_rows(
+    contenders: dict[str, Any], versions: dict[str, Any], sample: list[str], loop_keys: list[str], size: int,
+    plan: dict[str, Any],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Rows (1 and 4 threads) of ``contenders`` (the floor first), interleaved round by round."""
+    for get in contenders.values():  # warm: every sampled name once (fills lazy caches)
+        for name in sample:
+            if get.get(name).prompt_text != versions[name].prompt_text:
+                raise RuntimeError(f"{get!r} returned another text for {name}")
+    rows: list[dict[str, Any]] = []
+    for threads in (1, 4):
+        samples = {name: _timing.Samples() for name in contenders}
+        for _ in range(plan["rounds"]):  # interleaved, so drift on a noisy machine hits all alike
+            for name, contender in contenders.items():
+                in_process = name in IN_PROCESS
+                block = plan["block"] if in_process else plan["io_block"]
+                repeats = plan["repeats"] if in_process else plan["io_repeats"]
+                samples[name].add(
+                    _timing.time_lookups(contender.get, loop_keys, block, repeats // plan["rounds"], threads)
+                )
+        floor = _report.summarize(samples["floor"].per_lookup_ns)
+        for name, got in samples.items():
+            stats = _report.summarize(got.per_lookup_ns)
+            rows.append({
+                "contender": name, "prompts": size, "threads": threads,
+                "median_ns": stats["p50"], "p99_ns": stats["p99"], "blocks": stats["n"],
+                "lookups": got.lookups, "lookups_per_s": got.lookups / (got.wall_ns / 1e9),
+                "ratio_to_floor_median": _report.ratio(stats["p50"], floor["p50"]),
+                "ratio_to_floor_p99": _report.ratio(stats["p99"], floor["p99"]),
+            })  # fmt: skip
+    return rows
+
+
 def measure_size(url: str, namespace: str, size: int, plan: dict[str, Any], csc: redis.Redis | None) -> dict[str, Any]:
     """Every contender at one registry size, 1 and 4 threads; memory of the two in-process caches."""
     keys = Keyspace(namespace)
@@ -216,33 +249,15 @@ def measure_size(url: str, namespace: str, size: int, plan: dict[str, Any], csc:
         versions = {name.encode().decode(): client.get(name) for name in names}
         if len(ttl) != size or any(v.version != 1 for v in versions.values()):
             raise RuntimeError("a cache does not hold every seeded prompt")
+        contenders = _contenders(client, keys, ttl, conn, csc, versions)
+        rows = _time_rows(contenders, versions, sample, loop_keys, size, plan)
+        refreshes = ttl.refreshes  # the TTL cache is timed while its entries are fresh (60 s)
+        # Then the telemetry rows, with the floor again, a tenth of the blocks: a traced lookup
+        # costs µs, and a full set of blocks would outlast the TTL cache's entries above.
         telemetry = extras.enter_context(telemetry_contenders(client))
-        contenders = {**_contenders(client, keys, ttl, conn, csc, versions), **telemetry}
-        for get in contenders.values():  # warm: every sampled name once (fills lazy caches)
-            for name in sample:
-                if get.get(name).prompt_text != versions[name].prompt_text:
-                    raise RuntimeError(f"{get!r} returned another text for {name}")
-        rows: list[dict[str, Any]] = []
-        for threads in (1, 4):
-            samples = {name: _timing.Samples() for name in contenders}
-            for _ in range(plan["rounds"]):  # interleaved, so drift on a noisy machine hits all alike
-                for name, contender in contenders.items():
-                    in_process = name in IN_PROCESS
-                    block = plan["block"] if in_process else plan["io_block"]
-                    repeats = plan["repeats"] if in_process else plan["io_repeats"]
-                    samples[name].add(
-                        _timing.time_lookups(contender.get, loop_keys, block, repeats // plan["rounds"], threads)
-                    )
-            floor = _report.summarize(samples["floor"].per_lookup_ns)
-            for name, got in samples.items():
-                stats = _report.summarize(got.per_lookup_ns)
-                rows.append({
-                    "contender": name, "prompts": size, "threads": threads,
-                    "median_ns": stats["p50"], "p99_ns": stats["p99"], "blocks": stats["n"],
-                    "lookups": got.lookups, "lookups_per_s": got.lookups / (got.wall_ns / 1e9),
-                    "ratio_to_floor_median": _report.ratio(stats["p50"], floor["p50"]),
-                    "ratio_to_floor_p99": _report.ratio(stats["p99"], floor["p99"]),
-                })  # fmt: skip
+        floored = {"floor": contenders["floor"], **telemetry}
+        tenth = {**plan, "repeats": plan["repeats"] // 10}
+        rows += [r for r in _time_rows(floored, versions, sample, loop_keys, size, tenth) if r["contender"] != "floor"]
         rendered = measure_render(client, sample[0], plan["quick"]) if size == plan["render_size"] else None
         # Last: half the sampled prompts get a rollout (the other half are the keyed view's plain case).
         rolled, plain = sample[::2], sample[1::2] or sample[:1]
@@ -253,7 +268,7 @@ def measure_size(url: str, namespace: str, size: int, plan: dict[str, Any], csc:
             "prompts": size,
             "rows": rows,
             "render": rendered,
-            "ttl_refreshes_while_timing": ttl.refreshes,
+            "ttl_refreshes_while_timing": refreshes,
             "memory": {
                 "promptreg_bytes_per_version": client_bytes / size,
                 "ttl_cache_bytes_per_version": ttl_bytes / size,
