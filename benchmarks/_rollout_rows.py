@@ -97,14 +97,8 @@ def measure(
         for name, got in samples.items():
             if name == "floor":
                 continue  # the main rows have the floor of this size
-            stats = _report.summarize(got.per_lookup_ns)
-            rows.append({
-                "contender": name, "prompts": size, "threads": threads,
-                "median_ns": stats["p50"], "p99_ns": stats["p99"], "blocks": stats["n"],
-                "lookups": got.lookups, "lookups_per_s": got.lookups / (got.wall_ns / 1e9),
-                "ratio_to_floor_median": _report.ratio(stats["p50"], floor["p50"]),
-                "ratio_to_floor_p99": _report.ratio(stats["p99"], floor["p99"]),
-                "ratio_to_keyword_floor_median": _report.ratio(stats["p50"], keyword_floor["p50"]),
-                "floor_median_ns": floor["p50"],
-            })  # fmt: skip
+            found = _timing.row(name, size, threads, got, floor)
+            found["ratio_to_keyword_floor_median"] = _report.ratio(found["median_ns"], keyword_floor["p50"])
+            found["floor_median_ns"] = floor["p50"]
+            rows.append(found)
     return rows

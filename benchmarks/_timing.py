@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from benchmarks import _report
+
 Lookup = Callable[..., object]
 
 
@@ -109,3 +111,15 @@ def time_lookups(
     finally:
         if gc_was_enabled:
             gc.enable()
+
+
+def row(name: str, size: int, threads: int, got: Samples, floor: dict[str, float]) -> dict[str, Any]:
+    """One contender's result (``got``) at ``size`` prompts, beside the floor's summary of the same run."""
+    stats = _report.summarize(got.per_lookup_ns)
+    return {
+        "contender": name, "prompts": size, "threads": threads,
+        "median_ns": stats["p50"], "p99_ns": stats["p99"], "blocks": stats["n"],
+        "lookups": got.lookups, "lookups_per_s": got.lookups / (got.wall_ns / 1e9),
+        "ratio_to_floor_median": _report.ratio(stats["p50"], floor["p50"]),
+        "ratio_to_floor_p99": _report.ratio(stats["p99"], floor["p99"]),
+    }  # fmt: skip

@@ -220,15 +220,7 @@ def _time_rows(
                     _timing.time_lookups(contender.get, loop_keys, block, repeats // plan["rounds"], threads)
                 )
         floor = _report.summarize(samples["floor"].per_lookup_ns)
-        for name, got in samples.items():
-            stats = _report.summarize(got.per_lookup_ns)
-            rows.append({
-                "contender": name, "prompts": size, "threads": threads,
-                "median_ns": stats["p50"], "p99_ns": stats["p99"], "blocks": stats["n"],
-                "lookups": got.lookups, "lookups_per_s": got.lookups / (got.wall_ns / 1e9),
-                "ratio_to_floor_median": _report.ratio(stats["p50"], floor["p50"]),
-                "ratio_to_floor_p99": _report.ratio(stats["p99"], floor["p99"]),
-            })  # fmt: skip
+        rows += [_timing.row(name, size, threads, got, floor) for name, got in samples.items()]
     return rows
 
 

@@ -135,6 +135,13 @@ def _percent_option(help: str) -> Callable[[_F], _F]:
 _reason_option = click.option("--reason", help="Why (kept in the audit trail).")
 
 
+def _write_options(command: _F) -> _F:
+    """``--author``, ``--reason``, ``--wait`` and ``--json``: the options of every rollout write."""
+    for option in (json_option, wait_option, _reason_option, author_option):
+        command = option(command)
+    return command
+
+
 # -- the commands ---------------------------------------------------------------------------------
 
 
@@ -154,10 +161,7 @@ def rollout() -> None:
 @click.argument("version")
 @_percent_option("The candidate's share of the lookups, above 0 and below 100 (two decimals at most).")
 @click.option("--force", is_flag=True, help="Start even if the prompt's compatibility mode refuses it (audited).")
-@author_option
-@_reason_option
-@wait_option
-@json_option
+@_write_options
 def start(
     name: str, label: str, version: str, percent: float, force: bool, author: str | None, reason: str | None,
     wait: float | None, as_json: bool,
@@ -176,10 +180,7 @@ def start(
 @click.argument("name")
 @click.argument("label")
 @_percent_option("The candidate's new share, above 0 and below 100 (two decimals at most).")
-@author_option
-@_reason_option
-@wait_option
-@json_option
+@_write_options
 def set_share(
     name: str, label: str, percent: float, author: str | None, reason: str | None, wait: float | None, as_json: bool
 ) -> None:
@@ -197,10 +198,7 @@ def set_share(
 @rollout.command()
 @click.argument("name")
 @click.argument("label")
-@author_option
-@_reason_option
-@wait_option
-@json_option
+@_write_options
 def promote(name: str, label: str, author: str | None, reason: str | None, wait: float | None, as_json: bool) -> None:
     """End the rollout of LABEL of NAME by moving the label to the candidate (`rollback` undoes it).
 
@@ -213,10 +211,7 @@ def promote(name: str, label: str, author: str | None, reason: str | None, wait:
 @rollout.command()
 @click.argument("name")
 @click.argument("label")
-@author_option
-@_reason_option
-@wait_option
-@json_option
+@_write_options
 def abort(name: str, label: str, author: str | None, reason: str | None, wait: float | None, as_json: bool) -> None:
     """End the rollout of LABEL of NAME by dropping the candidate: every lookup gets the label's version.
 
