@@ -37,11 +37,13 @@ from promptreg.client.pointers import (
     diff_pointers,
     diff_rollouts,
     pointer_change,
+    referenced_pairs,
     with_change,
 )
 from promptreg.client.subset import PromptSubset
 from promptreg.client.views import KeyedView, Split, build_view, end_split, move, split_views, start_split
 from promptreg.registry.errors import InvalidInputError
+from promptreg.registry.rollouts import percent_of, points_of
 from promptreg.registry.wire import ROLLOUT_OPERATIONS, ChangeMessage
 
 __all__ = [
@@ -132,11 +134,7 @@ class Cache:
         if history is not None and self.versions and not self.continues(history):
             self.versions = {}
             self._identities = {}
-        versions = self.versions
-        missing = {(n, v) for n, labels in pointers.items() for v in labels.values() if (n, v) not in versions}
-        rollouts: Rollouts = getattr(pointers, "rollouts", None) or {}
-        missing.update((n, c) for n, labels in rollouts.items() for c, _ in labels.values() if (n, c) not in versions)
-        return missing
+        return referenced_pairs(pointers, self.versions)
 
     def continues(self, history: Mapping[int, str]) -> bool:
         """Whether a registry whose writes have the ids ``history`` (``rev -> write id``) holds the
@@ -341,7 +339,7 @@ class Cache:
         if message.op in ("start_rollout", "set_rollout"):
             if message.percent is None:
                 return "a rollout without a percentage"
-            points = min(max(round(message.percent * 100), 1), 9999)
+            points = min(max(points_of(message.percent), 1), 9999)
             split = Split(name, label, self.versions[name, stable], self.versions[name, message.version], points)
             start_split(self.view, self.keyed, self._default_label, label, name, split)
             running[label] = (message.version, points)
@@ -388,7 +386,7 @@ def _events(
     if message.op in ROLLOUT_OPERATIONS and label is not None:
         running = rollouts.get(name, {}).get(label)
         now = number if message.op == "promote_rollout" else before
-        rollout = None if running is None else (running[0], running[1] / 100)
+        rollout = None if running is None else (running[0], percent_of(running[1]))
         events.append(ChangeEvent(name, label, now, before, rev, at, rollout))
     elif label is not None and before != number:
         events.append(ChangeEvent(name, label, number, before, rev, at))

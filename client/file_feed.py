@@ -7,6 +7,7 @@ import os
 from promptreg.client.cached_version import CachedVersion, VersionRow, cached_batch, cached_from_model
 from promptreg.client.feeds import Backoff, Feed, FeedContext, empty_registry
 from promptreg.registry.file_store import JsonFilePromptRegistry
+from promptreg.registry.rollouts import points_of
 
 
 class FileFeed(Feed):
@@ -60,7 +61,7 @@ class FileFeed(Feed):
             if prompt.versions:
                 labels["latest"] = prompt.versions[-1].version
             if prompt.rollouts:
-                rollouts[name] = {label: (r.version, round(r.percent * 100)) for label, r in prompt.rollouts.items()}
+                rollouts[name] = {label: (r.version, points_of(r.percent)) for label, r in prompt.rollouts.items()}
             for number in {*labels.values(), *(r.version for r in prompt.rollouts.values())}:
                 found = prompt.get_version_by_number(number)
                 if found is not None:

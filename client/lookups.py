@@ -18,6 +18,7 @@ from promptreg.registry.errors import (
     RegistryUnavailableError,
 )
 from promptreg.registry.models import utcnow
+from promptreg.registry.rollouts import percent_of
 from promptreg.registry.template import compile_template
 from promptreg.registry.validation import validate_label, validate_name, validate_version_number
 
@@ -63,7 +64,7 @@ class Lookups:
     def rollouts(self) -> dict[str, dict[str, tuple[int, float]]]:
         """``{name: {label: (candidate version, percent)}}``: the rollouts the cache serves now."""
         return {
-            name: {label: (candidate, points / 100) for label, (candidate, points) in labels.items()}
+            name: {label: (candidate, percent_of(points)) for label, (candidate, points) in labels.items()}
             for name, labels in self._cache.rollouts.items()
         }
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from promptreg.registry.errors import InvalidInputError
+from promptreg.registry.rollouts import percent_of
 from promptreg.registry.validation import LATEST, validate_label, validate_name
 from promptreg.registry.wire import ChangeMessage
 
@@ -165,7 +166,7 @@ def diff_rollouts(
             now = after.get(label)
             if before.get(label) == now:
                 continue
-            rollout = None if now is None else (now[0], now[1] / 100)
+            rollout = None if now is None else (now[0], percent_of(now[1]))
             index = moves.get((name, label))
             if index is not None and moved is not None:
                 moved[index] = replace(moved[index], rollout=rollout)
@@ -175,10 +176,13 @@ def diff_rollouts(
     return events
 
 
-def referenced_pairs(pointers: Mapping[str, Mapping[str, int]]) -> set[tuple[str, int]]:
+def referenced_pairs(
+    pointers: Mapping[str, Mapping[str, int]], cached: Mapping[tuple[str, int], object] | None = None
+) -> set[tuple[str, int]]:
     """Every ``(name, version)`` a state serves: what its labels point at, and the candidate of each
-    rollout (:attr:`StatePointers.rollouts`)."""
-    pairs = {(name, number) for name, labels in pointers.items() for number in labels.values()}
+    rollout (:attr:`StatePointers.rollouts`); those in ``cached`` left out."""
+    skip = cached or {}
+    pairs = {(n, v) for n, labels in pointers.items() for v in labels.values() if (n, v) not in skip}
     rollouts: Rollouts = getattr(pointers, "rollouts", None) or {}
-    pairs.update((name, candidate) for name, labels in rollouts.items() for candidate, _ in labels.values())
+    pairs.update((n, c) for n, labels in rollouts.items() for c, _ in labels.values() if (n, c) not in skip)
     return pairs

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from promptreg.registry.errors import InvalidInputError, RegistryCorruptError
 from promptreg.registry.models import AuditEvent, CompatibilityMode, Prompt, PromptVersion, Rollout
-from promptreg.registry.validation import check_json_depth, validate_label, validate_name
+from promptreg.registry.rollouts import points_of
+from promptreg.registry.validation import PERCENT_SCALE, check_json_depth, validate_label, validate_name
 
 FORMAT: Final = "promptreg"
 """The value of the file's ``format`` marker."""
@@ -112,7 +113,7 @@ def _inconsistency(state: StoredState) -> str | None:
         for label, rollout in stored.rollouts.items():
             if label not in stored.labels or not 1 <= rollout.version <= count:
                 return f"prompt {name!r}: the rollout of label {label!r} has no label or no candidate version"
-            if round(rollout.percent * 100) != rollout.percent * 100:
+            if points_of(rollout.percent) != rollout.percent * PERCENT_SCALE:
                 return f"prompt {name!r}: the rollout of label {label!r} has a percentage with over two decimals"
         for event in stored.history:
             if event.prompt != name or event.rev > state.rev:

@@ -71,12 +71,22 @@ def bucket(key: str, seed: int) -> int:
 
 def picks_candidate(name: str, label: str, candidate: int, percent: float, key: str) -> bool:
     """Whether ``key`` gets the candidate of that rollout: the rule every client applies."""
-    return bucket(key, rollout_seed(name, label, candidate)) < threshold(round(percent * PERCENT_SCALE))
+    return bucket(key, rollout_seed(name, label, candidate)) < threshold(points_of(percent))
 
 
 def percent_of(points: int) -> float:
     """Basis points as the percentage :class:`~promptreg.registry.models.Rollout` shows."""
     return points / PERCENT_SCALE
+
+
+def points_of(percent: float) -> int:
+    """A percentage (two decimals at most, as validated when written) in basis points."""
+    return round(percent * PERCENT_SCALE)
+
+
+def same_version(name: str, label: str, version: int) -> InvalidInputError:
+    """The refusal of a rollout of the version the label already points at (every backend's)."""
+    return InvalidInputError(f"version {version} is where label {label!r} of {name!r} points: nothing to roll out")
 
 
 def check_start(
@@ -97,7 +107,7 @@ def check_start(
     if target is None:
         raise VersionNotFoundError(name, version)
     if version == stable:
-        raise InvalidInputError(f"version {version} is where label {label!r} of {name!r} points: nothing to roll out")
+        raise same_version(name, label, version)
     report = check(prompt.compatibility, prompt.get_version_by_number(stable), target)
     if not report.compatible and not force:
         raise IncompatibleVersionError(name, label, version, stable, prompt.compatibility, report.added, report.removed)

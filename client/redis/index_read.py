@@ -169,9 +169,9 @@ def _replay(pointers: dict[str, dict[str, int]], entry: LogHead, subset: PromptS
     if subset is not None and entry.prompt not in subset:
         return
     if entry.action in ROLLOUT_OPERATIONS and entry.action != "promote_rollout":
-        return  # the label keeps its version (the rollouts are read at the revision reached)
-    action = "set_label" if entry.action == "promote_rollout" else entry.action
-    change = ChangeMessage(entry.rev, action, entry.prompt, entry.label, entry.version, None, None, 0.0)
+        return  # the label keeps its version (the rollouts are read at the revision reached); a
+        # promotion is a label move to its version, which pointer_change makes as for set_label
+    change = ChangeMessage(entry.rev, entry.action, entry.prompt, entry.label, entry.version, None, None, 0.0)
     known = pointers.get(entry.prompt)
     try:
         label, number = pointer_change(change, known)

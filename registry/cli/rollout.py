@@ -26,6 +26,7 @@ from promptreg.registry.cli.options import author_option, current_registry, json
 from promptreg.registry.errors import InvalidInputError, PromptNotFoundError
 from promptreg.registry.fleet import escape_control
 from promptreg.registry.models import AuditEvent, Prompt, Rollout, describe_label_move
+from promptreg.registry.rollouts import points_of
 from promptreg.registry.validation import PERCENT_SCALE, validate_percent
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -88,7 +89,7 @@ def describe_rollout_event(event: AuditEvent, before: float | None = None) -> st
 
 def describe_running(label: str, stable: int | None, rollout: Rollout) -> str:
     """``production: v3 90%, candidate v4 10%`` (what ``show`` and ``fleet --prompt`` print)."""
-    points = round(rollout.percent * PERCENT_SCALE)
+    points = points_of(rollout.percent)
     rest = format_percent((100 * PERCENT_SCALE - points) / PERCENT_SCALE)
     return f"{label}: stable v{stable} {rest}, candidate v{rollout.version} {format_percent(rollout.percent)}"
 

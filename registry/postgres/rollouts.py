@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Any
 
 from promptreg.registry.errors import (
-    InvalidInputError,
     LabelNotFoundError,
     RolloutActiveError,
     RolloutNotFoundError,
@@ -28,6 +27,7 @@ from promptreg.registry.errors import (
 )
 from promptreg.registry.models import AuditAction, AuditEvent, CompatibilityMode, Rollout
 from promptreg.registry.postgres.rows import rollout_from_row
+from promptreg.registry.rollouts import same_version
 
 
 class PostgresRollouts(ABC):
@@ -108,9 +108,7 @@ class PostgresRollouts(ABC):
             if version > latest:
                 raise VersionNotFoundError(name, version)
             if version == stable:
-                raise InvalidInputError(
-                    f"version {version} is where label {label!r} of {name!r} points: nothing to roll out"
-                )
+                raise same_version(name, label, version)
             forced = self._check(conn, name, label, stable, version, force)
             conn.execute(
                 "INSERT INTO promptreg_rollouts (namespace, name, label, candidate, points, started_at, author) "

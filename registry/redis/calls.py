@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from promptreg.registry.redis.keys import Keyspace
+from promptreg.registry.rollouts import percent_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,8 +264,9 @@ class RolloutCall(ScriptCall):
                 k.previous(name, label)]  # fmt: skip
 
     def script_args(self) -> list[Any]:
-        return [self.op, self.name, self.label, self.candidate, self.stable, self.points, f"{self.points / 100:g}",
-                self.at, _text(self.author), _text(self.reason), self.head, self.ks.channel,
+        share = f"{percent_of(self.points):g}"
+        return [self.op, self.name, self.label, self.candidate, self.stable, self.points, share, self.at,
+                _text(self.author), _text(self.reason), self.head, self.ks.channel,
                 self.ks.version_prefix(self.name), "1" if self.force else ""]  # fmt: skip
 
     @staticmethod

@@ -16,7 +16,6 @@ import msgpack
 
 from promptreg.registry.compatibility import CompatibilityReport, refusal_error, validate_mode
 from promptreg.registry.errors import (
-    InvalidInputError,
     LabelConflictError,
     LabelNotFoundError,
     PromptExistsError,
@@ -31,6 +30,7 @@ from promptreg.registry.errors import (
 )
 from promptreg.registry.models import AuditEvent, PromptVersion, VersionType
 from promptreg.registry.redis.chat import chat_fields
+from promptreg.registry.rollouts import same_version
 
 ADD_VERSION_ATTEMPTS = 1000
 """Tries of a write whose declared key another writer's write made wrong (the script answers RETRY).
@@ -134,9 +134,7 @@ REFUSALS: dict[bytes, Callable[[Refusal], PromptRegistryError]] = {  # an unknow
     b"CONFLICT": lambda r: LabelConflictError(r.name, r.label, r.expected, r.actual),
     b"ROLLOUT": lambda r: RolloutActiveError(r.name, r.label, r.actual),
     b"NOROLLOUT": lambda r: RolloutNotFoundError(r.name, r.label),
-    b"SAMEVERSION": lambda r: InvalidInputError(
-        f"version {r.version} is where label {r.label!r} of {r.name!r} points: nothing to roll out"
-    ),
+    b"SAMEVERSION": lambda r: same_version(r.name, r.label, r.version),
     b"RETRY": lambda r: RegistryUnavailableError(
         f"prompt {r.name!r}: other writers kept changing it; {ADD_VERSION_ATTEMPTS} tries, nothing written"
     ),
