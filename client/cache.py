@@ -29,6 +29,7 @@ from enum import Enum
 from sys import intern
 
 from promptreg.client.cached_version import CachedVersion
+from promptreg.client.composition import Compositions, PartialFetch, compose_view, install, plan_change
 from promptreg.client.pointers import (
     ChangeEvent,
     Pointers,
@@ -36,6 +37,7 @@ from promptreg.client.pointers import (
     StatePointers,
     diff_pointers,
     diff_rollouts,
+    message_events,
     pointer_change,
     referenced_pairs,
     with_change,
@@ -43,7 +45,7 @@ from promptreg.client.pointers import (
 from promptreg.client.subset import PromptSubset
 from promptreg.client.views import KeyedView, Split, build_view, end_split, move, split_views, start_split
 from promptreg.registry.errors import InvalidInputError
-from promptreg.registry.rollouts import percent_of, points_of
+from promptreg.registry.rollouts import points_of
 from promptreg.registry.wire import ROLLOUT_OPERATIONS, ChangeMessage
 
 __all__ = [
@@ -87,8 +89,8 @@ class Cache:
     """
 
     __slots__ = (
-        "_default_label", "_held", "_identities", "_lock", "_settled", "generation", "keyed", "loaded", "pointers",
-        "rev", "rollouts", "subset", "versions", "view", "write_id",
+        "_default_label", "_held", "_identities", "_lock", "_settled", "compositions", "fetch_partial", "generation",
+        "keyed", "loaded", "pointers", "rev", "rollouts", "subset", "versions", "view", "write_id",
     )  # fmt: skip
 
     def __init__(self, default_label: str, subset: PromptSubset | None = None) -> None:
@@ -115,6 +117,10 @@ class Cache:
         """Whether any full state (registry, file or last-known-good snapshot) has been loaded."""
         self.generation = 0
         """Counts every change of state (a full state or an applied message): equal means unchanged."""
+        self.compositions = Compositions()
+        """Which entries of the view are composed from partials (:mod:`promptreg.client.composition`)."""
+        self.fetch_partial: PartialFetch | None = None
+        """Reads a version a partial is included at and no label points at (set by the feed)."""
 
     # -- versions ----------------------------------------------------------------------------
 
@@ -203,6 +209,7 @@ class Cache:
             pointers = {name: labels for name, labels in pointers.items() if name in subset}
             rollouts = {name: labels for name, labels in rollouts.items() if name in subset}
         view = build_view(pointers, store, self._default_label)  # outside the lock: lookups never wait for it
+        compositions = compose_view(view, pointers, store, rollouts, self.fetch_partial)
         keyed = split_views(view, rollouts, store, self._default_label) if rollouts else dict(view)
         with self._lock:
             if only_if_empty and self.loaded:
@@ -211,6 +218,7 @@ class Cache:
             self.versions = store
             self.keyed = keyed  # type: ignore[assignment]  # without rollouts: the view itself
             self.view = view
+            self.compositions = compositions
             self.pointers = pointers
             self.rollouts = rollouts
             self.rev = rev
@@ -309,6 +317,9 @@ class Cache:
             if sha is not None:
                 self._identities[name, number] = sha
             self.add_version(name, found)
+        plan = None  # the compositions the change makes, built before it is published
+        if message.op not in ROLLOUT_OPERATIONS:
+            plan = plan_change(self, name, label, number)
         with self._lock:
             if self._held or message.rev != self.rev + 1:  # the state was replaced or held while fetching
                 return ApplyResult(*self.classify(message.rev))
@@ -324,11 +335,13 @@ class Cache:
                 if label is not None:
                     found = None if number is None else self.versions[name, number]
                     move(self.view, self.keyed, self._default_label, intern(name), intern(label), found)
+                if plan:
+                    install(plan, self.compositions, self.view, self.keyed, self._default_label)
             self.rev = message.rev
             self.write_id = message.write_id
             self.generation += 1
             self._settled = True
-        return ApplyResult(Action.APPLIED, None, tuple(_events(message, old, label, number, self.rollouts)))
+        return ApplyResult(Action.APPLIED, None, tuple(message_events(message, old, label, number, self.rollouts)))
 
     def _rollout(self, message: ChangeMessage, name: str, label: str, labels: dict[str, int] | None) -> str | None:
         """Apply a rollout's message (under the lock); a reason to resync instead, or ``None``."""
@@ -374,20 +387,3 @@ def _same_or(old: CachedVersion | None, new: CachedVersion) -> CachedVersion:
     if old is not None and same and old.text_once() == new.text_once():  # no text kept twice to compare
         return old
     return new
-
-
-def _events(
-    message: ChangeMessage, old: dict[str, int] | None, label: str | None, number: int | None, rollouts: Rollouts
-) -> list[ChangeEvent]:
-    """The :class:`ChangeEvent` s of one applied message (``old``: the prompt's labels before it)."""
-    name, rev, at = message.prompt, message.rev, message.at
-    events = [ChangeEvent(name, None, None, None, rev, at)] if old is None else []
-    before = None if old is None or label is None else old.get(label)
-    if message.op in ROLLOUT_OPERATIONS and label is not None:
-        running = rollouts.get(name, {}).get(label)
-        now = number if message.op == "promote_rollout" else before
-        rollout = None if running is None else (running[0], percent_of(running[1]))
-        events.append(ChangeEvent(name, label, now, before, rev, at, rollout))
-    elif label is not None and before != number:
-        events.append(ChangeEvent(name, label, number, before, rev, at))
-    return events

@@ -237,6 +237,7 @@ class PushFeed(Feed, Generic[EntryId]):
         # there, the registry's history only grew and the versions cached are still valid.
         self._anchor: EntryId | None = None
         self._fetch = self._fetch_one  # bound once, not once per message (_on_message)
+        context.cache.fetch_partial = self._fetch  # a partial included at a version no label points at
 
     def _loaded(self, rev: int, head_id: EntryId | None) -> None:
         """A full state at ``rev`` whose newest audit entry is ``head_id`` replaced the cache."""

@@ -7,6 +7,7 @@ import os
 from promptreg.client.cached_version import CachedVersion, VersionRow, cached_batch, cached_from_model
 from promptreg.client.feeds import Backoff, Feed, FeedContext, empty_registry
 from promptreg.registry.file_store import JsonFilePromptRegistry
+from promptreg.registry.models import Prompt
 from promptreg.registry.rollouts import points_of
 
 
@@ -50,6 +51,7 @@ class FileFeed(Feed):
     def _reload(self) -> None:
         state = self.registry.load_state()
         cache = self.context.cache
+        cache.fetch_partial = lambda name, number: _version_of(state.prompts.get(name), number)
         pointers: dict[str, dict[str, int]] = {}
         rollouts: dict[str, dict[str, tuple[int, int]]] = {}
         # Every version afresh: the file may have been replaced by another history (a restore), so
@@ -80,3 +82,9 @@ class FileFeed(Feed):
         self.context.status.resynced()
         self.context.status.live()
         self._replaced(before, before_rollouts)
+
+
+def _version_of(prompt: Prompt | None, number: int) -> CachedVersion | None:
+    """Version ``number`` of ``prompt``, cached (a partial included at a version no label points at)."""
+    found = None if prompt is None else prompt.get_version_by_number(number)
+    return None if found is None else cached_from_model(found)

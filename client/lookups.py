@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from promptreg.client.cached_version import CachedVersion, cached_text
+from promptreg.client.composition import composes, pinned
 from promptreg.client.views import Split
 from promptreg.registry.errors import (
     InvalidInputError,
@@ -92,7 +93,7 @@ class Lookups:
             except TypeError:  # unhashable name: validated below
                 found = None
             if found is not None:
-                return found
+                return found if not composes(found) else pinned(cache, name, found)
         validate_name(name)
         if label is not None:
             validate_label(label)
@@ -102,13 +103,17 @@ class Lookups:
             validate_version_number(version)
             if cache.subset is not None and name not in cache.subset:
                 raise cache.subset.not_served(name)
-            return cache.add_version(name, self._feed.fetch_version(name, version))
+            found = cache.add_version(name, self._feed.fetch_version(name, version))
+            return found if not composes(found) else pinned(cache, name, found)
         label = self._default_label if label is None else label
         hit = cache.view.get(label, {}).get(name)
         if hit is not None:  # the view was swapped since the fast path looked
             return hit
         if cache.subset is not None and name not in cache.subset:
             raise cache.subset.not_served(name)
+        broken = cache.compositions.broken.get((name, label))
+        if broken is not None:  # it includes a partial it cannot be composed with: never served raw
+            raise broken
         if name in cache.pointers:
             raise LabelNotFoundError(name, label)
         if not cache.loaded:

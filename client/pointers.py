@@ -15,7 +15,7 @@ from typing import Any
 from promptreg.registry.errors import InvalidInputError
 from promptreg.registry.rollouts import percent_of
 from promptreg.registry.validation import LATEST, validate_label, validate_name
-from promptreg.registry.wire import ChangeMessage
+from promptreg.registry.wire import ROLLOUT_OPERATIONS, ChangeMessage
 
 Pointers = dict[str, dict[str, int]]
 """``name -> {label: version number}``; ``latest`` is present when the prompt has a version."""
@@ -186,3 +186,20 @@ def referenced_pairs(
     rollouts: Rollouts = getattr(pointers, "rollouts", None) or {}
     pairs.update((n, c) for n, labels in rollouts.items() for c, _ in labels.values() if (n, c) not in skip)
     return pairs
+
+
+def message_events(
+    message: ChangeMessage, old: dict[str, int] | None, label: str | None, number: int | None, rollouts: Rollouts
+) -> list[ChangeEvent]:
+    """The :class:`ChangeEvent` s of one applied change message (``old``: the prompt's labels before it)."""
+    name, rev, at = message.prompt, message.rev, message.at
+    events = [ChangeEvent(name, None, None, None, rev, at)] if old is None else []
+    before = None if old is None or label is None else old.get(label)
+    if message.op in ROLLOUT_OPERATIONS and label is not None:
+        running = rollouts.get(name, {}).get(label)
+        now = number if message.op == "promote_rollout" else before
+        rollout = None if running is None else (running[0], percent_of(running[1]))
+        events.append(ChangeEvent(name, label, now, before, rev, at, rollout))
+    elif label is not None and before != number:
+        events.append(ChangeEvent(name, label, number, before, rev, at))
+    return events

@@ -29,6 +29,7 @@ from promptreg.registry.errors import (
 from promptreg.registry.fleet import FleetMember, FleetWait, await_fleet
 from promptreg.registry.migration import MigrationResult
 from promptreg.registry.models import AuditEvent, CompatibilityMode, Prompt, PromptVersion, utcnow
+from promptreg.registry.partials import PartialReads
 from promptreg.registry.rollouts import RolloutWrites
 from promptreg.registry.validation import (
     LATEST,
@@ -44,7 +45,7 @@ from promptreg.registry.validation import (
 )
 
 
-class PromptRegistry(RolloutWrites, ABC):
+class PromptRegistry(RolloutWrites, PartialReads, ABC):
     """A store of prompts: unique names, immutable versions, mutable labels, an audit trail.
 
     ``max_text_bytes`` and ``max_metadata_bytes`` bound what ``add_version`` accepts (UTF-8 text,
@@ -155,13 +156,17 @@ class PromptRegistry(RolloutWrites, ABC):
         expected_version: int | None = None,
         author: str | None = None,
         reason: str | None = None,
+        force: bool = False,
     ) -> AuditEvent:
-        """Remove ``label``. Raises :class:`~promptreg.LabelNotFoundError` if it does not exist and
-        :class:`~promptreg.LabelConflictError` if ``expected_version`` does not match."""
+        """Remove ``label``. Raises :class:`~promptreg.LabelNotFoundError` if it does not exist,
+        :class:`~promptreg.LabelConflictError` if ``expected_version`` does not match, and
+        :class:`~promptreg.PartialNotFoundError` when a prompt including this one as a partial at
+        that label would be left without it (``force=True`` deletes anyway, recorded as forced)."""
         validate_name(name)
         validate_label(label, settable=True)
         if expected_version is not None:
             validate_version_number(expected_version)
+        _validate_force(force)
         return self._delete_label(
             name,
             label,
@@ -169,6 +174,7 @@ class PromptRegistry(RolloutWrites, ABC):
             validate_text_field(author, "author"),
             validate_text_field(reason, "reason"),
             utcnow(),
+            force=force,
         )
 
     def rollback(
@@ -246,21 +252,29 @@ class PromptRegistry(RolloutWrites, ABC):
         validate_name(name)
         return self._get_prompt(name)
 
-    def get_version(self, name: str, *, label: str | None = None, version: int | None = None) -> PromptVersion:
+    def get_version(
+        self, name: str, *, label: str | None = None, version: int | None = None, resolve: bool = False
+    ) -> PromptVersion:
         """One version, by ``label`` or by ``version`` number; with neither, the newest.
 
-        Raises :class:`~promptreg.PromptNotFoundError`, :class:`~promptreg.LabelNotFoundError` or
-        :class:`~promptreg.VersionNotFoundError`.
+        With ``resolve=True`` the version's ``{{> partial}}`` references are resolved at ``label``
+        (a ``version`` number: at ``latest``), as a client serves it: the text (or messages)
+        composed, and :attr:`~promptreg.PromptVersion.partials` naming each partial's version.
+        Raises :class:`~promptreg.PromptNotFoundError`, :class:`~promptreg.LabelNotFoundError`,
+        :class:`~promptreg.VersionNotFoundError` or, resolving, a
+        :class:`~promptreg.CompositionError`.
         """
         validate_name(name)
         if label is not None and version is not None:
             raise InvalidInputError("give a label or a version, not both")
         if version is not None:
             validate_version_number(version)
-            return self._get_version(name, version)
+            found = self._get_version(name, version)
+            return self._resolved(name, LATEST, found) if resolve else found
         label = LATEST if label is None else validate_label(label)
         number = self._resolve_label(name, label)
-        return self._get_version(name, number)
+        found = self._get_version(name, number)
+        return self._resolved(name, label, found) if resolve else found
 
     def list_prompts(self) -> list[str]:
         """Every prompt name, sorted."""
@@ -411,6 +425,8 @@ class PromptRegistry(RolloutWrites, ABC):
         author: str | None,
         reason: str | None,
         at: datetime,
+        *,
+        force: bool = False,
     ) -> AuditEvent: ...
 
     @abstractmethod

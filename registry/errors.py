@@ -12,6 +12,12 @@ everything with one class. Where a builtin fits, the error also derives from it,
     ├── LabelConflictError                      compare-and-set on a label failed
     ├── RollbackUnavailableError                the label has no earlier position to go back to
     ├── IncompatibleVersionError                a label move the prompt's compatibility mode refuses
+    │   └── IncompatibleDependentError          a partial's move that a dependent's mode refuses
+    ├── CompositionError                        a partial reference that cannot be resolved
+    │   ├── PartialNotFoundError   (KeyError)   the partial, its label or its version is missing
+    │   ├── PartialCycleError                   partials that include each other
+    │   ├── PartialDepthError                   partials nested deeper than 8
+    │   └── PartialTypeError                    a chat prompt, or a label with a rollout, used as a partial
     ├── InvalidInputError          (ValueError) input refused before anything was written
     │   ├── InvalidNameError                    a prompt name, label or namespace is malformed
     │   ├── PromptTooLargeError                 prompt text or metadata over the configured limit
@@ -153,6 +159,97 @@ class IncompatibleVersionError(PromptRegistryError):
             f"prompt {name!r}: label {label} {current} -> {version} refused under {mode} compatibility: "
             f"{'; '.join(why)} (force to move anyway)"
         )
+
+
+class IncompatibleDependentError(IncompatibleVersionError):
+    """A move of a partial's label that the compatibility mode of a prompt including it refuses;
+    nothing was written.
+
+    ``dependent`` and ``dependent_label`` name the prompt and the label whose composed interface
+    would change; ``name`` / ``label`` are the partial moved; ``added`` / ``removed`` are the
+    dependent's inputs (variables and placeholders) the move adds or drops. ``force=True`` moves
+    anyway (recorded as ``AuditEvent.forced``).
+    """
+
+    def __init__(
+        self, dependent: str, dependent_label: str, name: str, label: str, mode: str,
+        added: Iterable[str], removed: Iterable[str], why: Iterable[str] = (),
+    ) -> None:  # fmt: skip
+        super().__init__(name, label, 0, None, mode, added, removed)
+        self.dependent = dependent
+        self.dependent_label = dependent_label
+        detail = "; ".join(why) or "its interface changes"
+        self.args = (
+            f"moving label {label} of partial {name!r} would change {dependent!r} at {dependent_label}, which "
+            f"{mode} compatibility refuses: {detail} (force to move anyway)",
+        )
+
+
+class CompositionError(PromptRegistryError):
+    """A ``{{> partial}}`` reference that cannot be resolved; nothing was written.
+
+    ``name`` / ``label`` are the prompt being composed and the label it was resolved at (``None``:
+    a version being added, at no label yet).
+    """
+
+    def __init__(self, message: str, name: str, label: str | None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.label = label
+
+
+class PartialNotFoundError(CompositionError, _KeyErrorMessage):
+    """A partial that does not exist, lacks the label it is resolved at, or the version it names.
+
+    ``partial`` is its name, ``partial_label`` / ``partial_version`` what was missing (both
+    ``None``: the prompt itself). ``moved``, when set, is the ``(partial, label)`` whose move or
+    deletion would leave ``name`` without it (refused unless forced).
+    """
+
+    def __init__(
+        self, name: str, label: str | None, partial: str, partial_label: str | None, partial_version: int | None,
+        *, moved: tuple[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        if partial_version is not None:
+            what = f"partial {partial!r} has no version {partial_version}"
+        elif partial_label is not None:
+            what = f"partial {partial!r} has no label {partial_label!r}"
+        else:
+            what = f"partial {partial!r} does not exist"
+        where = f"prompt {name!r}" + ("" if label is None else f" at {label}")
+        cause = "" if moved is None else f"moving label {moved[1]} of {moved[0]!r} would leave it unresolved: "
+        super().__init__(f"{cause}{where} includes {{{{> {partial}}}}}: {what}", name, label)
+        self.partial = partial
+        self.partial_label = partial_label
+        self.partial_version = partial_version
+        self.moved = moved
+
+
+class PartialCycleError(CompositionError):
+    """Partials that include each other; ``path`` is the chain of names, ending where it began."""
+
+    def __init__(self, name: str, label: str | None, path: Iterable[str]) -> None:
+        self.path: tuple[str, ...] = tuple(path)
+        super().__init__(f"prompt {name!r}: partials include each other: {' -> '.join(self.path)}", name, label)
+
+
+class PartialDepthError(CompositionError):
+    """Partials nested deeper than the limit; ``path`` is the chain of names."""
+
+    def __init__(self, name: str, label: str | None, path: Iterable[str], limit: int) -> None:
+        self.path: tuple[str, ...] = tuple(path)
+        super().__init__(f"prompt {name!r}: partials nest deeper than {limit}: {' -> '.join(self.path)}", name, label)
+
+
+class PartialTypeError(CompositionError):
+    """A partial that cannot be included: a chat prompt (only text is included), or a label with a
+    rollout running (a composition is one text, not a split). ``partial`` is its name."""
+
+    def __init__(self, name: str, label: str | None, partial: str, reason: str, *, rollout: bool = False) -> None:
+        super().__init__(f"prompt {name!r} cannot include {partial!r}: {reason}", name, label)
+        self.partial = partial
+        self.rollout = rollout
+        """Whether the refusal is a rollout (it ends), rather than the partial's type (it stays)."""
 
 
 class InvalidInputError(PromptRegistryError, ValueError):

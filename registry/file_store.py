@@ -33,6 +33,8 @@ from typing import Any, Final, NamedTuple, TypeVar
 
 from promptreg.registry.atomic_file import write_atomically
 from promptreg.registry.base import PromptRegistry, check_expected
+from promptreg.registry.composition import check_move as check_graph
+from promptreg.registry.composition import check_new_version
 from promptreg.registry.errors import (
     InvalidInputError,
     LabelNotFoundError,
@@ -48,6 +50,7 @@ from promptreg.registry.file_writes import (
     audit,
     check_move,
     end_rollout,
+    graph_of,
     no_rollout,
     prompt_of,
     set_rollout,
@@ -183,6 +186,7 @@ class JsonFilePromptRegistry(PromptRegistry):
                 messages=messages,
                 config=config or {},
             )
+            check_new_version(graph_of(state), name, version.version, version)
             stored.versions.append(version)
             audit(state, stored, "add_version", name, at, version=version.version, author=author, reason=message)
             return version
@@ -212,6 +216,7 @@ class JsonFilePromptRegistry(PromptRegistry):
             # is one move. Only a label never set has neither.
             last = current if current is not None else stored.previous.get(label)
             forced = check_move(stored, name, label, last, version, force)
+            forced = check_graph(graph_of(state), name, label, version, force=force) or forced
             if current is None:
                 stored.previous.pop(label, None)
             elif current != version:
@@ -229,6 +234,8 @@ class JsonFilePromptRegistry(PromptRegistry):
         author: str | None,
         reason: str | None,
         at: datetime,
+        *,
+        force: bool = False,
     ) -> AuditEvent:
         def apply(state: StoredState) -> AuditEvent:
             stored = prompt_of(state, name)
@@ -237,9 +244,10 @@ class JsonFilePromptRegistry(PromptRegistry):
                 raise LabelNotFoundError(name, label)
             no_rollout(stored, name, label)
             check_expected(name, label, expected_version, current)
+            forced = check_graph(graph_of(state), name, label, None, force=force)
             del stored.labels[label]
             stored.previous[label] = current
-            return audit(state, stored, "delete_label", name, at, label, None, current, author, reason)
+            return audit(state, stored, "delete_label", name, at, label, None, current, author, reason, forced=forced)
 
         return self._write(apply)
 
@@ -263,6 +271,7 @@ class JsonFilePromptRegistry(PromptRegistry):
             current = stored.labels.get(label)
             check_expected(name, label, expected_version, current)
             forced = check_move(stored, name, label, current, target, force)
+            forced = check_graph(graph_of(state), name, label, target, force=force) or forced
             if current is None:
                 del stored.previous[label]
             else:

@@ -7,9 +7,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from promptreg.registry.compatibility import enforce
+from promptreg.registry.composition import PromptsGraph, WriteGraph, check_rollout, uses
 from promptreg.registry.errors import PromptNotFoundError, RolloutActiveError
 from promptreg.registry.file_format import StoredPrompt, StoredState
-from promptreg.registry.models import AuditAction, AuditEvent, CompatibilityMode, Rollout
+from promptreg.registry.models import AuditAction, AuditEvent, CompatibilityMode, Prompt, Rollout
 from promptreg.registry.rollouts import check_start, percent_of, running
 
 
@@ -19,6 +20,24 @@ def prompt_of(state: StoredState, name: str) -> StoredPrompt:
     if stored is None:
         raise PromptNotFoundError(name)
     return stored
+
+
+def graph_of(state: StoredState) -> WriteGraph:
+    """The state read under the lock as composition reads it (for the write-time checks)."""
+
+    def load(name: str) -> Prompt | None:
+        stored = state.prompts.get(name)
+        return None if stored is None else stored.to_prompt(name)
+
+    def index() -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for name, stored in state.prompts.items():
+            for version in stored.versions:
+                for used in uses(version.prompt_text, version.messages):
+                    found.setdefault(used, set()).add(name)
+        return found
+
+    return PromptsGraph(load, index)
 
 
 def no_rollout(stored: StoredPrompt, name: str, label: str) -> None:
@@ -81,6 +100,7 @@ def start_rollout(
         None if stored is None else stored.to_prompt(name), name, label, version, force=force
     )
     assert stored is not None  # check_start raised otherwise
+    check_rollout(graph_of(state), name, label, version)
     percent = percent_of(points)
     stored.rollouts[label] = Rollout(version=version, percent=percent, started_at=at, author=author)
     return audit(state, stored, "start_rollout", name, at, label, version, stable, author, reason, forced=forced,

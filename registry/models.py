@@ -186,6 +186,9 @@ class PromptVersion(VersionRendering, BaseModel):
     type: VersionType = "text"
     messages: tuple[dict[str, str], ...] | None = None
     config: dict[str, Any] = Field(default_factory=dict)
+    partials: dict[str, int] = Field(default_factory=dict)
+    """For a version composed at a label (``get_version(..., resolve=True)``): every partial it
+    includes, at any depth, and the version used; empty for a version as stored."""
 
     @field_validator("created_at")
     @classmethod
@@ -245,6 +248,7 @@ class PromptVersion(VersionRendering, BaseModel):
             "type": "text" if messages is None else "chat",
             "messages": messages,
             "config": {} if config is None else config,
+            "partials": {},
         }
         # What model_construct does, without its per-field loops (half the cost of validating).
         # Every field is set, so all share one fields-set (472 bytes each otherwise): pydantic only

@@ -117,6 +117,7 @@ WRITER_COMMANDS: tuple[str, ...] = (
     "xrange",  # what the CLI reads besides the reader's commands: `history`, `export`
     "hdel",  # delete_label and index_prompts drop index entries
     "hlen",  # ... and drop an emptied label from {ns}:ix:labels
+    "hexists",  # is a prompt in a composition ({ns}:ix:graph, registry/redis/partials.py)
 )
 """Added to the reader's commands for the CLI and CI (``promptreg`` create/push/label/rollback/sync...)."""
 

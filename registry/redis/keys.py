@@ -166,6 +166,12 @@ class Keyspace:
         return f"{self.prefix}:ix:labels"
 
     @property
+    def graph(self) -> str:
+        """The composition graph: ``u:<name>`` = the partials any version of it includes, ``b:<name>``
+        = the prompts with a version including it (space-separated); kept by ``add_version``."""
+        return f"{self.prefix}:ix:graph"
+
+    @property
     def index_format(self) -> str:
         """The index's format number; the key exists only once the index is complete."""
         return f"{self.prefix}:ix:format"

@@ -4,19 +4,23 @@ change message (:mod:`promptreg.registry.rollouts`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from promptreg.registry.composition import WriteGraph, check_rollout
 from promptreg.registry.errors import RegistryCorruptError
 from promptreg.registry.models import AuditEvent, Rollout
 from promptreg.registry.redis.calls import Placed, Reply, RolloutCall
 from promptreg.registry.redis.keys import Keyspace
+from promptreg.registry.redis.partials import NO_GUARD, Guard, result_of, unforced
 from promptreg.registry.redis.records import text_field
 from promptreg.registry.redis.replication import durable
 from promptreg.registry.rollouts import percent_of
 from promptreg.registry.wire import pack_static_part
+
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     from promptreg.registry.redis.topology import RedisClient
@@ -32,7 +36,14 @@ class RedisRollouts:
 
         def _translate(self) -> AbstractContextManager[None]: ...
         def _pipeline(self, *, transaction: bool) -> Any: ...
-        def _run_placed(self, call: Placed) -> tuple[Placed, list[Any]]: ...
+        def _run_placed(self, call: Placed, guard: Guard = NO_GUARD) -> tuple[Placed, list[Any]]: ...
+        def _guarded(
+            self,
+            run: Callable[[Guard], _T],
+            result_of: Callable[[_T], list[Any]],
+            check: Callable[[WriteGraph], bool],
+            partials: str = "",
+        ) -> tuple[_T, bool]: ...
         def _fail(
             self, name: str, label: str | None, result: list[Any], expected: int | None = None, version: int = 0
         ) -> NoReturn: ...
@@ -81,7 +92,13 @@ class RedisRollouts:
         head = pack_static_part(op, name, label, author, at.timestamp(), percent)
         call = RolloutCall(self.keys, op, name, label, candidate, stable, points, at.isoformat(), author, reason, head,
                            force)  # fmt: skip
-        call, result = self._run_placed(call)
+        if op == "start_rollout":  # a rollout cannot split a composition (composition.check_rollout)
+            (call, result), _ = self._guarded(
+                lambda guard: self._run_placed(call, guard), result_of,
+                unforced(lambda graph: check_rollout(graph, name, label, candidate)),
+            )  # fmt: skip
+        else:
+            call, result = self._run_placed(call)
         if result[0] != b"OK":
             self._fail(name, label, result, version=candidate)
         reply: Reply = call.reply(result)

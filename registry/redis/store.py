@@ -22,6 +22,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from promptreg.registry.base import PromptRegistry
+from promptreg.registry.composition import WriteGraph, check_new_version, uses
+from promptreg.registry.composition import check_move as check_graph
 from promptreg.registry.errors import (
     InvalidInputError,
     LabelNotFoundError,
@@ -49,6 +51,9 @@ from promptreg.registry.redis.fleet import read_fleet, read_members
 from promptreg.registry.redis.index import build_index
 from promptreg.registry.redis.keys import DEFAULT_NAMESPACE, Keyspace
 from promptreg.registry.redis.packed import fill_packed, pack_fields
+from promptreg.registry.redis.partials import NO_GUARD, Guard, RedisPartials, unforced
+from promptreg.registry.redis.partials import forced_reply as _forced
+from promptreg.registry.redis.partials import result_of as _result
 from promptreg.registry.redis.records import (
     ADD_VERSION_ATTEMPTS,
     event_from_entry,
@@ -65,7 +70,7 @@ from promptreg.registry.validation import LATEST, MAX_METADATA_BYTES, MAX_TEXT_B
 from promptreg.registry.wire import pack_static_part
 
 
-class RedisPromptRegistry(RedisRollouts, PromptRegistry):
+class RedisPromptRegistry(RedisRollouts, RedisPartials, PromptRegistry):
     """The production registry on Redis 7 (or anything speaking its protocol with Redis Functions).
 
     Pass a redis-py client (``redis.Redis``, one from ``Sentinel.master_for``, or a
@@ -179,15 +184,16 @@ class RedisPromptRegistry(RedisRollouts, PromptRegistry):
         # Typed as Any: redis-py's stubs type chained pipeline calls as command results.
         return self.redis.pipeline(transaction=transaction)
 
-    def _run(self, script_call: ScriptCall) -> list[Any]:
+    def _run(self, script_call: ScriptCall, guard: Guard = NO_GUARD) -> list[Any]:
         # The last KEYS of every write script is {ns}:revid, its last two ARGV this write's id and
         # the publish command (_commit.lua). With wait_replicas, or on Sentinel, the script does not
         # publish: the message comes back last in its reply and is published here once WAIT
         # confirmed the write and the sentinels still name the node it ran on (WriteRoute), so no
         # client applies a change a failover can still take back (docs/operations.md).
-        keys = [*script_call.script_keys(), self.keys.revid]
+        # Before those, the composition graph's key and the two ARGV of its guard (partials.py).
+        keys = [*script_call.script_keys(), self.keys.graph, self.keys.revid]
         defer = bool(self.wait_replicas) or self._route is not None
-        args = [*script_call.script_args(), secrets.token_hex(8), "DEFER" if defer else self._publish]
+        args = [*script_call.script_args(), *guard, secrets.token_hex(8), "DEFER" if defer else self._publish]
         call = self._functions.script(script_call.script)
         with self._translate(), self._forgetting():
             client, primary = (self.redis, None) if self._route is None else self._route.before()
@@ -255,11 +261,11 @@ class RedisPromptRegistry(RedisRollouts, PromptRegistry):
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def _run_placed(self, call: Placed) -> tuple[Placed, list[Any]]:
+    def _run_placed(self, call: Placed, guard: Guard = NO_GUARD) -> tuple[Placed, list[Any]]:
         """Run a call whose keys depend on a value the caller guessed (a version number): when the
         script answers ``RETRY``, run it again with what it named, a bounded number of times."""
         for _attempt in range(ADD_VERSION_ATTEMPTS):
-            result = self._run(call)
+            result = self._run(call, guard)
             if result[0] == b"OK" or result[1] != b"RETRY":
                 break
             call = call.retried(result)
@@ -293,7 +299,11 @@ class RedisPromptRegistry(RedisRollouts, PromptRegistry):
             pack_fields(prompt_text, at, author, message, metadata, messages, built.config),
         )  # fmt: skip
         # The script must be given the new version's key; it says so when another write took it.
-        call, result = self._run_placed(call)
+        partials = " ".join(sorted(uses(prompt_text, messages)))
+        (call, result), _ = self._guarded(
+            lambda guard: self._run_placed(call, guard), _result,
+            unforced(lambda graph: check_new_version(graph, name, call.number, built)), partials,
+        )  # fmt: skip
         if result[0] != b"OK":
             self._fail(name, None, result)
         return built.model_copy(update={"version": call.reply(result).version})
@@ -309,21 +319,26 @@ class RedisPromptRegistry(RedisRollouts, PromptRegistry):
         # the guess was wrong.
         call = SetLabel(self.keys, name, label, version, expected_version, at.isoformat(), author, reason,
                         self._head("set_label", name, label, author, at), force, expected_version or 0)  # fmt: skip
-        call, result = self._run_placed(call)
+        (call, result), forced = self._guarded(
+            lambda guard: self._run_placed(call, guard), _result,
+            lambda graph: check_graph(graph, name, label, version, force=force),
+        )  # fmt: skip
         if result[0] != b"OK":
             self._fail(name, label, result, expected_version, version)
-        return self._event(call.reply(result), "set_label", name, label, version, author, reason, at)
+        return self._event(_forced(call.reply(result), forced), "set_label", name, label, version, author, reason, at)
 
     @durable
     def _delete_label(self, name: str, label: str, expected_version: int | None, author: str | None,
-                      reason: str | None, at: datetime) -> AuditEvent:  # fmt: skip
+                      reason: str | None, at: datetime, *, force: bool = False) -> AuditEvent:  # fmt: skip
         head = self._head("delete_label", name, label, author, at)
-        reply = self._write(
-            name,
-            DeleteLabel(self.keys, name, label, expected_version, at.isoformat(), author, reason, head),
-            label, expected_version,
+        call = DeleteLabel(self.keys, name, label, expected_version, at.isoformat(), author, reason, head)
+        result, forced = self._guarded(
+            lambda guard: self._run(call, guard), lambda result: result,
+            lambda graph: check_graph(graph, name, label, None, force=force),
         )  # fmt: skip
-        return self._event(reply, "delete_label", name, label, None, author, reason, at)
+        if result[0] != b"OK":
+            self._fail(name, label, result, expected_version)
+        return self._event(_forced(call.reply(result), forced), "delete_label", name, label, None, author, reason, at)
 
     @durable
     def _rollback(self, name: str, label: str, author: str | None, reason: str | None, at: datetime, *,
@@ -334,10 +349,16 @@ class RedisPromptRegistry(RedisRollouts, PromptRegistry):
         call = RollbackLabel(self.keys, name, label, at.isoformat(), author, reason,
                              self._head("rollback", name, label, author, at), force, int(raw_target or 0),
                              int(raw_current or 0), expected_version)  # fmt: skip
-        call, result = self._run_placed(call)
+
+        def check(graph: WriteGraph) -> bool:
+            with self._translate():
+                target = self.redis.get(self.keys.previous(name, label))
+            return bool(target) and check_graph(graph, name, label, int(target), force=force)
+
+        (call, result), forced = self._guarded(lambda guard: self._run_placed(call, guard), _result, check)
         if result[0] != b"OK":
             self._fail(name, label, result, expected=expected_version, version=call.target)
-        reply = call.reply(result)
+        reply = _forced(call.reply(result), forced)
         return self._event(reply, "rollback", name, label, reply.version, author, reason, at)
 
     @durable

@@ -16,6 +16,17 @@
 -- reply() appends the message to the script's reply (Python publishes it after WAIT confirmed).
 -- Returns the new revision.
 --
+-- The last KEYS but one of every write script is {ns}:ix:graph, the composition graph: a hash with
+-- 'u:<name>' = the partials any version of <name> includes and 'b:<name>' = the prompts with a
+-- version including <name> (names space-separated). The ARGV before the write id are the revision
+-- the caller checked the graph at ('' = none; with '!' appended: the check needed force) and the
+-- partials a new version includes (add_version). graph_guard(k_rev, name, always) lets a write
+-- through only when the caller checked the graph at the current revision, or when it need not
+-- (`always` false and <name> is in no composition): else {'ERR', 'GRAPH'}, and Python reads the
+-- graph, runs registry/composition.py's checks and calls again with the revision it read. Any
+-- write in between moves the revision, so the checks always saw the state the write applies to.
+-- graph_record(name) adds a new version's partials to the graph.
+--
 -- check_move(mode, current, target, current_key, target_key) is the compatibility check of a label
 -- move from version `current` (where the label last pointed; false: never set, never checked) to
 -- `target`, whose hashes are the given keys (the caller has verified they are those versions' keys,
@@ -117,6 +128,56 @@ local function mp_short(s)
 end
 
 local deferred = false
+local graph_forced = false
+
+local function graph_guard(k_rev, name, always)
+  local k_graph = KEYS[#KEYS - 1]
+  local checked = ARGV[#ARGV - 3]
+  if checked == '' then
+    if always or redis.call('HEXISTS', k_graph, 'u:' .. name) == 1
+        or redis.call('HEXISTS', k_graph, 'b:' .. name) == 1 then
+      return {'ERR', 'GRAPH'}
+    end
+    return false
+  end
+  local forced = string.sub(checked, -1) == '!'
+  if forced then
+    checked = string.sub(checked, 1, -2)
+  end
+  if (redis.call('GET', k_rev) or '0') ~= checked then
+    return {'ERR', 'GRAPH'}
+  end
+  graph_forced = forced
+  return false
+end
+
+local function graph_add(field, names)
+  local k_graph = KEYS[#KEYS - 1]
+  local have = redis.call('HGET', k_graph, field) or ''
+  local known = name_set(have)
+  local changed = false
+  for name in string.gmatch(names, '%S+') do
+    if not known[name] then
+      known[name] = true
+      have = have == '' and name or (have .. ' ' .. name)
+      changed = true
+    end
+  end
+  if changed then
+    redis.call('HSET', k_graph, field, have)
+  end
+end
+
+local function graph_record(name)
+  local partials = ARGV[#ARGV - 2]
+  if partials == '' then
+    return
+  end
+  graph_add('u:' .. name, partials)
+  for partial in string.gmatch(partials, '%S+') do
+    graph_add('b:' .. partial, name)
+  end
+end
 
 -- A script's OK reply, with the unpublished change message last when the publish is deferred.
 local function reply(result)
@@ -133,6 +194,15 @@ local function commit(k_rev, k_log, k_plog, channel, head, fields, version, prev
   local rev = redis.call('INCR', k_rev)
   redis.call('SET', k_revid, hid)
   local entry = {'rev', rev, 'hid', hid}
+  if graph_forced then
+    fields[#fields + 1] = 'forced'
+    fields[#fields + 1] = '1'
+    for i = 1, #fields - 2, 2 do
+      if fields[i] == 'forced' then
+        fields[i + 1] = ''
+      end
+    end
+  end
   for i = 1, #fields, 2 do
     if fields[i + 1] ~= '' then
       entry[#entry + 1] = fields[i]

@@ -7,7 +7,8 @@
 -- KEYS[5] {ns}:ix:latest         index: name -> latest version
 -- KEYS[6] {ns}:p:<name>:v:<n>   the new version's hash, as the caller expects it (latest + 1)
 -- KEYS[7] {ns}:p:<name>:vp:<n>  the new version's packed record (registry/redis/packed.py)
--- KEYS[8] {ns}:revid                  the id of the registry's last write (_commit.lua)
+-- KEYS[8] {ns}:ix:graph             the composition graph (_commit.lua: graph_guard)
+-- KEYS[9] {ns}:revid                  the id of the registry's last write (_commit.lua)
 -- ARGV[1] name
 -- ARGV[2] version key prefix    {ns}:p:<name>:v:  (the new number is appended; same slot)
 -- ARGV[3] prompt_text
@@ -24,13 +25,21 @@
 -- ARGV[14] placeholders of a chat version: its placeholder names, sorted, space-separated
 -- ARGV[15] the packed record: the same version in one msgpack value (registry/redis/packed.py)
 -- ARGV[16] packed record key prefix  {ns}:p:<name>:vp:  (the new number is appended; same slot)
--- ARGV[17] this write's id (16 hex digits, random)
--- ARGV[18] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
+-- ARGV[17] the revision the caller checked the composition graph at ('' = none; '!' appended: forced)
+-- ARGV[18] the partials the new version includes, space-separated (add_version; '' = none)
+-- ARGV[19] this write's id (16 hex digits, random)
+-- ARGV[20] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- Returns {'OK', rev, version} or {'ERR', 'NOPROMPT'} / {'ERR', 'CORRUPT'}, or {'ERR', 'RETRY', n}
 -- when KEYS[6] (or KEYS[7]) is not version n's key (another write came first): call again with that key.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'ERR', 'NOPROMPT'}
+end
+if ARGV[#ARGV - 2] ~= '' then
+  local guarded = graph_guard(KEYS[2], ARGV[1], true)
+  if guarded then
+    return guarded
+  end
 end
 local version = tonumber(redis.call('HGET', KEYS[1], 'latest') or '0') + 1
 local key = ARGV[2] .. version
@@ -44,6 +53,7 @@ if redis.call('EXISTS', key, KEYS[7]) > 0 then
 end
 redis.call('HSET', KEYS[1], 'latest', version)
 redis.call('HSET', KEYS[5], ARGV[1], version)
+graph_record(ARGV[1])
 redis.call('HSET', key, 'prompt_text', ARGV[3], 'created_at', ARGV[5], 'metadata', ARGV[7], 'sha256', ARGV[8],
   'inputs', ARGV[11])
 redis.call('SET', KEYS[7], ARGV[15])

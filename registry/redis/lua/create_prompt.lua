@@ -6,7 +6,8 @@
 -- KEYS[4] {ns}:log              registry-wide audit stream
 -- KEYS[5] {ns}:p:<name>:log     the prompt's audit stream
 -- KEYS[6] {ns}:ix:format         the index's format marker (set by the registry's first write)
--- KEYS[7] {ns}:revid                  the id of the registry's last write (_commit.lua)
+-- KEYS[7] {ns}:ix:graph             the composition graph (_commit.lua: graph_guard)
+-- KEYS[8] {ns}:revid                  the id of the registry's last write (_commit.lua)
 -- ARGV[1] name
 -- ARGV[2] description ('' = none)
 -- ARGV[3] author ('' = none)
@@ -14,8 +15,10 @@
 -- ARGV[5] message head (msgpack, packed by Python)
 -- ARGV[6] channel
 -- ARGV[7] compatibility mode ('none', 'backward' or 'full'; 'none' is not stored)
--- ARGV[8] this write's id (16 hex digits, random)
--- ARGV[9] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
+-- ARGV[8] the revision the caller checked the composition graph at ('' = none; '!' appended: forced)
+-- ARGV[9] the partials the new version includes, space-separated (add_version; '' = none)
+-- ARGV[10] this write's id (16 hex digits, random)
+-- ARGV[11] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- Returns {'OK', rev} or {'ERR', 'EXISTS'}.
 
 local name = ARGV[1]

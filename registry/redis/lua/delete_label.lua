@@ -11,7 +11,8 @@
 -- KEYS[8] {ns}:ix:label:<label>        index: name -> version for this label
 -- KEYS[9] {ns}:ix:labels               index: label names with entries
 -- KEYS[10] {ns}:p:<name>:rollout:<label>  the label's rollout: a plain move is refused while it runs
--- KEYS[11] {ns}:revid                  the id of the registry's last write (_commit.lua)
+-- KEYS[11] {ns}:ix:graph             the composition graph (_commit.lua: graph_guard)
+-- KEYS[12] {ns}:revid                  the id of the registry's last write (_commit.lua)
 -- ARGV[1] name
 -- ARGV[2] label
 -- ARGV[3] expected version ('' = no check)
@@ -20,12 +21,18 @@
 -- ARGV[6] reason ('' = none)
 -- ARGV[7] message head (msgpack, packed by Python)
 -- ARGV[8] channel
--- ARGV[9] this write's id (16 hex digits, random)
--- ARGV[10] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
+-- ARGV[9] the revision the caller checked the composition graph at ('' = none; '!' appended: forced)
+-- ARGV[10] the partials the new version includes, space-separated (add_version; '' = none)
+-- ARGV[11] this write's id (16 hex digits, random)
+-- ARGV[12] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- Returns {'OK', rev, previous} or {'ERR', 'NOPROMPT' | 'NOLABEL' | 'CONFLICT', actual}.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'ERR', 'NOPROMPT'}
+end
+local guarded = graph_guard(KEYS[5], ARGV[1], false)
+if guarded then
+  return guarded
 end
 local rollout = redis.call('HGET', KEYS[10], 'candidate')
 if rollout then

@@ -22,17 +22,24 @@
 -- ARGV[8] channel
 -- ARGV[9] force ('1' = move even if the compatibility mode refuses it; recorded as forced)
 -- ARGV[10] expected version ('' = no check, '0' = the label must be deleted now)
--- ARGV[11] this write's id (16 hex digits, random)
--- ARGV[12] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
+-- ARGV[11] the revision the caller checked the composition graph at ('' = none; '!' appended: forced)
+-- ARGV[12] the partials the new version includes, space-separated (add_version; '' = none)
+-- ARGV[13] this write's id (16 hex digits, random)
+-- ARGV[14] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- Returns {'OK', rev, version, previous or false, forced} or {'ERR', 'NOPROMPT' | 'NOROLLBACK' |
 -- 'CORRUPT'}, {'ERR', 'CONFLICT', current or false}, a check_move refusal (_commit.lua), or
 -- {'ERR', 'RETRY', target, current or 0} when
 -- KEYS[10] or KEYS[11] is not the key the script needs (the label moved): call again with those.
 -- KEYS[12] {ns}:p:<name>:rollout:<label>  the label's rollout: a plain move is refused while it runs
--- KEYS[13] {ns}:revid                  the id of the registry's last write (_commit.lua)
+-- KEYS[13] {ns}:ix:graph             the composition graph (_commit.lua: graph_guard)
+-- KEYS[14] {ns}:revid                  the id of the registry's last write (_commit.lua)
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'ERR', 'NOPROMPT'}
+end
+local guarded = graph_guard(KEYS[5], ARGV[1], false)
+if guarded then
+  return guarded
 end
 local rollout = redis.call('HGET', KEYS[12], 'candidate')
 if rollout then

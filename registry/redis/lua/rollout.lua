@@ -11,7 +11,8 @@
 -- KEYS[9] {ns}:ix:label:<label>          index: name -> version for this label
 -- KEYS[10] {ns}:ix:rollouts              index: '<name>:<label>' -> '<candidate>:<points>'
 -- KEYS[11] {ns}:p:<name>:prev:<label>    the label's rollback target (promote sets it)
--- KEYS[12] {ns}:revid                    the id of the registry's last write (_commit.lua)
+-- KEYS[12] {ns}:ix:graph             the composition graph (_commit.lua: graph_guard)
+-- KEYS[13] {ns}:revid                  the id of the registry's last write (_commit.lua)
 -- ARGV[1] operation: start_rollout, set_rollout, promote_rollout or abort_rollout
 -- ARGV[2] name
 -- ARGV[3] label
@@ -26,8 +27,10 @@
 -- ARGV[12] channel
 -- ARGV[13] version key prefix {ns}:p:<name>:v:
 -- ARGV[14] force ('1' = start even if the compatibility mode refuses the candidate)
--- ARGV[15] this write's id (_commit.lua)
--- ARGV[16] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
+-- ARGV[15] the revision the caller checked the composition graph at ('' = none; '!' appended: forced)
+-- ARGV[16] the partials the new version includes, space-separated (add_version; '' = none)
+-- ARGV[17] this write's id (16 hex digits, random)
+-- ARGV[18] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- Returns {'OK', rev, version, previous, forced} (as the audit entry: see AuditEvent), or
 -- {'ERR', 'NOPROMPT' | 'NOLABEL' | 'NOVERSION' | 'NOROLLOUT'}, {'ERR', 'ROLLOUT', candidate} (one is
 -- running), {'ERR', 'SAMEVERSION', stable}, a check_move refusal, or {'ERR', 'RETRY', stable,
@@ -37,6 +40,12 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'ERR', 'NOPROMPT'}
 end
 local op = ARGV[1]
+if op == 'start_rollout' then
+  local guarded = graph_guard(KEYS[6], ARGV[2], false)
+  if guarded then
+    return guarded
+  end
+end
 local running = redis.call('HGET', KEYS[3], 'candidate')
 if op ~= 'start_rollout' and not running then
   return {'ERR', 'NOROLLOUT'}

@@ -4,7 +4,8 @@
 -- KEYS[2] {ns}:rev              global revision
 -- KEYS[3] {ns}:log              registry-wide audit stream
 -- KEYS[4] {ns}:p:<name>:log     the prompt's audit stream
--- KEYS[5] {ns}:revid                  the id of the registry's last write (_commit.lua)
+-- KEYS[5] {ns}:ix:graph             the composition graph (_commit.lua: graph_guard)
+-- KEYS[6] {ns}:revid                  the id of the registry's last write (_commit.lua)
 -- ARGV[1] name
 -- ARGV[2] mode ('none', 'backward' or 'full'; validated by Python)
 -- ARGV[3] at (ISO 8601, UTC)
@@ -12,8 +13,10 @@
 -- ARGV[5] reason ('' = none)
 -- ARGV[6] message head (msgpack, packed by Python)
 -- ARGV[7] channel
--- ARGV[8] this write's id (16 hex digits, random)
--- ARGV[9] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
+-- ARGV[8] the revision the caller checked the composition graph at ('' = none; '!' appended: forced)
+-- ARGV[9] the partials the new version includes, space-separated (add_version; '' = none)
+-- ARGV[10] this write's id (16 hex digits, random)
+-- ARGV[11] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- Returns {'OK', rev} or {'ERR', 'NOPROMPT'}.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then

@@ -15,7 +15,8 @@
 --                                      for a deleted label), as the caller guessed it (any key of
 --                                      the prefix when it guessed none)
 -- KEYS[12] {ns}:p:<name>:rollout:<label>  the label's rollout: a plain move is refused while it runs
--- KEYS[13] {ns}:revid                  the id of the registry's last write (_commit.lua)
+-- KEYS[13] {ns}:ix:graph             the composition graph (_commit.lua: graph_guard)
+-- KEYS[14] {ns}:revid                  the id of the registry's last write (_commit.lua)
 -- ARGV[1] name
 -- ARGV[2] label
 -- ARGV[3] version
@@ -27,8 +28,10 @@
 -- ARGV[9] channel
 -- ARGV[10] version key prefix         {ns}:p:<name>:v:  (same slot)
 -- ARGV[11] force ('1' = move even if the compatibility mode refuses it; recorded as forced)
--- ARGV[12] this write's id (16 hex digits, random)
--- ARGV[13] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
+-- ARGV[12] the revision the caller checked the composition graph at ('' = none; '!' appended: forced)
+-- ARGV[13] the partials the new version includes, space-separated (add_version; '' = none)
+-- ARGV[14] this write's id (16 hex digits, random)
+-- ARGV[15] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- The compatibility check compares the target with where the label last pointed: where it points,
 -- or where it pointed when it was deleted (delete + set is one move); a label never set is not
 -- checked.
@@ -39,6 +42,10 @@
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'ERR', 'NOPROMPT'}
+end
+local guarded = graph_guard(KEYS[6], ARGV[1], false)
+if guarded then
+  return guarded
 end
 local rollout = redis.call('HGET', KEYS[12], 'candidate')
 if rollout then

@@ -1,0 +1,517 @@
+"""Composition: partials that a prompt includes by reference, resolved per (prompt, label).
+
+A text template or a chat message's content may include another prompt's text:
+
+``{{> name}}``        the partial ``name`` at the label being resolved (a ``production`` prompt uses
+                      the ``production`` partial, so moving the partial's label changes every
+                      dependent served at that label);
+``{{> name@label}}``  the partial at a fixed label, whatever label the dependent is resolved at;
+``{{> name@3}}``      a fixed version (a reference of digits only is a version number).
+
+A partial is an ordinary *text* prompt; partials may include partials, at most :data:`MAX_DEPTH`
+deep. The composed text is the dependent's text with each reference replaced by the partial's
+composed text, so a partial's ``{{variables}}`` are variables of the composed prompt.
+
+This module is pure: it resolves over a :class:`Graph`, which each backend (and the client) reads
+its own way. :func:`compose` builds one composition; :func:`check_move` and :func:`check_new_version`
+are the write-time checks every backend runs inside its atomic write (the JSON file under its
+lock, PostgreSQL in its transaction, Redis with the revision it read checked by the script).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from promptreg.registry.chat import ChatTemplate
+from promptreg.registry.compatibility import CompatibilityReport, Interface, compare, reasons, refusal_error
+from promptreg.registry.errors import (
+    CompositionError,
+    IncompatibleDependentError,
+    PartialCycleError,
+    PartialDepthError,
+    PartialNotFoundError,
+    PartialTypeError,
+)
+from promptreg.registry.models import CompatibilityMode, Prompt, PromptVersion
+from promptreg.registry.template import text_variables
+
+MAX_DEPTH = 8
+"""The deepest chain of partials: a prompt including a partial is depth 1."""
+
+REFERENCE = re.compile(r"\{\{>\s*([A-Za-z0-9][A-Za-z0-9._/-]*)(?:@([A-Za-z0-9][A-Za-z0-9._-]*))?\s*\}\}")
+"""``{{> name}}``, ``{{> name@label}}`` or ``{{> name@3}}`` (spaces inside the braces allowed)."""
+
+MARK = "{{>"
+"""What every reference starts with: a text without it includes nothing (one ``in`` test)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """One ``{{> ...}}`` of a template: the partial's ``name`` and, at most one of, a fixed ``label``
+    or ``version`` (neither: the label the dependent is resolved at)."""
+
+    name: str
+    label: str | None = None
+    version: int | None = None
+
+    def __str__(self) -> str:
+        at = "" if self.label is None and self.version is None else f"@{self.label or self.version}"
+        return f"{{{{> {self.name}{at}}}}}"
+
+
+def _reference(match: re.Match[str]) -> Reference:
+    name, at = match.group(1), match.group(2)
+    if at is None:
+        return Reference(name)
+    if at.isdigit():
+        return Reference(name, version=int(at))
+    return Reference(name, label=at)
+
+
+def references(text: str) -> tuple[Reference, ...]:
+    """The references of ``text`` in order of first use, each once."""
+    if MARK not in text:
+        return ()
+    return tuple(dict.fromkeys(_reference(m) for m in REFERENCE.finditer(text)))
+
+
+def version_references(text: str, messages: Iterable[Mapping[str, str]] | None) -> tuple[Reference, ...]:
+    """The references of a version: of its text, or of every chat message's content."""
+    if messages is None:
+        return references(text)
+    found: dict[Reference, None] = {}
+    for message in messages:
+        content = message.get("content")
+        if content is not None:
+            found.update(dict.fromkeys(references(content)))
+    return tuple(found)
+
+
+def uses(text: str, messages: Iterable[Mapping[str, str]] | None) -> frozenset[str]:
+    """The names of the partials a version includes directly (what the dependents index records)."""
+    return frozenset(ref.name for ref in version_references(text, messages))
+
+
+class Source(Protocol):
+    """What composition reads of a version: its text, or its chat messages (``None``: a text one)."""
+
+    @property
+    def prompt_text(self) -> str: ...
+
+    @property
+    def messages(self) -> tuple[dict[str, str], ...] | None: ...
+
+
+class Graph(Protocol):
+    """The registry as composition reads it (one backend's state at one revision)."""
+
+    def labels(self, name: str) -> Mapping[str, int] | None:
+        """The prompt's labels (``None``: no such prompt)."""
+
+    def version(self, name: str, number: int) -> Source | None:
+        """One version (``None``: it does not exist)."""
+
+    def has_rollout(self, name: str, label: str) -> bool:
+        """Whether ``label`` of ``name`` has a rollout running."""
+
+
+class WriteGraph(Graph, Protocol):
+    """A :class:`Graph` that also says what the write-time checks need."""
+
+    def mode(self, name: str) -> CompatibilityMode:
+        """The prompt's compatibility mode."""
+
+    def dependents(self, name: str) -> Iterable[str]:
+        """The prompts with any version that includes ``name`` directly (over every version)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Composed:
+    """A version with every reference resolved, at one label.
+
+    ``partials`` maps every partial included (at any depth) to the version used (a partial included
+    at two versions: the first use's, in text order, depth first); ``follows`` are
+    the ``(partial, label)`` pairs resolved through a label (what a label move of a partial
+    recomposes; a fixed version follows nothing).
+    """
+
+    prompt_text: str
+    messages: tuple[dict[str, str], ...] | None
+    partials: dict[str, int] = field(default_factory=dict)
+    follows: frozenset[tuple[str, str]] = frozenset()
+
+    @property
+    def interface(self) -> Interface:
+        """What a caller passes to render the composed version, and what it gets back."""
+        if self.messages is None:
+            return Interface("text", text_variables(self.prompt_text), frozenset())
+        chat = ChatTemplate(self.messages)
+        return Interface("chat", chat.variables, chat.placeholders)
+
+
+def compose(graph: Graph, name: str, label: str, source: Source) -> Composed:
+    """``source`` (a version of ``name``) with its references resolved at ``label``.
+
+    Raises :class:`~promptreg.PartialNotFoundError` (a partial, its label or its version missing),
+    :class:`~promptreg.PartialTypeError` (a chat partial, or a partial label with a rollout),
+    :class:`~promptreg.PartialCycleError` or :class:`~promptreg.PartialDepthError`.
+    """
+    partials: dict[str, int] = {}
+    follows: set[tuple[str, str]] = set()
+    texts: dict[tuple[str, int], str] = {}
+
+    def resolve(text: str, path: tuple[str, ...]) -> str:
+        if MARK not in text:
+            return text
+
+        def include(match: re.Match[str]) -> str:
+            ref = _reference(match)
+            if ref.name in path:
+                raise PartialCycleError(name, label, (*path, ref.name))
+            if len(path) > MAX_DEPTH:
+                raise PartialDepthError(name, label, (*path, ref.name), MAX_DEPTH)
+            number = ref.version
+            at = ref.label or label
+            if number is None:
+                labels = graph.labels(ref.name)
+                if labels is None:
+                    raise PartialNotFoundError(name, label, ref.name, None, None)
+                number = labels.get(at)
+                if number is None:
+                    raise PartialNotFoundError(name, label, ref.name, at, None)
+                if graph.has_rollout(ref.name, at):
+                    raise PartialTypeError(
+                        name, label, ref.name, f"label {at!r} of {ref.name!r} has a rollout running", rollout=True
+                    )
+                follows.add((ref.name, at))
+            known = texts.get((ref.name, number))
+            if known is None:
+                partial = graph.version(ref.name, number)
+                if partial is None:
+                    if graph.labels(ref.name) is None:
+                        raise PartialNotFoundError(name, label, ref.name, None, None)
+                    raise PartialNotFoundError(name, label, ref.name, None, number)
+                if partial.messages is not None:
+                    raise PartialTypeError(name, label, ref.name, f"{ref.name!r} v{number} is a chat prompt")
+                known = texts[ref.name, number] = resolve(partial.prompt_text, (*path, ref.name))
+            partials.setdefault(ref.name, number)  # one partial at two versions: the first use's, in text order
+            return known
+
+        return REFERENCE.sub(include, text)
+
+    start = (name,)
+    if source.messages is None:
+        return Composed(resolve(source.prompt_text, start), None, partials, frozenset(follows))
+    messages = tuple(
+        {**m, "content": resolve(m["content"], start)} if "content" in m and MARK in m["content"] else m
+        for m in source.messages
+    )
+    return Composed(source.prompt_text, messages, partials, frozenset(follows))
+
+
+def composes(source: Source) -> bool:
+    """Whether a version includes any partial (else it is served as it is)."""
+    if source.messages is None:
+        return MARK in source.prompt_text
+    return any(MARK in m.get("content", "") for m in source.messages)
+
+
+# -- write-time checks ---------------------------------------------------------------------------
+
+
+class _Overlay:
+    """``graph`` with one label moved (or deleted) and, optionally, one version added."""
+
+    def __init__(self, graph: Graph, name: str, label: str | None, target: int | None,
+                 added: tuple[int, Source] | None = None) -> None:  # fmt: skip
+        self.graph, self.name, self.label, self.target, self.added = graph, name, label, target, added
+
+    def labels(self, name: str) -> Mapping[str, int] | None:
+        labels = self.graph.labels(name)
+        if name != self.name or self.label is None or labels is None:
+            return labels
+        moved = dict(labels)
+        if self.target is None:
+            moved.pop(self.label, None)
+        else:
+            moved[self.label] = self.target
+        return moved
+
+    def version(self, name: str, number: int) -> Source | None:
+        if self.added is not None and name == self.name and number == self.added[0]:
+            return self.added[1]
+        return self.graph.version(name, number)
+
+    def has_rollout(self, name: str, label: str) -> bool:
+        return self.graph.has_rollout(name, label)
+
+
+def dependents_closure(graph: WriteGraph, name: str) -> list[str]:
+    """Every prompt that includes ``name`` directly or through other partials (breadth first), by
+    any of its versions."""
+    seen: dict[str, None] = {}
+    todo = list(graph.dependents(name))
+    while todo:
+        other = todo.pop(0)
+        if other == name or other in seen:
+            continue
+        seen[other] = None
+        todo.extend(graph.dependents(other))
+    return list(seen)
+
+
+def served_dependents(graph: WriteGraph, name: str, label: str | None = None) -> dict[str, dict[str, int]]:
+    """``dependent -> {label: version}``: the labels whose composition includes ``name`` (at
+    ``label``, or at any label when ``None``), at any depth. ``latest`` is left out."""
+    found: dict[str, dict[str, int]] = {}
+    for dependent in dependents_closure(graph, name):
+        labels = graph.labels(dependent) or {}
+        for at in sorted(labels):
+            composed = None if at == "latest" else _composition(graph, dependent, at)
+            if composed is None or name not in composed.partials:
+                continue
+            if label is None or (name, label) in composed.follows:
+                found.setdefault(dependent, {})[at] = labels[at]
+    return found
+
+
+def _composition(graph: Graph, name: str, label: str) -> Composed | None:
+    """The composition ``name`` serves at ``label`` (``None``: no such label, or it cannot compose)."""
+    labels = graph.labels(name)
+    number = None if labels is None else labels.get(label)
+    source = None if number is None else graph.version(name, number)
+    if source is None:
+        return None
+    try:
+        return compose(graph, name, label, source)
+    except CompositionError:
+        return None
+
+
+def check_move(
+    graph: WriteGraph,
+    name: str,
+    label: str,
+    target: int | None,
+    *,
+    force: bool = False,
+) -> bool:
+    """Check moving ``label`` of ``name`` to ``target`` (``None``: deleting it) against the graph:
+    the prompt's own composition there, and every dependent served at a label whose composition
+    follows this label. Returns whether the move goes through only by ``force``.
+
+    A missing partial (a dependent left without its partial at that label, or a target including a
+    partial that has no such label) is refused unless ``force``; a cycle, a depth over
+    :data:`MAX_DEPTH` or a chat partial always. A dependent whose composed interface the move
+    changes in a way its compatibility mode (``modes``; absent: ``none``) refuses is
+    :class:`~promptreg.IncompatibleDependentError` unless ``force``.
+    """
+    after = _Overlay(graph, name, label, target)
+    forced = False
+    if target is not None:
+        source = graph.version(name, target)
+        if source is not None and composes(source):
+            try:
+                mine = compose(after, name, label, source)
+            except PartialNotFoundError:
+                if not force:
+                    raise
+                forced = True
+            else:
+                before = _composition(graph, name, label)
+                mode = graph.mode(name)
+                if before is not None and mode != "none":
+                    current = (graph.labels(name) or {}).get(label)
+                    report = compare(mode, before.interface, mine.interface, target, current)
+                    if not report.compatible:
+                        if not force:
+                            raise refusal_error(name, label, report)
+                        forced = True
+    moved = (name, label)
+    for dependent in dependents_closure(graph, name):
+        for at in sorted(graph.labels(dependent) or {}):
+            if at == "latest":  # moves with every new version, never checked (as for any prompt)
+                continue
+            before = _composition(graph, dependent, at)
+            if before is None or moved not in before.follows:  # follows holds the pairs at every depth
+                continue
+            try:
+                now = _compose_strict(after, dependent, at)
+            except PartialNotFoundError as exc:
+                if not force:
+                    raise PartialNotFoundError(dependent, at, exc.partial, exc.partial_label, exc.partial_version,
+                                               moved=moved) from None  # fmt: skip
+                forced = True
+                continue
+            mode = graph.mode(dependent)
+            if mode == "none":
+                continue
+            report = compare(mode, before.interface, now.interface)
+            if not report.compatible:
+                if not force:
+                    raise IncompatibleDependentError(dependent, at, name, label, report.mode, report.added,
+                                                     report.removed, reasons(report))  # fmt: skip
+                forced = True
+    return forced
+
+
+def _compose_strict(graph: Graph, name: str, label: str) -> Composed:
+    labels = graph.labels(name) or {}
+    number = labels[label]
+    source = graph.version(name, number)
+    assert source is not None  # a label points at a version that exists
+    return compose(graph, name, label, source)
+
+
+def check_rollout(graph: WriteGraph, name: str, label: str, candidate: int) -> None:
+    """Refuse a rollout on a label a composition follows, or of a version that includes partials:
+    a composition is one text, not a split (:class:`~promptreg.PartialTypeError`)."""
+    labels = graph.labels(name) or {}
+    for number in (labels.get(label), candidate):
+        source = None if number is None else graph.version(name, number)
+        if source is not None and composes(source):
+            why = f"v{number} includes partials: a rollout cannot split a composition"
+            raise PartialTypeError(name, label, name, why)
+    users = served_dependents(graph, name, label)
+    if users:
+        first = sorted(users)[0]
+        raise PartialTypeError(first, label, name, f"label {label!r} of {name!r} is included by {first!r}: "
+                               "a partial's label cannot be split by a rollout")  # fmt: skip
+
+
+def check_new_version(graph: Graph, name: str, number: int, source: Source) -> None:
+    """Check a version about to be added: every partial it includes exists (with the fixed label or
+    version it names), and, at every label where its partials are all found, it composes (no
+    cycle, no depth over :data:`MAX_DEPTH`, no chat partial). Raises as :func:`compose`."""
+    refs = version_references(source.prompt_text, source.messages)
+    if not refs:
+        return
+    after = _Overlay(graph, name, None, None, (number, source))
+    labels: set[str] = set()
+    for ref in refs:
+        if ref.name == name:
+            raise PartialCycleError(name, None, (name, name))
+        found = graph.labels(ref.name)
+        if found is None:
+            raise PartialNotFoundError(name, None, ref.name, None, None)
+        if ref.version is not None:
+            if graph.version(ref.name, ref.version) is None:
+                raise PartialNotFoundError(name, None, ref.name, None, ref.version)
+        elif ref.label is not None:
+            if ref.label not in found:
+                raise PartialNotFoundError(name, None, ref.name, ref.label, None)
+        else:
+            labels.update(found)
+    for label in sorted(labels or {"latest"}):
+        try:
+            compose(after, name, label, source)
+        except PartialNotFoundError:
+            continue  # that partial may be given this label later; the move of this version checks it
+        except PartialTypeError as exc:
+            if not exc.rollout:  # a rollout ends; the move of this version checks it
+                raise
+
+
+# -- reading a registry as a graph ----------------------------------------------------------------
+
+
+class PromptsGraph:
+    """A :class:`WriteGraph` over whole prompts: ``load(name)`` gives one (``None``: no such prompt)
+    and ``index()`` the dependents index (``partial -> names with a version including it``). Each
+    prompt is loaded once. What the JSON file (under its lock) and a backend's plain reads use."""
+
+    def __init__(self, load: Callable[[str], Prompt | None], index: Callable[[], Mapping[str, Iterable[str]]]) -> None:
+        self._load = load
+        self._index = index
+        self._prompts: dict[str, Prompt | None] = {}
+        self._dependents: Mapping[str, Iterable[str]] | None = None
+
+    def prompt(self, name: str) -> Prompt | None:
+        """The prompt ``name`` (``None``: no such prompt), loaded once."""
+        if name not in self._prompts:
+            self._prompts[name] = self._load(name)
+        return self._prompts[name]
+
+    def labels(self, name: str) -> Mapping[str, int] | None:
+        found = self.prompt(name)
+        if found is None:
+            return None
+        if not found.versions:
+            return found.labels
+        return {**found.labels, "latest": found.versions[-1].version}
+
+    def version(self, name: str, number: int) -> Source | None:
+        found = self.prompt(name)
+        return None if found is None else found.get_version_by_number(number)
+
+    def has_rollout(self, name: str, label: str) -> bool:
+        found = self.prompt(name)
+        return found is not None and label in found.rollouts
+
+    def mode(self, name: str) -> CompatibilityMode:
+        found = self.prompt(name)
+        return "none" if found is None else found.compatibility
+
+    def dependents(self, name: str) -> Iterable[str]:
+        if self._dependents is None:
+            self._dependents = self._index()
+        return self._dependents.get(name, ())
+
+
+def dependents_index(prompts: Iterable[Prompt]) -> dict[str, set[str]]:
+    """``partial -> names with a version including it``, from whole prompts."""
+    index: dict[str, set[str]] = {}
+    for prompt in prompts:
+        for version in prompt.versions:
+            for used in uses(version.prompt_text, version.messages):
+                index.setdefault(used, set()).add(prompt.name)
+    return index
+
+
+def resolve_version(graph: Graph, name: str, label: str, version: PromptVersion) -> PromptVersion:
+    """``version`` composed at ``label``: its text (or messages) with every partial included, and
+    :attr:`~promptreg.PromptVersion.partials` set; the version itself when it includes none."""
+    if not composes(version):
+        return version
+    composed = compose(graph, name, label, version)
+    return version.model_copy(
+        update={"prompt_text": composed.prompt_text, "messages": composed.messages, "partials": composed.partials}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DependentReport:
+    """How moving a partial's label changes one dependent at one label (:func:`dependent_reports`):
+    ``report`` compares its composed interface before and after; ``error`` says why it would no
+    longer compose (a missing partial, a cycle, ...), else ``None``."""
+
+    dependent: str
+    label: str
+    version: int
+    report: CompatibilityReport | None
+    error: str | None = None
+
+
+def dependent_reports(graph: WriteGraph, name: str, label: str, target: int | None) -> list[DependentReport]:
+    """What moving ``label`` of ``name`` to ``target`` (``None``: deleting it) does to every
+    dependent whose composition follows it; writes nothing (what ``promptreg check`` shows)."""
+    after = _Overlay(graph, name, label, target)
+    found: list[DependentReport] = []
+    moved = (name, label)
+    for dependent in dependents_closure(graph, name):
+        labels = graph.labels(dependent) or {}
+        for at in sorted(labels):
+            before = None if at == "latest" else _composition(graph, dependent, at)
+            if before is None or moved not in before.follows:
+                continue
+            try:
+                now = _compose_strict(after, dependent, at)
+            except CompositionError as exc:
+                found.append(DependentReport(dependent, at, labels[at], None, str(exc)))
+                continue
+            report = compare(graph.mode(dependent), before.interface, now.interface)
+            found.append(DependentReport(dependent, at, labels[at], report))
+    return found
