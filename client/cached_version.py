@@ -129,6 +129,12 @@ class CachedVersion(_Fields):
         chat = self._chat
         return frozenset() if chat is None else chat.placeholders
 
+    @property
+    def partials(self) -> dict[str, int]:
+        """The partials included and their versions (a version composed at a label,
+        :mod:`promptreg.client.composition`); empty, read-only, for any other."""
+        return EMPTY
+
     def to_model(self) -> PromptVersion:
         """This version as the registry's pydantic :class:`~promptreg.PromptVersion`."""
         return PromptVersion.trusted(

@@ -127,6 +127,10 @@ class WriteGraph(Graph, Protocol):
     def dependents(self, name: str) -> Iterable[str]:
         """The prompts with any version that includes ``name`` directly (over every version)."""
 
+    def prefetch(self, names: Iterable[str]) -> None:
+        """Read these prompts' labels and the versions they point at now, together (a hint: a store
+        with round trips reads them in a few instead of a few per prompt)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Composed:
@@ -267,7 +271,9 @@ def served_dependents(graph: WriteGraph, name: str, label: str | None = None) ->
     """``dependent -> {label: version}``: the labels whose composition includes ``name`` (at
     ``label``, or at any label when ``None``), at any depth. ``latest`` is left out."""
     found: dict[str, dict[str, int]] = {}
-    for dependent in dependents_closure(graph, name):
+    closure = dependents_closure(graph, name)
+    graph.prefetch(closure)
+    for dependent in closure:
         labels = graph.labels(dependent) or {}
         for at in sorted(labels):
             composed = None if at == "latest" else _composition(graph, dependent, at)
@@ -331,7 +337,9 @@ def check_move(
                             raise refusal_error(name, label, report)
                         forced = True
     moved = (name, label)
-    for dependent in dependents_closure(graph, name):
+    closure = dependents_closure(graph, name)
+    graph.prefetch(closure)
+    for dependent in closure:
         for at in sorted(graph.labels(dependent) or {}):
             if at == "latest":  # moves with every new version, never checked (as for any prompt)
                 continue
@@ -460,6 +468,9 @@ class PromptsGraph:
             self._dependents = self._index()
         return self._dependents.get(name, ())
 
+    def prefetch(self, names: Iterable[str]) -> None:
+        """Nothing to batch: each prompt is loaded on first use."""
+
 
 def dependents_index(prompts: Iterable[Prompt]) -> dict[str, set[str]]:
     """``partial -> names with a version including it``, from whole prompts."""
@@ -501,7 +512,9 @@ def dependent_reports(graph: WriteGraph, name: str, label: str, target: int | No
     after = _Overlay(graph, name, label, target)
     found: list[DependentReport] = []
     moved = (name, label)
-    for dependent in dependents_closure(graph, name):
+    closure = dependents_closure(graph, name)
+    graph.prefetch(closure)
+    for dependent in closure:
         labels = graph.labels(dependent) or {}
         for at in sorted(labels):
             before = None if at == "latest" else _composition(graph, dependent, at)
@@ -515,3 +528,26 @@ def dependent_reports(graph: WriteGraph, name: str, label: str, target: int | No
             report = compare(graph.mode(dependent), before.interface, now.interface)
             found.append(DependentReport(dependent, at, labels[at], report))
     return found
+
+
+def reference_order(prompts: Iterable[Prompt]) -> dict[str, int]:
+    """A rank per prompt such that a prompt comes after every prompt any of its versions includes
+    (among ``prompts``), for writers of many prompts at once (import, sync): partials are written
+    first. Prompts in a cycle keep their given order after the rest they include."""
+    given = list(prompts)
+    uses_of = {p.name: {u for v in p.versions for u in uses(v.prompt_text, v.messages)} for p in given}
+    rank: dict[str, int] = {}
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in rank or name in visiting or name not in uses_of:
+            return
+        visiting.add(name)
+        for used in sorted(uses_of[name]):
+            visit(used)
+        visiting.discard(name)
+        rank[name] = len(rank)
+
+    for prompt in given:
+        visit(prompt.name)
+    return rank

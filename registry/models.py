@@ -186,9 +186,10 @@ class PromptVersion(VersionRendering, BaseModel):
     type: VersionType = "text"
     messages: tuple[dict[str, str], ...] | None = None
     config: dict[str, Any] = Field(default_factory=dict)
-    partials: dict[str, int] = Field(default_factory=dict)
+    partials: dict[str, int] = Field(default_factory=dict, exclude_if=lambda value: not value)
     """For a version composed at a label (``get_version(..., resolve=True)``): every partial it
-    includes, at any depth, and the version used; empty for a version as stored."""
+    includes, at any depth, and the version used; empty for a version as stored (and then left out
+    of its JSON, so stored files and exports keep their format)."""
 
     @field_validator("created_at")
     @classmethod

@@ -60,7 +60,7 @@ def test_fixed_label_and_fixed_version(shared: PromptRegistry) -> None:
     _prompt(shared, "bot", "{{> safety@staging}} | {{> safety@1}} | {{> style}}", labels={"production": 1})
     found = shared.get_version("bot", label="production", resolve=True)
     assert found.prompt_text == "Be very safe, {{user}}. | Be safe, {{user}}. | Write plainly."
-    assert found.partials == {"safety": 1, "style": 1}
+    assert found.partials == {"safety": 2, "style": 1}  # one partial at two versions: the first use's
     assert str(found.render(user="Ann")).startswith("Be very safe, Ann.")
 
 
@@ -209,3 +209,20 @@ def test_dependents_and_check_read_nothing_written(shared: PromptRegistry) -> No
     assert shared.dependents("style") == {}
     assert [r.dependent for r in shared.check_dependents("safety", "production", None)] == ["bot"]
     assert shared.check_dependents("safety", "production", None)[0].error is not None
+
+
+def test_export_import_writes_partials_first(backend: Backend, shared: PromptRegistry) -> None:
+    from promptreg.registry.backup import apply_import, export_registry, plan_import
+
+    _prompt(shared, "a-bot", "{{> safety}} {{> style@1}}", labels={"production": 1})  # sorts before its partials
+    exported = export_registry(shared)
+    target = backend.other("copy")
+    apply_import(target, plan_import(target, exported))
+    assert target.get_version("a-bot", label="production", resolve=True).prompt_text == (
+        "Be safe, {{user}}. Write plainly."
+    )
+    copied = export_registry(target)["prompts"]
+    assert [(p["name"], p["labels"], [v["prompt_text"] for v in p["versions"]]) for p in copied] == [
+        (p["name"], p["labels"], [v["prompt_text"] for v in p["versions"]]) for p in exported["prompts"]
+    ]
+    assert "partials" not in copied[0]["versions"][0]  # a stored version's JSON keeps its format
