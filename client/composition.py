@@ -48,7 +48,7 @@ class ComposedVersion(CachedVersion):
     @property
     def partials(self) -> dict[str, int]:
         """Every partial included, at any depth, and the version used."""
-        found: dict[str, int] = self._partials  # type: ignore[attr-defined]
+        found: dict[str, int] = self._partials  # type: ignore[attr-defined]  # set by composed_version
         return found
 
     def to_model(self) -> PromptVersion:
@@ -93,8 +93,11 @@ class _State:
         versions: Mapping[tuple[str, int], CachedVersion],
         rollouts: Mapping[str, Mapping[str, Any]],
         fetch: PartialFetch | None,
+        *,
+        strict: bool = True,
     ) -> None:
         self.pointers, self.versions, self.rollouts, self.fetch = pointers, versions, rollouts, fetch
+        self.strict = strict
         self.fetched: dict[tuple[str, int], CachedVersion] = {}
 
     def labels(self, name: str) -> Mapping[str, int] | None:
@@ -103,7 +106,12 @@ class _State:
     def version(self, name: str, number: int) -> CachedVersion | None:
         found = self.versions.get((name, number)) or self.fetched.get((name, number))
         if found is None and self.fetch is not None and name in self.pointers:
-            found = self.fetch(name, number)  # I/O on the feed's thread; its errors make the feed resync
+            try:  # I/O on the feed's thread; applying a message, its errors make the feed resync
+                found = self.fetch(name, number)
+            except Exception:
+                if self.strict:
+                    raise
+                return None  # a full state (a snapshot loaded during an outage): that entry waits
             if found is not None:
                 self.fetched[name, number] = found
         return found
@@ -207,7 +215,7 @@ def compose_view(
     """Compose every entry of a view being built (not published yet), in place; an entry that
     cannot compose leaves the view. Returns what the entries follow."""
     found = Compositions()
-    state = _State(pointers, versions, rollouts, fetch)
+    state = _State(pointers, versions, rollouts, fetch, strict=False)
     for label, by_name in view.items():
         if label is None:  # the default label's dict, under its own name too
             continue

@@ -585,3 +585,20 @@ def test_security_doc_shows_the_commands_promptreg_acl_prints() -> None:
     assert len(lines) == 3
     for line in lines:
         assert line in doc, f"docs/security.md is out of date; run `promptreg acl` and paste:\n{line}"
+
+
+def test_writer_moves_partials_and_a_reader_is_served_the_composition(users: Users) -> None:
+    with users.registry(Role.WRITER) as writer:
+        writer.create_prompt("preamble")
+        writer.add_version("preamble", "Be kind.")
+        writer.add_version("preamble", "Be very kind.")
+        writer.set_label("preamble", "production", 1)
+        writer.create_prompt("bot")
+        writer.add_version("bot", "{{> preamble}} Answer {{q}}.")
+        writer.set_label("bot", "production", 1)
+        with PromptClient(users.url(Role.READER), namespace=users.namespace) as client:
+            assert client.wait_ready(5)
+            assert client.get("bot").prompt_text == "Be kind. Answer {{q}}."
+            writer.set_label("preamble", "production", 2)  # the graph check's reads, then the guarded script
+            assert wait_until(lambda: client.get("bot").prompt_text == "Be very kind. Answer {{q}}.", timeout=5)
+        assert writer.dependents("preamble") == {"bot": {"production": 1}}

@@ -69,6 +69,7 @@ def version_json(version: PromptVersionLike) -> dict[str, Any]:
         "sha256": content_sha256(version),
         "variables": sorted(version.variables),
         "placeholders": sorted(version.placeholders),
+        **({"partials": dict(partials)} if (partials := getattr(version, "partials", None)) else {}),
     }
 
 
