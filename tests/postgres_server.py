@@ -79,7 +79,7 @@ def private_postgres_server() -> Iterator[PostgresServer]:
 
 _TABLES = (
     "promptreg_namespaces", "promptreg_prompts", "promptreg_versions", "promptreg_labels",
-    "promptreg_rollouts", "promptreg_audit",
+    "promptreg_rollouts", "promptreg_audit", "promptreg_partials",
 )  # fmt: skip
 
 

@@ -33,7 +33,7 @@ NAME = "greeting"
 LABEL = "production"
 TABLES = (
     "promptreg_namespaces", "promptreg_prompts", "promptreg_versions", "promptreg_labels",
-    "promptreg_rollouts", "promptreg_audit",
+    "promptreg_rollouts", "promptreg_audit", "promptreg_partials",
 )  # fmt: skip
 """In the order their rows can be copied back (foreign keys)."""
 SEQUENCE = "promptreg_audit_id_seq"

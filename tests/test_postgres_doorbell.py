@@ -39,7 +39,7 @@ pytestmark = pytest.mark.postgres
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "postgres.md"
 TABLES = (
     "promptreg_schema_version", "promptreg_namespaces", "promptreg_prompts", "promptreg_versions",
-    "promptreg_labels", "promptreg_rollouts", "promptreg_audit",
+    "promptreg_labels", "promptreg_rollouts", "promptreg_audit", "promptreg_partials",
 )  # fmt: skip
 LABELS = ("production", "staging", "latest", "canary")
 FORGING_SECONDS = 1.5

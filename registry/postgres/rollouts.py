@@ -58,6 +58,9 @@ class PostgresRollouts(ABC):
     def _check(self, conn: Any, name: str, label: str, current: int | None, target: int, force: bool) -> bool: ...
 
     @abstractmethod
+    def _check_rollout(self, conn: Any, name: str, label: str, candidate: int) -> None: ...
+
+    @abstractmethod
     def _commit(
         self, conn: Any, rev: int, action: AuditAction, name: str, at: datetime, label: str | None = None,
         version: int | None = None, previous: int | None = None, author: str | None = None,
@@ -110,6 +113,7 @@ class PostgresRollouts(ABC):
             if version == stable:
                 raise same_version(name, label, version)
             forced = self._check(conn, name, label, stable, version, force)
+            self._check_rollout(conn, name, label, version)
             conn.execute(
                 "INSERT INTO promptreg_rollouts (namespace, name, label, candidate, points, started_at, author) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s)",

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import msgpack
 
-from promptreg.registry.errors import RegistryCorruptError
+from promptreg.registry.errors import RegistryCorruptError, RegistryUnavailableError
+from promptreg.registry.postgres.conn import is_undefined_table
 from promptreg.registry.wire import ROLLOUT_OPERATIONS, ChangeMessage, decode
 
 CHANNEL_PREFIX: Final = "promptreg."
@@ -43,11 +45,42 @@ SCHEMA_TABLE: Final = "promptreg_schema_version"
 
 @dataclass(frozen=True, slots=True)
 class Migration:
-    """One schema step: its number, a one-line description and its SQL (no parameters)."""
+    """One schema step: its number, a one-line description, its SQL (no parameters) and, when rows
+    must be derived from the rows there (a new index of them), a ``backfill`` run after the SQL in
+    the same transaction, given the connection."""
 
     version: int
     description: str
     sql: str
+    backfill: Callable[[Any], None] | None = None
+
+
+MAY_INCLUDE: Final = (
+    "(strpos(prompt_text, '{{>') > 0 OR EXISTS (SELECT 1 FROM json_array_elements(messages) m "
+    "WHERE strpos(m->>'content', '{{>') > 0))"
+)
+"""The condition on a ``promptreg_versions`` row that may include a partial: a reference starts with
+``{{>``, in the text or in a message's content (read as JSON: it may be written with escapes)."""
+
+
+def backfill_partials(conn: Any) -> None:
+    """Migration 6's rows: ``(namespace, partial, dependent)`` for every version that includes a
+    partial, read by :func:`promptreg.registry.composition.uses` itself (the rule the writes use),
+    from the versions whose text or a message's content holds ``{{>`` (the only candidates)."""
+    from promptreg.registry.composition import uses  # the client imports this module: not before a backfill
+
+    entries: set[tuple[str, str, str]] = set()
+    for namespace, name, text, messages in conn.execute(
+        f"SELECT namespace, name, prompt_text, messages FROM promptreg_versions WHERE {MAY_INCLUDE}"
+    ):
+        entries.update((namespace, partial, name) for partial in uses(text, messages))
+    if entries:
+        namespaces, partials, dependents = (list(column) for column in zip(*sorted(entries), strict=True))
+        conn.execute(
+            "INSERT INTO promptreg_partials (namespace, partial, dependent) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+            (namespaces, partials, dependents),
+        )
 
 
 MIGRATIONS: Final = (
@@ -187,8 +220,46 @@ MIGRATIONS: Final = (
         $$;
         """,
     ),
+    Migration(
+        6,
+        "partials: the dependents index (which prompts include which), backfilled; grants as on promptreg_versions",
+        """
+        CREATE TABLE promptreg_partials (
+            namespace   text NOT NULL,
+            partial     text NOT NULL,                     -- the prompt included ({{> partial}})
+            dependent   text NOT NULL,                     -- a prompt with a version including it
+            -- No foreign key: a row names a prompt that exists (it is written with its version), and
+            -- a row left over (a restore of the other tables alone) only makes a check read a prompt
+            -- that is not there, which includes nothing. TRUNCATE of the other tables keeps working.
+            PRIMARY KEY (namespace, partial, dependent)
+        );
+        CREATE INDEX promptreg_partials_dependent ON promptreg_partials (namespace, dependent);
+        -- Rows are added with the versions that include a partial, never changed: who may read the
+        -- versions may read the index, who may add versions may add its rows.
+        DO $$
+        DECLARE
+            grant_row record;
+        BEGIN
+            FOR grant_row IN
+                SELECT DISTINCT acl.grantee, acl.privilege_type
+                FROM pg_class c, aclexplode(c.relacl) acl
+                WHERE c.oid = 'promptreg_versions'::regclass AND acl.grantee <> c.relowner
+                      AND acl.privilege_type IN ('SELECT', 'INSERT')
+            LOOP
+                EXECUTE format('GRANT %s ON promptreg_partials TO %s', grant_row.privilege_type,
+                               CASE grant_row.grantee WHEN 0 THEN 'PUBLIC' ELSE grant_row.grantee::regrole::text END);
+            END LOOP;
+        END;
+        $$;
+        """,
+        backfill_partials,
+    ),
 )
 LATEST_SCHEMA: Final = MIGRATIONS[-1].version
+READABLE_SCHEMA: Final = 5
+"""The oldest schema a registry with ``auto_migrate=False`` works on, for reads: migration 6 only
+adds the dependents index (``promptreg_partials``), which the reads do without (they scan the
+versions instead). Every write needs :data:`LATEST_SCHEMA`."""
 
 
 def run_migrations(conn: Any) -> list[Migration]:
@@ -209,12 +280,45 @@ def run_migrations(conn: Any) -> list[Migration]:
             if migration.version in applied:
                 continue
             conn.execute(migration.sql)
+            if migration.backfill is not None:
+                migration.backfill(conn)
             conn.execute(
                 f"INSERT INTO {SCHEMA_TABLE} (version, description) VALUES (%s, %s)",
                 (migration.version, migration.description),
             )
             done.append(migration)
     return done
+
+
+def schema(conn: Any, *, migrate: bool = False, write: bool = False) -> int:
+    """The schema version of ``conn``'s database, once it is one this promptreg works on: with
+    ``migrate``, after applying what is missing (:func:`run_migrations`); else from
+    :data:`READABLE_SCHEMA` on (for reads: a client upgraded before ``promptreg migrate`` runs), and
+    with ``write`` only :data:`LATEST_SCHEMA`. Raises :class:`~promptreg.RegistryUnavailableError`
+    saying ``run `promptreg migrate``` for an older one."""
+    try:
+        (current,) = conn.execute(f"SELECT max(version) FROM {SCHEMA_TABLE}").fetchone()
+    except Exception as exc:
+        if not is_undefined_table(exc):
+            raise
+        current = None
+    current = int(current or 0)
+    if current >= LATEST_SCHEMA:
+        return current
+    if migrate:
+        run_migrations(conn)
+        return LATEST_SCHEMA
+    if write and current >= READABLE_SCHEMA:
+        raise RegistryUnavailableError(
+            f"the promptreg schema is at version {current}: this promptreg reads it, but its writes need version "
+            f"{LATEST_SCHEMA} (migration {LATEST_SCHEMA}: the partials index): run `promptreg migrate`"
+        )
+    if current < READABLE_SCHEMA:
+        raise RegistryUnavailableError(
+            f"the promptreg schema is at version {current}, this promptreg needs {LATEST_SCHEMA}: "
+            "run `promptreg migrate`"
+        )
+    return current
 
 
 def channel_for(namespace: str) -> str:

@@ -33,7 +33,6 @@ from promptreg.registry.errors import (
     PromptExistsError,
     PromptNotFoundError,
     RegistryCorruptError,
-    RegistryUnavailableError,
     RollbackUnavailableError,
     VersionNotFoundError,
 )
@@ -47,9 +46,10 @@ from promptreg.registry.postgres.conn import (
     parse_postgres_url,
     require_psycopg,
 )
+from promptreg.registry.postgres.partials import PostgresPartials
 from promptreg.registry.postgres.rollouts import PostgresRollouts
 from promptreg.registry.postgres.rows import AUDIT_COLUMNS, VERSION_COLUMNS, event_from_row, utc, version_from_row
-from promptreg.registry.postgres.schema import LATEST_SCHEMA, SCHEMA_TABLE, channel_for, encode_payload, run_migrations
+from promptreg.registry.postgres.schema import LATEST_SCHEMA, channel_for, encode_payload, run_migrations, schema
 from promptreg.registry.rollouts import percent_of
 from promptreg.registry.urls import redact_url
 from promptreg.registry.validation import (
@@ -61,7 +61,7 @@ from promptreg.registry.validation import (
 )
 
 
-class PostgresPromptRegistry(PostgresRollouts, PromptRegistry):
+class PostgresPromptRegistry(PostgresPartials, PostgresRollouts, PromptRegistry):
     """The production registry on PostgreSQL 12 or newer (``postgresql://`` or ``postgres://``).
 
     ``url`` is a libpq URL; its ``namespace=`` query parameter (else the ``namespace`` argument, else
@@ -99,7 +99,9 @@ class PostgresPromptRegistry(PostgresRollouts, PromptRegistry):
         self._conn: Any = None
         self._pid = os.getpid()
         self._schema_ready = False
+        self._schema = LATEST_SCHEMA  # the database's, read with _schema_ready
         self._batch_depth = 0  # > 0 while this thread (which holds the lock) runs a _batch()
+        self._read_depth = 0  # > 0 while this thread (which holds the lock) is in a _read()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresPromptRegistry:
@@ -127,7 +129,7 @@ class PostgresPromptRegistry(PostgresRollouts, PromptRegistry):
         """The connection, under the lock, with psycopg errors translated; dropped when broken."""
         if self._pid != os.getpid():  # forked: the parent's connection stays the parent's
             self._lock, self._conn, self._pid, self._schema_ready = threading.RLock(), None, os.getpid(), False
-            self._batch_depth = 0
+            self._batch_depth = self._read_depth = 0
         with self._lock, map_postgres_errors(self._conninfo):
             # Inside a batch the connection is in its transaction: never swap it for another.
             if not self._batch_depth and self._conn is not None and connection_gone(self._conn):
@@ -147,25 +149,13 @@ class PostgresPromptRegistry(PostgresRollouts, PromptRegistry):
                 raise
 
     def _ensure_schema(self, conn: Any) -> None:
-        try:
-            (current,) = conn.execute(f"SELECT max(version) FROM {SCHEMA_TABLE}").fetchone()
-        except Exception as exc:
-            if not is_undefined_table(exc):
-                raise
-            current = None
-        if current is None or current < LATEST_SCHEMA:
-            if not self.auto_migrate:
-                raise RegistryUnavailableError(
-                    f"the promptreg schema is at version {current or 0}, this promptreg needs {LATEST_SCHEMA}: "
-                    "run `promptreg migrate`"
-                )
-            run_migrations(conn)
-        self._schema_ready = True
+        self._schema, self._schema_ready = schema(conn, migrate=self.auto_migrate), True
 
     @contextmanager
     def _write(self) -> Iterator[tuple[Any, int]]:
         """One write transaction holding the namespace's revision row: ``(connection, current rev)``."""
         with self._session() as conn, conn.transaction():
+            self._schema = self._schema if self._schema >= LATEST_SCHEMA else schema(conn, write=True)
             row = conn.execute(
                 "SELECT rev FROM promptreg_namespaces WHERE namespace = %s FOR UPDATE", (self.namespace,)
             ).fetchone()
@@ -184,12 +174,16 @@ class PostgresPromptRegistry(PostgresRollouts, PromptRegistry):
         """A REPEATABLE READ, read-only transaction: every query in it sees one moment (inside a
         batch: the batch's transaction, which sees its own writes and holds the namespace's writers off)."""
         with self._session() as conn:
-            if self._batch_depth:
+            if self._batch_depth or self._read_depth:  # in a batch, or nested in a read: its transaction
                 yield conn
                 return
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                yield conn
+                self._read_depth += 1
+                try:
+                    yield conn
+                finally:
+                    self._read_depth -= 1
 
     _atomic_batches = True
 
@@ -301,6 +295,10 @@ class PostgresPromptRegistry(PostgresRollouts, PromptRegistry):
         chat = None if messages is None else json.dumps(messages)
         with self._write() as (conn, rev):
             number = self._lock_prompt(conn, name) + 1
+            version = PromptVersion(version=number, prompt_text=prompt_text, created_at=at, author=author,
+                                    message=message, metadata=metadata, messages=messages,
+                                    config=config or {})  # fmt: skip
+            self._add_partials(conn, name, version)
             conn.execute(
                 f"INSERT INTO promptreg_versions (namespace, name, {VERSION_COLUMNS}, sha256) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -312,8 +310,7 @@ class PostgresPromptRegistry(PostgresRollouts, PromptRegistry):
                 (number, self.namespace, name),
             )
             self._commit(conn, rev, "add_version", name, at, version=number, author=author, reason=message)
-        return PromptVersion(version=number, prompt_text=prompt_text, created_at=at, author=author, message=message,
-                             metadata=metadata, messages=messages, config=config or {})  # fmt: skip
+        return version
 
     def _set_label(self, name: str, label: str, version: int, expected_version: int | None,
                    author: str | None, reason: str | None, at: datetime, *,
@@ -326,6 +323,7 @@ class PostgresPromptRegistry(PostgresRollouts, PromptRegistry):
             check_expected(name, label, expected_version, current)
             # A deleted label's row keeps where it pointed (`previous`): delete + set is one move.
             forced = self._check(conn, name, label, current if current is not None else previous, version, force)
+            forced = self._check_graph(conn, name, label, version, force) or forced
             if current is None:
                 previous = None
             elif current != version:  # re-pointing at the same version keeps the rollback target
@@ -334,7 +332,7 @@ class PostgresPromptRegistry(PostgresRollouts, PromptRegistry):
             return self._commit(conn, rev, "set_label", name, at, label, version, current, author, reason, forced)
 
     def _delete_label(self, name: str, label: str, expected_version: int | None, author: str | None,
-                      reason: str | None, at: datetime) -> AuditEvent:  # fmt: skip
+                      reason: str | None, at: datetime, *, force: bool = False) -> AuditEvent:  # fmt: skip
         with self._write() as (conn, rev):
             self._lock_prompt(conn, name)
             current, _previous = self._lock_label(conn, name, label)
@@ -342,8 +340,9 @@ class PostgresPromptRegistry(PostgresRollouts, PromptRegistry):
                 raise LabelNotFoundError(name, label)
             self._no_rollout(conn, name, label)
             check_expected(name, label, expected_version, current)
+            forced = self._check_graph(conn, name, label, None, force)
             self._put_label(conn, name, label, None, current)
-            return self._commit(conn, rev, "delete_label", name, at, label, None, current, author, reason)
+            return self._commit(conn, rev, "delete_label", name, at, label, None, current, author, reason, forced)
 
     def _rollback(self, name: str, label: str, author: str | None, reason: str | None, at: datetime, *,
                   force: bool = False, expected_version: int | None = None) -> AuditEvent:  # fmt: skip
@@ -355,6 +354,7 @@ class PostgresPromptRegistry(PostgresRollouts, PromptRegistry):
                 raise RollbackUnavailableError(name, label)
             check_expected(name, label, expected_version, current)
             forced = self._check(conn, name, label, current, target, force)
+            forced = self._check_graph(conn, name, label, target, force) or forced
             self._put_label(conn, name, label, target, current)
             return self._commit(conn, rev, "rollback", name, at, label, target, current, author, reason, forced)
 
@@ -483,7 +483,7 @@ class PostgresPromptRegistry(PostgresRollouts, PromptRegistry):
                 applied = run_migrations(conn)
             finally:
                 conn.close()
-            self._schema_ready = True
+            self._schema, self._schema_ready = LATEST_SCHEMA, True
         if not applied:
             return MigrationResult(False, 0, f"schema up to date (version {LATEST_SCHEMA}); nothing to migrate")
         steps = ", ".join(f"{m.version} ({m.description})" for m in applied)
@@ -498,7 +498,9 @@ class PostgresPromptRegistry(PostgresRollouts, PromptRegistry):
         deleted = 0
         with self._session() as conn, conn.transaction():
             conn.execute("SELECT set_config('promptreg.drop_namespace', %s, true)", (self.namespace,))
-            for table in ("promptreg_rollouts", "promptreg_labels", "promptreg_versions", "promptreg_prompts",
-                          "promptreg_audit", "promptreg_namespaces"):  # fmt: skip
+            (indexed,) = conn.execute("SELECT to_regclass('promptreg_partials') IS NOT NULL").fetchone()
+            for table in (*(("promptreg_partials",) if indexed else ()), "promptreg_rollouts",
+                          "promptreg_labels", "promptreg_versions", "promptreg_prompts", "promptreg_audit",
+                          "promptreg_namespaces"):  # fmt: skip
                 deleted += conn.execute(f"DELETE FROM {table} WHERE namespace = %s", (self.namespace,)).rowcount
         return deleted
