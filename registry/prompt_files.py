@@ -14,6 +14,10 @@ one. This module reads such a folder as hostile input:
 - Front matter is YAML restricted to JSON: no anchors or aliases (no "billion laughs"), no tags
   beyond the JSON types (no timestamps, sets, binary), string keys only, integers in 64 bits,
   finite floats, bounded nesting. Every refusal names the file's line.
+- A body's partial references (``{{> name}}``, ``{{> name@label}}``, ``{{> name@3}}``, the
+  Handlebars partial syntax of Dotprompt) are kept as written; a ``{{>`` that is not one of them
+  (Handlebars partial parameters or a name promptreg refuses) is refused, naming the line, rather
+  than left in the text as literal characters (:func:`check_partial_syntax`).
 
 Every problem raises :class:`~promptreg.registry.errors.PromptFileError` naming the file (and line).
 """
@@ -23,15 +27,24 @@ from __future__ import annotations
 import errno
 import math
 import os
+import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from promptreg.registry.errors import PromptFileError
-from promptreg.registry.validation import INT64_MAX, INT64_MIN, MAX_METADATA_DEPTH, MAX_NAME_LENGTH
+from promptreg.registry.composition import MARK, REFERENCE
+from promptreg.registry.errors import InvalidInputError, PromptFileError
+from promptreg.registry.validation import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_METADATA_DEPTH,
+    MAX_NAME_LENGTH,
+    validate_label,
+    validate_metadata,
+)
 
 _FENCE = "---"
 FRONT_MATTER_DEPTH = MAX_METADATA_DEPTH + 2
@@ -180,6 +193,52 @@ def split_front_matter(path: Path, raw: str, max_front_matter_bytes: int) -> tup
     if not isinstance(front, dict):
         raise PromptFileError(path, f"front matter must be a mapping, got {type(front).__name__}")
     return front, body
+
+
+def front_matter_config(model: object, config: object, max_bytes: int) -> dict[str, Any]:
+    """Dotprompt's ``model:`` and ``config:`` front matter as one config mapping (validated as
+    metadata); raises :class:`~promptreg.InvalidInputError`."""
+    if config is not None and not isinstance(config, Mapping):
+        raise InvalidInputError(f"config must be a mapping, got {type(config).__name__}")
+    if model is not None and not isinstance(model, str):
+        raise InvalidInputError(f"model must be a string, got {type(model).__name__}")
+    merged = dict(config or {})
+    if model is not None:
+        merged["model"] = model
+    return validate_metadata(merged, max_bytes, "config")
+
+
+def front_matter_labels(value: object) -> tuple[str, ...]:
+    """The ``labels:`` of a front matter (a list, or one string), validated, each once."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise InvalidInputError(f"labels must be a list or a single string, got {type(value).__name__}")
+    return tuple(dict.fromkeys(validate_label(label, settable=True) for label in value))
+
+
+_PARTIAL_START = re.compile(re.escape(MARK))
+
+
+def check_partial_syntax(body: str, *, first_line: int = 1) -> None:
+    """Refuse a ``{{>`` in ``body`` that does not start a partial reference promptreg resolves
+    (``{{> name}}``, ``{{> name@label}}``, ``{{> name@3}}``): Handlebars partial parameters
+    (``{{> card title="x"}}``), dynamic partials (``{{> (which)}}``) or a name that cannot be a
+    prompt's would otherwise stay in the text as literal characters. Raises
+    :class:`~promptreg.InvalidInputError` naming the line (``first_line``: the body's first line in
+    its file; the caller adds the file)."""
+    if MARK not in body:
+        return
+    for found in _PARTIAL_START.finditer(body):
+        if REFERENCE.match(body, found.start()) is None:
+            line = first_line + body.count("\n", 0, found.start())
+            shown = body[found.start() : found.start() + 40].split("\n", 1)[0]
+            raise InvalidInputError(
+                f"line {line}: {shown!r} is not a partial reference promptreg resolves: "
+                "use {{> name}}, {{> name@label}} or {{> name@VERSION}}"
+            )
 
 
 def load_strict_yaml(text: str, path: Path, *, first_line: int = 1) -> Any:

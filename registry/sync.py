@@ -20,6 +20,10 @@ version's ``config`` (``{"model": ..., **config}``), ``{{role "system"}}`` marke
 chat version (one message per marker; text before the first one is a ``user`` message) and
 ``{{history}}`` in such a body is the history placeholder (see :func:`promptreg.registry.chat.dotprompt_messages`).
 
+A body may include other prompts (``{{> name}}``, ``{{> name@label}}``, ``{{> name@3}}``): files are
+written partials first and the plan is checked as the backends check each write, before anything
+is written (:mod:`promptreg.registry.sync_order`).
+
 A version's identity is its text (or messages) plus its config and metadata. A file equal to an
 existing version reuses that version: no new version is added, and the file's labels move to it
 only if they point at a version with different content. So running a sync twice changes nothing,
@@ -50,18 +54,19 @@ from promptreg.registry.base import PromptRegistry
 from promptreg.registry.batch import apply_in_batch
 from promptreg.registry.chat import dotprompt_messages, validate_messages
 from promptreg.registry.compatibility import CompatibilityReport, compare, deleted_labels, interface_of, refusal_error
-from promptreg.registry.errors import (
-    InvalidInputError,
-    PromptFileError,
-)
+from promptreg.registry.errors import InvalidInputError, PromptFileError, PromptRegistryError
 from promptreg.registry.models import Prompt, PromptVersion, describe_label_move
 from promptreg.registry.prompt_files import (
+    check_partial_syntax,
     file_size_limit,
+    front_matter_config,
+    front_matter_labels,
     front_matter_limit,
     read_bounded,
     split_front_matter,
     walk_prompt_files,
 )
+from promptreg.registry.sync_order import check_plan, describe_graph_refusal, order_files
 from promptreg.registry.validation import (
     MAX_METADATA_BYTES,
     MAX_TEXT_BYTES,
@@ -153,11 +158,21 @@ class SyncStep:
     """For a label move the prompt's compatibility mode refuses: the report (``None``: the move passes).
     Its ``current_version`` is the version the move is checked against: ``previous_version``, or
     for a deleted label where it pointed when it was deleted."""
+    graph_refusal: PromptRegistryError | None = None
+    """For a label move the composition checks refuse unless forced (a dependent's compatibility
+    mode, a prompt left without its partial): the error the write would raise (``None``: it passes)."""
+
+    @property
+    def refused(self) -> bool:
+        """Whether the move goes through only with ``force``."""
+        return self.refusal is not None or self.graph_refusal is not None
 
     def describe(self) -> str:
         """A one-line human description, e.g. ``movie-critic: label production 2 -> 3``."""
         line = describe_write(self.action, self.prompt, self.version, self.label, self.previous_version, self.path)
-        return line if self.refusal is None else line + describe_refusal(self.refusal, self.previous_version)
+        if self.refusal is not None:
+            line += describe_refusal(self.refusal, self.previous_version)
+        return line if self.graph_refusal is None else line + describe_graph_refusal(self.graph_refusal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,13 +194,16 @@ class SyncPlan:
     def check_compatible(self, *, force: bool = False) -> None:
         """Raise what :func:`apply_sync` would raise before writing anything: an
         :class:`~promptreg.IncompatibleVersionError` for the first label move the prompt's compatibility
-        mode refuses (:attr:`SyncStep.refusal`), unless ``force``. A dry run calls it to fail as the
-        real run would."""
+        mode refuses (:attr:`SyncStep.refusal`), or the error of the first move the composition
+        checks refuse (:attr:`SyncStep.graph_refusal`), unless ``force``. A dry run calls it to fail
+        as the real run would."""
         if force:
             return
         for step in self.steps:
             if step.refusal is not None:
                 raise refusal_error(step.prompt, str(step.label), step.refusal)
+            if step.graph_refusal is not None:
+                raise step.graph_refusal
 
 
 def parse_prompt_file(
@@ -226,8 +244,8 @@ def parse_prompt_file(
         validate_text(body, max_text_bytes)
         chat = dotprompt_messages(body)
         messages = None if chat is None else validate_messages(chat, max_text_bytes)
-        config = _config(front.get("model"), front.get("config"), max_metadata_bytes)
-        labels = _labels(front.get("labels"))
+        config = front_matter_config(front.get("model"), front.get("config"), max_metadata_bytes)
+        labels = front_matter_labels(front.get("labels"))
         metadata = front.get("metadata")
         if metadata is not None and not isinstance(metadata, Mapping):
             raise InvalidInputError(f"metadata must be a mapping, got {type(metadata).__name__}")
@@ -237,6 +255,7 @@ def parse_prompt_file(
         # What every backend refuses (validation.refuse_nul): checked here, so no write has been made yet.
         text = body if messages is None else ""
         refuse_nul(text, "the prompt text")
+        check_partial_syntax(body, first_line=raw.count("\n", 0, len(raw) - len(body)) + 1)
         validate_text_field(_reason(path), "the file's path (it becomes the reason of its label moves)")
     except InvalidInputError as exc:
         raise PromptFileError(path, str(exc)) from exc
@@ -277,14 +296,16 @@ def plan_sync(registry: PromptRegistry, directory: Path | str, *, labels: Iterab
     """Read ``directory`` and compare it with ``registry``; writes nothing.
 
     ``labels`` are added to every file's own labels (e.g. ``staging`` for a staging pipeline).
-    Raises :class:`PromptFileError` for any invalid file, :class:`~promptreg.InvalidNameError` for
-    an invalid extra label, and whatever the registry raises when it is read.
+    Files including each other's prompts are planned partials first. Raises
+    :class:`PromptFileError` for any invalid file (and for files that include each other, or a
+    partial the registry would refuse: see :mod:`promptreg.registry.sync_order`),
+    :class:`~promptreg.InvalidNameError` for an invalid extra label, and whatever the registry
+    raises when it is read.
     """
     extra = tuple(validate_label(label, settable=True) for label in labels)
     folder = Path(directory)
-    files = read_prompt_files(
-        folder, max_text_bytes=registry.max_text_bytes, max_metadata_bytes=registry.max_metadata_bytes
-    )
+    limits = {"max_text_bytes": registry.max_text_bytes, "max_metadata_bytes": registry.max_metadata_bytes}
+    files = order_files(read_prompt_files(folder, **limits))
     steps: list[SyncStep] = []
     for prompt_file in files:
         prompt = registry.get_prompt(prompt_file.name)
@@ -293,6 +314,8 @@ def plan_sync(registry: PromptRegistry, directory: Path | str, *, labels: Iterab
         if prompt is not None and prompt.compatibility != "none" and any(n not in prompt.labels for n in wanted):
             deleted = deleted_labels(registry.history(prompt.name))  # a deleted label is checked too
         steps.extend(_plan_file(prompt_file, prompt, extra, deleted))
+    refused = check_plan(registry, {f.name: f for f in files}, steps)
+    steps = [replace(s, graph_refusal=refused[i]) if i in refused else s for i, s in enumerate(steps)]
     return SyncPlan(folder, tuple(files), tuple(steps))
 
 
@@ -320,7 +343,7 @@ def apply_sync(
         "sync",
         plan.steps,
         lambda done: _apply_steps(registry, plan, author, force, done),
-        lambda step: replace(step, refusal=None).describe(),
+        lambda step: replace(step, refusal=None, graph_refusal=None).describe(),
     )
 
 
@@ -406,25 +429,3 @@ def _same_content(version: PromptVersion, prompt_file: PromptFile) -> bool:
         prompt_file.config,
         prompt_file.metadata,
     )
-
-
-def _config(model: object, config: object, max_bytes: int) -> dict[str, Any]:
-    """Dotprompt's ``model:`` and ``config:`` front matter as one config mapping."""
-    if config is not None and not isinstance(config, Mapping):
-        raise InvalidInputError(f"config must be a mapping, got {type(config).__name__}")
-    if model is not None and not isinstance(model, str):
-        raise InvalidInputError(f"model must be a string, got {type(model).__name__}")
-    merged = dict(config or {})
-    if model is not None:
-        merged["model"] = model
-    return validate_metadata(merged, max_bytes, "config")
-
-
-def _labels(value: object) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list):
-        raise InvalidInputError(f"labels must be a list or a single string, got {type(value).__name__}")
-    return tuple(dict.fromkeys(validate_label(label, settable=True) for label in value))

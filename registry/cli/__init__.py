@@ -7,7 +7,9 @@ click's test runner.
 
 Modules: :mod:`~promptreg.registry.cli.main` (the group, global options, the one place errors become a
 line), :mod:`~promptreg.registry.cli.options` (what commands share), :mod:`~promptreg.registry.cli.prompts` (create,
-push, label, rollback, show, render, list, history, diff), :mod:`~promptreg.registry.cli.files` (sync,
+push, label, rollback, show, render, list, diff), :mod:`~promptreg.registry.cli.history`,
+:mod:`~promptreg.registry.cli.partials` (what the commands say about ``{{> partials}}``),
+:mod:`~promptreg.registry.cli.files` (sync,
 export, import), :mod:`~promptreg.registry.cli.acl`, :mod:`~promptreg.registry.cli.live` (watch, demo),
 :mod:`~promptreg.registry.cli.demo` (the demo's scenario) and :mod:`~promptreg.registry.cli.local_server` (a private
 redis-server for the demo, the tests and the benchmarks).

@@ -9,6 +9,13 @@ from typing import Any
 import click
 
 from promptreg.registry.cli.options import author_option, current_registry, json_option, print_json
+from promptreg.registry.cli.partials import (
+    any_refused,
+    composed_check,
+    dependent_rows,
+    print_composed,
+    print_dependent_reports,
+)
 
 
 @click.command()
@@ -19,19 +26,25 @@ from promptreg.registry.cli.options import author_option, current_registry, json
 def check(name: str, label: str, version: int, as_json: bool) -> None:
     """Would moving LABEL of NAME to VERSION pass the prompt's compatibility mode? Writes nothing.
 
-    A deleted label is checked against where it pointed when it was deleted. Exits 0 when the move
-    would pass, 1 when the mode refuses it (`promptreg label ... --force` moves anyway).
+    A deleted label is checked against where it pointed when it was deleted. A VERSION including
+    partials ({{> partial}}) is also checked composed at LABEL; when NAME is a partial, the prompts
+    including it at LABEL are checked too, each under its own mode. Exits 0 when the move would pass,
+    1 when it would be refused (`promptreg label ... --force` moves anyway).
     """
     registry = current_registry(reading=True)
     report = registry.check_compatibility(name, label, version)
+    composed, unresolved = composed_check(registry, name, label, version)
+    dependents = registry.check_dependents(name, label, version)
+    passes = report.compatible and (composed is None or composed.compatible) and unresolved is None
     if as_json:
-        print_json(asdict(report))
+        print_json({**asdict(report), "compatible": passes, "composed": None if composed is None else asdict(composed),
+                    "composed_error": unresolved, "dependents": dependent_rows(dependents)})  # fmt: skip
     else:
         before = "unset" if report.current_version is None else str(report.current_version)
         prompt = registry.get_prompt(name)
         if report.current_version is not None and prompt is not None and label not in prompt.labels:
             before = f"deleted (was {report.current_version})"
-        verdict = "compatible" if report.compatible else "INCOMPATIBLE"
+        verdict = "compatible" if passes else "INCOMPATIBLE" if unresolved is None else "REFUSED"
         click.echo(f"{name}: label {label} {before} -> {version}: {verdict} (mode {report.mode})")
         if report.type_change is not None:
             click.echo(f"  type: {' -> '.join(report.type_change)}")
@@ -41,7 +54,9 @@ def check(name: str, label: str, version: int, as_json: bool) -> None:
             click.echo(f"  variable <-> placeholder: {', '.join(report.kind_changes)}")
         if report.removed:
             click.echo(f"  no longer takes: {', '.join(report.removed)}")
-    if not report.compatible:
+        print_composed(composed, unresolved, report)
+        print_dependent_reports(name, label, dependents)
+    if not passes or any_refused(dependents):
         raise click.exceptions.Exit(1)
 
 

@@ -14,6 +14,7 @@ import click
 
 from promptreg.registry.backup import MAX_EXPORT_BYTES, apply_import, export_registry, plan_import
 from promptreg.registry.cli.options import author_option, current_registry, json_option, print_json, read_input
+from promptreg.registry.cli.partials import force_hint
 from promptreg.registry.errors import InvalidInputError
 from promptreg.registry.sync import apply_sync, plan_sync
 from promptreg.registry.validation import validate_text_field
@@ -34,17 +35,19 @@ def sync(
     """Make the registry match a folder of *.prompt files (prompts as code).
 
     Every file is validated before anything is written. A label move the prompt's compatibility mode
-    refuses is marked INCOMPATIBLE in the plan and stops the sync before anything is written, unless
-    --force. --dry-run exits as the sync would: 1 (with the same error line) when it would refuse.
-    On PostgreSQL the sync is one transaction; elsewhere an error names the writes already made."""
+    refuses (or, for a partial, the mode of a prompt including it) is marked INCOMPATIBLE in the plan
+    and stops the sync before anything is written, unless --force. Files including other prompts
+    ({{> name}}) are written after the files they include. --dry-run exits as the sync would: 1 (with
+    the same error line) when it would refuse. On PostgreSQL the sync is one transaction; elsewhere
+    an error names the writes already made."""
     registry = current_registry()
     plan = plan_sync(registry, directory, labels=labels)
     validate_text_field(author, "author")  # before the plan is shown: the dry run fails as the sync would
-    steps = plan.steps if dry_run else tuple(apply_sync(registry, plan, author=author, force=force))
+    with force_hint():
+        steps = plan.steps if dry_run else tuple(apply_sync(registry, plan, author=author, force=force))
     if as_json:
         rows = [
-            {**{k: getattr(s, k) for k in _STEP_FIELDS}, "path": str(s.path), "incompatible": s.refusal is not None}
-            for s in steps
+            {**{k: getattr(s, k) for k in _STEP_FIELDS}, "path": str(s.path), "incompatible": s.refused} for s in steps
         ]
         print_json({"dry_run": dry_run, "files": len(plan.files), "steps": rows})
     else:
@@ -55,7 +58,8 @@ def sync(
         elif not dry_run:
             click.echo(f"{len(plan.files)} prompt file(s) in {directory}: {len(steps)} change(s) made")
     if dry_run:
-        plan.check_compatible(force=force)  # the plan is shown; then fail as the real sync would
+        with force_hint():
+            plan.check_compatible(force=force)  # the plan is shown; then fail as the real sync would
 
 
 @click.command(name="export")

@@ -1,7 +1,8 @@
 """``promptreg``: the command line (thin: it parses, calls the library, prints).
 
 This module holds the group (global options, the one place errors become a line) and ``main``; the
-commands live in :mod:`~promptreg.registry.cli.prompts`, :mod:`~promptreg.registry.cli.files`,
+commands live in :mod:`~promptreg.registry.cli.prompts`, :mod:`~promptreg.registry.cli.history`,
+:mod:`~promptreg.registry.cli.files`,
 :mod:`~promptreg.registry.cli.acl`, :mod:`~promptreg.registry.cli.rollout` and :mod:`~promptreg.registry.cli.live`
 (``watch``, ``demo``).
 
@@ -30,9 +31,10 @@ from promptreg.registry.cli.acl import acl_command
 from promptreg.registry.cli.compat import check, compatibility
 from promptreg.registry.cli.files import export_command, import_command, sync
 from promptreg.registry.cli.fleet import fleet
+from promptreg.registry.cli.history import history
 from promptreg.registry.cli.live import demo, watch
 from promptreg.registry.cli.maintenance import migrate
-from promptreg.registry.cli.prompts import create, diff, history, label, list_prompts, push, render, rollback, show
+from promptreg.registry.cli.prompts import create, diff, label, list_prompts, push, render, rollback, show
 from promptreg.registry.cli.rollout import rollout
 from promptreg.registry.cli.serve import serve, token
 from promptreg.registry.errors import LabelNotFoundError, PromptNotFoundError, PromptRegistryError

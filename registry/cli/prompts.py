@@ -1,4 +1,7 @@
-"""The ``promptreg`` commands on prompts: create, push, label, rollback, show, render, list, history, diff.
+"""The ``promptreg`` commands on prompts: create, push, label, rollback, show, render, list, diff.
+
+``history`` lives in :mod:`~promptreg.registry.cli.history`; what ``show``, ``render`` and ``list`` say
+about partials (``{{> name}}``) in :mod:`~promptreg.registry.cli.partials`.
 
 Each is thin: it parses, calls the :class:`~promptreg.PromptRegistry`, and prints text or, with
 ``--json``, the models' own fields. Errors propagate to the group in :mod:`promptreg.registry.cli`, which
@@ -27,7 +30,8 @@ from promptreg.registry.cli.options import (
     unified_diff,
     version_body,
 )
-from promptreg.registry.cli.rollout import ROLLOUT_ACTIONS, describe_rollout_event, describe_running
+from promptreg.registry.cli.partials import force_hint, get_shown, partials_lines, show_dependents, uses_note
+from promptreg.registry.cli.rollout import describe_running
 from promptreg.registry.errors import InvalidInputError
 from promptreg.registry.models import AuditEvent, Prompt, PromptVersion, describe_label_move
 from promptreg.registry.validation import validate_label
@@ -158,7 +162,8 @@ def _read_text(source: str | None) -> str:
 @click.argument("version", required=False)
 @click.option("--expect", type=int, help="Only if the label points at this version now (0: only if unset).")
 @click.option("--delete", is_flag=True, help="Remove the label instead of moving it.")
-@click.option("--force", is_flag=True, help="Move even if the prompt's compatibility mode refuses it (audited).")
+@click.option("--force", is_flag=True, help="Move (or delete) even if the prompt's compatibility mode, or a prompt "
+              "including it as a partial, refuses it (audited).")  # fmt: skip
 @author_option
 @click.option("--reason", help="Why (kept in the audit trail).")
 @wait_option
@@ -183,14 +188,18 @@ def label(
     if delete:
         if version is not None:
             raise click.UsageError("give VERSION or --delete, not both")
-        event = registry.delete_label(name, label, expected_version=expect, author=author, reason=reason)
+        with force_hint():
+            event = registry.delete_label(
+                name, label, expected_version=expect, author=author, reason=reason, force=force
+            )
     else:
         if version is None:
             raise click.UsageError("missing VERSION (or use --delete)")
         number = _version_ref(registry, name, version).version
-        event = registry.set_label(
-            name, label, number, expected_version=expect, author=author, reason=reason, force=force
-        )
+        with force_hint():
+            event = registry.set_label(
+                name, label, number, expected_version=expect, author=author, reason=reason, force=force
+            )
     if as_json and wait is None:
         print_json(event.model_dump(mode="json"))
     elif not as_json:
@@ -217,7 +226,8 @@ def rollback(
     --wait [SECONDS]: then wait until every client in `promptreg fleet` serves it (exit 3 if not).
     """
     registry = current_registry()
-    event = registry.rollback(name, label, expected_version=expect, author=author, reason=reason, force=force)
+    with force_hint():
+        event = registry.rollback(name, label, expected_version=expect, author=author, reason=reason, force=force)
     if as_json and wait is None:
         print_json(event.model_dump(mode="json"))
     elif not as_json:
@@ -225,10 +235,10 @@ def rollback(
     confirm(registry, event, wait, as_json)
 
 
-def _select(name: str, label: str | None, version: int | None) -> PromptVersion:
+def _select(name: str, label: str | None, version: int | None, *, raw: bool | None = None) -> PromptVersion:
     if label is not None and version is not None:
         raise click.UsageError("give --label or --version, not both")
-    return current_registry(reading=True).get_version(name, label=label, version=version)
+    return get_shown(current_registry(reading=True), name, label, version, raw=raw)
 
 
 @click.command()
@@ -236,10 +246,19 @@ def _select(name: str, label: str | None, version: int | None) -> PromptVersion:
 @click.option("--label", "-l", help="The version this label points at (default: latest).")
 @click.option("--version", "-v", "version", type=click.IntRange(min=1), help="This version number.")
 @click.option("--text", "text_only", is_flag=True, help="Print only the prompt text.")
+@click.option("--raw", is_flag=True, help="The version as stored: its {{> partial}} references not resolved.")
+@click.option("--dependents", is_flag=True, help="List the prompts including NAME as a partial (with --label: at it).")
 @json_option
-def show(name: str, label: str | None, version: int | None, text_only: bool, as_json: bool) -> None:
-    """Show one version of NAME (default: the newest)."""
-    found = _select(name, label, version)
+def show(
+    name: str, label: str | None, version: int | None, text_only: bool, raw: bool, dependents: bool, as_json: bool
+) -> None:
+    """Show one version of NAME (default: the newest), its partials resolved at its label as a client
+    serves it (--version V: at latest; --raw: as stored). --dependents: the prompts including NAME."""
+    if dependents:
+        if version is not None or text_only or raw:
+            raise click.UsageError("--dependents takes --label only")
+        return show_dependents(current_registry(reading=True), name, label, as_json)
+    found = _select(name, label, version, raw=raw)
     if as_json:
         print_json(found.model_dump(mode="json"))
         return
@@ -263,6 +282,8 @@ def show(name: str, label: str | None, version: int | None, text_only: bool, as_
         click.echo(f"variables: {', '.join(sorted(found.variables))}")
     if found.placeholders:
         click.echo(f"placeholders: {', '.join(sorted(found.placeholders))}")
+    for line in partials_lines(found, label, raw=raw):
+        click.echo(line)
     labels = prompt.labels if prompt else {}
     for name_of_label, running in sorted((prompt.rollouts if prompt else {}).items()):
         since = f"started {_when(running.started_at)}" + (f" by {running.author}" if running.author else "")
@@ -279,78 +300,51 @@ def show(name: str, label: str | None, version: int | None, text_only: bool, as_
 @json_option
 def render(name: str, label: str | None, version: int | None, variables: tuple[str, ...], as_json: bool) -> None:
     """Render NAME with --var values (every {{variable}} must be given; a chat version's placeholder
-    takes a JSON list of messages: --var 'history=[{"role": "user", "content": "hi"}]')."""
+    takes a JSON list of messages: --var 'history=[{"role": "user", "content": "hi"}]'). Its
+    {{> partials}} are resolved at its label (--version V: at latest), as a client serves it."""
     values: dict[str, Any] = _pairs(variables, "--var", parse_json=False)
     found = _select(name, label, version)
     for slot in found.placeholders & values.keys():
         values[slot] = _json_or_text(values[slot])
     rendered = found.render(**values)
+    used = {"partials": found.partials} if found.partials else {}
     if isinstance(rendered, list):
         if as_json:
-            print_json({"name": name, "version": found.version, "messages": rendered})
+            print_json({"name": name, "version": found.version, "messages": rendered, **used})
         else:
             click.echo(readable(rendered))
         return
     if as_json:
-        print_json({"name": name, "version": found.version, "text": rendered})
+        print_json({"name": name, "version": found.version, "text": rendered, **used})
     else:
         click.echo(rendered, nl=not rendered.endswith("\n"))
 
 
 @click.command(name="list")
+@click.option("--uses", "partial", metavar="PARTIAL", help="Only the prompts including PARTIAL (at any depth).")
 @json_option
-def list_prompts(as_json: bool) -> None:
-    """List every prompt with its newest version and its labels."""
+def list_prompts(partial: str | None, as_json: bool) -> None:
+    """List every prompt with its newest version and its labels (--uses P: those including P)."""
     registry = current_registry(reading=True)
-    prompts = [p for p in (registry.get_prompt(n) for n in registry.list_prompts()) if p is not None]
+    users = None if partial is None else registry.dependents(partial)
+    names = registry.list_prompts() if users is None else sorted(users)
+    prompts = [p for p in (registry.get_prompt(n) for n in names) if p is not None]
     if as_json:
-        print_json([_summary(p) for p in prompts])
+        print_json([{**_summary(p), **({} if users is None else {"includes_at": users[p.name]})} for p in prompts])
         return
     if not prompts:
-        click.echo("no prompts")
+        click.echo("no prompts" if partial is None else f"no prompt includes {partial}")
     for prompt in prompts:
         labels = " ".join(f"{k}={v}" for k, v in sorted(prompt.labels.items()))
         latest = prompt.latest.version if prompt.latest else 0
-        click.echo(f"{prompt.name}  latest={latest}" + (f"  {labels}" if labels else ""))
+        note = "" if users is None or partial is None else uses_note(users[prompt.name], partial)
+        click.echo(f"{prompt.name}  latest={latest}" + (f"  {labels}" if labels else "") + note)
 
 
 def _summary(prompt: Prompt) -> dict[str, Any]:
     data = prompt.model_dump(mode="json", exclude={"versions"})
     data["latest"] = prompt.latest.version if prompt.latest else None
     return data
-
-
-@click.command()
-@click.argument("name")
-@json_option
-def history(name: str, as_json: bool) -> None:
-    """Show the audit trail of NAME: versions added and label moves (who, when, from, to, why)."""
-    registry = current_registry(reading=True)
-    events = registry.history(name)
-    if as_json:
-        print_json([event.model_dump(mode="json") for event in events])
-        return
-    prompt = registry.get_prompt(name)
-    messages = {v.version: v.message for v in prompt.versions} if prompt else {}
-    shares: dict[str | None, float | None] = {}  # the share of each label's rollout, to say "widened"
-    for event in events:
-        if event.action == "create_prompt":
-            what = "created"
-        elif event.action == "add_version":
-            note = messages.get(event.version or 0)
-            what = f"version {event.version}" + (f": {note}" if note else "")
-        elif event.action == "set_compatibility":
-            what = f"compatibility {event.compatibility}" + (f"  ({event.reason})" if event.reason else "")
-        elif event.action in ROLLOUT_ACTIONS:
-            what = describe_rollout_event(event, shares.get(event.label)) + (" [forced]" if event.forced else "")
-            shares[event.label] = event.percent if event.action in ("start_rollout", "set_rollout") else None
-            if event.reason:
-                what += f"  ({event.reason})"
-        else:
-            what = f"{event.action} {_move(event)}" + (" [forced]" if event.forced else "")
-            if event.reason:
-                what += f"  ({event.reason})"
-        click.echo(f"{_when(event.at)}  rev {event.rev:<6} {event.author or '-':<12} {what}")
 
 
 @click.command()
