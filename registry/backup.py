@@ -39,7 +39,7 @@ from promptreg.registry.base import PromptRegistry
 from promptreg.registry.batch import apply_in_batch
 from promptreg.registry.chat import validate_messages
 from promptreg.registry.compatibility import CompatibilityReport, check, deleted_labels, refusal_error
-from promptreg.registry.composition import composes, reference_order
+from promptreg.registry.composition import reference_order
 from promptreg.registry.errors import ImportConflictError, InvalidInputError
 from promptreg.registry.models import Prompt, PromptVersion, utcnow
 from promptreg.registry.sync import describe_refusal, describe_write
@@ -186,17 +186,11 @@ def plan_import(registry: PromptRegistry, data: object) -> ImportPlan:
         if existing is not None and existing.compatibility != "none" and set(prompt.labels) - set(existing.labels):
             deleted = deleted_labels(registry.history(prompt.name))  # a deleted label is checked too
         steps.extend(_plan_prompt(prompt, existing, deleted))
-    # Partials first: each kind of step for every prompt, a prompt after those its versions include
-    # (a version including a partial, or a label it follows, is refused before the partial exists).
+    # Partials first: a prompt's steps (its versions, then its labels) after those of every prompt its
+    # versions include; a version naming a partial's label is refused before that label exists.
     rank = reference_order(prompts)
-    if any(composes(v) for p in prompts for v in p.versions):  # else each prompt's steps stay together
-        steps.sort(key=lambda step: (_PHASES[step.action], rank.get(step.prompt, 0)))
+    steps.sort(key=lambda step: rank.get(step.prompt, 0))  # stable: each prompt's steps keep their order
     return ImportPlan(prompts, tuple(steps))
-
-
-_PHASES = {"create_prompt": 0, "add_version": 1, "abort_rollout": 2, "set_label": 3, "start_rollout": 4,
-           "set_rollout": 4, "set_compatibility": 5}  # fmt: skip
-"""The order of an import's steps, the same for every prompt (:func:`plan_import`)."""
 
 
 def apply_import(

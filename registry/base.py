@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Self
 
 from promptreg.registry.chat import validate_messages
 from promptreg.registry.compatibility import CompatibilityReport, check, deleted_labels, validate_mode
+from promptreg.registry.composition import composes
 from promptreg.registry.errors import (
     InvalidInputError,
     LabelConflictError,
@@ -243,7 +244,10 @@ class PromptRegistry(RolloutWrites, PartialReads, ABC):
         current = prompt.labels.get(label)
         if current is None:
             current = deleted_labels(self._history(name)).get(label)
-        return check(prompt.compatibility, None if current is None else prompt.get_version_by_number(current), target)
+        before = None if current is None else prompt.get_version_by_number(current)
+        if composes(target) or (before is not None and composes(before)):  # as set_label checks it: composed
+            return self._composed_report(prompt, label, before, target)
+        return check(prompt.compatibility, before, target)
 
     # -- reads ----------------------------------------------------------------------------------
 

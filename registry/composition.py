@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from promptreg.registry.chat import ChatTemplate
-from promptreg.registry.compatibility import CompatibilityReport, Interface, compare, reasons, refusal_error
+from promptreg.registry.compatibility import CompatibilityReport, Interface, compare, refusal_error
 from promptreg.registry.errors import (
     CompositionError,
     IncompatibleDependentError,
@@ -200,7 +200,8 @@ def compose(graph: Graph, name: str, label: str, source: Source) -> Composed:
                     raise PartialNotFoundError(name, label, ref.name, None, number)
                 if partial.messages is not None:
                     raise PartialTypeError(name, label, ref.name, f"{ref.name!r} v{number} is a chat prompt")
-                known = texts[ref.name, number] = resolve(partial.prompt_text, (*path, ref.name))
+                known = texts[ref.name, number] = _without_final_newline(resolve(partial.prompt_text,
+                                                                                 (*path, ref.name)))  # fmt: skip
             partials.setdefault(ref.name, number)  # one partial at two versions: the first use's, in text order
             return known
 
@@ -214,6 +215,14 @@ def compose(graph: Graph, name: str, label: str, source: Source) -> Composed:
         for m in source.messages
     )
     return Composed(source.prompt_text, messages, partials, frozenset(follows))
+
+
+def _without_final_newline(text: str) -> str:
+    """A partial is included without one final line break: a file's text ends with one, and
+    ``{{> safety}} Answer...`` should not break the line."""
+    if text.endswith("\r\n"):
+        return text[:-2]
+    return text[:-1] if text.endswith("\n") else text
 
 
 def composes(source: Source) -> bool:
@@ -361,7 +370,7 @@ def check_move(
             if not report.compatible:
                 if not force:
                     raise IncompatibleDependentError(dependent, at, name, label, report.mode, report.added,
-                                                     report.removed, reasons(report))  # fmt: skip
+                                                     report.removed, dependent_reasons(report))  # fmt: skip
                 forced = True
     return forced
 
@@ -372,6 +381,18 @@ def _compose_strict(graph: Graph, name: str, label: str) -> Composed:
     source = graph.version(name, number)
     assert source is not None  # a label points at a version that exists
     return compose(graph, name, label, source)
+
+
+def dependent_reasons(report: CompatibilityReport) -> list[str]:
+    """Why a partial's move changes a dependent's composed interface, one phrase per reason."""
+    why = []
+    if report.added:
+        why.append(f"it would need {', '.join(report.added)}, which its callers do not pass today")
+    if report.kind_changes:
+        why.append(f"{', '.join(report.kind_changes)} would switch between a {{{{variable}}}} and a placeholder")
+    if report.removed:
+        why.append(f"it would no longer take {', '.join(report.removed)}")
+    return why
 
 
 def check_rollout(graph: WriteGraph, name: str, label: str, candidate: int) -> None:

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from promptreg.registry.compatibility import CompatibilityReport, Interface, compare, interface_of
 from promptreg.registry.composition import (
     DependentReport,
     PromptsGraph,
     WriteGraph,
+    compose,
     dependent_reports,
     dependents_index,
     resolve_version,
     served_dependents,
 )
-from promptreg.registry.errors import PromptNotFoundError, VersionNotFoundError
+from promptreg.registry.errors import CompositionError, PromptNotFoundError, VersionNotFoundError
 from promptreg.registry.models import Prompt, PromptVersion
 from promptreg.registry.validation import validate_label, validate_name, validate_version_number
 
@@ -70,6 +72,25 @@ class PartialReads:
             if graph.version(name, version) is None:
                 raise VersionNotFoundError(name, version)
         return dependent_reports(graph, name, label, version)
+
+    def _composed_report(
+        self, prompt: Prompt, label: str, before: PromptVersion | None, target: PromptVersion
+    ) -> CompatibilityReport:
+        """``check_compatibility`` of a move where either version includes partials: the composed
+        interfaces at ``label`` compared, as the write compares them (a side that cannot compose is
+        compared as stored)."""
+        graph = self._graph()
+
+        def interface(version: PromptVersion) -> Interface:
+            try:
+                return compose(graph, prompt.name, label, version).interface
+            except CompositionError:
+                return interface_of(version)
+
+        return compare(
+            prompt.compatibility, None if before is None else interface(before), interface(target), target.version,
+            None if before is None else before.version,
+        )  # fmt: skip
 
     def _resolved(self, name: str, label: str, version: PromptVersion) -> PromptVersion:
         """``version`` composed at ``label`` (what ``get_version(..., resolve=True)`` returns)."""

@@ -226,3 +226,37 @@ def test_export_import_writes_partials_first(backend: Backend, shared: PromptReg
         (p["name"], p["labels"], [v["prompt_text"] for v in p["versions"]]) for p in exported["prompts"]
     ]
     assert "partials" not in copied[0]["versions"][0]  # a stored version's JSON keeps its format
+
+
+def test_check_compatibility_compares_what_set_label_compares(backend: Backend, shared: PromptRegistry) -> None:
+    _prompt(shared, "bot", "Hello.", "{{> safety}} Hello.", labels={"production": 1})
+    shared.set_compatibility("bot", "backward")
+    report = shared.check_compatibility("bot", "production", 2)
+    assert not report.compatible and report.added == ("user",)  # the partial's variable, composed
+    with pytest.raises(IncompatibleVersionError):
+        shared.set_label("bot", "production", 2)
+
+
+def test_a_partial_is_included_without_its_final_newline(shared: PromptRegistry) -> None:
+    _prompt(shared, "footer", "Thanks.\n", labels={"production": 1})
+    _prompt(shared, "bot", "{{> footer}} Bye.\n{{> footer}}", labels={"production": 1})
+    assert shared.get_version("bot", label="production", resolve=True).prompt_text == "Thanks. Bye.\nThanks."
+
+
+def test_the_dependent_refusal_says_what_changes(shared: PromptRegistry) -> None:
+    _prompt(shared, "bot", "{{> safety}}", labels={"production": 1})
+    shared.set_compatibility("bot", "backward")
+    shared.add_version("safety", "{{user}} {{region}}")
+    with pytest.raises(IncompatibleDependentError) as caught:
+        shared.set_label("safety", "production", 3)
+    message = str(caught.value)
+    assert "None" not in message and "'bot' at production" in message and "it would need region" in message
+
+
+def test_import_with_a_fixed_label_reference(backend: Backend, shared: PromptRegistry) -> None:
+    from promptreg.registry.backup import apply_import, export_registry, plan_import
+
+    _prompt(shared, "a-bot", "{{> safety@staging}}", labels={"production": 1})
+    target = backend.other("copy")
+    apply_import(target, plan_import(target, export_registry(shared)))
+    assert target.get_version("a-bot", label="production", resolve=True).prompt_text == "Be very safe, {{user}}."

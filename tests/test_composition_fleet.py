@@ -33,9 +33,7 @@ def live(request: pytest.FixtureRequest, namespace: str, tmp_path: Path) -> Iter
 def _start(backend: Backend, count: int, names: list[str]) -> list[subprocess.Popen[str]]:
     command = [sys.executable, "-m", "tests.composition_client_proc", backend.url, backend.namespace, "production",
                *names]  # fmt: skip
-    return [
-        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(count)
-    ]
+    return [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(count)]
 
 
 def _line(proc: subprocess.Popen[str]) -> dict[str, Any]:

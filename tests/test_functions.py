@@ -311,8 +311,9 @@ def test_every_typed_call_passes_what_its_script_documents() -> None:
     assert {call.script for call in calls} | {IndexPrompts.script} == set(SCRIPTS)
     for call in calls:
         keys, args = _documented(call.script)
-        # + {ns}:revid in KEYS, + the write id and the publish command in ARGV (_commit.lua)
-        assert (len(call.script_keys()) + 1, len(call.script_args()) + 2) == (keys, args), call.script
+        # + {ns}:ix:graph and {ns}:revid in KEYS; + the graph guard's two, the write id and the
+        # publish command in ARGV (_commit.lua)
+        assert (len(call.script_keys()) + 2, len(call.script_args()) + 4) == (keys, args), call.script
         assert all(key.startswith("{t}:") for key in call.script_keys()), call.script  # one slot: the hash tag
     assert SetLabel.reply([b"OK", 7, 2, b"1"]) == Reply(7, previous=2, forced=True)
     assert RollbackLabel.reply([b"OK", 8, 1, 2, b""]) == Reply(8, version=1, previous=2)

@@ -138,6 +138,12 @@ REFUSALS: dict[bytes, Callable[[Refusal], PromptRegistryError]] = {  # an unknow
     b"RETRY": lambda r: RegistryUnavailableError(
         f"prompt {r.name!r}: other writers kept changing it; {ADD_VERSION_ATTEMPTS} tries, nothing written"
     ),
+    b"GRAPH": lambda r: (
+        RegistryUnavailableError(  # redis/partials.py retries first; reached only by a caller that does not
+            f"prompt {r.name!r} is in a composition: the write needs the graph checked at the current revision; "
+            "other writers kept changing it, nothing written"
+        )
+    ),
     b"CORRUPT": lambda r: RegistryCorruptError(f"prompt {r.name!r} is inconsistent in redis (CORRUPT)"),
     b"INCOMPATIBLE": _incompatible,
     b"NOINPUTS": lambda r: RegistryCorruptError(
