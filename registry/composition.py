@@ -13,9 +13,8 @@ deep. The composed text is the dependent's text with each reference replaced by 
 composed text, so a partial's ``{{variables}}`` are variables of the composed prompt.
 
 This module is pure: it resolves over a :class:`Graph`, which each backend (and the client) reads
-its own way. :func:`compose` builds one composition; :func:`check_move` and :func:`check_new_version`
-are the write-time checks every backend runs inside its atomic write (the JSON file under its
-lock, PostgreSQL in its transaction, Redis with the revision it read checked by the script).
+its own way. :func:`compose` builds one composition; the write-time checks every backend runs inside its
+atomic write are in :mod:`promptreg.registry.composition_checks`.
 """
 
 from __future__ import annotations
@@ -26,10 +25,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from promptreg.registry.chat import ChatTemplate
-from promptreg.registry.compatibility import CompatibilityReport, Interface, compare, refusal_error
+from promptreg.registry.compatibility import Interface
 from promptreg.registry.errors import (
-    CompositionError,
-    IncompatibleDependentError,
     PartialCycleError,
     PartialDepthError,
     PartialNotFoundError,
@@ -232,218 +229,6 @@ def composes(source: Source) -> bool:
     return any(MARK in m.get("content", "") for m in source.messages)
 
 
-# -- write-time checks ---------------------------------------------------------------------------
-
-
-class _Overlay:
-    """``graph`` with one label moved (or deleted) and, optionally, one version added."""
-
-    def __init__(self, graph: Graph, name: str, label: str | None, target: int | None,
-                 added: tuple[int, Source] | None = None) -> None:  # fmt: skip
-        self.graph, self.name, self.label, self.target, self.added = graph, name, label, target, added
-
-    def labels(self, name: str) -> Mapping[str, int] | None:
-        labels = self.graph.labels(name)
-        if name != self.name or self.label is None or labels is None:
-            return labels
-        moved = dict(labels)
-        if self.target is None:
-            moved.pop(self.label, None)
-        else:
-            moved[self.label] = self.target
-        return moved
-
-    def version(self, name: str, number: int) -> Source | None:
-        if self.added is not None and name == self.name and number == self.added[0]:
-            return self.added[1]
-        return self.graph.version(name, number)
-
-    def has_rollout(self, name: str, label: str) -> bool:
-        return self.graph.has_rollout(name, label)
-
-
-def dependents_closure(graph: WriteGraph, name: str) -> list[str]:
-    """Every prompt that includes ``name`` directly or through other partials (breadth first), by
-    any of its versions."""
-    seen: dict[str, None] = {}
-    todo = list(graph.dependents(name))
-    while todo:
-        other = todo.pop(0)
-        if other == name or other in seen:
-            continue
-        seen[other] = None
-        todo.extend(graph.dependents(other))
-    return list(seen)
-
-
-def served_dependents(graph: WriteGraph, name: str, label: str | None = None) -> dict[str, dict[str, int]]:
-    """``dependent -> {label: version}``: the labels whose composition includes ``name`` (at
-    ``label``, or at any label when ``None``), at any depth. ``latest`` is left out."""
-    found: dict[str, dict[str, int]] = {}
-    closure = dependents_closure(graph, name)
-    graph.prefetch(closure)
-    for dependent in closure:
-        labels = graph.labels(dependent) or {}
-        for at in sorted(labels):
-            composed = None if at == "latest" else _composition(graph, dependent, at)
-            if composed is None or name not in composed.partials:
-                continue
-            if label is None or (name, label) in composed.follows:
-                found.setdefault(dependent, {})[at] = labels[at]
-    return found
-
-
-def _composition(graph: Graph, name: str, label: str) -> Composed | None:
-    """The composition ``name`` serves at ``label`` (``None``: no such label, or it cannot compose)."""
-    labels = graph.labels(name)
-    number = None if labels is None else labels.get(label)
-    source = None if number is None else graph.version(name, number)
-    if source is None:
-        return None
-    try:
-        return compose(graph, name, label, source)
-    except CompositionError:
-        return None
-
-
-def check_move(
-    graph: WriteGraph,
-    name: str,
-    label: str,
-    target: int | None,
-    *,
-    force: bool = False,
-) -> bool:
-    """Check moving ``label`` of ``name`` to ``target`` (``None``: deleting it) against the graph:
-    the prompt's own composition there, and every dependent served at a label whose composition
-    follows this label. Returns whether the move goes through only by ``force``.
-
-    A missing partial (a dependent left without its partial at that label, or a target including a
-    partial that has no such label) is refused unless ``force``; a cycle, a depth over
-    :data:`MAX_DEPTH` or a chat partial always. A dependent whose composed interface the move
-    changes in a way its compatibility mode (``modes``; absent: ``none``) refuses is
-    :class:`~promptreg.IncompatibleDependentError` unless ``force``.
-    """
-    after = _Overlay(graph, name, label, target)
-    forced = False
-    if target is not None:
-        source = graph.version(name, target)
-        if source is not None and composes(source):
-            try:
-                mine = compose(after, name, label, source)
-            except PartialNotFoundError:
-                if not force:
-                    raise
-                forced = True
-            else:
-                before = _composition(graph, name, label)
-                mode = graph.mode(name)
-                if before is not None and mode != "none":
-                    current = (graph.labels(name) or {}).get(label)
-                    report = compare(mode, before.interface, mine.interface, target, current)
-                    if not report.compatible:
-                        if not force:
-                            raise refusal_error(name, label, report)
-                        forced = True
-    moved = (name, label)
-    closure = dependents_closure(graph, name)
-    graph.prefetch(closure)
-    for dependent in closure:
-        for at in sorted(graph.labels(dependent) or {}):
-            if at == "latest":  # moves with every new version, never checked (as for any prompt)
-                continue
-            before = _composition(graph, dependent, at)
-            if before is None or moved not in before.follows:  # follows holds the pairs at every depth
-                continue
-            try:
-                now = _compose_strict(after, dependent, at)
-            except PartialNotFoundError as exc:
-                if not force:
-                    raise PartialNotFoundError(dependent, at, exc.partial, exc.partial_label, exc.partial_version,
-                                               moved=moved) from None  # fmt: skip
-                forced = True
-                continue
-            mode = graph.mode(dependent)
-            if mode == "none":
-                continue
-            report = compare(mode, before.interface, now.interface)
-            if not report.compatible:
-                if not force:
-                    raise IncompatibleDependentError(dependent, at, name, label, report.mode, report.added,
-                                                     report.removed, dependent_reasons(report))  # fmt: skip
-                forced = True
-    return forced
-
-
-def _compose_strict(graph: Graph, name: str, label: str) -> Composed:
-    labels = graph.labels(name) or {}
-    number = labels[label]
-    source = graph.version(name, number)
-    assert source is not None  # a label points at a version that exists
-    return compose(graph, name, label, source)
-
-
-def dependent_reasons(report: CompatibilityReport) -> list[str]:
-    """Why a partial's move changes a dependent's composed interface, one phrase per reason."""
-    why = []
-    if report.added:
-        why.append(f"it would need {', '.join(report.added)}, which its callers do not pass today")
-    if report.kind_changes:
-        why.append(f"{', '.join(report.kind_changes)} would switch between a {{{{variable}}}} and a placeholder")
-    if report.removed:
-        why.append(f"it would no longer take {', '.join(report.removed)}")
-    return why
-
-
-def check_rollout(graph: WriteGraph, name: str, label: str, candidate: int) -> None:
-    """Refuse a rollout on a label a composition follows, or of a version that includes partials:
-    a composition is one text, not a split (:class:`~promptreg.PartialTypeError`)."""
-    labels = graph.labels(name) or {}
-    for number in (labels.get(label), candidate):
-        source = None if number is None else graph.version(name, number)
-        if source is not None and composes(source):
-            why = f"v{number} includes partials: a rollout cannot split a composition"
-            raise PartialTypeError(name, label, name, why)
-    users = served_dependents(graph, name, label)
-    if users:
-        first = sorted(users)[0]
-        raise PartialTypeError(first, label, name, f"label {label!r} of {name!r} is included by {first!r}: "
-                               "a partial's label cannot be split by a rollout")  # fmt: skip
-
-
-def check_new_version(graph: Graph, name: str, number: int, source: Source) -> None:
-    """Check a version about to be added: every partial it includes exists (with the fixed label or
-    version it names), and, at every label where its partials are all found, it composes (no
-    cycle, no depth over :data:`MAX_DEPTH`, no chat partial). Raises as :func:`compose`."""
-    refs = version_references(source.prompt_text, source.messages)
-    if not refs:
-        return
-    after = _Overlay(graph, name, None, None, (number, source))
-    labels: set[str] = set()
-    for ref in refs:
-        if ref.name == name:
-            raise PartialCycleError(name, None, (name, name))
-        found = graph.labels(ref.name)
-        if found is None:
-            raise PartialNotFoundError(name, None, ref.name, None, None)
-        if ref.version is not None:
-            if graph.version(ref.name, ref.version) is None:
-                raise PartialNotFoundError(name, None, ref.name, None, ref.version)
-        elif ref.label is not None:
-            if ref.label not in found:
-                raise PartialNotFoundError(name, None, ref.name, ref.label, None)
-        else:
-            labels.update(found)
-    for label in sorted(labels or {"latest"}):
-        try:
-            compose(after, name, label, source)
-        except PartialNotFoundError:
-            continue  # that partial may be given this label later; the move of this version checks it
-        except PartialTypeError as exc:
-            if not exc.rollout:  # a rollout ends; the move of this version checks it
-                raise
-
-
 # -- reading a registry as a graph ----------------------------------------------------------------
 
 
@@ -512,43 +297,6 @@ def resolve_version(graph: Graph, name: str, label: str, version: PromptVersion)
     return version.model_copy(
         update={"prompt_text": composed.prompt_text, "messages": composed.messages, "partials": composed.partials}
     )
-
-
-@dataclass(frozen=True, slots=True)
-class DependentReport:
-    """How moving a partial's label changes one dependent at one label (:func:`dependent_reports`):
-    ``report`` compares its composed interface before and after; ``error`` says why it would no
-    longer compose (a missing partial, a cycle, ...), else ``None``."""
-
-    dependent: str
-    label: str
-    version: int
-    report: CompatibilityReport | None
-    error: str | None = None
-
-
-def dependent_reports(graph: WriteGraph, name: str, label: str, target: int | None) -> list[DependentReport]:
-    """What moving ``label`` of ``name`` to ``target`` (``None``: deleting it) does to every
-    dependent whose composition follows it; writes nothing (what ``promptreg check`` shows)."""
-    after = _Overlay(graph, name, label, target)
-    found: list[DependentReport] = []
-    moved = (name, label)
-    closure = dependents_closure(graph, name)
-    graph.prefetch(closure)
-    for dependent in closure:
-        labels = graph.labels(dependent) or {}
-        for at in sorted(labels):
-            before = None if at == "latest" else _composition(graph, dependent, at)
-            if before is None or moved not in before.follows:
-                continue
-            try:
-                now = _compose_strict(after, dependent, at)
-            except CompositionError as exc:
-                found.append(DependentReport(dependent, at, labels[at], None, str(exc)))
-                continue
-            report = compare(graph.mode(dependent), before.interface, now.interface)
-            found.append(DependentReport(dependent, at, labels[at], report))
-    return found
 
 
 def reference_order(prompts: Iterable[Prompt]) -> dict[str, int]:

@@ -33,8 +33,8 @@ from typing import Any, Final, NamedTuple, TypeVar
 
 from promptreg.registry.atomic_file import write_atomically
 from promptreg.registry.base import PromptRegistry, check_expected
-from promptreg.registry.composition import check_move as check_graph
-from promptreg.registry.composition import check_new_version
+from promptreg.registry.composition_checks import check_move as check_graph
+from promptreg.registry.composition_checks import check_new_version
 from promptreg.registry.errors import (
     InvalidInputError,
     LabelNotFoundError,

@@ -7,7 +7,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from promptreg.registry.compatibility import enforce
-from promptreg.registry.composition import PromptsGraph, WriteGraph, check_rollout, uses
+from promptreg.registry.composition import PromptsGraph, WriteGraph, uses
+from promptreg.registry.composition_checks import check_rollout
 from promptreg.registry.errors import PromptNotFoundError, RolloutActiveError
 from promptreg.registry.file_format import StoredPrompt, StoredState
 from promptreg.registry.models import AuditAction, AuditEvent, CompatibilityMode, Prompt, Rollout

@@ -10,17 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from promptreg.registry.compatibility import CompatibilityReport, Interface, compare, interface_of
-from promptreg.registry.composition import (
-    DependentReport,
-    PromptsGraph,
-    WriteGraph,
-    compose,
-    dependent_reports,
-    dependents_index,
-    resolve_version,
-    served_dependents,
-)
+from promptreg.registry.compatibility import CompatibilityReport, check, compare
+from promptreg.registry.composition import PromptsGraph, WriteGraph, compose, dependents_index, resolve_version
+from promptreg.registry.composition_checks import DependentReport, dependent_reports, served_dependents
 from promptreg.registry.errors import CompositionError, PromptNotFoundError, VersionNotFoundError
 from promptreg.registry.models import Prompt, PromptVersion
 from promptreg.registry.validation import validate_label, validate_name, validate_version_number
@@ -77,20 +69,17 @@ class PartialReads:
         self, prompt: Prompt, label: str, before: PromptVersion | None, target: PromptVersion
     ) -> CompatibilityReport:
         """``check_compatibility`` of a move where either version includes partials: the composed
-        interfaces at ``label`` compared, as the write compares them (a side that cannot compose is
-        compared as stored)."""
+        interfaces at ``label`` compared, as the write compares them (the versions as stored when
+        one cannot compose there: that move is refused anyway, unless forced)."""
         graph = self._graph()
-
-        def interface(version: PromptVersion) -> Interface:
-            try:
-                return compose(graph, prompt.name, label, version).interface
-            except CompositionError:
-                return interface_of(version)
-
+        try:
+            after = compose(graph, prompt.name, label, target).interface
+            before_interface = None if before is None else compose(graph, prompt.name, label, before).interface
+        except CompositionError:  # the move itself is refused (unless forced): compare them as stored
+            return check(prompt.compatibility, before, target)
         return compare(
-            prompt.compatibility, None if before is None else interface(before), interface(target), target.version,
-            None if before is None else before.version,
-        )  # fmt: skip
+            prompt.compatibility, before_interface, after, target.version, None if before is None else before.version
+        )
 
     def _resolved(self, name: str, label: str, version: PromptVersion) -> PromptVersion:
         """``version`` composed at ``label`` (what ``get_version(..., resolve=True)`` returns)."""

@@ -12,8 +12,8 @@ that does not exist yet, or a label move that leaves a dependent without its par
   registry, naming the chain.
 - :func:`check_plan` plays the plan's writes over the registry as composition reads it
   (:class:`PlannedGraph`: the registry with the plan's versions and label moves laid over it) and
-  runs the checks each backend runs inside its write (:func:`~promptreg.registry.composition.check_new_version`,
-  :func:`~promptreg.registry.composition.check_move`). What only ``force`` lets through (a move
+  runs the checks each backend runs inside its write (:func:`~promptreg.registry.composition_checks.check_new_version`,
+  :func:`~promptreg.registry.composition_checks.check_move`). What only ``force`` lets through (a move
   whose dependents' compatibility refuses it, or that leaves one without its partial) is returned
   per step, for the plan to show and refuse; anything else (a missing partial, a cycle through the
   registry, nesting deeper than the limit, a chat partial) is a :class:`~promptreg.PromptFileError`
@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from promptreg.registry.base import PromptRegistry
-from promptreg.registry.composition import Source, WriteGraph, check_move, check_new_version, uses
+from promptreg.registry.composition import Source, WriteGraph, uses
+from promptreg.registry.composition_checks import check_move, check_new_version
 from promptreg.registry.errors import (
     CompositionError,
     IncompatibleDependentError,

@@ -11,9 +11,8 @@ import click
 from promptreg.registry.cli.options import author_option, current_registry, json_option, print_json
 from promptreg.registry.cli.partials import (
     any_refused,
-    composed_check,
+    composition_error,
     dependent_rows,
-    print_composed,
     print_dependent_reports,
 )
 
@@ -33,12 +32,12 @@ def check(name: str, label: str, version: int, as_json: bool) -> None:
     """
     registry = current_registry(reading=True)
     report = registry.check_compatibility(name, label, version)
-    composed, unresolved = composed_check(registry, name, label, version)
+    unresolved = composition_error(registry, name, label, version)
     dependents = registry.check_dependents(name, label, version)
-    passes = report.compatible and (composed is None or composed.compatible) and unresolved is None
+    passes = report.compatible and unresolved is None
     if as_json:
-        print_json({**asdict(report), "compatible": passes, "composed": None if composed is None else asdict(composed),
-                    "composed_error": unresolved, "dependents": dependent_rows(dependents)})  # fmt: skip
+        print_json({**asdict(report), "compatible": passes, "composed_error": unresolved,
+                    "dependents": dependent_rows(dependents)})  # fmt: skip
     else:
         before = "unset" if report.current_version is None else str(report.current_version)
         prompt = registry.get_prompt(name)
@@ -54,7 +53,8 @@ def check(name: str, label: str, version: int, as_json: bool) -> None:
             click.echo(f"  variable <-> placeholder: {', '.join(report.kind_changes)}")
         if report.removed:
             click.echo(f"  no longer takes: {', '.join(report.removed)}")
-        print_composed(composed, unresolved, report)
+        if unresolved is not None:
+            click.echo(f"  composed with its partials: REFUSED: {unresolved}")
         print_dependent_reports(name, label, dependents)
     if not passes or any_refused(dependents):
         raise click.exceptions.Exit(1)

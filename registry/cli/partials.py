@@ -18,8 +18,9 @@ import click
 
 from promptreg.registry.base import PromptRegistry
 from promptreg.registry.cli.options import print_json
-from promptreg.registry.compatibility import CompatibilityReport, compare
-from promptreg.registry.composition import DependentReport, PromptsGraph, compose, composes, uses, version_references
+from promptreg.registry.compatibility import CompatibilityReport
+from promptreg.registry.composition import PromptsGraph, compose, composes, uses, version_references
+from promptreg.registry.composition_checks import DependentReport
 from promptreg.registry.errors import CompositionError, PartialNotFoundError
 from promptreg.registry.models import PromptVersion
 from promptreg.registry.validation import LATEST
@@ -121,32 +122,19 @@ def dependent_rows(reports: Iterable[DependentReport]) -> list[dict[str, Any]]:
     return rows
 
 
-def composed_check(
-    registry: PromptRegistry, name: str, label: str, version: int
-) -> tuple[CompatibilityReport | None, str | None]:
-    """What a move of ``label`` to ``version`` does to the prompt's *composed* interface, which the
-    backends check as well when ``version`` includes partials (``check_compatibility`` compares the
-    versions as stored): ``(report, None)``; ``(None, why)`` when it would not compose at ``label``
-    (refused unless forced); ``(None, None)`` when there is nothing to check (no partials, a label
-    not set, a current version that does not compose)."""
+def composition_error(registry: PromptRegistry, name: str, label: str, version: int) -> str | None:
+    """Why ``version`` would not compose at ``label`` (refused unless forced), or ``None``: what
+    ``check`` adds to :meth:`~promptreg.PromptRegistry.check_compatibility`, which compares the
+    composed interfaces when the move involves partials but does not refuse."""
     prompt = registry.get_prompt(name)
     target = None if prompt is None else prompt.get_version_by_number(version)
     if prompt is None or target is None or not composes(target):
-        return None, None
-    graph = PromptsGraph(registry.get_prompt, dict)  # compose reads prompts only, never the index
+        return None
     try:
-        after = compose(graph, name, label, target)
+        compose(PromptsGraph(registry.get_prompt, dict), name, label, target)  # compose reads no index
     except CompositionError as exc:
-        return None, str(exc)
-    current = prompt.labels.get(label)
-    source = None if current is None else prompt.get_version_by_number(current)
-    if source is None:
-        return None, None
-    try:
-        before = compose(graph, name, label, source)
-    except CompositionError:
-        return None, None
-    return compare(prompt.compatibility, before.interface, after.interface, version, current), None
+        return str(exc)
+    return None
 
 
 def _order(found: DependentReport) -> tuple[str, str]:
@@ -186,15 +174,6 @@ def _details(report: CompatibilityReport) -> list[str]:
     if report.removed:
         details.append(f"no longer takes {', '.join(report.removed)}")
     return details
-
-
-def print_composed(composed: CompatibilityReport | None, unresolved: str | None, report: CompatibilityReport) -> None:
-    """``check``'s line about the move composed with its partials (:func:`composed_check`), when it
-    says more than ``report`` (the versions as stored)."""
-    if unresolved is not None:
-        click.echo(f"  composed with its partials: REFUSED: {unresolved}")
-    elif composed is not None and _details(composed) != _details(report):
-        click.echo(f"  composed with its partials: {'; '.join(_details(composed)) or 'the same inputs'}")
 
 
 def any_refused(reports: Iterable[DependentReport]) -> bool:

@@ -29,16 +29,8 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from promptreg.registry.composition import (
-    DependentReport,
-    Source,
-    WriteGraph,
-    check_move,
-    check_new_version,
-    check_rollout,
-    composes,
-    uses,
-)
+from promptreg.registry.composition import Source, WriteGraph, composes, uses
+from promptreg.registry.composition_checks import DependentReport, check_move, check_new_version, check_rollout
 from promptreg.registry.models import CompatibilityMode, PromptVersion
 from promptreg.registry.partials import PartialReads
 from promptreg.registry.postgres.schema import LATEST_SCHEMA, MAY_INCLUDE

@@ -9,7 +9,8 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from promptreg.registry.composition import WriteGraph, check_rollout
+from promptreg.registry.composition import WriteGraph
+from promptreg.registry.composition_checks import check_rollout
 from promptreg.registry.errors import RegistryCorruptError
 from promptreg.registry.models import AuditEvent, Rollout
 from promptreg.registry.redis.calls import Placed, Reply, RolloutCall
@@ -92,7 +93,7 @@ class RedisRollouts:
         head = pack_static_part(op, name, label, author, at.timestamp(), percent)
         call = RolloutCall(self.keys, op, name, label, candidate, stable, points, at.isoformat(), author, reason, head,
                            force)  # fmt: skip
-        if op == "start_rollout":  # a rollout cannot split a composition (composition.check_rollout)
+        if op == "start_rollout":  # a rollout cannot split a composition (composition_checks.check_rollout)
             (call, result), _ = self._guarded(
                 lambda guard: self._run_placed(call, guard), result_of,
                 unforced(lambda graph: check_rollout(graph, name, label, candidate)),

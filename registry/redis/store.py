@@ -22,8 +22,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from promptreg.registry.base import PromptRegistry
-from promptreg.registry.composition import WriteGraph, check_new_version, uses
-from promptreg.registry.composition import check_move as check_graph
+from promptreg.registry.composition import WriteGraph, uses
+from promptreg.registry.composition_checks import check_move as check_graph
+from promptreg.registry.composition_checks import check_new_version
 from promptreg.registry.errors import (
     InvalidInputError,
     LabelNotFoundError,
