@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from promptreg.client.cached_version import CachedVersion
 from promptreg.client.pointers import with_change
 from promptreg.client.views import KeyedView, LookupView, move
-from promptreg.registry.composition import MARK, Composed, compose
+from promptreg.registry.composition import MARK, Composed, Memo, compose
 from promptreg.registry.errors import CompositionError, PartialNotFoundError
 from promptreg.registry.models import PromptVersion
 from promptreg.registry.template import compile_template
@@ -99,6 +99,8 @@ class _State:
         self.pointers, self.versions, self.rollouts, self.fetch = pointers, versions, rollouts, fetch
         self.strict = strict
         self.fetched: dict[tuple[str, int], CachedVersion] = {}
+        self.memo: Memo = {}
+        """The partials resolved on this state, shared by its compositions (one partial, 1,000 dependents)."""
 
     def labels(self, name: str) -> Mapping[str, int] | None:
         return self.pointers.get(name)
@@ -196,7 +198,7 @@ def outcome(state: _State, name: str, label: str, version: CachedVersion) -> Out
     if not composes(version):
         return version, frozenset(), None
     try:
-        composed = compose(state, name, label, version)
+        composed = compose(state, name, label, version, state.memo)
     except CompositionError as exc:
         follows: frozenset[Pair] = frozenset()
         if isinstance(exc, PartialNotFoundError):  # recomposed when the partial (or its label) appears

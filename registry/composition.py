@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from promptreg.registry.chat import ChatTemplate
 from promptreg.registry.compatibility import Interface
@@ -153,21 +153,34 @@ class Composed:
         return Interface("chat", chat.variables, chat.placeholders)
 
 
-def compose(graph: Graph, name: str, label: str, source: Source) -> Composed:
+class Included(NamedTuple):
+    """One partial resolved at one label, as :func:`compose` includes it: its composed ``text``, the
+    ``partials`` it includes in turn (in order of first use), the ``follows`` pairs, every ``names``
+    in it and its ``height`` (how deep its own includes go: 0 for none)."""
+
+    text: str
+    partials: tuple[tuple[str, int], ...]
+    follows: frozenset[tuple[str, str]]
+    names: frozenset[str]
+    height: int
+
+
+Memo = dict[tuple[str, str, int], Included]
+"""``(label, partial, version) -> Included``: partials resolved on one state of a graph, shared by the
+compositions of that state (1,000 dependents of one partial resolve it once)."""
+
+
+def compose(graph: Graph, name: str, label: str, source: Source, memo: Memo | None = None) -> Composed:
     """``source`` (a version of ``name``) with its references resolved at ``label``.
 
-    Raises :class:`~promptreg.PartialNotFoundError` (a partial, its label or its version missing),
-    :class:`~promptreg.PartialTypeError` (a chat partial, or a partial label with a rollout),
-    :class:`~promptreg.PartialCycleError` or :class:`~promptreg.PartialDepthError`.
+    ``memo`` shares the partials resolved between compositions on the same state of ``graph`` (a
+    fresh dict for each state). Raises :class:`~promptreg.PartialNotFoundError` (a partial, its label
+    or its version missing), :class:`~promptreg.PartialTypeError` (a chat partial, or a partial
+    label with a rollout), :class:`~promptreg.PartialCycleError` or :class:`~promptreg.PartialDepthError`.
     """
-    partials: dict[str, int] = {}
-    follows: set[tuple[str, str]] = set()
-    texts: dict[tuple[str, int], str] = {}
+    known: Memo = {} if memo is None else memo
 
-    def resolve(text: str, path: tuple[str, ...]) -> str:
-        if MARK not in text:
-            return text
-
+    def resolve(text: str, path: tuple[str, ...], partials: dict[str, int], follows: set[tuple[str, str]]) -> str:
         def include(match: re.Match[str]) -> str:
             ref = _reference(match)
             if ref.name in path:
@@ -188,27 +201,46 @@ def compose(graph: Graph, name: str, label: str, source: Source) -> Composed:
                         name, label, ref.name, f"label {at!r} of {ref.name!r} has a rollout running", rollout=True
                     )
                 follows.add((ref.name, at))
-            known = texts.get((ref.name, number))
-            if known is None:
-                partial = graph.version(ref.name, number)
-                if partial is None:
-                    if graph.labels(ref.name) is None:
-                        raise PartialNotFoundError(name, label, ref.name, None, None)
-                    raise PartialNotFoundError(name, label, ref.name, None, number)
-                if partial.messages is not None:
-                    raise PartialTypeError(name, label, ref.name, f"{ref.name!r} v{number} is a chat prompt")
-                known = texts[ref.name, number] = _without_final_newline(resolve(partial.prompt_text,
-                                                                                 (*path, ref.name)))  # fmt: skip
+            found = known.get((label, ref.name, number))
+            if found is None:
+                found = known[label, ref.name, number] = included(ref.name, number, (*path, ref.name))
+            else:  # resolved for another composition: its cycles and depth measured against this path
+                repeated = found.names.intersection(path)
+                if repeated:
+                    raise PartialCycleError(name, label, (*path, ref.name, min(repeated)))
+                if len(path) + found.height > MAX_DEPTH:
+                    raise PartialDepthError(name, label, (*path, ref.name), MAX_DEPTH)
             partials.setdefault(ref.name, number)  # one partial at two versions: the first use's, in text order
-            return known
+            for other, version in found.partials:
+                partials.setdefault(other, version)
+            follows.update(found.follows)
+            return found.text
 
-        return REFERENCE.sub(include, text)
+        return REFERENCE.sub(include, text) if MARK in text else text
 
+    def included(partial_name: str, number: int, path: tuple[str, ...]) -> Included:
+        partial = graph.version(partial_name, number)
+        if partial is None:
+            if graph.labels(partial_name) is None:
+                raise PartialNotFoundError(name, label, partial_name, None, None)
+            raise PartialNotFoundError(name, label, partial_name, None, number)
+        if partial.messages is not None:
+            raise PartialTypeError(name, label, partial_name, f"{partial_name!r} v{number} is a chat prompt")
+        inner: dict[str, int] = {}
+        inner_follows: set[tuple[str, str]] = set()
+        text = _without_final_newline(resolve(partial.prompt_text, path, inner, inner_follows))
+        nested = [known[label, other, version] for other, version in inner.items() if (label, other, version) in known]
+        height = 1 + max((found.height for found in nested), default=-1) if inner else 0
+        names = frozenset({partial_name, *inner})
+        return Included(text, tuple(inner.items()), frozenset(inner_follows), names, height)
+
+    partials: dict[str, int] = {}
+    follows: set[tuple[str, str]] = set()
     start = (name,)
     if source.messages is None:
-        return Composed(resolve(source.prompt_text, start), None, partials, frozenset(follows))
+        return Composed(resolve(source.prompt_text, start, partials, follows), None, partials, frozenset(follows))
     messages = tuple(
-        {**m, "content": resolve(m["content"], start)} if "content" in m and MARK in m["content"] else m
+        {**m, "content": resolve(m["content"], start, partials, follows)} if MARK in m.get("content", "") else m
         for m in source.messages
     )
     return Composed(source.prompt_text, messages, partials, frozenset(follows))

@@ -13,6 +13,7 @@ from promptreg.registry.compatibility import CompatibilityReport, compare, refus
 from promptreg.registry.composition import (
     Composed,
     Graph,
+    Memo,
     Source,
     WriteGraph,
     compose,
@@ -80,10 +81,11 @@ def served_dependents(graph: WriteGraph, name: str, label: str | None = None) ->
     found: dict[str, dict[str, int]] = {}
     closure = dependents_closure(graph, name)
     graph.prefetch(closure)
+    memo: Memo = {}
     for dependent in closure:
         labels = graph.labels(dependent) or {}
         for at in sorted(labels):
-            composed = None if at == "latest" else _composition(graph, dependent, at)
+            composed = None if at == "latest" else _composition(graph, dependent, at, memo)
             if composed is None or name not in composed.partials:
                 continue
             if label is None or (name, label) in composed.follows:
@@ -91,7 +93,7 @@ def served_dependents(graph: WriteGraph, name: str, label: str | None = None) ->
     return found
 
 
-def _composition(graph: Graph, name: str, label: str) -> Composed | None:
+def _composition(graph: Graph, name: str, label: str, memo: Memo | None = None) -> Composed | None:
     """The composition ``name`` serves at ``label`` (``None``: no such label, or it cannot compose)."""
     labels = graph.labels(name)
     number = None if labels is None else labels.get(label)
@@ -99,7 +101,7 @@ def _composition(graph: Graph, name: str, label: str) -> Composed | None:
     if source is None:
         return None
     try:
-        return compose(graph, name, label, source)
+        return compose(graph, name, label, source, memo)
     except CompositionError:
         return None
 
@@ -123,12 +125,13 @@ def check_move(
     :class:`~promptreg.IncompatibleDependentError` unless ``force``.
     """
     after = _Overlay(graph, name, label, target)
+    after_memo: Memo = {}  # each state shares its partials between the compositions on it
     forced = False
     if target is not None:
         source = graph.version(name, target)
         if source is not None and composes(source):
             try:
-                mine = compose(after, name, label, source)
+                mine = compose(after, name, label, source, after_memo)
             except PartialNotFoundError:
                 if not force:
                     raise
@@ -145,7 +148,7 @@ def check_move(
                         forced = True
     for dependent, at, _version, before in _followers(graph, name, label):
         try:
-            now = _compose_strict(after, dependent, at)
+            now = _compose_strict(after, dependent, at, after_memo)
         except PartialNotFoundError as exc:
             if not force:
                 raise PartialNotFoundError(dependent, at, exc.partial, exc.partial_label, exc.partial_version,
@@ -168,20 +171,21 @@ def _followers(graph: WriteGraph, name: str, label: str) -> Iterator[tuple[str, 
     moved = (name, label)
     closure = dependents_closure(graph, name)
     graph.prefetch(closure)
+    memo: Memo = {}
     for dependent in closure:
         labels = graph.labels(dependent) or {}
         for at in sorted(labels):
-            before = None if at == "latest" else _composition(graph, dependent, at)
+            before = None if at == "latest" else _composition(graph, dependent, at, memo)
             if before is not None and moved in before.follows:
                 yield dependent, at, labels[at], before
 
 
-def _compose_strict(graph: Graph, name: str, label: str) -> Composed:
+def _compose_strict(graph: Graph, name: str, label: str, memo: Memo | None = None) -> Composed:
     labels = graph.labels(name) or {}
     number = labels[label]
     source = graph.version(name, number)
     assert source is not None  # a label points at a version that exists
-    return compose(graph, name, label, source)
+    return compose(graph, name, label, source, memo)
 
 
 def dependent_reasons(report: CompatibilityReport) -> list[str]:
@@ -262,10 +266,11 @@ def dependent_reports(graph: WriteGraph, name: str, label: str, target: int | No
     """What moving ``label`` of ``name`` to ``target`` (``None``: deleting it) does to every
     dependent whose composition follows it; writes nothing (what ``promptreg check`` shows)."""
     after = _Overlay(graph, name, label, target)
+    after_memo: Memo = {}
     found: list[DependentReport] = []
     for dependent, at, version, before in _followers(graph, name, label):
         try:
-            now = _compose_strict(after, dependent, at)
+            now = _compose_strict(after, dependent, at, after_memo)
         except CompositionError as exc:
             found.append(DependentReport(dependent, at, version, None, str(exc)))
             continue

@@ -15,8 +15,9 @@ from promptreg.registry import (
     PartialNotFoundError,
     PartialTypeError,
     PromptRegistry,
+    PromptVersion,
 )
-from promptreg.registry.composition import MAX_DEPTH, Reference, references
+from promptreg.registry.composition import MAX_DEPTH, Memo, Reference, compose, references
 from tests.backends import Backend
 
 
@@ -260,3 +261,41 @@ def test_import_with_a_fixed_label_reference(backend: Backend, shared: PromptReg
     target = backend.other("copy")
     apply_import(target, plan_import(target, export_registry(shared)))
     assert target.get_version("a-bot", label="production", resolve=True).prompt_text == "Be very safe, {{user}}."
+
+
+class _Graph:
+    """A graph in a dict: ``name -> (labels, {number: text})``."""
+
+    def __init__(self, prompts: dict[str, tuple[dict[str, int], dict[int, str]]]) -> None:
+        self.prompts = prompts
+
+    def labels(self, name: str) -> dict[str, int] | None:
+        found = self.prompts.get(name)
+        return None if found is None else found[0]
+
+    def version(self, name: str, number: int) -> PromptVersion | None:
+        found = self.prompts.get(name)
+        text = None if found is None else found[1].get(number)
+        return None if text is None else PromptVersion(version=number, prompt_text=text)
+
+    def has_rollout(self, name: str, label: str) -> bool:
+        return False
+
+
+def test_a_shared_memo_gives_the_same_compositions_and_refusals() -> None:
+    chain = {f"p{i}": ({"production": 1}, {1: f"{{{{> p{i - 1}}}}}" if i else "leaf"}) for i in range(MAX_DEPTH + 1)}
+    graph = _Graph({**chain, "a": ({"production": 1}, {1: "A {{> b}}"}), "b": ({"production": 1}, {1: "B {{> c}}"}),
+                    "c": ({"production": 1}, {1: "C"})})  # fmt: skip
+    memo: Memo = {}
+    top = graph.version(f"p{MAX_DEPTH}", 1)
+    assert top is not None and compose(graph, f"p{MAX_DEPTH}", "production", top, memo).prompt_text == "leaf"
+    deeper = PromptVersion(version=1, prompt_text=f"{{{{> p{MAX_DEPTH}}}}}")
+    with pytest.raises(PartialDepthError):  # p8's height comes from the memo: still measured on this path
+        compose(graph, "q", "production", deeper, memo)
+    first = compose(graph, "a", "production", PromptVersion(version=1, prompt_text="A {{> b}}"), memo)
+    again = compose(graph, "x", "production", PromptVersion(version=1, prompt_text="{{> b}} {{> a}}"), memo)
+    assert (first.prompt_text, first.partials) == ("A B C", {"b": 1, "c": 1})
+    followed = frozenset({("a", "production"), ("b", "production"), ("c", "production")})
+    assert (again.prompt_text, again.partials, again.follows) == ("B C A B C", {"b": 1, "c": 1, "a": 1}, followed)
+    with pytest.raises(PartialCycleError):  # c includes b, whose memo entry includes c
+        compose(graph, "c", "production", PromptVersion(version=2, prompt_text="{{> b}}"), memo)
