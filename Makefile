@@ -49,6 +49,7 @@ bench: $(VENV)/.installed-dev  # every benchmark, full size (docs/performance.md
 	$(BIN)/python -m benchmarks.propagation --backend both
 	$(BIN)/python -m benchmarks.propagation --topology replicas
 	$(BIN)/python -m benchmarks.propagation --topology cluster
+	$(BIN)/python -m benchmarks.composition
 	$(BIN)/python -m benchmarks.writes --backend both
 	$(BIN)/python -m benchmarks.fleet
 	$(BIN)/python -m benchmarks.failover
