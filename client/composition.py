@@ -167,6 +167,12 @@ class Compositions:
 
     def record(self, pair: Pair, follows: frozenset[Pair], error: CompositionError | None) -> None:
         """Remember what ``pair`` follows now (replacing what it followed) and whether it broke."""
+        if self.follows.get(pair) == follows and follows:  # a partial moved: still the same pairs followed
+            if error is None:
+                self.broken.pop(pair, None)
+            else:
+                self.broken[pair] = error
+            return
         for old in self.follows.pop(pair, ()):
             found = self.followers.get(old)
             if found is not None:

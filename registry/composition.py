@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import NamedTuple, Protocol
 
 from promptreg.registry.chat import ChatTemplate
@@ -60,12 +61,23 @@ class Reference:
 
 
 def _reference(match: re.Match[str]) -> Reference:
-    name, at = match.group(1), match.group(2)
+    return _made(match.group(1), match.group(2))
+
+
+def _made(name: str, at: str | None) -> Reference:
     if at is None:
         return Reference(name)
     if at.isdigit():
         return Reference(name, version=int(at))
     return Reference(name, label=at)
+
+
+@lru_cache(maxsize=8192)
+def split(text: str) -> tuple[tuple[str, ...], tuple[Reference, ...]]:
+    """``text`` cut at its references: the literal pieces (one more than the references) and the
+    references, in order. Versions are immutable, so each text is cut once (cached by its value)."""
+    pieces = REFERENCE.split(text)
+    return tuple(pieces[0::3]), tuple(_made(name, at) for name, at in zip(pieces[1::3], pieces[2::3], strict=True))
 
 
 def references(text: str) -> tuple[Reference, ...]:
@@ -181,42 +193,48 @@ def compose(graph: Graph, name: str, label: str, source: Source, memo: Memo | No
     known: Memo = {} if memo is None else memo
 
     def resolve(text: str, path: tuple[str, ...], partials: dict[str, int], follows: set[tuple[str, str]]) -> str:
-        def include(match: re.Match[str]) -> str:
-            ref = _reference(match)
-            if ref.name in path:
-                raise PartialCycleError(name, label, (*path, ref.name))
-            if len(path) > MAX_DEPTH:
-                raise PartialDepthError(name, label, (*path, ref.name), MAX_DEPTH)
-            number = ref.version
-            at = ref.label or label
-            if number is None:
-                labels = graph.labels(ref.name)
-                if labels is None:
-                    raise PartialNotFoundError(name, label, ref.name, None, None)
-                number = labels.get(at)
-                if number is None:
-                    raise PartialNotFoundError(name, label, ref.name, at, None)
-                if graph.has_rollout(ref.name, at):
-                    raise PartialTypeError(
-                        name, label, ref.name, f"label {at!r} of {ref.name!r} has a rollout running", rollout=True
-                    )
-                follows.add((ref.name, at))
-            found = known.get((label, ref.name, number))
-            if found is None:
-                found = known[label, ref.name, number] = included(ref.name, number, (*path, ref.name))
-            else:  # resolved for another composition: its cycles and depth measured against this path
-                repeated = found.names.intersection(path)
-                if repeated:
-                    raise PartialCycleError(name, label, (*path, ref.name, min(repeated)))
-                if len(path) + found.height > MAX_DEPTH:
-                    raise PartialDepthError(name, label, (*path, ref.name), MAX_DEPTH)
-            partials.setdefault(ref.name, number)  # one partial at two versions: the first use's, in text order
-            for other, version in found.partials:
-                partials.setdefault(other, version)
-            follows.update(found.follows)
-            return found.text
+        if MARK not in text:
+            return text
+        literals, refs = split(text)
+        out = [literals[0]]
+        for ref, literal in zip(refs, literals[1:], strict=True):
+            out.append(include(ref, path, partials, follows))
+            out.append(literal)
+        return "".join(out)
 
-        return REFERENCE.sub(include, text) if MARK in text else text
+    def include(ref: Reference, path: tuple[str, ...], partials: dict[str, int], follows: set[tuple[str, str]]) -> str:
+        if ref.name in path:
+            raise PartialCycleError(name, label, (*path, ref.name))
+        if len(path) > MAX_DEPTH:
+            raise PartialDepthError(name, label, (*path, ref.name), MAX_DEPTH)
+        number = ref.version
+        at = ref.label or label
+        if number is None:
+            labels = graph.labels(ref.name)
+            if labels is None:
+                raise PartialNotFoundError(name, label, ref.name, None, None)
+            number = labels.get(at)
+            if number is None:
+                raise PartialNotFoundError(name, label, ref.name, at, None)
+            if graph.has_rollout(ref.name, at):
+                raise PartialTypeError(
+                    name, label, ref.name, f"label {at!r} of {ref.name!r} has a rollout running", rollout=True
+                )
+            follows.add((ref.name, at))
+        found = known.get((label, ref.name, number))
+        if found is None:
+            found = known[label, ref.name, number] = included(ref.name, number, (*path, ref.name))
+        else:  # resolved for another composition: its cycles and depth measured against this path
+            repeated = found.names.intersection(path)
+            if repeated:
+                raise PartialCycleError(name, label, (*path, ref.name, min(repeated)))
+            if len(path) + found.height > MAX_DEPTH:
+                raise PartialDepthError(name, label, (*path, ref.name), MAX_DEPTH)
+        partials.setdefault(ref.name, number)  # one partial at two versions: the first use's, in text order
+        for other, version in found.partials:
+            partials.setdefault(other, version)
+        follows.update(found.follows)
+        return found.text
 
     def included(partial_name: str, number: int, path: tuple[str, ...]) -> Included:
         partial = graph.version(partial_name, number)
