@@ -53,3 +53,27 @@ def test_resolve_with_a_key_during_a_rollout(server: ServeProcess, registry: Pro
     assert shown["rollouts"]["production"]["version"] == 2 and shown["rollouts"]["production"]["percent"] == 30.0
     too_long = server.call("GET", path + "k" * 300, role="reader")
     assert too_long.status == 400 and "key" in too_long.json()["error"]["message"]
+
+
+def test_resolve_serves_a_composition_and_follows_its_partial(server: ServeProcess, registry: PromptRegistry) -> None:
+    registry.create_prompt("safety")
+    registry.add_version("safety", "Be safe.")
+    registry.add_version("safety", "Be very safe.")
+    registry.set_label("safety", "production", 1)
+    registry.create_prompt("bot")
+    registry.add_version("bot", "{{> safety}} Help {{user}}.")
+    registry.set_label("bot", "production", 1)
+    path = prompt_path("bot", "resolve") + "?label=production"
+    deadline = time.monotonic() + 10
+    while server.call("GET", path, role="reader").status != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    first = server.call("GET", path, role="reader")
+    assert first.json()["prompt_text"] == "Be safe. Help {{user}}."
+    assert first.json()["partials"] == {"safety": 1} and first.json()["variables"] == ["user"]
+    registry.set_label("safety", "production", 2)
+    while (now := server.call("GET", path, role="reader")).json()["prompt_text"] != "Be very safe. Help {{user}}.":
+        assert time.monotonic() < deadline, now.json()
+        time.sleep(0.05)
+    assert now.json()["partials"] == {"safety": 2}
+    assert now.headers["etag"] != first.headers["etag"]  # the composed text changed, so does its tag
