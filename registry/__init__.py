@@ -15,6 +15,7 @@ from promptreg.registry.compatibility import CompatibilityReport
 from promptreg.registry.errors import (
     AuthenticationRequiredError,
     CompositionError,
+    CompositionTooLargeError,
     ConfigurationError,
     ImportConflictError,
     IncompatibleDependentError,
@@ -57,6 +58,7 @@ __all__ = [
     "AuthenticationRequiredError",
     "CompatibilityReport",
     "CompositionError",
+    "CompositionTooLargeError",
     "ConfigurationError",
     "FleetMember",
     "FleetWait",

@@ -28,6 +28,7 @@ from typing import NamedTuple, Protocol
 from promptreg.registry.chat import ChatTemplate
 from promptreg.registry.compatibility import Interface
 from promptreg.registry.errors import (
+    CompositionTooLargeError,
     PartialCycleError,
     PartialDepthError,
     PartialNotFoundError,
@@ -38,6 +39,10 @@ from promptreg.registry.template import text_variables
 
 MAX_DEPTH = 8
 """The deepest chain of partials: a prompt including a partial is depth 1."""
+
+MAX_COMPOSED_CHARS = 4 * 1024 * 1024
+"""The longest composed text (each message's content, for a chat version): four times the default
+text limit, so a shared block can be included often, and never an exponential blow-up."""
 
 REFERENCE = re.compile(r"\{\{>\s*([A-Za-z0-9][A-Za-z0-9._/-]*)(?:@([A-Za-z0-9][A-Za-z0-9._-]*))?\s*\}\}")
 """``{{> name}}``, ``{{> name@label}}`` or ``{{> name@3}}`` (spaces inside the braces allowed)."""
@@ -197,8 +202,13 @@ def compose(graph: Graph, name: str, label: str, source: Source, memo: Memo | No
             return text
         literals, refs = split(text)
         out = [literals[0]]
+        size = len(text)
         for ref, literal in zip(refs, literals[1:], strict=True):
-            out.append(include(ref, path, partials, follows))
+            piece = include(ref, path, partials, follows)
+            size += len(piece)
+            if size > MAX_COMPOSED_CHARS:  # before the text is built: the bound holds at every level
+                raise CompositionTooLargeError(name, label, MAX_COMPOSED_CHARS)
+            out.append(piece)
             out.append(literal)
         return "".join(out)
 

@@ -17,7 +17,8 @@ everything with one class. Where a builtin fits, the error also derives from it,
     │   ├── PartialNotFoundError   (KeyError)   the partial, its label or its version is missing
     │   ├── PartialCycleError                   partials that include each other
     │   ├── PartialDepthError                   partials nested deeper than 8
-    │   └── PartialTypeError                    a chat prompt, or a label with a rollout, used as a partial
+    │   ├── PartialTypeError                    a chat prompt, or a label with a rollout, used as a partial
+    │   └── CompositionTooLargeError            a composed text over the limit (partials included many times)
     ├── InvalidInputError          (ValueError) input refused before anything was written
     │   ├── InvalidNameError                    a prompt name, label or namespace is malformed
     │   ├── PromptTooLargeError                 prompt text or metadata over the configured limit
@@ -239,6 +240,17 @@ class PartialDepthError(CompositionError):
     def __init__(self, name: str, label: str | None, path: Iterable[str], limit: int) -> None:
         self.path: tuple[str, ...] = tuple(path)
         super().__init__(f"prompt {name!r}: partials nest deeper than {limit}: {' -> '.join(self.path)}", name, label)
+
+
+class CompositionTooLargeError(CompositionError):
+    """A composition whose text would exceed ``limit`` characters: partials included many times,
+    nested, multiply (8 levels of 100 includes of a short text would make more text than any
+    memory holds), so the size is bounded while composing and the write is refused."""
+
+    def __init__(self, name: str, label: str | None, limit: int) -> None:
+        super().__init__(f"prompt {name!r}: composed with its partials, its text exceeds {limit:,} characters", name,
+                         label)  # fmt: skip
+        self.limit = limit
 
 
 class PartialTypeError(CompositionError):

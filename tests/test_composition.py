@@ -8,6 +8,7 @@ import pytest
 
 from promptreg.registry import (
     CompositionError,
+    CompositionTooLargeError,
     IncompatibleDependentError,
     IncompatibleVersionError,
     PartialCycleError,
@@ -299,3 +300,18 @@ def test_a_shared_memo_gives_the_same_compositions_and_refusals() -> None:
     assert (again.prompt_text, again.partials, again.follows) == ("B C A B C", {"b": 1, "c": 1, "a": 1}, followed)
     with pytest.raises(PartialCycleError):  # c includes b, whose memo entry includes c
         compose(graph, "c", "production", PromptVersion(version=2, prompt_text="{{> b}}"), memo)
+
+
+def test_a_composition_that_multiplies_past_the_limit_is_refused(backend: Backend, reg: PromptRegistry) -> None:
+    _prompt(reg, "p0", "x" * 300, labels={"production": 1})
+    _prompt(reg, "p1", "{{> p0}}" * 40, labels={"production": 1})  # 12,000 characters composed
+    _prompt(reg, "p2", "{{> p1}}" * 40, labels={"production": 1})  # 480,000
+    assert len(reg.get_version("p2", label="production", resolve=True).prompt_text) == 480_000
+    reg.create_prompt("p3")
+    with pytest.raises(CompositionTooLargeError):  # 19,200,000: refused while composing, nothing written
+        _unchanged(backend, reg, lambda: reg.add_version("p3", "{{> p2}}" * 40))
+    # A partial growing past it under a label a dependent follows is refused the same way.
+    _prompt(reg, "wide", "{{> p2}}" * 7, labels={"production": 1})  # 3,360,000
+    reg.add_version("p0", "y" * 390)
+    with pytest.raises(CompositionTooLargeError):  # 4,368,000 at production
+        _unchanged(backend, reg, lambda: reg.set_label("p0", "production", 2))

@@ -16,6 +16,7 @@ PUBLIC_NAMES = [
     "AuthenticationRequiredError",
     "CompatibilityReport",
     "CompositionError",
+    "CompositionTooLargeError",
     "ConfigurationError",
     "FleetMember",
     "FleetWait",
