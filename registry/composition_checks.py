@@ -27,6 +27,7 @@ from promptreg.registry.errors import (
     PartialNotFoundError,
     PartialTypeError,
 )
+from promptreg.registry.validation import validate_label, validate_name
 
 __all__ = [
     "DependentReport", "check_move", "check_new_version", "check_rollout", "dependent_reports", "dependents_closure",
@@ -219,13 +220,18 @@ def check_rollout(graph: WriteGraph, name: str, label: str, candidate: int) -> N
 def check_new_version(graph: Graph, name: str, number: int, source: Source) -> None:
     """Check a version about to be added: every partial it includes exists (with the fixed label or
     version it names), and, at every label where its partials are all found, it composes (no
-    cycle, no depth over :data:`MAX_DEPTH`, no chat partial). Raises as :func:`compose`."""
+    cycle, no depth over :data:`MAX_DEPTH`, no chat partial). Raises as :func:`compose`, and
+    :class:`~promptreg.InvalidNameError` for a reference whose name or label breaks the rules of names
+    (too long: the pattern alone does not bound it)."""
     refs = version_references(source.prompt_text, source.messages)
     if not refs:
         return
     after = _Overlay(graph, name, None, None, (number, source))
     labels: set[str] = set()
     for ref in refs:
+        validate_name(ref.name)
+        if ref.label is not None:
+            validate_label(ref.label)
         if ref.name == name:
             raise PartialCycleError(name, None, (name, name))
         found = graph.labels(ref.name)

@@ -11,6 +11,7 @@ from promptreg.registry import (
     CompositionTooLargeError,
     IncompatibleDependentError,
     IncompatibleVersionError,
+    InvalidNameError,
     PartialCycleError,
     PartialDepthError,
     PartialNotFoundError,
@@ -315,3 +316,11 @@ def test_a_composition_that_multiplies_past_the_limit_is_refused(backend: Backen
     reg.add_version("p0", "y" * 390)
     with pytest.raises(CompositionTooLargeError):  # 4,368,000 at production
         _unchanged(backend, reg, lambda: reg.set_label("p0", "production", 2))
+
+
+def test_a_reference_with_an_overlong_name_is_refused(backend: Backend, reg: PromptRegistry) -> None:
+    reg.create_prompt("bot")
+    with pytest.raises(InvalidNameError):
+        _unchanged(backend, reg, lambda: reg.add_version("bot", "{{> " + "n" * 200 + "}}"))
+    with pytest.raises(InvalidNameError):
+        _unchanged(backend, reg, lambda: reg.add_version("bot", "{{> bot@" + "l" * 100 + "}}"))
