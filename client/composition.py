@@ -223,14 +223,21 @@ def compose_view(
     """Compose every entry of a view being built (not published yet), in place; an entry that
     cannot compose leaves the view. Returns what the entries follow."""
     found = Compositions()
+    # One pass over the versions (each once, where the view has one entry per label), in C where it
+    # can: at 100k prompts a registry without partials pays a few ms here, not a call per entry.
+    composing = {
+        pair for pair, version in versions.items()
+        if (MARK in version._format if version.messages is None else composes(version))
+    }  # fmt: skip
+    if not composing:
+        return found
     state = _State(pointers, versions, rollouts, fetch, strict=False)
-    for label, by_name in view.items():
-        if label is None:  # the default label's dict, under its own name too
-            continue
-        for name, version in list(by_name.items()):
-            if not composes(version):
+    for name in sorted({name for name, _number in composing}):
+        for label, number in (pointers.get(name) or {}).items():
+            by_name = view.get(label)
+            if (name, number) not in composing or by_name is None or name not in by_name:
                 continue
-            served, follows, error = outcome(state, name, label, version)
+            served, follows, error = outcome(state, name, label, by_name[name])
             found.record((name, label), follows, error)
             if served is None:
                 del by_name[name]
