@@ -80,6 +80,16 @@ def served_dependents(graph: WriteGraph, name: str, label: str | None = None) ->
     """``dependent -> {label: version}``: the labels whose composition includes ``name`` (at
     ``label``, or at any label when ``None``), at any depth. ``latest`` is left out."""
     found: dict[str, dict[str, int]] = {}
+    for dependent, at, version, composed in _including(graph, name):
+        if label is None or (name, label) in composed.follows:
+            found.setdefault(dependent, {})[at] = version
+    return found
+
+
+def _including(graph: WriteGraph, name: str) -> Iterator[tuple[str, str, int, Composed]]:
+    """``(dependent, its label, its version, its composition now)`` for every dependent label whose
+    composition includes ``name``, at any depth. ``latest`` moves with every new version and is
+    never checked, as for any prompt: it is left out."""
     closure = dependents_closure(graph, name)
     graph.prefetch(closure)
     memo: Memo = {}
@@ -87,11 +97,8 @@ def served_dependents(graph: WriteGraph, name: str, label: str | None = None) ->
         labels = graph.labels(dependent) or {}
         for at in sorted(labels):
             composed = None if at == "latest" else _composition(graph, dependent, at, memo)
-            if composed is None or name not in composed.partials:
-                continue
-            if label is None or (name, label) in composed.follows:
-                found.setdefault(dependent, {})[at] = labels[at]
-    return found
+            if composed is not None and name in composed.partials:
+                yield dependent, at, labels[at], composed
 
 
 def _composition(graph: Graph, name: str, label: str, memo: Memo | None = None) -> Composed | None:
@@ -166,19 +173,10 @@ def check_move(
 
 
 def _followers(graph: WriteGraph, name: str, label: str) -> Iterator[tuple[str, str, int, Composed]]:
-    """``(dependent, its label, its version, its composition now)`` for every dependent label whose
-    composition follows ``label`` of ``name``, at any depth (``follows`` holds the pairs of every
-    depth). ``latest`` moves with every new version and is never checked, as for any prompt."""
+    """:func:`_including`, for the compositions that follow ``label`` of ``name`` (its move changes
+    them; ``follows`` holds the pairs of every depth)."""
     moved = (name, label)
-    closure = dependents_closure(graph, name)
-    graph.prefetch(closure)
-    memo: Memo = {}
-    for dependent in closure:
-        labels = graph.labels(dependent) or {}
-        for at in sorted(labels):
-            before = None if at == "latest" else _composition(graph, dependent, at, memo)
-            if before is not None and moved in before.follows:
-                yield dependent, at, labels[at], before
+    return (found for found in _including(graph, name) if moved in found[3].follows)
 
 
 def _compose_strict(graph: Graph, name: str, label: str, memo: Memo | None = None) -> Composed:
