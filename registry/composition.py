@@ -65,10 +65,6 @@ class Reference:
         return f"{{{{> {self.name}{at}}}}}"
 
 
-def _reference(match: re.Match[str]) -> Reference:
-    return _made(match.group(1), match.group(2))
-
-
 def _made(name: str, at: str | None) -> Reference:
     if at is None:
         return Reference(name)
@@ -89,7 +85,7 @@ def references(text: str) -> tuple[Reference, ...]:
     """The references of ``text`` in order of first use, each once."""
     if MARK not in text:
         return ()
-    return tuple(dict.fromkeys(_reference(m) for m in REFERENCE.finditer(text)))
+    return tuple(dict.fromkeys(split(text)[1]))
 
 
 def version_references(text: str, messages: Iterable[Mapping[str, str]] | None) -> tuple[Reference, ...]:

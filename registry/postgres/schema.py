@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -53,6 +53,32 @@ class Migration:
     description: str
     sql: str
     backfill: Callable[[Any], None] | None = None
+
+
+def carry_grants(source: str, target: str, implies: Mapping[str, str]) -> str:
+    """The SQL of a migration that creates ``target``: every role that holds a privilege on
+    ``source`` named in ``implies`` (other than the owner) is granted, on ``target``, what that
+    privilege implies there (``{"SELECT": "SELECT", "UPDATE": "INSERT, UPDATE, DELETE"}``), so the
+    roles that exist keep working. Grants are per table; a role made later follows the docs."""
+    held = ", ".join(f"'{privilege}'" for privilege in implies)
+    cases = " ".join(f"WHEN '{privilege}' THEN '{given}'" for privilege, given in implies.items())
+    return f"""
+        DO $$
+        DECLARE
+            grant_row record;
+        BEGIN
+            FOR grant_row IN
+                SELECT DISTINCT acl.grantee, acl.privilege_type
+                FROM pg_class c, aclexplode(c.relacl) acl
+                WHERE c.oid = '{source}'::regclass AND acl.grantee <> c.relowner
+                      AND acl.privilege_type IN ({held})
+            LOOP
+                EXECUTE format('GRANT %s ON {target} TO %s', CASE grant_row.privilege_type {cases} END,
+                               CASE grant_row.grantee WHEN 0 THEN 'PUBLIC' ELSE grant_row.grantee::regrole::text END);
+            END LOOP;
+        END;
+        $$;
+    """
 
 
 MAY_INCLUDE: Final = (
@@ -201,23 +227,11 @@ MIGRATIONS: Final = (
         ALTER TABLE promptreg_audit ADD COLUMN points integer;  -- a rollout's share after the write
         -- The roles that exist already keep working: who may read the labels may read the rollouts,
         -- who may move labels may start and end rollouts.
-        DO $$
-        DECLARE
-            grant_row record;
-        BEGIN
-            FOR grant_row IN
-                SELECT DISTINCT acl.grantee, acl.privilege_type
-                FROM pg_class c, aclexplode(c.relacl) acl
-                WHERE c.oid = 'promptreg_labels'::regclass AND acl.grantee <> c.relowner
-                      AND acl.privilege_type IN ('SELECT', 'UPDATE')
-            LOOP
-                EXECUTE format('GRANT %s ON promptreg_rollouts TO %s',
-                               CASE grant_row.privilege_type WHEN 'SELECT' THEN 'SELECT'
-                                    ELSE 'INSERT, UPDATE, DELETE' END,
-                               CASE grant_row.grantee WHEN 0 THEN 'PUBLIC' ELSE grant_row.grantee::regrole::text END);
-            END LOOP;
-        END;
-        $$;
+        """
+        + carry_grants(
+            "promptreg_labels", "promptreg_rollouts", {"SELECT": "SELECT", "UPDATE": "INSERT, UPDATE, DELETE"}
+        )
+        + """
         """,
     ),
     Migration(
@@ -236,21 +250,9 @@ MIGRATIONS: Final = (
         CREATE INDEX promptreg_partials_dependent ON promptreg_partials (namespace, dependent);
         -- Rows are added with the versions that include a partial, never changed: who may read the
         -- versions may read the index, who may add versions may add its rows.
-        DO $$
-        DECLARE
-            grant_row record;
-        BEGIN
-            FOR grant_row IN
-                SELECT DISTINCT acl.grantee, acl.privilege_type
-                FROM pg_class c, aclexplode(c.relacl) acl
-                WHERE c.oid = 'promptreg_versions'::regclass AND acl.grantee <> c.relowner
-                      AND acl.privilege_type IN ('SELECT', 'INSERT')
-            LOOP
-                EXECUTE format('GRANT %s ON promptreg_partials TO %s', grant_row.privilege_type,
-                               CASE grant_row.grantee WHEN 0 THEN 'PUBLIC' ELSE grant_row.grantee::regrole::text END);
-            END LOOP;
-        END;
-        $$;
+        """
+        + carry_grants("promptreg_versions", "promptreg_partials", {"SELECT": "SELECT", "INSERT": "INSERT"})
+        + """
         """,
         backfill_partials,
     ),
