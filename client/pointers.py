@@ -15,7 +15,10 @@ from typing import Any
 from promptreg.registry.errors import InvalidInputError
 from promptreg.registry.rollouts import percent_of
 from promptreg.registry.validation import LATEST, validate_label, validate_name
-from promptreg.registry.wire import ROLLOUT_OPERATIONS, ChangeMessage
+from promptreg.registry.wire import GOVERNANCE_OPERATIONS, ROLLOUT_OPERATIONS, ChangeMessage
+
+NO_MOVES = frozenset({"create_prompt", "set_compatibility", *GOVERNANCE_OPERATIONS})
+"""Writes that move no label: the client only advances its revision."""
 
 Pointers = dict[str, dict[str, int]]
 """``name -> {label: version number}``; ``latest`` is present when the prompt has a version."""
@@ -81,7 +84,7 @@ def pointer_change(message: ChangeMessage, known: Mapping[str, int] | None) -> t
     if known is None:
         validate_name(message.prompt)
     op = message.op
-    if op in ("create_prompt", "set_compatibility"):  # no label moves
+    if op in NO_MOVES:
         return None, None
     if op == "add_version":
         if message.version is None:

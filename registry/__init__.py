@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from promptreg.registry.base import PromptRegistry
 from promptreg.registry.compatibility import CompatibilityReport
 from promptreg.registry.errors import (
+    ApprovalError,
     AuthenticationRequiredError,
     CompositionError,
     CompositionTooLargeError,
@@ -37,10 +38,13 @@ from promptreg.registry.errors import (
     PromptRegistryError,
     PromptTooLargeError,
     PromptTypeError,
+    ProtectedLabelError,
     RegistryAuthError,
     RegistryCorruptError,
     RegistryUnavailableError,
     ReplicationTimeoutError,
+    RequestNotFoundError,
+    RequestStateError,
     RollbackUnavailableError,
     RolloutActiveError,
     RolloutNotFoundError,
@@ -50,10 +54,13 @@ from promptreg.registry.errors import (
 from promptreg.registry.factory import PromptRegistryFactory
 from promptreg.registry.file_store import JsonFilePromptRegistry
 from promptreg.registry.fleet import FleetMember, FleetWait
+from promptreg.registry.governance import Approval, LabelProtection, MoveRequest, RequestState
 from promptreg.registry.migration import MigrationResult
 from promptreg.registry.models import AuditEvent, Prompt, PromptVersion, PromptVersionLike, Rollout
 
 __all__ = [
+    "Approval",
+    "ApprovalError",
     "AuditEvent",
     "AuthenticationRequiredError",
     "CompatibilityReport",
@@ -70,8 +77,10 @@ __all__ = [
     "JsonFilePromptRegistry",
     "LabelConflictError",
     "LabelNotFoundError",
+    "LabelProtection",
     "MigrationResult",
     "MissingVariableError",
+    "MoveRequest",
     "PartialCycleError",
     "PartialDepthError",
     "PartialNotFoundError",
@@ -90,11 +99,15 @@ __all__ = [
     "PromptTypeError",
     "PromptVersion",
     "PromptVersionLike",
+    "ProtectedLabelError",
     "RedisPromptRegistry",
     "RegistryAuthError",
     "RegistryCorruptError",
     "RegistryUnavailableError",
     "ReplicationTimeoutError",
+    "RequestNotFoundError",
+    "RequestState",
+    "RequestStateError",
     "RollbackUnavailableError",
     "Rollout",
     "RolloutActiveError",

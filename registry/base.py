@@ -28,6 +28,7 @@ from promptreg.registry.errors import (
     VersionNotFoundError,
 )
 from promptreg.registry.fleet import FleetMember, FleetWait, await_fleet
+from promptreg.registry.governance import GovernanceWrites
 from promptreg.registry.migration import MigrationResult
 from promptreg.registry.models import AuditEvent, CompatibilityMode, Prompt, PromptVersion, utcnow
 from promptreg.registry.partials import PartialReads
@@ -46,7 +47,7 @@ from promptreg.registry.validation import (
 )
 
 
-class PromptRegistry(RolloutWrites, PartialReads, ABC):
+class PromptRegistry(RolloutWrites, GovernanceWrites, PartialReads, ABC):
     """A store of prompts: unique names, immutable versions, mutable labels, an audit trail.
 
     ``max_text_bytes`` and ``max_metadata_bytes`` bound what ``add_version`` accepts (UTF-8 text,

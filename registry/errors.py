@@ -11,6 +11,10 @@ everything with one class. Where a builtin fits, the error also derives from it,
     ├── PromptExistsError                       create_prompt on a name already taken
     ├── LabelConflictError                      compare-and-set on a label failed
     ├── RollbackUnavailableError                the label has no earlier position to go back to
+    ├── ProtectedLabelError                     a direct move of a protected label (request it instead)
+    ├── RequestNotFoundError       (KeyError)   no move request with that id
+    ├── RequestStateError                       the request is not pending/approved (decided or expired)
+    ├── ApprovalError                           the requester approving its own request, or twice
     ├── IncompatibleVersionError                a label move the prompt's compatibility mode refuses
     │   └── IncompatibleDependentError          a partial's move that a dependent's mode refuses
     ├── CompositionError                        a partial reference that cannot be resolved
@@ -107,6 +111,47 @@ class RollbackUnavailableError(PromptRegistryError):
         super().__init__(f"label {label!r} of prompt {name!r} has no earlier version to roll back to")
         self.name = name
         self.label = label
+
+
+class ProtectedLabelError(PromptRegistryError):
+    """A direct move (``set_label``, ``rollback``, ``delete_label``, a rollout) of a protected label:
+    it moves only through an approved request (``request_label_move``); nothing was written."""
+
+    def __init__(self, name: str, label: str) -> None:
+        super().__init__(
+            f"label {label!r} of prompt {name!r} is protected: request the move (promptreg request) "
+            "and have another identity approve it"
+        )
+        self.name = name
+        self.label = label
+
+
+class RequestNotFoundError(PromptRegistryError, _KeyErrorMessage):
+    """No move request with that id."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"no move request {request_id!r}")
+        self.request_id = request_id
+
+
+class RequestStateError(PromptRegistryError):
+    """The request cannot take this step in its ``state`` (``rejected``, ``applied``, ``expired``,
+    or not yet ``approved`` for ``apply_request``); nothing was written."""
+
+    def __init__(self, request_id: str, state: str) -> None:
+        super().__init__(f"move request {request_id!r} is {state}")
+        self.request_id = request_id
+        self.state = state
+
+
+class ApprovalError(PromptRegistryError):
+    """An approval or rejection the rules refuse: by the requester itself, or a second approval by
+    the same identity; nothing was written."""
+
+    def __init__(self, request_id: str, reason: str) -> None:
+        super().__init__(f"move request {request_id!r}: {reason}")
+        self.request_id = request_id
+        self.reason = reason
 
 
 class RolloutActiveError(PromptRegistryError):

@@ -17,6 +17,7 @@ from typing import Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from promptreg.registry.errors import InvalidInputError, RegistryCorruptError
+from promptreg.registry.governance import MAX_APPROVALS, MoveRequest
 from promptreg.registry.models import AuditEvent, CompatibilityMode, Prompt, PromptVersion, Rollout
 from promptreg.registry.rollouts import points_of
 from promptreg.registry.validation import PERCENT_SCALE, check_json_depth, validate_label, validate_name
@@ -41,6 +42,8 @@ class StoredPrompt(BaseModel):
     history: list[AuditEvent] = Field(default_factory=list)
     compatibility: CompatibilityMode = "none"
     rollouts: dict[str, Rollout] = Field(default_factory=dict)
+    protected: dict[str, int] = Field(default_factory=dict, exclude_if=lambda value: not value)
+    """Protected labels -> the approvals a move needs (registry/governance.py)."""
 
     def to_prompt(self, name: str) -> Prompt:
         header = self.model_dump(include={"description", "author", "created_at", "compatibility"})
@@ -58,6 +61,8 @@ class StoredState(BaseModel):
     format_version: Literal[1] = FORMAT_VERSION
     rev: int = Field(default=0, ge=0)
     prompts: dict[str, StoredPrompt] = Field(default_factory=dict)
+    requests: dict[str, MoveRequest] = Field(default_factory=dict, exclude_if=lambda value: not value)
+    """Move requests of protected labels, by id."""
 
 
 def parse_state(data: bytes, path: Path) -> StoredState:
@@ -98,7 +103,7 @@ def _inconsistency(state: StoredState) -> str | None:
     for name, stored in state.prompts.items():
         try:
             validate_name(name)
-            for label in (*stored.labels, *stored.previous):
+            for label in (*stored.labels, *stored.previous, *stored.protected):
                 validate_label(label, settable=True)
         except InvalidInputError as exc:
             return f"prompt {name!r}: {exc}"
@@ -118,4 +123,9 @@ def _inconsistency(state: StoredState) -> str | None:
         for event in stored.history:
             if event.prompt != name or event.rev > state.rev:
                 return f"prompt {name!r}: audit entry rev {event.rev} does not belong here"
+        if any(not 1 <= count <= MAX_APPROVALS for count in stored.protected.values()):
+            return f"prompt {name!r}: a protected label needs 1 to {MAX_APPROVALS} approvals"
+    for request_id, request in state.requests.items():
+        if request.id != request_id or request.prompt not in state.prompts:
+            return f"move request {request_id!r:.40} does not belong here"
     return None

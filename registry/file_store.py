@@ -43,9 +43,9 @@ from promptreg.registry.errors import (
     RegistryCorruptError,
     RegistryUnavailableError,
     RollbackUnavailableError,
-    VersionNotFoundError,
 )
 from promptreg.registry.file_format import StoredPrompt, StoredState, parse_state
+from promptreg.registry.file_governance import FileGovernance
 from promptreg.registry.file_writes import (
     audit,
     check_move,
@@ -53,6 +53,7 @@ from promptreg.registry.file_writes import (
     graph_of,
     no_rollout,
     prompt_of,
+    set_label,
     set_rollout,
     start_rollout,
 )
@@ -78,7 +79,7 @@ class FileState(NamedTuple):
     """Every prompt by name, with all its versions and labels."""
 
 
-class JsonFilePromptRegistry(PromptRegistry):
+class JsonFilePromptRegistry(FileGovernance, PromptRegistry):
     """A prompt registry stored in one JSON file (``file://PATH``), for local development.
 
     A missing file is an empty registry; the first write creates it. Its folder must exist: a
@@ -206,23 +207,7 @@ class JsonFilePromptRegistry(PromptRegistry):
         force: bool = False,
     ) -> AuditEvent:
         def apply(state: StoredState) -> AuditEvent:
-            stored = prompt_of(state, name)
-            if version > len(stored.versions):
-                raise VersionNotFoundError(name, version)
-            no_rollout(stored, name, label)
-            current = stored.labels.get(label)
-            check_expected(name, label, expected_version, current)
-            # A deleted label is checked against where it pointed (kept in `previous`): delete + set
-            # is one move. Only a label never set has neither.
-            last = current if current is not None else stored.previous.get(label)
-            forced = check_move(stored, name, label, last, version, force)
-            forced = check_graph(graph_of(state), name, label, version, force=force) or forced
-            if current is None:
-                stored.previous.pop(label, None)
-            elif current != version:
-                stored.previous[label] = current
-            stored.labels[label] = version
-            return audit(state, stored, "set_label", name, at, label, version, current, author, reason, forced=forced)
+            return set_label(state, name, label, version, expected_version, author, reason, at, force=force)
 
         return self._write(apply)
 

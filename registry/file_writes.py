@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from promptreg.registry.base import check_expected
 from promptreg.registry.compatibility import enforce
 from promptreg.registry.composition import PromptsGraph, WriteGraph, uses
+from promptreg.registry.composition_checks import check_move as check_graph
 from promptreg.registry.composition_checks import check_rollout
-from promptreg.registry.errors import PromptNotFoundError, RolloutActiveError
+from promptreg.registry.errors import PromptNotFoundError, RolloutActiveError, VersionNotFoundError
 from promptreg.registry.file_format import StoredPrompt, StoredState
+from promptreg.registry.governance import refuse_protected
 from promptreg.registry.models import AuditAction, AuditEvent, CompatibilityMode, Prompt, Rollout
 from promptreg.registry.rollouts import check_start, percent_of, running
 
@@ -41,11 +44,39 @@ def graph_of(state: StoredState) -> WriteGraph:
     return PromptsGraph(load, index)
 
 
-def no_rollout(stored: StoredPrompt, name: str, label: str) -> None:
-    """A plain move of ``label`` is refused while a rollout runs on it."""
+def no_rollout(stored: StoredPrompt, name: str, label: str, *, approved: bool = False) -> None:
+    """A plain move of ``label`` is refused while a rollout runs on it, and a direct one while the
+    label is protected (``approved``: the move of an approved request)."""
+    if not approved:
+        refuse_protected(label in stored.protected, name, label)
     found = stored.rollouts.get(label)
     if found is not None:
         raise RolloutActiveError(name, label, found.version)
+
+
+def set_label(
+    state: StoredState, name: str, label: str, version: int, expected_version: int | None, author: str | None,
+    reason: str | None, at: datetime, *, force: bool, request: str | None = None,
+) -> AuditEvent:  # fmt: skip
+    """``set_label`` on the state read under the lock; ``request``: the approved request it applies."""
+    stored = prompt_of(state, name)
+    if version > len(stored.versions):
+        raise VersionNotFoundError(name, version)
+    no_rollout(stored, name, label, approved=request is not None)
+    current = stored.labels.get(label)
+    check_expected(name, label, expected_version, current)
+    # A deleted label is checked against where it pointed (kept in `previous`): delete + set
+    # is one move. Only a label never set has neither.
+    last = current if current is not None else stored.previous.get(label)
+    forced = check_move(stored, name, label, last, version, force)
+    forced = check_graph(graph_of(state), name, label, version, force=force) or forced
+    if current is None:
+        stored.previous.pop(label, None)
+    elif current != version:
+        stored.previous[label] = current
+    stored.labels[label] = version
+    return audit(state, stored, "set_label", name, at, label, version, current, author, reason, forced=forced,
+                 request=request)  # fmt: skip
 
 
 def check_move(stored: StoredPrompt, name: str, label: str, current: int | None, target: int, force: bool) -> bool:
@@ -70,6 +101,8 @@ def audit(
     forced: bool = False,
     compatibility: CompatibilityMode | None = None,
     percent: float | None = None,
+    request: str | None = None,
+    approvals: int | None = None,
 ) -> AuditEvent:
     """Bump the registry's revision and append the audit entry of this write."""
     state.rev += 1
@@ -86,6 +119,8 @@ def audit(
         forced=forced,
         compatibility=compatibility,
         percent=percent,
+        request=request,
+        approvals=approvals,
     )
     stored.history.append(event)
     return event
@@ -97,6 +132,7 @@ def start_rollout(
 ) -> AuditEvent:  # fmt: skip
     """``start_rollout`` on the state read under the lock."""
     stored = state.prompts.get(name)
+    refuse_protected(stored is not None and label in stored.protected, name, label)
     stable, forced, _ = check_start(
         None if stored is None else stored.to_prompt(name), name, label, version, force=force
     )
@@ -113,6 +149,7 @@ def set_rollout(
 ) -> AuditEvent:
     """``set_rollout`` on the state read under the lock."""
     stored = prompt_of(state, name)
+    refuse_protected(label in stored.protected, name, label)
     found = running(stored.to_prompt(name), name, label)
     percent = percent_of(points)
     stored.rollouts[label] = found.model_copy(update={"percent": percent})
@@ -126,6 +163,7 @@ def end_rollout(
     """``promote_rollout`` (the label moves to the candidate) or ``abort_rollout`` on the state read
     under the lock."""
     stored = prompt_of(state, name)
+    refuse_protected(label in stored.protected, name, label)
     found = running(stored.to_prompt(name), name, label)
     stable = stored.labels[label]
     del stored.rollouts[label]

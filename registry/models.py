@@ -27,6 +27,11 @@ AuditAction = Literal[
     "set_rollout",
     "promote_rollout",
     "abort_rollout",
+    "protect_label",
+    "unprotect_label",
+    "request_move",
+    "approve_request",
+    "reject_request",
 ]
 """What an :class:`AuditEvent` records."""
 CompatibilityMode = Literal["none", "backward", "full"]
@@ -386,6 +391,11 @@ class AuditEvent(BaseModel):
     forced: bool = False
     compatibility: CompatibilityMode | None = None
     percent: float | None = None
+    request: str | None = None
+    """The move request this write is about (``request_move``, ``approve_request``,
+    ``reject_request``), or that an approved move applied (``set_label``)."""
+    approvals: int | None = None
+    """``protect_label``: the approvals the label's moves need."""
 
     @field_validator("at")
     @classmethod

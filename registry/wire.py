@@ -7,7 +7,8 @@ field       type     meaning
 ==========  =======  =============================================================
 ``rev``     int      the registry revision this write produced
 ``op``      str      ``create_prompt``, ``add_version``, ``set_label``,
-                     ``delete_label``, ``rollback`` or ``set_compatibility``
+                     ``delete_label``, ``rollback``, ``set_compatibility``, a rollout's
+                     or a protected label's (:data:`GOVERNANCE_OPERATIONS`: no move)
 ``prompt``  str      prompt name
 ``label``   str      the label moved (label operations only)
 ``version`` int      the version added, or where the label points now
@@ -48,9 +49,16 @@ import msgpack
 from promptreg.registry.errors import RegistryCorruptError
 
 ROLLOUT_OPERATIONS = frozenset({"start_rollout", "set_rollout", "promote_rollout", "abort_rollout"})
-OPERATIONS = frozenset(
-    {"create_prompt", "add_version", "set_label", "delete_label", "rollback", "set_compatibility", *ROLLOUT_OPERATIONS}
+GOVERNANCE_OPERATIONS = frozenset(
+    {"protect_label", "unprotect_label", "request_move", "approve_request", "reject_request"}
 )
+"""Writes that move no label (registry/governance.py): a client only advances its revision."""
+OPERATIONS = frozenset(
+    {
+        "create_prompt", "add_version", "set_label", "delete_label", "rollback", "set_compatibility",
+        *ROLLOUT_OPERATIONS, *GOVERNANCE_OPERATIONS,
+    }
+)  # fmt: skip
 _LUA_FIELDS = 6  # rev, version, prev, sha, hid, phid: appended by the Lua script
 
 
