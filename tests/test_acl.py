@@ -12,6 +12,7 @@ is checked to have left the stored data unchanged (every key of both namespaces,
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -46,6 +47,7 @@ from promptreg.registry.redis.acl import (
     acl_setuser_args,
     parse_server_version,
     role_rules,
+    writer_key_rules,
 )
 from promptreg.registry.redis.fleet import read_fleet, remove, report
 from promptreg.registry.redis.keys import Keyspace
@@ -485,19 +487,30 @@ def test_scripts_run_only_commands_the_writer_has() -> None:
 def test_roles_nest_and_use_the_namespace_hash_tag() -> None:
     rules = acl_rules("shop")
     assert rules["reader"][:4] == ["%R~{shop}:*", "&{shop}:events", "%W~{shop}:fleet", "%W~{shop}:fleet:*"]
-    assert rules["writer"][:2] == rules["admin"][:2] == ["~{shop}:*", "&{shop}:events"]
+    assert rules["admin"][:2] == ["~{shop}:*", "&{shop}:events"]
+    # The writer reads the namespace and writes all but {shop}:gov:* and {shop}:adm:* (protected labels).
+    assert rules["writer"][0] == "%R~{shop}:*" and "&{shop}:events" in rules["writer"]
+    written = [rule[1:] for rule in rules["writer"] if rule.startswith("~")]
+    assert written and all(rule.startswith("{shop}:") for rule in written)
+    assert not any(
+        fnmatch.fnmatchcase(key, rule) for rule in written for key in ("{shop}:gov:ix", "{shop}:adm:protected")
+    )
+    keys = writer_key_rules("shop")
+    assert rules["approver"] == [*keys, "~{shop}:gov:*", *rules["writer"][len(keys) :]]
 
     def grants(role: str) -> set[str]:
         return {rule for rule in rules[role] if rule.startswith("+")}
 
-    assert grants("reader") < grants("writer") < grants("admin")
+    assert grants("reader") < grants("writer") == grants("approver") < grants("admin")
     assert {f"+{c}" for c in READER_COMMANDS + WRITER_COMMANDS + ADMIN_COMMANDS} <= set(rules["admin"])
     # By default the rules every Redis >= 7.0 accepts: CLIENT SETINFO (7.2+) only when asked for.
     assert "+client|setinfo" not in rules["reader"]
     assert rules == acl_rules("shop", server_version=(7, 0)) == acl_rules("shop", server_version=(7, 1))
     for version in ((7, 2), (7, 4), (8, 0)):
         assert acl_rules("shop", server_version=version)["reader"][:6] == [*rules["reader"][:5], "+client|setinfo"]
-    assert [r.user for r in role_rules()] == ["promptreg-reader", "promptreg-writer", "promptreg-admin"]
+    assert [r.user for r in role_rules()] == [
+        "promptreg-reader", "promptreg-writer", "promptreg-approver", "promptreg-admin",
+    ]  # fmt: skip
 
 
 def test_setuser_args_start_from_a_clean_user() -> None:
@@ -538,7 +551,7 @@ def test_text_and_json_outputs_carry_the_same_rules() -> None:
     lines = [shlex.split(line) for line in text.splitlines() if line.startswith("ACL SETUSER ")]
     assert lines == [role["acl_setuser"] for role in data["roles"].values()]
     assert {name: role["rules"] for name, role in data["roles"].items()} == acl_rules("shop")
-    assert [line[2] for line in lines] == ["shop-reader", "shop-writer", "shop-admin"]
+    assert [line[2] for line in lines] == ["shop-reader", "shop-writer", "shop-approver", "shop-admin"]
     assert all(f">{PASSWORD_PLACEHOLDER}" in line for line in lines)
     assert data["password_placeholder"] == PASSWORD_PLACEHOLDER
 
@@ -560,7 +573,7 @@ def test_acl_command_prints_rules_every_redis_7_accepts_by_default() -> None:
     code, text, _ = _invoke("acl")
     assert code == 0
     lines = [line for line in text.splitlines() if line.startswith("ACL SETUSER ")]
-    assert len(lines) == 3 and not any("setinfo" in line for line in lines)
+    assert len(lines) == 4 and not any("setinfo" in line for line in lines)
     code, raw, _ = _invoke("acl", "--json")
     assert json.loads(raw)["redis_version"] == "7.0"
     assert {name: role["rules"] for name, role in json.loads(raw)["roles"].items()} == acl_rules(server_version=(7, 0))
@@ -582,7 +595,7 @@ def test_security_doc_shows_the_commands_promptreg_acl_prints() -> None:
     doc = (Path(__file__).resolve().parent.parent / "docs" / "security.md").read_text("utf-8")
     _, text, _ = _invoke("acl")
     lines = [line for line in text.splitlines() if line.startswith("ACL SETUSER ")]
-    assert len(lines) == 3
+    assert len(lines) == 4
     for line in lines:
         assert line in doc, f"docs/security.md is out of date; run `promptreg acl` and paste:\n{line}"
 

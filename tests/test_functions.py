@@ -42,6 +42,7 @@ from promptreg.registry.redis.calls import (
     SetCompatibility,
     SetLabel,
 )
+from promptreg.registry.redis.governance_calls import DecideRequest, ProtectLabel, RequestMove
 from promptreg.registry.redis.keys import Keyspace
 from promptreg.registry.redis.records import REFUSALS, refusal
 from promptreg.registry.redis.scripts import SCRIPTS, FunctionLibrary, WriteFunctions, load_library, write_library
@@ -307,13 +308,16 @@ def test_every_typed_call_passes_what_its_script_documents() -> None:
         RollbackLabel(ks, "p", "production", "at", None, None, head, False, 1, 2),
         SetCompatibility(ks, "p", "full", "at", None, None, head),
         RolloutCall(ks, "start_rollout", "p", "production", 2, 1, 1000, "at", None, None, head, False),
+        ProtectLabel(ks, "p", "production", 2, "at", None, None, head),
+        RequestMove(ks, "p", "production", 2, "0" * 16, "{}", 1, "at", "ana", "r", head, 1, 1),
+        DecideRequest(ks, "p", "production", "0" * 16, "{}", "{}", 1, "approve_request", "at", "bo", None, head, 2, 1),
     ]
     assert {call.script for call in calls} | {IndexPrompts.script} == set(SCRIPTS)
     for call in calls:
         keys, args = _documented(call.script)
-        # + {ns}:ix:graph and {ns}:revid in KEYS; + the graph guard's two, the write id and the
-        # publish command in ARGV (_commit.lua)
-        assert (len(call.script_keys()) + 2, len(call.script_args()) + 4) == (keys, args), call.script
+        # + {ns}:ix:graph and {ns}:revid in KEYS; + {ns}:adm:protected, the graph guard's two, the
+        # write id and the publish command in ARGV (_commit.lua)
+        assert (len(call.script_keys()) + 2, len(call.script_args()) + 5) == (keys, args), call.script
         assert all(key.startswith("{t}:") for key in call.script_keys()), call.script  # one slot: the hash tag
     assert SetLabel.reply([b"OK", 7, 2, b"1"]) == Reply(7, previous=2, forced=True)
     assert RollbackLabel.reply([b"OK", 8, 1, 2, b""]) == Reply(8, version=1, previous=2)

@@ -47,6 +47,7 @@ from promptreg.client.redis.state import (
 )
 from promptreg.client.subset import PromptSubset
 from promptreg.registry.errors import InvalidInputError, RegistryCorruptError
+from promptreg.registry.redis.governance import overlay
 from promptreg.registry.redis.index import INDEX_FORMAT
 from promptreg.registry.redis.keys import Keyspace
 from promptreg.registry.redis.rollouts import parse_rollout_index
@@ -96,10 +97,20 @@ def read_indexed(
             pointers = _read_pointers(client, keys, labels, subset)
         except (ValueError, UnicodeDecodeError) as exc:
             raise RegistryCorruptError(f"unreadable registry index in redis: {exc!r}") from exc
-        if int(client.get(keys.rev) or 0) == rev:
+        final: Any = client.pipeline(transaction=True)
+        settled, protected, governed = final.get(keys.rev).hgetall(keys.protected).hgetall(keys.governed).execute()
+        if protected:  # protected labels point where {ns}:gov:ix says (registry/redis/governance.py)
+            overlay(pointers, protected, governed)
+            rollouts = without_protected(rollouts, protected)
+        if int(settled or 0) == rev:
             return RegistryState(rev, StatePointers(pointers, history, rollouts), head, anchor_found)
         caught = catch_up(client, keys, rev, pointers, subset)
         if caught is not None:
+            if protected:  # read again: the writes replayed may have moved a protected label
+                again: Any = client.pipeline(transaction=True)
+                protected, governed = again.hgetall(keys.protected).hgetall(keys.governed).execute()
+                overlay(pointers, protected, governed)
+                caught = (caught[0], caught[1], without_protected(caught[2], protected))
             caught_head = caught[1]
             if caught_head is not None and caught_head.write_id is not None:
                 history[caught[0]] = caught_head.write_id
@@ -152,6 +163,19 @@ def catch_up(
         assert entry is not None  # checked with the revisions above
         _replay(pointers, entry, subset)
     return now, entries[0], read_rollouts(rollouts_raw)
+
+
+def without_protected(rollouts: Rollouts, protected: dict[bytes, bytes]) -> Rollouts:
+    """``rollouts`` without those on protected labels: none can run there (the scripts refuse it), so
+    an entry the writer role wrote into ``{ns}:ix:rollouts`` is not served."""
+    if not rollouts:
+        return rollouts
+    kept: Rollouts = {}
+    for name, labels in rollouts.items():
+        left = {label: split for label, split in labels.items() if f"{name}:{label}".encode() not in protected}
+        if left:
+            kept[name] = left
+    return kept
 
 
 def read_rollouts(raw: dict[bytes, bytes]) -> Rollouts:

@@ -1,4 +1,4 @@
-"""Least-privilege Redis ACL roles for one namespace: ``reader``, ``writer`` and ``admin``.
+"""Least-privilege Redis ACL roles for one namespace: ``reader``, ``writer``, ``approver`` and ``admin``.
 
 The rules are derived from what the code really sends (checked against ``ACL LOG`` and ``ACL CAT``
 on a real redis-server by ``tests/test_acl.py``):
@@ -13,9 +13,17 @@ on a real redis-server by ``tests/test_acl.py``):
     :mod:`promptreg.registry.redis.scripts`; no EVAL, EVALSHA, SCRIPT LOAD or FUNCTION LOAD, so no code of its
     own choosing) and every command the functions run (Redis 7 checks those against the caller's ACL
     too, PUBLISH on the events channel included), plus what the CLI reads (history, export, watch).
+    The writer reads every key of the namespace but writes only the families it needs
+    (:func:`writer_key_rules`): never ``{ns}:gov:*`` (where protected labels point, and decided
+    move requests) nor ``{ns}:adm:*`` (which labels are protected), so it cannot move a protected
+    label by any route (docs/governance.md).
+``approver``
+    ``writer`` plus writing ``{ns}:gov:*``: approving a move request, which moves the protected
+    label in the same write.
 ``admin``
-    ``writer`` plus the namespace wipe (SCAN + UNLINK/DEL, see ``benchmarks/_harness.py`` and the
-    demo's clean-up) and loading a release's functions library (FUNCTION LOAD, ``promptreg migrate``).
+    ``approver`` plus ``{ns}:adm:*`` (protecting a label), the namespace wipe (SCAN + UNLINK/DEL,
+    see ``benchmarks/_harness.py`` and the demo's clean-up) and loading a release's functions
+    library (FUNCTION LOAD, ``promptreg migrate``).
 
 Every rule list lives in the ``*_COMMANDS`` tuples below: amend a role there and the ``promptreg acl``
 command, the docs' examples and the tests all follow. Requires Redis 7.0 or newer (read-only key
@@ -117,7 +125,8 @@ WRITER_COMMANDS: tuple[str, ...] = (
     "xrange",  # what the CLI reads besides the reader's commands: `history`, `export`
     "hdel",  # delete_label and index_prompts drop index entries
     "hlen",  # ... and drop an emptied label from {ns}:ix:labels
-    "hexists",  # is a prompt in a composition ({ns}:ix:graph, registry/redis/partials.py)
+    "hexists",  # is a prompt in a composition ({ns}:ix:graph, registry/redis/partials.py), or a label protected
+    "zrevrange",  # the newest move requests (`promptreg requests`, registry/redis/governance.py)
 )
 """Added to the reader's commands for the CLI and CI (``promptreg`` create/push/label/rollback/sync...)."""
 
@@ -130,12 +139,14 @@ ADMIN_COMMANDS: tuple[str, ...] = (
 
 
 class Role(StrEnum):
-    """The three roles, from least to most privileged."""
+    """The four roles, from least to most privileged."""
 
     READER = "reader"
     """Services running :class:`promptreg.PromptClient`."""
     WRITER = "writer"
-    """The CLI and CI jobs that change prompts and labels."""
+    """The CLI and CI jobs that change prompts and labels (a protected label only by request)."""
+    APPROVER = "approver"
+    """Reviewers: ``writer`` plus approving and rejecting move requests of protected labels."""
     ADMIN = "admin"
     """Operators: ``writer`` plus wiping the namespace and loading the functions library (``promptreg migrate``)."""
 
@@ -144,8 +155,12 @@ _DESCRIPTIONS = {
     Role.READER: "PromptClient: read the namespace's keys (read-only), SUBSCRIBE to its events channel, "
     "write only the fleet presence keys; no PUBLISH, no scripts",
     Role.WRITER: "CLI/CI: call the loaded write functions (FCALL; no EVAL, no script or function loading) "
-    "and the commands they run, PUBLISH on the events channel, read history and exports; only the namespace's keys",
-    Role.ADMIN: "writer + the namespace wipe (SCAN, UNLINK) + loading the functions library (FUNCTION LOAD, "
+    "and the commands they run, PUBLISH on the events channel, read history and exports; reads the namespace's keys, "
+    "writes none of {ns}:gov:* and {ns}:adm:* (protected labels)",
+    Role.APPROVER: "writer + writing {ns}:gov:*: approve or reject move requests of protected labels (the approval "
+    "moves the label)",
+    Role.ADMIN: "approver + {ns}:adm:* (protect labels) + the namespace wipe (SCAN, UNLINK) + loading the functions "
+    "library (FUNCTION LOAD, "
     "promptreg migrate); only the namespace's keys",
 }
 
@@ -226,10 +241,32 @@ def presence_key_rules(namespace: str = DEFAULT_NAMESPACE) -> tuple[str, ...]:
     return (f"%W~{keys.fleet}", f"%W~{keys.member('*')}")
 
 
+WRITER_KEY_FAMILIES: tuple[str, ...] = (
+    "rev",  # the revision, and the id of the last write
+    "revid",
+    "prompts",  # the set of names
+    "log",  # the audit stream
+    "p:*",  # each prompt's keys: versions, labels, history
+    "ix:*",  # the index (a protected label's entries here are never what it serves)
+    "rq",  # move requests as requested (never a decision)
+    "rq:*",
+    "wh:*",  # webhooks: endpoints, cursors, the delivery lease, dead letters
+    "fleet",  # presence (the reader's grant, kept by the writer)
+    "fleet:*",
+)
+"""The key families (after ``{ns}:``) the writer may write; it reads every key of the namespace."""
+
+
+def writer_key_rules(namespace: str = DEFAULT_NAMESPACE) -> tuple[str, ...]:
+    """The writer's key patterns: read the namespace, write :data:`WRITER_KEY_FAMILIES` only."""
+    prefix = Keyspace(namespace).prefix
+    return (f"%R~{prefix}:*", *(f"~{prefix}:{family}" for family in WRITER_KEY_FAMILIES))
+
+
 def role_rules(
     namespace: str = DEFAULT_NAMESPACE, *, server_version: tuple[int, int] = DEFAULT_SERVER_VERSION
 ) -> tuple[RoleRules, ...]:
-    """The reader, writer and admin users of ``namespace``, in that order.
+    """The reader, writer, approver and admin users of ``namespace``, in that order.
 
     Users are named ``<namespace>-<role>`` (``promptreg-reader`` for the default namespace), so the
     roles of several namespaces can live on one server. ``server_version`` adds the grants only newer
@@ -247,9 +284,11 @@ def role_rules(
     reader = _unique(base + READER_COMMANDS + PRESENCE_COMMANDS)
     writer = _unique(reader + WRITER_COMMANDS)
     admin = _unique(writer + ADMIN_COMMANDS)
+    writer_keys = writer_key_rules(namespace)
     grants = {
         Role.READER: ((f"%R~{key_pattern}", channel, *presence_key_rules(namespace)), reader),
-        Role.WRITER: ((f"~{key_pattern}", channel), writer),
+        Role.WRITER: ((*writer_keys, channel), writer),
+        Role.APPROVER: ((*writer_keys, f"~{keys.prefix}:gov:*", channel), writer),
         Role.ADMIN: ((f"~{key_pattern}", channel), admin),
     }
     return tuple(
@@ -266,7 +305,7 @@ def role_rules(
 def acl_rules(
     namespace: str = DEFAULT_NAMESPACE, *, server_version: tuple[int, int] = DEFAULT_SERVER_VERSION
 ) -> dict[str, list[str]]:
-    """``{"reader": [...], "writer": [...], "admin": [...]}``: each role's ``ACL SETUSER`` rules.
+    """``{"reader": [...], "writer": [...], "approver": [...], "admin": [...]}``: each role's ``ACL SETUSER`` rules.
 
     The rules are the permissions only; :func:`acl_setuser_args` gives the whole command. Raises
     what :func:`role_rules` raises.

@@ -133,6 +133,17 @@ class AddVersion(ScriptCall):
 
 
 @dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """The approved move request a ``set_label`` applies (registry/redis/governance.py): its id, its
+    record as read (the script's compare-and-set), the record to store, its creation time (ms)."""
+
+    request_id: str
+    seen: str
+    stored: str
+    score: int
+
+
+@dataclass(frozen=True, slots=True)
 class SetLabel(ScriptCall):
     """``set_label.lua``: point ``label`` at ``version``; ``current`` is the caller's guess of the
     version the label last pointed at, whose hash the compatibility check reads (``RETRY`` names it
@@ -150,17 +161,27 @@ class SetLabel(ScriptCall):
     head: bytes
     force: bool
     current: int
+    request: RequestRecord | None = None
+    """An approved request's move (the approver role): its keys are declared, the writer's are not."""
 
     def script_keys(self) -> list[str]:
         k, name, label = self.ks, self.name, self.label
-        return [k.prompt(name), k.version(name, self.version), k.label(name, label), k.labels(name),
+        keys = [k.prompt(name), k.version(name, self.version), k.label(name, label), k.labels(name),
                 k.previous(name, label), k.rev, k.log, k.history(name), k.index_label(label), k.index_labels,
                 k.version(name, self.current), k.rollout(name, label)]  # fmt: skip
+        if self.request is not None:
+            request_id = self.request.request_id
+            keys += [k.governed, k.request(request_id), k.decision(request_id), k.decisions]
+        return keys
 
     def script_args(self) -> list[Any]:
+        request = self.request
+        governance = ["", "", "", ""] if request is None else [
+            request.request_id, request.seen, request.stored, request.score
+        ]  # fmt: skip
         return [self.name, self.label, self.version, _expected(self.expected), self.at, _text(self.author),
                 _text(self.reason), self.head, self.ks.channel, self.ks.version_prefix(self.name),
-                "1" if self.force else ""]  # fmt: skip
+                "1" if self.force else "", *governance]  # fmt: skip
 
     @staticmethod
     def reply(result: list[Any]) -> Reply:

@@ -35,6 +35,15 @@ key                                  type        what
 ``{ns}:ix:labels``                   set         index: label names with at least one entry
 ``{ns}:ix:format``                   string      index format (``1``): present once the index is
                                                  complete (``migrate``, or a registry created with it)
+``{ns}:adm:protected``               hash        ``<name>:<label> -> approvals``: protected labels
+                                                 (only ``admin`` may write ``{ns}:adm:*``)
+``{ns}:gov:ix``                      hash        ``<name>:<label> -> version``: where protected labels
+                                                 point (only ``approver``/``admin`` may write
+                                                 ``{ns}:gov:*``); overrides the keys above
+``{ns}:gov:rq:<id>``                 hash        a decided move request: ``record``, ``applied_rev``
+``{ns}:gov:rq``                      zset        decided request ids by creation time (ms)
+``{ns}:rq:<id>``                     string      a move request as requested (JSON)
+``{ns}:rq``                          zset        request ids by creation time (ms)
 ``{ns}:fleet``                       zset        presence index: ``client_id -> last report`` (ms)
 ``{ns}:fleet:<client_id>``           string      one client's presence record (msgpack), with a TTL
                                                  of 3 report intervals (:mod:`promptreg.registry.redis.fleet`)
@@ -175,6 +184,37 @@ class Keyspace:
     def index_format(self) -> str:
         """The index's format number; the key exists only once the index is complete."""
         return f"{self.prefix}:ix:format"
+
+    # -- protected labels (registry/redis/governance.py): keys the writer role may read, not write ------
+
+    @property
+    def protected(self) -> str:
+        """Hash ``<name>:<label> -> approvals`` of the protected labels (``admin`` writes it)."""
+        return f"{self.prefix}:adm:protected"
+
+    @property
+    def governed(self) -> str:
+        """Hash ``<name>:<label> -> version``: where each protected label points, the truth every
+        reader lays over the ``p:``/``ix:`` keys (``approver`` writes it)."""
+        return f"{self.prefix}:gov:ix"
+
+    def decision(self, request_id: str) -> str:
+        """A move request as approvers decided it: ``record`` (JSON) and ``applied_rev`` (``approver`` writes it)."""
+        return f"{self.prefix}:gov:rq:{request_id}"
+
+    @property
+    def decisions(self) -> str:
+        """Sorted set ``request id -> creation time (ms)`` of the decided requests."""
+        return f"{self.prefix}:gov:rq"
+
+    def request(self, request_id: str) -> str:
+        """A move request as its requester wrote it (JSON; trusted for the request only, never a decision)."""
+        return f"{self.prefix}:rq:{request_id}"
+
+    @property
+    def requests(self) -> str:
+        """Sorted set ``request id -> creation time (ms)`` of every request."""
+        return f"{self.prefix}:rq"
 
     # -- fleet presence (written by each client, on its own connection) ------------------------------
 

@@ -16,11 +16,13 @@ import msgpack
 
 from promptreg.registry.compatibility import CompatibilityReport, refusal_error, validate_mode
 from promptreg.registry.errors import (
+    InvalidInputError,
     LabelConflictError,
     LabelNotFoundError,
     PromptExistsError,
     PromptNotFoundError,
     PromptRegistryError,
+    ProtectedLabelError,
     RegistryCorruptError,
     RegistryUnavailableError,
     RollbackUnavailableError,
@@ -88,6 +90,8 @@ def event_from_entry(fields: dict[bytes, bytes]) -> AuditEvent:
             forced=fields.get(b"forced") == b"1",
             compatibility=text_field(fields.get(b"compatibility")),  # type: ignore[arg-type]  # validated by pydantic
             percent=None if b"percent" not in fields else float(fields[b"percent"]),
+            request=text_field(fields.get(b"request")),
+            approvals=opt_int(b"approvals"),
         )
     except (KeyError, ValueError) as exc:
         raise RegistryCorruptError(f"unreadable audit entry {fields!r}: {exc!r}") from exc
@@ -143,6 +147,11 @@ REFUSALS: dict[bytes, Callable[[Refusal], PromptRegistryError]] = {  # an unknow
             f"prompt {r.name!r} is in a composition: the write needs the graph checked at the current revision; "
             "other writers kept changing it, nothing written"
         )
+    ),
+    b"PROTECTED": lambda r: ProtectedLabelError(r.name, r.label),
+    b"NOTPROTECTED": lambda r: InvalidInputError(f"label {r.label!r} of prompt {r.name!r} is not protected"),
+    b"REQUEST": lambda r: RegistryUnavailableError(
+        f"prompt {r.name!r}: the move request kept changing while it was decided; nothing written"
     ),
     b"CORRUPT": lambda r: RegistryCorruptError(f"prompt {r.name!r} is inconsistent in redis (CORRUPT)"),
     b"INCOMPATIBLE": _incompatible,

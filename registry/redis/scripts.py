@@ -35,7 +35,7 @@ from promptreg.registry.errors import RegistryAuthError
 from promptreg.registry.redis.topology import is_cluster
 
 SCRIPTS = ("create_prompt", "add_version", "set_label", "delete_label", "rollback_label", "index_prompts",
-           "set_compatibility", "rollout")  # fmt: skip
+           "set_compatibility", "rollout", "protect_label", "request_move", "decide_request")  # fmt: skip
 """The write scripts (``registry/redis/lua/<name>.lua``); each is one function of the library."""
 
 LIBRARY_PREFIX = "promptreg_"

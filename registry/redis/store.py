@@ -49,6 +49,7 @@ from promptreg.registry.redis.calls import (
 from promptreg.registry.redis.chat import content_args, fill_inputs
 from promptreg.registry.redis.errors import map_redis_errors
 from promptreg.registry.redis.fleet import read_fleet, read_members
+from promptreg.registry.redis.governance import RedisGovernance, protected_of
 from promptreg.registry.redis.index import build_index
 from promptreg.registry.redis.keys import DEFAULT_NAMESPACE, Keyspace
 from promptreg.registry.redis.packed import fill_packed, pack_fields
@@ -71,7 +72,7 @@ from promptreg.registry.validation import LATEST, MAX_METADATA_BYTES, MAX_TEXT_B
 from promptreg.registry.wire import pack_static_part
 
 
-class RedisPromptRegistry(RedisRollouts, RedisPartials, PromptRegistry):
+class RedisPromptRegistry(RedisGovernance, RedisRollouts, RedisPartials, PromptRegistry):
     """The production registry on Redis 7 (or anything speaking its protocol with Redis Functions).
 
     Pass a redis-py client (``redis.Redis``, one from ``Sentinel.master_for``, or a
@@ -191,10 +192,12 @@ class RedisPromptRegistry(RedisRollouts, RedisPartials, PromptRegistry):
         # publish: the message comes back last in its reply and is published here once WAIT
         # confirmed the write and the sentinels still name the node it ran on (WriteRoute), so no
         # client applies a change a failover can still take back (docs/operations.md).
-        # Before those, the composition graph's key and the two ARGV of its guard (partials.py).
+        # Before those, the composition graph's key and the two ARGV of its guard (partials.py), and
+        # before the guard's ARGV the protected labels' key (governance.py; read, never declared).
         keys = [*script_call.script_keys(), self.keys.graph, self.keys.revid]
         defer = bool(self.wait_replicas) or self._route is not None
-        args = [*script_call.script_args(), *guard, secrets.token_hex(8), "DEFER" if defer else self._publish]
+        args = [*script_call.script_args(), self.keys.protected, *guard, secrets.token_hex(8),
+                "DEFER" if defer else self._publish]  # fmt: skip
         call = self._functions.script(script_call.script)
         with self._translate(), self._forgetting():
             client, primary = (self.redis, None) if self._route is None else self._route.before()
@@ -374,18 +377,20 @@ class RedisPromptRegistry(RedisRollouts, RedisPartials, PromptRegistry):
     def _get_prompt(self, name: str) -> Prompt | None:
         k = self.keys
         with self._translate():
-            meta, label_names = (
-                self._pipeline(transaction=True).hgetall(k.prompt(name)).smembers(k.labels(name)).execute()
-            )
+            meta, label_names, protected = (
+                self._pipeline(transaction=True).hgetall(k.prompt(name)).smembers(k.labels(name))
+                .hgetall(k.protected).execute()
+            )  # fmt: skip
             if not meta:
                 return None
-            labels = sorted(n.decode() for n in label_names)
+            guarded = protected_of(protected, name)
+            labels = sorted({n.decode() for n in label_names} | guarded)
             # Labels and `latest` are read together, after the label set: every label then points
             # at a version <= latest, since versions are never removed.
             pipe = self._pipeline(transaction=True)
             pipe.hget(k.prompt(name), "latest")
             for label in labels:
-                pipe.get(k.label(name, label))
+                pipe.hget(k.governed, f"{name}:{label}") if label in guarded else pipe.get(k.label(name, label))
             latest_raw, *targets = pipe.execute()
             latest = int(latest_raw or 0)
             pipe = self._pipeline(transaction=False)
@@ -417,7 +422,13 @@ class RedisPromptRegistry(RedisRollouts, RedisPartials, PromptRegistry):
                 if int(raw) == 0:
                     raise LabelNotFoundError(name, label)
                 return int(raw)
-            raw, exists = self._pipeline(transaction=False).get(k.label(name, label)).exists(k.prompt(name)).execute()
+            field = f"{name}:{label}"
+            raw, exists, protected, governed = (
+                self._pipeline(transaction=True).get(k.label(name, label)).exists(k.prompt(name))
+                .hget(k.protected, field).hget(k.governed, field).execute()
+            )  # fmt: skip
+            if protected is not None:  # a protected label points where {ns}:gov:ix says (governance.py)
+                raw = governed
         if not exists:
             raise PromptNotFoundError(name)
         if raw is None:

@@ -27,6 +27,14 @@
 -- write in between moves the revision, so the checks always saw the state the write applies to.
 -- graph_record(name) adds a new version's partials to the graph.
 --
+-- The ARGV before the graph guard's two is {ns}:adm:protected, the protected labels
+-- (registry/redis/governance.py). protected_guard(name, label) answers {'ERR', 'PROTECTED'} for a
+-- direct move of a protected label. The key is read without being declared in KEYS, the one
+-- exception to that rule: FCALL counts every declared key as written, and the writer role may read
+-- the key, never write it (docs/governance.md). It shares the hash tag, so the slot, of the keys
+-- declared. The refusal is the writer's typed error; what enforces a protection is that a protected
+-- label's truth ({ns}:gov:ix) is a key the writer cannot write.
+--
 -- check_move(mode, current, target, current_key, target_key) is the compatibility check of a label
 -- move from version `current` (where the label last pointed; false: never set, never checked) to
 -- `target`, whose hashes are the given keys (the caller has verified they are those versions' keys,
@@ -148,6 +156,13 @@ local function graph_guard(k_rev, name, always)
     return {'ERR', 'GRAPH'}
   end
   graph_forced = forced
+  return false
+end
+
+local function protected_guard(name, label)
+  if redis.call('HEXISTS', ARGV[#ARGV - 4], name .. ':' .. label) == 1 then
+    return {'ERR', 'PROTECTED'}
+  end
   return false
 end
 

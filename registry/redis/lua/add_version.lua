@@ -25,10 +25,11 @@
 -- ARGV[14] placeholders of a chat version: its placeholder names, sorted, space-separated
 -- ARGV[15] the packed record: the same version in one msgpack value (registry/redis/packed.py)
 -- ARGV[16] packed record key prefix  {ns}:p:<name>:vp:  (the new number is appended; same slot)
--- ARGV[17] the revision the caller checked the composition graph at ('' = none; '!' appended: forced)
--- ARGV[18] the partials the new version includes, space-separated (add_version; '' = none)
--- ARGV[19] this write's id (16 hex digits, random)
--- ARGV[20] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
+-- ARGV[17] {ns}:adm:protected (_commit.lua: protected_guard)
+-- ARGV[18] the revision the caller checked the composition graph at ('' = none; '!' appended: forced)
+-- ARGV[19] the partials the new version includes, space-separated (add_version; '' = none)
+-- ARGV[20] this write's id (16 hex digits, random)
+-- ARGV[21] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- Returns {'OK', rev, version} or {'ERR', 'NOPROMPT'} / {'ERR', 'CORRUPT'}, or {'ERR', 'RETRY', n}
 -- when KEYS[6] (or KEYS[7]) is not version n's key (another write came first): call again with that key.
 

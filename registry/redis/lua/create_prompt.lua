@@ -15,10 +15,11 @@
 -- ARGV[5] message head (msgpack, packed by Python)
 -- ARGV[6] channel
 -- ARGV[7] compatibility mode ('none', 'backward' or 'full'; 'none' is not stored)
--- ARGV[8] the revision the caller checked the composition graph at ('' = none; '!' appended: forced)
--- ARGV[9] the partials the new version includes, space-separated (add_version; '' = none)
--- ARGV[10] this write's id (16 hex digits, random)
--- ARGV[11] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
+-- ARGV[8] {ns}:adm:protected (_commit.lua: protected_guard)
+-- ARGV[9] the revision the caller checked the composition graph at ('' = none; '!' appended: forced)
+-- ARGV[10] the partials the new version includes, space-separated (add_version; '' = none)
+-- ARGV[11] this write's id (16 hex digits, random)
+-- ARGV[12] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- Returns {'OK', rev} or {'ERR', 'EXISTS'}.
 
 local name = ARGV[1]

@@ -21,10 +21,11 @@
 -- ARGV[6] reason ('' = none)
 -- ARGV[7] message head (msgpack, packed by Python)
 -- ARGV[8] channel
--- ARGV[9] the revision the caller checked the composition graph at ('' = none; '!' appended: forced)
--- ARGV[10] the partials the new version includes, space-separated (add_version; '' = none)
--- ARGV[11] this write's id (16 hex digits, random)
--- ARGV[12] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
+-- ARGV[9] {ns}:adm:protected (_commit.lua: protected_guard)
+-- ARGV[10] the revision the caller checked the composition graph at ('' = none; '!' appended: forced)
+-- ARGV[11] the partials the new version includes, space-separated (add_version; '' = none)
+-- ARGV[12] this write's id (16 hex digits, random)
+-- ARGV[13] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- Returns {'OK', rev, previous} or {'ERR', 'NOPROMPT' | 'NOLABEL' | 'CONFLICT', actual}.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -33,6 +34,10 @@ end
 local guarded = graph_guard(KEYS[5], ARGV[1], false)
 if guarded then
   return guarded
+end
+local protected = protected_guard(ARGV[1], ARGV[2])
+if protected then
+  return protected
 end
 local rollout = redis.call('HGET', KEYS[10], 'candidate')
 if rollout then

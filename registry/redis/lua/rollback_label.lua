@@ -22,10 +22,11 @@
 -- ARGV[8] channel
 -- ARGV[9] force ('1' = move even if the compatibility mode refuses it; recorded as forced)
 -- ARGV[10] expected version ('' = no check, '0' = the label must be deleted now)
--- ARGV[11] the revision the caller checked the composition graph at ('' = none; '!' appended: forced)
--- ARGV[12] the partials the new version includes, space-separated (add_version; '' = none)
--- ARGV[13] this write's id (16 hex digits, random)
--- ARGV[14] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
+-- ARGV[11] {ns}:adm:protected (_commit.lua: protected_guard)
+-- ARGV[12] the revision the caller checked the composition graph at ('' = none; '!' appended: forced)
+-- ARGV[13] the partials the new version includes, space-separated (add_version; '' = none)
+-- ARGV[14] this write's id (16 hex digits, random)
+-- ARGV[15] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- Returns {'OK', rev, version, previous or false, forced} or {'ERR', 'NOPROMPT' | 'NOROLLBACK' |
 -- 'CORRUPT'}, {'ERR', 'CONFLICT', current or false}, a check_move refusal (_commit.lua), or
 -- {'ERR', 'RETRY', target, current or 0} when
@@ -40,6 +41,10 @@ end
 local guarded = graph_guard(KEYS[5], ARGV[1], false)
 if guarded then
   return guarded
+end
+local protected = protected_guard(ARGV[1], ARGV[2])
+if protected then
+  return protected
 end
 local rollout = redis.call('HGET', KEYS[12], 'candidate')
 if rollout then

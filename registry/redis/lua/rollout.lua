@@ -27,10 +27,11 @@
 -- ARGV[12] channel
 -- ARGV[13] version key prefix {ns}:p:<name>:v:
 -- ARGV[14] force ('1' = start even if the compatibility mode refuses the candidate)
--- ARGV[15] the revision the caller checked the composition graph at ('' = none; '!' appended: forced)
--- ARGV[16] the partials the new version includes, space-separated (add_version; '' = none)
--- ARGV[17] this write's id (16 hex digits, random)
--- ARGV[18] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
+-- ARGV[15] {ns}:adm:protected (_commit.lua: protected_guard: a protected label has no rollout)
+-- ARGV[16] the revision the caller checked the composition graph at ('' = none; '!' appended: forced)
+-- ARGV[17] the partials the new version includes, space-separated (add_version; '' = none)
+-- ARGV[18] this write's id (16 hex digits, random)
+-- ARGV[19] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- Returns {'OK', rev, version, previous, forced} (as the audit entry: see AuditEvent), or
 -- {'ERR', 'NOPROMPT' | 'NOLABEL' | 'NOVERSION' | 'NOROLLOUT'}, {'ERR', 'ROLLOUT', candidate} (one is
 -- running), {'ERR', 'SAMEVERSION', stable}, a check_move refusal, or {'ERR', 'RETRY', stable,
@@ -40,6 +41,10 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'ERR', 'NOPROMPT'}
 end
 local op = ARGV[1]
+local protected = protected_guard(ARGV[2], ARGV[3])
+if protected then
+  return protected
+end
 if op == 'start_rollout' then
   local guarded = graph_guard(KEYS[6], ARGV[2], false)
   if guarded then

@@ -13,10 +13,11 @@
 -- ARGV[5] reason ('' = none)
 -- ARGV[6] message head (msgpack, packed by Python)
 -- ARGV[7] channel
--- ARGV[8] the revision the caller checked the composition graph at ('' = none; '!' appended: forced)
--- ARGV[9] the partials the new version includes, space-separated (add_version; '' = none)
--- ARGV[10] this write's id (16 hex digits, random)
--- ARGV[11] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
+-- ARGV[8] {ns}:adm:protected (_commit.lua: protected_guard)
+-- ARGV[9] the revision the caller checked the composition graph at ('' = none; '!' appended: forced)
+-- ARGV[10] the partials the new version includes, space-separated (add_version; '' = none)
+-- ARGV[11] this write's id (16 hex digits, random)
+-- ARGV[12] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- Returns {'OK', rev} or {'ERR', 'NOPROMPT'}.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then

@@ -28,14 +28,25 @@
 -- ARGV[9] channel
 -- ARGV[10] version key prefix         {ns}:p:<name>:v:  (same slot)
 -- ARGV[11] force ('1' = move even if the compatibility mode refuses it; recorded as forced)
--- ARGV[12] the revision the caller checked the composition graph at ('' = none; '!' appended: forced)
--- ARGV[13] the partials the new version includes, space-separated (add_version; '' = none)
--- ARGV[14] this write's id (16 hex digits, random)
--- ARGV[15] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
+-- ARGV[12] the approved move request this move applies ('' = a direct move)
+-- ARGV[13] a request: its record as the caller read it (compare-and-set: a decision meanwhile refuses)
+-- ARGV[14] a request: its record to store, decided (JSON); ARGV[15] its creation time (ms)
+-- ARGV[16] {ns}:adm:protected (_commit.lua: protected_guard)
+-- ARGV[17] the revision the caller checked the composition graph at ('' = none; '!' appended: forced)
+-- ARGV[18] the partials the new version includes, space-separated (add_version; '' = none)
+-- ARGV[19] this write's id (16 hex digits, random)
+-- ARGV[20] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
+-- A request's move only (the approver role) declares four more keys, before the last two:
+--   13: {ns}:gov:ix, 14: {ns}:rq:<id>, 15: {ns}:gov:rq:<id>, 16: {ns}:gov:rq
+--   (the script reads them as KEYS[13] to KEYS[16]; graph and revid follow, _commit.lua). Whether
+--   the label is protected is read in {ns}:adm:protected, which only admin may write (so not declared).
+-- A protected label points where {ns}:gov:ix says: a direct move is refused (PROTECTED), a
+-- request's move reads its current version there and writes it there and in the keys above.
 -- The compatibility check compares the target with where the label last pointed: where it points,
 -- or where it pointed when it was deleted (delete + set is one move); a label never set is not
 -- checked.
--- Returns {'OK', rev, previous or false, forced} or {'ERR', 'NOPROMPT' | 'NOVERSION' | 'CONFLICT',
+-- Returns {'OK', rev, previous or false, forced} or {'ERR', 'NOPROMPT' | 'NOVERSION' | 'CONFLICT' |
+-- 'PROTECTED' | 'REQUEST',
 -- actual}, a check_move refusal (_commit.lua), or {'ERR', 'RETRY', last} when the compatibility
 -- check needs the hash of the version the label last pointed at and KEYS[11] is not its key: call
 -- again with that key.
@@ -47,6 +58,21 @@ local guarded = graph_guard(KEYS[6], ARGV[1], false)
 if guarded then
   return guarded
 end
+local field = ARGV[1] .. ':' .. ARGV[2]
+local request = ARGV[12]
+local governed = false
+if request == '' then
+  local protected = protected_guard(ARGV[1], ARGV[2])
+  if protected then
+    return protected
+  end
+else
+  local seen = redis.call('HGET', KEYS[15], 'record') or redis.call('GET', KEYS[14])
+  if seen ~= ARGV[13] then
+    return {'ERR', 'REQUEST'}
+  end
+  governed = protected_guard(ARGV[1], ARGV[2]) ~= false
+end
 local rollout = redis.call('HGET', KEYS[12], 'candidate')
 if rollout then
   return {'ERR', 'ROLLOUT', tonumber(rollout)}
@@ -55,7 +81,12 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
   return {'ERR', 'NOVERSION'}
 end
 local version = tonumber(ARGV[3])
-local current = redis.call('GET', KEYS[3])
+local current
+if governed then
+  current = redis.call('HGET', KEYS[13], field)
+else
+  current = redis.call('GET', KEYS[3])
+end
 if current then
   current = tonumber(current)
 end
@@ -87,6 +118,9 @@ if mode ~= 'none' and last and last ~= version then
     forced = '1'
   end
 end
+if governed then
+  redis.call('HSET', KEYS[13], field, version)
+end
 redis.call('SET', KEYS[3], version)
 redis.call('SADD', KEYS[4], ARGV[2])
 redis.call('HSET', KEYS[9], ARGV[1], version)
@@ -101,6 +135,10 @@ if current ~= version then
 end
 local rev = commit(KEYS[6], KEYS[7], KEYS[8], ARGV[9], ARGV[8],
   {'at', ARGV[5], 'action', 'set_label', 'prompt', ARGV[1], 'label', ARGV[2], 'author', ARGV[6],
-   'reason', ARGV[7], 'forced', forced},
+   'reason', ARGV[7], 'forced', forced, 'request', request},
   version, current or false, redis.call('HGET', KEYS[2], 'sha256') or false)
+if request ~= '' then
+  redis.call('HSET', KEYS[15], 'record', ARGV[14], 'applied_rev', rev)
+  redis.call('ZADD', KEYS[16], ARGV[15], request)
+end
 return reply({'OK', rev, current or false, forced})
