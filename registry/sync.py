@@ -84,7 +84,7 @@ SUFFIX = ".prompt"
 FRONT_MATTER_KEYS = frozenset({"labels", "metadata", "description", "message", "model", "config"})
 """The keys a prompt file's front matter may hold."""
 
-StepAction = Literal["create_prompt", "add_version", "set_label"]
+StepAction = Literal["create_prompt", "add_version", "set_label", "request_move"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +120,8 @@ def describe_write(
         return f"{prompt}: create prompt"
     if action == "add_version":
         return f"{prompt}: add version {version}" + (f" (from {source})" if source is not None else "")
+    if action == "request_move":
+        return f"{prompt}: request label {describe_label_move(label, previous_version, version)} (protected)"
     return f"{prompt}: label {describe_label_move(label, previous_version, version)}"
 
 
@@ -306,6 +308,7 @@ def plan_sync(registry: PromptRegistry, directory: Path | str, *, labels: Iterab
     folder = Path(directory)
     limits = {"max_text_bytes": registry.max_text_bytes, "max_metadata_bytes": registry.max_metadata_bytes}
     files = order_files(read_prompt_files(folder, **limits))
+    protected = {(p.prompt, p.label) for p in registry.protected_labels()}
     steps: list[SyncStep] = []
     for prompt_file in files:
         prompt = registry.get_prompt(prompt_file.name)
@@ -314,6 +317,7 @@ def plan_sync(registry: PromptRegistry, directory: Path | str, *, labels: Iterab
         if prompt is not None and prompt.compatibility != "none" and any(n not in prompt.labels for n in wanted):
             deleted = deleted_labels(registry.history(prompt.name))  # a deleted label is checked too
         steps.extend(_plan_file(prompt_file, prompt, extra, deleted))
+    steps = _requests(registry, steps, protected)
     refused = check_plan(registry, {f.name: f for f in files}, steps)
     steps = [replace(s, graph_refusal=refused[i]) if i in refused else s for i, s in enumerate(steps)]
     return SyncPlan(folder, tuple(files), tuple(steps))
@@ -370,6 +374,13 @@ def _apply_steps(
             )
             added[step.prompt] = version.version
             done.append(replace(step, version=version.version))
+        elif step.action == "request_move":
+            assert step.label is not None and step.version is not None
+            target = added.get(step.prompt, step.version)
+            registry.request_label_move(
+                step.prompt, step.label, target, author=author or "promptreg sync", reason=_reason(step.path)
+            )
+            done.append(replace(step, version=target))
         else:
             assert step.label is not None and step.version is not None
             target = added.get(step.prompt, step.version)
@@ -383,6 +394,22 @@ def _apply_steps(
                 force=force,
             )
             done.append(replace(step, version=target))
+
+
+def _requests(registry: PromptRegistry, steps: list[SyncStep], protected: set[tuple[str, str]]) -> list[SyncStep]:
+    """The moves of protected labels as move requests (registry/governance.py): sync asks, an
+    approver decides. A request already pending for the same move is not asked again, so re-running
+    sync changes nothing."""
+    if not protected:
+        return steps
+    pending = {(r.prompt, r.label, r.version) for r in registry.list_requests(state="pending", limit=1000)}
+    out: list[SyncStep] = []
+    for step in steps:
+        if step.action != "set_label" or (step.prompt, step.label) not in protected:
+            out.append(step)
+        elif (step.prompt, step.label, step.version) not in pending:
+            out.append(replace(step, action="request_move", refusal=None))
+    return out
 
 
 def _reason(path: Path) -> str:

@@ -30,6 +30,7 @@ from promptreg.registry import (
     VersionNotFoundError,
 )
 from promptreg.registry.cli.local_server import wait_until
+from promptreg.registry.sync import apply_sync, plan_sync
 from tests.backends import Backend, kinds, open_backend, refused
 
 NAME = "support-bot"
@@ -215,8 +216,10 @@ def test_request_refusals(backend: Backend, reg: PromptRegistry) -> None:
         (InvalidInputError, lambda: reg.request_label_move(NAME, "staging", 1, author="a", reason="r")),  # unprotected
         (InvalidInputError, lambda: reg.request_label_move(NAME, "production", 2, author="", reason="r")),
         (InvalidInputError, lambda: reg.request_label_move(NAME, "production", 2, author="a", reason=" ")),
-        (InvalidInputError, lambda: reg.request_label_move(NAME, "production", 2, author="a", reason="r", expires_in=0)),
-        (InvalidInputError, lambda: reg.request_label_move(NAME, "production", 2, author="a", reason="r", expires_in=True)),
+        (InvalidInputError, lambda: reg.request_label_move(NAME, "production", 2, author="a", reason="r",
+                                                           expires_in=0)),
+        (InvalidInputError, lambda: reg.request_label_move(NAME, "production", 2, author="a", reason="r",
+                                                           expires_in=True)),
         (InvalidInputError, lambda: reg.request_label_move(NAME, "latest", 2, author="a", reason="r")),
         (RequestNotFoundError, lambda: reg.approve("0123456789abcdef", author="b")),
         (RequestNotFoundError, lambda: reg.reject("0123456789abcdef", author="b")),
@@ -270,3 +273,20 @@ def test_a_client_follows_requests_and_the_approved_move(live: Backend) -> None:
         reg.approve(request.id, author="bo")
         assert wait_until(lambda: client.get(NAME, "production").version == 2, 10)
         assert client.status().state.value == "live"
+
+
+# -- prompts as code: sync asks for the moves of protected labels ------------------------------------
+
+
+def test_sync_requests_the_move_of_a_protected_label(reg: PromptRegistry, tmp_path: Path) -> None:
+    seed(reg)
+    (tmp_path / f"{NAME}.prompt").write_text(f"---\nlabels: [production, staging]\n---\n{TEXTS[1]}")
+    plan = plan_sync(reg, tmp_path)
+    assert [(s.action, s.label) for s in plan.steps] == [("request_move", "production")]  # staging is at 2
+    assert "request label production 1 -> 2 (protected)" in plan.steps[0].describe()
+    apply_sync(reg, plan, author="ci")
+    [request] = reg.list_requests(state="pending")
+    assert (request.version, request.author, label_of(reg)) == (2, "ci", 1)
+    assert plan_sync(reg, tmp_path).steps == ()  # re-running asks nothing more
+    reg.approve(request.id, author="bo")
+    assert label_of(reg) == 2 and plan_sync(reg, tmp_path).steps == ()
