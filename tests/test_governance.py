@@ -6,6 +6,7 @@ Enforcement against a writer that goes around the API is tested per store: test_
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -290,3 +291,55 @@ def test_sync_requests_the_move_of_a_protected_label(reg: PromptRegistry, tmp_pa
     assert plan_sync(reg, tmp_path).steps == ()  # re-running asks nothing more
     reg.approve(request.id, author="bo")
     assert label_of(reg) == 2 and plan_sync(reg, tmp_path).steps == ()
+
+
+# -- concurrent decisions ------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=kinds("file", "redis", "cluster", "postgres"))
+def shared(request: pytest.FixtureRequest, namespace: str, tmp_path: Path) -> Iterator[Backend]:
+    """The backends several connections share for real (fakeredis is one in-process server)."""
+    with open_backend(request.param, request, namespace, tmp_path) as backend:
+        yield backend
+
+
+def test_concurrent_approvals_are_all_counted_once(shared: Backend) -> None:
+    """Approvers deciding at once, each on its own connection: with 3 approvals required and 3
+    approvers, the label moves exactly once, with all three approvals; a second round where 4 race
+    for 1 approval applies once and refuses the others as already applied."""
+    backend = shared
+    setup = backend.make()
+    seed(setup, approvals=3)
+    request = setup.request_label_move(NAME, "production", 2, author="ana", reason="r")
+    rev = setup.revision()
+    outcomes: list[object] = []
+
+    def decide(author: str, request_id: str) -> None:
+        with backend.make() as mine:
+            try:
+                outcomes.append(mine.approve(request_id, author=author).state)
+            except RequestStateError as exc:
+                outcomes.append(exc.state)
+
+    threads = [threading.Thread(target=decide, args=(name, request.id)) for name in ("bo", "cy", "di")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(map(str, outcomes)) == ["applied", "pending", "pending"]
+    done = setup.get_request(request.id)
+    assert done.state is RequestState.APPLIED and sorted(a.author for a in done.approvals) == ["bo", "cy", "di"]
+    assert label_of(setup) == 2 and setup.revision() == rev + 3
+    assert [e.action for e in setup.history(NAME) if e.rev > rev] == ["approve_request", "approve_request", "set_label"]
+
+    setup.protect_label(NAME, "production", approvals=1)
+    back = setup.request_label_move(NAME, "production", 1, author="ana", reason="back")
+    outcomes.clear()
+    threads = [threading.Thread(target=decide, args=(name, back.id)) for name in ("bo", "cy", "di", "ed")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(map(str, outcomes)) == ["applied", "applied", "applied", "applied"]  # 1 write, 3 refusals
+    assert [e.action for e in setup.history(NAME)].count("set_label") == 4  # seed's 2, the 3-approval move, this one
+    assert label_of(setup) == 1
