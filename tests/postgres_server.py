@@ -79,7 +79,8 @@ def private_postgres_server() -> Iterator[PostgresServer]:
 
 _TABLES = (
     "promptreg_namespaces", "promptreg_prompts", "promptreg_versions", "promptreg_labels",
-    "promptreg_rollouts", "promptreg_audit", "promptreg_partials",
+    "promptreg_rollouts", "promptreg_audit", "promptreg_partials", "promptreg_protections", "promptreg_requests",
+    "promptreg_approvals",
 )  # fmt: skip
 
 

@@ -225,9 +225,8 @@ def test_migration_6_upgrades_a_database_at_version_5(fresh_db: str) -> None:
         before = admin.execute("SELECT rev FROM promptreg_namespaces WHERE namespace = 'shop'").fetchone()
         with PostgresPromptRegistry(_as(fresh_db, "postgres"), auto_migrate=False) as old:
             for write in (lambda: old.add_version("bot", "three"), lambda: old.set_label("bot", "production", 2)):
-                with pytest.raises(
-                    RegistryUnavailableError, match=r"version 5.*writes need version 6.*promptreg migrate"
-                ):
+                refusal = rf"version 5.*need version {LATEST_SCHEMA} \(migration 6: partials.*migrate`"
+                with pytest.raises(RegistryUnavailableError, match=refusal):
                     write()
             assert admin.execute("SELECT rev FROM promptreg_namespaces WHERE namespace = 'shop'").fetchone() == before
             assert admin.execute("SELECT to_regclass('promptreg_partials')").fetchone() == (None,)
@@ -236,7 +235,7 @@ def test_migration_6_upgrades_a_database_at_version_5(fresh_db: str) -> None:
             assert not old.migrate().changed
             old.add_version("bot", "{{> safety}} three {{question}}")
         applied = [r[0] for r in admin.execute(f"SELECT version FROM {SCHEMA_TABLE} ORDER BY version")]
-        assert applied == list(range(1, LATEST_SCHEMA + 1)) == [1, 2, 3, 4, 5, 6]
+        assert applied == list(range(1, LATEST_SCHEMA + 1)) and applied[:6] == [1, 2, 3, 4, 5, 6]
         # Backfilled from every namespace's versions by the rule the writes use.
         assert index_rows(admin) == {
             ("shop", "safety", "bot"), ("shop", "safety", "chat"), ("other", "y", "x"), ("other", "z", "x"),

@@ -164,7 +164,7 @@ def test_migration_5_upgrades_a_database_at_version_4(fresh_db: str) -> None:
             prompt = reg.get_prompt("p")
             assert prompt is not None and prompt.rollouts["production"].percent == 12.5
         applied = [r[0] for r in admin.execute(f"SELECT version FROM {SCHEMA_TABLE} ORDER BY version")]
-        assert applied == list(range(1, LATEST_SCHEMA + 1)) == [1, 2, 3, 4, 5, 6]
+        assert applied == list(range(1, LATEST_SCHEMA + 1)) and applied[:5] == [1, 2, 3, 4, 5]
         # The roles made before the migration got the new table's grants from promptreg_labels'.
         privileges = {
             (role, privilege): admin.execute("SELECT has_table_privilege(%s, 'promptreg_rollouts', %s)",

@@ -33,7 +33,7 @@ from promptreg.registry.composition import Source, WriteGraph, composes, uses
 from promptreg.registry.composition_checks import DependentReport, check_move, check_new_version, check_rollout
 from promptreg.registry.models import CompatibilityMode, PromptVersion
 from promptreg.registry.partials import PartialReads
-from promptreg.registry.postgres.schema import LATEST_SCHEMA, MAY_INCLUDE
+from promptreg.registry.postgres.schema import MAY_INCLUDE, PARTIALS_SCHEMA
 
 Connect = Callable[[], AbstractContextManager[Any]]
 """What a graph reads through: a connection in a transaction, for one batch of queries."""
@@ -244,12 +244,12 @@ class PostgresPartials(PartialReads):
 
     def _graph(self) -> WriteGraph:
         """The graph of plain reads (``_read`` transactions; the public reads below hold one)."""
-        return PostgresGraph(self._read, self.namespace, indexed=self._schema >= LATEST_SCHEMA)
+        return PostgresGraph(self._read, self.namespace, indexed=self._schema >= PARTIALS_SCHEMA)
 
     def _dependents_index(self) -> Mapping[str, Iterable[str]]:
         index: dict[str, set[str]] = {}
         with self._read() as conn:
-            if self._schema >= LATEST_SCHEMA:
+            if self._schema >= PARTIALS_SCHEMA:
                 rows = conn.execute(
                     "SELECT partial, dependent FROM promptreg_partials WHERE namespace = %s", (self.namespace,)
                 ).fetchall()

@@ -9,7 +9,9 @@ then the prompt row and the label row are locked, every check runs on what they 
 rollout row is written, the audit row (with the share in ``points``) is appended, the revision is
 bumped and the change is notified. A refusal raises before anything is written. The label row's
 lock also orders a rollout against a ``set_label`` of the same label; the foreign keys keep a rollout
-on an existing label row and an existing version.
+on an existing label row and an existing version. Every rollout write of a protected label is refused
+(:class:`~promptreg.ProtectedLabelError`), in Python and by the table's trigger
+(:mod:`promptreg.registry.postgres.governance_schema`).
 """
 
 from __future__ import annotations
@@ -61,11 +63,14 @@ class PostgresRollouts(ABC):
     def _check_rollout(self, conn: Any, name: str, label: str, candidate: int) -> None: ...
 
     @abstractmethod
+    def _refuse_protected(self, conn: Any, name: str, label: str) -> None: ...
+
+    @abstractmethod
     def _commit(
         self, conn: Any, rev: int, action: AuditAction, name: str, at: datetime, label: str | None = None,
         version: int | None = None, previous: int | None = None, author: str | None = None,
         reason: str | None = None, forced: bool = False, compatibility: CompatibilityMode | None = None,
-        points: int | None = None,
+        points: int | None = None, request: str | None = None, approvals: int | None = None,
     ) -> AuditEvent: ...  # fmt: skip
 
     # -- inside a write's transaction -------------------------------------------------------------
@@ -88,9 +93,11 @@ class PostgresRollouts(ABC):
 
     def _running(self, conn: Any, name: str, label: str) -> tuple[int, int, int]:
         """``(stable, candidate, points)`` of the rollout of ``label``, its rows locked; raises
-        :class:`~promptreg.PromptNotFoundError` or :class:`~promptreg.RolloutNotFoundError`."""
+        :class:`~promptreg.PromptNotFoundError`, :class:`~promptreg.ProtectedLabelError` or
+        :class:`~promptreg.RolloutNotFoundError`."""
         self._lock_prompt(conn, name)
         stable, _previous = self._lock_label(conn, name, label)
+        self._refuse_protected(conn, name, label)
         found = self._lock_rollout(conn, name, label)
         if found is None or stable is None:  # a rollout's label is never deleted (_no_rollout)
             raise RolloutNotFoundError(name, label)
@@ -105,6 +112,7 @@ class PostgresRollouts(ABC):
         with self._write() as (conn, rev):
             latest = self._lock_prompt(conn, name)
             stable, _previous = self._lock_label(conn, name, label)
+            self._refuse_protected(conn, name, label)
             if stable is None:
                 raise LabelNotFoundError(name, label)
             self._no_rollout(conn, name, label)

@@ -33,6 +33,14 @@ import msgpack
 
 from promptreg.registry.errors import RegistryCorruptError, RegistryUnavailableError
 from promptreg.registry.postgres.conn import is_undefined_table
+from promptreg.registry.postgres.governance_schema import (
+    FUNCTIONS_SQL,
+    GOVERNANCE_TABLES,
+    PIN_SQL,
+    REQUEST_FUNCTION,
+    TABLES_SQL,
+    TRIGGERS_SQL,
+)
 from promptreg.registry.wire import ROLLOUT_OPERATIONS, ChangeMessage, decode
 
 CHANNEL_PREFIX: Final = "promptreg."
@@ -80,6 +88,12 @@ def carry_grants(source: str, target: str, implies: Mapping[str, str]) -> str:
         $$;
     """
 
+
+WEBHOOK_TABLES: Final = (
+    "promptreg_webhooks", "promptreg_webhook_cursors", "promptreg_webhook_dead_letters", "promptreg_webhook_leases",
+)  # fmt: skip
+"""Migration 8's tables (:mod:`promptreg.registry.webhooks.postgres_store`): the roles that may move
+labels read and write them all; the reader has no grant on them (an endpoint's URL may carry credentials)."""
 
 MAY_INCLUDE: Final = (
     "(strpos(prompt_text, '{{>') > 0 OR EXISTS (SELECT 1 FROM json_array_elements(messages) m "
@@ -256,12 +270,71 @@ MIGRATIONS: Final = (
         """,
         backfill_partials,
     ),
+    Migration(
+        7,
+        "protected labels: protections, move requests and approvals, enforced by triggers and functions",
+        # SQL of registry/postgres/governance_schema.py. The roles that exist keep working: who may
+        # read the labels may read the new tables, who may move labels may request a move; approving
+        # and protecting need the approver's and the admin's grants (docs/postgres.md, Roles).
+        TABLES_SQL
+        + TRIGGERS_SQL
+        + FUNCTIONS_SQL
+        + PIN_SQL
+        + carry_grants("promptreg_labels", ", ".join(GOVERNANCE_TABLES), {"SELECT": "SELECT"})
+        + carry_grants("promptreg_labels", f"FUNCTION {REQUEST_FUNCTION}", {"UPDATE": "EXECUTE"}),
+    ),
+    Migration(
+        8,
+        "webhooks: endpoints, their cursors and dead letters, the delivery lease; grants to who may move labels",
+        # registry/webhooks/postgres_store.py. Endpoints hold URLs (maybe with credentials): the
+        # roles that may move labels (writer, approver, admin) get them, the reader does not.
+        """
+        CREATE TABLE promptreg_webhooks (
+            namespace    text NOT NULL,
+            id           text NOT NULL,
+            url          text NOT NULL,
+            secret_env   text NOT NULL,                    -- the NAME of the worker's variable, never a secret
+            events       json NOT NULL,
+            format       text NOT NULL,
+            max_attempts integer NOT NULL,
+            created_at   timestamptz NOT NULL,
+            PRIMARY KEY (namespace, id)
+        );
+        CREATE TABLE promptreg_webhook_cursors (
+            namespace   text NOT NULL,
+            endpoint    text NOT NULL,
+            cursor      json NOT NULL,
+            PRIMARY KEY (namespace, endpoint),
+            FOREIGN KEY (namespace, endpoint) REFERENCES promptreg_webhooks (namespace, id) ON DELETE CASCADE
+        );
+        CREATE TABLE promptreg_webhook_dead_letters (
+            id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            namespace   text NOT NULL,
+            endpoint    text NOT NULL,
+            letter      json NOT NULL,
+            FOREIGN KEY (namespace, endpoint) REFERENCES promptreg_webhooks (namespace, id) ON DELETE CASCADE
+        );
+        CREATE INDEX promptreg_webhook_dead_letters_endpoint
+            ON promptreg_webhook_dead_letters (namespace, endpoint, id);
+        CREATE TABLE promptreg_webhook_leases (
+            namespace   text PRIMARY KEY,
+            holder      text NOT NULL,
+            expires_at  timestamptz NOT NULL
+        );
+        """
+        + carry_grants("promptreg_labels", ", ".join(WEBHOOK_TABLES), {"UPDATE": "SELECT, INSERT, UPDATE, DELETE"}),
+    ),
 )
 LATEST_SCHEMA: Final = MIGRATIONS[-1].version
 READABLE_SCHEMA: Final = 5
 """The oldest schema a registry with ``auto_migrate=False`` works on, for reads: migration 6 only
 adds the dependents index (``promptreg_partials``), which the reads do without (they scan the
-versions instead). Every write needs :data:`LATEST_SCHEMA`."""
+versions instead); migration 7 adds protected labels, which read as none before it (and the audit
+rows' ``request`` and ``approvals`` as ``None``). Every write needs :data:`LATEST_SCHEMA`."""
+PARTIALS_SCHEMA: Final = 6
+"""The schema that has the dependents index (``promptreg_partials``)."""
+GOVERNANCE_SCHEMA: Final = 7
+"""The schema that has protected labels (``promptreg_protections`` and the audit's ``request``)."""
 
 
 def run_migrations(conn: Any) -> list[Migration]:
@@ -313,7 +386,7 @@ def schema(conn: Any, *, migrate: bool = False, write: bool = False) -> int:
     if write and current >= READABLE_SCHEMA:
         raise RegistryUnavailableError(
             f"the promptreg schema is at version {current}: this promptreg reads it, but its writes need version "
-            f"{LATEST_SCHEMA} (migration {LATEST_SCHEMA}: the partials index): run `promptreg migrate`"
+            f"{LATEST_SCHEMA} ({_missing(current)}): run `promptreg migrate`"
         )
     if current < READABLE_SCHEMA:
         raise RegistryUnavailableError(
@@ -321,6 +394,12 @@ def schema(conn: Any, *, migrate: bool = False, write: bool = False) -> int:
             "run `promptreg migrate`"
         )
     return current
+
+
+def _missing(current: int) -> str:
+    """The migrations a schema at ``current`` lacks, named by the head of their description."""
+    missing = [m for m in MIGRATIONS if m.version > current]
+    return ", ".join(f"migration {m.version}: {m.description.split(':')[0]}" for m in missing)
 
 
 def channel_for(namespace: str) -> str:

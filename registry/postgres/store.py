@@ -46,9 +46,11 @@ from promptreg.registry.postgres.conn import (
     parse_postgres_url,
     require_psycopg,
 )
+from promptreg.registry.postgres.governance import PostgresGovernance, event_with_request
+from promptreg.registry.postgres.governance_schema import GOVERNANCE_TABLES
 from promptreg.registry.postgres.partials import PostgresPartials
 from promptreg.registry.postgres.rollouts import PostgresRollouts
-from promptreg.registry.postgres.rows import AUDIT_COLUMNS, VERSION_COLUMNS, event_from_row, utc, version_from_row
+from promptreg.registry.postgres.rows import AUDIT_COLUMNS, VERSION_COLUMNS, utc, version_from_row
 from promptreg.registry.postgres.schema import LATEST_SCHEMA, channel_for, encode_payload, run_migrations, schema
 from promptreg.registry.rollouts import percent_of
 from promptreg.registry.urls import redact_url
@@ -61,7 +63,7 @@ from promptreg.registry.validation import (
 )
 
 
-class PostgresPromptRegistry(PostgresPartials, PostgresRollouts, PromptRegistry):
+class PostgresPromptRegistry(PostgresPartials, PostgresGovernance, PostgresRollouts, PromptRegistry):
     """The production registry on PostgreSQL 12 or newer (``postgresql://`` or ``postgres://``).
 
     ``url`` is a libpq URL; its ``namespace=`` query parameter (else the ``namespace`` argument, else
@@ -234,7 +236,7 @@ class PostgresPromptRegistry(PostgresPartials, PostgresRollouts, PromptRegistry)
         self, conn: Any, rev: int, action: AuditAction, name: str, at: datetime, label: str | None = None,
         version: int | None = None, previous: int | None = None, author: str | None = None,
         reason: str | None = None, forced: bool = False, compatibility: CompatibilityMode | None = None,
-        points: int | None = None,
+        points: int | None = None, request: str | None = None, approvals: int | None = None,
     ) -> AuditEvent:  # fmt: skip
         """The tail of every write: audit row, revision bump, notification (sent at COMMIT).
 
@@ -244,16 +246,18 @@ class PostgresPromptRegistry(PostgresPartials, PostgresRollouts, PromptRegistry)
         rev += 1
         conn.execute("UPDATE promptreg_namespaces SET rev = %s WHERE namespace = %s", (rev, self.namespace))
         conn.execute(
-            f"INSERT INTO promptreg_audit (namespace, {AUDIT_COLUMNS}, write_id) VALUES ({', '.join(['%s'] * 14)})",
+            f"INSERT INTO promptreg_audit (namespace, {AUDIT_COLUMNS}, write_id, request, approvals) "
+            f"VALUES ({', '.join(['%s'] * 16)})",
             (self.namespace, rev, at, action, name, label, version, previous, author, reason, forced, compatibility,
-             points, secrets.token_hex(8)),
+             points, secrets.token_hex(8), request, approvals),
         )  # fmt: skip
         percent = None if points is None else percent_of(points)
         payload = encode_payload(rev, action, name, label, version, previous, author, at.timestamp(), percent)
         conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
         return AuditEvent(rev=rev, at=at, action=action, prompt=name, label=label, version=version,
                           previous_version=previous, author=author, reason=reason, forced=forced,
-                          compatibility=compatibility, percent=percent)  # fmt: skip
+                          compatibility=compatibility, percent=percent, request=request,
+                          approvals=approvals)  # fmt: skip
 
     def _check(self, conn: Any, name: str, label: str, current: int | None, target: int, force: bool) -> bool:
         """The compatibility check inside the write (the prompt row is locked, versions are immutable)
@@ -319,6 +323,7 @@ class PostgresPromptRegistry(PostgresPartials, PostgresRollouts, PromptRegistry)
             if version > self._lock_prompt(conn, name):
                 raise VersionNotFoundError(name, version)
             current, previous = self._lock_label(conn, name, label)
+            self._refuse_protected(conn, name, label)
             self._no_rollout(conn, name, label)
             check_expected(name, label, expected_version, current)
             # A deleted label's row keeps where it pointed (`previous`): delete + set is one move.
@@ -336,6 +341,7 @@ class PostgresPromptRegistry(PostgresPartials, PostgresRollouts, PromptRegistry)
         with self._write() as (conn, rev):
             self._lock_prompt(conn, name)
             current, _previous = self._lock_label(conn, name, label)
+            self._refuse_protected(conn, name, label)
             if current is None:
                 raise LabelNotFoundError(name, label)
             self._no_rollout(conn, name, label)
@@ -349,6 +355,7 @@ class PostgresPromptRegistry(PostgresPartials, PostgresRollouts, PromptRegistry)
         with self._write() as (conn, rev):
             self._lock_prompt(conn, name)
             current, target = self._lock_label(conn, name, label)
+            self._refuse_protected(conn, name, label)
             self._no_rollout(conn, name, label)
             if target is None:
                 raise RollbackUnavailableError(name, label)
@@ -444,11 +451,12 @@ class PostgresPromptRegistry(PostgresPartials, PostgresRollouts, PromptRegistry)
             ).fetchone() is None:  # fmt: skip
                 raise PromptNotFoundError(name)
             rows = conn.execute(
-                f"SELECT {AUDIT_COLUMNS} FROM promptreg_audit WHERE namespace = %s AND prompt = %s ORDER BY rev",
+                f"SELECT {self._audit_columns()} FROM promptreg_audit WHERE namespace = %s AND prompt = %s "
+                "ORDER BY rev",
                 (self.namespace, name),
             ).fetchall()
         try:
-            return [event_from_row(row) for row in rows]
+            return [event_with_request(row) for row in rows]
         except ValueError as exc:
             raise RegistryCorruptError(f"unreadable audit row of prompt {name!r}: {exc}") from exc
 
@@ -463,11 +471,12 @@ class PostgresPromptRegistry(PostgresPartials, PostgresRollouts, PromptRegistry)
     def _changes_since(self, rev: int, limit: int) -> list[AuditEvent]:
         with self._read() as conn:
             rows = conn.execute(
-                f"SELECT {AUDIT_COLUMNS} FROM promptreg_audit WHERE namespace = %s AND rev > %s ORDER BY rev LIMIT %s",
+                f"SELECT {self._audit_columns()} FROM promptreg_audit WHERE namespace = %s AND rev > %s "
+                "ORDER BY rev LIMIT %s",
                 (self.namespace, rev, limit),
             ).fetchall()
         try:
-            return [event_from_row(row) for row in rows]
+            return [event_with_request(row) for row in rows]
         except ValueError as exc:
             raise RegistryCorruptError(f"unreadable audit row after rev {rev}: {exc}") from exc
 
@@ -498,9 +507,11 @@ class PostgresPromptRegistry(PostgresPartials, PostgresRollouts, PromptRegistry)
         deleted = 0
         with self._session() as conn, conn.transaction():
             conn.execute("SELECT set_config('promptreg.drop_namespace', %s, true)", (self.namespace,))
-            (indexed,) = conn.execute("SELECT to_regclass('promptreg_partials') IS NOT NULL").fetchone()
-            for table in (*(("promptreg_partials",) if indexed else ()), "promptreg_rollouts",
-                          "promptreg_labels", "promptreg_versions", "promptreg_prompts", "promptreg_audit",
-                          "promptreg_namespaces"):  # fmt: skip
+            (indexed, governed) = conn.execute(
+                "SELECT to_regclass('promptreg_partials') IS NOT NULL, to_regclass('promptreg_requests') IS NOT NULL"
+            ).fetchone()
+            for table in (*(("promptreg_partials",) if indexed else ()), *(GOVERNANCE_TABLES if governed else ()),
+                          "promptreg_rollouts", "promptreg_labels", "promptreg_versions", "promptreg_prompts",
+                          "promptreg_audit", "promptreg_namespaces"):  # fmt: skip
                 deleted += conn.execute(f"DELETE FROM {table} WHERE namespace = %s", (self.namespace,)).rowcount
         return deleted
