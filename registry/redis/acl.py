@@ -127,6 +127,8 @@ WRITER_COMMANDS: tuple[str, ...] = (
     "hlen",  # ... and drop an emptied label from {ns}:ix:labels
     "hexists",  # is a prompt in a composition ({ns}:ix:graph, registry/redis/partials.py), or a label protected
     "zrevrange",  # the newest move requests (`promptreg requests`, registry/redis/governance.py)
+    "watch",  # the webhook worker's lease and cursors: compare-and-set (registry/webhooks/redis_store.py)
+    "unwatch",
 )
 """Added to the reader's commands for the CLI and CI (``promptreg`` create/push/label/rollback/sync...)."""
 
