@@ -338,9 +338,9 @@ PROMPTREG = Path(sys.executable).with_name("promptreg")
 
 
 def _docs_setup_loop() -> str:
-    """The bash block of docs/security.md that creates the three users with `promptreg acl | ... | redis-cli`."""
+    """The bash block of docs/security.md that creates the four users with `promptreg acl | ... | redis-cli`."""
     blocks = re.findall(r"```bash\n(.*?)```", DOCS.read_text("utf-8"), flags=re.S)
-    loops = [block for block in blocks if "for role in reader writer admin" in block]
+    loops = [block for block in blocks if "for role in reader writer approver admin" in block]
     assert len(loops) == 1, "docs/security.md: the ACL set-up loop is gone or doubled"
     return str(loops[0])
 
@@ -371,11 +371,12 @@ def test_the_security_docs_loop_creates_users_that_work(private_redis_server: Re
 
     done = _shell(_docs_setup_loop(), tmp_path, ADMIN_URL=server.url)
 
-    secrets = dict(re.findall(r"^promptreg-(reader|writer|admin): ([0-9a-f]{64})$", done.stdout, flags=re.M))
+    found = re.findall(r"^promptreg-(reader|writer|approver|admin): ([0-9a-f]{64})$", done.stdout, flags=re.M)
+    secrets = {role: secret for role, secret in found if role != "approver"}  # approver: test_cli_governance
     replies = [line for line in done.stdout.splitlines() if not line.startswith("promptreg-")]
-    assert replies[:3] == ["OK", "OK", "OK"], f"Redis {version} refused a line of `promptreg acl`: {done}"
-    assert len(replies) == 4 and "loaded the Redis functions library" in replies[3], done  # promptreg migrate
-    assert sorted(secrets) == ["admin", "reader", "writer"] and len(set(secrets.values())) == 3, done
+    assert replies[:4] == ["OK"] * 4, f"Redis {version} refused a line of `promptreg acl`: {done}"
+    assert len(replies) == 5 and "loaded the Redis functions library" in replies[4], done  # promptreg migrate
+    assert len(found) == 4 and sorted(secrets) == ["admin", "reader", "writer"] and len({s for _, s in found}) == 4
     urls = {role: _url(server, f"promptreg-{role}", secret) for role, secret in secrets.items()}
     keys = Keyspace("promptreg")
 

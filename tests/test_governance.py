@@ -10,7 +10,9 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,8 +100,9 @@ def test_protecting_a_label_not_set_yet_guards_its_first_move(backend: Backend, 
 def test_protection_refusals(backend: Backend, reg: PromptRegistry) -> None:
     seed(reg)
     refused(backend, reg, PromptNotFoundError, lambda: reg.protect_label("nope", "production"))
-    for bad in (0, 11, True, 1.5, "2"):
-        refused(backend, reg, InvalidInputError, lambda bad=bad: reg.protect_label(NAME, "staging", approvals=bad))
+    bad_counts: tuple[Any, ...] = (0, 11, True, 1.5, "2")
+    for bad in bad_counts:
+        refused(backend, reg, InvalidInputError, partial(reg.protect_label, NAME, "staging", approvals=bad))
     refused(backend, reg, InvalidInputError, lambda: reg.unprotect_label(NAME, "staging"))
     reg.start_rollout(NAME, "staging", 1, 10)
     refused(backend, reg, RolloutActiveError, lambda: reg.protect_label(NAME, "staging"))
@@ -263,7 +266,7 @@ def live(request: pytest.FixtureRequest, namespace: str, tmp_path: Path) -> Iter
 def test_a_client_follows_requests_and_the_approved_move(live: Backend) -> None:
     reg = live.make()
     seed(reg)
-    options = {"poll_interval": 0.05} if live.kind == "file" else {}
+    options: dict[str, Any] = {"poll_interval": 0.05} if live.kind == "file" else {}
     namespace = None if live.kind == "file" else live.namespace
     with PromptClient(live.url, namespace=namespace, **options) as client:
         assert client.wait_ready(10)

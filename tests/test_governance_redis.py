@@ -5,6 +5,7 @@ reader serves is always where the approvals put the label."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -54,13 +55,14 @@ def test_a_writer_cannot_move_a_protected_label_by_any_route(users: Users) -> No
     field = f"{NAME}:production"
     with made.registry(Role.WRITER) as writer:
         # 1. The Python API (what the CLI runs): every direct move is the typed refusal.
-        for call in (
+        calls: list[Callable[[], object]] = [
             lambda: writer.set_label(NAME, "production", 2),
             lambda: writer.set_label(NAME, "production", 2, force=True),
             lambda: writer.rollback(NAME, "production"),
             lambda: writer.delete_label(NAME, "production"),
             lambda: writer.start_rollout(NAME, "production", 2, 50),
-        ):
+        ]
+        for call in calls:
             before = made.stored()
             with pytest.raises(ProtectedLabelError):
                 call()

@@ -255,7 +255,9 @@ def test_openapi_describes_every_route_and_every_described_route_answers(server:
         "/api/v1/prompts/{name}/labels/{label}", "/api/v1/prompts/{name}/labels/{label}/rollback",
         "/api/v1/prompts/{name}/history", "/api/v1/prompts/{name}/diff", "/api/v1/prompts/{name}/check",
         "/api/v1/prompts/{name}/compatibility", "/api/v1/fleet", "/api/v1/events", "/api/v1/session",
-        "/api/v1/whoami", "/api/v1/status",
+        "/api/v1/whoami", "/api/v1/status", "/api/v1/prompts/{name}/labels/{label}/requests",
+        "/api/v1/prompts/{name}/labels/{label}/protection", "/api/v1/requests", "/api/v1/requests/{id}",
+        "/api/v1/requests/{id}/approve", "/api/v1/requests/{id}/reject", "/api/v1/requests/{id}/apply",
     }  # fmt: skip
     assert set(document["paths"]) == expected
     for path, operations in document["paths"].items():

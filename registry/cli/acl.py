@@ -1,6 +1,8 @@
-"""``promptreg acl``: print the Redis ACL users of the three roles (reader, writer, admin).
+"""``promptreg acl``: print the Redis ACL users of the four roles (reader, writer, approver, admin), or
+with ``--postgres`` the SQL that creates the PostgreSQL roles.
 
-The rules come from :mod:`promptreg.registry.redis.acl`; this module only prints them. It never prints a password:
+The rules come from :mod:`promptreg.registry.redis.acl` (and
+:func:`promptreg.registry.postgres.roles.role_sql`); this module only prints them. It never prints a password:
 every line carries :data:`~promptreg.registry.redis.acl.PASSWORD_PLACEHOLDER`. By default it prints the rules every
 Redis >= 7.0 accepts and connects to nothing; only ``--url`` given on the command line (before or
 after ``acl``) makes it read that server's version (``INFO server``) and add the grants the server
@@ -51,13 +53,36 @@ def _dotted(version: tuple[int, int]) -> str:
     help="Read the version of this Redis (INFO server; e.g. your admin URL) and add the grants it knows. "
     "The password is never printed.",
 )
+@click.option(
+    "--postgres",
+    is_flag=True,
+    help="Print the SQL that creates the PostgreSQL roles instead (reader, writer, approver, admin); connects to "
+    "nothing.",
+)
+@click.option(
+    "--database", default="prompts", show_default=True, help="--postgres: the database the roles may connect to."
+)
+@click.option(
+    "--prefix", default="promptreg", show_default=True, help="--postgres: the roles are named PREFIX_reader, ..."
+)
 @json_option
-def acl_command(namespace_option: str | None, redis_version: str | None, url_option: str | None, as_json: bool) -> None:
-    """Print the ACL SETUSER commands of the reader, writer and admin users of a namespace.
+def acl_command(
+    namespace_option: str | None, redis_version: str | None, url_option: str | None, postgres: bool, database: str,
+    prefix: str, as_json: bool,
+) -> None:  # fmt: skip
+    """Print the ACL SETUSER commands of the reader, writer, approver and admin users of a namespace
+    (--postgres: the SQL of the PostgreSQL roles).
 
     Replace <password> with a strong secret of each user's own before running them. See
-    docs/security.md for what each role may do.
+    docs/security.md and docs/governance.md for what each role may do.
     """
+    if postgres:
+        if redis_version is not None or url_option is not None or namespace_option is not None:
+            raise click.UsageError("--postgres takes --database and --prefix (no --redis-version, --url, --namespace)")
+        return _print_postgres(database, prefix, as_json)
+    ctx = click.get_current_context()
+    if any(ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE for name in ("database", "prefix")):
+        raise click.UsageError("--database and --prefix go with --postgres")
     settings = current_settings()
     namespace = namespace_option or settings.namespace or DEFAULT_NAMESPACE
     url = url_option
@@ -107,3 +132,14 @@ def acl_command(namespace_option: str | None, redis_version: str | None, url_opt
         click.echo("")
         click.echo(f"# {rules.role.value}: {rules.description}")
         click.echo(shlex.join(rules.setuser_args()))
+
+
+def _print_postgres(database: str, prefix: str, as_json: bool) -> None:
+    """``acl --postgres``: :func:`~promptreg.registry.postgres.roles.role_sql` as it is (or in JSON)."""
+    from promptreg.registry.postgres.roles import role_names, role_sql  # only this option needs them
+
+    sql = role_sql(database, prefix)
+    if as_json:
+        print_json({"database": database, "prefix": prefix, "roles": role_names(prefix), "sql": sql})
+    else:
+        click.echo(sql, nl=not sql.endswith("\n"))

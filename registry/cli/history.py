@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from promptreg.registry.base import PromptRegistry
+from promptreg.registry.cli.governance import GOVERNANCE_ACTIONS, describe_governance_event
 from promptreg.registry.cli.options import current_registry, json_option, print_json
 from promptreg.registry.cli.rollout import ROLLOUT_ACTIONS, describe_rollout_event
 from promptreg.registry.composition import PromptsGraph, compose, composes
@@ -92,7 +93,9 @@ def _describe(event: AuditEvent, messages: dict[int, str | None], shares: dict[t
         return f"version {event.version}" + (f": {note}" if note else "")
     if event.action == "set_compatibility":
         return f"compatibility {event.compatibility}" + (f"  ({event.reason})" if event.reason else "")
-    if event.action in ROLLOUT_ACTIONS:
+    if event.action in GOVERNANCE_ACTIONS or event.request is not None:  # protections, requests, approved moves
+        what = describe_governance_event(event)
+    elif event.action in ROLLOUT_ACTIONS:
         key = (event.prompt, event.label)
         what = describe_rollout_event(event, shares.get(key)) + (" [forced]" if event.forced else "")
         shares[key] = event.percent if event.action in ("start_rollout", "set_rollout") else None

@@ -3,7 +3,8 @@
 This module holds the group (global options, the one place errors become a line) and ``main``; the
 commands live in :mod:`~promptreg.registry.cli.prompts`, :mod:`~promptreg.registry.cli.history`,
 :mod:`~promptreg.registry.cli.files`,
-:mod:`~promptreg.registry.cli.acl`, :mod:`~promptreg.registry.cli.rollout` and :mod:`~promptreg.registry.cli.live`
+:mod:`~promptreg.registry.cli.acl`, :mod:`~promptreg.registry.cli.rollout`,
+:mod:`~promptreg.registry.cli.governance` and :mod:`~promptreg.registry.cli.live`
 (``watch``, ``demo``).
 
 Every command that shows data takes ``--json`` and then prints the models' own fields
@@ -31,12 +32,14 @@ from promptreg.registry.cli.acl import acl_command
 from promptreg.registry.cli.compat import check, compatibility
 from promptreg.registry.cli.files import export_command, import_command, sync
 from promptreg.registry.cli.fleet import fleet
+from promptreg.registry.cli.governance import COMMANDS as GOVERNANCE_COMMANDS
 from promptreg.registry.cli.history import history
 from promptreg.registry.cli.live import demo, watch
 from promptreg.registry.cli.maintenance import migrate
 from promptreg.registry.cli.prompts import create, diff, label, list_prompts, push, render, rollback, show
 from promptreg.registry.cli.rollout import rollout
 from promptreg.registry.cli.serve import serve, token
+from promptreg.registry.cli.webhooks import webhooks
 from promptreg.registry.errors import LabelNotFoundError, PromptNotFoundError, PromptRegistryError
 from promptreg.registry.factory import DEFAULT_URL, NAMESPACE_ENV, URL_ENV, PromptRegistryFactory
 from promptreg.registry.urls import redact_url, url_secrets
@@ -177,6 +180,9 @@ for command in (create, push, label, rollback, show, render, list_prompts, histo
     cli.add_command(command)
 for command in (sync, export_command, import_command, watch, demo, acl_command, migrate, fleet, serve, token, rollout):
     cli.add_command(command)
+for command in GOVERNANCE_COMMANDS:  # protect, unprotect, request, approve, reject, apply, requests
+    cli.add_command(command)
+cli.add_command(webhooks)  # add, list, remove, dead-letters, run (docs/webhooks.md)
 
 
 def _leaves(group: click.Group) -> Iterable[click.Command]:

@@ -267,7 +267,9 @@ def show(
         click.echo(body, nl=False)
         return
     prompt = current_registry(reading=True).get_prompt(name)
-    on = sorted(k for k, v in (prompt.labels if prompt else {}).items() if v == found.version)
+    protected = {p.label for p in current_registry(reading=True).protected_labels(name)}
+    on = sorted(k + " (protected)" * (k in protected) for k, v in (prompt.labels if prompt else {}).items()
+                if v == found.version)  # fmt: skip
     click.echo(f"{name} version {found.version}" + (f"  [{', '.join(on)}]" if on else ""))
     click.echo(f"created: {_when(found.created_at)}" + (f" by {found.author}" if found.author else ""))
     if found.message:

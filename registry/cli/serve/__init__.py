@@ -46,9 +46,11 @@ def is_loopback(host: str) -> bool:
 @click.option("--max-streams", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True,
               help="Change streams open at once; more are refused with 503 until one closes.")  # fmt: skip
 @click.option("--no-console", is_flag=True, help="Serve the API only, no web console.")
+@click.option("--webhooks", "run_webhooks", is_flag=True,
+              help="Also run the webhook delivery worker, in a thread of the server (docs/webhooks.md).")  # fmt: skip
 def serve(
     url: str | None, host: str, port: int, tokens_file: str | None, heartbeat: float, max_streams: int,
-    no_console: bool,
+    no_console: bool, run_webhooks: bool,
 ) -> None:  # fmt: skip
     """Serve the registry over HTTP: the API (/api/v1, /openapi.json), the change stream
     (/api/v1/events) and the web console (/), until interrupted.
@@ -83,7 +85,12 @@ def serve(
         app, host=host, port=port, log_level="info", lifespan="on", timeout_graceful_shutdown=2,
         server_header=False, proxy_headers=False,
     )  # fmt: skip
-    server = uvicorn.Server(config)
+    if run_webhooks:  # the delivery worker in a thread, stopped with the server (docs/webhooks.md)
+        from promptreg.registry.cli.webhooks import server_with_webhooks
+
+        server = server_with_webhooks(config, url, settings.namespace or None)
+    else:
+        server = uvicorn.Server(config)
     server.run()
     if not server.started:
         raise ConfigurationError("promptreg serve did not start (see the lines above)")
@@ -91,7 +98,8 @@ def serve(
 
 @click.command()
 @click.argument("name")
-@click.option("--role", type=click.Choice(["reader", "writer", "admin"]), default="reader", show_default=True)
+@click.option("--role", type=click.Choice(["reader", "writer", "approver", "admin"]), default="reader",
+              show_default=True)  # fmt: skip
 @click.option("--file", "token_file", default=None,
               help="Append the token's line to this token file (created readable by you only).")  # fmt: skip
 def token(name: str, role: str, token_file: str | None) -> None:

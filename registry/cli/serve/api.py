@@ -40,6 +40,8 @@ DEFAULT_PAGE = 100
 
 SUFFIXES = ("versions", "labels", "history", "diff", "check", "resolve", "compatibility")
 """The route words after a prompt's name (a name with one of them as a segment is written with %2F)."""
+LABEL_ACTIONS = ("rollback", "requests", "protection")
+"""The route words after ``labels/{label}``: roll it back, request its move, protect it."""
 
 
 # -- JSON shapes ---------------------------------------------------------------------------------
@@ -133,7 +135,7 @@ class Target:
     """What a ``/api/v1/prompts/...`` path names: a prompt, and the sub-resource after it."""
 
     name: str
-    resource: str  # "" (the prompt), or one of SUFFIXES, or "rollback"
+    resource: str  # "" (the prompt), or one of SUFFIXES, or one of LABEL_ACTIONS
     argument: str | None = None  # the version number or label
 
 
@@ -152,13 +154,12 @@ def parse_prompt_path(raw_path: bytes) -> Target:
     elif len(segments) >= 3 and segments[-2] in ("versions", "labels"):
         argument = segments.pop()
         resource = segments.pop()
-    elif len(segments) >= 4 and segments[-1] == "rollback" and segments[-3] == "labels":
-        segments.pop()
+    elif len(segments) >= 4 and segments[-1] in LABEL_ACTIONS and segments[-3] == "labels":
+        resource = segments.pop()
         argument = segments.pop()
         segments.pop()
-        resource = "rollback"
     name = validate_name("/".join(segments))
-    if resource in ("labels", "rollback"):
+    if resource == "labels" or resource in LABEL_ACTIONS:
         validate_label(argument)
     return Target(name, resource, argument)
 

@@ -1,8 +1,8 @@
 """Who may do what through ``promptreg serve``: bearer tokens, roles and console sessions.
 
 A token file (or the ``PROMPTREG_SERVE_TOKENS`` variable) holds one token per line, as
-``NAME ROLE sha256:HEX``: the identity writes are audited under, its role (``reader``, ``writer`` or
-``admin``) and the sha256 of the token. Only hashes are stored; ``promptreg token NAME --role ROLE``
+``NAME ROLE sha256:HEX``: the identity writes are audited under, its role (``reader``, ``writer``,
+``approver`` or ``admin``) and the sha256 of the token. Only hashes are stored; ``promptreg token NAME --role ROLE``
 makes a token and prints its line. A request's token is hashed and compared with every stored hash
 in constant time (:func:`hmac.compare_digest`, no early exit), so the time taken tells nothing.
 
@@ -30,9 +30,10 @@ from promptreg.registry.validation import LABEL_PATTERN
 __all__ = ["ANONYMOUS", "ROLES", "AuthenticationRequiredError", "Identity", "PermissionDeniedError", "Sessions",
            "TokenStore", "hash_token", "new_token", "token_line"]  # fmt: skip
 
-ROLES = ("reader", "writer", "admin")
-"""Each role may do what the ones before it may: read; write prompts, versions and labels; and set
-a prompt's compatibility mode."""
+ROLES = ("reader", "writer", "approver", "admin")
+"""Each role may do what the ones before it may: read; write prompts, versions and labels (and request
+the move of a protected label); approve or reject another identity's request; set a prompt's
+compatibility mode and protect labels. The token's name is the identity approvals compare."""
 
 TOKENS_ENV = "PROMPTREG_SERVE_TOKENS"
 """Token lines (``NAME ROLE sha256:HEX``), separated by newlines or ``;``."""

@@ -11,6 +11,7 @@ import functools
 from typing import Any
 
 from promptreg.registry.fleet import FleetMember
+from promptreg.registry.governance import MAX_APPROVALS, MAX_EXPIRES_IN, MoveRequest, RequestState
 from promptreg.registry.models import AuditEvent
 
 _REF = "#/components/schemas/{model}"
@@ -29,9 +30,13 @@ _ERRORS = {
     for code, text in (
         (400, "invalid input (a malformed body too)"),
         (401, "no valid token"),
-        (403, "the token's role may not do this"),
-        (404, "no such prompt, version or label"),
-        (409, "compare-and-set conflict, compatibility refusal, name taken"),
+        (403, "the token's role may not do this; an approval the rules refuse (the requester's own, twice)"),
+        (404, "no such prompt, version, label or move request"),
+        (
+            409,
+            "compare-and-set conflict, compatibility refusal, name taken, a protected label moved directly "
+            "(code 'protected_label'), a request already decided or expired",
+        ),
         (503, "the registry cannot be reached"),
     )
 }
@@ -44,6 +49,7 @@ _NAME = {
     "description": "the prompt name; may contain '/' (or '%2F')",
 }
 _LABEL = {"name": "label", "in": "path", "required": True, "schema": {"type": "string"}}
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"}}
 _WAIT = {
     "name": "wait",
     "in": "query",
@@ -80,6 +86,49 @@ def _object(properties: dict[str, Any], required: list[str] | None = None) -> di
 
 _STR, _INT, _BOOL, _OBJ = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}, {"type": "object"}
 _OPT_STR = {"type": ["string", "null"]}
+_APPROVALS = {"type": "integer", "minimum": 1, "maximum": MAX_APPROVALS, "description": "default 1"}
+_LIMIT = {"type": "integer", "minimum": 1, "maximum": 1000}
+
+
+def _governance_paths() -> dict[str, Any]:
+    """Protected labels and move requests (docs/governance.md)."""
+    request = _json(_ref("MoveRequest"))
+    event = _json(_object({"event": _ref("AuditEvent")}))
+    expires = {"type": "number", "minimum": 1, "maximum": MAX_EXPIRES_IN}
+    query = [{"name": name, "in": "query", "schema": _STR} for name in ("prompt", "label")]
+    return {
+        "/api/v1/prompts/{name}/labels/{label}/requests": {
+            "post": _op("Request the move of a protected label (the token's name is the requester)",
+                        _json(_ref("MoveRequest"), "Created"), params=[_NAME, _LABEL], role="writer", status="201",
+                        body=_object({"version": _INT, "reason": _STR, "expires_in": expires}, ["version", "reason"]))
+        },
+        "/api/v1/prompts/{name}/labels/{label}/protection": {
+            "put": _op("Protect a label: it then moves only through an approved request", event,
+                       params=[_NAME, _LABEL], role="admin", body_required=False,
+                       body=_object({"approvals": _APPROVALS, "reason": _STR})),
+            "delete": _op("Remove a label's protection", event, params=[_NAME, _LABEL], role="admin",
+                          body=_object({"reason": _STR}), body_required=False),
+        },
+        "/api/v1/requests": {
+            "get": _op("Move requests, newest first",
+                       _json(_object({"requests": {"type": "array", "items": _ref("MoveRequest")}})),
+                       params=[{"name": "state", "in": "query", "schema": {"enum": [s.value for s in RequestState]}},
+                               *query, {"name": "limit", "in": "query", "schema": _LIMIT}])
+        },
+        "/api/v1/requests/{id}": {"get": _op("One move request", request, params=[_ID])},
+        "/api/v1/requests/{id}/approve": {
+            "post": _op("Approve (not with the requester's token; each identity once); the approval completing the "
+                        "count moves the label unless 'apply' is false", request, params=[_ID], role="approver",
+                        body=_object({"apply": _BOOL}), body_required=False)
+        },
+        "/api/v1/requests/{id}/reject": {
+            "post": _op("Reject (not with the requester's token)", request, params=[_ID], role="approver",
+                        body=_object({"reason": _STR}), body_required=False)
+        },
+        "/api/v1/requests/{id}/apply": {
+            "post": _op("Move the label of an approved request", request, params=[_ID], role="approver")
+        },
+    }  # fmt: skip
 
 
 @functools.cache
@@ -127,6 +176,7 @@ def openapi_document() -> dict[str, Any]:
                 "labels": {"type": "object", "additionalProperties": _INT},
                 "latest": {"type": ["integer", "null"]},
                 "versions": {"type": "array", "items": _ref("VersionSummary")},
+                "protected": {"type": "object", "additionalProperties": _INT, "description": "label -> approvals"},
                 "fleet": _OBJ,
             },
         },
@@ -155,7 +205,7 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
-    for model in (AuditEvent, FleetMember):
+    for model in (AuditEvent, FleetMember, MoveRequest):
         schema = model.model_json_schema(ref_template=_REF)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -334,6 +384,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/v1/whoami": {"get": _op("The caller's identity and role", _json(_OBJ))},
         "/api/v1/status": {"get": _op("The server's client: state, revision, stream subscribers", _json(_OBJ))},
+        **_governance_paths(),
     }
     return {
         "openapi": "3.1.0",

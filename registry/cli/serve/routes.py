@@ -15,6 +15,7 @@ from starlette.routing import Route
 from promptreg.registry.cli.serve import api
 from promptreg.registry.cli.serve.api import blocking, json_body, json_response, version_number
 from promptreg.registry.cli.serve.auth import SESSION_COOKIE, AuthenticationRequiredError
+from promptreg.registry.cli.serve.governance import label_handlers, request_endpoints
 from promptreg.registry.cli.serve.openapi import openapi_document
 from promptreg.registry.cli.serve.server import Server, status_of
 from promptreg.registry.compatibility import validate_mode
@@ -24,6 +25,7 @@ from promptreg.registry.errors import (
     LabelConflictError,
     PromptNotFoundError,
     PromptRegistryError,
+    ProtectedLabelError,
     RegistryUnavailableError,
 )
 from promptreg.registry.validation import validate_label
@@ -47,6 +49,8 @@ def error_response(exc: PromptRegistryError, **extra: Any) -> Response:
         extra.update(added=sorted(exc.added), removed=sorted(exc.removed), mode=exc.mode)
     if isinstance(exc, LabelConflictError):
         extra.update(expected=exc.expected, actual=exc.actual)
+    if isinstance(exc, ProtectedLabelError):  # told apart from a conflict without the class name
+        extra.update(code="protected_label", prompt=exc.name, label=exc.label)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return json_response(api.error_body(type(exc).__name__, str(exc), **extra), status, headers)
 
@@ -108,7 +112,9 @@ def build_routes(server: Server) -> list[Route]:
             if prompt is None:
                 raise PromptNotFoundError(t.name)
             history = server.registry.history(t.name)
-            return {**_prompt_json(prompt), "fleet": api.label_fleet(prompt, history, server.registry.fleet())}
+            protected = {p.label: p.approvals for p in server.registry.protected_labels(t.name)}
+            fleet = api.label_fleet(prompt, history, server.registry.fleet())
+            return {**_prompt_json(prompt), "protected": protected, "fleet": fleet}
 
         return json_response(await blocking(read))
 
@@ -254,6 +260,7 @@ def build_routes(server: Server) -> list[Route]:
         ("diff", False, "GET"): diff,
         ("check", False, "POST"): check,
         ("compatibility", False, "PUT"): compatibility,
+        **label_handlers(server),  # requests and protection of a label
     }
 
     async def fleet(request: Request) -> Response:
@@ -321,6 +328,7 @@ def build_routes(server: Server) -> list[Route]:
         Route("/api/v1/session", wrap(session), methods=["POST", "DELETE"]),
         Route("/api/v1/whoami", wrap(whoami), methods=["GET"]),
         Route("/api/v1/status", wrap(status), methods=["GET"]),
+        *(Route(path, wrap(endpoint), methods=methods) for path, endpoint, methods in request_endpoints(server)),
     ]
 
 

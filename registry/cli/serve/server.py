@@ -26,6 +26,8 @@ from promptreg.registry.cli.serve.auth import (
 )
 from promptreg.registry.cli.serve.stream import ChangeHub
 from promptreg.registry.errors import (
+    ApprovalError,
+    CompositionError,
     IncompatibleVersionError,
     InvalidInputError,
     LabelConflictError,
@@ -33,9 +35,13 @@ from promptreg.registry.errors import (
     PromptExistsError,
     PromptNotFoundError,
     PromptRegistryError,
+    ProtectedLabelError,
     RegistryCorruptError,
     RegistryUnavailableError,
+    RequestNotFoundError,
+    RequestStateError,
     RollbackUnavailableError,
+    RolloutActiveError,
     VersionNotFoundError,
 )
 
@@ -49,6 +55,12 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
     (LabelConflictError, 409),
     (IncompatibleVersionError, 409),
     (RollbackUnavailableError, 409),
+    (ProtectedLabelError, 409),  # a direct move of a protected label: request it (docs/governance.md)
+    (RolloutActiveError, 409),
+    (CompositionError, 409),
+    (RequestNotFoundError, 404),
+    (RequestStateError, 409),
+    (ApprovalError, 403),  # the requester deciding its own request, or one identity approving twice
     (InvalidInputError, 400),
     (RegistryUnavailableError, 503),
     (RegistryCorruptError, 500),
