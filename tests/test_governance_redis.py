@@ -18,6 +18,7 @@ from promptreg.registry import (
     RedisPromptRegistry,
     RegistryAuthError,
     RequestState,
+    RequestStateError,
 )
 from promptreg.registry.cli.local_server import wait_until
 from promptreg.registry.redis.acl import Role
@@ -159,3 +160,32 @@ def test_unprotecting_restores_the_approved_position_over_a_tampered_mirror(user
         prompt = admin.get_prompt(NAME)
         assert prompt is not None and prompt.labels["production"] == 1
     assert _served(made) == 1
+
+
+def test_a_request_record_the_writer_rewrote_is_believed_for_nothing_it_decides(users: Users) -> None:  # noqa: F811
+    """The writer role writes the requester's record: rewritten as already approved, or asking for
+    one approval where the protection needs two, it still needs two approvers' writes."""
+    made = users
+    _protected(made)
+    with made.registry(Role.ADMIN) as admin:
+        admin.protect_label(NAME, "production", approvals=2)
+    keys = Keyspace(made.namespace)
+    with made.registry(Role.WRITER) as writer:
+        request = writer.request_label_move(NAME, "production", 2, author="wes", reason="r")
+    forged = request.model_copy(
+        update={"approvals_required": 1, "state": RequestState.APPROVED, "decided_by": "ana"}
+    ).model_dump_json()
+    raw: Any = redis.Redis.from_url(made.url(Role.WRITER))
+    try:
+        raw.set(keys.request(request.id), forged)
+    finally:
+        raw.close()
+    with made.registry(Role.APPROVER) as approver:
+        read = approver.get_request(request.id)
+        assert (read.state, read.approvals, read.decided_by) == (RequestState.PENDING, (), None)
+        with pytest.raises(RequestStateError):  # not approved, whatever the record says
+            approver.apply_request(request.id, author="ana")
+        first = approver.approve(request.id, author="ana")
+        assert (first.state, first.approvals_required) == (RequestState.PENDING, 2)
+        assert approver.approve(request.id, author="bo").state is RequestState.APPLIED
+    assert _served(made) == 2

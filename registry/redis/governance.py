@@ -247,11 +247,12 @@ class RedisGovernance:
     # -- the two decisions' writes ------------------------------------------------------------------
 
     def _approved(self, request: MoveRequest, author: str, at: datetime) -> MoveRequest:
-        """``request`` with ``author``'s approval, counted against the protection as it is now (the
-        requester's record says what it was when asked, and the writer role could have written it)."""
+        """``request`` with ``author``'s approval. The count is the request's, as on every backend,
+        but never below the protection's now: the writer role writes the requester's record here, so
+        a count it lowered there is not believed."""
         with self._translate():
             raw = self.redis.hget(self.keys.protected, f"{request.prompt}:{request.label}")
-        required = int(raw) if raw is not None else request.approvals_required
+        required = max(request.approvals_required, int(raw) if raw is not None else 1)
         return request.model_copy(
             update={"approvals": (*request.approvals, Approval(author=author, at=at)), "approvals_required": required}
         )
