@@ -1,15 +1,41 @@
 """The one atomic file write: a reader sees the whole old file or the whole new one, never a part,
-and a crash right after the call keeps the new file.
+and a crash right after the call keeps the new file; and the one wait for a file lock.
 
-Used by the JSON-file registry and by the client's last-known-good snapshot.
+Used by the JSON-file registry, its webhooks sidecar and the client's last-known-good snapshot.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
+import time
 from pathlib import Path
+
+from promptreg.registry.errors import RegistryUnavailableError
+
+
+def lock_within(fd: int, lock_path: Path, timeout: float, holder: str) -> None:
+    """Take an exclusive ``flock`` on ``fd`` (the open ``lock_path``), polling with backoff up to
+    ``timeout`` seconds. Raises :class:`~promptreg.RegistryUnavailableError` naming ``holder`` (who
+    else may hold it) when the time is up, or when the lock cannot be taken at all."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RegistryUnavailableError(
+                    f"could not lock {lock_path} within {timeout:g} s: {holder} holds it"
+                ) from None
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.05)
+        except OSError as exc:
+            raise RegistryUnavailableError(f"cannot lock {lock_path}: {exc}") from exc
 
 
 def write_atomically(path: Path, data: bytes, *, mode: int | None = None) -> None:

@@ -23,15 +23,13 @@ file over :data:`MAX_FILE_BYTES` (refused before it is read) or nested deeper th
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar
 
-from promptreg.registry.atomic_file import write_atomically
+from promptreg.registry.atomic_file import lock_within, write_atomically
 from promptreg.registry.base import PromptRegistry, check_expected
 from promptreg.registry.composition_checks import check_move as check_graph
 from promptreg.registry.composition_checks import check_new_version
@@ -361,22 +359,7 @@ class JsonFilePromptRegistry(FileGovernance, PromptRegistry):
         except OSError as exc:
             raise RegistryUnavailableError(f"cannot open lock file {lock_path}: {exc}") from exc
         try:
-            deadline = time.monotonic() + self.lock_timeout
-            delay = 0.001
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise RegistryUnavailableError(
-                            f"could not lock {lock_path} within {self.lock_timeout:g} s: another writer holds it"
-                        ) from None
-                    time.sleep(min(delay, remaining))
-                    delay = min(delay * 2, 0.05)
-                except OSError as exc:
-                    raise RegistryUnavailableError(f"cannot lock {lock_path}: {exc}") from exc
+            lock_within(fd, lock_path, self.lock_timeout, "another writer")
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the lock

@@ -14,9 +14,9 @@ database's is translated here (:func:`_refusals`): a permission it refuses is a
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +39,9 @@ from promptreg.registry.governance import (
     check_decidable,
     refuse_protected,
 )
-from promptreg.registry.models import AuditAction, AuditEvent, CompatibilityMode
+from promptreg.registry.models import AuditAction, AuditEvent
 from promptreg.registry.postgres.governance_schema import APPLY_FUNCTION, DECIDE_FUNCTION, REFUSALS, REQUEST_FUNCTION
+from promptreg.registry.postgres.pieces import StorePieces
 from promptreg.registry.postgres.rows import AUDIT_COLUMNS, event_from_row, utc
 from promptreg.registry.postgres.schema import GOVERNANCE_SCHEMA
 
@@ -104,30 +105,14 @@ def _refusals(request_id: str) -> Iterator[None]:
         raise error from None
 
 
-class PostgresGovernance(ABC):
+class PostgresGovernance(StorePieces):
     """The governance primitives of the PostgreSQL store, and the check its direct label moves make
     (:meth:`_refuse_protected`). Mixed into the store, which supplies the transaction, the row locks
     and the checks declared below."""
 
-    namespace: str
     _schema: int
 
     # -- what the store supplies ------------------------------------------------------------------
-
-    @abstractmethod
-    def _write(self) -> AbstractContextManager[tuple[Any, int]]: ...
-
-    @abstractmethod
-    def _read(self) -> AbstractContextManager[Any]: ...
-
-    @abstractmethod
-    def _lock_prompt(self, conn: Any, name: str) -> int: ...
-
-    @abstractmethod
-    def _lock_label(self, conn: Any, name: str, label: str) -> tuple[int | None, int | None]: ...
-
-    @abstractmethod
-    def _check(self, conn: Any, name: str, label: str, current: int | None, target: int, force: bool) -> bool: ...
 
     @abstractmethod
     def _check_graph(self, conn: Any, name: str, label: str, target: int | None, force: bool) -> bool: ...
@@ -135,14 +120,6 @@ class PostgresGovernance(ABC):
     if TYPE_CHECKING:  # PostgresRollouts' (a later base: declared abstract here, it would shadow it)
 
         def _lock_rollout(self, conn: Any, name: str, label: str) -> tuple[int, int] | None: ...
-
-    @abstractmethod
-    def _commit(
-        self, conn: Any, rev: int, action: AuditAction, name: str, at: datetime, label: str | None = None,
-        version: int | None = None, previous: int | None = None, author: str | None = None,
-        reason: str | None = None, forced: bool = False, compatibility: CompatibilityMode | None = None,
-        points: int | None = None, request: str | None = None, approvals: int | None = None,
-    ) -> AuditEvent: ...  # fmt: skip
 
     # -- inside a write's transaction -------------------------------------------------------------
 

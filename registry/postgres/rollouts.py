@@ -16,8 +16,7 @@ on an existing label row and an existing version. Every rollout write of a prote
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager
+from abc import abstractmethod
 from datetime import datetime
 from typing import Any
 
@@ -27,51 +26,27 @@ from promptreg.registry.errors import (
     RolloutNotFoundError,
     VersionNotFoundError,
 )
-from promptreg.registry.models import AuditAction, AuditEvent, CompatibilityMode, Rollout
+from promptreg.registry.models import AuditEvent, Rollout
+from promptreg.registry.postgres.pieces import StorePieces
 from promptreg.registry.postgres.rows import rollout_from_row
 from promptreg.registry.rollouts import same_version
 
 
-class PostgresRollouts(ABC):
+class PostgresRollouts(StorePieces):
     """The rollout primitives of the PostgreSQL store, and the check its plain label moves make
     (:meth:`_no_rollout`). Mixed into :class:`~promptreg.registry.postgres.store.PostgresPromptRegistry`,
     which supplies the transaction and the row locks declared below."""
 
-    namespace: str
-
     # -- what the store supplies ------------------------------------------------------------------
 
     @abstractmethod
-    def _write(self) -> AbstractContextManager[tuple[Any, int]]: ...
-
-    @abstractmethod
-    def _read(self) -> AbstractContextManager[Any]: ...
-
-    @abstractmethod
-    def _lock_prompt(self, conn: Any, name: str) -> int: ...
-
-    @abstractmethod
-    def _lock_label(self, conn: Any, name: str, label: str) -> tuple[int | None, int | None]: ...
-
-    @abstractmethod
     def _put_label(self, conn: Any, name: str, label: str, version: int | None, previous: int | None) -> None: ...
-
-    @abstractmethod
-    def _check(self, conn: Any, name: str, label: str, current: int | None, target: int, force: bool) -> bool: ...
 
     @abstractmethod
     def _check_rollout(self, conn: Any, name: str, label: str, candidate: int) -> None: ...
 
     @abstractmethod
     def _refuse_protected(self, conn: Any, name: str, label: str) -> None: ...
-
-    @abstractmethod
-    def _commit(
-        self, conn: Any, rev: int, action: AuditAction, name: str, at: datetime, label: str | None = None,
-        version: int | None = None, previous: int | None = None, author: str | None = None,
-        reason: str | None = None, forced: bool = False, compatibility: CompatibilityMode | None = None,
-        points: int | None = None, request: str | None = None, approvals: int | None = None,
-    ) -> AuditEvent: ...  # fmt: skip
 
     # -- inside a write's transaction -------------------------------------------------------------
 

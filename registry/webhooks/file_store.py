@@ -10,7 +10,6 @@ carry credentials). The lease's expiry is wall-clock time: workers sharing the f
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ from typing import Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from promptreg.registry.atomic_file import write_atomically
+from promptreg.registry.atomic_file import lock_within, write_atomically
 from promptreg.registry.errors import InvalidInputError, RegistryCorruptError, RegistryUnavailableError
 from promptreg.registry.file_store import JsonFilePromptRegistry
 from promptreg.registry.validation import check_json_depth
@@ -202,20 +201,7 @@ class FileWebhookStore:
         except OSError as exc:
             raise RegistryUnavailableError(f"cannot open lock file {lock_path}: {exc.strerror or exc}") from exc
         try:
-            deadline = time.monotonic() + self.lock_timeout
-            delay = 0.001
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise RegistryUnavailableError(
-                            f"could not lock {lock_path} within {self.lock_timeout:g} s: another process holds it"
-                        ) from None
-                    time.sleep(min(delay, remaining))
-                    delay = min(delay * 2, 0.05)
+            lock_within(fd, lock_path, self.lock_timeout, "another process")
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the lock
