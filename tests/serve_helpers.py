@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,13 +101,21 @@ def server_fixture(backend_env: dict[str, str], tmp_path: Path) -> Iterator[Serv
 
 @contextlib.contextmanager
 def serve_process(
-    env: dict[str, str], tmp_path: Path, *, tokens: bool = True, extra: tuple[str, ...] = (), heartbeat: float = 0.5
+    env: dict[str, str],
+    tmp_path: Path,
+    *,
+    tokens: bool = True,
+    extra: tuple[str, ...] = (),
+    heartbeat: float = 0.5,
+    roles: Mapping[str, str] | None = None,
 ) -> Iterator[ServeProcess]:
-    """Start ``promptreg serve`` (with reader, writer and admin tokens unless ``tokens=False``)."""
+    """Start ``promptreg serve`` with a token per entry of ``roles`` (token name -> role; the token's
+    identity is ``<name>-bot``), by default a reader, a writer and an admin; none with ``tokens=False``."""
     port = free_port()
-    secrets = {role: new_token() for role in ("reader", "writer", "admin")} if tokens else {}
+    named = roles if roles is not None else {role: role for role in ("reader", "writer", "admin")}
+    secrets = {name: new_token() for name in named} if tokens else {}
     token_file = tmp_path / f"tokens-{port}"
-    token_file.write_text("".join(f"{token_line(role + '-bot', role, s)}\n" for role, s in secrets.items()))
+    token_file.write_text("".join(f"{token_line(name + '-bot', named[name], s)}\n" for name, s in secrets.items()))
     log = tmp_path / f"serve-{port}.log"
     run_env = {**os.environ, **env, "PROMPTREG_SERVE_TOKENS_FILE": str(token_file) if tokens else ""}
     run_env.pop("PROMPTREG_SERVE_TOKENS", None)

@@ -8,10 +8,6 @@ own request; every refusal leaves the store unchanged.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +15,8 @@ from typing import Any
 import pytest
 
 from promptreg.registry import PromptRegistry
-from promptreg.registry.cli.local_server import free_port
-from promptreg.registry.cli.serve.auth import new_token, token_line
-from tests.backends import PROMPTREG, Cli
-from tests.serve_helpers import ServeProcess, Stream, prompt_path, registry_fixture  # noqa: F401 (a fixture)
+from tests.backends import Cli
+from tests.serve_helpers import ServeProcess, Stream, prompt_path, registry_fixture, serve_process  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -34,36 +28,8 @@ TOKENS = {"reader": "reader", "writer": "writer", "approver": "approver", "appro
 @pytest.fixture
 def server(backend_env: dict[str, str], tmp_path: Path) -> Iterator[ServeProcess]:
     """``promptreg serve`` with a token of each role, and a second approver."""
-    port = free_port()
-    secrets = {name: new_token() for name in TOKENS}
-    token_file = tmp_path / "tokens.txt"
-    token_file.write_text("".join(f"{token_line(name + '-bot', TOKENS[name], s)}\n" for name, s in secrets.items()))
-    log = tmp_path / "serve.log"
-    env = {**os.environ, **backend_env, "PROMPTREG_SERVE_TOKENS_FILE": str(token_file)}
-    env.pop("PROMPTREG_SERVE_TOKENS", None)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(PROMPTREG), "serve", "--port", str(port), "--heartbeat", "0.5", "--no-console"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
-        )  # fmt: skip
-    running = ServeProcess(port, proc, log, secrets)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, f"promptreg serve exited {proc.returncode}:\n{running.log_text()}"
-            with contextlib.suppress(OSError):
-                if running.call("GET", "/api/v1/status", role="reader", timeout=2).status == 200:
-                    break
-            assert time.monotonic() < deadline, f"promptreg serve did not answer:\n{running.log_text()}"
-            time.sleep(0.05)
+    with serve_process(backend_env, tmp_path, roles=TOKENS, extra=("--no-console",)) as running:
         yield running
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 @pytest.fixture
