@@ -129,3 +129,23 @@ def test_file_registry_has_no_fleet(tmp_path: Path) -> None:
     assert json.loads(run(env, "fleet", "--json")[1]) == []
     code, out, _ = run(env, "label", NAME, LABEL, "1", "--wait", "1")
     assert code == 0 and out.splitlines()[-1].startswith("reached 0 of 0 clients in ")
+
+
+@pytest.mark.redis
+def test_approve_and_apply_wait_for_the_fleet(setup: tuple[dict[str, str], RedisPromptRegistry]) -> None:
+    """The approval that moves a protected label waits like ``label --wait``; a lagging client: exit 3."""
+    env, registry = setup
+    registry.protect_label(NAME, LABEL)
+    first = registry.request_label_move(NAME, LABEL, 2, author="bob", reason="r")
+    code, out, err = run(env, "approve", first.id, "--author", "carol", "--wait", "5")
+    assert code == 0, err
+    assert out.splitlines()[0] == f"{NAME}: request {first.id} approved by carol: label {LABEL} 1 -> 2"
+    assert out.splitlines()[1].startswith("reached 2 of 2 clients in ")
+    second = registry.request_label_move(NAME, LABEL, 1, author="bob", reason="back")
+    registry.approve(second.id, author="carol", apply=False)
+    stale = _stale_member(registry)
+    code, out, err = run(env, "apply", second.id, "--author", "dan", "--wait", "0.3", "--json")
+    assert code == 3
+    data = json.loads(out)
+    assert data["state"] == "applied" and data["fleet"]["complete"] is False
+    assert data["fleet"]["rev"] == data["applied_rev"] and data["fleet"]["lagging"] == [stale]

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import click
 
+from promptreg.registry.base import PromptRegistry
+from promptreg.registry.cli.fleet import EXIT_INCOMPLETE, describe_wait, read_fleet_view, wait_option
 from promptreg.registry.cli.options import author_option, current_registry, json_option, print_json
 from promptreg.registry.errors import InvalidInputError
 from promptreg.registry.fleet import escape_control
@@ -170,23 +172,43 @@ def request_command(
 @click.command()
 @click.argument("request_id", metavar="ID")
 @click.option("--no-apply", is_flag=True, help="Record the approval only; move the label later with `promptreg apply`.")
+@wait_option
 @author_option
 @json_option
-def approve(request_id: str, no_apply: bool, author: str | None, as_json: bool) -> None:
+def approve(request_id: str, no_apply: bool, wait: float | None, author: str | None, as_json: bool) -> None:
     """Approve request ID (not your own; each identity once). The approval that completes the count
-    moves the label in the same write, unless --no-apply."""
+    moves the label in the same write, unless --no-apply; --wait then waits for the fleet to serve it."""
     identity = _require_author(author)
-    decided = current_registry().approve(request_id, author=identity, apply=not no_apply)
-    if as_json:
-        print_json(decided.model_dump(mode="json"))
+    registry = current_registry()
+    decided = registry.approve(request_id, author=identity, apply=not no_apply)
+    if not as_json:
+        head = f"{decided.prompt}: request {decided.id} approved by {escape_control(identity)}"
+        if decided.state is RequestState.APPLIED:
+            click.echo(f"{head}: label {describe_request(decided)}")
+        elif decided.state is RequestState.APPROVED:
+            click.echo(f"{head} ({_count(decided)}); move the label with: promptreg apply {decided.id}")
+        else:
+            click.echo(f"{head} ({_count(decided)} approvals)")
+    _settle(registry, decided, wait, as_json)
+
+
+def _settle(registry: PromptRegistry, request: MoveRequest, wait: float | None, as_json: bool) -> None:
+    """Print ``request`` as JSON (with ``--json``) and, with ``--wait`` and a move made, wait until
+    every reporting client serves it: exit 3 if some did not (as ``label --wait`` does)."""
+    payload = request.model_dump(mode="json")
+    if wait is None or request.applied_rev is None:
+        if as_json:
+            print_json(payload)
         return
-    head = f"{decided.prompt}: request {decided.id} approved by {escape_control(identity)}"
-    if decided.state is RequestState.APPLIED:
-        click.echo(f"{head}: label {describe_request(decided)}")
-    elif decided.state is RequestState.APPROVED:
-        click.echo(f"{head} ({_count(decided)}); move the label with: promptreg apply {decided.id}")
+    view = read_fleet_view(registry)
+    result = registry.wait_for_fleet(request.applied_rev, timeout=wait)
+    complete = result.complete and not view.truncated
+    if as_json:
+        print_json({**payload, "fleet": {**result.model_dump(mode="json"), "complete": complete}})
     else:
-        click.echo(f"{head} ({_count(decided)} approvals)")
+        click.echo(describe_wait(result), err=not complete)
+    if not complete:
+        click.get_current_context().exit(EXIT_INCOMPLETE)
 
 
 @click.command()
@@ -206,17 +228,18 @@ def reject(request_id: str, author: str | None, reason: str | None, as_json: boo
 
 @click.command(name="apply")
 @click.argument("request_id", metavar="ID")
+@wait_option
 @author_option
 @json_option
-def apply_command(request_id: str, author: str | None, as_json: bool) -> None:
+def apply_command(request_id: str, wait: float | None, author: str | None, as_json: bool) -> None:
     """Move the label of request ID, approved earlier with --no-apply (a compare-and-set from where
     the label pointed when it was requested)."""
     identity = _require_author(author)
-    applied = current_registry().apply_request(request_id, author=identity)
-    if as_json:
-        print_json(applied.model_dump(mode="json"))
-    else:
+    registry = current_registry()
+    applied = registry.apply_request(request_id, author=identity)
+    if not as_json:
         click.echo(f"{applied.prompt}: request {applied.id} applied: label {describe_request(applied)}")
+    _settle(registry, applied, wait, as_json)
 
 
 # -- the list -------------------------------------------------------------------------------------
