@@ -110,7 +110,9 @@ def scene(postgres_server: PostgresServer, namespace: str) -> Iterator[Scene]:
         reg.add_version("p", text)
     reg.set_label("p", "production", 1)
     reader, writer, stranger = f"reader_{namespace}", f"writer_{namespace}", f"stranger_{namespace}"
+    approver, admin_role = f"approver_{namespace}", f"admin_{namespace}"
     sql = documented_grants().replace("promptreg_reader", reader).replace("promptreg_writer", writer)
+    sql = sql.replace("promptreg_approver", approver).replace("promptreg_admin", admin_role)
     sql = sql.replace("DATABASE prompts", "DATABASE postgres")
     with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
         admin.execute(sql.encode())  # the documented block, as written (bytes: a query psycopg runs as is)
@@ -123,7 +125,7 @@ def scene(postgres_server: PostgresServer, namespace: str) -> Iterator[Scene]:
             yield Scene(postgres_server, namespace, reg, reader, writer, stranger, real)
         finally:
             reg.close()
-            _drop_roles(admin, (reader, writer, stranger))
+            _drop_roles(admin, (reader, writer, approver, admin_role, stranger))
 
 
 def forgeries(real: dict[str, Any], rev: int) -> list[str]:
