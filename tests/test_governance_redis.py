@@ -17,6 +17,7 @@ from promptreg.registry import (
     ProtectedLabelError,
     RedisPromptRegistry,
     RegistryAuthError,
+    RegistryCorruptError,
     RequestState,
     RequestStateError,
 )
@@ -189,3 +190,32 @@ def test_a_request_record_the_writer_rewrote_is_believed_for_nothing_it_decides(
         assert (first.state, first.approvals_required) == (RequestState.PENDING, 2)
         assert approver.approve(request.id, author="bo").state is RequestState.APPLIED
     assert _served(made) == 2
+
+
+def test_garbage_request_records_are_skipped_by_the_list_and_refused_by_a_read(users: Users) -> None:  # noqa: F811
+    """What the writer role can put under {ns}:rq: (another type, a huge value, not JSON, another
+    request's record) never breaks the list, and reading it is a typed error."""
+    made = users
+    _protected(made)
+    keys = Keyspace(made.namespace)
+    with made.registry(Role.WRITER) as writer:
+        good = writer.request_label_move(NAME, "production", 2, author="wes", reason="r")
+        other = writer.request_label_move(NAME, "production", 3, author="wes", reason="r")
+    bad_ids = ["0" * 16, "1" * 16, "2" * 16, "3" * 16]
+    raw: Any = redis.Redis.from_url(made.url(Role.WRITER))
+    try:
+        raw.hset(keys.request(bad_ids[0]), "x", "y")  # another type
+        raw.set(keys.request(bad_ids[1]), "x" * (1 << 20))  # far over the record's bound
+        raw.set(keys.request(bad_ids[2]), "{not json")
+        raw.set(keys.request(bad_ids[3]), raw.get(keys.request(good.id)))  # another request's record
+        raw.zadd(keys.requests, {request_id: 1 for request_id in bad_ids})
+    finally:
+        raw.close()
+    with made.registry(Role.APPROVER) as approver:
+        assert sorted(r.id for r in approver.list_requests()) == sorted([good.id, other.id])
+        for request_id in bad_ids:
+            with pytest.raises(RegistryCorruptError):
+                approver.get_request(request_id)
+            with pytest.raises(RegistryCorruptError):
+                approver.approve(request_id, author="ana")
+        assert approver.approve(good.id, author="ana").state is RequestState.APPLIED

@@ -50,6 +50,8 @@ ATTEMPTS = 8
 """Reads-and-decides of one request before giving up: each retry means another decision landed."""
 MAX_RECORD_BYTES = 64 * 1024
 """A request record larger than this is not read (every field of a request is bounded far below)."""
+LOAD_CHUNK = 200
+"""Requests read per pipelined round trip when listing."""
 MAX_REQUESTS_READ = 5000
 """The newest requests :meth:`RedisGovernance._list_requests` reads from each index."""
 _PENDING = {"state": RequestState.PENDING, "approvals": (), "decided_by": None, "decided_at": None,
@@ -175,10 +177,21 @@ class RedisGovernance:
     def _load(self, request_id: str) -> tuple[MoveRequest | None, str]:
         """The request and its record as stored (what a decision compares-and-sets), decided first."""
         with self._translate():
-            decision, requested = (
-                self._pipeline(transaction=True).hgetall(self.keys.decision(request_id))
-                .get(self.keys.request(request_id)).execute()
-            )  # fmt: skip
+            pipe = self._queue_load(self._pipeline(transaction=True), request_id)
+            decision, requested = pipe.execute(raise_on_error=False)
+        return self._loaded(request_id, decision, requested)
+
+    def _queue_load(self, pipe: Any, request_id: str) -> Any:
+        # The requester's record is read up to its bound plus one byte: the writer role can store a
+        # value of any size there, and a reader must not fetch it whole to find that out.
+        return pipe.hgetall(self.keys.decision(request_id)).getrange(self.keys.request(request_id), 0, MAX_RECORD_BYTES)
+
+    @staticmethod
+    def _loaded(request_id: str, decision: Any, requested: Any) -> tuple[MoveRequest | None, str]:
+        for reply in (decision, requested):  # a key of another type (the writer role may write {ns}:rq:*)
+            if isinstance(reply, Exception):
+                raise RegistryCorruptError(f"move request {request_id!r} is not readable: {reply}")
+        requested = requested or None  # GETRANGE of a missing key: b""
         record = decision.get(b"record")
         if record is not None:
             request = parse_record(record, request_id, decided=True)
@@ -199,15 +212,22 @@ class RedisGovernance:
                 self._pipeline(transaction=False).zrevrange(self.keys.requests, 0, MAX_REQUESTS_READ - 1)
                 .zrevrange(self.keys.decisions, 0, MAX_REQUESTS_READ - 1).execute()
             )  # fmt: skip
+        ids = [raw.decode("utf-8", "replace") for raw in dict.fromkeys([*decided, *asked])]
         found = []
-        for raw_id in dict.fromkeys([*decided, *asked]):
-            request_id = raw_id.decode("utf-8", "replace")
-            try:
-                request = self._load(request_id)[0]
-            except RegistryCorruptError:
-                continue  # a requester's record the writer role may have written anything into
-            if request is not None and (name is None or request.prompt == name):
-                found.append(request)
+        for start in range(0, len(ids), LOAD_CHUNK):
+            chunk = ids[start : start + LOAD_CHUNK]
+            pipe = self._pipeline(transaction=False)
+            for request_id in chunk:
+                self._queue_load(pipe, request_id)
+            with self._translate():
+                replies = pipe.execute(raise_on_error=False)
+            for index, request_id in enumerate(chunk):
+                try:
+                    request = self._loaded(request_id, replies[2 * index], replies[2 * index + 1])[0]
+                except RegistryCorruptError:
+                    continue  # a requester's record the writer role may have written anything into
+                if request is not None and (name is None or request.prompt == name):
+                    found.append(request)
         return found
 
     def _decide(
