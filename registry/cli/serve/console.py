@@ -1,16 +1,20 @@
-"""The web console of ``promptreg serve``: the prompt list at ``/`` and one prompt at ``/p/<name>``.
+"""The web console of ``promptreg serve``: the prompt list at ``/`` and one prompt at ``/p/<name>``;
+its labels and move form are built in console_labels.py, the move requests of protected labels
+(``/requests``, and a prompt's own) in console_requests.py.
 
 Pages are built here, from the same reads as the API, and work without the script for reading;
-``static/console.js`` adds what needs it: signing in and out, the label moves (through the API, with
-the session cookie and the ``X-Promptreg-Console`` header), and live updates (it follows
-``/api/v1/events`` and swaps the sections marked ``data-live`` with the same page fetched anew, so
-each section has one rendering, this one). Every value reaches the markup through :func:`html`,
-which escapes it unless it is :class:`Html` built here already. A page needs the identity an API
-read needs: without one, on a server with tokens, the page is the sign-in form (401).
+``static/console.js`` adds what needs it: signing in and out, the label moves, move requests and
+their decisions (through the API, with the session cookie and the ``X-Promptreg-Console`` header),
+and live updates (it follows ``/api/v1/events`` and swaps the sections marked ``data-live`` with the
+same page fetched anew, so each section has one rendering, this one). Every value reaches the
+markup through :func:`html`, which escapes it unless it is :class:`Html` built here already. A page
+needs the identity an API read needs: without one, on a server with tokens, the page is the
+sign-in form (401).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -23,6 +27,14 @@ from starlette.routing import Route
 
 from promptreg.registry.cli.serve import api
 from promptreg.registry.cli.serve.auth import AuthenticationRequiredError
+from promptreg.registry.cli.serve.console_labels import labels_section, move_section, no_move_section
+from promptreg.registry.cli.serve.console_requests import (
+    Governance,
+    prompt_requests_section,
+    read_governance,
+    request_section,
+    requests_page,
+)
 from promptreg.registry.cli.serve.markup import (
     Html,
     Viewer,
@@ -57,8 +69,6 @@ MODES = {
     "backward": "a label moves only to a version its callers can render: no new inputs, same type",
     "full": "a label moves only to a version with exactly the same inputs and type",
 }
-MOVES = ("set_label", "rollback", "delete_label")
-"""The history actions that move a label."""
 
 
 # -- the prompt list ------------------------------------------------------------------------------
@@ -95,89 +105,6 @@ def list_body(data: dict[str, Any], query: str, cursor: str | None) -> Html:
 
 
 # -- one prompt -----------------------------------------------------------------------------------
-
-
-def serving(label: str, fleet: dict[str, Any]) -> str:
-    total = fleet["clients"]
-    count = fleet["labels"].get(label, {}).get("serving", 0)
-    return f"{count} of {total} client{'' if total == 1 else 's'}" if total else "no reporting clients"
-
-
-def rollback_targets(history: list[AuditEvent]) -> dict[str, int | None]:
-    """Per label, where a rollback takes it: where it pointed before its last move."""
-    targets: dict[str, int | None] = {}
-    for event in history:
-        if event.label is not None and event.action in MOVES:
-            targets[event.label] = event.previous_version
-    return targets
-
-
-def label_row(prompt: Prompt, label: str, version: int, target: int | None, fleet: dict[str, Any],
-              viewer: Viewer) -> Html:  # fmt: skip
-    action = (
-        Html("") if not viewer.can_write
-        else Html('<td><span class="muted">nothing to roll back to</span></td>') if target is None
-        else html('<td><button type="button" class="rollback" data-label="{l}">Roll back to {t}</button></td>',
-                  l=label, t=target)
-    )  # fmt: skip
-    return html(
-        '<tr data-label="{l}" data-version="{v}" data-rollback-to="{t}"><th scope="row">{l}</th>'
-        '<td class="num"><a href="{url}">{v}</a></td><td class="serving">{serving}</td>{action}</tr>',
-        l=label, v=version, t=target, url=prompt_url(prompt.name, v=version), serving=serving(label, fleet),
-        action=action,
-    )  # fmt: skip
-
-
-def labels_section(prompt: Prompt, history: list[AuditEvent], fleet: dict[str, Any], viewer: Viewer) -> Html:
-    targets = rollback_targets(history)
-    rows = [label_row(prompt, k, v, targets.get(k), fleet, viewer) for k, v in sorted(prompt.labels.items())]
-    if prompt.latest is not None:
-        rows.append(html(
-            '<tr class="latest"><th scope="row">latest <span class="muted">(the newest)</span></th><td class="num">'
-            '<a href="{url}">{v}</a></td><td class="serving">{serving}</td>{action}</tr>',
-            url=prompt_url(prompt.name, v=prompt.latest.version), v=prompt.latest.version,
-            serving=serving("latest", fleet), action=Html("<td></td>" if viewer.can_write else ""),
-        ))  # fmt: skip
-    columns = ("Label", "Version", "Fleet serving it") + (("Roll back",) if viewer.can_write else ())
-    return html(
-        '<section id="labels" class="card" data-live aria-labelledby="labels-title"><h2 id="labels-title">Labels</h2>'
-        "{table}</section>",
-        table=table(columns, rows, "No labels yet."),
-    )
-
-
-def no_move_section(viewer: Viewer) -> Html:
-    """In place of the move form: why there is none."""
-    why = (
-        "Nothing to promote: the prompt has no versions yet." if viewer.can_write
-        else "Moving labels needs a writer or admin token; " + (
-            f"{viewer.identity.name} is a {viewer.identity.role}." if viewer.tokens
-            else "this server has no tokens configured.")
-    )  # fmt: skip
-    return html('<section id="move" class="card"><h2>Promote or roll back</h2><p>{why}</p></section>', why=why)
-
-
-def move_section(prompt: Prompt) -> Html:
-    numbers = [v.version for v in prompt.versions]
-    label = "production" if "production" in prompt.labels else next(iter(sorted(prompt.labels)), "production")
-    names = join(html('<option value="{l}"></option>', l=name) for name in sorted(prompt.labels))
-    return html(
-        '<section id="move" class="card" aria-labelledby="move-title"><h2 id="move-title">Promote or roll back</h2>'
-        '<form id="move-form" class="stack"><div class="row"><div class="field"><label for="move-label">Label</label>'
-        '<input id="move-label" name="label" list="label-names" value="{label}" required autocomplete="off" '
-        'maxlength="64"><datalist id="label-names" data-live-options>{names}</datalist></div>'
-        '<div class="field"><label for="move-version">Version</label><select id="move-version" name="version" '
-        "data-live-options>{versions}</select></div></div>"
-        '<div class="field"><label for="move-reason">Reason (kept in the history)</label>'
-        '<input id="move-reason" name="reason" maxlength="500" autocomplete="off"></div>'
-        '<div class="actions"><button type="submit" id="move-preview">Preview</button></div>'
-        '<div id="move-check" class="check" role="status" tabindex="-1" hidden></div>'
-        '<div id="move-force-row" class="force" hidden><input type="checkbox" id="move-force">'
-        '<label for="move-force">Force this incompatible move (recorded as forced)</label></div>'
-        '<div class="actions"><button type="button" id="move-confirm" class="primary" disabled>Confirm</button></div>'
-        '<div id="move-result" class="result" role="status"></div></form></section>',
-        label=label, names=names, versions=options(reversed(numbers), numbers[-1] if numbers else None),
-    )  # fmt: skip
 
 
 def version_row(prompt: Prompt, v: PromptVersion, shown: int | None) -> Html:
@@ -297,18 +224,20 @@ def version_of(prompt: Prompt, number: int) -> PromptVersion:
 
 
 def prompt_body(prompt: Prompt, history: list[AuditEvent], fleet: dict[str, Any], viewer: Viewer,
-                shown: int | None, pair: tuple[int, int] | None) -> Html:  # fmt: skip
+                shown: int | None, pair: tuple[int, int] | None, gov: Governance) -> Html:  # fmt: skip
     version = version_of(prompt, shown) if shown is not None else prompt.latest
+    writes = viewer.can_write and prompt.versions
     return html(
         '<nav class="crumbs" aria-label="Breadcrumb"><a href="/">Prompts</a> /</nav><h1>{name}</h1>'
         '<p class="description">{desc}</p><p>Compatibility: <strong>{mode}</strong> <span class="muted">({explain})'
-        '</span></p><div class="cols">{labels}{move}</div>{versions}<div id="version-slot">{version}</div>{diff}'
-        "{history}",
+        '</span></p><div class="cols">{labels}<div>{move}{request}</div></div>{requests}{versions}'
+        '<div id="version-slot">{version}</div>{diff}{history}',
         name=prompt.name, desc=prompt.description or "", mode=prompt.compatibility, explain=MODES[prompt.compatibility],
-        labels=labels_section(prompt, history, fleet, viewer), versions=versions_section(prompt, shown),
-        move=move_section(prompt) if viewer.can_write and prompt.versions else no_move_section(viewer),
-        version=version_section(version), diff=diff_section(prompt, pair, shown),
-        history=history_section(history),
+        labels=labels_section(prompt, history, fleet, viewer, gov.protected), versions=versions_section(prompt, shown),
+        move=move_section(prompt, gov.protected) if writes else no_move_section(viewer),
+        request=request_section(prompt, gov.protected) if writes else "",
+        requests=prompt_requests_section(prompt.name, gov.requests, gov.protected, viewer, gov.now),
+        version=version_section(version), diff=diff_section(prompt, pair, shown), history=history_section(history),
     )  # fmt: skip
 
 
@@ -324,7 +253,8 @@ Build = Callable[[Request, Viewer], Awaitable[tuple[str, Html, str, int]]]
 
 
 def console_routes(server: Server) -> list[Route]:
-    """The console's routes: ``/`` (the prompt list), ``/p/<name>`` (one prompt) and ``/static/<file>``."""
+    """The console's routes: ``/`` (the prompt list), ``/p/<name>`` (one prompt), ``/requests`` (move
+    requests, :mod:`~promptreg.registry.cli.serve.console_requests`) and ``/static/<file>``."""
 
     def guarded(build: Build, kind: str) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -360,16 +290,17 @@ def console_routes(server: Server) -> list[Route]:
         shown, old, new = (number_param(request, key) for key in ("v", "from", "to"))
         pair = (old, new) if old is not None and new is not None else None
 
-        def read() -> tuple[int, Prompt, list[AuditEvent], dict[str, Any]]:
+        def read() -> tuple[int, Prompt, list[AuditEvent], dict[str, Any], Governance]:
             rev = server.registry.revision()  # first: a write after it is replayed to the page's stream
             prompt = server.registry.get_prompt(name)
             if prompt is None:
                 raise PromptNotFoundError(name)
             history = server.registry.history(name)
-            return rev, prompt, history, api.label_fleet(prompt, history, server.registry.fleet())
+            fleet = api.label_fleet(prompt, history, server.registry.fleet())
+            return rev, prompt, history, fleet, read_governance(server.registry, name)
 
-        rev, prompt, history, fleet = await api.blocking(read)
-        return prompt.name, prompt_body(prompt, history, fleet, viewer, shown, pair), prompt.name, rev
+        rev, prompt, history, fleet, gov = await api.blocking(read)
+        return prompt.name, prompt_body(prompt, history, fleet, viewer, shown, pair, gov), prompt.name, rev
 
     async def static(request: Request) -> Response:
         file = request.path_params["file"]
@@ -380,5 +311,6 @@ def console_routes(server: Server) -> list[Route]:
     return [
         Route("/", guarded(list_page, "list"), methods=["GET"]),
         Route("/p/{name:path}", guarded(prompt_page, "prompt"), methods=["GET"]),
+        Route("/requests", guarded(functools.partial(requests_page, server), "requests"), methods=["GET"]),
         Route("/static/{file}", static, methods=["GET"]),
     ]

@@ -79,6 +79,11 @@ class Viewer:
     def can_write(self) -> bool:
         return self.identity is not ANONYMOUS and self.identity.may("writer")
 
+    @property
+    def can_approve(self) -> bool:
+        """Approver or admin: may decide another identity's move request (the API's rule too)."""
+        return self.identity is not ANONYMOUS and self.identity.may("approver")
+
 
 def who(viewer: Viewer | None) -> Html:
     if viewer is None:
@@ -93,6 +98,18 @@ def who(viewer: Viewer | None) -> Html:
     return html("{o}</p>", o=out)
 
 
+NAV = (("list", "/", "Prompts"), ("requests", "/requests", "Requests"))
+"""The header's links: the page kind each one is, its path and text."""
+
+
+def nav(kind: str) -> Html:
+    links = join(
+        html('<a href="{href}"{cur}>{text}</a>', href=href, text=text, cur=Html(' aria-current="page"' * (k == kind)))
+        for k, href, text in NAV
+    )
+    return html('<nav class="links" aria-label="Console">{links}</nav>', links=links)
+
+
 def page(
     title: str, body: Html, viewer: Viewer | None, *, kind: str, prompt: str = "", rev: int = 0, error: str = ""
 ) -> Html:
@@ -104,14 +121,15 @@ def page(
         '<link rel="stylesheet" href="/static/console.css"><script src="/static/console.js" defer></script></head>'
         '<body data-page="{kind}" data-prompt="{prompt}" data-write="{write}" data-rev="{rev}">'
         '<a class="skip" href="#main">Skip to the content</a>'
-        '<header class="top"><a class="brand" href="/">promptreg</a>{who}'
+        '<header class="top"><a class="brand" href="/">promptreg</a>{nav}{who}'
         '<span id="live" class="live" hidden></span></header>'
         '<div id="messages" class="messages" role="alert">{error}</div>'
         '<div id="notices" class="notices" role="status" aria-live="polite"></div>'
         '<main id="main">{body}</main><noscript><p class="messages">Without JavaScript the console is read-only '
         "and does not update itself.</p></noscript></body></html>",
         title=title, kind=kind, prompt=prompt, rev=rev, write="1" if viewer and viewer.can_write else "0",
-        who=who(viewer), error=html('<p class="error">{e}</p>', e=error) if error else "", body=body,
+        who=who(viewer), nav=nav(kind) if viewer else "", body=body,
+        error=html('<p class="error">{e}</p>', e=error) if error else "",
     )  # fmt: skip
 
 

@@ -1,6 +1,6 @@
 // The promptreg console's script. The server builds every page (console.py); this adds what needs a
-// script: signing in and out, label moves through the API (session cookie + X-Promptreg-Console
-// header), and live updates: it follows /api/v1/events from the revision the page was built at and,
+// script: signing in and out, label moves, move requests of protected labels and their decisions
+// through the API (session cookie + X-Promptreg-Console header), and live updates: it follows /api/v1/events from the revision the page was built at and,
 // on a change that concerns the page, fetches the same page again and swaps its [data-live] sections.
 // Plain JavaScript, no framework, no build step; text always goes in as text (textContent), never HTML.
 "use strict";
@@ -130,8 +130,13 @@
   // Where the focus was, as a selector that finds the same control in the swapped-in section.
   function focusKey(node, section) {
     if (node.id) return `#${CSS.escape(node.id)}`;
-    const row = node.closest("tr[data-label]");
     const tag = node.tagName.toLowerCase();
+    const request = node.closest("tr[data-request]");
+    if (request) {
+      const action = node.dataset.action ? `[data-action="${CSS.escape(node.dataset.action)}"]` : "";
+      return `#${section.id} tr[data-request="${CSS.escape(request.dataset.request)}"] ${tag}${action}`;
+    }
+    const row = node.closest("tr[data-label]");
     if (row) return `#${section.id} tr[data-label="${CSS.escape(row.dataset.label)}"] ${tag}`;
     const href = node.getAttribute("href");
     return href ? `#${section.id} a[href="${CSS.escape(href)}"]` : `#${section.id} h2`;
@@ -196,19 +201,35 @@
 
   // -- live updates --------------------------------------------------------------------------------
 
+  const GOVERNANCE = new Set(["protect_label", "unprotect_label", "request_move", "approve_request", "reject_request"]);
+
   function describe(event) {
     const from = event.previous_version == null ? "unset" : event.previous_version;
+    const n = event.approvals;
     const what =
       {
-        set_label: `${event.label} moved ${from} → ${event.version}`,
+        set_label: `${event.label} moved ${from} → ${event.version}${event.request ? " (an approved request)" : ""}`,
         rollback: `${event.label} rolled back ${from} → ${event.version}`,
         delete_label: `${event.label} deleted (it was at ${from})`,
         add_version: `version ${event.version} added`,
         create_prompt: "prompt created",
         set_compatibility: `compatibility set to ${event.compatibility}`,
+        protect_label: `${event.label} protected (${n} approval${n === 1 ? "" : "s"})`,
+        unprotect_label: `${event.label} no longer protected`,
+        request_move: `move of ${event.label} ${from} → ${event.version} requested`,
+        approve_request: `request to move ${event.label} to ${event.version} approved`,
+        reject_request: `request to move ${event.label} to ${event.version} rejected`,
       }[event.action] || event.action;
     const by = event.author ? ` by ${event.author}` : "";
-    return (page === "list" ? `${event.prompt}: ` : "") + what + by + (event.forced ? " (forced)" : "");
+    return (page === "prompt" ? "" : `${event.prompt}: `) + what + by + (event.forced ? " (forced)" : "");
+  }
+
+  // Whether a change concerns this page: any on the list, its prompt's on a prompt's page, and the
+  // requests and what they moved on the requests page.
+  function concerns(event) {
+    if (page === "list") return true;
+    if (page === "requests") return GOVERNANCE.has(event.action) || Boolean(event.request);
+    return event.prompt === promptName;
   }
 
   function setLive(state, text) {
@@ -219,12 +240,12 @@
   }
 
   function follow() {
-    if (!window.EventSource || (page !== "list" && page !== "prompt")) return;
+    if (!window.EventSource || !["list", "prompt", "requests"].includes(page)) return;
     const source = new EventSource(`/api/v1/events?after=${encodeURIComponent(body.dataset.rev || "0")}`);
     source.addEventListener("open", () => setLive("on", "live"));
     source.addEventListener("change", (message) => {
       const event = JSON.parse(message.data);
-      if (page === "list" || event.prompt === promptName) {
+      if (concerns(event)) {
         notice(describe(event));
         refresh();
       }
@@ -339,6 +360,21 @@
       return row ? Number(row.dataset.version) : 0;
     }
 
+    // A protected label is never moved from here: the preview says so and offers the request instead.
+    function refuseProtected(name) {
+      reset();
+      const request = el("button", "link", "Request the move instead");
+      request.type = "button";
+      request.addEventListener("click", () => openRequest(name));
+      const n = protectedApprovals(name);
+      check.className = "check refused";
+      check.replaceChildren(
+        el("p", "plan", `${name} is protected (${n} approval${n === 1 ? "" : "s"}): it cannot be moved directly.`),
+        el("p", "verdict", "It moves when other identities approve a request. ", request),
+      );
+      check.hidden = false;
+    }
+
     function reset(text) {
       plan = null;
       confirm.disabled = true;
@@ -391,6 +427,11 @@
         label.focus();
         return;
       }
+      if (protectedApprovals(name)) {
+        refuseProtected(name);
+        check.focus();
+        return;
+      }
       const p = { mode, label: name, version: Number(version.value), expect: shownVersion(name) };
       reset("Checking…");
       try {
@@ -409,6 +450,10 @@
 
     async function send() {
       if (!plan || plan.sending || confirm.disabled) return;
+      if (protectedApprovals(plan.label)) {
+        refuseProtected(plan.label);
+        return;
+      }
       const p = plan;
       p.sending = true;
       confirm.disabled = true;
@@ -467,13 +512,175 @@
       preview("rollback");
     });
     afterSwapHooks.push(() => {
-      // A live change moved the previewed label: the preview no longer holds.
-      if (plan && !plan.sending && shownVersion(plan.label) !== plan.expect) {
+      // A live change protected or moved the previewed label: the preview no longer holds.
+      if (plan && !plan.sending && protectedApprovals(plan.label)) {
+        refuseProtected(plan.label);
+      } else if (plan && !plan.sending && shownVersion(plan.label) !== plan.expect) {
         reset(`${plan.label} moved meanwhile (now at ${shownVersion(plan.label) || "unset"}): preview again.`);
       }
     });
   }
 
+  // -- protected labels: request a move, decide a request -------------------------------------------
+
+  function protectedApprovals(name) {
+    const row = $(`#labels tr[data-label="${CSS.escape(name)}"]`);
+    return row && row.dataset.protected ? Number(row.dataset.protected) : 0;
+  }
+
+  function versionText(version) {
+    return version == null || version === "" ? "unset" : version;
+  }
+
+  function openRequest(name) {
+    const section = $("#request");
+    const label = $("#request-label");
+    if (!section || !label) return;
+    section.hidden = false;
+    label.value = name;
+    section.scrollIntoView({ block: "nearest" });
+    $("#request-version").focus();
+  }
+
+  function setupRequest() {
+    document.addEventListener("click", (event) => {
+      const button = event.target.closest("button.request-move");
+      if (button) openRequest(button.dataset.label);
+    });
+    const form = $("#request-form");
+    if (!form) return;
+    const section = $("#request");
+    const label = $("#request-label");
+    const version = $("#request-version");
+    const reason = $("#request-reason");
+    const send = $("#request-send");
+    const result = $("#request-result");
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      clearError();
+      result.replaceChildren();
+      if (!label.value || !reason.value.trim()) {
+        (label.value ? reason : label).focus();
+        return;
+      }
+      send.disabled = true;
+      try {
+        const r = await call("POST", promptPath(promptName, "labels", label.value, "requests"), {
+          version: Number(version.value),
+          reason: reason.value.trim(),
+        });
+        const need = r.approvals_required;
+        reason.value = "";
+        result.replaceChildren(
+          el("p", "done", `Requested ${r.label} ${versionText(r.from_version)} → ${r.version} (request ${r.id}).`),
+          el("p", null, `It moves when ${need} other identit${need === 1 ? "y approves" : "ies approve"} it.`),
+        );
+        refresh();
+      } catch (error) {
+        showError(explain(error));
+      } finally {
+        send.disabled = false;
+      }
+    });
+    // A live change protected the first label (or the last one no longer is): show or hide the form.
+    afterSwapHooks.push(() => {
+      section.hidden = label.options.length === 0;
+    });
+  }
+
+  function setupDecide() {
+    const panel = $("#decide");
+    if (!panel) return;
+    const plan = $("#decide-plan");
+    const reasonRow = $("#decide-reason-row");
+    const reason = $("#decide-reason");
+    const confirm = $("#decide-confirm");
+    const result = $("#decide-result");
+    const verbs = { approve: "Approve", reject: "Reject", apply: "Apply" };
+    let chosen = null; // {id, action, sending}
+
+    function open(button) {
+      const d = button.closest("tr[data-request]").dataset;
+      chosen = { id: button.dataset.request, action: button.dataset.action };
+      const move = `${d.label} of ${d.prompt}: ${versionText(d.from)} → ${d.to}, requested by ${d.author}`;
+      const after = Number(d.approvals) + 1;
+      const need = Number(d.required);
+      const effect = {
+        approve:
+          after >= need
+            ? "This approval completes the count: the label moves now."
+            : `This is approval ${after} of ${need}: the label moves at the last one.`,
+        apply: "The label moves now.",
+        reject: "The request ends; the label stays where it is.",
+      }[chosen.action];
+      plan.className = "check";
+      plan.replaceChildren(el("p", "plan", `${verbs[chosen.action]} the move of ${move}`), el("p", null, effect));
+      reasonRow.hidden = chosen.action !== "reject";
+      reason.value = "";
+      confirm.disabled = false;
+      clearError();
+      result.replaceChildren();
+      panel.hidden = false;
+      panel.scrollIntoView({ block: "nearest" });
+      confirm.focus();
+    }
+
+    function close() {
+      chosen = null;
+      panel.hidden = true;
+    }
+
+    function outcome(r) {
+      const move = `${r.label} of ${r.prompt} ${versionText(r.from_version)} → ${r.version}`;
+      if (r.state === "applied") return `Moved ${move} (rev ${r.applied_rev}).`;
+      if (r.state === "rejected") return `Rejected the move of ${move}.`;
+      if (r.state === "approved") return `Approved the move of ${move}: apply it to move the label.`;
+      return `Approval recorded (${r.approvals.length} of ${r.approvals_required}) for the move of ${move}.`;
+    }
+
+    async function send() {
+      if (!chosen || chosen.sending || confirm.disabled) return;
+      const c = chosen;
+      c.sending = true;
+      confirm.disabled = true;
+      const data = c.action === "reject" && reason.value.trim() ? { reason: reason.value.trim() } : undefined;
+      try {
+        const r = await call("POST", `/api/v1/requests/${encodeURIComponent(c.id)}/${c.action}`, data);
+        close();
+        result.replaceChildren(el("p", "done", outcome(r)));
+      } catch (error) {
+        close();
+        showError(explain(error));
+      }
+      refresh();
+    }
+
+    document.addEventListener("click", (event) => {
+      const button = event.target.closest("button.decide");
+      if (button) open(button);
+    });
+    confirm.addEventListener("click", send);
+    $("#decide-cancel").addEventListener("click", close);
+    reason.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") send();
+    });
+    panel.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") close();
+    });
+    afterSwapHooks.push(() => {
+      // A live change decided the request meanwhile: this decision no longer applies.
+      if (!chosen || chosen.sending) return;
+      const still = $(`button.decide[data-request="${CSS.escape(chosen.id)}"][data-action="${chosen.action}"]`);
+      if (!still && !confirm.disabled) {
+        confirm.disabled = true;
+        plan.className = "check refused";
+        plan.append(el("p", "warning", "This request changed meanwhile: it can no longer be decided this way."));
+      }
+    });
+  }
+
   setupMove();
+  setupRequest();
+  setupDecide();
   follow();
 })();
