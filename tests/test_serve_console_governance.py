@@ -123,6 +123,8 @@ def test_console_requests_and_approves_the_move_of_a_protected_label(
         button(driver, "#decide-confirm").click()
         result = wait(driver, lambda d: text_of(d, "#decide-result .done"), "the approval's result")
         assert result.startswith("Moved production of team/critic 1 → 3 (rev ")
+        fleet = text_of(driver, "#decide-result .fleet")  # the fleet's confirmation, as after a direct move
+        assert fleet.startswith("Fleet: ") and "1 of 1" in fleet, fleet  # the server's own client
         applied = registry.get_request(made.id)
         assert (applied.state.value, applied.decided_by) == ("applied", "approver-bot")
         assert registry.get_prompt(NAME).labels["production"] == 3  # type: ignore[union-attr]

@@ -116,9 +116,10 @@ def test_protect_request_approve_through_the_api(server: ServeProcess, seeded: P
             assert (refused.status, refused.error_type) == (403, "PermissionDeniedError"), refused
         assert registry.get_request(made["id"]).approvals == ()
 
-        approved = server.call("POST", f"/api/v1/requests/{made['id']}/approve", None, role="approver")
+        approved = server.call("POST", f"/api/v1/requests/{made['id']}/approve?wait=5", None, role="approver")
         assert approved.status == 200, approved
         done = approved.json()
+        assert done["fleet"]["rev"] == done["applied_rev"]  # ?wait: the fleet's confirmation, as a label move's
         assert (done["state"], done["decided_by"], [a["author"] for a in done["approvals"]]) == (
             "applied", "approver-bot", ["approver-bot"]
         )  # fmt: skip

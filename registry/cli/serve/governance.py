@@ -110,6 +110,7 @@ def request_endpoints(server: Server) -> list[tuple[str, Endpoint, list[str]]]:
             return json_response(api.error_body("NotFound", f"no action {action[:20]!r} on a request"), 404)
         identity = server.require(request, "approver")
         request_id = validate_request_id(request.path_params["request_id"])
+        wait = api.wait_seconds(request)
         if action == "approve":
             body = await json_body(request, {"apply": bool}, empty_ok=True)
             apply = True if body.get("apply") is None else body["apply"]
@@ -124,7 +125,10 @@ def request_endpoints(server: Server) -> list[tuple[str, Endpoint, list[str]]]:
             decided = await blocking(server.registry.apply_request, request_id, author=identity.name)
         rev = decided.applied_rev if decided.applied_rev is not None else await blocking(server.registry.revision)
         await server.caught_up(rev)  # read-your-writes: resolve then serves the moved label
-        return json_response(request_json(decided))
+        data = request_json(decided)
+        if wait is not None and decided.applied_rev is not None:  # as a label move's ?wait: the fleet's confirmation
+            data["fleet"] = api.fleet_json(await blocking(server.registry.wait_for_fleet, rev, timeout=wait))
+        return json_response(data)
 
     return [
         ("/api/v1/requests", list_requests, ["GET"]),

@@ -118,7 +118,7 @@ def _governance_paths() -> dict[str, Any]:
         "/api/v1/requests/{id}": {"get": _op("One move request", request, params=[_ID])},
         "/api/v1/requests/{id}/approve": {
             "post": _op("Approve (not with the requester's token; each identity once); the approval completing the "
-                        "count moves the label unless 'apply' is false", request, params=[_ID], role="approver",
+                        "count moves the label unless 'apply' is false", request, params=[_ID, _WAIT], role="approver",
                         body=_object({"apply": _BOOL}), body_required=False)
         },
         "/api/v1/requests/{id}/reject": {
@@ -126,7 +126,7 @@ def _governance_paths() -> dict[str, Any]:
                         body=_object({"reason": _STR}), body_required=False)
         },
         "/api/v1/requests/{id}/apply": {
-            "post": _op("Move the label of an approved request", request, params=[_ID], role="approver")
+            "post": _op("Move the label of an approved request", request, params=[_ID, _WAIT], role="approver")
         },
     }  # fmt: skip
 

@@ -645,9 +645,12 @@
       confirm.disabled = true;
       const data = c.action === "reject" && reason.value.trim() ? { reason: reason.value.trim() } : undefined;
       try {
-        const r = await call("POST", `/api/v1/requests/${encodeURIComponent(c.id)}/${c.action}`, data);
+        const r = await call("POST", `/api/v1/requests/${encodeURIComponent(c.id)}/${c.action}?wait=5`, data);
         close();
-        result.replaceChildren(el("p", "done", outcome(r)));
+        result.replaceChildren(
+          el("p", "done", outcome(r)),
+          r.fleet ? el("p", "fleet", `Fleet: ${fleetText(r.fleet)}.`) : null,
+        );
       } catch (error) {
         close();
         showError(explain(error));
