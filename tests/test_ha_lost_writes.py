@@ -121,9 +121,12 @@ def test_failover_losing_writes_then_numbers_reused(
         added_again = retry_through_the_switch(writer.add_version, NAME, "new")
         assert added_again.version == 3
         retry_through_the_switch(writer.set_label, NAME, LABEL, 3)
-        assert wait_until(lambda: all(serves(c, "new") for c in clients.values()), 10), {
-            name: (c.status(), c.get(NAME, LABEL).prompt_text) for name, c in clients.items()
-        }
+        # 30 s, as after the failover below: a loaded machine (the full suite) has taken over 10 s here.
+        assert wait_until(lambda: all(serves(c, "new") for c in clients.values()), 30), {
+            name: (c.status().state.value, c.status().rev, c.status().resyncs, str(c.status().last_error)[:120],
+                   c.get(NAME, LABEL).prompt_text)
+            for name, c in clients.items()
+        }  # fmt: skip
         time.sleep(1.2)  # two safety polls: they must not bring the lost text back
         assert {name: watch.stop() for name, watch in watches.items()} == {"primary": [], "replica": []}
         for prompts in clients.values():
