@@ -40,7 +40,7 @@ from promptreg.registry.batch import apply_in_batch
 from promptreg.registry.chat import validate_messages
 from promptreg.registry.compatibility import CompatibilityReport, check, deleted_labels, refusal_error
 from promptreg.registry.composition import reference_order
-from promptreg.registry.errors import ImportConflictError, InvalidInputError
+from promptreg.registry.errors import ImportConflictError, InvalidInputError, ProtectedLabelError
 from promptreg.registry.models import Prompt, PromptVersion, utcnow
 from promptreg.registry.sync import describe_refusal, describe_write
 from promptreg.registry.validation import (
@@ -174,8 +174,9 @@ def plan_import(registry: PromptRegistry, data: object) -> ImportPlan:
     """Validate ``data`` (a parsed export) and compare it with ``registry``; writes nothing.
 
     Raises :class:`~promptreg.InvalidInputError` for an invalid export (anything the target would
-    refuse) and :class:`ImportConflictError` when an existing prompt has different content under the
-    same version number. A label move the target prompt's compatibility mode refuses is marked in
+    refuse), :class:`ImportConflictError` when an existing prompt has different content under the
+    same version number, and :class:`~promptreg.ProtectedLabelError` when the import would move a
+    protected label of the target. A label move the target prompt's compatibility mode refuses is marked in
     the plan (:attr:`ImportStep.refusal`, :meth:`ImportPlan.check_compatible`).
     """
     prompts = parse_export(data, max_text_bytes=registry.max_text_bytes, max_metadata_bytes=registry.max_metadata_bytes)
@@ -190,7 +191,20 @@ def plan_import(registry: PromptRegistry, data: object) -> ImportPlan:
     # versions include; a version naming a partial's label is refused before that label exists.
     rank = reference_order(prompts)
     steps.sort(key=lambda step: rank.get(step.prompt, 0))  # stable: each prompt's steps keep their order
+    _refuse_protected_moves(registry, steps)
     return ImportPlan(prompts, tuple(steps))
+
+
+def _refuse_protected_moves(registry: PromptRegistry, steps: list[ImportStep]) -> None:
+    """An import never moves a protected label of the target (registry/governance.py): refused here,
+    before anything is written, with :class:`~promptreg.ProtectedLabelError` (unprotect it first, or
+    request the move)."""
+    if not any(step.label is not None for step in steps):
+        return
+    protected = {(p.prompt, p.label) for p in registry.protected_labels()}
+    for step in steps:
+        if step.label is not None and (step.prompt, step.label) in protected:
+            raise ProtectedLabelError(step.prompt, step.label)
 
 
 def apply_import(

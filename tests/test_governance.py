@@ -32,6 +32,7 @@ from promptreg.registry import (
     RolloutActiveError,
     VersionNotFoundError,
 )
+from promptreg.registry.backup import apply_import, export_registry, plan_import
 from promptreg.registry.cli.local_server import wait_until
 from promptreg.registry.sync import apply_sync, plan_sync
 from tests.backends import Backend, kinds, open_backend, refused
@@ -346,3 +347,21 @@ def test_concurrent_approvals_are_all_counted_once(shared: Backend) -> None:
     assert sorted(map(str, outcomes)) == ["applied", "applied", "applied", "applied"]  # 1 write, 3 refusals
     assert [e.action for e in setup.history(NAME)].count("set_label") == 4  # seed's 2, the 3-approval move, this one
     assert label_of(setup) == 1
+
+
+def test_an_import_that_would_move_a_protected_label_is_refused_before_any_write(
+    backend: Backend, reg: PromptRegistry
+) -> None:
+    seed(reg)
+    source = backend.other("source")
+    seed(source)
+    source.unprotect_label(NAME, "production")
+    source.set_label(NAME, "production", 2)
+    source.create_prompt("another")  # written before the protected move if the plan did not refuse it
+    source.add_version("another", "Hi")
+    export = export_registry(source)
+    error = refused(backend, reg, ProtectedLabelError, lambda: plan_import(reg, export))
+    assert isinstance(error, ProtectedLabelError) and (error.name, error.label) == (NAME, "production")
+    reg.unprotect_label(NAME, "production")
+    apply_import(reg, plan_import(reg, export))
+    assert label_of(reg) == 2
