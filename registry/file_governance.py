@@ -79,11 +79,11 @@ class FileGovernance:
     def _request_move(self, request: MoveRequest) -> MoveRequest:
         def apply(state: StoredState) -> MoveRequest:
             stored = prompt_of(state, request.prompt)
+            if request.version > len(stored.versions):
+                raise VersionNotFoundError(request.prompt, request.version)
             required = stored.protected.get(request.label)
             if required is None:
                 raise not_protected(request.prompt, request.label)
-            if request.version > len(stored.versions):
-                raise VersionNotFoundError(request.prompt, request.version)
             current = stored.labels.get(request.label)
             full = request.model_copy(update={"from_version": current, "approvals_required": required})
             state.requests[full.id] = full
