@@ -110,9 +110,10 @@ class FileGovernance:
                 audit(state, stored, "reject_request", current.prompt, at, current.label, current.version,
                       current.from_version, author, reason, request=request_id)  # fmt: skip
             else:
-                approved = current.model_copy(
-                    update={"approvals": (*current.approvals, Approval(author=author, at=at))}
-                )
+                # The request's count, raised to the protection's if an admin raised it since.
+                required = max(current.approvals_required, stored.protected.get(current.label, 1))
+                approvals = (*current.approvals, Approval(author=author, at=at))
+                approved = current.model_copy(update={"approvals": approvals, "approvals_required": required})
                 complete = len(approved.approvals) >= approved.approvals_required
                 if complete and apply:
                     updated = apply_move(state, approved, author, at)

@@ -365,3 +365,19 @@ def test_an_import_that_would_move_a_protected_label_is_refused_before_any_write
     reg.unprotect_label(NAME, "production")
     apply_import(reg, plan_import(reg, export))
     assert label_of(reg) == 2
+
+
+def test_raising_the_count_applies_to_open_requests_lowering_it_does_not(reg: PromptRegistry) -> None:
+    seed(reg, approvals=2)
+    lowered = reg.request_label_move(NAME, "production", 2, author="ana", reason="r")
+    reg.protect_label(NAME, "production", approvals=1)
+    first = reg.approve(lowered.id, author="bo")
+    assert (first.state, first.approvals_required) == (RequestState.PENDING, 2)  # the request's count holds
+    assert reg.approve(lowered.id, author="cy").state is RequestState.APPLIED
+    raised = reg.request_label_move(NAME, "production", 1, author="ana", reason="r")
+    assert raised.approvals_required == 1
+    reg.protect_label(NAME, "production", approvals=2)
+    first = reg.approve(raised.id, author="bo")
+    assert (first.state, first.approvals_required) == (RequestState.PENDING, 2)  # raised since: 2 now
+    assert reg.get_request(raised.id).approvals_required == 2
+    assert reg.approve(raised.id, author="cy").state is RequestState.APPLIED and label_of(reg) == 1

@@ -30,7 +30,7 @@ ops = st.lists(
         st.tuples(st.just("reject"), st.sampled_from(WHO), st.integers(0, 5)),
         st.tuples(st.just("apply"), st.sampled_from(WHO), st.integers(0, 5)),
         st.tuples(st.just("set"), st.sampled_from(LABELS), st.integers(1, 3)),
-        st.tuples(st.just("protect"), st.sampled_from(LABELS)),
+        st.tuples(st.just("protect"), st.sampled_from(LABELS), st.integers(1, 3)),
         st.tuples(st.just("unprotect"), st.sampled_from(LABELS)),
     ),
     min_size=1,
@@ -43,7 +43,6 @@ class Side:
 
     def __init__(self, registry: PromptRegistry, approvals: int) -> None:
         self.registry = registry
-        self.approvals = approvals
         self.requests: list[str] = []
         registry.create_prompt(NAME)
         for text in ("v1 {{x}}", "v2 {{x}}", "v3 {{x}}"):
@@ -71,7 +70,7 @@ class Side:
             if kind == "set":
                 return reg.set_label(NAME, op[1], op[2]).action
             if kind == "protect":
-                return reg.protect_label(NAME, op[1], approvals=self.approvals).action
+                return reg.protect_label(NAME, op[1], approvals=op[2]).action
             return reg.unprotect_label(NAME, op[1]).action
         except PromptRegistryError as exc:
             return type(exc).__name__

@@ -228,7 +228,7 @@ class PostgresGovernance(StorePieces):
     ) -> MoveRequest:
         with self._write() as (conn, rev), _refusals(request_id):
             current = check_decidable(self._request_row(conn, request_id), request_id, author, at, approving=approve)
-            if approve and apply and len(current.approvals) + 1 >= current.approvals_required:
+            if approve and apply and len(current.approvals) + 1 >= self._required(conn, current):
                 self._check_move(conn, current)  # before anything is recorded: a refused move records nothing
             state = conn.execute(_call(DECIDE_FUNCTION), (self.namespace, request_id, author, at, approve, apply,
                                                           reason)).fetchone()[0]  # fmt: skip
@@ -240,6 +240,15 @@ class PostgresGovernance(StorePieces):
             decided = self._request_row(conn, request_id)
             assert decided is not None
             return decided
+
+    def _required(self, conn: Any, request: MoveRequest) -> int:
+        """The approvals ``request`` needs: its own count, raised to the protection's if an admin raised
+        it since (``promptreg_decide_request`` computes the same in the same transaction)."""
+        row = conn.execute(
+            "SELECT approvals FROM promptreg_protections WHERE namespace = %s AND name = %s AND label = %s",
+            (self.namespace, request.prompt, request.label),
+        ).fetchone()
+        return max(request.approvals_required, row[0] if row else 1)
 
     def _apply_request(self, request_id: str, author: str, at: datetime) -> MoveRequest:
         with self._write() as (conn, rev), _refusals(request_id):

@@ -259,6 +259,7 @@ FUNCTIONS_SQL: Final = """
     DECLARE
         r promptreg_requests;
         given integer;
+        required integer;
     BEGIN
         IF p_approve THEN
             r := promptreg_decidable(p_namespace, p_id, p_author, p_at, ARRAY['pending'], true);
@@ -271,7 +272,13 @@ FUNCTIONS_SQL: Final = """
         INSERT INTO promptreg_approvals (namespace, request, author, login, at)
             VALUES (p_namespace, p_id, p_author, session_user, p_at);
         SELECT count(*) INTO given FROM promptreg_approvals a WHERE a.namespace = p_namespace AND a.request = p_id;
-        IF given < r.approvals_required THEN
+        -- The request's count, raised to the protection's if an admin raised it since (never lowered).
+        required := greatest(r.approvals_required, coalesce((SELECT p.approvals FROM promptreg_protections p
+            WHERE p.namespace = p_namespace AND p.name = r.name AND p.label = r.label), 1));
+        IF required <> r.approvals_required THEN
+            UPDATE promptreg_requests SET approvals_required = required WHERE namespace = p_namespace AND id = p_id;
+        END IF;
+        IF given < required THEN
             RETURN 'pending';
         END IF;
         IF p_apply THEN

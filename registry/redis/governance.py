@@ -267,9 +267,9 @@ class RedisGovernance:
     # -- the two decisions' writes ------------------------------------------------------------------
 
     def _approved(self, request: MoveRequest, author: str, at: datetime) -> MoveRequest:
-        """``request`` with ``author``'s approval. The count is the request's, as on every backend,
-        but never below the protection's now: the writer role writes the requester's record here, so
-        a count it lowered there is not believed."""
+        """``request`` with ``author``'s approval. The count is the request's, raised to the
+        protection's if an admin raised it since, as on every backend (here it also means a count the
+        writer role lowered in the requester's record is not believed)."""
         with self._translate():
             raw = self.redis.hget(self.keys.protected, f"{request.prompt}:{request.label}")
         required = max(request.approvals_required, int(raw) if raw is not None else 1)
