@@ -15,7 +15,7 @@ pytest.register_assert_rewrite("tests.backends", "tests.helpers")
 from promptreg.registry import PromptRegistry
 from tests.backends import METADATA_LIMIT, TEXT_LIMIT, Backend, Cli, kinds, open_backend
 from tests.ha_servers import ClusterDeployment, SentinelDeployment
-from tests.postgres_server import postgres_server, private_postgres_server  # noqa: F401 (fixtures)
+from tests.postgres_server import fresh_db, postgres_server, private_postgres_server  # noqa: F401 (fixtures)
 from tests.redis_server import REDIS_SERVER, RedisServer
 
 REQUIRE_REDIS = os.environ.get("PROMPTREG_REQUIRE_REDIS") == "1"

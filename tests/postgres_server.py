@@ -10,12 +10,17 @@ or ``PROMPTREG_REQUIRE_REDIS=1``) it fails them instead.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from devservers.local_postgres import LocalPostgresServer, postgres_bin_dir
+
+if TYPE_CHECKING:
+    import psycopg
 
 REQUIRE_POSTGRES = "1" in (os.environ.get("PROMPTREG_REQUIRE_POSTGRES"), os.environ.get("PROMPTREG_REQUIRE_REDIS"))
 
@@ -97,3 +102,28 @@ def postgres_raw(url: str, namespace: str) -> dict[str, list[tuple[object, ...]]
                 rows = []
             out[table] = sorted(rows, key=repr)
         return out
+
+
+def owner(registry: Any) -> psycopg.Connection[Any]:
+    """A new autocommit connection as a :class:`~promptreg.PostgresPromptRegistry`'s own role (the owner in tests)."""
+    import psycopg
+
+    return psycopg.connect(registry._conninfo, autocommit=True)
+
+
+def registry_rows(registry: Any) -> dict[str, list[tuple[object, ...]]]:
+    """:func:`postgres_raw` of a :class:`~promptreg.PostgresPromptRegistry`'s namespace (as its owner connects)."""
+    return postgres_raw(registry._conninfo, registry.namespace)
+
+
+@pytest.fixture
+def fresh_db(postgres_server: PostgresServer) -> Iterator[str]:
+    """A new, empty database on the session's server, dropped afterwards: for tests of the schema itself."""
+    import psycopg
+
+    name = "db" + uuid.uuid4().hex[:10]
+    with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield postgres_server.url(name)
+    with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")

@@ -33,7 +33,8 @@ from promptreg.registry import (
 from promptreg.registry.cli.local_server import wait_until
 from promptreg.registry.postgres.governance_schema import APPLY_FUNCTION, DECIDE_FUNCTION, REQUEST_FUNCTION
 from promptreg.registry.postgres.roles import TABLES, role_names, role_sql
-from promptreg.registry.postgres.schema import LATEST_SCHEMA, MIGRATIONS, SCHEMA_TABLE, WEBHOOK_TABLES
+from promptreg.registry.postgres.schema import LATEST_SCHEMA, MIGRATIONS, SCHEMA_TABLE
+from promptreg.registry.postgres.webhook_schema import WEBHOOK_TABLES
 from tests.postgres_server import PostgresServer, postgres_raw
 
 pytestmark = pytest.mark.postgres
@@ -376,16 +377,6 @@ def test_a_reader_client_follows_requests_and_the_approved_move(roles: Roles) ->
 
 
 # -- migration 7 -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fresh_db(postgres_server: PostgresServer) -> Iterator[str]:
-    name = "db" + uuid.uuid4().hex[:10]
-    with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield postgres_server.url(name)
-    with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def test_migration_7_upgrades_a_database_at_version_6_and_its_roles_keep_working(fresh_db: str) -> None:

@@ -34,14 +34,10 @@ from promptreg.registry import (
 from promptreg.registry.composition import Source, compose
 from promptreg.registry.models import AuditEvent
 from promptreg.registry.postgres.schema import LATEST_SCHEMA, MIGRATIONS, SCHEMA_TABLE
-from tests.postgres_server import PostgresServer
+from tests.postgres_server import PostgresServer, owner
+from tests.postgres_server import registry_rows as rows
 
 pytestmark = pytest.mark.postgres
-
-TABLES = (
-    "promptreg_namespaces", "promptreg_prompts", "promptreg_versions", "promptreg_labels", "promptreg_rollouts",
-    "promptreg_audit", "promptreg_partials",
-)  # fmt: skip
 
 
 @pytest.fixture
@@ -54,32 +50,6 @@ def reg(url: str) -> Iterator[PostgresPromptRegistry]:
     registry = PostgresPromptRegistry(url)
     yield registry
     registry.close()
-
-
-@pytest.fixture
-def fresh_db(postgres_server: PostgresServer) -> Iterator[str]:
-    """A new, empty database: for tests of the schema itself."""
-    name = "db" + uuid.uuid4().hex[:10]
-    with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield postgres_server.url(name)
-    with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
-def owner(reg: PostgresPromptRegistry) -> psycopg.Connection[Any]:
-    return psycopg.connect(reg._conninfo, autocommit=True)
-
-
-def rows(reg: PostgresPromptRegistry) -> dict[str, list[tuple[object, ...]]]:
-    """Every row of the namespace in every promptreg table, the index included (for "nothing changed")."""
-    with owner(reg) as conn:
-        return {
-            table: sorted(
-                conn.execute(f"SELECT * FROM {table} WHERE namespace = %s", (reg.namespace,)).fetchall(), key=repr
-            )
-            for table in TABLES
-        }
 
 
 def index_rows(conn: psycopg.Connection[Any], namespace: str | None = None) -> set[tuple[str, ...]]:

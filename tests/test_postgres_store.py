@@ -56,17 +56,6 @@ def reg(url: str) -> Iterator[PostgresPromptRegistry]:
     registry.close()
 
 
-@pytest.fixture
-def fresh_db(postgres_server: PostgresServer) -> Iterator[str]:
-    """A new, empty database: for tests of the schema itself."""
-    name = "db" + uuid.uuid4().hex[:10]
-    with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield postgres_server.url(name)
-    with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
 def listener(reg: PostgresPromptRegistry) -> psycopg.Connection[Any]:
     conn = psycopg.connect(reg._conninfo, autocommit=True)
     conn.execute(f'LISTEN "{reg.channel}"')

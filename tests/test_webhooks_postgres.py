@@ -11,7 +11,8 @@ import psycopg
 import pytest
 
 from promptreg.registry import PostgresPromptRegistry, RegistryAuthError
-from promptreg.registry.postgres.schema import MIGRATIONS, SCHEMA_TABLE, WEBHOOK_TABLES
+from promptreg.registry.postgres.schema import MIGRATIONS, SCHEMA_TABLE
+from promptreg.registry.postgres.webhook_schema import WEBHOOK_TABLES
 from promptreg.registry.webhooks import (
     Cursor,
     DeliverySettings,
@@ -91,16 +92,6 @@ def test_the_lease_fences_cursor_writes(registry: PostgresPromptRegistry, namesp
         store.close()
         other.close()
         second.close()
-
-
-@pytest.fixture
-def fresh_db(postgres_server: PostgresServer) -> Iterator[str]:
-    name = "wh" + uuid.uuid4().hex[:10]
-    with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield postgres_server.url(name)
-    with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def test_migration_8_gives_the_tables_to_the_roles_that_move_labels(fresh_db: str) -> None:
