@@ -23,7 +23,7 @@ from typing import Final
 
 from promptreg.registry.errors import InvalidInputError
 from promptreg.registry.postgres.governance_schema import APPLY_FUNCTION, DECIDE_FUNCTION, REQUEST_FUNCTION
-from promptreg.registry.postgres.schema import WEBHOOK_TABLES
+from promptreg.registry.postgres.webhook_schema import WEBHOOK_TABLES
 
 ROLES: Final = ("reader", "writer", "approver", "admin")
 """The roles, each with the grants of the one before it and more."""

@@ -41,6 +41,7 @@ from promptreg.registry.postgres.governance_schema import (
     TABLES_SQL,
     TRIGGERS_SQL,
 )
+from promptreg.registry.postgres.webhook_schema import WEBHOOK_TABLES, WEBHOOKS_SQL
 from promptreg.registry.wire import ROLLOUT_OPERATIONS, ChangeMessage, decode
 
 CHANNEL_PREFIX: Final = "promptreg."
@@ -88,12 +89,6 @@ def carry_grants(source: str, target: str, implies: Mapping[str, str]) -> str:
         $$;
     """
 
-
-WEBHOOK_TABLES: Final = (
-    "promptreg_webhooks", "promptreg_webhook_cursors", "promptreg_webhook_dead_letters", "promptreg_webhook_leases",
-)  # fmt: skip
-"""Migration 8's tables (:mod:`promptreg.registry.webhooks.postgres_store`): the roles that may move
-labels read and write them all; the reader has no grant on them (an endpoint's URL may carry credentials)."""
 
 MAY_INCLUDE: Final = (
     "(strpos(prompt_text, '{{>') > 0 OR EXISTS (SELECT 1 FROM json_array_elements(messages) m "
@@ -286,42 +281,10 @@ MIGRATIONS: Final = (
     Migration(
         8,
         "webhooks: endpoints, their cursors and dead letters, the delivery lease; grants to who may move labels",
-        # registry/webhooks/postgres_store.py. Endpoints hold URLs (maybe with credentials): the
-        # roles that may move labels (writer, approver, admin) get them, the reader does not.
-        """
-        CREATE TABLE promptreg_webhooks (
-            namespace    text NOT NULL,
-            id           text NOT NULL,
-            url          text NOT NULL,
-            secret_env   text NOT NULL,                    -- the NAME of the worker's variable, never a secret
-            events       json NOT NULL,
-            format       text NOT NULL,
-            max_attempts integer NOT NULL,
-            created_at   timestamptz NOT NULL,
-            PRIMARY KEY (namespace, id)
-        );
-        CREATE TABLE promptreg_webhook_cursors (
-            namespace   text NOT NULL,
-            endpoint    text NOT NULL,
-            cursor      json NOT NULL,
-            PRIMARY KEY (namespace, endpoint),
-            FOREIGN KEY (namespace, endpoint) REFERENCES promptreg_webhooks (namespace, id) ON DELETE CASCADE
-        );
-        CREATE TABLE promptreg_webhook_dead_letters (
-            id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            namespace   text NOT NULL,
-            endpoint    text NOT NULL,
-            letter      json NOT NULL,
-            FOREIGN KEY (namespace, endpoint) REFERENCES promptreg_webhooks (namespace, id) ON DELETE CASCADE
-        );
-        CREATE INDEX promptreg_webhook_dead_letters_endpoint
-            ON promptreg_webhook_dead_letters (namespace, endpoint, id);
-        CREATE TABLE promptreg_webhook_leases (
-            namespace   text PRIMARY KEY,
-            holder      text NOT NULL,
-            expires_at  timestamptz NOT NULL
-        );
-        """
+        # registry/postgres/webhook_schema.py (registry/webhooks/postgres_store.py uses the tables).
+        # Endpoints hold URLs (maybe with credentials): the roles that may move labels (writer,
+        # approver, admin) get them, the reader does not.
+        WEBHOOKS_SQL
         + carry_grants("promptreg_labels", ", ".join(WEBHOOK_TABLES), {"UPDATE": "SELECT, INSERT, UPDATE, DELETE"}),
     ),
 )
