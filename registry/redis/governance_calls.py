@@ -69,7 +69,7 @@ class RequestMove(ScriptCall):
     def script_args(self) -> list[Any]:
         return [self.name, self.label, self.version, self.request_id, self.record, self.score, self.at, self.author,
                 self.reason, self.head, self.ks.channel, "" if self.current is None else str(self.current),
-                str(self.required)]  # fmt: skip
+                str(self.required), self.ks.governed]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,6 +166,24 @@ local function protected_guard(name, label)
   return false
 end
 
+-- The refusals every direct move of a label checks first (delete_label, rollback_label): a missing
+-- prompt, the composition graph's guard, a protected label, a running rollout. Returns the refusal
+-- or false.
+local function direct_move_guard(k_prompt, k_rev, k_rollout, name, label)
+  if redis.call('EXISTS', k_prompt) == 0 then
+    return {'ERR', 'NOPROMPT'}
+  end
+  local refused = graph_guard(k_rev, name, false) or protected_guard(name, label)
+  if refused then
+    return refused
+  end
+  local rollout = redis.call('HGET', k_rollout, 'candidate')
+  if rollout then
+    return {'ERR', 'ROLLOUT', tonumber(rollout)}
+  end
+  return false
+end
+
 local function graph_add(field, names)
   local k_graph = KEYS[#KEYS - 1]
   local have = redis.call('HGET', k_graph, field) or ''

@@ -28,20 +28,9 @@
 -- ARGV[13] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- Returns {'OK', rev, previous} or {'ERR', 'NOPROMPT' | 'NOLABEL' | 'CONFLICT', actual}.
 
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {'ERR', 'NOPROMPT'}
-end
-local guarded = graph_guard(KEYS[5], ARGV[1], false)
-if guarded then
-  return guarded
-end
-local protected = protected_guard(ARGV[1], ARGV[2])
-if protected then
-  return protected
-end
-local rollout = redis.call('HGET', KEYS[10], 'candidate')
-if rollout then
-  return {'ERR', 'ROLLOUT', tonumber(rollout)}
+local refused = direct_move_guard(KEYS[1], KEYS[5], KEYS[10], ARGV[1], ARGV[2])
+if refused then
+  return refused
 end
 local current = redis.call('GET', KEYS[2])
 if not current then

@@ -22,11 +22,12 @@
 -- ARGV[11] channel
 -- ARGV[12] where the label points, as the caller read it ('' = unset)
 -- ARGV[13] the approvals the protection needs, as the caller read it ('' = not protected)
--- ARGV[14] {ns}:adm:protected (_commit.lua: protected_guard)
--- ARGV[15] the revision the caller checked the composition graph at ('' = none)
--- ARGV[16] the partials a new version includes ('' = none)
--- ARGV[17] this write's id (16 hex digits, random)
--- ARGV[18] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
+-- ARGV[14] {ns}:gov:ix (where protected labels point; read only, like {ns}:adm:protected)
+-- ARGV[15] {ns}:adm:protected (_commit.lua: protected_guard)
+-- ARGV[16] the revision the caller checked the composition graph at ('' = none)
+-- ARGV[17] the partials a new version includes ('' = none)
+-- ARGV[18] this write's id (16 hex digits, random)
+-- ARGV[19] 'PUBLISH', 'SPUBLISH' or 'DEFER' (_commit.lua)
 -- The protection and where the label points are read from keys the writer may not declare (FCALL
 -- counts declared keys as written): the caller read them, and they are compared here so the
 -- request records them as they are. What they say only informs: the approval checks the protection
@@ -45,8 +46,7 @@ local required = redis.call('HGET', protected, field)
 if not required then
   return {'ERR', 'NOTPROTECTED'}
 end
-local governed = string.gsub(protected, ':adm:protected$', ':gov:ix')
-local current = redis.call('HGET', governed, field) or ''
+local current = redis.call('HGET', ARGV[14], field) or ''
 if required ~= ARGV[13] or current ~= ARGV[12] then
   return {'ERR', 'RETRY'}
 end

@@ -35,20 +35,9 @@
 -- KEYS[13] {ns}:ix:graph             the composition graph (_commit.lua: graph_guard)
 -- KEYS[14] {ns}:revid                  the id of the registry's last write (_commit.lua)
 
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {'ERR', 'NOPROMPT'}
-end
-local guarded = graph_guard(KEYS[5], ARGV[1], false)
-if guarded then
-  return guarded
-end
-local protected = protected_guard(ARGV[1], ARGV[2])
-if protected then
-  return protected
-end
-local rollout = redis.call('HGET', KEYS[12], 'candidate')
-if rollout then
-  return {'ERR', 'ROLLOUT', tonumber(rollout)}
+local refused = direct_move_guard(KEYS[1], KEYS[5], KEYS[12], ARGV[1], ARGV[2])
+if refused then
+  return refused
 end
 local target = redis.call('GET', KEYS[4])
 if not target then
